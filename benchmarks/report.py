@@ -1,0 +1,478 @@
+"""Turn the benchmarks' raw results (JSON) into benchmarks/RESULTS.md and PNG figures.
+
+    python benchmarks/report.py                       # results/*.json -> RESULTS.md, figures/
+    python benchmarks/report.py --results DIR --out FILE --figures DIR
+
+Each benchmark module writes ``<results dir>/<name>.json`` with a ``benchmark`` field;
+``SECTIONS`` maps that name to the function that renders its part of the report.
+A benchmark added later registers its renderer there (in the order of ``run_all.BENCHMARKS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import workloads as wl  # noqa: E402
+
+TOOL_ORDER = ("notebookscan", "psweep", "pypet", "floor")
+TOOL_STYLE = {
+    "notebookscan": {"color": "#d62728", "marker": "o"},
+    "psweep": {"color": "#1f77b4", "marker": "s"},
+    "pypet": {"color": "#2ca02c", "marker": "^"},
+    "floor": {"color": "#7f7f7f", "marker": "v", "linestyle": "--"},
+}
+WORKLOAD_TITLE = {"end": "End: one float per run, stored at the end",
+                  "per_run_float": "Per run: one float stored per run",
+                  "array": "Array: one 1 MB array (1000×125 float64) stored per run"}
+# pypet's own numbers for this kind of machine (pypet paper, Figure 5), for scale
+PYPET_PAPER = {("per_run_float", 10_000): {"wall_seconds": 156.0, "load_all_seconds": 34.0},
+               ("array", 1_000): {"wall_seconds": 74.0}}
+TARGETS = {"overhead_us": 30.0, "load_all_s": 0.1, "store_fraction": 0.90}
+
+
+# --------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------
+
+
+def fmt_s(x):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    if x >= 0.01:
+        return f"{x:.3f}"
+    return f"{x:.4f}"
+
+
+def fmt_us(x):
+    if x is None:
+        return "–"
+    us = x * 1e6
+    return f"{us:.0f}" if abs(us) >= 100 else f"{us:.1f}"
+
+
+def fmt_mb(b):
+    if b is None:
+        return "–"
+    mb = b / 1e6
+    return f"{mb:.0f}" if mb >= 100 else f"{mb:.1f}" if mb >= 1 else f"{mb:.3f}"
+
+
+def fmt_mib(b):
+    return "–" if b is None else f"{b / 2**20:.0f}"
+
+
+def fmt_x(r):
+    if r is None or not math.isfinite(r):
+        return "–"
+    return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×"
+
+
+def md_table(header, rows, left=1):
+    """A Markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(":---" if i < left else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ok(flag):
+    return "**pass**" if flag else "**FAIL**"
+
+
+# --------------------------------------------------------------------------------------
+# common header
+# --------------------------------------------------------------------------------------
+
+
+def machine_section(docs):
+    m = docs[0]["machine"]
+    versions = {}
+    for doc in docs:
+        for rec in doc.get("results", []):
+            for k, v in (rec.get("versions") or {}).items():
+                tool = rec["tool"]
+                versions.setdefault(tool, {})[k] = v
+    rows = [["CPU", m.get("cpu")], ["cores", m.get("cores")],
+            ["RAM", f"{m['ram_bytes'] / 2**30:.1f} GiB" if m.get("ram_bytes") else "?"],
+            ["OS", m.get("os")], ["disk", m.get("disk") or "?"],
+            ["Python", m.get("python")], ["date", m.get("date")]]
+    if m.get("openblas_env"):
+        rows.append(["environment", ", ".join(f"{k}={v}" for k, v in m["openblas_env"].items())
+                     + " (affect BLAS only; no workload here calls BLAS)"])
+    out = ["## Machine", "", md_table(["", ""], rows, left=2), "", "Package versions, per tool "
+           "(each tool runs in its own child processes; pypet in its own venv):", ""]
+    vrows = []
+    for tool in TOOL_ORDER:
+        if tool in versions:
+            vrows.append([tool, ", ".join(f"{k} {v}" for k, v in versions[tool].items()
+                                          if v is not None)])
+    out += [md_table(["tool", "versions"], vrows, left=2), ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# storage benchmark
+# --------------------------------------------------------------------------------------
+
+
+def _index(doc):
+    return {(r["tool"], r["workload"], r["n"]): r for r in doc["results"]}
+
+
+def _get(idx, tool, workload, n, key):
+    rec = idx.get((tool, workload, n))
+    return None if rec is None else rec.get(key)
+
+
+def _ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def storage_figures(doc, figdir):
+    """Figure-5-style plots: runtime, store size and load time against N, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(figdir, exist_ok=True)
+    idx = _index(doc)
+    tools = [t for t in TOOL_ORDER if any(r["tool"] == t for r in doc["results"])]
+    paths = []
+    panels = [("wall_seconds", "runtime [s]"), ("store_bytes", "store size [MB]"),
+              ("load_all_seconds", "load all [s]"), ("load_each_seconds", "load one by one [s]")]
+    for workload in doc["workloads"]:
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.6),
+                                 constrained_layout=True)
+        for ax, (key, label) in zip(axes, panels, strict=True):
+            for tool in tools:
+                pts = sorted((n, r.get(key)) for (t, w, n), r in idx.items()
+                             if t == tool and w == workload and r.get(key) is not None)
+                if not pts:
+                    continue
+                ns_, ys = zip(*pts, strict=True)
+                if key == "store_bytes":
+                    ys = [y / 1e6 for y in ys]
+                ax.plot(ns_, ys, label=tool, **TOOL_STYLE.get(tool, {}))
+            if key == "store_bytes":
+                pts = sorted({r["n"] for r in doc["results"] if r["workload"] == workload})
+                ax.plot(pts, [wl.raw_bytes(workload, n) / 1e6 for n in pts], color="black",
+                        linestyle=":", linewidth=1, label="raw data")
+                ax.legend(fontsize=8, handles=ax.get_lines()[-1:])
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("number of runs N")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(WORKLOAD_TITLE.get(workload, workload), fontsize=11)
+        path = os.path.join(figdir, f"storage_{workload}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    linestyles = {"end": ":", "per_run_float": "-", "array": "--"}
+    for tool in tools:
+        for workload in doc["workloads"]:
+            pts = sorted((n, r["overhead_per_point_seconds"] * 1e6)
+                         for (t, w, n), r in idx.items()
+                         if t == tool and w == workload and "overhead_per_point_seconds" in r)
+            if pts:
+                style = dict(TOOL_STYLE.get(tool, {}))
+                style["linestyle"] = linestyles.get(workload, "-")
+                ns_, ys = zip(*pts, strict=True)
+                ax.plot(ns_, [max(y, 0.1) for y in ys], label=f"{tool}, {workload}", **style)
+    ax.axhline(TARGETS["overhead_us"], color="black", linewidth=0.8)
+    ax.annotate(f"target {TARGETS['overhead_us']:.0f} µs", (0.01, TARGETS["overhead_us"]),
+                xycoords=("axes fraction", "data"), textcoords="offset points",
+                xytext=(0, 3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of runs N")
+    ax.set_ylabel("per-point overhead (wall − function) / N [µs]")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    path = os.path.join(figdir, "storage_overhead.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+    return paths
+
+
+def storage_targets(doc):
+    idx = _index(doc)
+    rows = []
+    n_float = max((r["n"] for r in doc["results"] if r["workload"] == "per_run_float"),
+                  default=None)
+    n_arr = max((r["n"] for r in doc["results"] if r["workload"] == "array"), default=None)
+
+    def add(target, measured, passed, note=""):
+        rows.append([target, measured, "not measured" if passed is None else ok(passed), note])
+
+    ov = _get(idx, "notebookscan", "per_run_float", n_float, "overhead_per_point_seconds")
+    add(f"per-point overhead ≤ {TARGETS['overhead_us']:.0f} µs (per-run float, serial, "
+        f"N = {n_float})", f"{fmt_us(ov)} µs",
+        None if ov is None else ov * 1e6 <= TARGETS["overhead_us"])
+    la = _get(idx, "notebookscan", "per_run_float", n_float, "load_all_seconds")
+    add(f"load all results ≤ {TARGETS['load_all_s']} s (per-run float, N = {n_float})",
+        f"{fmt_s(la)} s", None if la is None else la <= TARGETS["load_all_s"],
+        "open_store + .load(), in a fresh process, warm page cache")
+    for n in sorted({r["n"] for r in doc["results"] if r["workload"] == "array"}):
+        a = _get(idx, "notebookscan", "array", n, "wall_seconds")
+        b = _get(idx, "psweep", "array", n, "wall_seconds")
+        add(f"array workload: wall time ≤ psweep's (N = {n})",
+            f"{fmt_s(a)} s vs psweep {fmt_s(b)} s",
+            None if a is None or b is None else a <= b,
+            "" if a is None or b is None else f"ratio {a / b:.2f}")
+    size = _get(idx, "notebookscan", "array", n_arr, "store_bytes")
+    frac = _ratio(size, wl.raw_bytes("array", n_arr)) if n_arr else None
+    add(f"array workload: store ≤ {TARGETS['store_fraction']:.0%} of raw size (N = {n_arr})",
+        "–" if frac is None else f"{frac:.1%} ({fmt_mb(size)} MB of "
+        f"{fmt_mb(wl.raw_bytes('array', n_arr))} MB)",
+        None if frac is None else frac <= TARGETS["store_fraction"])
+    return md_table(["target", "measured", "result", "note"], rows, left=4)
+
+
+def storage_ratios(doc):
+    idx = _index(doc)
+    lines = []
+    for workload in doc["workloads"]:
+        ns_ = sorted({r["n"] for r in doc["results"] if r["workload"] == workload})
+        if not ns_:
+            continue
+        n = ns_[-1]
+        ours = _get(idx, "notebookscan", workload, n, "overhead_per_point_seconds")
+        if ours is None:
+            continue
+        parts = []
+        for other in ("pypet", "psweep"):
+            theirs = _get(idx, other, workload, n, "overhead_per_point_seconds")
+            if theirs is None:
+                continue
+            r = _ratio(theirs, ours)
+            if r is not None and r >= 1:
+                parts.append(f"{fmt_x(r)} below {other}'s ({fmt_us(theirs)} µs)")
+            elif r is not None:
+                parts.append(f"{fmt_x(1 / r)} above {other}'s ({fmt_us(theirs)} µs)")
+        floor = _get(idx, "floor", workload, n, "overhead_per_point_seconds")
+        if floor is not None:
+            parts.append(f"{fmt_us(ours - floor)} µs per point above the plain-netCDF4 floor "
+                         f"({fmt_us(floor)} µs)")
+        lines.append(f"- **{workload}, N = {n}**: notebookscan per-point overhead is "
+                     f"{fmt_us(ours)} µs: " + "; ".join(parts) + ".")
+        la = _get(idx, "notebookscan", workload, n, "load_all_seconds")
+        pla = _get(idx, "pypet", workload, n, "load_all_seconds")
+        psla = _get(idx, "psweep", workload, n, "load_all_seconds")
+        bits = []
+        if la is not None and pla is not None:
+            bits.append(f"{fmt_x(pla / la)} faster than pypet ({fmt_s(pla)} s)"
+                        if pla >= la else f"{fmt_x(la / pla)} slower than pypet ({fmt_s(pla)} s)")
+        if la is not None and psla is not None:
+            bits.append(f"{fmt_x(psla / la)} faster than psweep ({fmt_s(psla)} s)"
+                        if psla >= la else
+                        f"{fmt_x(la / psla)} slower than psweep ({fmt_s(psla)} s)")
+        if bits:
+            lines.append(f"  Loading all results takes {fmt_s(la)} s: " + "; ".join(bits) + ".")
+    return "\n".join(lines)
+
+
+def storage_paper_check(doc):
+    idx = _index(doc)
+    rows = []
+    for (workload, n), ref in PYPET_PAPER.items():
+        for key, value in ref.items():
+            got = _get(idx, "pypet", workload, n, key)
+            label = {"wall_seconds": "run", "load_all_seconds": "load all"}[key]
+            rows.append([f"{workload}, N = {n}, {label}", f"≈ {value:.0f} s",
+                         f"{fmt_s(got)} s" if got is not None else "not run"])
+    return md_table(["pypet", "paper (Figure 5)", "measured here"], rows)
+
+
+def storage_workload_table(doc, workload):
+    idx = _index(doc)
+    rows = []
+    for n in sorted({r["n"] for r in doc["results"] if r["workload"] == workload}):
+        raw = wl.raw_bytes(workload, n)
+        for tool in TOOL_ORDER:
+            r = idx.get((tool, workload, n))
+            if r is None:
+                continue
+            if "wall_seconds" not in r:
+                rows.append([n, tool, f"failed: {r.get('error', '?')}"] + [""] * 10)
+                continue
+            rows.append([
+                n, tool, fmt_s(r["wall_seconds"]), fmt_s(r["fn_seconds"]),
+                fmt_us(r["overhead_per_point_seconds"]), fmt_mb(r["store_bytes"]),
+                f"{r['store_bytes'] / raw:.2f}", r.get("store_files", "–"),
+                fmt_s(r.get("load_all_seconds")), fmt_s(r.get("load_each_seconds")),
+                fmt_mib(r.get("run_peak_rss")), fmt_mib(r.get("load_all_peak_rss")),
+                fmt_mib(r.get("run_rss_after_import")),
+            ])
+    header = ["N", "tool", "run [s]", "function [s]", "overhead [µs/pt]", "store [MB]",
+              "store / raw", "files", "load all [s]", "load each [s]", "peak RSS run [MiB]",
+              "peak RSS load all [MiB]", "RSS after imports [MiB]"]
+    return md_table(header, rows, left=2)
+
+
+def storage_section(doc, figdir, md_dir):
+    idx = _index(doc)
+    paths = storage_figures(doc, figdir)
+    out = ["## Storage: notebookscan, psweep, pypet and a plain-netCDF4 floor", ""]
+    if doc.get("quick"):
+        out += ["> **Quick smoke run** (small N): not the numbers to quote.", ""]
+    out += [
+        "The three workloads of the pypet paper's Figure 5 (Meyer & Obermayer 2016), "
+        "serial, one process:",
+        "",
+        "- **end**: N runs, each returns one random float; the results are stored "
+        "collectively at the end;",
+        "- **per_run_float**: one random float stored per run;",
+        f"- **array**: one {doc['array_shape'][0]}×{doc['array_shape'][1]} float64 random "
+        "array (1 MB) stored per run.",
+        "",
+        "The function is `fn(i, seed)`: a fresh `numpy.random.default_rng(seed)` draws the "
+        "float or the array (`benchmarks/workloads.py`).",
+        "",
+    ]
+    if doc.get("unavailable"):
+        for tool, msg in doc["unavailable"].items():
+            out.append(f"**{tool} was not run**: {msg}")
+        out.append("")
+    out += ["### Targets", "", storage_targets(doc), "", "### Ratios", "",
+            storage_ratios(doc), "", "For scale, pypet's own figures:", "",
+            storage_paper_check(doc), ""]
+    for workload in doc["workloads"]:
+        if not any(r["workload"] == workload for r in doc["results"]):
+            continue
+        out += [f"### {WORKLOAD_TITLE.get(workload, workload)}", "",
+                storage_workload_table(doc, workload), ""]
+        fig = os.path.join(figdir, f"storage_{workload}.png")
+        if fig in paths:
+            out += [f"![{workload}]({os.path.relpath(fig, md_dir)})", ""]
+    fig = os.path.join(figdir, "storage_overhead.png")
+    out += ["### Per-point overhead", "", f"![overhead]({os.path.relpath(fig, md_dir)})", ""]
+
+    # array compression
+    n_arr = max((r["n"] for r in doc["results"] if r["workload"] == "array"), default=None)
+    comp = []
+    for tool in TOOL_ORDER:
+        b = _get(idx, tool, "array", n_arr, "store_bytes")
+        if b is not None:
+            comp.append(f"{tool} {b / wl.raw_bytes('array', n_arr):.1%}")
+    filters = _get(idx, "floor", "array", n_arr, "filters")
+    nsrun = {r["workload"]: r for r in doc["results"] if r["tool"] == "notebookscan"}
+    end_flush = nsrun.get("end", {}).get("flush_settings")
+    out += ["### How each number is measured", "",
+            "- Each (tool, workload, N) runs in three fresh child processes, one after the "
+            "other: **run**, **load all**, **load each**. Imports happen before any clock "
+            "starts (their time and the RSS right after them are recorded separately).",
+            "- **run [s]**: wall time from building the scan (space/trajectory/params) to the "
+            "tool's return, store written. **function [s]**: time spent inside `fn`, summed "
+            "by a thin timing wrapper around it during that run. **overhead** = "
+            "(run − function) / N.",
+            "- **store**: apparent size (sum of `st_size`) of everything the tool wrote; "
+            "**raw** = 8 bytes × values (N floats, or N × 125 000 for arrays).",
+            "- **peak RSS**: `ru_maxrss` returned by `os.wait4()` for that child process "
+            "(the per-child form of `getrusage(RUSAGE_CHILDREN).ru_maxrss`), so it includes "
+            "the interpreter and the tool's imports; the RSS right after the imports is "
+            "the last column.",
+            "- **Repetitions**: float workloads with N ≤ 1 000 were run 3 times and the "
+            "median of each number is shown; everything else once. The raw values of every "
+            "repetition are in `results/storage.json`.",
+            "- Loads run right after the write, so the files are in the page cache (warm "
+            "reads). No tool except notebookscan calls `fsync`; notebookscan fsyncs every "
+            "shard and its directory, which the others' run times do not pay for.",
+            "",
+            "What *load all* and *load each* mean per tool:",
+            "",
+            "- **notebookscan**: load all = `ns.open_store(path)` + `.load()`, then the "
+            "variable's `.values`. Load each = `ns.open_store(path)` once, then "
+            "`ds[var].sel(i=i).values` for every i: xarray label-based selection on the "
+            "Dataset `open_store` returns (it measures xarray indexing, not disk access per "
+            "point). The float workloads' values are the variable `result` (the function "
+            "returns a bare float), the array's is `x`.",
+            f"- **notebookscan, end workload**: notebookscan always persists as it goes; run "
+            f"with flush settings {end_flush!s} so that it writes as few shards as it allows.",
+            "- **psweep**: `ps.run(func, ps.pgrid([ps.plist('i', range(N))]), calc_dir=...)`. "
+            "end: the pickled database written at the end (psweep's default). per_run_float: "
+            "`tmpsave=True` (each pset's result pickled as soon as it is done) plus the "
+            "database. array: the function `np.save`s its array to "
+            "`<calc_dir>/<_pset_id>/x.npy` (psweep's idiom for big data). Load all = "
+            "`ps.df_read` of the database (+ every `.npy`, stacked). Load each: end = the "
+            "database read once, then `df.at[i, 'x']`; per_run_float = each pset's own "
+            "tmpsave pickle; array = `np.load` of each `.npy`.",
+            "- **pypet** (its own venv, numpy < 2): an `Environment` with its default HDF5 "
+            "storage service and compression, logging and progress off, one parameter "
+            "explored with `f_explore`. end: the run function returns its float and a "
+            "post-processing function adds all of them as one result; per-run workloads: "
+            "`traj.f_add_result('x', ...)` in the run function. Load all = "
+            "`f_load(load_parameters=2, load_results=2)` + `f_get_from_runs`; load each = "
+            "`f_load(load_results=1)` (skeleton) then `traj.f_load_item` per run.",
+            "- **floor**: a plain loop and one NetCDF-4 file written with netCDF4: floats "
+            "collected and written at the end; arrays written into the open file's variable "
+            "as they come (one chunk per point, `compression='blosc_lz4', shuffle=True`), "
+            "closed at the end. Load all = `var[:]`; load each = `var[i]` per point.",
+            "",
+            f"Compression of the random arrays (N = {n_arr}), store / raw: "
+            + ", ".join(comp) + "."
+            + (f" The floor's filters: `{filters}`." if filters else "")
+            + " Random float64 values in [0, 1) leave only the exponent bytes and the top "
+            "mantissa bits to compress (blosc-lz4 with byte shuffle), so little can be "
+            "saved.",
+            ""]
+    return "\n".join(out)
+
+
+SECTIONS = {"storage": storage_section}
+
+
+def write_report(results_dir=None, out=None, figdir=None, names=None):
+    results_dir = results_dir or os.path.join(HERE, "results")
+    out = out or os.path.join(HERE, "RESULTS.md")
+    figdir = figdir or os.path.join(HERE, "figures")
+    docs = []
+    for name in names or SECTIONS:
+        path = os.path.join(results_dir, f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as fh:
+                docs.append(json.load(fh))
+    if not docs:
+        raise SystemExit(f"no results in {results_dir}")
+    md_dir = os.path.dirname(os.path.abspath(out))
+    parts = ["# notebookscan benchmarks", "",
+             "Generated by `python benchmarks/run_all.py` (`make bench`); raw numbers in "
+             f"`{os.path.relpath(results_dir, md_dir)}/`.", "", machine_section(docs)]
+    for doc in docs:
+        parts.append(SECTIONS[doc["benchmark"]](doc, figdir, md_dir))
+    with open(out, "w") as fh:
+        fh.write("\n".join(parts).rstrip() + "\n")
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--figures", default=None)
+    args = parser.parse_args(argv)
+    print(f"wrote {write_report(args.results, args.out, args.figures)}")
+
+
+if __name__ == "__main__":
+    main()
