@@ -1,0 +1,64 @@
+"""notebookscan: parameter scans of numerical simulations, from a notebook to a cluster.
+
+Describe the points (``grid``, ``zip_``, ``points``, ``sample``, ``trials``, ``+``,
+``*``, ``where``), run a function over them (``Scan(...).run()``) on local cores or a
+cluster, and get a labelled :class:`xarray.Dataset` back — persisted as NetCDF batch by
+batch, never computing a stored point twice.
+
+>>> import notebookscan as ns
+>>> ns.grid(k=[1, 2, 3], tau=[0.005, 0.01]) * ns.trials(5)
+<Space: 30 points, grid k(3) × tau(2) × trial(5)>
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+from .errors import (
+    ExecutorError,
+    NotebookscanError,
+    ScanError,
+    SpaceError,
+    StoreError,
+    StoreWarning,
+)
+from .events import Events
+from .keys import point_key, point_seed
+from .layout import to_grid
+from .scan import DryRun, Scan, ScanRun
+from .space import Layout, Space, grid, points, sample, trials, zip_
+from .store import Store, compact, merge, open_store, verify
+
+try:
+    __version__ = _metadata.version("notebookscan")
+except _metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DryRun",
+    "Events",
+    "ExecutorError",
+    "Layout",
+    "NotebookscanError",
+    "Scan",
+    "ScanError",
+    "ScanRun",
+    "Space",
+    "SpaceError",
+    "Store",
+    "StoreError",
+    "StoreWarning",
+    "__version__",
+    "compact",
+    "grid",
+    "merge",
+    "open_store",
+    "point_key",
+    "point_seed",
+    "points",
+    "sample",
+    "to_grid",
+    "trials",
+    "verify",
+    "zip_",
+]

@@ -1,7 +1,7 @@
 """Parameter spaces: axes and the algebra that combines them.
 
 A `Space` is an immutable, ordered, duplicate-free collection of points (dicts of
-plain scalars). Spaces are built from `grid`, `zip_`, `points`, `sample` and `trials`
+plain scalars). Spaces are built with `grid`, `zip_`, `points`, `sample` and `trials`
 and combined with ``*`` (outer product), ``+`` (union, de-duplicated by key),
 `Space.where` (filter) and `Space.refine` (replace some axes' values).
 
@@ -40,20 +40,20 @@ Scalar = bool | int | float | str
 Point = dict[str, Scalar]
 Predicate = Callable[[Point], object]
 
-#: Names the store uses for its own bookkeeping variables; parameters cannot use them.
-RESERVED_NAMES: frozenset[str] = frozenset(
-    {"point", "key", "status", "error", "traceback", "started", "finished", "duration",
-     "host", "worker", "run"}
-)
+#: Names of the store's bookkeeping variables; parameters cannot use them.
+RESERVED_NAMES: frozenset[str] = frozenset({
+    "point", "key", "status", "error", "traceback", "started", "finished", "duration",
+    "host", "worker", "run",
+})
+
+#: Parameters passed to the function only when it takes them (the scan strips them otherwise).
+PASSED_IF_ACCEPTED: frozenset[str] = frozenset({"trial"})
 
 _SAMPLE_METHODS = ("random", "lhs", "sobol")
-_SIMPLE_TYPES: dict[object, str] = {
-    float: "float", int: "int", bool: "bool", str: "str",
-    "float": "float", "int": "int", "bool": "bool", "str": "str",
-}
 _ACCEPTS: dict[str, tuple[type, ...]] = {
     "float": (int, float), "int": (int,), "bool": (bool,), "str": (str,),
 }
+_REFINABLE = frozenset({"grid", "zip_", "trials"})
 
 
 class Layout(NamedTuple):
@@ -61,13 +61,14 @@ class Layout(NamedTuple):
 
     ``kind="grid"``: the points lie on a product of per-parameter values, so results can
     be unstacked onto the dimensions `dims` (missing combinations become NaN).
-    ``kind="points"``: the points are a list along one ``point`` dimension.
+    ``kind="points"``: the points form a list along one ``point`` dimension.
     """
 
     kind: Literal["grid", "points"]
     dims: tuple[str, ...]
 
 
+# -- helpers ------------------------------------------------------------------------------------
 def _objects(values: Iterable[object]) -> np.ndarray:
     """A 1-D numpy object array holding `values` as they are."""
     values = list(values)
@@ -77,19 +78,7 @@ def _objects(values: Iterable[object]) -> np.ndarray:
 
 
 def _sort_key(value: Scalar) -> tuple[int, Scalar]:
-    if isinstance(value, bool):
-        return (0, value)
-    return (2, value) if isinstance(value, str) else (1, value)
-
-
-def _first_duplicate(keys: list[str]) -> int | None:
-    """Index of the first key seen before, or None."""
-    seen: set[str] = set()
-    for i, key in enumerate(keys):
-        if key in seen:
-            return i
-        seen.add(key)
-    return None
+    return (0 if isinstance(value, bool) else 2 if isinstance(value, str) else 1, value)
 
 
 def _is_scalar(values: object) -> bool:
@@ -100,20 +89,23 @@ def _is_scalar(values: object) -> bool:
     return not isinstance(values, Iterable)
 
 
-def _merge_holders(*parts: dict[str, set[str]]) -> dict[str, set[str]]:
-    holders: dict[str, set[str]] = {}
-    for part in parts:
-        for name, kinds in part.items():
-            holders.setdefault(name, set()).update(kinds)
-    return holders
+def _count(value: object, what: str, *, minimum: int = 1) -> int:
+    """`value` as an int >= `minimum`, or a `SpaceError` naming `what`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
+            value < minimum):
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise SpaceError(f"{what} must be a {kind} integer, got {value!r}.")
+    return int(value)
 
 
 def _simple_type(annotation: object) -> str | None:
     """``"float"``, ``"int"``, ``"bool"`` or ``"str"`` for those annotations, else None."""
-    try:
-        return _SIMPLE_TYPES.get(annotation)
-    except TypeError:  # unhashable annotation
-        return None
+    if isinstance(annotation, type):
+        annotation = annotation.__name__ if annotation in (float, int, bool, str) else None
+    if isinstance(annotation, str):  # postponed evaluation, possibly of a quoted name
+        annotation = annotation.strip("'\"")
+        return annotation if annotation in _ACCEPTS else None
+    return None
 
 
 def _axis_values(name: str, values: object, *, where: str) -> tuple[Scalar, ...]:
@@ -136,10 +128,8 @@ def _axis_values(name: str, values: object, *, where: str) -> tuple[Scalar, ...]
     else:
         values = list(values)  # type: ignore[call-overload]
     if not values:
-        raise SpaceError(
-            f"{where}: axis {name!r} is empty; every axis needs at least one value. "
-            "Give it values, or drop the axis."
-        )
+        raise SpaceError(f"{where}: axis {name!r} is empty; every axis needs at least one value. "
+                         "Give it values, or drop the axis.")
     return tuple(check_value(name, value) for value in values)  # type: ignore[misc]
 
 
@@ -152,12 +142,15 @@ class _Frozen(ABCMeta):
         return obj
 
 
+# -- the base class -----------------------------------------------------------------------------
 class Space(metaclass=_Frozen):
     """An immutable, ordered, duplicate-free collection of parameter points.
 
     Build spaces with `grid`, `zip_`, `points`, `sample` and `trials`; combine them with
-    ``a * b`` (outer product, disjoint names), ``a + b`` (union, same names,
-    de-duplicated by key, first occurrence wins), `where` and `refine`.
+    ``a * b`` (outer product, disjoint names; ``a`` varies slowest), ``a + b`` (union,
+    same names, de-duplicated by key, first occurrence wins), `where` and `refine`.
+    Iteration yields point dicts in order; `columns`, `keys` and `seeds` give the same
+    order column by column.
 
     Examples
     --------
@@ -171,29 +164,28 @@ class Space(metaclass=_Frozen):
     8
     """
 
-    _cache: dict[str, Any]
-
-    def __init__(self) -> None:
-        self._cache = {}
+    def __init__(self, names: tuple[str, ...], *, on_grid: bool) -> None:
+        self._names = names
+        self._layout = Layout("grid" if on_grid else "points", names)
+        self._cache: dict[str, Any] = {}
 
     def __setattr__(self, name: str, value: object) -> None:
         if getattr(self, "_frozen", False):
-            raise AttributeError(
-                "a Space is immutable; build a new one with refine(), where(), * or +"
-            )
+            raise AttributeError("a Space is immutable; build a new one with refine(), "
+                                 "where(), * or +")
         object.__setattr__(self, name, value)
 
-    # -- what each node provides ---------------------------------------------------------
     @property
-    @abstractmethod
     def names(self) -> tuple[str, ...]:
         """Parameter names, in order."""
+        return self._names
 
     @property
-    @abstractmethod
     def layout(self) -> Layout:
-        """`Layout` of the points: ``grid`` (with its dims) or ``points``."""
+        """``Layout("grid", dims)`` or ``Layout("points", names)``."""
+        return self._layout
 
+    # what each node provides
     @abstractmethod
     def __len__(self) -> int: ...
 
@@ -208,16 +200,15 @@ class Space(metaclass=_Frozen):
 
     @abstractmethod
     def _holders(self) -> dict[str, set[str]]:
-        """Map each refinable-looking name to the kinds of node holding it."""
+        """Each name that refine() may be asked about -> kinds of node holding it."""
 
     @abstractmethod
     def _refine(self, changes: Mapping[str, object]) -> Space: ...
 
     def _build_keys(self) -> list[str]:
         cols = self._columns()
-        return keys_for_columns(self.names, {name: cols[name].tolist() for name in cols})
+        return keys_for_columns(self._names, {name: cols[name].tolist() for name in cols})
 
-    # -- cached data -----------------------------------------------------------------------
     def _columns(self) -> dict[str, np.ndarray]:
         if "columns" not in self._cache:
             self._cache["columns"] = self._build_columns()
@@ -228,13 +219,13 @@ class Space(metaclass=_Frozen):
             self._cache["keys"] = self._build_keys()
         return self._cache["keys"]
 
-    # -- public API ----------------------------------------------------------------------
+    # public API
     def columns(self) -> dict[str, list[Scalar]]:
         """The points column by column (plain Python scalars), in iteration order."""
         return {name: column.tolist() for name, column in self._columns().items()}
 
     def __iter__(self) -> Iterator[Point]:
-        names = self.names
+        names = self._names
         for row in zip(*self._columns().values(), strict=True):
             yield dict(zip(names, row, strict=True))
 
@@ -243,53 +234,46 @@ class Space(metaclass=_Frozen):
         return list(self._keys())
 
     def seeds(self) -> list[int]:
-        """Per-point 32-bit seeds derived from the keys: independent of execution order."""
+        """Per-point 32-bit seeds derived from the keys, so independent of run order."""
         return [point_seed(key) for key in self._keys()]
 
     def grid_coords(self) -> dict[str, list[Scalar]]:
         """Per grid dimension, the sorted distinct values that occur in the points.
 
-        Raises `SpaceError` for a ``points`` layout, which has no grid dimensions.
+        Examples
+        --------
+        >>> (grid(k=[0, 2], tau=1) + grid(k=[1, 2], tau=1)).grid_coords()
+        {'k': [0, 1, 2], 'tau': [1]}
         """
-        layout = self.layout
-        if layout.kind != "grid":
+        if self._layout.kind != "grid":
             raise SpaceError(
                 f"grid_coords() needs a grid layout, but {self._expr()} has a points layout "
                 "(it contains zip_(), points() or sample()); use columns() instead."
             )
-        cols = self._columns()
         coords: dict[str, list[Scalar]] = {}
-        for dim in layout.dims:
-            column = cols[dim].tolist()
+        for dim, column in self._columns().items():
+            values = column.tolist()
             distinct: dict[str, Scalar] = {}
-            for _, value in dict.fromkeys(zip(map(type, column), column, strict=True)):
+            for _, value in dict.fromkeys(zip(map(type, values), values, strict=True)):
                 distinct.setdefault(canonical_token(value), value)
             coords[dim] = sorted(distinct.values(), key=_sort_key)
         return coords
 
     def __mul__(self, other: object) -> Space:
-        if not isinstance(other, Space):
-            return NotImplemented
-        return _Product(self, other)
+        return _Product(self, other) if isinstance(other, Space) else NotImplemented
 
     def __add__(self, other: object) -> Space:
-        if not isinstance(other, Space):
-            return NotImplemented
-        return _Union(self, other)
+        return _Union(self, other) if isinstance(other, Space) else NotImplemented
 
     def where(self, predicate: Predicate) -> Space:
-        """Keep the points for which ``predicate(point)`` is true.
+        """Keep the points for which ``predicate(point)`` is true; the layout is kept.
 
-        Parameters
-        ----------
-        predicate
-            Called once per point with the point's dict. If it raises, a `SpaceError`
-            names the point. The layout of the space is kept.
+        The predicate is called once per point, at once; if it raises, a `SpaceError`
+        names the point.
 
         Examples
         --------
-        >>> space = grid(n=range(6)).where(lambda p: p["n"] % 2 == 0)
-        >>> space.columns()
+        >>> grid(n=range(6)).where(lambda p: p["n"] % 2 == 0).columns()
         {'n': [0, 2, 4]}
         """
         return _Where(self, predicate)
@@ -309,7 +293,7 @@ class Space(metaclass=_Frozen):
         <Space: 60 points, grid k(3) × tau(2) × trial(10)>
         """
         holders = self._holders()
-        refinable = sorted(n for n, kinds in holders.items() if kinds <= {"grid", "zip_", "trials"})
+        refinable = sorted(name for name, kinds in holders.items() if kinds <= _REFINABLE)
         for name in axes:
             kinds = holders.get(name)
             if kinds is None:
@@ -318,10 +302,8 @@ class Space(metaclass=_Frozen):
                     f"{', '.join(refinable) or 'none'}."
                 )
             if "trial" in kinds:
-                raise SpaceError(
-                    "refine(): the 'trial' axis comes from trials(n); change the number of "
-                    "trials with refine(trials=n)."
-                )
+                raise SpaceError("refine(): the 'trial' axis comes from trials(n); change the "
+                                 "number of trials with refine(trials=n).")
             fixed = sorted(kinds & {"points", "sample"})
             if fixed:
                 raise SpaceError(
@@ -333,11 +315,11 @@ class Space(metaclass=_Frozen):
     def validate(self, fn: Callable[..., object]) -> None:
         """Check that the space fits ``fn``'s signature, before anything runs.
 
-        Reports in one `SpaceError` every problem found: reserved or non-identifier names,
-        names ``fn`` does not take (unless it takes ``**kwargs``), required parameters of
-        ``fn`` the space does not set (``seed`` is supplied by the scan), and values whose
-        type contradicts a simple annotation (``float``, ``int``, ``bool``, ``str``; an int
-        is fine for a float).
+        One `SpaceError` lists every problem: reserved or non-identifier names, names
+        ``fn`` does not take (unless it takes ``**kwargs``), required parameters the space
+        does not set (``seed`` is supplied by the scan), and values whose type contradicts
+        a simple annotation (``float``, ``int``, ``bool``, ``str``; an int is fine for a
+        float). Callables without a signature (some builtins) get the name checks only.
 
         Examples
         --------
@@ -351,66 +333,55 @@ class Space(metaclass=_Frozen):
           - model() requires parameter 'tau', which the space does not set; ...
         """
         problems: list[str] = []
-        for name in self.names:
+        for name in self._names:
             if name in RESERVED_NAMES:
                 problems.append(
-                    f"{name!r} is reserved for the store's bookkeeping "
-                    f"({', '.join(sorted(RESERVED_NAMES))}); rename the parameter, e.g. "
-                    f"{name}_ or my_{name}."
+                    f"{name!r} is reserved for the store's bookkeeping ("
+                    f"{', '.join(sorted(RESERVED_NAMES))}); rename the parameter, e.g. {name}_."
                 )
             elif not name.isidentifier() or keyword.iskeyword(name):
-                problems.append(
-                    f"{name!r} is not a valid Python identifier; rename it to letters, digits "
-                    "and underscores not starting with a digit."
-                )
+                problems.append(f"{name!r} is not a valid Python identifier; rename it to "
+                                "letters, digits and underscores not starting with a digit.")
         fname = getattr(fn, "__name__", type(fn).__name__)
         try:
             params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):  # builtins and the like: nothing more to check
+        except (TypeError, ValueError):  # no signature to check against
             params = None
         if params is not None:
             problems += self._signature_problems(fname, params)
         if problems:
             raise SpaceError(f"the space does not fit {fname}():\n  - " + "\n  - ".join(problems))
 
-    def _signature_problems(
-        self, fname: str, params: Mapping[str, inspect.Parameter]
-    ) -> list[str]:
+    def _signature_problems(self, fname: str, params: Mapping[str, inspect.Parameter]
+                            ) -> list[str]:
         kind = inspect.Parameter
+        var = (kind.VAR_POSITIONAL, kind.VAR_KEYWORD)
         takes_kwargs = any(p.kind is kind.VAR_KEYWORD for p in params.values())
-        named = [n for n, p in params.items() if p.kind not in (kind.VAR_POSITIONAL,
-                                                                 kind.VAR_KEYWORD)]
+        named = ", ".join(n for n, p in params.items() if p.kind not in var) or "none"
         problems = []
-        for name in self.names:
+        for name in self._names:
             p = params.get(name)
-            if p is None or p.kind in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD):
-                if not takes_kwargs:
-                    problems.append(
-                        f"{fname}() has no parameter {name!r} (it takes "
-                        f"{', '.join(named) or 'none'}); remove {name!r} from the space or add "
-                        "it to the function."
-                    )
-            elif p.kind is kind.POSITIONAL_ONLY:
-                problems.append(
-                    f"parameter {name!r} of {fname}() is positional-only, but points are passed "
-                    "by keyword; remove the '/' from the signature."
-                )
+            if p is None and name in PASSED_IF_ACCEPTED:
+                continue  # e.g. `trial`: told apart in the store, passed only if asked for
+            if (p is None or p.kind in var) and not takes_kwargs:
+                problems.append(f"{fname}() has no parameter {name!r} (it takes {named}); "
+                                f"remove {name!r} from the space or add it to the function.")
+            elif p is not None and p.kind is kind.POSITIONAL_ONLY:
+                problems.append(f"parameter {name!r} of {fname}() is positional-only, but "
+                                "points are passed by keyword; remove the '/' from the signature.")
         for p in params.values():
-            if (p.kind in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD) or p.default is not p.empty
-                    or p.name in self.names or p.name == "seed"):
+            if p.kind in var or p.default is not p.empty or p.name in (*self._names, "seed"):
                 continue
             problems.append(
                 f"{fname}() requires parameter {p.name!r}, which the space does not set; add "
                 f"it, e.g. space * grid({p.name}=...), or give it a default in {fname}()."
             )
-        cols = self._columns()
-        for name in self.names:
-            p = params.get(name)
-            expected = _simple_type(p.annotation) if p is not None else None
+        for name, column in self._columns().items():
+            expected = _simple_type(params[name].annotation) if name in params else None
             if expected is None:
                 continue
             accepts = _ACCEPTS[expected]
-            bad = next((v for v in cols[name].tolist() if type(v) not in accepts), None)
+            bad = next((v for v in column.tolist() if type(v) not in accepts), None)
             if bad is not None:
                 problems.append(
                     f"{fname}() annotates {name}: {expected}, but the space gives {name}="
@@ -424,19 +395,15 @@ class Space(metaclass=_Frozen):
         Examples
         --------
         >>> d = (grid(k=[1, 2]) * trials(3)).describe()
-        >>> d["size"], d["layout"], d["node"]["kind"]
-        (6, {'kind': 'grid', 'dims': ['k', 'trial']}, 'product')
+        >>> d["size"], d["layout"], [part["kind"] for part in d["node"]["parts"]]
+        (6, {'kind': 'grid', 'dims': ['k', 'trial']}, ['grid', 'trials'])
         """
-        layout = self.layout
-        return {
-            "names": list(self.names),
-            "size": len(self),
-            "layout": {"kind": layout.kind, "dims": list(layout.dims)},
-            "node": self._node(),
-        }
+        return {"names": list(self._names), "size": len(self),
+                "layout": {"kind": self._layout.kind, "dims": list(self._layout.dims)},
+                "node": self._node()}
 
     def table(self) -> Any:
-        """The points as a pandas DataFrame (one column per name, plus ``key``).
+        """The points as a pandas DataFrame (one column per name, plus ``key``), for dry runs.
 
         Examples
         --------
@@ -445,58 +412,44 @@ class Space(metaclass=_Frozen):
         """
         import pandas as pd
 
-        data: dict[str, list[object]] = dict(self.columns())
-        data["key"] = self.keys()
-        return pd.DataFrame(data, columns=[*self.names, "key"])
+        data: dict[str, list[Any]] = {**self.columns(), "key": self.keys()}
+        return pd.DataFrame(data, columns=[*self._names, "key"])
 
     def __repr__(self) -> str:
         n = len(self)
-        return f"<Space: {n} point{'' if n == 1 else 's'}, {self.layout.kind} {self._expr()}>"
+        return f"<Space: {n} point{'' if n == 1 else 's'}, {self._layout.kind} {self._expr()}>"
 
     def _repr_html_(self) -> str:
-        cols = self._columns()
         rows = []
-        for name in self.names:
-            distinct = {(type(v), v) for v in cols[name].tolist()}
-            values = [v for _, v in distinct]
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                          for v in values)
-            low, high = (min(values), max(values)) if numeric and values else ("", "")
-            cells = (name, len(values), low, high)
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-                        + "</tr>")
-        layout = self.layout
+        for name, column in self._columns().items():
+            values = [v for _, v in {(type(v), v) for v in column.tolist()}]
+            numeric = bool(values) and all(type(v) in (int, float) for v in values)
+            low, high = (min(values), max(values)) if numeric else ("", "")
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>"
+                                         for cell in (name, len(values), low, high)) + "</tr>")
         return (
-            f"<div><b>Space</b>: {len(self)} points, {layout.kind} layout "
-            f"({html.escape(', '.join(layout.dims))})<br><code>{html.escape(self._expr())}"
-            "</code><table><thead><tr><th>name</th><th>values</th><th>min</th><th>max</th>"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+            f"<div><b>Space</b>: {len(self)} points, {self._layout.kind} layout "
+            f"({html.escape(', '.join(self._layout.dims))})<br>"
+            f"<code>{html.escape(self._expr())}</code><table><thead><tr><th>name</th>"
+            "<th>values</th><th>min</th><th>max</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
         )
 
 
-# -- leaf nodes ------------------------------------------------------------------------------
+# -- leaf nodes ---------------------------------------------------------------------------------
 class _Grid(Space):
     def __init__(self, axes: Mapping[str, tuple[Scalar, ...]]) -> None:
-        super().__init__()
+        super().__init__(tuple(axes), on_grid=True)
         self._axes = dict(axes)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._axes)
-
-    @property
-    def layout(self) -> Layout:
-        return Layout("grid", self.names)
 
     def __len__(self) -> int:
         return math.prod(len(values) for values in self._axes.values())
 
     def _build_columns(self) -> dict[str, np.ndarray]:
-        n = len(self)
+        n = stride = len(self)
         index = np.arange(n, dtype=np.int64)
-        stride = n
         cols = {}
-        for name, values in self._axes.items():
+        for name, values in self._axes.items():  # first axis slowest, as itertools.product
             stride //= len(values)
             cols[name] = _objects(values)[(index // stride) % len(values)]
         return cols
@@ -520,13 +473,12 @@ class _Grid(Space):
 class _Trials(_Grid):
     def __init__(self, n: int) -> None:
         super().__init__({"trial": tuple(range(n))})
-        self._n = n
 
     def _expr(self) -> str:
-        return f"trial({self._n})"
+        return f"trial({len(self)})"
 
     def _node(self) -> dict[str, Any]:
-        return {"kind": "trials", "size": self._n, "axes": {"trial": self._n}}
+        return {"kind": "trials", "size": len(self), "axes": {"trial": len(self)}}
 
     def _holders(self) -> dict[str, set[str]]:
         return {"trials": {"trials"}, "trial": {"trial"}}
@@ -541,44 +493,34 @@ class _Explicit(Space):
     kind = "points"
 
     def __init__(self, cols: Mapping[str, list[Scalar]], *, check_duplicates: bool = True) -> None:
-        super().__init__()
+        super().__init__(tuple(cols), on_grid=False)
         self._cols = {name: _objects(values) for name, values in cols.items()}
-        self._n = len(next(iter(cols.values())))
         if check_duplicates:
-            keys = self._keys()
-            i = _first_duplicate(keys)
-            if i is not None:
-                raise SpaceError(
-                    f"{self.kind}(): the point {self._point(i)} occurs more than once (as "
-                    f"point {keys.index(keys[i])} and point {i}, comparing values to 12 "
-                    "significant digits); remove the repeats."
-                )
-
-    def _point(self, i: int) -> Point:
-        return {name: column[i] for name, column in self._cols.items()}
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._cols)
-
-    @property
-    def layout(self) -> Layout:
-        return Layout("points", self.names)
+            keys, seen = self._keys(), {}
+            for i, key in enumerate(keys):
+                if key in seen:
+                    point = {name: col[i] for name, col in self._cols.items()}
+                    raise SpaceError(
+                        f"{self.kind}(): the point {point} occurs more than once (points "
+                        f"{seen[key]} and {i}, comparing values to 12 significant digits); "
+                        "remove the repeats."
+                    )
+                seen[key] = i
 
     def __len__(self) -> int:
-        return self._n
+        return len(next(iter(self._cols.values())))
 
     def _build_columns(self) -> dict[str, np.ndarray]:
         return self._cols
 
     def _expr(self) -> str:
-        return f"{self.kind}({', '.join(self.names)})[{self._n}]"
+        return f"{self.kind}({', '.join(self._names)})[{len(self)}]"
 
     def _node(self) -> dict[str, Any]:
-        return {"kind": self.kind, "size": self._n, "names": list(self.names)}
+        return {"kind": self.kind, "size": len(self), "names": list(self._names)}
 
     def _holders(self) -> dict[str, set[str]]:
-        return {name: {self.kind} for name in self.names}
+        return {name: {self.kind} for name in self._names}
 
     def _refine(self, changes: Mapping[str, object]) -> Space:
         return self
@@ -588,7 +530,7 @@ class _Zip(_Explicit):
     kind = "zip_"
 
     def _node(self) -> dict[str, Any]:
-        return {"kind": "zip_", "size": self._n,
+        return {"kind": "zip_", "size": len(self),
                 "axes": {name: column.tolist() for name, column in self._cols.items()}}
 
     def _refine(self, changes: Mapping[str, object]) -> Space:
@@ -597,46 +539,54 @@ class _Zip(_Explicit):
         return zip_(**{name: changes.get(name, col.tolist()) for name, col in self._cols.items()})
 
 
-class _Points(_Explicit):
-    kind = "points"
-
-
 class _Sample(_Explicit):
     kind = "sample"
 
     def __init__(self, cols: Mapping[str, list[Scalar]], info: dict[str, Any]) -> None:
-        self._info = info
         super().__init__(cols, check_duplicates=False)
+        self._info = info
 
     def _expr(self) -> str:
-        return f"sample[{self._info['method']}]({', '.join(self.names)})[{self._n}]"
+        return f"sample[{self._info['method']}]({', '.join(self._names)})[{len(self)}]"
 
     def _node(self) -> dict[str, Any]:
-        return {"kind": "sample", "size": self._n, **self._info}
+        return {"kind": "sample", "size": len(self), **self._info}
 
 
-# -- combinators ------------------------------------------------------------------------------
-class _Product(Space):
-    def __init__(self, left: Space, right: Space) -> None:
-        super().__init__()
-        common = [name for name in left.names if name in right.names]
-        if common:
-            raise SpaceError(
-                f"a * b needs disjoint names, but both spaces have {', '.join(map(repr, common))};"
-                " rename the parameter in one of them, or use + for a union of spaces."
-            )
+# -- combinators --------------------------------------------------------------------------------
+class _Binary(Space):
+    kind = ""
+
+    def __init__(self, left: Space, right: Space, names: tuple[str, ...]) -> None:
+        super().__init__(names, on_grid=left.layout.kind == right.layout.kind == "grid")
         self._left, self._right = left, right
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._left.names + self._right.names
+    def _node(self) -> dict[str, Any]:
+        return {"kind": self.kind, "size": len(self),
+                "parts": [self._left._node(), self._right._node()]}
 
-    @property
-    def layout(self) -> Layout:
-        left, right = self._left.layout, self._right.layout
-        if left.kind == right.kind == "grid":
-            return Layout("grid", left.dims + right.dims)
-        return Layout("points", self.names)
+    def _holders(self) -> dict[str, set[str]]:
+        holders = {name: set(kinds) for name, kinds in self._left._holders().items()}
+        for name, kinds in self._right._holders().items():
+            holders.setdefault(name, set()).update(kinds)
+        return holders
+
+    def _refine(self, changes: Mapping[str, object]) -> Space:
+        left, right = self._left._refine(changes), self._right._refine(changes)
+        if left is self._left and right is self._right:
+            return self
+        return type(self)(left, right)  # type: ignore[call-arg]
+
+
+class _Product(_Binary):
+    kind = "product"
+
+    def __init__(self, left: Space, right: Space) -> None:
+        common = ", ".join(repr(name) for name in left.names if name in right.names)
+        if common:
+            raise SpaceError(f"a * b needs disjoint names, but both spaces have {common}; rename "
+                             "the parameter in one of them, or use + for a union of spaces.")
+        super().__init__(left, right, left.names + right.names)
 
     def __len__(self) -> int:
         return len(self._left) * len(self._right)
@@ -648,26 +598,14 @@ class _Product(Space):
         return cols
 
     def _expr(self) -> str:
-        return " × ".join(
-            f"({s._expr()})" if isinstance(s, _Union) else s._expr()
-            for s in (self._left, self._right)
-        )
-
-    def _node(self) -> dict[str, Any]:
-        return {"kind": "product", "size": len(self),
-                "parts": [self._left._node(), self._right._node()]}
-
-    def _holders(self) -> dict[str, set[str]]:
-        return _merge_holders(self._left._holders(), self._right._holders())
-
-    def _refine(self, changes: Mapping[str, object]) -> Space:
-        left, right = self._left._refine(changes), self._right._refine(changes)
-        return self if (left, right) == (self._left, self._right) else _Product(left, right)
+        return " × ".join(f"({s._expr()})" if isinstance(s, _Union) else s._expr()
+                          for s in (self._left, self._right))
 
 
-class _Union(Space):
+class _Union(_Binary):
+    kind = "union"
+
     def __init__(self, left: Space, right: Space) -> None:
-        super().__init__()
         only_left = [n for n in left.names if n not in right.names]
         only_right = [n for n in right.names if n not in left.names]
         if only_left or only_right:
@@ -676,24 +614,12 @@ class _Union(Space):
                 f"{', '.join(only_left) or '-'}; only in b: {', '.join(only_right) or '-'}. "
                 "Add the missing parameters (e.g. b * grid(name=value)) or use * for a product."
             )
-        self._left, self._right = left, right
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._left.names
-
-    @property
-    def layout(self) -> Layout:
-        left, right = self._left.layout, self._right.layout
-        if left.kind == right.kind == "grid":
-            return Layout("grid", left.dims)
-        return Layout("points", self.names)
+        super().__init__(left, right, left.names)
 
     def _keep(self) -> np.ndarray:
-        """Indices of the right-hand points not already in the left (nor earlier on the right)."""
+        """Indices of the right-hand points whose keys are not already in the union."""
         if "keep" not in self._cache:
-            seen = set(self._left._keys())
-            keep = []
+            seen, keep = set(self._left._keys()), []
             for i, key in enumerate(self._right._keys()):
                 if key not in seen:
                     seen.add(key)
@@ -706,7 +632,7 @@ class _Union(Space):
 
     def _build_columns(self) -> dict[str, np.ndarray]:
         keep, left, right = self._keep(), self._left._columns(), self._right._columns()
-        return {name: np.concatenate([left[name], right[name][keep]]) for name in self.names}
+        return {name: np.concatenate([left[name], right[name][keep]]) for name in self._names}
 
     def _build_keys(self) -> list[str]:
         right = self._right._keys()
@@ -715,49 +641,27 @@ class _Union(Space):
     def _expr(self) -> str:
         return f"{self._left._expr()} + {self._right._expr()}"
 
-    def _node(self) -> dict[str, Any]:
-        return {"kind": "union", "size": len(self),
-                "parts": [self._left._node(), self._right._node()]}
-
-    def _holders(self) -> dict[str, set[str]]:
-        return _merge_holders(self._left._holders(), self._right._holders())
-
-    def _refine(self, changes: Mapping[str, object]) -> Space:
-        left, right = self._left._refine(changes), self._right._refine(changes)
-        return self if (left, right) == (self._left, self._right) else _Union(left, right)
 
 
 class _Where(Space):
     def __init__(self, base: Space, predicate: Predicate) -> None:
-        super().__init__()
         if not callable(predicate):
-            raise SpaceError(
-                f"where() needs a function point -> bool, got {predicate!r}; e.g. "
-                "space.where(lambda p: p['amp'] > 0)."
-            )
+            raise SpaceError(f"where() needs a function point -> bool, got {predicate!r}; "
+                             "e.g. space.where(lambda p: p['amp'] > 0).")
+        super().__init__(base.names, on_grid=base.layout.kind == "grid")
         self._base, self._predicate = base, predicate
+        self._pred_name = getattr(predicate, "__qualname__", type(predicate).__name__)
         mask = np.zeros(len(base), dtype=bool)
         for i, point in enumerate(base):
             try:
                 mask[i] = bool(predicate(point))
             except Exception as exc:
                 raise SpaceError(
-                    f"where(): the predicate {self._pred_name()} raised "
-                    f"{type(exc).__name__}: {exc} on the point {point}; make it handle this "
-                    "point (e.g. test for it first)."
+                    f"where(): the predicate {self._pred_name} raised {type(exc).__name__}: "
+                    f"{exc} on the point {point}; make it handle this point (e.g. test for it "
+                    "first)."
                 ) from exc
         self._index = np.flatnonzero(mask)
-
-    def _pred_name(self) -> str:
-        return getattr(self._predicate, "__qualname__", type(self._predicate).__name__)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._base.names
-
-    @property
-    def layout(self) -> Layout:
-        return self._base.layout
 
     def __len__(self) -> int:
         return len(self._index)
@@ -766,19 +670,19 @@ class _Where(Space):
         return {name: col[self._index] for name, col in self._base._columns().items()}
 
     def _build_keys(self) -> list[str]:
-        if "keys" in self._base._cache:
+        if "keys" in self._base._cache:  # filtering is cheaper than hashing again
             base = self._base._keys()
             return [base[i] for i in self._index.tolist()]
         return super()._build_keys()
 
     def _expr(self) -> str:
         base = self._base._expr()
-        if isinstance(self._base, (_Product, _Union)) or " × " in base:
+        if " × " in base or " + " in base:
             base = f"({base})"
-        return f"{base}.where({self._pred_name()})"
+        return f"{base}.where({self._pred_name})"
 
     def _node(self) -> dict[str, Any]:
-        return {"kind": "where", "size": len(self), "predicate": self._pred_name(),
+        return {"kind": "where", "size": len(self), "predicate": self._pred_name,
                 "base": self._base._node()}
 
     def _holders(self) -> dict[str, set[str]]:
@@ -789,7 +693,7 @@ class _Where(Space):
         return self if base is self._base else _Where(base, self._predicate)
 
 
-# -- constructors -----------------------------------------------------------------------------
+# -- constructors -------------------------------------------------------------------------------
 def grid(**axes: object) -> Space:
     """The outer product of the given axes (the first axis varies slowest).
 
@@ -802,8 +706,7 @@ def grid(**axes: object) -> Space:
 
     Examples
     --------
-    >>> space = grid(k=[1, 2], method="rk4")
-    >>> list(space)
+    >>> list(grid(k=[1, 2], method="rk4"))
     [{'k': 1, 'method': 'rk4'}, {'k': 2, 'method': 'rk4'}]
     >>> grid(k=[0.1, 0.2, 0.1])
     Traceback (most recent call last):
@@ -815,17 +718,16 @@ def grid(**axes: object) -> Space:
     checked = {}
     for name, values in axes.items():
         checked[name] = _axis_values(name, values, where="grid()")
-        tokens: dict[str, Scalar] = {}
+        seen: dict[str, Scalar] = {}
         for value in checked[name]:
             token = canonical_token(value)
-            if token in tokens:
-                raise SpaceError(
-                    f"grid(): axis {name!r} has the value {value!r} twice"
-                    + ("" if tokens[token] == value and type(tokens[token]) is type(value)
-                       else f" (as {tokens[token]!r} and {value!r})")
-                    + "; values are compared to 12 significant digits. Remove the repeat."
-                )
-            tokens[token] = value
+            if token in seen:
+                first = seen[token]
+                same = repr(first) == repr(value)
+                raise SpaceError(f"grid(): axis {name!r} has the value {value!r} twice"
+                                 f"{'' if same else f' (as {first!r} and {value!r})'}; values are "
+                                 "compared to 12 significant digits. Remove the repeat.")
+            seen[token] = value
     return _Grid(checked)
 
 
@@ -837,18 +739,14 @@ def trials(n: int) -> Space:
     Examples
     --------
     >>> space = grid(k=[1, 2]) * trials(3)
-    >>> len(space), space.layout.dims
-    (6, ('k', 'trial'))
-    >>> len(set(space.seeds()))
-    6
+    >>> len(space), space.layout.dims, len(set(space.seeds()))
+    (6, ('k', 'trial'), 6)
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise SpaceError(f"trials() needs a positive integer count, got {n!r}; e.g. trials(10).")
-    return _Trials(int(n))
+    return _Trials(_count(n, "trials(n): the number of trials"))
 
 
 def zip_(**axes: object) -> Space:
-    """Linked axes: the i-th point takes the i-th value of every axis.
+    """Linked axes of equal length: the i-th point takes the i-th value of every axis.
 
     Examples
     --------
@@ -869,18 +767,15 @@ def zip_(**axes: object) -> Space:
                 f"sequences. For a fixed value use zip_(...) * grid({name}={values!r})."
             )
         cols[name] = list(_axis_values(name, values, where="zip_()"))
-    lengths = {name: len(values) for name, values in cols.items()}
-    if len(set(lengths.values())) > 1:
-        raise SpaceError(
-            "zip_() needs axes of equal length, got "
-            + ", ".join(f"{name}: {n}" for name, n in lengths.items())
-            + "; make them the same length, or use grid() for an outer product."
-        )
+    lengths = ", ".join(f"{name}: {len(values)}" for name, values in cols.items())
+    if len({len(values) for values in cols.values()}) > 1:
+        raise SpaceError(f"zip_() needs axes of equal length, got {lengths}; make them the "
+                         "same length, or use grid() for an outer product.")
     return _Zip(cols)
 
 
 def points(points: Iterable[Mapping[str, object]]) -> Space:
-    """Explicit points, given as dicts with the same keys.
+    """Explicit points, given as dicts with the same keys (in the first dict's order).
 
     Examples
     --------
@@ -894,29 +789,36 @@ def points(points: Iterable[Mapping[str, object]]) -> Space:
     cols: dict[str, list[Scalar]] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise SpaceError(
-                f"points(): item {i} is a {type(row).__name__}, not a dict; pass a list of "
-                "dicts such as [{'k': 1, 'tau': 0.1}, ...]."
-            )
+            raise SpaceError(f"points(): item {i} is a {type(row).__name__}, not a dict; pass "
+                             "a list of dicts such as [{'k': 1, 'tau': 0.1}, ...].")
         if i == 0:
-            bad = [name for name in row if not isinstance(name, str)]
-            if bad or not row:
-                raise SpaceError(
-                    f"points(): point 0 has parameter names {list(row)!r}; names must be "
-                    "non-empty strings, e.g. {'k': 1}."
-                )
+            if not row or not all(isinstance(name, str) for name in row):
+                raise SpaceError(f"points(): point 0 has parameter names {list(row)!r}; names "
+                                 "must be non-empty strings, e.g. {'k': 1}.")
             cols = {name: [] for name in row}
         elif set(row) != set(cols):
-            missing = [n for n in cols if n not in row]
-            extra = [repr(n) for n in row if n not in cols]
-            raise SpaceError(
-                f"points(): point {i} has different names from point 0 (missing: "
-                f"{', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'}); every point "
-                "needs the same parameters."
-            )
+            missing = ", ".join(n for n in cols if n not in row) or "-"
+            extra = ", ".join(repr(n) for n in row if n not in cols) or "-"
+            raise SpaceError(f"points(): point {i} has different names from point 0 (missing: "
+                             f"{missing}; extra: {extra}); every point needs the same names.")
         for name, column in cols.items():
             column.append(check_value(name, row[name]))  # type: ignore[arg-type]
-    return _Points(cols)
+    return _Explicit(cols)
+
+
+def _bounds(name: str, spec: object) -> tuple[float, float, str]:
+    """``(low, high, scale)`` of one sample range, or a `SpaceError` naming it."""
+    if isinstance(spec, (tuple, list)) and len(spec) in (2, 3):
+        scale = spec[2] if len(spec) == 3 else "linear"
+        try:
+            low, high = float(spec[0]), float(spec[1])
+        except (TypeError, ValueError):
+            low = high = math.nan
+        if (scale in ("linear", "log") and math.isfinite(low) and math.isfinite(high)
+                and low < high and (scale == "linear" or low > 0)):
+            return low, high, scale
+    raise SpaceError(f"sample(): range {name!r} is {spec!r}; give (low, high) with finite "
+                     "low < high, or (low, high, 'log') with 0 < low < high.")
 
 
 def sample(
@@ -932,9 +834,10 @@ def sample(
         ``"random"`` (independent uniform draws, `numpy.random.default_rng`), ``"lhs"``
         (Latin hypercube) or ``"sobol"`` (scrambled Sobol' sequence), from
         `scipy.stats.qmc`. Sobol' points are best balanced when ``n`` is a power of two;
-        other ``n`` are allowed and scipy's warning about it is silenced.
+        other ``n`` are allowed, and scipy's warning about that is silenced.
     seed
-        Required: the same seed (and ranges, in the same order) gives the same points.
+        Required: the same seed (and ranges, in the same order) gives the same points,
+        which is how a scan recognises the points it has already computed.
     **ranges
         ``name=(low, high)`` for a uniform range or ``name=(low, high, "log")`` for a
         log-uniform one (``low > 0``). ``n``, ``method`` and ``seed`` are options, so
@@ -942,68 +845,44 @@ def sample(
 
     Examples
     --------
-    >>> space = sample(8, method="sobol", seed=1, k=(0.0, 1.0), tau=(1e-3, 1e-1, "log"))
-    >>> len(space), space.names
-    (8, ('k', 'tau'))
-    >>> space.columns() == sample(8, method="sobol", seed=1, k=(0.0, 1.0),
-    ...                           tau=(1e-3, 1e-1, "log")).columns()
+    >>> space = sample(8, method="sobol", seed=1, k=(0, 1), tau=(1e-3, 1e-1, "log"))
+    >>> len(space), space.names, space.layout.kind
+    (8, ('k', 'tau'), 'points')
+    >>> space.keys() == sample(8, method="sobol", seed=1, k=(0, 1),
+    ...                        tau=(1e-3, 1e-1, "log")).keys()
     True
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise SpaceError(f"sample() needs a positive integer number of points, got n={n!r}.")
+    n = _count(n, "sample(n): the number of points")
     if method not in _SAMPLE_METHODS:
-        raise SpaceError(
-            f"sample(): unknown method {method!r}; use one of {', '.join(_SAMPLE_METHODS)}."
-        )
+        raise SpaceError(f"sample(): unknown method {method!r}; use one of "
+                         f"{', '.join(_SAMPLE_METHODS)}.")
     if seed is None:
         raise SpaceError(
             "sample() needs seed=<int> so that the same points are drawn every time (a scan "
             "recognises finished points by their values); e.g. sample(64, seed=0, k=(0, 1))."
         )
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise SpaceError(f"sample(): seed must be a non-negative integer, got {seed!r}.")
+    seed = _count(seed, "sample(seed=...)", minimum=0)
     if not ranges:
         raise SpaceError("sample() needs at least one range, e.g. sample(64, seed=0, k=(0, 1)).")
-    bounds = []
-    for name, spec in ranges.items():
-        ok = isinstance(spec, (tuple, list)) and len(spec) in (2, 3)
-        scale = spec[2] if ok and len(spec) == 3 else "linear"
-        if ok:
-            try:
-                low, high = float(spec[0]), float(spec[1])
-            except (TypeError, ValueError):
-                ok = False
-        if not ok or scale not in ("linear", "log") or not (
-            math.isfinite(low) and math.isfinite(high) and low < high
-        ) or (scale == "log" and low <= 0):
-            raise SpaceError(
-                f"sample(): range {name!r} is {spec!r}; give (low, high) with finite "
-                "low < high, or (low, high, 'log') with 0 < low < high."
-            )
-        bounds.append((low, high, scale))
-    rng = np.random.default_rng(int(seed))
-    d = len(bounds)
+    bounds = {name: _bounds(name, spec) for name, spec in ranges.items()}
+    rng = np.random.default_rng(seed)  # a Generator gives the same draws via seed= or rng=
     if method == "random":
-        unit = rng.random((int(n), d))
+        unit = rng.random((n, len(bounds)))
     else:
         from scipy.stats import qmc
 
-        if method == "lhs":
-            unit = qmc.LatinHypercube(d=d, seed=rng).random(int(n))
-        else:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*balance properties of Sobol")
-                unit = qmc.Sobol(d=d, scramble=True, seed=rng).random(int(n))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*balance properties of Sobol")
+            engine = (qmc.LatinHypercube(d=len(bounds), seed=rng) if method == "lhs"
+                      else qmc.Sobol(d=len(bounds), scramble=True, seed=rng))
+            unit = engine.random(n)
     cols: dict[str, list[Scalar]] = {}
-    for (name, (low, high, scale)), u in zip(zip(ranges, bounds, strict=True), unit.T,
-                                            strict=True):
+    for (name, (low, high, scale)), u in zip(bounds.items(), unit.T, strict=True):
         if scale == "log":
             values = np.exp(np.log(low) + u * (np.log(high) - np.log(low)))
         else:
             values = low + u * (high - low)
         cols[name] = np.clip(values, low, high).tolist()
-    info = {"method": method, "seed": int(seed), "n": int(n),
-            "ranges": {name: [low, high, scale] for name, (low, high, scale)
-                       in zip(ranges, bounds, strict=True)}}
+    info = {"method": method, "seed": seed, "n": n,
+            "ranges": {name: list(bound) for name, bound in bounds.items()}}
     return _Sample(cols, info)
-

@@ -1,0 +1,77 @@
+"""Open a big store without loading it: dask arrays, one chunk per point and shard.
+
+Only the small index columns (keys, status, parameters) are read to de-duplicate and
+order the points; result arrays stay on disk until a slice of them is computed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .layout import Layout, to_grid
+from .shards import read_shard
+from .table import combine_shards
+
+__all__ = ["lazy_dataset"]
+
+
+def _open_lazily(path: str) -> Any:
+    import xarray as xr
+
+    ds = xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
+                         cache=False, lock=False)
+    return ds
+
+
+def lazy_dataset(store: Any, layout: Layout) -> Any:
+    """The store as a dask-backed Dataset, de-duplicated and sorted like the eager one."""
+    import xarray as xr
+
+    files = store.shard_files()
+    index_parts = []
+    datasets = []
+    names = store.metadata().get("names")
+    for name in files:
+        path = os.path.join(store.shards_dir, name)
+        index_parts.append(read_shard(path, ["status", "finished", *(names or [])]))
+        datasets.append(_open_lazily(path))
+    sizes: dict[str, int] = {}
+    for ds in datasets:
+        for dim, size in ds.sizes.items():
+            if dim != "point":
+                sizes[dim] = max(sizes.get(dim, 0), size)
+    padded = []
+    for ds in datasets:
+        widths = {dim: (0, sizes[dim] - ds.sizes[dim]) for dim in ds.dims
+                  if dim != "point" and ds.sizes[dim] < sizes[dim]}
+        padded.append(ds.pad(widths) if widths else ds)
+    combined = xr.concat(padded, dim="point", data_vars="all", coords="different",
+                         compat="override", join="outer") if len(padded) > 1 else padded[0]
+    order = _row_order(index_parts, names)
+    combined = combined.isel(point=order)
+    for name in ("started", "finished"):
+        if name in combined:
+            combined[name] = (combined[name] * 1e9).astype("datetime64[ns]")
+    combined = combined.set_coords([n for n in (names or []) if n in combined] + ["key"])
+    for var in combined.data_vars.values():
+        for attr in [a for a in var.attrs if a.startswith("notebookscan_")]:
+            del var.attrs[attr]
+    if layout.kind == "grid":
+        return to_grid(combined, list(layout.dims))
+    return combined
+
+
+def _row_order(parts: list[Any], names: list[str] | None) -> np.ndarray:
+    """Positions (in the concatenated shards) of the rows the eager reader would keep."""
+    offset = 0
+    for part in parts:
+        part.bookkeeping["row"] = np.arange(offset, offset + part.n)
+        offset += part.n
+    for part in parts:
+        part.results["__row__"] = part.bookkeeping.pop("row")
+        part.result_dims["__row__"] = ()
+    table = combine_shards(parts, names)
+    return table.results["__row__"].astype(np.int64)

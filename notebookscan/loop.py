@@ -1,0 +1,341 @@
+"""The scan loop: submit chunks, collect results, flush shards, retry lost chunks, stop.
+
+The loop is the single writer of its shards. It runs in the calling thread (scripts,
+the serial executor) or in a background thread (a Jupyter kernel, ``wait=False``) —
+the code is the same; only :class:`~notebookscan.scan.ScanRun` decides where.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ScanError
+from .events import Events
+from .executors.base import ScanExecutor
+from .results import Value
+from .shards import Record, shard_from_records
+from .store import Store
+from .worker import PointResult, run_chunk
+
+__all__ = ["LoopSettings", "Progress", "ScanLoop"]
+
+RESERVED = frozenset({"point", "key", "status", "error", "traceback", "started", "finished",
+                      "duration", "host", "worker", "run", "seed"})
+
+
+# seconds between progress events: bars and widgets redraw at most this often
+PROGRESS_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How a run behaves (see :meth:`notebookscan.Scan.run` for the meaning of each)."""
+
+    flush_every: int = 1000
+    flush_interval: float = 2.0
+    max_retries: int = 2
+    timeout: float | None = None
+    chunk_seconds: float = 0.2
+    chunk_size: int | None = None
+    compact_above: int = 8
+
+
+@dataclass
+class Progress:
+    """Counters of a run, updated by the loop thread (read them from anywhere)."""
+
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    stopped: bool = False
+    error: BaseException | None = None
+    shards: int = 0
+
+    @property
+    def completed(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.completed - self.running
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished_at or time.time()) - self.started_at
+
+    @property
+    def rate(self) -> float:
+        """Points per second since the run started."""
+        return self.completed / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float:
+        """Seconds until every point is done, at the current rate (``nan`` when unknown)."""
+        left = self.total - self.completed
+        return left / self.rate if self.rate > 0 else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "failed": self.failed, "running": self.running,
+                "remaining": self.remaining, "total": self.total, "rate": self.rate}
+
+    def __str__(self) -> str:
+        state = "stopped" if self.stopped else ("finished" if self.finished_at else "running")
+        return (f"{state}: {self.done} done, {self.failed} failed, {self.running} running, "
+                f"{self.remaining} remaining of {self.total} ({self.skipped} already stored)")
+
+
+class _Chunker:
+    """Chunk sizes that adapt to the measured time per point (aiming at ~0.2 s a chunk)."""
+
+    def __init__(self, settings: LoopSettings, workers: int):
+        self.target = settings.chunk_seconds
+        self.fixed = settings.chunk_size
+        self.workers = max(1, workers)
+        self.seconds_per_point: float | None = None
+
+    def observe(self, results: Sequence[PointResult]) -> None:
+        if not results:
+            return
+        elapsed = max(results[-1].finished - results[0].started, 1e-7)
+        per_point = elapsed / len(results)
+        old = self.seconds_per_point
+        self.seconds_per_point = per_point if old is None else 0.5 * (old + per_point)
+
+    def next_size(self, remaining: int) -> int:
+        if self.fixed:
+            return self.fixed
+        if self.seconds_per_point is None:
+            return 1
+        size = int(self.target / max(self.seconds_per_point, 1e-7))
+        fair = math.ceil(remaining / (2 * self.workers))  # keep every worker busy to the end
+        return max(1, min(size, fair, 100_000))
+
+
+class ScanLoop:
+    """Runs the pending points of one scan on one executor into one store."""
+
+    def __init__(self, *, function: Callable[..., Any], payload: Callable[..., Any] | bytes,
+                 names: Sequence[str], points: list[dict[str, Any]], keys: list[str],
+                 seeds: list[int], pass_seed: bool, hidden: frozenset[str],
+                 store: Store, executor: ScanExecutor,
+                 settings: LoopSettings, events: Events, provenance: dict[str, Any],
+                 run_id: str, skipped: int):
+        self.function = function
+        self.payload = payload
+        self.names = tuple(names)
+        self.points, self.keys, self.seeds = points, keys, seeds
+        self.pass_seed = pass_seed
+        self.hidden = hidden  # parameters stored but not passed (e.g. `trial`)
+        self.store = store
+        self.executor = executor
+        self.settings = settings
+        self.events = events
+        self.run_id = run_id
+        self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
+        self.progress = Progress(total=len(points), skipped=skipped)
+        self._stop = threading.Event()
+        self._stop_now = threading.Event()
+        self._schema: dict[str, tuple[str, ...]] = {}
+        self._buffer: list[Record] = []
+        self._last_flush = time.monotonic()
+        self._last_progress = 0.0
+
+    # ---------------------------------------------------------------- control
+
+    def request_stop(self, now: bool = False) -> None:
+        self._stop.set()
+        if now:
+            self._stop_now.set()
+            self.executor.cancel_pending()
+            self.executor.interrupt_running()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ---------------------------------------------------------------- main loop
+
+    def run(self) -> Progress:
+        progress = self.progress
+        self.events.emit("started", total=progress.total, skipped=progress.skipped,
+                         to_run=progress.total)
+        todo: deque[int] = deque(range(len(self.points)))
+        inflight: dict[Future, tuple[list[int], int]] = {}
+        chunker = _Chunker(self.settings, self.executor.worker_count())
+        try:
+            while (todo or inflight) and not (self._stop_now.is_set() and not inflight):
+                while todo and not self.stopping and len(inflight) < 2 * chunker.workers:
+                    size = chunker.next_size(len(todo))
+                    chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
+                    self._submit(chunk, 0, inflight)
+                if not inflight:
+                    break
+                timeout = max(0.0, self.settings.flush_interval -
+                              (time.monotonic() - self._last_flush))
+                finished, _ = wait(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    chunk, attempt = inflight.pop(future)
+                    progress.running -= len(chunk)
+                    self._collect(future, chunk, attempt, inflight, chunker)
+                self._maybe_emit_progress()
+                if self._flush_due():
+                    self._flush()
+                    todo = self._drop_done_elsewhere(todo)
+        except KeyboardInterrupt:
+            self.request_stop(now=True)
+            progress.stopped = True
+            raise
+        except BaseException as exc:
+            progress.error = exc
+            raise
+        finally:
+            self._flush()
+            self._finish(todo)
+        return progress
+
+    def _submit(self, chunk: list[int], attempt: int,
+                inflight: dict[Future, tuple[list[int], int]]) -> None:
+        points = [self.points[i] for i in chunk]
+        if self.hidden:
+            points = [{k: v for k, v in p.items() if k not in self.hidden} for p in points]
+        future = self.executor.submit(
+            run_chunk, self.payload, points,
+            [self.seeds[i] for i in chunk], self.pass_seed, self.settings.timeout,
+        )
+        inflight[future] = (chunk, attempt)
+        self.progress.running += len(chunk)
+
+    def _collect(self, future: Future, chunk: list[int], attempt: int,
+                 inflight: dict[Future, tuple[list[int], int]], chunker: _Chunker) -> None:
+        try:
+            results = future.result()
+        except (CancelledError, KeyboardInterrupt):
+            if self.stopping:
+                return  # stopped: these points stay pending and run next time
+            raise
+        except BaseException as exc:
+            if self._stop_now.is_set():
+                return
+            if self.executor.is_worker_lost(exc):
+                if attempt < self.settings.max_retries:
+                    self._submit(chunk, attempt + 1, inflight)
+                    return
+                now = time.time()
+                results = [
+                    PointResult("failed", {}, f"WorkerLost: the worker died {attempt + 1} "
+                                f"time(s) while running this point ({exc})", "", now, now, "", "")
+                    for _ in chunk
+                ]
+            else:
+                raise ScanError(
+                    f"the executor {self.executor.description!r} could not run a chunk of "
+                    f"points: {type(exc).__name__}: {exc}. Nothing of the user's function ran; "
+                    "everything finished so far is stored. Check that the function can be "
+                    "pickled and that notebookscan is installed where the workers run."
+                ) from exc
+        chunker.observe(results)
+        for index, result in zip(chunk, results, strict=True):
+            self._accept(index, result)
+
+    def _accept(self, index: int, result: PointResult) -> None:
+        if result.status == "done":
+            problem = self._check_schema(result.values)
+            if problem:
+                result = PointResult("failed", {}, problem, "", result.started, result.finished,
+                                     result.host, result.worker)
+        record = Record(self.keys[index], self.points[index], self.seeds[index], result.status,
+                        result.values, result.error, result.traceback, result.started,
+                        result.finished, result.host, result.worker, self.run_id)
+        self._buffer.append(record)
+        if result.status == "done":
+            self.progress.done += 1
+            if self.events.wants("point_done"):
+                self.events.emit("point_done", point=record.params, key=record.key, record=record)
+        else:
+            self.progress.failed += 1
+            if self.events.wants("point_failed"):
+                self.events.emit("point_failed", point=record.params, key=record.key,
+                                 record=record)
+
+    def _check_schema(self, values: dict[str, Value]) -> str:
+        """Refuse results that clash with parameters or with earlier points' dims."""
+        sizes: dict[str, int] = {}
+        for name, value in values.items():
+            if name in self.names or name in RESERVED:
+                return (f"ResultError: the result name {name!r} is also a parameter or a "
+                        "reserved name; rename it in the returned dict")
+            known = self._schema.setdefault(name, value.dims)
+            if known != value.dims:
+                return (f"ResultError: result {name!r} has dims {value.dims}, but earlier "
+                        f"points returned {known}; return the same dims for every point")
+            for dim, size in zip(value.dims, getattr(value.data, "shape", ()), strict=False):
+                if dim in self.names or dim in RESERVED:
+                    return (f"ResultError: result {name!r} has a dim named {dim!r}, which is a "
+                            "parameter or a reserved name; rename the dim")
+                if sizes.setdefault(dim, size) != size:
+                    return (f"ResultError: dim {dim!r} has size {size} in {name!r} but "
+                            f"{sizes[dim]} in another result of the same point")
+        return ""
+
+    # ---------------------------------------------------------------- flushing
+
+    def _flush_due(self) -> bool:
+        if not self._buffer:
+            return False
+        return (len(self._buffer) >= self.settings.flush_every or
+                time.monotonic() - self._last_flush >= self.settings.flush_interval)
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            self._emit_progress()
+            return
+        records, self._buffer = self._buffer, []
+        shard = self.store.write(shard_from_records(self.names, records, self.attrs))
+        self.progress.shards += 1
+        self.events.emit("flushed", shard=shard, points=len(records))
+        self._emit_progress()
+
+    def _maybe_emit_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            self._emit_progress()
+
+    def _emit_progress(self) -> None:
+        if self.events.wants("progress"):
+            self.events.emit("progress", **self.progress.as_dict())
+
+    def _drop_done_elsewhere(self, todo: deque[int]) -> deque[int]:
+        """Skip points that another writer stored meanwhile (two scans, one store)."""
+        if not todo:
+            return todo
+        done = self.store.index().done
+        kept = deque(i for i in todo if self.keys[i] not in done)
+        dropped = len(todo) - len(kept)
+        if dropped:
+            self.progress.total -= dropped
+            self.progress.skipped += dropped
+        return kept
+
+    def _finish(self, todo: deque[int]) -> None:
+        progress = self.progress
+        progress.finished_at = time.time()
+        progress.stopped = progress.stopped or (self.stopping and (bool(todo) or
+                                                                  progress.remaining > 0))
+        if progress.error is None and len(self.store.shard_files()) > self.settings.compact_above:
+            self.store.compact()
+        self.events.emit("finished", done=progress.done, failed=progress.failed,
+                         stopped=progress.stopped, elapsed=progress.elapsed)

@@ -1,0 +1,401 @@
+"""A scan: a function, a space of parameter points, and a store that keeps the results.
+
+Examples
+--------
+>>> import tempfile
+>>> import numpy as np
+>>> import notebookscan as ns
+>>> def square(x: float, seed: int = 0):
+...     return {"y": x * x, "noise": np.random.default_rng(seed).normal()}
+>>> scan = ns.Scan(square, ns.grid(x=[1.0, 2.0, 3.0]), store=tempfile.mkdtemp())
+>>> run = scan.run(executor="serial", progress=False)
+>>> print(run.progress)
+finished: 3 done, 0 failed, 0 running, 0 remaining of 3 (0 already stored)
+>>> scan.results().y.values.tolist()
+[1.0, 4.0, 9.0]
+>>> print(scan.refine(x=[3.0, 4.0]).run(executor="serial", progress=False).progress)
+finished: 1 done, 0 failed, 0 running, 0 remaining of 1 (3 already stored)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import threading
+import warnings
+from collections.abc import Callable, Generator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ScanError
+from .events import Events
+from .executors import resolve_executor
+from .layout import Layout
+from .loop import LoopSettings, Progress, ScanLoop
+from .provenance import collect, run_id
+from .space import PASSED_IF_ACCEPTED
+from .store import Store
+
+__all__ = ["DryRun", "Scan", "ScanRun"]
+
+
+def in_event_loop() -> bool:
+    """True inside a running asyncio loop in this thread (a Jupyter kernel cell)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@dataclass
+class DryRun:
+    """What :meth:`Scan.run` would do, without doing it."""
+
+    total: int
+    stored: int
+    failed_before: int
+    to_run: Any  # pandas.DataFrame of the points that would run (parameters, key, seed)
+
+    def __repr__(self) -> str:
+        return (f"<DryRun: {len(self.to_run)} of {self.total} point(s) would run; "
+                f"{self.stored} already stored, {self.failed_before} failed before>")
+
+
+class ScanRun:
+    """A handle on a running (or finished) scan.
+
+    ``wait()`` blocks until it ends, ``await run`` waits without blocking a notebook,
+    ``stop()`` stops it keeping everything finished, ``progress`` says how far it got.
+    """
+
+    def __init__(self, loop: ScanLoop, executor_owned: bool):
+        self._loop = loop
+        self._owned = executor_owned
+        self._future: Future = Future()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def progress(self) -> Progress:
+        return self._loop.progress
+
+    def _body(self) -> None:
+        try:
+            self._future.set_result(self._loop.run())
+        except BaseException as exc:
+            self._future.set_exception(exc)
+        finally:
+            if self._owned:
+                self._loop.executor.shutdown()
+
+    def start(self, background: bool) -> ScanRun:
+        if background:
+            self._thread = threading.Thread(target=self._body, name="notebookscan-loop",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            self._body()
+            self._future.result()  # re-raise errors (and KeyboardInterrupt) in the caller
+        return self
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> Progress:
+        """Block until the run ends and return its progress (re-raises a scan error).
+
+        Inside a Jupyter kernel this blocks the notebook; ``await run`` waits without
+        blocking widgets and other cells.
+        """
+        if in_event_loop() and not self.done():
+            warnings.warn("wait() blocks this kernel until the scan ends; use `await scan` "
+                          "(or `await run`) to keep the notebook responsive.", stacklevel=2)
+        return self._future.result(timeout)
+
+    def __await__(self) -> Generator[Any, None, Progress]:
+        return asyncio.wrap_future(self._future).__await__()
+
+    def stop(self, now: bool = False, *, wait: bool = True) -> Progress:
+        """Stop submitting points; finished points are flushed to the store.
+
+        Points running now finish first (``now=False``) or are cancelled (``now=True``);
+        either way ``run()`` later resumes with what is left.
+        """
+        self._loop.request_stop(now)
+        if wait and not self._is_loop_thread():
+            with contextlib.suppress(Exception):
+                self._future.result()
+        return self.progress
+
+    def _is_loop_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def __repr__(self) -> str:
+        return f"<ScanRun {self.progress}>"
+
+
+class Scan:
+    """Run ``function`` over every point of ``space``, keeping the results in ``store``.
+
+    Parameters
+    ----------
+    function
+        Called as ``function(**point)`` (plus ``seed=`` when it takes a ``seed``
+        argument). Returns a scalar, an array, an ``xarray.DataArray`` or a dict of these.
+    space
+        The parameter points (:func:`notebookscan.grid`, ``sample``, ``trials``, …).
+        Checked against ``function``'s signature before anything runs.
+    store
+        Directory of the result store. Points already in it are never run again.
+    """
+
+    def __init__(self, function: Callable[..., Any], space: Any, store: str | os.PathLike[str]):
+        if not callable(function):
+            raise ScanError(f"function must be callable, got {type(function).__name__}")
+        space.validate(function)
+        self.function = function
+        self.space = space
+        self.store = Store(store)
+        self.events = Events()
+        self._run: ScanRun | None = None
+        self._check_store_fits()
+
+    def __repr__(self) -> str:
+        name = getattr(self.function, "__qualname__", repr(self.function))
+        return f"<Scan {name} over {self.space!r} into {self.store.path}>"
+
+    # ------------------------------------------------------------ the space
+
+    def _check_store_fits(self) -> None:
+        stored = self.store.metadata().get("names")
+        if stored is not None and sorted(stored) != sorted(self.space.names):
+            raise ScanError(
+                f"the store {self.store.path} holds parameters {stored}, but the space has "
+                f"{list(self.space.names)}; use another store or the same parameters"
+            )
+
+    @property
+    def layout(self) -> Layout:
+        stored = self.store.layout()
+        space_layout = Layout(self.space.layout.kind, tuple(self.space.layout.dims))
+        if self.store.metadata() and stored.dims:
+            if stored.kind == "grid" and space_layout.kind == "grid":
+                return stored
+            return Layout("points", stored.dims)
+        return space_layout
+
+    def refine(self, space: Any = None, **axes: Any) -> Scan:
+        """Add points: the same space with some axes' values replaced, or another space.
+
+        Only points not in the store run next time. Returns the scan, so
+        ``scan.refine(k=np.linspace(5, 8, 31)).run()`` works.
+        """
+        if space is not None and axes:
+            raise ScanError("refine() takes a space or axes=values, not both")
+        extra = space if space is not None else self.space.refine(**axes)
+        extra.validate(self.function)
+        self.space = self.space + extra
+        return self
+
+    def _pending(self, retry_failed: bool) -> tuple[list[int], int, int]:
+        keys = self.space.keys()
+        index = self.store.index()
+        skip = index.done if retry_failed else index.done | index.failed
+        todo = [i for i, key in enumerate(keys) if key not in skip]
+        failed_before = sum(1 for key in keys if key in index.failed)
+        return todo, len(keys) - len(todo), failed_before
+
+    def _accepts(self, name: str) -> bool:
+        try:
+            parameters = inspect.signature(self.function).parameters
+        except (TypeError, ValueError):
+            return True
+        return name in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+    def _pass_seed(self) -> bool:
+        return "seed" not in self.space.names and self._accepts("seed")
+
+    def _hidden(self) -> frozenset[str]:
+        return frozenset(n for n in PASSED_IF_ACCEPTED
+                         if n in self.space.names and not self._accepts(n))
+
+    # ------------------------------------------------------------ running
+
+    def run(self, executor: Any = None, *, dry_run: bool = False, progress: bool | None = None,
+            wait: bool | None = None, retry_failed: bool = False, flush_every: int = 1000,
+            flush_interval: float = 2.0, max_retries: int = 2, timeout: float | None = None,
+            chunk_size: int | None = None) -> ScanRun | DryRun:
+        """Run every point of the space that the store does not hold yet.
+
+        Parameters
+        ----------
+        executor
+            ``None`` — local ipyparallel engines, one per core (started once, reused);
+            ``"serial"`` — in this process, one point after another (debugging);
+            ``"processes"`` — a process pool; or any ``concurrent.futures.Executor``,
+            ipyparallel ``Client``/``View``/``Cluster``.
+        dry_run
+            Return a :class:`DryRun` listing what would run; run nothing.
+        progress
+            Show a text progress bar (default: yes, on a terminal or in a notebook).
+        wait
+            Block until the scan ends. Default: block, except inside a running event
+            loop (a Jupyter kernel) with a parallel executor, where ``run`` returns at
+            once and ``await scan`` waits.
+        retry_failed
+            Also run points that failed before (by default they are kept as failed).
+        flush_every, flush_interval
+            Write a shard every this many finished points or seconds, whichever first
+            (a killed process loses at most that much).
+        max_retries
+            How often a chunk whose worker died is re-submitted before its points are
+            recorded as failed.
+        timeout
+            Seconds after which a point is stopped and recorded as failed.
+        chunk_size
+            Points per task; default adapts to the measured time per point.
+        """
+        if self._run is not None and not self._run.done():
+            raise ScanError("this scan is already running; call scan.stop() or await it first")
+        _check_positive(flush_every=flush_every, flush_interval=flush_interval,
+                        timeout=timeout, chunk_size=chunk_size)
+        if max_retries < 0:
+            raise ScanError(f"max_retries must be >= 0, got {max_retries}")
+        todo, stored, failed_before = self._pending(retry_failed)
+        if dry_run:
+            table = self.space.table()
+            return DryRun(len(self.space), stored, failed_before, table.iloc[todo])
+        if failed_before and not retry_failed:
+            warnings.warn(f"{failed_before} point(s) failed in earlier runs and are not run "
+                          "again; pass retry_failed=True to run them.", stacklevel=2)
+        executor_obj, owned = resolve_executor(executor)
+        settings = LoopSettings(flush_every=flush_every, flush_interval=flush_interval,
+                                max_retries=max_retries, timeout=timeout, chunk_size=chunk_size)
+        self.store.prepare(self.layout if self.store.metadata() else self.space_layout(),
+                           self.space.names)
+        columns = self.space.columns()
+        keys = self.space.keys()
+        seeds = self.space.seeds()
+        names = list(self.space.names)
+        points = [{name: columns[name][i] for name in names} for i in todo]
+        record = collect(self.function, executor=executor_obj.description, space=self.space)
+        payload: Any = self.function
+        if executor_obj.needs_pickled_function:
+            import cloudpickle
+
+            payload = cloudpickle.dumps(self.function)
+        loop = ScanLoop(function=self.function, payload=payload, names=names, points=points,
+                        keys=[keys[i] for i in todo], seeds=[seeds[i] for i in todo],
+                        pass_seed=self._pass_seed(), hidden=self._hidden(), store=self.store,
+                        executor=executor_obj, settings=settings, events=self.events,
+                        provenance=record, run_id=run_id(record), skipped=stored)
+        background = wait is False or (wait is None and in_event_loop() and
+                                       executor_obj.max_workers > 1 and
+                                       executor_obj.description != "serial (in this process)")
+        bar = _progress_bar(self.events) if (progress or progress is None) else None
+        self._run = ScanRun(loop, owned)
+        try:
+            self._run.start(background)
+        finally:
+            if bar is not None and not background:
+                bar.close()
+        return self._run
+
+    def space_layout(self) -> Layout:
+        return Layout(self.space.layout.kind, tuple(self.space.layout.dims))
+
+    def wait(self, timeout: float | None = None) -> Progress:
+        """Block until the current run ends (see :meth:`ScanRun.wait`)."""
+        return self._current().wait(timeout)
+
+    def stop(self, now: bool = False, *, wait: bool = True) -> Progress:
+        """Stop the current run; everything finished is kept (see :meth:`ScanRun.stop`)."""
+        return self._current().stop(now, wait=wait)
+
+    def __await__(self) -> Generator[Any, None, Progress]:
+        return self._current().__await__()
+
+    def _current(self) -> ScanRun:
+        if self._run is None:
+            raise ScanError("this scan has not been started; call scan.run() first")
+        return self._run
+
+    @property
+    def progress(self) -> Progress | None:
+        return self._run.progress if self._run else None
+
+    # ------------------------------------------------------------ results
+
+    def results(self) -> Any:
+        """The scan's results as a labelled :class:`xarray.Dataset`.
+
+        Every point of the space appears: stored ones with their values, the others as
+        NaN with ``status == "missing"``. A grid space gives one dimension per
+        parameter; other spaces a ``point`` dimension with the parameters as coordinates.
+        """
+        layout = self.layout
+        if layout.kind == "grid":
+            return self.store.dataset(lazy=False, layout=layout,
+                                      extra_coords=self.space.grid_coords())
+        keys = self.space.keys()
+        stored = self.store.index()
+        have = stored.done | stored.failed
+        missing = [i for i, key in enumerate(keys) if key not in have]
+        columns = self.space.columns()
+        seeds = self.space.seeds()
+        pending: dict[str, list[Any]] = {
+            name: [columns[name][i] for i in missing] for name in self.space.names
+        }
+        pending["key"] = [keys[i] for i in missing]
+        pending["seed"] = [seeds[i] for i in missing]
+        if not self.store.exists:
+            os.makedirs(self.store.shards_dir, exist_ok=True)
+        return self.store.dataset(lazy=False, layout=layout, pending=pending)
+
+    def status(self) -> dict[str, int]:
+        """Counts of the space's points by status: done, failed, missing."""
+        keys = self.space.keys()
+        index = self.store.index()
+        done = sum(1 for k in keys if k in index.done)
+        failed = sum(1 for k in keys if k in index.failed)
+        return {"done": done, "failed": failed, "missing": len(keys) - done - failed}
+
+
+def _check_positive(**values: float | None) -> None:
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise ScanError(f"{name} must be a positive number, got {value!r}")
+
+
+def _progress_bar(events: Events) -> Any:
+    """A tqdm bar fed by the scan's events (plain text: works in terminals and notebooks)."""
+    from tqdm.std import tqdm
+
+    bar = tqdm(total=0, unit="pt", desc="scan", dynamic_ncols=True, leave=True, mininterval=0.5)
+
+    def started(total: int, skipped: int, **_: Any) -> None:
+        bar.reset(total=total)
+        if skipped:
+            bar.set_postfix_str(f"{skipped} already stored")
+
+    def progress(done: int, failed: int, total: int, **_: Any) -> None:
+        bar.total = total
+        bar.n = done + failed
+        if failed:
+            bar.set_postfix_str(f"{failed} failed", refresh=False)
+        bar.refresh()
+
+    def finished(**_: Any) -> None:
+        bar.close()
+        for name, callback in (("started", started), ("progress", progress),
+                               ("finished", finished)):
+            events.off(name, callback)
+
+    events.on("started", started)
+    events.on("progress", progress)
+    events.on("finished", finished)
+    return bar

@@ -1,0 +1,364 @@
+"""One shard: a batch of points written as a single NetCDF-4 file, and read back.
+
+Layout of a shard (dimension ``point`` plus the results' own dims):
+
+============== ============================ =============================================
+variable       dims                         meaning
+============== ============================ =============================================
+``key``        point                        the point's stable key (see :mod:`keys`)
+parameters     point                        one variable per parameter
+``seed``       point                        the seed the point received
+``status``     point                        ``done`` or ``failed``
+``error``      point                        one-line error, ``""`` when done
+``traceback``  point                        the worker's traceback
+``started``    point                        epoch seconds
+``finished``   point                        epoch seconds
+``duration``   point                        seconds spent in the function
+``host``       point                        host name of the worker
+``worker``     point                        ``engine 3`` / ``pid 1234``
+``run``        point                        id of the run (its provenance is in attrs)
+results        point[, own dims]            padded to the longest in the shard
+<dim>_length   point                        per-point size of each own dim
+<dim>          <dim>                        coordinate of an own dim (when shared)
+<dim>_coord    point, <dim>                 per-point coordinate (when points differ)
+============== ============================ =============================================
+
+Bools are stored as int8 with the attribute ``notebookscan_dtype = "bool"``; missing
+integers hold the smallest value of their type (``notebookscan_missing`` attribute).
+No pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .results import Value
+
+__all__ = [
+    "BOOKKEEPING",
+    "Record",
+    "ShardData",
+    "read_shard",
+    "shard_from_records",
+    "write_shard",
+    "write_shard_atomically",
+]
+
+FORMAT_VERSION = 1
+BOOKKEEPING = (
+    "key", "seed", "status", "error", "traceback", "started", "finished",
+    "duration", "host", "worker", "run",
+)
+_STRING_BOOKKEEPING = ("key", "status", "error", "traceback", "host", "worker", "run")
+ROLE = "notebookscan_role"
+DTYPE_ATTR = "notebookscan_dtype"
+MISSING_ATTR = "notebookscan_missing"
+TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+
+
+@dataclass(slots=True)
+class Record:
+    """One point ready to be stored."""
+
+    key: str
+    params: dict[str, Any]
+    seed: int
+    status: str
+    values: dict[str, Value]
+    error: str
+    traceback: str
+    started: float
+    finished: float
+    host: str
+    worker: str
+    run: str
+
+
+@dataclass
+class ShardData:
+    """The content of one shard, column by column, as numpy arrays."""
+
+    n: int
+    params: dict[str, np.ndarray]
+    bookkeeping: dict[str, np.ndarray]
+    results: dict[str, np.ndarray]  # name -> (n, *own shape)
+    result_dims: dict[str, tuple[str, ...]]  # name -> own dims
+    result_attrs: dict[str, dict[str, Any]]
+    lengths: dict[str, np.ndarray]  # own dim -> (n,) sizes
+    coords: dict[str, np.ndarray]  # own dim -> 1-D (shared) or 2-D (n, size) coordinate
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _column_for(values: Sequence[Any]) -> np.ndarray:
+    """A numpy column for parameter values (bool, int, float, str, or a mix)."""
+    kinds = {type(v) for v in values}
+    if kinds <= {bool}:
+        return np.array(values, dtype=bool)
+    if kinds <= {int}:
+        return np.array(values, dtype=np.int64)
+    if kinds <= {int, float}:
+        return np.array(values, dtype=np.float64)
+    return np.array([str(v) for v in values], dtype=object)
+
+
+def _missing_value(dtype: np.dtype) -> Any:
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind in "iu":
+        return np.iinfo(dtype).min if dtype.kind == "i" else np.iinfo(dtype).max
+    if dtype.kind == "b":
+        return -1  # stored as int8
+    return ""
+
+
+def _stack_values(name: str, values: list[Value | None]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Stack one result variable of every point of a batch into one padded array."""
+    present = [v for v in values if v is not None]
+    dims = present[0].dims
+    if not dims:
+        scalars = [v.data for v in present]
+        dtype = np.asarray(scalars).dtype if len({type(s) for s in scalars}) == 1 else None
+        if dtype is None:
+            dtype = np.result_type(*[np.asarray(s).dtype for s in scalars])
+    else:
+        dtype = np.result_type(*[np.asarray(v.data).dtype for v in present])
+    if dtype.kind == "U":
+        dtype = np.dtype(object)
+    shape = tuple(max(np.shape(v.data)[i] for v in present) for i in range(len(dims)))
+    n = len(values)
+    if dtype.kind == "b":
+        out = np.full((n, *shape), -1, dtype=np.int8)
+    else:
+        out = np.full((n, *shape), _missing_value(dtype), dtype=dtype)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        data = value.data
+        if dims:
+            region = (i, *(slice(0, s) for s in np.shape(data)))
+            out[region] = data
+        else:
+            out[i] = data
+    return out, dims
+
+
+def _put_strings(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray) -> Any:
+    var = nc.createVariable(name, str, dims)
+    if data.size:
+        var[...] = np.asarray(data, dtype=object)
+    return var
+
+
+def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray, compress: bool) -> Any:
+    if data.dtype == object:
+        return _put_strings(nc, name, dims, data)
+    kwargs: dict[str, Any] = {}
+    if compress and data.ndim > 1 and data.dtype.kind in "fiu" and data[0].size >= 64:
+        kwargs = {
+            "compression": "blosc_lz4", "complevel": 4, "shuffle": True,
+            "chunksizes": (1, *data.shape[1:]),
+        }
+    fill = None
+    if data.dtype.kind in "iu":
+        fill = _missing_value(data.dtype)
+    var = nc.createVariable(name, data.dtype, dims, fill_value=fill, **kwargs)
+    if data.size:
+        var[...] = data
+    return var
+
+
+def _shared_coordinate(values: list[Value | None], dim: str) -> np.ndarray | bool | None:
+    """The coordinate of ``dim`` if every point that has one agrees (as a prefix), else False."""
+    coords = [v.coords[dim] for v in values if v is not None and dim in v.coords]
+    if not coords:
+        return None
+    longest = max(coords, key=len)
+    for c in coords:
+        if not np.array_equal(c, longest[: len(c)]):
+            return False
+    return longest
+
+
+def shard_from_records(names: Sequence[str], records: Sequence[Record],
+                       attrs: dict[str, Any]) -> ShardData:
+    """Turn a batch of records into columns (results padded to the longest in the batch)."""
+    n = len(records)
+    params = {name: _column_for([r.params[name] for r in records]) for name in names}
+    bookkeeping: dict[str, np.ndarray] = {
+        name: np.array([getattr(r, name) for r in records], dtype=object)
+        for name in _STRING_BOOKKEEPING
+    }
+    bookkeeping["seed"] = np.array([r.seed for r in records], dtype=np.int64)
+    bookkeeping["started"] = np.array([r.started for r in records], dtype=np.float64)
+    bookkeeping["finished"] = np.array([r.finished for r in records], dtype=np.float64)
+    bookkeeping["duration"] = bookkeeping["finished"] - bookkeeping["started"]
+    shard = ShardData(n, params, bookkeeping, {}, {}, {}, {}, {}, dict(attrs))
+    by_dim: dict[str, list[Value | None]] = {}
+    for name in dict.fromkeys(name for r in records for name in r.values):
+        values = [r.values.get(name) for r in records]
+        data, dims = _stack_values(name, values)
+        shard.results[name] = data
+        shard.result_dims[name] = dims
+        is_bool = any(v is not None and np.asarray(v.data).dtype == bool for v in values)
+        shard.result_attrs[name] = {DTYPE_ATTR: "bool"} if is_bool else {}
+        for dim in dims:
+            by_dim.setdefault(dim, []).extend(values)
+    for dim, values in by_dim.items():
+        lengths = np.zeros(n, dtype=np.int32)
+        for i in range(n):
+            for v in values[i::n]:  # point i's value of each variable with this dim
+                if v is not None:
+                    lengths[i] = max(lengths[i], np.shape(v.data)[v.dims.index(dim)])
+        shard.lengths[dim] = lengths
+        size = int(lengths.max()) if n else 0
+        shared = _shared_coordinate(values, dim)
+        if shared is None:
+            continue
+        if shared is not False and len(shared) == size:
+            shard.coords[dim] = np.asarray(shared)
+            continue
+        coord = np.full((n, size), np.nan)
+        for i in range(n):
+            for v in values[i::n]:
+                if v is not None and dim in v.coords:
+                    coord[i, : len(v.coords[dim])] = v.coords[dim]
+        shard.coords[dim] = coord
+    return shard
+
+
+def write_shard(path: str, shard: ShardData) -> None:
+    """Write ``shard`` as one NetCDF-4 file at ``path`` (the caller makes it atomic)."""
+    import netCDF4
+
+    point = ("point",)
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.setncatts({**shard.attrs, "notebookscan_format": FORMAT_VERSION})
+        nc.createDimension("point", shard.n)
+        for name, column in shard.params.items():
+            if column.dtype == bool:
+                var = _put_array(nc, name, point, column.astype(np.int8), False)
+                var.setncattr(DTYPE_ATTR, "bool")
+            else:
+                var = _put_array(nc, name, point, column, False)
+            var.setncattr(ROLE, "parameter")
+        for name, column in shard.bookkeeping.items():
+            var = _put_array(nc, name, point, column, False)
+            if name in ("started", "finished"):
+                var.setncattr("units", TIME_UNITS)
+            elif name == "duration":
+                var.setncattr("units", "s")
+        for name, data in shard.results.items():
+            dims = shard.result_dims[name]
+            for axis, dim in enumerate(dims):
+                if dim not in nc.dimensions:
+                    nc.createDimension(dim, data.shape[1 + axis])
+            var = _put_array(nc, name, ("point", *dims), data, compress=True)
+            var.setncatts({**shard.result_attrs.get(name, {}), ROLE: "result"})
+        for dim, lengths in shard.lengths.items():
+            _put_array(nc, f"{dim}_length", point, lengths, False).setncattr(ROLE, "length")
+        for dim, coord in shard.coords.items():
+            if coord.ndim == 1:
+                _put_array(nc, dim, (dim,), coord, False).setncattr(ROLE, "coord")
+            else:
+                var = _put_array(nc, f"{dim}_coord", ("point", dim), coord, False)
+                var.setncattr(ROLE, "coord2d")
+
+
+def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:
+    """Write a shard under a temporary name, fsync it, and rename it into place.
+
+    A reader sees the shard whole or not at all; a killed writer leaves only a
+    ``.tmp-*`` file, which readers ignore and :func:`~notebookscan.store.compact` removes.
+    """
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, f".tmp-{name}")
+    try:
+        write_shard(tmp, shard)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_directory(directory)
+    return final
+
+
+def fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_var(var: Any) -> np.ndarray:
+    data = var[...]
+    if isinstance(data, np.ma.MaskedArray):
+        data = data.filled()
+    data = np.asarray(data)
+    if var.dtype is str:
+        data = data.astype(object)
+    return data
+
+
+def read_shard(path: str, variables: Sequence[str] | None = None) -> ShardData:
+    """Read a shard into numpy columns (only ``variables`` plus ``key`` when given)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "r") as nc:
+        nc.set_auto_maskandscale(False)
+        attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        n = len(nc.dimensions["point"])
+        shard = ShardData(n, {}, {}, {}, {}, {}, {}, {}, attrs)
+        wanted = None if variables is None else {"key", *variables}
+        for name, var in nc.variables.items():
+            if wanted is not None and name not in wanted:
+                continue
+            role = var.getncattr(ROLE) if ROLE in var.ncattrs() else None
+            data = _read_var(var)
+            if DTYPE_ATTR in var.ncattrs() and var.getncattr(DTYPE_ATTR) == "bool":
+                data = data.astype(np.int8)  # keep the -1 marker; decoded when combined
+            var_attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+            if name in BOOKKEEPING:
+                shard.bookkeeping[name] = data
+            elif role == "parameter":
+                shard.params[name] = data.astype(bool) if DTYPE_ATTR in var_attrs else data
+            elif role == "result":
+                shard.results[name] = data
+                shard.result_dims[name] = tuple(var.dimensions[1:])
+                shard.result_attrs[name] = var_attrs
+            elif role == "length":
+                shard.lengths[name[: -len("_length")]] = data
+            elif role == "coord":
+                shard.coords[name] = data
+            elif role == "coord2d":
+                shard.coords[name[: -len("_coord")]] = data
+    return shard
+
+
+def decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Parse the JSON-valued attributes of a shard (provenance)."""
+    out = dict(attrs)
+    for name in ("provenance",):
+        if isinstance(out.get(name), str):
+            with contextlib.suppress(ValueError):
+                out[name] = json.loads(out[name])
+    return out
