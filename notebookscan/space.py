@@ -89,12 +89,12 @@ def _is_scalar(values: object) -> bool:
     return not isinstance(values, Iterable)
 
 
-def _count(value: object, what: str, *, minimum: int = 1) -> int:
+def _count(value: object, what: str, example: str, *, minimum: int = 1) -> int:
     """`value` as an int >= `minimum`, or a `SpaceError` naming `what`."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
             value < minimum):
         kind = "positive" if minimum == 1 else "non-negative"
-        raise SpaceError(f"{what} must be a {kind} integer, got {value!r}.")
+        raise SpaceError(f"{what} must be a {kind} integer, got {value!r}; e.g. {example}.")
     return int(value)
 
 
@@ -111,19 +111,16 @@ def _simple_type(annotation: object) -> str | None:
 def _axis_values(name: str, values: object, *, where: str) -> tuple[Scalar, ...]:
     """Checked values of one axis; a scalar (or a 0-d array) means one fixed value."""
     if isinstance(values, (set, frozenset, Mapping)):
-        raise SpaceError(
-            f"{where}: axis {name!r} was given a {type(values).__name__}, which has no "
-            "reliable order; pass a list, tuple, range or 1-D numpy array."
-        )
+        raise SpaceError(f"{where}: axis {name!r} was given a {type(values).__name__}, which has "
+                         "no reliable order; pass a list, tuple, range or 1-D numpy array.")
     if _is_scalar(values):
         values = [values]
     elif hasattr(values, "__array__"):
         array = np.asarray(values)
         if array.ndim > 1:
-            raise SpaceError(
-                f"{where}: axis {name!r} was given an array of shape {array.shape}; an axis "
-                "must be 1-D. Flatten it, or use zip_()/points() for linked values."
-            )
+            raise SpaceError(f"{where}: axis {name!r} was given an array of shape {array.shape}; "
+                             "an axis must be 1-D. Flatten it, or use zip_()/points() for linked "
+                             "values.")
         values = array.tolist()
     else:
         values = list(values)  # type: ignore[call-overload]
@@ -246,10 +243,9 @@ class Space(metaclass=_Frozen):
         {'k': [0, 1, 2], 'tau': [1]}
         """
         if self._layout.kind != "grid":
-            raise SpaceError(
-                f"grid_coords() needs a grid layout, but {self._expr()} has a points layout "
-                "(it contains zip_(), points() or sample()); use columns() instead."
-            )
+            raise SpaceError(f"grid_coords() needs a grid layout, but {self._expr()} has a "
+                             "points layout (it contains zip_(), points() or sample()); use "
+                             "columns() instead.")
         coords: dict[str, list[Scalar]] = {}
         for dim, column in self._columns().items():
             values = column.tolist()
@@ -297,19 +293,16 @@ class Space(metaclass=_Frozen):
         for name in axes:
             kinds = holders.get(name)
             if kinds is None:
-                raise SpaceError(
-                    f"refine(): the space has no axis {name!r}; axes that can be refined: "
-                    f"{', '.join(refinable) or 'none'}."
-                )
+                raise SpaceError(f"refine(): the space has no axis {name!r}; axes that can be "
+                                 f"refined: {', '.join(refinable) or 'none'}.")
             if "trial" in kinds:
                 raise SpaceError("refine(): the 'trial' axis comes from trials(n); change the "
                                  "number of trials with refine(trials=n).")
             fixed = sorted(kinds & {"points", "sample"})
             if fixed:
-                raise SpaceError(
-                    f"refine(): parameter {name!r} comes from {fixed[0]}(), whose values cannot "
-                    f"be refined; build a new {fixed[0]}(...) and combine it with + or *."
-                )
+                raise SpaceError(f"refine(): parameter {name!r} comes from {fixed[0]}(), whose "
+                                 f"values cannot be refined; build a new {fixed[0]}(...) and "
+                                 "combine it with + or *.")
         return self._refine(axes) if axes else self
 
     def validate(self, fn: Callable[..., object]) -> None:
@@ -335,10 +328,9 @@ class Space(metaclass=_Frozen):
         problems: list[str] = []
         for name in self._names:
             if name in RESERVED_NAMES:
-                problems.append(
-                    f"{name!r} is reserved for the store's bookkeeping ("
-                    f"{', '.join(sorted(RESERVED_NAMES))}); rename the parameter, e.g. {name}_."
-                )
+                problems.append(f"{name!r} is reserved for the store's bookkeeping "
+                                f"({', '.join(sorted(RESERVED_NAMES))}); rename the parameter, "
+                                f"e.g. {name}_.")
             elif not name.isidentifier() or keyword.iskeyword(name):
                 problems.append(f"{name!r} is not a valid Python identifier; rename it to "
                                 "letters, digits and underscores not starting with a digit.")
@@ -372,10 +364,9 @@ class Space(metaclass=_Frozen):
         for p in params.values():
             if p.kind in var or p.default is not p.empty or p.name in (*self._names, "seed"):
                 continue
-            problems.append(
-                f"{fname}() requires parameter {p.name!r}, which the space does not set; add "
-                f"it, e.g. space * grid({p.name}=...), or give it a default in {fname}()."
-            )
+            problems.append(f"{fname}() requires parameter {p.name!r}, which the space does not "
+                            f"set; add it, e.g. space * grid({p.name}=...), or give it a default "
+                            f"in {fname}().")
         for name, column in self._columns().items():
             expected = _simple_type(params[name].annotation) if name in params else None
             if expected is None:
@@ -383,10 +374,9 @@ class Space(metaclass=_Frozen):
             accepts = _ACCEPTS[expected]
             bad = next((v for v in column.tolist() if type(v) not in accepts), None)
             if bad is not None:
-                problems.append(
-                    f"{fname}() annotates {name}: {expected}, but the space gives {name}="
-                    f"{bad!r} ({type(bad).__name__}); change the axis values or the annotation."
-                )
+                problems.append(f"{fname}() annotates {name}: {expected}, but the space gives "
+                                f"{name}={bad!r} ({type(bad).__name__}); change the axis values "
+                                "or the annotation.")
         return problems
 
     def describe(self) -> dict[str, Any]:
@@ -415,9 +405,11 @@ class Space(metaclass=_Frozen):
         data: dict[str, list[Any]] = {**self.columns(), "key": self.keys()}
         return pd.DataFrame(data, columns=[*self._names, "key"])
 
+    def _size(self) -> str:
+        return f"{len(self)} point{'' if len(self) == 1 else 's'}"
+
     def __repr__(self) -> str:
-        n = len(self)
-        return f"<Space: {n} point{'' if n == 1 else 's'}, {self._layout.kind} {self._expr()}>"
+        return f"<Space: {self._size()}, {self._layout.kind} {self._expr()}>"
 
     def _repr_html_(self) -> str:
         rows = []
@@ -428,7 +420,7 @@ class Space(metaclass=_Frozen):
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>"
                                          for cell in (name, len(values), low, high)) + "</tr>")
         return (
-            f"<div><b>Space</b>: {len(self)} points, {self._layout.kind} layout "
+            f"<div><b>Space</b>: {self._size()}, {self._layout.kind} layout "
             f"({html.escape(', '.join(self._layout.dims))})<br>"
             f"<code>{html.escape(self._expr())}</code><table><thead><tr><th>name</th>"
             "<th>values</th><th>min</th><th>max</th></tr></thead>"
@@ -500,11 +492,9 @@ class _Explicit(Space):
             for i, key in enumerate(keys):
                 if key in seen:
                     point = {name: col[i] for name, col in self._cols.items()}
-                    raise SpaceError(
-                        f"{self.kind}(): the point {point} occurs more than once (points "
-                        f"{seen[key]} and {i}, comparing values to 12 significant digits); "
-                        "remove the repeats."
-                    )
+                    raise SpaceError(f"{self.kind}(): the point {point} occurs more than once "
+                                     f"(points {seen[key]} and {i}, comparing values to 12 "
+                                     "significant digits); remove the repeats.")
                 seen[key] = i
 
     def __len__(self) -> int:
@@ -609,11 +599,10 @@ class _Union(_Binary):
         only_left = [n for n in left.names if n not in right.names]
         only_right = [n for n in right.names if n not in left.names]
         if only_left or only_right:
-            raise SpaceError(
-                "a + b needs the same parameter names on both sides; only in a: "
-                f"{', '.join(only_left) or '-'}; only in b: {', '.join(only_right) or '-'}. "
-                "Add the missing parameters (e.g. b * grid(name=value)) or use * for a product."
-            )
+            raise SpaceError("a + b needs the same parameter names on both sides; only in a: "
+                             f"{', '.join(only_left) or '-'}; only in b: "
+                             f"{', '.join(only_right) or '-'}. Add the missing parameters (e.g. "
+                             "b * grid(name=value)) or use * for a product.")
         super().__init__(left, right, left.names)
 
     def _keep(self) -> np.ndarray:
@@ -656,11 +645,9 @@ class _Where(Space):
             try:
                 mask[i] = bool(predicate(point))
             except Exception as exc:
-                raise SpaceError(
-                    f"where(): the predicate {self._pred_name} raised {type(exc).__name__}: "
-                    f"{exc} on the point {point}; make it handle this point (e.g. test for it "
-                    "first)."
-                ) from exc
+                raise SpaceError(f"where(): the predicate {self._pred_name} raised "
+                                 f"{type(exc).__name__}: {exc} on the point {point}; "
+                                 "make it handle this point (e.g. test for it first).") from exc
         self._index = np.flatnonzero(mask)
 
     def __len__(self) -> int:
@@ -742,7 +729,7 @@ def trials(n: int) -> Space:
     >>> len(space), space.layout.dims, len(set(space.seeds()))
     (6, ('k', 'trial'), 6)
     """
-    return _Trials(_count(n, "trials(n): the number of trials"))
+    return _Trials(_count(n, "trials(n): the number of trials", "trials(10)"))
 
 
 def zip_(**axes: object) -> Space:
@@ -762,10 +749,9 @@ def zip_(**axes: object) -> Space:
     cols: dict[str, list[Scalar]] = {}
     for name, values in axes.items():
         if _is_scalar(values):
-            raise SpaceError(
-                f"zip_(): axis {name!r} is the single value {values!r}; zip_ axes are "
-                f"sequences. For a fixed value use zip_(...) * grid({name}={values!r})."
-            )
+            raise SpaceError(f"zip_(): axis {name!r} is the single value {values!r}; zip_ axes "
+                             "are sequences. For a fixed value use zip_(...) * "
+                             f"grid({name}={values!r}).")
         cols[name] = list(_axis_values(name, values, where="zip_()"))
     lengths = ", ".join(f"{name}: {len(values)}" for name, values in cols.items())
     if len({len(values) for values in cols.values()}) > 1:
@@ -852,16 +838,15 @@ def sample(
     ...                        tau=(1e-3, 1e-1, "log")).keys()
     True
     """
-    n = _count(n, "sample(n): the number of points")
+    n = _count(n, "sample(n): the number of points", "sample(64, seed=0, k=(0, 1))")
     if method not in _SAMPLE_METHODS:
         raise SpaceError(f"sample(): unknown method {method!r}; use one of "
                          f"{', '.join(_SAMPLE_METHODS)}.")
     if seed is None:
-        raise SpaceError(
-            "sample() needs seed=<int> so that the same points are drawn every time (a scan "
-            "recognises finished points by their values); e.g. sample(64, seed=0, k=(0, 1))."
-        )
-    seed = _count(seed, "sample(seed=...)", minimum=0)
+        raise SpaceError("sample() needs seed=<int> so that the same points are drawn every time "
+                         "(a scan recognises finished points by their values); e.g. sample(64, "
+                         "seed=0, k=(0, 1)).")
+    seed = _count(seed, "sample(seed=...)", "seed=0", minimum=0)
     if not ranges:
         raise SpaceError("sample() needs at least one range, e.g. sample(64, seed=0, k=(0, 1)).")
     bounds = {name: _bounds(name, spec) for name, spec in ranges.items()}
