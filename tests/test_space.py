@@ -492,6 +492,20 @@ def test_validate_reserved_and_invalid_names() -> None:
             points([{name: 1}]).validate(anything)
 
 
+def test_validate_passes_trial_only_to_functions_that_take_it() -> None:
+    def without(k: float, seed: int) -> float:
+        return k
+
+    def with_trial(k: float, trial: str) -> float:
+        return k
+
+    (grid(k=[1.0]) * trials(3)).validate(without)
+    with pytest.raises(SpaceError, match=r"trial: str, but the space gives trial=0 \(int\)"):
+        (grid(k=[1.0]) * trials(3)).validate(with_trial)
+    with pytest.raises(SpaceError, match=r"no parameter 'trials'"):
+        grid(k=[1.0], trials=[1]).validate(without)
+
+
 def test_validate_positional_only() -> None:
     def f(k: float, /, tau: float) -> None:
         pass
