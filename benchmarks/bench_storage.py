@@ -115,6 +115,11 @@ def load_all_notebookscan(workload, n, workdir):
     return out
 
 
+def open_notebookscan(workload, workdir):
+    ns = _import_notebookscan()
+    ns.open_store(os.path.join(workdir, "store"))
+
+
 def load_each_notebookscan(workload, n, workdir):
     """Open the store once (``ns.open_store``), then ``ds[var].sel(i=i).values`` per point:
     xarray label-based selection on the Dataset open_store returns, one point at a time."""
@@ -169,6 +174,10 @@ def _psweep_db(workdir):
     import psweep as ps
 
     return ps.df_read(os.path.join(workdir, "calc", ps.DATABASE_BASENAME))
+
+
+def open_psweep(workload, workdir):
+    _psweep_db(workdir)
 
 
 def load_all_psweep(workload, n, workdir):
@@ -255,6 +264,13 @@ def run_floor(workload, n, workdir):
             "filters": {k: v for k, v in filters.items() if v}}
 
 
+def open_floor(workload, workdir):
+    import netCDF4
+
+    with netCDF4.Dataset(os.path.join(workdir, "floor.nc")) as nc:
+        nc["x"][0]
+
+
 def load_all_floor(workload, n, workdir):
     """``netCDF4.Dataset(path)["x"][:]``."""
     import netCDF4
@@ -327,9 +343,17 @@ def child_main(tool, workload, n, phase, workdir):
            "versions": _versions(tool)}
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
-    out.update(globals()[f"{phase}_{tool}"](workload, n, workdir))
+    func = globals()[f"{phase}_{tool}"]
     if phase == "run":
+        out.update(func(workload, n, workdir))
         out["fn_standalone_seconds"] = wl.standalone_function_time(workload, n)
+    elif phase == "load_all":
+        out.update(wl.first_and_steady(func, workload, n, workdir))
+    else:
+        # untimed warm-up: open the store once, so that modules the tool imports lazily
+        # on its first open are loaded; then the timed pass (which opens it again)
+        globals()[f"open_{tool}"](workload, workdir)
+        out.update(func(workload, n, workdir))
     wl.emit(out)
 
 

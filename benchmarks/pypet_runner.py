@@ -134,8 +134,9 @@ def main(argv):
         out["fn_standalone_seconds"] = wl.standalone_function_time(workload, n)
         out["store_bytes"], out["store_allocated_bytes"], out["store_files"] = wl.tree_size(path)
     elif phase == "load_all":
-        out.update(do_load_all(workload, n, path))
+        out.update(wl.first_and_steady(do_load_all, workload, n, path))
     elif phase == "load_each":
+        load_trajectory(path, load_results=1)  # untimed warm-up, as for the other tools
         out.update(do_load_each(workload, n, path))
     else:
         raise SystemExit(f"unknown phase {phase!r}")

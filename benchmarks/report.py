@@ -232,7 +232,11 @@ def storage_targets(doc):
     la = _get(idx, "notebookscan", "per_run_float", n_float, "load_all_seconds")
     add(f"load all results ≤ {TARGETS['load_all_s']} s (per-run float, N = {n_float})",
         f"{fmt_s(la)} s", None if la is None else la <= TARGETS["load_all_s"],
-        "open_store + .load(), in a fresh process, warm page cache")
+        "open_store + .load(), second call in the process (steady state), warm page cache")
+    la1 = _get(idx, "notebookscan", "per_run_float", n_float, "load_all_first_seconds")
+    add(f"the same, first call in a fresh process (N = {n_float})", f"{fmt_s(la1)} s",
+        None if la1 is None else la1 <= TARGETS["load_all_s"],
+        "includes what xarray/notebookscan import lazily on first use")
     for n in sorted({r["n"] for r in doc["results"] if r["workload"] == "array"}):
         a = _get(idx, "notebookscan", "array", n, "wall_seconds")
         b = _get(idx, "psweep", "array", n, "wall_seconds")
@@ -314,18 +318,20 @@ def storage_workload_table(doc, workload):
             if r is None:
                 continue
             if "wall_seconds" not in r:
-                rows.append([n, tool, f"failed: {r.get('error', '?')}"] + [""] * 10)
+                rows.append([n, tool, f"failed: {r.get('error', '?')}"] + [""] * 11)
                 continue
             rows.append([
                 n, tool, fmt_s(r["wall_seconds"]), fmt_s(r["fn_seconds"]),
                 fmt_us(r["overhead_per_point_seconds"]), fmt_mb(r["store_bytes"]),
                 f"{r['store_bytes'] / raw:.2f}", r.get("store_files", "–"),
-                fmt_s(r.get("load_all_seconds")), fmt_s(r.get("load_each_seconds")),
+                fmt_s(r.get("load_all_seconds")), fmt_s(r.get("load_all_first_seconds")),
+                fmt_s(r.get("load_each_seconds")),
                 fmt_mib(r.get("run_peak_rss")), fmt_mib(r.get("load_all_peak_rss")),
                 fmt_mib(r.get("run_rss_after_import")),
             ])
     header = ["N", "tool", "run [s]", "function [s]", "overhead [µs/pt]", "store [MB]",
-              "store / raw", "files", "load all [s]", "load each [s]", "peak RSS run [MiB]",
+              "store / raw", "files", "load all [s]", "load all, 1st call [s]",
+              "load each [s]", "peak RSS run [MiB]",
               "peak RSS load all [MiB]", "RSS after imports [MiB]"]
     return md_table(header, rows, left=2)
 
@@ -366,7 +372,8 @@ def storage_section(doc, figdir, md_dir):
         if fig in paths:
             out += [f"![{workload}]({os.path.relpath(fig, md_dir)})", ""]
     fig = os.path.join(figdir, "storage_overhead.png")
-    out += ["### Per-point overhead", "", f"![overhead]({os.path.relpath(fig, md_dir)})", ""]
+    out += ["### Per-point overhead", "", f"![overhead]({os.path.relpath(fig, md_dir)})", "",
+            "### Observations", "", storage_observations(doc), ""]
 
     # array compression
     n_arr = max((r["n"] for r in doc["results"] if r["workload"] == "array"), default=None)
@@ -395,6 +402,10 @@ def storage_section(doc, figdir, md_dir):
             "- **Repetitions**: float workloads with N ≤ 1 000 were run 3 times and the "
             "median of each number is shown; everything else once. The raw values of every "
             "repetition are in `results/storage.json`.",
+            "- **load all** is done twice in its process: the table's *load all* is the "
+            "second call (steady state), *1st call* the first one, which also pays for "
+            "modules imported lazily on first use. **load each** is timed after one untimed "
+            "open of the store in the same process, for the same reason.",
             "- Loads run right after the write, so the files are in the page cache (warm "
             "reads). No tool except notebookscan calls `fsync`; notebookscan fsyncs every "
             "shard and its directory, which the others' run times do not pay for.",
@@ -437,6 +448,58 @@ def storage_section(doc, figdir, md_dir):
             "saved.",
             ""]
     return "\n".join(out)
+
+
+def storage_observations(doc):
+    """Plain facts computed from the numbers (no judgement)."""
+    idx = _index(doc)
+    lines = []
+    for workload in ("per_run_float", "end"):
+        ns_ = sorted({r["n"] for r in doc["results"] if r["workload"] == workload})
+        if not ns_:
+            continue
+        n = ns_[-1]
+        parts = []
+        for tool in TOOL_ORDER:
+            b = _get(idx, tool, workload, n, "store_bytes")
+            if b is not None:
+                parts.append(f"{tool} {b / n:.0f}")
+        lines.append(f"- Store bytes per point, {workload}, N = {n} (the value itself is 8 "
+                     "bytes): " + ", ".join(parts) + ".")
+    ns_ = sorted({r["n"] for r in doc["results"] if r["workload"] == "array"})
+    if ns_:
+        n = ns_[-1]
+        mib = wl.raw_bytes("array", n) / 2**20
+        parts = []
+        for tool in TOOL_ORDER:
+            run = _get(idx, tool, "array", n, "run_peak_rss")
+            load = _get(idx, tool, "array", n, "load_all_peak_rss")
+            if run is not None:
+                parts.append(f"{tool} {fmt_mib(run)} / {fmt_mib(load)}")
+        lines.append(f"- Peak RSS during the run / while loading all, array workload, "
+                     f"N = {n} ({mib:.0f} MiB of results), MiB: " + ", ".join(parts) + ".")
+        nsr = idx.get(("notebookscan", "array", n))
+        if nsr and "shards" in nsr:
+            lines.append(f"- notebookscan wrote the {n} arrays into {nsr['shards']} shard(s) "
+                         f"with its default flush settings.")
+        parts = []
+        for tool in TOOL_ORDER:
+            r = idx.get((tool, "array", n))
+            if r and "fn_seconds" in r:
+                parts.append(f"{tool} {fmt_s(r['fn_seconds'])} s")
+        sa = next((r.get("fn_standalone_seconds") for r in doc["results"]
+                   if r["workload"] == "array" and r["n"] == n
+                   and r.get("fn_standalone_seconds")), None)
+        line = (f"- Time inside the array function during the run (N = {n}): "
+                + ", ".join(parts) + f"; the same {n} calls in a bare loop whose arrays "
+                f"are dropped at once: {fmt_s(sa)} s.")
+        nsf = _get(idx, "notebookscan", "array", n, "fn_seconds")
+        if nsf and sa and nsf > 1.5 * sa:
+            line += (" A tool that keeps the arrays alive until it flushes makes each new "
+                     "array land in fresh, not-yet-mapped memory (page faults), which counts "
+                     "as function time here, so its overhead column understates its cost.")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 SECTIONS = {"storage": storage_section}

@@ -13,6 +13,7 @@ project's environment (numpy 2) and by the separate pypet environment (numpy < 2
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import sys
@@ -115,6 +116,22 @@ def tree_size(path):
         apparent += st.st_size
         allocated += st.st_blocks * 512
     return apparent, allocated, len(paths)
+
+
+def first_and_steady(load, *args):
+    """Run a load function twice in this (fresh) process; report both timings.
+
+    The first call pays for modules a tool imports lazily on its first use (xarray, for
+    one, imports dask the first time it builds a Dataset); the second is the steady
+    state, reported as ``load_all_seconds``. The first is ``load_all_first_seconds``.
+    """
+    first = load(*args)
+    gc.collect()
+    steady = load(*args)
+    out = dict(steady)
+    out["load_all_first_seconds"] = first["load_all_seconds"]
+    out["open_first_seconds"] = first.get("open_seconds")
+    return out
 
 
 def emit(result):
