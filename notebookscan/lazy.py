@@ -48,7 +48,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         widths = {dim: (0, sizes[dim] - ds.sizes[dim]) for dim in ds.dims
                   if dim != "point" and ds.sizes[dim] < sizes[dim]}
         padded.append(ds.pad(widths) if widths else ds)
-    combined = xr.concat(padded, dim="point", data_vars="all", coords="different",
+    combined = xr.concat(padded, dim="point", data_vars="all", coords="minimal",
                          compat="override", join="outer") if len(padded) > 1 else padded[0]
     order = _row_order(index_parts, names)
     combined = combined.isel(point=order)
@@ -60,7 +60,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         for attr in [a for a in var.attrs if a.startswith("notebookscan_")]:
             del var.attrs[attr]
     if layout.kind == "grid":
-        return to_grid(combined, list(layout.dims))
+        return to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
     return combined
 
 

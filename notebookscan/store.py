@@ -543,12 +543,16 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         for name in source.shard_files():
             if not _SAFE_NAME.match(name):
                 raise StoreError(f"refusing to copy the shard name {name!r}: not a plain file name")
+            origin = os.path.join(source.shards_dir, name)
+            if os.path.islink(origin):
+                raise StoreError(f"refusing to copy {origin}: it is a symbolic link, and a store "
+                                 "holds only its own files")
             destination = os.path.join(target.shards_dir, name)
             if os.path.exists(destination):
                 report.already_present.append(name)
                 continue
             tmp = os.path.join(target.shards_dir, f".tmp-merge-{uuid.uuid4().hex}")
-            shutil.copyfile(os.path.join(source.shards_dir, name), tmp)
+            shutil.copyfile(origin, tmp)
             os.replace(tmp, destination)
             report.copied.append(name)
         after = _values_by_key(source)

@@ -1,0 +1,103 @@
+"""Real killed processes and concurrent writers: nothing finished is lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import xarray as xr
+
+import notebookscan as ns
+from notebookscan.shards import read_shard
+from notebookscan.store import Store
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import notebookscan as ns
+
+    def model(k: float, seed: int):
+        time.sleep({sleep})
+        rng = np.random.default_rng(seed)
+        return {{"y": k * rng.random(), "trace": np.cumsum(rng.normal(size=5))}}
+
+    space = ns.grid(k=np.linspace(0, 1, {n})) * ns.trials(2)
+
+    if __name__ == "__main__":
+        ns.Scan(model, space, store=sys.argv[1]).run(
+            executor="serial", progress=False, flush_every=5, flush_interval=0.2)
+""")
+
+TIMING = ["started", "finished", "duration", "host", "worker", "run"]
+
+
+def _write_script(tmp_path, n=60, sleep=0.01):
+    path = tmp_path / "scan_script.py"
+    path.write_text(SCRIPT.format(n=n, sleep=sleep))
+    return path
+
+
+def _comparable(ds: xr.Dataset) -> xr.Dataset:
+    return ds.drop_vars(TIMING).drop_attrs()
+
+
+def _stored_rows(store_path) -> int:
+    store = Store(store_path)
+    return sum(read_shard(os.path.join(store.shards_dir, n), ["status"]).n
+               for n in store.shard_files())
+
+
+def _wait_for_shards(store_path, count, process, limit=60.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the scan exited early with {process.returncode}")
+        if len(Store(store_path).shard_files()) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no shards appeared")
+
+
+def test_sigkill_mid_scan_loses_only_the_unflushed_batch(tmp_path):
+    script = _write_script(tmp_path)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    process = subprocess.Popen([sys.executable, str(script), str(killed)])
+    _wait_for_shards(killed, 3, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = ns.open_store(killed)
+    stored = int((partial.status == "done").sum())
+    assert 0 < stored < 120, stored
+    assert ns.verify(killed).healthy
+
+    # resume in this process: only the missing points run
+    module = runpy.run_path(str(script))
+    progress = ns.Scan(module["model"], module["space"], store=killed).run(
+        executor="serial", progress=False).progress
+    assert progress.done == 120 - stored and progress.skipped == stored
+
+    subprocess.run([sys.executable, str(script), str(clean)], check=True)
+    xr.testing.assert_identical(_comparable(ns.open_store(killed)),
+                                _comparable(ns.open_store(clean)))
+
+
+def test_two_processes_scanning_one_store(tmp_path):
+    script = _write_script(tmp_path, n=50, sleep=0.005)
+    store = tmp_path / "shared"
+    first = subprocess.Popen([sys.executable, str(script), str(store)])
+    second = subprocess.Popen([sys.executable, str(script), str(store)])
+    assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
+    assert ns.verify(store).healthy
+    ds = ns.open_store(store)
+    assert (ds.status == "done").all() and ds.y.size == 100
+    ns.compact(store)
+    assert _stored_rows(store) == 100  # nothing computed twice is stored twice
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, str(script), str(clean)], check=True)
+    xr.testing.assert_identical(_comparable(ns.open_store(store)),
+                                _comparable(ns.open_store(clean)))

@@ -1,0 +1,261 @@
+"""The scan loop: skip done points, refine, dry runs, events, seeds, layouts, executors."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import notebookscan as ns
+
+CALLS: list[dict] = []
+
+
+def counted(k: float, tau: float = 0.01, seed: int = 0):
+    CALLS.append({"k": k, "tau": tau, "seed": seed})
+    return {"rate": k / tau + np.random.default_rng(seed).normal()}
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    CALLS.clear()
+
+
+def test_the_issue_example_end_to_end(tmp_path):
+    space = ns.grid(k=np.linspace(1, 20, 20), tau=[0.005, 0.01]) * ns.trials(5)
+    scan = ns.Scan(counted, space, store=tmp_path / "rates")
+    scan.run(executor="serial", progress=False)
+    assert len(CALLS) == 200
+    ds = scan.results()
+    assert dict(ds.sizes) == {"k": 20, "tau": 2, "trial": 5}
+    assert (ds.status == "done").all()
+    scan.refine(k=np.linspace(5, 8, 31))
+    CALLS.clear()
+    progress = scan.run(executor="serial", progress=False).progress
+    # 31 new k values, of which 5, 6, 7, 8 were already there: only 27 x 2 x 5 run
+    assert len(CALLS) == progress.done == 270 and progress.skipped == 200
+    from_disk = ns.open_store(tmp_path / "rates")
+    xr.testing.assert_identical(from_disk, scan.results())
+    assert from_disk.sizes["k"] == 47
+
+
+def test_seeds_come_from_points_and_are_stored(tmp_path):
+    space = ns.grid(k=[1.0, 2.0]) * ns.trials(3)
+    scan = ns.Scan(counted, space, store=tmp_path / "s")
+    scan.run(executor="serial", progress=False)
+    ds = scan.results()
+    expected = [[ns.point_seed(ns.point_key({"k": k, "trial": t})) for t in range(3)]
+                for k in (1.0, 2.0)]
+    assert ds.seed.values.tolist() == expected
+    assert sorted(c["seed"] for c in CALLS) == sorted(s for row in expected for s in row)
+    assert "trial" not in CALLS[0]  # counted() does not take `trial`, so it is not passed
+
+
+def test_nothing_is_recomputed_after_a_restart(tmp_path):
+    space = ns.grid(k=[1.0, 2.0, 3.0])
+    ns.Scan(counted, space, store=tmp_path / "s").run(executor="serial", progress=False)
+    CALLS.clear()
+    progress = ns.Scan(counted, space, store=tmp_path / "s").run(
+        executor="serial", progress=False).progress
+    assert CALLS == [] and progress.total == 0 and progress.skipped == 3
+
+
+def test_dry_run_lists_what_would_run_and_writes_nothing(tmp_path):
+    scan = ns.Scan(counted, ns.grid(k=[1.0, 2.0, 3.0]), store=tmp_path / "s")
+    plan = scan.run(dry_run=True)
+    assert len(plan.to_run) == 3 and plan.stored == 0 and CALLS == []
+    assert not os.path.exists(tmp_path / "s")
+    scan.run(executor="serial", progress=False)
+    scan.refine(k=[3.0, 4.0])
+    plan = scan.run(dry_run=True)
+    assert plan.to_run.k.tolist() == [4.0] and plan.stored == 3
+    assert "1 of 4 point(s) would run" in repr(plan)
+
+
+def test_invalid_spaces_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ns.SpaceError, match="'kk'"):
+        ns.Scan(counted, ns.grid(kk=[1.0]), store=tmp_path / "s")
+    with pytest.raises(ns.SpaceError, match="requires parameter 'k'"):
+        ns.Scan(counted, ns.grid(tau=[1.0]), store=tmp_path / "s")
+    with pytest.raises(ns.SpaceError, match="non-finite"):
+        ns.Scan(counted, ns.grid(k=[1.0, np.nan]), store=tmp_path / "s")
+    assert not os.path.exists(tmp_path / "s") and CALLS == []
+
+
+def test_bad_run_options_name_the_option(tmp_path):
+    scan = ns.Scan(counted, ns.grid(k=[1.0]), store=tmp_path / "s")
+    with pytest.raises(ns.ScanError, match="flush_every"):
+        scan.run(executor="serial", flush_every=0)
+    with pytest.raises(ns.ExecutorError, match="'threads' is not known"):
+        scan.run(executor="threads")
+    with pytest.raises(ns.ScanError, match="timeout"):
+        scan.run(executor="serial", timeout=-1)
+
+
+def test_a_store_with_other_parameters_is_refused(tmp_path):
+    ns.Scan(counted, ns.grid(k=[1.0]), store=tmp_path / "s").run(executor="serial",
+                                                                  progress=False)
+    with pytest.raises(ns.ScanError, match="holds parameters"):
+        ns.Scan(counted, ns.grid(k=[1.0], tau=[0.1]), store=tmp_path / "s")
+
+
+def test_events_report_every_point_and_progress(tmp_path):
+    def half(x: int):
+        if x % 2:
+            raise RuntimeError("odd")
+        return x
+
+    scan = ns.Scan(half, ns.grid(x=range(10)), store=tmp_path / "s")
+    seen: dict[str, list] = {"done": [], "failed": [], "flushed": [], "finished": []}
+    scan.events.on("point_done", lambda point, **_: seen["done"].append(point["x"]))
+    scan.events.on("point_failed", lambda record, **_: seen["failed"].append(record.error))
+    scan.events.on("flushed", lambda points, **_: seen["flushed"].append(points))
+    scan.events.on("finished", lambda **kw: seen["finished"].append(kw))
+    scan.run(executor="serial", progress=False, flush_every=4)
+    assert sorted(seen["done"]) == [0, 2, 4, 6, 8]
+    assert seen["failed"] == ["RuntimeError: odd"] * 5
+    assert sum(seen["flushed"]) == 10 and len(seen["flushed"]) >= 2
+    assert seen["finished"][0]["done"] == 5 and seen["finished"][0]["failed"] == 5
+
+
+def test_failed_points_run_again_only_when_asked(tmp_path):
+    flaky = {"fail": True}
+
+    def sometimes(x: int):
+        if flaky["fail"] and x == 1:
+            raise ValueError("not yet")
+        return x
+
+    scan = ns.Scan(sometimes, ns.grid(x=[0, 1, 2]), store=tmp_path / "s")
+    scan.run(executor="serial", progress=False)
+    flaky["fail"] = False
+    with pytest.warns(UserWarning, match="retry_failed=True"):
+        assert scan.run(executor="serial", progress=False).progress.total == 0
+    assert scan.run(executor="serial", progress=False, retry_failed=True).progress.done == 1
+    assert scan.results().status.values.tolist() == ["done"] * 3
+
+
+def test_per_point_timeout_records_a_failure(tmp_path):
+    def slow(x: int):
+        if x == 1:
+            time.sleep(5)
+        return x
+
+    scan = ns.Scan(slow, ns.grid(x=[0, 1, 2]), store=tmp_path / "s")
+    t0 = time.monotonic()
+    scan.run(executor="serial", progress=False, timeout=0.3)
+    assert time.monotonic() - t0 < 3
+    ds = scan.results()
+    assert ds.status.values.tolist() == ["done", "failed", "done"]
+    assert "PointTimeout" in ds.error.sel(x=1).item()
+
+
+def test_samples_and_unions_use_a_point_dimension(tmp_path):
+    def model(a: float, b: float):
+        return a + b
+
+    space = ns.sample(20, method="sobol", seed=1, a=(0, 1), b=(1, 10, "log"))
+    scan = ns.Scan(model, space, store=tmp_path / "s")
+    before = scan.results()
+    assert before.sizes["point"] == 20 and (before.status == "missing").all()
+    scan.run(executor="serial", progress=False)
+    ds = scan.results()
+    assert ds.sizes["point"] == 20 and (ds.status == "done").all()
+    np.testing.assert_allclose(ds.result.values, ds.a.values + ds.b.values)
+    xr.testing.assert_identical(ns.open_store(tmp_path / "s"), ds)
+
+
+def test_grid_unions_show_missing_cells_and_to_grid_reshapes_points(tmp_path):
+    def model(a: int, b: int):
+        return a * 10 + b
+
+    space = ns.grid(a=[0, 1], b=[0, 1]) + ns.grid(a=[2], b=[5])
+    scan = ns.Scan(model, space, store=tmp_path / "s")
+    scan.run(executor="serial", progress=False)
+    ds = scan.results()
+    assert ds.status.sel(a=2, b=0).item() == "missing"
+    assert ds.result.sel(a=2, b=5).item() == 25
+    points = ns.Scan(model, ns.zip_(a=[0, 1, 2], b=[0, 1, 5]), store=tmp_path / "p")
+    points.run(executor="serial", progress=False)
+    grid = ns.to_grid(points.results(), ["a", "b"])
+    assert grid.result.sel(a=1, b=1).item() == 11 and np.isnan(grid.result.sel(a=0, b=1))
+
+
+def test_singular_dimension_runs_once(tmp_path):
+    def drive(amp: float, freq: float):
+        CALLS.append((amp, freq))
+        return amp * freq
+
+    space = ns.grid(amp=[0.0, 0.5, 1.0], freq=[1.0, 2.0, 4.0]).where(
+        lambda p: p["amp"] > 0 or p["freq"] == 1.0)
+    ns.Scan(drive, space, store=tmp_path / "s").run(executor="serial", progress=False)
+    assert sorted(c for c in CALLS if c[0] == 0.0) == [(0.0, 1.0)]
+    ds = ns.open_store(tmp_path / "s")
+    assert ds.status.sel(amp=0.0).values.tolist() == ["done", "missing", "missing"]
+
+
+def test_serial_and_process_pool_give_identical_datasets(tmp_path):
+    space = ns.grid(k=[1.0, 2.0, 3.0, 4.0]) * ns.trials(3)
+    a = ns.Scan(counted, space, store=tmp_path / "a")
+    a.run(executor="serial", progress=False)
+    b = ns.Scan(counted, space, store=tmp_path / "b")
+    b.run(executor="processes", progress=False)
+    timing = ["started", "finished", "duration", "host", "worker", "run"]
+    xr.testing.assert_identical(
+        a.results().drop_vars(timing).drop_attrs(),
+        b.results().drop_vars(timing).drop_attrs(),
+    )
+
+
+def test_functions_defined_in_main_run_in_a_process_pool(tmp_path):
+    namespace: dict = {}
+    exec("def cube(x: int):\n    return x ** 3\n", namespace)
+    cube = namespace["cube"]
+    cube.__module__ = "__main__"
+    scan = ns.Scan(cube, ns.grid(x=[1, 2, 3]), store=tmp_path / "s")
+    scan.run(executor="processes", progress=False)
+    assert scan.results().result.values.tolist() == [1, 8, 27]
+
+
+def test_stop_keeps_finished_points_and_run_resumes(tmp_path):
+    def slowish(x: int):
+        time.sleep(0.05)
+        return x
+
+    scan = ns.Scan(slowish, ns.grid(x=range(40)), store=tmp_path / "s")
+    seen = []
+
+    def stop_after_some(done, **_):
+        seen.append(done)
+        if done >= 5:
+            scan.stop(wait=False)
+
+    scan.events.on("progress", stop_after_some)
+    progress = scan.run(executor="serial", progress=False, chunk_size=1).progress
+    assert progress.stopped and 5 <= progress.done < 40
+    assert scan.status()["done"] == progress.done
+    scan.events.off("progress", stop_after_some)
+    resumed = scan.run(executor="serial", progress=False).progress
+    assert resumed.done == 40 - progress.done
+    assert scan.results().result.values.tolist() == list(range(40))
+
+
+def test_background_run_can_be_awaited(tmp_path):
+    import asyncio
+
+    def model(x: int):
+        time.sleep(0.01)
+        return x
+
+    async def main():
+        scan = ns.Scan(model, ns.grid(x=range(20)), store=tmp_path / "s")
+        run = scan.run(executor="processes", progress=False, wait=False)
+        assert not run.done()
+        progress = await scan
+        return progress
+
+    progress = asyncio.run(main())
+    assert progress.done == 20

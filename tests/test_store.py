@@ -1,0 +1,240 @@
+"""The store: round trips, de-duplication, corrupt shards, merge, compaction, verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import notebookscan as ns
+from notebookscan.store import Store
+
+
+def run_serial(fn, space, path, **kwargs):
+    scan = ns.Scan(fn, space, store=path)
+    scan.run(executor="serial", progress=False, **kwargs)
+    return scan
+
+
+def test_scalars_arrays_dataarrays_strings_bools_round_trip(tmp_path):
+    def model(x: int):
+        t = np.arange(4) * 0.5
+        return {
+            "f": x / 3,
+            "i": x * 10,
+            "b": x % 2 == 0,
+            "s": f"x is {x} ✓",
+            "arr": np.arange(3) + x,
+            "trace": xr.DataArray(np.sin(t * x), dims="time", coords={"time": t}),
+            "flags": np.array([True, x > 1]),
+        }
+
+    scan = run_serial(model, ns.grid(x=[1, 2, 3]), tmp_path / "s")
+    ds = ns.open_store(tmp_path / "s")
+    assert ds.f.dtype == np.float64 and ds.f.values.tolist() == [1 / 3, 2 / 3, 1.0]
+    assert ds.i.dtype == np.int64 and ds.i.values.tolist() == [10, 20, 30]
+    assert ds.b.dtype == bool and ds.b.values.tolist() == [False, True, False]
+    assert ds.s.values.tolist() == ["x is 1 ✓", "x is 2 ✓", "x is 3 ✓"]
+    assert ds.arr.sel(x=2).values.tolist() == [2, 3, 4]
+    assert ds.time.values.tolist() == [0.0, 0.5, 1.0, 1.5]
+    np.testing.assert_array_equal(ds.trace.sel(x=3).values, np.sin(np.arange(4) * 0.5 * 3))
+    assert ds.flags.dtype == bool and ds.flags.sel(x=1).values.tolist() == [True, False]
+    xr.testing.assert_identical(scan.results(), ds)
+
+
+def test_variable_length_results_round_trip_exactly(tmp_path):
+    def spikes(n: int):
+        rng = np.random.default_rng(n)
+        return {"times": np.sort(rng.random(n)), "ids": np.arange(n, dtype=np.int32)}
+
+    run_serial(spikes, ns.grid(n=[0, 1, 5, 3]), tmp_path / "s", flush_every=2)
+    ds = ns.open_store(tmp_path / "s")
+    assert "times_index_length" in ds
+    for n in [0, 1, 5, 3]:
+        row = ds.sel(n=n)
+        length = int(row.times_index_length)
+        assert length == n
+        expected = np.sort(np.random.default_rng(n).random(n))
+        np.testing.assert_array_equal(row.times.values[:length], expected)
+        assert np.isnan(row.times.values[length:]).all()
+        assert row.ids_index_length == n
+
+
+def test_failures_are_recorded_with_traceback_and_the_scan_goes_on(tmp_path):
+    def fragile(x: int):
+        if x == 2:
+            raise ValueError("x=2 is singular")
+        return x * 1.5
+
+    scan = run_serial(fragile, ns.grid(x=[1, 2, 3]), tmp_path / "s")
+    ds = scan.results()
+    assert ds.status.values.tolist() == ["done", "failed", "done"]
+    assert ds.error.sel(x=2).item() == "ValueError: x=2 is singular"
+    assert "raise ValueError" in ds.traceback.sel(x=2).item()
+    assert np.isnan(ds.result.sel(x=2))
+    assert ds.result.sel(x=3) == 4.5
+
+
+def test_unstorable_results_fail_only_that_point(tmp_path):
+    def odd(x: int):
+        if x == 1:
+            return {"y": object()}
+        if x == 2:
+            return {"y": 1 + 2j}
+        return {"y": float(x)}
+
+    scan = run_serial(odd, ns.grid(x=[1, 2, 3]), tmp_path / "s")
+    ds = scan.results()
+    assert ds.status.values.tolist() == ["failed", "failed", "done"]
+    assert "cannot be stored" in ds.error.sel(x=1).item()
+    assert "complex" in ds.error.sel(x=2).item()
+
+
+def test_provenance_is_kept(tmp_path):
+    def model(x: int):
+        return x
+
+    run_serial(model, ns.grid(x=[1, 2]), tmp_path / "s")
+    ds = ns.open_store(tmp_path / "s")
+    runs = json.loads(ds.attrs["provenance"])
+    (run_id, record), = runs.items()
+    assert set(ds.run.values.tolist()) == {run_id}
+    assert record["function"].endswith("model")
+    assert len(record["source_sha256"]) == 64
+    assert record["packages"]["numpy"] == np.__version__
+    assert record["host"] and record["created"]
+    assert (ds.duration >= 0).all() and ds.host.values.tolist()[0]
+    assert ds.finished.dtype.kind == "M"
+
+
+def _shard_paths(path):
+    store = Store(path)
+    return [os.path.join(store.shards_dir, n) for n in store.shard_files()]
+
+
+def test_a_truncated_shard_is_reported_set_aside_and_the_rest_loads(tmp_path):
+    def model(x: int):
+        return x * 2
+
+    path = tmp_path / "s"
+    run_serial(model, ns.grid(x=range(6)), path, flush_every=2)
+    shards = _shard_paths(path)
+    assert len(shards) >= 2
+    victim = shards[1]
+    from notebookscan.shards import read_shard
+
+    lost = read_shard(victim).n
+    with open(victim, "r+b") as f:
+        f.truncate(os.path.getsize(victim) // 2)
+    with pytest.warns(ns.StoreWarning, match=os.path.basename(victim)):
+        ds = ns.open_store(path)
+    assert (ds.status == "done").sum() == 6 - lost
+    quarantined = sorted(os.listdir(os.path.join(path, "quarantine")))
+    assert quarantined == [os.path.basename(victim), os.path.basename(victim) + ".reason.txt"]
+    # re-running computes exactly the lost points
+    scan = ns.Scan(model, ns.grid(x=range(6)), store=path)
+    progress = scan.run(executor="serial", progress=False).progress
+    assert progress.done == lost
+    assert ns.open_store(path).result.values.tolist() == [0, 2, 4, 6, 8, 10]
+
+
+def test_garbage_file_is_reported_by_verify(tmp_path):
+    path = tmp_path / "s"
+    run_serial(lambda x: x, ns.grid(x=[1, 2]), path)
+    bad = os.path.join(path, "shards", "someone.elsewhere.1.0.deadbeef.nc")
+    with open(bad, "wb") as f:
+        f.write(b"\x89HDF\r\n\x1a\n" + os.urandom(300))
+    report = ns.verify(path)
+    assert not report.healthy and list(report.corrupt) == [os.path.basename(bad)]
+    assert report.points == 2
+
+
+def test_compaction_keeps_everything_and_survives_a_kill_between_write_and_delete(tmp_path):
+    def model(x: int):
+        return {"y": x * 0.5, "v": np.arange(x + 1.0)}
+
+    path = tmp_path / "s"
+    run_serial(model, ns.grid(x=range(10)), path, flush_every=3)
+    before = ns.open_store(path)
+    assert len(Store(path).shard_files()) >= 2
+    # a compaction killed after writing the compacted shard: old shards still present
+    store = Store(path)
+    from notebookscan.store import table_to_shard
+
+    store.write(table_to_shard(store.table()))
+    xr.testing.assert_identical(ns.open_store(path), before)
+    report = ns.compact(path)
+    assert report.shards_after == 1, report
+    xr.testing.assert_identical(ns.open_store(path), before)
+
+
+def test_merge_copies_shards_and_reports_conflicts(tmp_path):
+    def model(x: int):
+        return x * 1.0
+
+    def other(x: int):
+        return x * 1.0 + (x == 2)
+
+    run_serial(model, ns.grid(x=[1, 2, 3]), tmp_path / "a")
+    run_serial(other, ns.grid(x=[2, 3, 4]), tmp_path / "b")
+    report = ns.merge(tmp_path / "b", tmp_path / "a")
+    assert len(report.copied) == 1
+    assert report.conflicts == [ns.point_key({"x": 2})]
+    assert "1 conflicting" in str(report)
+    ds = ns.open_store(tmp_path / "a")
+    assert ds.x.values.tolist() == [1, 2, 3, 4]
+    again = ns.merge(tmp_path / "b", tmp_path / "a")
+    assert again.copied == [] and len(again.already_present) == 1
+
+
+def test_merge_refuses_path_escaping_names(tmp_path):
+    src = tmp_path / "src"
+    run_serial(lambda x: x, ns.grid(x=[1]), src)
+    os.rename(_shard_paths(src)[0], os.path.join(src, "shards", "evil name;rm -rf.nc"))
+    with pytest.raises(ns.StoreError, match="refusing"):
+        ns.merge(src, tmp_path / "dest")
+    os.rename(os.path.join(src, "shards", "evil name;rm -rf.nc"), tmp_path / "elsewhere.nc")
+    os.symlink(tmp_path / "elsewhere.nc", os.path.join(src, "shards", "link.nc"))
+    with pytest.raises(ns.StoreError, match="symbolic link"):
+        ns.merge(src, tmp_path / "dest")
+
+
+def test_opening_a_non_store_names_the_path(tmp_path):
+    with pytest.raises(ns.StoreError, match="not a notebookscan store"):
+        ns.open_store(tmp_path / "nothing")
+
+
+def test_store_files_are_plain_netcdf_without_pickles(tmp_path):
+    import netCDF4
+
+    run_serial(lambda x: {"y": x}, ns.grid(x=[1, 2]), tmp_path / "s")
+    for shard in _shard_paths(tmp_path / "s"):
+        with open(shard, "rb") as f:
+            assert f.read(8) == b"\x89HDF\r\n\x1a\n"
+        with netCDF4.Dataset(shard) as nc:
+            assert {"key", "status", "seed", "x", "y"} <= set(nc.variables)
+
+
+def test_lazy_open_equals_eager_open(tmp_path):
+    def model(x: int, y: str):
+        return {"v": np.full(x + 1, float(x)), "z": len(y) * x}
+
+    path = tmp_path / "s"
+    run_serial(model, ns.grid(x=[1, 2, 3], y=["a", "bb"]), path, flush_every=2)
+    eager = ns.open_store(path, lazy=False)
+    lazy = ns.open_store(path, lazy=True)
+    assert lazy.v.chunks is not None
+    np.testing.assert_array_equal(lazy.z.values, eager.z.values)
+    np.testing.assert_array_equal(lazy.v.values, eager.v.values)
+    assert lazy.status.values.tolist() == eager.status.values.tolist()
+
+
+def test_warnings_do_not_fire_for_a_healthy_store(tmp_path):
+    run_serial(lambda x: x, ns.grid(x=[1, 2]), tmp_path / "s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ns.open_store(tmp_path / "s")
