@@ -23,6 +23,7 @@ lint: $(STAMP)
 
 ## test: lint, then every test not marked slow
 test: $(STAMP) lint
+	@if [ -f tests/browser/install-chromium.sh ]; then bash tests/browser/install-chromium.sh; fi
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## test-slow: the long variants only
