@@ -22,6 +22,7 @@ from .errors import (
     StoreError,
     StoreWarning,
 )
+from .detached import DetachedRun, attach
 from .events import Events
 from .keys import point_key, point_seed
 from .layout import to_grid
@@ -35,6 +36,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "DetachedRun",
     "DryRun",
     "Events",
     "ExecutorError",
@@ -49,6 +51,7 @@ __all__ = [
     "StoreError",
     "StoreWarning",
     "__version__",
+    "attach",
     "compact",
     "grid",
     "merge",

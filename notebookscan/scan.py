@@ -30,6 +30,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from .detached import DetachedRun
 from .errors import ScanError
 from .events import Events
 from .executors import resolve_executor
@@ -226,9 +227,10 @@ class Scan:
     # ------------------------------------------------------------ running
 
     def run(self, executor: Any = None, *, dry_run: bool = False, progress: bool | None = None,
-            wait: bool | None = None, retry_failed: bool = False, flush_every: int = 1000,
-            flush_interval: float = 2.0, max_retries: int = 2, timeout: float | None = None,
-            chunk_size: int | None = None) -> ScanRun | DryRun:
+            wait: bool | None = None, detach: bool = False, retry_failed: bool = False,
+            flush_every: int = 1000, flush_interval: float = 2.0, max_retries: int = 2,
+            timeout: float | None = None, chunk_size: int | None = None,
+            ) -> ScanRun | DryRun | DetachedRun:
         """Run every point of the space that the store does not hold yet.
 
         Parameters
@@ -246,6 +248,12 @@ class Scan:
             Block until the scan ends. Default: block, except inside a running event
             loop (a Jupyter kernel) with a parallel executor, where ``run`` returns at
             once and ``await scan`` waits.
+        detach
+            Run the scan loop in a background process that outlives this one (closing
+            the notebook or the ssh session does not stop it). Returns a
+            :class:`~notebookscan.detached.DetachedRun`; any process attaches with
+            ``ns.attach(store)``. ``executor`` must then be ``None``, a name, or
+            :func:`notebookscan.cluster.connect` arguments as a dict.
         retry_failed
             Also run points that failed before (by default they are kept as failed).
         flush_every, flush_interval
@@ -265,6 +273,13 @@ class Scan:
                         timeout=timeout, chunk_size=chunk_size)
         if max_retries < 0:
             raise ScanError(f"max_retries must be >= 0, got {max_retries}")
+        if detach and not dry_run:
+            from . import detached
+
+            return detached.start(self, executor, {
+                "retry_failed": retry_failed, "flush_every": flush_every,
+                "flush_interval": flush_interval, "max_retries": max_retries,
+                "timeout": timeout, "chunk_size": chunk_size})
         todo, stored, failed_before = self._pending(retry_failed)
         if dry_run:
             table = self.space.table()
@@ -304,6 +319,12 @@ class Scan:
             if bar is not None and not background:
                 bar.close()
         return self._run
+
+    def attach(self, run_id: str | None = None) -> DetachedRun:
+        """The latest detached run of this scan's store (see ``run(detach=True)``)."""
+        from .detached import attach
+
+        return attach(self.store.path, run_id)
 
     def space_layout(self) -> Layout:
         return Layout(self.space.layout.kind, tuple(self.space.layout.dims))
