@@ -311,6 +311,10 @@ class Scan:
         background = wait is False or (wait is None and in_event_loop() and
                                        executor_obj.max_workers > 1 and
                                        executor_obj.description != "serial (in this process)")
+        if timeout and background and not executor_obj.needs_pickled_function:
+            warnings.warn("timeout= needs the worker's main thread; this run executes points in "
+                          "a background thread of this process, where it cannot stop them. Use "
+                          "executor='processes' or engines for timeouts.", stacklevel=2)
         bar = _progress_bar(self.events) if (progress or progress is None) else None
         self._run = ScanRun(loop, owned)
         try:

@@ -237,6 +237,8 @@ class Store:
         os.makedirs(self.shards_dir, exist_ok=True)
         name = new_shard_name()
         write_shard_atomically(self.shards_dir, name, shard)
+        # the index need not read back what this process just wrote
+        self._index_cache[name] = (shard.bookkeeping["key"], shard.bookkeeping["status"])
         return name
 
     def quarantine(self, name: str, reason: str) -> None:
