@@ -127,15 +127,18 @@ class ScanLoop:
     """Runs the pending points of one scan on one executor into one store."""
 
     def __init__(self, *, function: Callable[..., Any], payload: Callable[..., Any] | bytes,
-                 names: Sequence[str], points: list[dict[str, Any]], keys: list[str],
-                 seeds: list[int], pass_seed: bool, hidden: frozenset[str],
+                 names: Sequence[str], columns: dict[str, list[Any]], keys: list[str],
+                 seeds: list[int], todo: list[int], pass_seed: bool, hidden: frozenset[str],
                  store: Store, executor: ScanExecutor,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
                  run_id: str, skipped: int):
         self.function = function
         self.payload = payload
         self.names = tuple(names)
-        self.points, self.keys, self.seeds = points, keys, seeds
+        # the space's own columns, keys and seeds; point dicts are built per chunk, so the
+        # client's memory does not grow with the number of points
+        self.columns, self.keys, self.seeds = columns, keys, seeds
+        self.todo = todo
         self.pass_seed = pass_seed
         self.hidden = hidden  # parameters stored but not passed (e.g. `trial`)
         self.store = store
@@ -144,7 +147,7 @@ class ScanLoop:
         self.events = events
         self.run_id = run_id
         self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
-        self.progress = Progress(total=len(points), skipped=skipped)
+        self.progress = Progress(total=len(todo), skipped=skipped)
         self._stop = threading.Event()
         self._stop_now = threading.Event()
         self._schema: dict[str, tuple[str, ...]] = {}
@@ -171,7 +174,7 @@ class ScanLoop:
         progress = self.progress
         self.events.emit("started", total=progress.total, skipped=progress.skipped,
                          to_run=progress.total)
-        todo: deque[int] = deque(range(len(self.points)))
+        todo: deque[int] = deque(self.todo)
         inflight: dict[Future, tuple[list[int], int]] = {}
         chunker = _Chunker(self.settings, self.executor.worker_count())
         try:
@@ -207,9 +210,8 @@ class ScanLoop:
 
     def _submit(self, chunk: list[int], attempt: int,
                 inflight: dict[Future, tuple[list[int], int]]) -> None:
-        points = [self.points[i] for i in chunk]
-        if self.hidden:
-            points = [{k: v for k, v in p.items() if k not in self.hidden} for p in points]
+        passed = [name for name in self.names if name not in self.hidden]
+        points = [self.point(i, passed) for i in chunk]
         future = self.executor.submit(
             run_chunk, self.payload, points,
             [self.seeds[i] for i in chunk], self.pass_seed, self.settings.timeout,
@@ -249,13 +251,17 @@ class ScanLoop:
         for index, result in zip(chunk, results, strict=True):
             self._accept(index, result)
 
+    def point(self, index: int, names: Sequence[str] | None = None) -> dict[str, Any]:
+        return {name: self.columns[name][index]
+                for name in (self.names if names is None else names)}
+
     def _accept(self, index: int, result: PointResult) -> None:
         if result.status == "done":
             problem = self._check_schema(result.values)
             if problem:
                 result = PointResult("failed", {}, problem, "", result.started, result.finished,
                                      result.host, result.worker)
-        record = Record(self.keys[index], self.points[index], self.seeds[index], result.status,
+        record = Record(self.keys[index], self.point(index), self.seeds[index], result.status,
                         result.values, result.error, result.traceback, result.started,
                         result.finished, result.host, result.worker, self.run_id)
         self._buffer.append(record)

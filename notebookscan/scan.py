@@ -296,15 +296,14 @@ class Scan:
         keys = self.space.keys()
         seeds = self.space.seeds()
         names = list(self.space.names)
-        points = [{name: columns[name][i] for name in names} for i in todo]
         record = collect(self.function, executor=executor_obj.description, space=self.space)
         payload: Any = self.function
         if executor_obj.needs_pickled_function:
             import cloudpickle
 
             payload = cloudpickle.dumps(self.function)
-        loop = ScanLoop(function=self.function, payload=payload, names=names, points=points,
-                        keys=[keys[i] for i in todo], seeds=[seeds[i] for i in todo],
+        loop = ScanLoop(function=self.function, payload=payload, names=names, columns=columns,
+                        keys=keys, seeds=seeds, todo=todo,
                         pass_seed=self._pass_seed(), hidden=self._hidden(), store=self.store,
                         executor=executor_obj, settings=settings, events=self.events,
                         provenance=record, run_id=run_id(record), skipped=stored)
