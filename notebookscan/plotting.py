@@ -1,0 +1,688 @@
+"""Plots of scan results: a labelled Dataset in, a matplotlib Figure out.
+
+Both functions take what :meth:`notebookscan.Scan.results` or
+:func:`notebookscan.open_store` return — a grid-layout Dataset (one dimension per
+parameter) or a points-layout one (a ``point`` dimension, the parameters as
+coordinates) — and return a :class:`matplotlib.figure.Figure`. They never call
+``display()`` and never touch pyplot's global state, so they are safe in scripts, in
+threads (the live plot renders in the background) and in notebooks, where a returned
+Figure shows itself.
+
+Missing points stay visibly missing: lines break at them, heatmap cells without a value
+are hatched grey, and failed points are marked with a red ×.
+
+matplotlib is imported when a plot is made, not when this module is imported.
+
+Examples
+--------
+>>> import numpy as np, xarray as xr
+>>> ds = xr.Dataset(
+...     {"rate": (("k", "trial"), [[1.0, 1.2], [2.0, np.nan], [2.9, 3.1]]),
+...      "status": (("k", "trial"), [["done", "done"], ["done", "missing"],
+...                                  ["done", "failed"]])},
+...     coords={"k": [1.0, 2.0, 3.0], "trial": [0, 1]})
+>>> fig = plot_result(ds, "rate", x="k")          # mean over trials, with error bars
+>>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+('k', 'rate (mean over 2 trials)')
+>>> fig = plot_status(ds, x="k")
+>>> fig.axes[0].get_title()
+'status: 4 done, 1 failed, 1 missing'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
+    from matplotlib.figure import Figure
+
+__all__ = ["parameters", "plot_result", "plot_status", "result_variables"]
+
+#: Colours of the three point states (colour-blind safe: green/red/grey differ in lightness).
+STATUS_COLORS = {"done": "#3a923a", "failed": "#d0342c", "missing": "#d9d9d9"}
+_MISSING_HATCH = "////"
+_MAX_ANNOTATED_CELLS = 400
+_BOOKKEEPING = frozenset({"key", "status", "error", "traceback", "seed", "started", "finished",
+                          "duration", "host", "worker", "run"})
+
+
+# --------------------------------------------------------------------------- inspecting
+
+def parameters(ds: xr.Dataset) -> list[str]:
+    """The parameter names of a scan Dataset, in scan order.
+
+    Read from the ``notebookscan_layout`` attribute when present; otherwise the
+    dimensions of ``status`` (grid layout) or the 1-D coordinates along ``point``.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"y": (("a", "b"), [[1.0]])}, coords={"a": [0], "b": [1]})
+    >>> parameters(ds)
+    ['a', 'b']
+    """
+    layout = ds.attrs.get("notebookscan_layout")
+    if layout:
+        try:
+            dims = json.loads(layout).get("dims") or []
+        except (TypeError, ValueError):
+            dims = []
+        dims = [d for d in dims if d in ds.coords or d in ds.dims]
+        if dims:
+            return list(dims)
+    if "point" in ds.dims:
+        return [name for name, coord in ds.coords.items()
+                if coord.dims == ("point",) and name != "key"]
+    if "status" in ds:
+        return list(ds["status"].dims)
+    return [str(d) for d in ds.dims]
+
+
+def result_variables(ds: xr.Dataset) -> list[str]:
+    """Names of the numeric result variables (bookkeeping and ``*_length`` left out).
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"y": ("k", [1.0]), "status": ("k", ["done"])}, coords={"k": [0]})
+    >>> result_variables(ds)
+    ['y']
+    """
+    out = []
+    for name, var in ds.data_vars.items():
+        name = str(name)
+        if name in _BOOKKEEPING or name.endswith(("_length", "_coord")):
+            continue
+        if var.dtype.kind in "biufc":
+            out.append(name)
+    return out
+
+
+def _is_points(ds: xr.Dataset) -> bool:
+    return "point" in ds.dims
+
+
+def _try_grid(ds: xr.Dataset) -> xr.Dataset | None:
+    """A points-layout Dataset reshaped onto its parameters, when they form a grid."""
+    from .layout import to_grid
+
+    params = parameters(ds)
+    if not params:
+        return None
+    try:
+        out = to_grid(ds, params)
+    except (ValueError, KeyError):
+        return None
+    size = math.prod(out.sizes[p] for p in params)
+    if size > 4 * ds.sizes["point"]:  # scattered samples: a grid would be mostly holes
+        return None
+    return out
+
+
+def _status(ds: xr.Dataset, template: xr.DataArray | None = None) -> xr.DataArray:
+    """The ``status`` variable, or one derived from NaNs in ``template``."""
+    if "status" in ds:
+        return ds["status"].astype(str)
+    if template is None:
+        raise ValueError("the Dataset has no 'status' variable; pass a result variable")
+    finite = template.notnull()
+    extra = [d for d in template.dims if d not in parameters(ds)]
+    if extra:
+        finite = finite.any(extra)
+    return finite.where(finite, "missing").where(~finite, "done").astype(str)
+
+
+def _check_dims(ds: xr.Dataset, var: str, dims: Sequence[str | None]) -> xr.DataArray:
+    if var not in ds:
+        raise ValueError(f"the Dataset has no variable {var!r}; its results are "
+                         f"{', '.join(result_variables(ds)) or 'none'}")
+    array = ds[var]
+    for dim in dims:
+        if dim is not None and dim not in array.dims:
+            raise ValueError(f"{var!r} has no dimension {dim!r}; its dimensions are "
+                             f"{', '.join(map(str, array.dims))}")
+    return array
+
+
+def _select(array: xr.DataArray, selection: Mapping[str, Any]) -> xr.DataArray:
+    for dim, value in selection.items():
+        if dim not in array.dims:
+            continue
+        coord = array[dim] if dim in array.coords else None
+        if coord is not None and coord.dtype.kind in "iuf":
+            array = array.sel({dim: value}, method="nearest")
+        elif coord is not None:
+            array = array.sel({dim: value})
+        else:
+            array = array.isel({dim: int(value)})
+    return array
+
+
+def _reduce(array: xr.DataArray, over: Sequence[str]) -> tuple[xr.DataArray,
+                                                                 xr.DataArray | None, int]:
+    """Mean over ``over`` (NaN skipped), its standard error, and the count reduced."""
+    over = [d for d in over if d in array.dims]
+    if not over:
+        return array, None, 1
+    count = array.notnull().sum(over)
+    mean = array.mean(over, skipna=True)
+    std = array.std(over, skipna=True, ddof=1) if math.prod(array.sizes[d] for d in over) > 1 \
+        else None
+    sem = None if std is None else std / np.sqrt(count.where(count > 0))
+    return mean, sem, math.prod(array.sizes[d] for d in over)
+
+
+def _leftover(array: xr.DataArray, keep: Sequence[str | None]) -> list[str]:
+    return [str(d) for d in array.dims if d not in keep]
+
+
+def _explain_leftover(var: str, left: Sequence[str], array: xr.DataArray) -> ValueError:
+    hints = ", ".join(f"{d!r}: {array[d].values[0]!r}" if d in array.coords else f"{d!r}: 0"
+                      for d in left)
+    return ValueError(f"{var!r} still varies along {', '.join(map(repr, left))}; pick a value "
+                      f"with slice={{{hints}}}, average with over=[...], or use it as x/y")
+
+
+def _coord_values(array: xr.DataArray, dim: str) -> tuple[np.ndarray, list[str] | None]:
+    """Numeric positions along ``dim`` and, for non-numeric coords, tick labels."""
+    if dim in array.coords and array[dim].dtype.kind in "iuf":
+        return np.asarray(array[dim].values, dtype=float), None
+    if dim in array.coords:
+        labels = [str(v) for v in array[dim].values]
+        return np.arange(len(labels), dtype=float), labels
+    return np.arange(array.sizes[dim], dtype=float), None
+
+
+def _looks_log(values: np.ndarray) -> bool:
+    """True for 3+ positive values spaced geometrically (as from a log range)."""
+    if len(values) < 3 or not np.all(values > 0):
+        return False
+    ratios = values[1:] / values[:-1]
+    return bool(np.all(ratios > 1.5) and np.allclose(ratios, ratios[0], rtol=1e-3))
+
+
+def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; geometric midpoints on a log axis)."""
+    v = np.log(values) if log else values.astype(float)
+    if len(v) == 1:
+        mid = np.array([v[0] - 0.5, v[0] + 0.5]) if not log else np.array([v[0] - 0.3,
+                                                                           v[0] + 0.3])
+    else:
+        inner = (v[1:] + v[:-1]) / 2
+        mid = np.concatenate([[v[0] - (inner[0] - v[0])], inner, [v[-1] + (v[-1] - inner[-1])]])
+    return np.exp(mid) if log else mid
+
+
+def _figure(figsize: tuple[float, float] | None) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize or (6.0, 3.8), layout="constrained", dpi=100)
+
+
+def _label(array: xr.DataArray, name: str) -> str:
+    units = array.attrs.get("units")
+    return f"{name} [{units}]" if units else name
+
+
+# --------------------------------------------------------------------------- results
+
+def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
+                over: str | Sequence[str] | None = "trial",
+                slice: Mapping[str, Any] | None = None,
+                hue: str | None = None, logx: bool | None = None, logy: bool = False,
+                figsize: tuple[float, float] | None = None, title: str | None = None,
+                ) -> Figure:
+    """Plot one result against one parameter (a line) or two (a heatmap).
+
+    Parameters
+    ----------
+    ds
+        A scan Dataset (``scan.results()``, ``open_store(path)``), grid or points layout.
+    var
+        The result variable to plot.
+    x, y
+        Dimension(s) to plot along. With ``y`` a heatmap (grid) or a coloured scatter
+        (points layout); without, a line with markers (or a scatter).
+    over
+        Dimension(s) averaged over (NaN skipped); the line gets error bars of one
+        standard error of the mean. Default ``"trial"`` (ignored when absent).
+        ``None`` averages nothing.
+    slice
+        ``{dim: value}`` for the other dimensions (nearest value for numeric ones).
+        Every dimension of ``var`` must be plotted, averaged or sliced.
+    hue
+        For a line plot: one line per value of this dimension.
+    logx, logy
+        Log axes; ``logx=None`` picks log when the x values are spaced geometrically.
+    figsize, title
+        Figure size in inches and title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not shown and not registered with pyplot; a notebook shows it when it is the
+        value of a cell.
+
+    Raises
+    ------
+    ValueError
+        When ``var``, ``x`` or ``y`` are not in ``ds``, or a dimension is left over.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"rate": (("k", "tau"), [[1.0, 2.0], [np.nan, 4.0]])},
+    ...                 coords={"k": [1, 2], "tau": [0.1, 0.2]})
+    >>> fig = plot_result(ds, "rate", x="k", slice={"tau": 0.1})   # gap at k=2
+    >>> fig = plot_result(ds, "rate", x="k", y="tau")              # hatched empty cell
+    >>> len(fig.axes)   # the plot and its colour bar
+    2
+    """
+    if _is_points(ds):
+        grid = _try_grid(ds)
+        if grid is None:
+            return _scatter_result(ds, var, x, y, slice=slice or {}, logx=logx, logy=logy,
+                                   figsize=figsize, title=title)
+        ds = grid
+    over_dims = [over] if isinstance(over, str) else list(over or [])
+    over_dims = [d for d in over_dims if d not in (x, y, hue)]
+    array = _check_dims(ds, var, [x, y, hue])
+    selection = {k: v for k, v in (slice or {}).items() if k not in (x, y, hue)}
+    array = _select(array, selection)
+    status = _select(_status(ds, ds[var]), selection) if "status" in ds else None
+    mean, sem, n = _reduce(array, over_dims)
+    left = _leftover(mean, [x, y, hue])
+    if left:
+        raise _explain_leftover(var, left, mean)
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    averaged = [d for d in over_dims if d in array.dims]
+    ylabel = _label(array, var)
+    if averaged:
+        ylabel += f" (mean over {n} {'×'.join(averaged)}{'s' if n != 1 else ''})"
+    if y is None:
+        _line(ax, mean, sem, x, hue, status, over_dims, logx, logy)
+        ax.set_xlabel(_label(ds[x], x) if x in ds.coords else x)
+        ax.set_ylabel(ylabel)
+    else:
+        failed = None
+        if status is not None and x in status.dims and y in status.dims:
+            others = [d for d in status.dims if d not in (x, y)]
+            failed = (status == "failed")
+            failed = (failed.any(others) if others else failed) & mean.isnull()
+            failed = failed.transpose(y, x)
+        _heatmap(fig, ax, mean.transpose(y, x), x, y, ylabel, logx, logy, failed)
+    if title is None:
+        fixed = ", ".join(f"{k}={_fmt(v)}" for k, v in selection.items() if k in array.coords
+                          or k in ds.coords)
+        title = f"{var}" + (f" at {fixed}" if fixed else "")
+    ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def _line(ax: Any, mean: xr.DataArray, sem: xr.DataArray | None, x: str, hue: str | None,
+          status: xr.DataArray | None, over: Sequence[str], logx: bool | None,
+          logy: bool) -> None:
+    positions, labels = _coord_values(mean, x)
+    groups = [(None, mean, sem)] if hue is None else [
+        (value, mean.isel({hue: i}), None if sem is None else sem.isel({hue: i}))
+        for i, value in enumerate(mean[hue].values if hue in mean.coords
+                                  else range(mean.sizes[hue]))
+    ]
+    for value, line, err in groups:
+        order = np.argsort(positions)
+        yv = np.asarray(line.transpose(x).values, dtype=float)[order]
+        xv = positions[order]
+        label = None if value is None else f"{hue}={_fmt(value)}"
+        if err is not None and np.isfinite(np.asarray(err.values, dtype=float)).any():
+            ev = np.asarray(err.transpose(x).values, dtype=float)[order]
+            ax.errorbar(xv, yv, yerr=np.where(np.isfinite(ev), ev, 0.0), marker="o",
+                        markersize=4, capsize=3, linewidth=1.5, label=label)
+        else:
+            ax.plot(xv, yv, marker="o", markersize=4, linewidth=1.5, label=label)
+    if status is not None and x in status.dims:
+        _mark_status_on_line(ax, status, x, positions, over)
+    if labels is not None:
+        ax.set_xticks(positions, labels)
+    if logx is None:
+        logx = labels is None and _looks_log(np.sort(positions))
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if hue is not None:
+        ax.legend(fontsize="small", frameon=False)
+    ax.grid(True, alpha=0.3)
+
+
+def _mark_status_on_line(ax: Any, status: xr.DataArray, x: str, positions: np.ndarray,
+                         over: Sequence[str]) -> None:
+    """Rug marks along the bottom: grey | where points are missing, red × where failed."""
+    others = [d for d in status.dims if d != x]
+    failed = (status == "failed")
+    missing = (status == "missing")
+    if others:
+        failed = failed.any(others)
+        missing = missing.any(others)
+    _rug(ax, positions[np.asarray(missing.transpose(x).values, dtype=bool)],
+         positions[np.asarray(failed.transpose(x).values, dtype=bool)])
+
+
+def _rug(ax: Any, mx: np.ndarray, fx: np.ndarray) -> None:
+    from matplotlib.transforms import blended_transform_factory
+
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    if len(mx):
+        ax.scatter(mx, np.full(len(mx), 0.02), marker="|", s=80, color="#999999",
+                   transform=trans, clip_on=False, label="missing", zorder=3)
+    if len(fx):
+        ax.scatter(fx, np.full(len(fx), 0.05), marker="x", s=30, color=STATUS_COLORS["failed"],
+                   transform=trans, clip_on=False, label="failed", zorder=3)
+
+
+def _heatmap(fig: Any, ax: Any, values: xr.DataArray, x: str, y: str, label: str,
+             logx: bool | None, logy: bool, failed: xr.DataArray | None) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
+    xs, xlabels = _coord_values(values, x)
+    ys, ylabels = _coord_values(values, y)
+    xo, yo = np.argsort(xs), np.argsort(ys)
+    xs, ys = xs[xo], ys[yo]
+    data = np.asarray(values.values, dtype=float)[np.ix_(yo, xo)]
+    if logx is None:
+        logx = xlabels is None and _looks_log(xs)
+    logy = logy or (ylabels is None and _looks_log(ys))
+    xe, ye = _edges(xs, bool(logx)), _edges(ys, logy)
+    ax.add_patch(Rectangle((xe[0], ye[0]), xe[-1] - xe[0], ye[-1] - ye[0], facecolor="#f2f2f2",
+                           edgecolor="#b0b0b0", hatch=_MISSING_HATCH, linewidth=0, zorder=0))
+    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(data), shading="flat", cmap="viridis",
+                         zorder=1)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlim(xe[0], xe[-1])
+    ax.set_ylim(ye[0], ye[-1])
+    if xlabels is not None:
+        ax.set_xticks(xs, [xlabels[i] for i in xo])
+    if ylabels is not None:
+        ax.set_yticks(ys, [ylabels[i] for i in yo])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    bar = fig.colorbar(mesh, ax=ax)
+    bar.set_label(label)
+    handles = []
+    if np.isnan(data).any():
+        handles.append(Patch(facecolor="#f2f2f2", edgecolor="#b0b0b0", hatch=_MISSING_HATCH,
+                             label="no value"))
+    if failed is not None:
+        bad = np.asarray(failed.values, dtype=bool)[np.ix_(yo, xo)]
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            ax.scatter(xs[cols], ys[rows], marker="x", s=36, color=STATUS_COLORS["failed"],
+                       zorder=2)
+            handles.append(Line2D([], [], marker="x", linestyle="", color=STATUS_COLORS["failed"],
+                                  label="failed"))
+    if handles:
+        fig.legend(handles=handles, fontsize="small", frameon=False, ncols=len(handles),
+                   loc="outside lower center")
+
+
+def _points_filter(ds: xr.Dataset, selection: Mapping[str, Any]) -> np.ndarray:
+    keep = np.ones(ds.sizes["point"], dtype=bool)
+    for dim, value in selection.items():
+        if dim not in ds.coords or ds[dim].dims != ("point",):
+            continue
+        column = ds[dim].values
+        if column.dtype.kind in "iuf":
+            keep &= np.isclose(column.astype(float), float(value), rtol=1e-9, atol=0)
+        else:
+            keep &= column.astype(str) == str(value)
+    return keep
+
+
+def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
+                    slice: Mapping[str, Any], logx: bool | None,
+                    logy: bool, figsize: tuple[float, float] | None,
+                    title: str | None) -> Figure:
+    if var not in ds:
+        raise ValueError(f"the Dataset has no variable {var!r}; its results are "
+                         f"{', '.join(result_variables(ds)) or 'none'}")
+    for dim in (x, y):
+        if dim is not None and dim not in ds.coords:
+            raise ValueError(f"{dim!r} is not a parameter of this Dataset; its parameters are "
+                             f"{', '.join(parameters(ds))}")
+    array = ds[var]
+    own = [d for d in array.dims if d != "point"]
+    array = _select(array, {k: v for k, v in slice.items() if k in own})
+    left = [d for d in array.dims if d != "point"]
+    if left:
+        raise _explain_leftover(var, left, array)
+    keep = _points_filter(ds, slice)
+    status = _status(ds, ds[var]).values[keep]
+    values = np.asarray(array.values, dtype=float)[keep]
+    xv = np.asarray(ds[x].values, dtype=float)[keep]
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    ok = np.isfinite(values)
+    failed = status == "failed"
+    if y is None:
+        order = np.argsort(xv[ok])
+        ax.plot(xv[ok][order], values[ok][order], "o", markersize=4)
+        ax.set_ylabel(_label(ds[var], var))
+        _rug(ax, xv[~ok & ~failed], xv[failed])
+    else:
+        yv = np.asarray(ds[y].values, dtype=float)[keep]
+        points = ax.scatter(xv[ok], yv[ok], c=values[ok], cmap="viridis", s=30,
+                            edgecolors="none")
+        ax.scatter(xv[~ok & ~failed], yv[~ok & ~failed], facecolors="none",
+                   edgecolors="#999999", s=30, label="missing")
+        ax.scatter(xv[failed], yv[failed], marker="x", color=STATUS_COLORS["failed"], s=30,
+                   label="failed")
+        fig.colorbar(points, ax=ax).set_label(_label(ds[var], var))
+        ax.set_ylabel(y)
+        if logy or _looks_log(np.unique(yv)):
+            ax.set_yscale("log")
+    if logx or (logx is None and _looks_log(np.unique(xv))):
+        ax.set_xscale("log")
+    if logy and y is None:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    if (~ok).any():
+        ax.legend(fontsize="small", frameon=False)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title if title is not None else f"{var} ({keep.sum()} points)",
+                 fontsize="medium")
+    return fig
+
+
+# --------------------------------------------------------------------------- status
+
+def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
+                slice: Mapping[str, Any] | None = None,
+                figsize: tuple[float, float] | None = None) -> Figure:
+    """Map which points are done, failed or missing, over one or two parameters.
+
+    Parameters
+    ----------
+    ds
+        A scan Dataset with a ``status`` variable (``scan.results()``, ``open_store``).
+    x, y
+        Parameters to map over; by default the first two. Other parameters are sliced
+        (``slice``) or counted: with one parameter, stacked bars of the counts per value;
+        with two, one cell per pair coloured done (all done), failed (any failed) or
+        partly/all missing (hatched), labelled ``done/total`` when it holds several points.
+        Points-layout Datasets that do not form a grid give a scatter coloured by status.
+    slice
+        ``{parameter: value}`` to fix some of the other parameters.
+    figsize
+        Figure size in inches.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"status": (("a", "b"), [["done", "failed"], ["missing", "done"]])},
+    ...                 coords={"a": [0, 1], "b": [10, 20]})
+    >>> plot_status(ds).axes[0].get_title()
+    'status: 2 done, 1 failed, 1 missing'
+    """
+    if "status" not in ds:
+        raise ValueError("plot_status needs a Dataset with a 'status' variable, such as "
+                         "scan.results() or open_store(path)")
+    if _is_points(ds):
+        grid = _try_grid(ds)
+        if grid is None:
+            return _scatter_status(ds, x, y, slice=slice or {}, figsize=figsize)
+        ds = grid
+    params = [p for p in parameters(ds) if p in ds["status"].dims]
+    if not params:
+        raise ValueError("the Dataset's status has no parameter dimensions")
+    if x is None and y is None and len(params) > 1:
+        x, y = params[0], params[1]
+    x = x or params[0]
+    status = _select(ds["status"].astype(str), {k: v for k, v in (slice or {}).items()
+                                                if k not in (x, y)})
+    for dim in (x, y):
+        if dim is not None and dim not in status.dims:
+            raise ValueError(f"{dim!r} is not a parameter of this Dataset; its parameters "
+                             f"are {', '.join(params)}")
+    counts = {s: (status == s) for s in ("done", "failed", "missing")}
+    totals = {s: int(c.sum()) for s, c in counts.items()}
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    keep = [d for d in (x, y) if d is not None]
+    others = [d for d in status.dims if d not in keep]
+    per_cell = {s: (c.sum(others) if others else c.astype(int)) for s, c in counts.items()}
+    if y is None:
+        positions, labels = _coord_values(status, x)
+        order = np.argsort(positions)
+        bottom = np.zeros(len(positions))
+        width = _bar_width(positions[order]) if labels is None else 0.8
+        xs = positions[order]
+        if labels is None and _looks_log(xs):
+            ax.set_xscale("log")
+            width = xs * 0.25
+        for name in ("done", "failed", "missing"):
+            heights = np.asarray(per_cell[name].transpose(x).values, dtype=float)[order]
+            ax.bar(xs, heights, width=width, bottom=bottom, color=STATUS_COLORS[name],
+                   hatch=_MISSING_HATCH if name == "missing" else None,
+                   edgecolor="#b0b0b0" if name == "missing" else "white", linewidth=0.5,
+                   label=name)
+            bottom += heights
+        if labels is not None:
+            ax.set_xticks(positions, labels)
+        ax.set_xlabel(x)
+        ax.set_ylabel("points" + (f" (over {'×'.join(others)})" if others else ""))
+        fig.legend(fontsize="small", frameon=False, ncols=3, loc="outside lower center")
+    else:
+        _status_cells(fig, ax, per_cell, x, y)
+    ax.set_title(f"status: {totals['done']} done, {totals['failed']} failed, "
+                 f"{totals['missing']} missing", fontsize="medium")
+    return fig
+
+
+def _bar_width(positions: np.ndarray) -> float:
+    if len(positions) < 2:
+        return 0.8
+    return float(np.min(np.diff(positions))) * 0.8
+
+
+def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: str, y: str) -> None:
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    done = np.asarray(per_cell["done"].transpose(y, x).values, dtype=float)
+    failed = np.asarray(per_cell["failed"].transpose(y, x).values, dtype=float)
+    missing = np.asarray(per_cell["missing"].transpose(y, x).values, dtype=float)
+    total = done + failed + missing
+    # 0 done, 1 failed, 2 partly missing, 3 all missing
+    category = np.where(failed > 0, 1, np.where(missing == 0, 0, np.where(done > 0, 2, 3)))
+    xs, xlabels = _coord_values(per_cell["done"], x)
+    ys, ylabels = _coord_values(per_cell["done"], y)
+    xo, yo = np.argsort(xs), np.argsort(ys)
+    category = category[np.ix_(yo, xo)]
+    cmap = ListedColormap([STATUS_COLORS["done"], STATUS_COLORS["failed"], "#a6cfa6",
+                           STATUS_COLORS["missing"]])
+    ax.imshow(category, cmap=cmap, vmin=-0.5, vmax=3.5, origin="lower", aspect="auto",
+              interpolation="nearest")
+    for (row, col), cat in np.ndenumerate(category):
+        if cat in (2, 3):
+            ax.add_patch(_hatched_cell(col, row))
+    if category.size <= _MAX_ANNOTATED_CELLS and total.max() > 1:
+        d, t = done[np.ix_(yo, xo)], total[np.ix_(yo, xo)]
+        for (row, col), value in np.ndenumerate(d):
+            ax.text(col, row, f"{int(value)}/{int(t[row, col])}", ha="center", va="center",
+                    fontsize="x-small", color="white" if category[row, col] in (0, 1)
+                    else "#333333")
+    ax.set_xticks(range(len(xs)), (xlabels and [xlabels[i] for i in xo])
+                  or [_fmt(v) for v in xs[xo]])
+    ax.set_yticks(range(len(ys)), (ylabels and [ylabels[i] for i in yo])
+                  or [_fmt(v) for v in ys[yo]])
+    _thin_ticks(ax, len(xs), len(ys))
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    fig.legend(handles=[Patch(color=STATUS_COLORS["done"], label="done"),
+                       Patch(color=STATUS_COLORS["failed"], label="failed"),
+                       Patch(facecolor="#a6cfa6", hatch=_MISSING_HATCH, edgecolor="#777777",
+                             label="partly missing"),
+                       Patch(facecolor=STATUS_COLORS["missing"], hatch=_MISSING_HATCH,
+                             edgecolor="#777777", label="missing")],
+               fontsize="small", frameon=False, ncols=4, loc="outside lower center")
+
+
+def _hatched_cell(col: int, row: int) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch=_MISSING_HATCH,
+                     edgecolor="#8c8c8c", linewidth=0)
+
+
+def _thin_ticks(ax: Any, nx: int, ny: int, most: int = 12) -> None:
+    for axis, n in ((ax.xaxis, nx), (ax.yaxis, ny)):
+        if n > most:
+            step = math.ceil(n / most)
+            for i, label in enumerate(axis.get_ticklabels()):
+                label.set_visible(i % step == 0)
+
+
+def _scatter_status(ds: xr.Dataset, x: str | None, y: str | None, *,
+                    slice: Mapping[str, Any],
+                    figsize: tuple[float, float] | None) -> Figure:
+    params = parameters(ds)
+    x = x or params[0]
+    if y is None and len(params) > 1:
+        y = next(p for p in params if p != x)
+    keep = _points_filter(ds, slice)
+    status = ds["status"].values.astype(str)[keep]
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    xv = np.asarray(ds[x].values, dtype=float)[keep]
+    yv = np.asarray(ds[y].values, dtype=float)[keep] if y else np.zeros(len(xv))
+    for name in ("missing", "done", "failed"):
+        mask = status == name
+        style = ({"marker": "x"} if name == "failed" else
+                 {"marker": "o", "edgecolors": "#999999" if name == "missing" else "none"})
+        ax.scatter(xv[mask], yv[mask], s=28, label=f"{name} ({mask.sum()})",
+                   color=STATUS_COLORS[name], **style)
+    ax.set_xlabel(x)
+    if y:
+        ax.set_ylabel(y)
+    else:
+        ax.set_yticks([])
+    fig.legend(fontsize="small", frameon=False, ncols=3, loc="outside lower center")
+    ax.set_title(f"status: {(status == 'done').sum()} done, {(status == 'failed').sum()} "
+                 f"failed, {(status == 'missing').sum()} missing", fontsize="medium")
+    return fig
