@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
+from .detached import DetachedRun, attach
 from .errors import (
     ExecutorError,
     NotebookscanError,
@@ -22,7 +23,6 @@ from .errors import (
     StoreError,
     StoreWarning,
 )
-from .detached import DetachedRun, attach
 from .events import Events
 from .keys import point_key, point_seed
 from .layout import to_grid

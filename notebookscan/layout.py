@@ -118,7 +118,7 @@ def _dataset_attrs(table: Table, layout: Layout) -> dict[str, Any]:
 
 def _canonical_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and each value's index, merging float noise (0.1 vs 0.1+1e-17)."""
-    if values.dtype == object:
+    if values.dtype.kind in "OU":
         values = values.astype(str)
     unique, inverse = np.unique(values, return_inverse=True)
     if unique.dtype.kind != "f" or len(unique) < 2:
@@ -145,10 +145,7 @@ def _grid_dataset(table: Table, dims: Sequence[str],
     for dim in dims:
         column = table.params[dim]
         extra = list((extra_coords or {}).get(dim, []))
-        combined = np.concatenate([column, np.asarray(extra, dtype=column.dtype)]) if extra \
-            else column
-        if column.dtype == object or (extra and isinstance(extra[0], str)):
-            combined = np.asarray(combined.tolist() if extra else column, dtype=object)
+        combined = np.asarray(column.tolist() + extra) if extra else column
         unique, inverse = _canonical_unique(combined)
         coords[dim] = unique
         positions.append(inverse[: len(column)])
@@ -190,7 +187,8 @@ def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None) -
     extra = 0 if not pending else len(pending["key"])
     if extra:
         for name in table.names:
-            params[name] = np.concatenate([params[name], np.asarray(pending[name])])
+            params[name] = (np.concatenate([params[name], np.asarray(pending[name])])
+                            if len(table) else np.asarray(pending[name]))
         grown = {}
         for name, (own, data, attrs) in variables.items():
             pad = _empty_like(data, (extra, *data.shape[1:]))

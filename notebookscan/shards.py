@@ -57,6 +57,8 @@ BOOKKEEPING = (
     "duration", "host", "worker", "run",
 )
 _STRING_BOOKKEEPING = ("key", "status", "error", "traceback", "host", "worker", "run")
+BOOKKEEPING_DTYPES = {"seed": np.int64, "started": np.float64, "finished": np.float64,
+                      "duration": np.float64}
 ROLE = "notebookscan_role"
 DTYPE_ATTR = "notebookscan_dtype"
 MISSING_ATTR = "notebookscan_missing"

@@ -291,9 +291,13 @@ class Store:
 
     # -------------------------------------------------------------- reading
 
-    def table(self) -> Table:
-        """All points, one row per key, sorted by parameter values."""
-        return combine_shards(self._read_all(None), self.metadata().get("names"))
+    def table(self, names: Sequence[str] | None = None) -> Table:
+        """All points, one row per key, sorted by parameter values.
+
+        ``names`` are the parameter names to expect when the store does not record them
+        (an empty store).
+        """
+        return combine_shards(self._read_all(None), self.metadata().get("names") or names)
 
     def index(self) -> StoreIndex:
         """Keys of the points already stored, by status (reads only the key columns).
@@ -334,7 +338,8 @@ class Store:
             from .lazy import lazy_dataset
 
             return lazy_dataset(self, layout)
-        return to_dataset(self.table(), layout, extra_coords=extra_coords, pending=pending)
+        return to_dataset(self.table(layout.dims), layout, extra_coords=extra_coords,
+                          pending=pending)
 
     def size_bytes(self) -> int:
         total = 0

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreWarning
-from .shards import BOOKKEEPING, ShardData
+from .shards import BOOKKEEPING, BOOKKEEPING_DTYPES, ShardData
 
 __all__ = ["Table", "combine_shards"]
 
@@ -56,6 +56,8 @@ class Table:
 def _missing_for(dtype: np.dtype) -> Any:
     if dtype.kind == "f":
         return np.nan
+    if dtype.kind == "M":
+        return np.datetime64("NaT")
     if dtype.kind == "i":
         return np.iinfo(dtype).min
     if dtype.kind == "u":
@@ -145,8 +147,9 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
     sizes = [s.n for s in shards]
     if not shards:
         empty = np.array([], dtype=object)
-        return Table(names, dict.fromkeys(names, empty), dict.fromkeys(BOOKKEEPING, empty),
-                     {}, {}, {}, {}, {})
+        bookkeeping = {b: np.array([], dtype=BOOKKEEPING_DTYPES.get(b, object))
+                       for b in BOOKKEEPING}
+        return Table(names, dict.fromkeys(names, empty), bookkeeping, {}, {}, {}, {}, {})
     params = {n: _concat_column([s.params.get(n) for s in shards], sizes) for n in names}
     bookkeeping = {
         b: _concat_column([s.bookkeeping.get(b) for s in shards], sizes)

@@ -259,3 +259,26 @@ def test_background_run_can_be_awaited(tmp_path):
 
     progress = asyncio.run(main())
     assert progress.done == 20
+
+
+def test_results_before_running_show_every_point_missing(tmp_path):
+    grid_scan = ns.Scan(counted, ns.grid(k=[1.0, 2.0], tau=[0.1]), store=tmp_path / "g")
+    ds = grid_scan.results()
+    assert dict(ds.sizes) == {"k": 2, "tau": 1}
+    assert ds.k.dtype == np.float64 and (ds.status == "missing").all()
+    assert ds.started.isnull().all()
+    sampled = ns.Scan(counted, ns.sample(4, seed=3, k=(1, 2)), store=tmp_path / "p")
+    ds = sampled.results()
+    assert ds.sizes["point"] == 4 and ds.k.dtype == np.float64
+    assert ds.seed.values.tolist() == sampled.space.seeds()
+
+
+def test_a_scan_where_every_point_fails_still_gives_a_dataset(tmp_path):
+    def broken(k: float, flag: bool):
+        raise ZeroDivisionError("nope")
+
+    scan = ns.Scan(broken, ns.grid(k=[1.0, 2.0], flag=[True, False]), store=tmp_path / "s")
+    scan.run(executor="serial", progress=False)
+    ds = scan.results()
+    assert (ds.status == "failed").all() and ds.flag.dtype == bool
+    assert (ds.error == "ZeroDivisionError: nope").all()
