@@ -44,6 +44,7 @@ from .executors.ipyparallel import (
     IPyParallelExecutor,
     _engine_logs,
     _LoopThread,
+    _stop_and_wait,
 )
 
 if TYPE_CHECKING:
@@ -387,8 +388,7 @@ def _stop_cluster(cluster: Any, client: Any, executor: IPyParallelExecutor | Non
     if client is not None:
         with contextlib.suppress(Exception):
             client.close()
-    with contextlib.suppress(Exception):
-        loop.run(cluster.stop_cluster(), timeout=60)
+    _stop_and_wait(cluster, loop)
     loop.close()
     if remove_dir:
         shutil.rmtree(remove_dir, ignore_errors=True)

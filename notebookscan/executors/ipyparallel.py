@@ -196,6 +196,72 @@ def _engine_logs(profile_dir: str | None, lines: int = 15) -> str:
     return "\n".join(parts)
 
 
+def _process_tree(cluster: Any) -> list[Any]:
+    """The local processes of a cluster (controller, engines, nannies, mpiexec), if any."""
+    import psutil
+
+    pids = []
+    launchers = [cluster.controller] if cluster.controller is not None else []
+    for engine_set in cluster.engines.values():
+        launchers.append(engine_set)
+        launchers.extend(getattr(engine_set, "launchers", {}).values())
+    for launcher in launchers:
+        pid = getattr(launcher, "pid", -1)
+        if isinstance(pid, int) and pid > 0:
+            pids.append(pid)
+    procs: dict[int, Any] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            procs[pid] = proc
+            for child in proc.children(recursive=True):
+                procs[child.pid] = child
+    return list(procs.values())
+
+
+def _stop_and_wait(cluster: Any, loop: _LoopThread, timeout: float = 10.0) -> None:
+    """Stop a cluster and wait until its local processes are gone (SIGKILL stragglers).
+
+    ipyparallel's stop only signals local processes; waiting here means a stopped
+    cluster really leaves nothing running, even when the interpreter exits right after.
+    """
+    import psutil
+
+    procs = _process_tree(cluster)
+    nannies = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            if "ipyparallel.engine.nanny" in " ".join(proc.cmdline()):
+                nannies.append(proc)
+    with contextlib.suppress(Exception):
+        loop.run(cluster.stop_cluster(), timeout=60)
+    alive = _wait_gone([p for p in procs if p not in nannies], timeout)
+    # a nanny outlives its engine by ~4 s (and relays SIGTERM to it); once the engine has
+    # exited it has nothing left to do, so it is killed like any straggler
+    for proc in [*alive, *nannies]:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _wait_gone([*alive, *nannies], 5)
+
+
+def _wait_gone(procs: list[Any], timeout: float) -> list[Any]:
+    """Wait until processes have exited; zombies count as gone (init reaps them later)."""
+    import psutil
+
+    def running(proc: Any) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if running(p)]
+    while alive and time.monotonic() < deadline:
+        psutil.wait_procs(alive, timeout=0.05)  # reaps our own children
+        alive = [p for p in alive if running(p)]
+    return alive
+
+
 # --------------------------------------------------------------------------- executor
 
 
@@ -750,8 +816,7 @@ class _LocalCluster:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 self.client.close()
-        with contextlib.suppress(Exception):
-            self.loop.run(self.cluster.stop_cluster(), timeout=30)
+        _stop_and_wait(self.cluster, self.loop)
         self.loop.close()
         shutil.rmtree(self.profile_dir, ignore_errors=True)
 
