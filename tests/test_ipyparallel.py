@@ -387,3 +387,85 @@ def test_importing_the_executor_module_does_not_import_ipyparallel():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- whole scans
+
+RUN_SPECIFIC = ["started", "finished", "duration", "host", "worker", "run"]
+
+
+def oscillator(freq: float, damping: float, seed: int) -> dict:
+    import numpy as np
+
+    t = np.linspace(0, 1, 16)
+    noise = np.random.default_rng(seed).normal(0, 1e-3, t.size)
+    trace = np.exp(-damping * t) * np.sin(2 * np.pi * freq * t) + noise
+    return {"trace": trace, "energy": float(np.sum(trace**2))}
+
+
+def comparable(ds):
+    ds = ds.drop_vars([v for v in RUN_SPECIFIC if v in ds.variables])
+    ds.attrs = {}
+    return ds
+
+
+def test_serial_processes_and_ipyparallel_give_identical_datasets(ipp_client, tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    import notebookscan as ns
+
+    space = ns.grid(freq=[1.0, 2.5, 4.0], damping=np.linspace(0, 2, 7))
+    datasets = {}
+    for name, executor in [("serial", "serial"), ("processes", "processes"),
+                           ("ipyparallel", ipp_client)]:
+        scan = ns.Scan(oscillator, space, store=tmp_path / name)
+        progress = scan.run(executor=executor, progress=False).wait()
+        assert progress.done == 21 and progress.failed == 0, name
+        datasets[name] = scan.results()
+    workers = {str(w).split()[0] for w in datasets["ipyparallel"].worker.values.ravel()}
+    assert workers == {"engine"}
+    for name in ("processes", "ipyparallel"):
+        xr.testing.assert_identical(comparable(datasets["serial"]), comparable(datasets[name]))
+
+
+def slow_square(x: int, log: str) -> dict:
+    with open(log, "a") as f:
+        f.write(f"{x} {os.getpid()}\n")
+    time.sleep(0.25)
+    return {"square": x * x}
+
+
+def test_scan_survives_an_engine_killed_mid_scan(ipp_cluster, ipp_client, tmp_path):
+    import numpy as np
+
+    import notebookscan as ns
+
+    pids = ipp_cluster.engine_pids()
+    victim = pids[min(pids)]
+    log = str(tmp_path / "calls.log")
+    scan = ns.Scan(slow_square, ns.grid(x=range(24), log=[log]), store=tmp_path / "s")
+    run = scan.run(executor=ipp_client, progress=False, wait=False, chunk_size=1)
+
+    def started_on_victim() -> bool:
+        if not os.path.exists(log):
+            return False
+        with open(log) as f:
+            lines = f.read().split("\n")[:-1]
+        return len(lines) >= 6 and any(line.endswith(f" {victim}") for line in lines[-2:])
+
+    deadline = time.monotonic() + 60
+    while not started_on_victim():
+        assert time.monotonic() < deadline, "the scan did not start on the engine to kill"
+        time.sleep(0.01)
+    os.kill(victim, signal.SIGKILL)
+    progress = run.wait(timeout=120)
+    assert progress.done == 24 and progress.failed == 0, progress
+    ds = scan.results()
+    np.testing.assert_array_equal(ds.square.values.ravel(), np.arange(24) ** 2)
+    assert set(ds.status.values.ravel()) == {"done"}
+    with open(log) as f:
+        calls = [line.split() for line in f.read().split("\n")[:-1]]
+    killed = [x for x, pid in calls if int(pid) == victim]
+    rerun = [x for x in killed if sum(1 for y, _ in calls if y == x) > 1]
+    assert rerun, "the point running on the killed engine was not run again"
