@@ -1,0 +1,162 @@
+"""The scan app: define, run, watch and explore a scan in one widget.
+
+Three labelled tabs share one scan: *Define* (the sweep builder), *Run* (run control,
+progress, workers, failures and a live plot) and *Explore* (the explorer with its
+*Refine* section). Opening an app on a store that already holds results shows what is
+done and offers to resume.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from ..errors import NotebookscanError
+from ..scan import Scan
+from ._ui import MUTED_COLOR, error_html
+from .builder import SweepBuilder
+from .explorer import Explorer
+from .liveplot import LivePlot
+from .monitor import RunMonitor
+
+__all__ = ["ScanApp"]
+
+TAB_TITLES = ("1 · Define", "2 · Run", "3 · Explore")
+
+
+class ScanApp(w.VBox):
+    """Builder, run control, live plot and explorer for one scan, in labelled tabs.
+
+    Parameters
+    ----------
+    scan_or_function
+        A :class:`~notebookscan.Scan` (its function, space and store fill the form), or
+        the function to scan (then give ``store``).
+    store
+        The result store directory. If it already holds results of this function, the
+        form is filled from its last run and *Resume* runs what is missing.
+    executor
+        Where points run (``"local"`` ipyparallel engines, ``"processes"``,
+        ``"serial"``, or any executor ``Scan.run`` accepts); changeable in the *Run* tab.
+
+    Attributes
+    ----------
+    builder : SweepBuilder
+    monitor : RunMonitor
+    live : LivePlot
+    explorer : Explorer
+    tabs : ipywidgets.Tab
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> def model(k: float, tau: float = 0.01, seed: int = 0) -> float:
+    ...     return k * tau
+    >>> app = ScanApp(model, store=tempfile.mkdtemp(), executor="serial")
+    >>> app.builder.rows["k"].count.value = 4
+    >>> app.monitor.run_button.click()
+    >>> app.monitor.wait().done
+    4
+    >>> app.tabs.selected_index, app.explorer.var.value
+    (1, 'result')
+    """
+
+    def __init__(self, scan_or_function: Scan | Callable[..., Any], store: str | os.PathLike[str]
+                 | None = None, *, executor: Any = "local") -> None:
+        scan = scan_or_function if isinstance(scan_or_function, Scan) else None
+        function = scan.function if scan is not None else scan_or_function
+        if scan is not None:
+            store = scan.store.path
+        self.builder = SweepBuilder(function, store=store,
+                                    space=scan.space if scan is not None else None)
+        if scan is not None:
+            self.builder.adopt(scan)
+        self.monitor = RunMonitor(scan_factory=self.builder.scan, executor=executor)
+        self.live = LivePlot()
+        self.explorer = Explorer(self._initial_scan(), monitor=self.monitor)
+        self._build()
+        super().__init__(self._layout(), layout=w.Layout(width="100%", max_width="940px"))
+        self.add_class("nbscan-app")
+        self._wire()
+
+    def _initial_scan(self) -> Scan | None:
+        try:
+            return self.builder.scan()
+        except (NotebookscanError, ValueError):
+            return None
+
+    # ------------------------------------------------------------------ widgets
+
+    def _build(self) -> None:
+        name = getattr(self.builder.function, "__name__", "scan")
+        self.header = w.HTML()
+        self._name = name
+        self.run_shortcut = w.Button(description="Run this scan", icon="play",
+                                     button_style="primary", layout=w.Layout(width="150px"))
+        self.run_shortcut.add_class("nbscan-run-shortcut")
+        self.tabs = w.Tab(children=[
+            w.VBox([self.builder, w.HBox([self.run_shortcut],
+                                         layout=w.Layout(margin="8px 0 0 0"))]),
+            w.VBox([self.monitor, w.HTML("<b>Live plot</b>", layout=w.Layout(
+                margin="10px 0 0 0")), self.live]),
+            self.explorer,
+        ])
+        self.tabs.titles = TAB_TITLES
+        self.tabs.add_class("nbscan-tabs")
+
+    def _layout(self) -> list[w.Widget]:
+        return [self.header, self.tabs]
+
+    # ------------------------------------------------------------------ wiring
+
+    def _wire(self) -> None:
+        w.dlink((self.monitor, "workers"), (self.builder.spec, "workers"))
+        self.run_shortcut.on_click(lambda _: self._run_from_builder())
+        self.monitor.on_start(self._on_start)
+        self.monitor.on_end(self._on_end)
+        self.builder.spec.observe(self._on_counts, names=["stored", "size", "failed_before",
+                                                          "space", "store"])
+        self._on_counts()
+
+    def _run_from_builder(self) -> None:
+        self.tabs.selected_index = 1
+        self.monitor.start()
+
+    def _on_counts(self, change: Any = None) -> None:
+        spec = self.builder.spec
+        missing = spec.size - spec.stored - spec.failed_before
+        self.monitor.offer_resume(spec.stored + spec.failed_before, missing)
+        self.run_shortcut.disabled = spec.space is None
+        where = html.escape(os.path.abspath(spec.store) if spec.store else "no store")
+        self.header.value = (
+            '<div style="display:flex;align-items:baseline;gap:10px;margin-bottom:4px">'
+            f'<span style="font-size:1.15em;font-weight:600">{html.escape(self._name)}</span>'
+            f'<span style="color:{MUTED_COLOR}">scan into <code>{where}</code></span>'
+            f'<span style="color:{MUTED_COLOR}">· {spec.stored:,} of {spec.size:,} points '
+            "stored</span></div>")
+
+    def _on_start(self, monitor: RunMonitor) -> None:
+        scan = monitor.scan
+        if scan is None:
+            return
+        self.live.attach(scan)
+        self.explorer.set_scan(scan)
+        if self.tabs.selected_index == 0:
+            self.tabs.selected_index = 1
+
+    def _on_end(self, monitor: RunMonitor) -> None:
+        self.builder.refresh()
+        self.builder.spec.measure_from_store()
+        try:
+            self.explorer.reload()
+        except Exception as exc:  # shown, never raised into the kernel
+            self.explorer.error.value = error_html(str(exc))
+
+    @property
+    def scan(self) -> Scan | None:
+        """The scan of the last run (or the one the form describes)."""
+        return self.monitor.scan or self._initial_scan()
