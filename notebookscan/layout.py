@@ -249,6 +249,11 @@ def to_grid(ds: Any, dims: Sequence[str] | None = None) -> Any:
             name for name, c in ds.coords.items() if c.dims == ("point",) and name != "key"
         ]
     dims = list(dims)
+    if len(dims) == 1:  # one parameter: no MultiIndex to unstack, just rename the dim
+        out = ds.swap_dims({"point": dims[0]})
+        if not out.indexes[dims[0]].is_unique:
+            raise ValueError(f"the points do not form a grid over {dims}: values repeat")
+        return out.sortby(dims[0])
     index = ds.set_index(point=dims)
     if not index.indexes["point"].is_unique:
         raise ValueError(

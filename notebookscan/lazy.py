@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from .layout import Layout, to_grid
-from .shards import read_shard
 from .table import combine_shards
 
 __all__ = ["lazy_dataset"]
@@ -35,9 +34,11 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     datasets = []
     names = store.metadata().get("names")
     for name in files:
-        path = os.path.join(store.shards_dir, name)
-        index_parts.append(read_shard(path, ["status", "finished", *(names or [])]))
-        datasets.append(_open_lazily(path))
+        part = store._read(name, ["status", "finished", *(names or [])])
+        if part is None:  # unreadable: already reported and set aside
+            continue
+        index_parts.append(part)
+        datasets.append(_open_lazily(os.path.join(store.shards_dir, name)))
     sizes: dict[str, int] = {}
     for ds in datasets:
         for dim, size in ds.sizes.items():

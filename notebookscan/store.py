@@ -261,7 +261,13 @@ class Store:
     def _read(self, name: str, variables: Sequence[str] | None = None) -> ShardData | None:
         path = os.path.join(self.shards_dir, name)
         try:
-            return read_shard(path, variables)
+            shard = read_shard(path, variables)
+            missing = [v for v in ("key", "status") if v not in shard.bookkeeping]
+            if variables is None:
+                missing += [n for n in self.metadata().get("names", []) if n not in shard.params]
+            if missing:
+                raise ValueError(f"it lacks the variables {missing}")
+            return shard
         except FileNotFoundError as exc:
             raise _Vanished(name) from exc
         except OSError as exc:

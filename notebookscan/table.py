@@ -89,7 +89,7 @@ def _concat_column(blocks: list[np.ndarray | None], sizes: list[int],
                    inner: tuple[int, ...] = ()) -> np.ndarray:
     """Concatenate per-shard blocks along points, padding inner dims and absent blocks."""
     present = [b for b in blocks if b is not None]
-    dtype = _target_dtype([b.dtype for b in present])
+    dtype = _target_dtype([b.dtype for b in present]) if present else np.dtype(np.float64)
     if not inner and all(b is not None and b.dtype == dtype for b in blocks):
         return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     out = np.full((sum(sizes), *inner), _missing_for(dtype), dtype=dtype)
