@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import ExecutorError
 from .executors.ipyparallel import (
     LOCAL_HEARTBEAT_MS,
+    TEMP_PROFILE_PREFIXES,
     IPyParallelExecutor,
+    _claim,
     _engine_logs,
     _LoopThread,
     _stop_and_wait,
@@ -555,8 +557,10 @@ def start_cluster(
     remove_dir = False
     if profile_dir is None:
         if local:
-            pdir = tempfile.mkdtemp(prefix="notebookscan-cluster-")
+            pdir = tempfile.mkdtemp(prefix=TEMP_PROFILE_PREFIXES[1])
             remove_dir = True
+            if stop_at_exit:  # a process killed before stopping it: the next one cleans up
+                _claim(pdir)
         else:
             pdir = os.path.join(_ipython_dir(), f"profile_{DEFAULT_PROFILE}")
     else:

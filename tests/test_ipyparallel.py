@@ -469,3 +469,34 @@ def test_scan_survives_an_engine_killed_mid_scan(ipp_cluster, ipp_client, tmp_pa
     killed = [x for x, pid in calls if int(pid) == victim]
     rerun = [x for x in killed if sum(1 for y, _ in calls if y == x) > 1]
     assert rerun, "the point running on the killed engine was not run again"
+
+
+def test_cluster_of_a_killed_process_is_stopped_by_the_next_one(tmp_path):
+    from conftest import describe, session_processes, wait_for_no_session_processes
+
+    from notebookscan.executors.ipyparallel import reap_orphan_clusters
+
+    before = {p.pid for p in session_processes()}
+    code = (
+        "import sys, time\n"
+        "from notebookscan.executors.ipyparallel import local_executor\n"
+        "ex = local_executor(1, quiet=True)\n"
+        "print(ex.cluster.profile_dir, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        profile_dir = child.stdout.readline().strip()
+        assert os.path.isdir(profile_dir)
+        assert profile_dir not in reap_orphan_clusters()  # its owner is alive: left alone
+        orphans = {p.pid for p in session_processes()} - before - {child.pid}
+        assert orphans, "the child's engines should be running"
+    finally:
+        child.kill()  # like a kernel killed by the OOM killer: no exit hooks run
+        child.wait()
+        child.stdout.close()
+    assert os.path.isdir(profile_dir)
+    assert profile_dir in reap_orphan_clusters()
+    assert not os.path.exists(profile_dir)
+    left = wait_for_no_session_processes(timeout=1, ignore=before)
+    assert not left, describe(left)

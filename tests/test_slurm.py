@@ -225,3 +225,27 @@ def test_start_cluster_submits_engines_with_batch_options(slurm, tmp_path, monke
     while any(handle.cluster_id in line for line in slurm.squeue()):
         assert time.monotonic() < deadline, "stop() did not cancel the engine job"
         time.sleep(0.2)
+
+
+def test_start_cluster_with_a_batch_template_of_ones_own(slurm, tmp_path):
+    template = (
+        "#!/bin/sh\n"
+        "#SBATCH --ntasks={n}\n"
+        "#SBATCH --mem-per-cpu=100M\n"
+        "#SBATCH --time=00:05:00\n"
+        "#SBATCH --output={output_file}\n"
+        "#SBATCH --export=ALL\n"
+        "#SBATCH --job-name=ipengine-{cluster_id}\n"
+        "srun {program_and_args}\n"
+    )
+    handle = start_cluster(1, engines="slurm", launcher_options={"batch_template": template},
+                           profile_dir=tmp_path / "profile", controller_ip="127.0.0.1",
+                           heartbeat=0.5, quiet=True)
+    try:
+        job_id, job_name, _ = handle.executor.submit(job_of_engine).result(timeout=60)
+        assert job_name == f"ipengine-{handle.cluster_id}"
+        shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
+                               text=True, check=True, timeout=30).stdout
+        assert "MinMemoryCPU=100M" in shown and "TimeLimit=00:05:00" in shown
+    finally:
+        handle.stop()

@@ -20,6 +20,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -39,6 +40,7 @@ __all__ = [
     "IPyParallelExecutor",
     "is_worker_lost",
     "local_executor",
+    "reap_orphan_clusters",
     "shutdown_local_executor",
 ]
 
@@ -711,6 +713,78 @@ def _executor_for_cluster(cluster: ipp.Cluster, **kwargs: Any) -> IPyParallelExe
     return executor
 
 
+# --------------------------------------------------------------------------- orphans
+
+#: prefixes of the temporary profile directories of clusters notebookscan starts
+TEMP_PROFILE_PREFIXES = ("notebookscan-ipp-", "notebookscan-cluster-")
+_OWNER_FILE = "notebookscan-owner.json"
+
+
+def _claim(profile_dir: str) -> None:
+    """Record which process owns a temporary cluster, for :func:`reap_orphan_clusters`."""
+    import json
+
+    import psutil
+
+    me = psutil.Process()
+    with open(os.path.join(profile_dir, _OWNER_FILE), "w") as f:
+        json.dump({"pid": me.pid, "create_time": me.create_time(),
+                   "host": socket.gethostname()}, f)
+
+
+def _owner_alive(info: dict[str, Any]) -> bool:
+    import psutil
+
+    if info.get("host") != socket.gethostname():
+        return True  # another machine or container sharing this directory: not ours to judge
+    try:
+        return abs(psutil.Process(int(info["pid"])).create_time() - info["create_time"]) < 1
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+
+
+def reap_orphan_clusters(loop: _LoopThread | None = None) -> list[str]:
+    """Stop clusters whose notebookscan process died without stopping them.
+
+    A killed kernel (``kill -9``, out of memory) cannot run its exit hooks, so its
+    private local cluster keeps running. Each temporary profile directory records its
+    owner process; when that process is gone, its cluster is stopped and the directory
+    removed. Only this user's directories with an owner record are considered; clusters
+    started with ``stop_at_exit=False`` have none. Returns the directories cleaned up.
+    """
+    import glob
+    import json
+
+    import ipyparallel as ipp
+
+    cleaned = []
+    for prefix in TEMP_PROFILE_PREFIXES:
+        for directory in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
+            owner = os.path.join(directory, _OWNER_FILE)
+            try:
+                if os.stat(directory).st_uid != os.getuid():
+                    continue
+                with open(owner) as f:
+                    info = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if _owner_alive(info):
+                continue
+            own_loop = loop or _LoopThread("notebookscan-reaper")
+            try:
+                for state in glob.glob(os.path.join(directory, "security", "cluster-*.json")):
+                    with contextlib.suppress(Exception):
+                        cluster = ipp.Cluster.from_file(state, log_level=logging.ERROR)
+                        cluster.shutdown_atexit = False
+                        _stop_and_wait(cluster, own_loop)
+            finally:
+                if loop is None:
+                    own_loop.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            cleaned.append(directory)
+    return cleaned
+
+
 # --------------------------------------------------------------------------- local cluster
 
 
@@ -733,7 +807,8 @@ class _LocalCluster:
         import ipyparallel as ipp
 
         self.n = n
-        self.profile_dir = tempfile.mkdtemp(prefix="notebookscan-ipp-")
+        self.profile_dir = tempfile.mkdtemp(prefix=TEMP_PROFILE_PREFIXES[0])
+        _claim(self.profile_dir)
         self.loop = _LoopThread("notebookscan-local-cluster")
         self.cluster = ipp.Cluster(
             n=n,
@@ -866,6 +941,11 @@ def local_executor(n: int | None = None, *, quiet: bool = False) -> IPyParallelE
             raise ExecutorError(
                 f"n={n!r} engines: pass a positive number, or None for one per core."
             )
+        with contextlib.suppress(Exception):
+            orphans = reap_orphan_clusters()
+            if orphans and not quiet:
+                print(f"Stopped {len(orphans)} local cluster(s) left running by a process "
+                      "that ended without stopping them.", file=sys.stderr, flush=True)
         cluster = _LocalCluster(count)
         if not _atexit_registered:
             atexit.register(shutdown_local_executor)
