@@ -406,6 +406,10 @@ def _stop_live_handles() -> None:
             handle.stop()
 
 
+if hasattr(os, "register_at_fork"):  # a forked child must not stop its parent's clusters
+    os.register_at_fork(after_in_child=_live_handles.clear)
+
+
 def _secure(path: str) -> None:
     """Make a connection file readable by its owner only (it holds the cluster's key)."""
     with contextlib.suppress(OSError):

@@ -963,3 +963,15 @@ def shutdown_local_executor() -> None:
         if _local is not None:
             _local.stop()
             _local = None
+
+
+def _forget_in_child() -> None:
+    # a forked child shares the parent's cluster but not its sockets or threads: it must
+    # neither use it nor stop it at its own exit
+    global _local, _local_lock
+    _local = None
+    _local_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
