@@ -183,7 +183,8 @@ def _leftover(array: xr.DataArray, keep: Sequence[str | None]) -> list[str]:
 
 
 def _explain_leftover(var: str, left: Sequence[str], array: xr.DataArray) -> ValueError:
-    hints = ", ".join(f"{d!r}: {array[d].values[0]!r}" if d in array.coords else f"{d!r}: 0"
+    hints = ", ".join(f"{d!r}: {array[d].values[0].tolist()!r}" if d in array.coords
+                      else f"{d!r}: 0"
                       for d in left)
     return ValueError(f"{var!r} still varies along {', '.join(map(repr, left))}; pick a value "
                       f"with slice={{{hints}}}, average with over=[...], or use it as x/y")

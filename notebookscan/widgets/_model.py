@@ -470,8 +470,11 @@ class SweepSpec(t.HasTraits):
             self.base_space = None  # an edited form replaces a restored space
         self._rebuild()
 
-    @t.observe("trials", "samples", "method", "seed", "exclusions", "store", "workers",
-               "seconds_per_point", "base_space", "function")
+    @t.observe("store")
+    def _on_store(self, change: Any) -> None:
+        self._count_stored()
+
+    @t.observe("trials", "samples", "method", "seed", "exclusions", "base_space", "function")
     def _on_change(self, change: Any) -> None:
         if self.base_space is not None and change["name"] in (
                 "trials", "samples", "method", "seed", "exclusions"):

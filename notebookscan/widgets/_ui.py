@@ -137,18 +137,23 @@ class Throttle:
 # --------------------------------------------------------------------------- formatting
 
 def format_duration(seconds: float) -> str:
-    """``"0.4 s"``, ``"12 s"``, ``"3 min 5 s"``, ``"2 h 10 min"``; ``"—"`` when unknown.
+    """``"40 µs"``, ``"420 ms"``, ``"12 s"``, ``"3 min 5 s"``, ``"2 h 10 min"``; ``"—"``
+    when unknown.
 
     Examples
     --------
     >>> format_duration(0.42), format_duration(65), format_duration(7800), format_duration(
     ...     float("nan"))
-    ('0.42 s', '1 min 5 s', '2 h 10 min', '—')
+    ('420 ms', '1 min 5 s', '2 h 10 min', '—')
     """
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "—"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
     if seconds < 10:
-        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s".replace(".0 s", " s")
+        return f"{seconds:.1f} s".replace(".0 s", " s")
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:

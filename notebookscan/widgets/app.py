@@ -8,6 +8,7 @@ done and offers to resume.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 from collections.abc import Callable
@@ -131,13 +132,29 @@ class ScanApp(w.VBox):
         missing = spec.size - spec.stored - spec.failed_before
         self.monitor.offer_resume(spec.stored + spec.failed_before, missing)
         self.run_shortcut.disabled = spec.space is None
+        status = {"done": spec.stored, "failed": spec.failed_before, "missing": max(0, missing)}
+        ran = self.monitor.scan
+        if ran is not None and spec.space is not None:
+            # the form still describes the scan that ran (perhaps refined since): count it
+            with contextlib.suppress(NotebookscanError, ValueError):
+                if self.builder.scan() is ran:
+                    status = ran.status()
+        self._show_header(status)
+
+    def _show_header(self, status: dict[str, int]) -> None:
+        """Title, store and the scan's counts (done, failed, missing of all points)."""
+        spec = self.builder.spec
         where = html.escape(os.path.abspath(spec.store) if spec.store else "no store")
+        total = sum(status.values())
+        counts = (f'<span class="nbscan-header-counts" data-done="{status["done"]}" '
+                  f'data-total="{total}" style="color:{MUTED_COLOR}">· '
+                  f'{status["done"]:,} done, {status["failed"]:,} failed, '
+                  f'{status["missing"]:,} missing of {total:,} points</span>')
         self.header.value = (
             '<div style="display:flex;align-items:baseline;gap:10px;margin-bottom:4px">'
             f'<span style="font-size:1.15em;font-weight:600">{html.escape(self._name)}</span>'
             f'<span style="color:{MUTED_COLOR}">scan into <code>{where}</code></span>'
-            f'<span style="color:{MUTED_COLOR}">· {spec.stored:,} of {spec.size:,} points '
-            "stored</span></div>")
+            f"{counts}</div>")
 
     def _on_start(self, monitor: RunMonitor) -> None:
         scan = monitor.scan
@@ -151,6 +168,7 @@ class ScanApp(w.VBox):
     def _on_end(self, monitor: RunMonitor) -> None:
         self.builder.refresh()
         self.builder.spec.measure_from_store()
+        self._on_counts()
         try:
             self.explorer.reload()
         except Exception as exc:  # shown, never raised into the kernel

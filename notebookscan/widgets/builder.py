@@ -27,9 +27,9 @@ __all__ = ["ParameterRow", "SweepBuilder"]
 
 NAME_WIDTH = "150px"
 MODE_WIDTH = "150px"
-FIELD_WIDTH = "128px"
-WIDE_WIDTH = "404px"
-_NUMBER_STYLE = {"description_width": "34px"}
+FIELD_WIDTH = "136px"
+WIDE_WIDTH = "412px"
+_NUMBER_STYLE = {"description_width": "42px"}
 
 
 class ParameterRow(w.HBox):
@@ -72,7 +72,7 @@ class ParameterRow(w.HBox):
         self.error = w.HTML(error_html(spec.error), layout=w.Layout(margin="0 0 0 8px"))
         self.error.add_class("nbscan-field-error")
         self.fields = w.HBox([self.value, self.values, self.low, self.high, self.count],
-                             layout=w.Layout(width="420px"))
+                             layout=w.Layout(width="430px"))
 
     # -- layout
     def _layout(self) -> list[w.Widget]:
@@ -177,8 +177,7 @@ class SweepBuilder(w.VBox):
         self.title = w.HTML(heading_html("Parameters", signature))
         self.rows = {p.name: ParameterRow(p) for p in spec.parameters}
         self.trials = w.BoundedIntText(value=spec.trials, min=0, max=100_000,
-                                       description="trials", style=_NUMBER_STYLE,
-                                       layout=w.Layout(width=FIELD_WIDTH))
+                                       layout=w.Layout(width="90px"))
         self.trials.add_class("nbscan-trials")
         self.trials_note = w.HTML(muted_html("repeats of each point, each with its own seed"))
         self.trials_error = w.HTML()
@@ -328,7 +327,7 @@ class SweepBuilder(w.VBox):
         if space is None:
             raise ValueError(f"the form has an error: {self.spec.error or 'no space'}")
         scan = self._scan
-        if (scan is None or getattr(self, "_scan_space", None) is not space or
+        if (scan is None or not _same_space(getattr(self, "_scan_space", None), space) or
                 os.path.abspath(self.spec.store) != scan.store.path):
             scan = Scan(self.function, space, self.spec.store)
             self._scan, self._scan_space = scan, space
@@ -341,3 +340,10 @@ class SweepBuilder(w.VBox):
     def refresh(self) -> None:
         """Re-count what the store holds (the run control calls this after a run)."""
         self.spec.refresh()
+
+
+def _same_space(a: Space | None, b: Space | None) -> bool:
+    """The same object, or spaces built the same way (same description)."""
+    if a is None or b is None:
+        return a is b
+    return a is b or a.describe() == b.describe()

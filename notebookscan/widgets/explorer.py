@@ -419,6 +419,8 @@ class RefinePanel(w.VBox):
                 continue
             low, high = float(values.min()), float(values.max())
             old = self.axes.get(name)
+            if old is not None and (old["span"].min, old["span"].max) != (low, high):
+                old = None  # another range (a new scan): start from the full range
             use = w.Checkbox(value=old["use"].value if old else False, description=name,
                              indent=False, layout=w.Layout(width="90px"))
             span = w.FloatRangeSlider(value=old["span"].value if old else (low, high),
@@ -477,7 +479,8 @@ class RefinePanel(w.VBox):
                 return
             extra = self.scan.space.refine(**axes)
             known = set(self.scan.space.keys())
-            new = [k for k in extra if k not in known]
+            candidates = extra.keys()  # a Space's point keys (iterating gives points)
+            new = [k for k in candidates if k not in known]
             self.error_text = ""
             self.preview = len(new)
         except (ValueError, NotebookscanError) as exc:

@@ -196,7 +196,7 @@ class LivePlot(w.VBox):
         if var is None or x is None:
             output = message_output("waiting for the first results…")
         else:
-            over = [p for p in params if p not in (x, y)]
+            over = [p for p in parameters(ds) if p not in (x, y)]
             if "point" in ds.dims:
                 over = []
             try:

@@ -158,22 +158,22 @@ class RunMonitor(w.VBox):
             options.insert(0, (str(label), executor))
         self.executor = w.Dropdown(options=options, value=executor, description="run on",
                                    style={"description_width": "48px"},
-                                   layout=w.Layout(width="290px"))
+                                   layout=w.Layout(width="260px"))
         self.executor.add_class("nbscan-executor")
         self.run_button = w.Button(description="Run", button_style="primary", icon="play",
                                    tooltip="run the points the store does not hold yet",
-                                   layout=w.Layout(width="100px"))
+                                   layout=w.Layout(width="90px"))
         self.run_button.add_class("nbscan-run")
         self.stop_button = w.Button(description="Stop", button_style="warning", icon="stop",
                                     tooltip="finish the running points, store them, stop",
-                                    layout=w.Layout(width="110px"))
+                                    layout=w.Layout(width="100px"))
         self.stop_button.add_class("nbscan-stop")
         self.resume_button = w.Button(description="Resume", icon="forward",
                                       tooltip="run what is left (finished points are kept)",
                                       layout=w.Layout(width="110px"))
         self.resume_button.add_class("nbscan-resume")
-        self.retry = w.Checkbox(value=False, description="retry failed points", indent=False,
-                                layout=w.Layout(width="160px"))
+        self.retry = w.Checkbox(value=False, description="retry failed", indent=False,
+                                layout=w.Layout(width="105px"))
         self.state_label = w.HTML()
         self.state_label.add_class("nbscan-state")
         self.progress_html = w.HTML()
@@ -332,7 +332,7 @@ class RunMonitor(w.VBox):
         self.state = "running"
         if notes:
             self.message = " ".join(notes).replace("pass retry_failed=True",
-                                                   "tick 'retry failed points'")
+                                                   "tick 'retry failed'")
         self._show_progress()
         self._show_failures()
         for callback in self._start_callbacks:
