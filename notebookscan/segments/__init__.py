@@ -1,0 +1,53 @@
+"""Long simulations in segments: streamed recordings, checkpoints, resume, extend, chains.
+
+A segmented model hands over, after each segment, that segment's recordings and the
+state needed to continue (plus, optionally, files its simulator saved). The scan runs
+one segment per task, writes the recordings to the store as they arrive, checkpoints
+the state as NetCDF (never pickle), and continues from the newest checkpoint after a
+crash, on any engine, with results identical to an uninterrupted run.
+
+>>> from notebookscan.segments import Segment, SegmentedScan, open_recordings
+>>> scan = SegmentedScan(model, space, "results/net", segments=40)      # doctest: +SKIP
+>>> scan.run()                                                          # doctest: +SKIP
+>>> scan.extend(segments=10)                                            # doctest: +SKIP
+>>> scan.chain(rebalance, runs=3)                                       # doctest: +SKIP
+>>> open_recordings("results/net").v                                    # doctest: +SKIP
+
+See docs/segments.md for a worked example.
+"""
+
+from __future__ import annotations
+
+from .checkpoints import Checkpoint, StateError, decode_state, encode_state, states_equal
+from .loop import SegmentEvents, SegmentProgress
+from .protocol import (
+    Segment,
+    SegmentContext,
+    Segments,
+    check_resumable,
+    iterate,
+    segment_seed,
+)
+from .reading import open_recordings
+from .recording import Recorder
+from .scan import SegmentedScan, segmented
+
+__all__ = [
+    "Checkpoint",
+    "Recorder",
+    "Segment",
+    "SegmentContext",
+    "SegmentEvents",
+    "SegmentProgress",
+    "SegmentedScan",
+    "Segments",
+    "StateError",
+    "check_resumable",
+    "decode_state",
+    "encode_state",
+    "iterate",
+    "open_recordings",
+    "segment_seed",
+    "segmented",
+    "states_equal",
+]

@@ -1,0 +1,526 @@
+"""The segment loop: one task per segment, recordings and checkpoints written by the client.
+
+Points run one segment at a time; a point's next segment is submitted as soon as its
+previous one comes back (with the new state in hand), so up to two segments per worker
+are in flight, each of a different point. What comes back is buffered and flushed in
+this order:
+
+1. the recordings of the buffered segments, as one shard of ``segments/shards/``
+   (one row per point, link and segment);
+2. the checkpoints those segments produced (each an atomic directory), older ones
+   pruned;
+3. the rows of points that finished (``shards/``, so ``scan.results()`` sees them).
+
+A checkpoint is written only after its segment's recordings are safely stored, so a
+resumed point never misses a segment's recordings; at worst a segment runs twice and
+its identical rows are de-duplicated by key. The loop is the single writer of all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ScanError
+from ..events import EVENTS, Events
+from ..executors.base import ScanExecutor
+from ..keys import point_key
+from ..loop import RESERVED, Progress
+from ..results import Value
+from ..shards import Record, shard_from_records
+from ..store import Store
+from .checkpoints import CheckpointDirectory, StateError, encode_state
+from .protocol import segment_seed
+from .worker import SegmentOutcome, SegmentTask, run_segment
+
+__all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentLoop", "SegmentProgress"]
+
+SEGMENT_EVENTS = (*EVENTS, "segment_done")
+SEGMENT_NAMES = ("link", "segment")  # extra parameters of the recordings store
+ROLE_ATTR = "notebookscan_segment_role"
+POINT_VALUES = ("segments", "link", "compute_seconds")  # added to each finished point's row
+PROGRESS_INTERVAL = 0.2
+
+
+class SegmentEvents(Events):
+    """The scan's events plus ``segment_done`` (``point``, ``key``, ``link``, ``segment``,
+    ``seconds``), emitted when a segment's recordings and state arrive."""
+
+    def on(self, name: str, callback: Callable[..., Any]) -> None:
+        if name not in SEGMENT_EVENTS:
+            raise ValueError(f"unknown event {name!r}; the events are {', '.join(SEGMENT_EVENTS)}")
+        self._subscribers[name].append(callback)
+
+
+@dataclass
+class SegmentProgress(Progress):
+    """Counters of a segmented run: points (as for a scan) and segments."""
+
+    segments_total: int = 0
+    segments_done: int = 0
+    segments_failed: int = 0
+    segments_stored: int = 0  # of the running points, already in the store before this run
+
+    @property
+    def segment_rate(self) -> float:
+        """Segments per second since the run started."""
+        return self.segments_done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float:
+        left = self.segments_total - self.segments_done
+        rate = self.segment_rate
+        return left / rate if rate > 0 else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "segments_done": self.segments_done,
+                "segments_total": self.segments_total, "segment_rate": self.segment_rate}
+
+    def __str__(self) -> str:
+        state = "stopped" if self.stopped else ("finished" if self.finished_at else "running")
+        return (f"{state}: {self.segments_done}/{self.segments_total} segments; {self.done} "
+                f"done, {self.failed} failed, {self.running} running, {self.remaining} "
+                f"remaining of {self.total} points ({self.skipped} already complete)")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How a segmented run behaves (see :meth:`SegmentedScan.run`)."""
+
+    flush_interval: float = 2.0
+    flush_bytes: int = 32 * 2**20
+    max_retries: int = 2
+    timeout: float | None = None
+    keep_checkpoints: int | None = 1
+    compact_above: int = 8
+
+
+@dataclass
+class Work:
+    """One point's way through its links: where it is, and the state to continue from."""
+
+    key: str
+    params: dict[str, Any]  # every parameter (stored)
+    call: dict[str, Any]  # what the model receives (hidden parameters removed)
+    seed: int
+    link: int
+    count: int  # segments done in ``link``
+    state: bytes | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    loaded: bool = False  # state/files hold the checkpoint of (link, count)
+    needs_transform: bool = False  # link is complete; start link + 1 first
+    started: float = 0.0  # when the link's first segment started
+    compute: float = 0.0  # seconds spent in the link's segments so far
+    attempt: int = 0
+
+
+@dataclass
+class Link:
+    """One run of a chain: how many segments, and how its start state is made."""
+
+    segments: int
+    transform: Callable[..., Any] | None = None
+
+
+def recording_key(key: str, params: dict[str, Any], link: int, index: int) -> str:
+    """The key of one segment's row in the recordings store."""
+    return point_key({**params, "link": link, "segment": index})
+
+
+def summary_to_json(summary: dict[str, Value]) -> dict[str, Any]:
+    out = {}
+    for name, value in summary.items():
+        data = np.asarray(value.data)
+        out[name] = {"dims": list(value.dims), "dtype": data.dtype.str if data.dtype.kind != "U"
+                     else "str", "data": data.tolist()}
+    return out
+
+
+def summary_from_json(data: dict[str, Any]) -> dict[str, Value]:
+    out = {}
+    for name, entry in data.items():
+        if entry["dtype"] == "str":
+            array = np.asarray(entry["data"], dtype=str)
+        else:
+            array = np.asarray(entry["data"], dtype=np.dtype(entry["dtype"]))
+        out[name] = Value(array.item() if array.ndim == 0 else array, tuple(entry["dims"]))
+    return out
+
+
+class SegmentLoop:
+    """Runs the pending segments of one segmented scan on one executor into one store."""
+
+    def __init__(self, *, payload: Any, form: str, names: Sequence[str], works: list[Work],
+                 links: list[Link], pass_seed: bool, duration: float | None, store: Store,
+                 recordings: Store, checkpoints: CheckpointDirectory, executor: ScanExecutor,
+                 settings: LoopSettings, events: Events, provenance: dict[str, Any],
+                 run_id: str, skipped: int, repaired: list[Record]):
+        self.payload, self.form = payload, form
+        self.names = tuple(names)
+        self.works, self.links = works, links
+        self.pass_seed, self.duration = pass_seed, duration
+        self.store, self.recordings, self.checkpoints = store, recordings, checkpoints
+        self.executor, self.settings, self.events = executor, settings, events
+        self.run_id = run_id
+        self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
+        self.progress = SegmentProgress(total=len(works), skipped=skipped)
+        self.progress.segments_total = sum(self._remaining(w) for w in works)
+        self.progress.segments_stored = sum(w.count for w in works)
+        self._stop = threading.Event()
+        self._stop_now = threading.Event()
+        self._rows: list[Record] = []
+        self._checkpoints: list[tuple[str, int, int, bytes, dict[str, bytes], dict[str, Any]]] = []
+        self._points: list[Record] = list(repaired)
+        self._bytes = 0
+        self._roles: dict[str, str] = {}
+        self._schema: dict[str, tuple[str, ...]] = {}
+        self._last_flush = time.monotonic()
+        self._last_progress = 0.0
+
+    def _remaining(self, work: Work) -> int:
+        left = 0 if work.needs_transform else max(0, self.links[work.link].segments - work.count)
+        return left + sum(link.segments for link in self.links[work.link + 1:])
+
+    # ---------------------------------------------------------------- control
+
+    def request_stop(self, now: bool = False) -> None:
+        self._stop.set()
+        if now:
+            self._stop_now.set()
+            self.executor.cancel_pending()
+            self.executor.interrupt_running()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ---------------------------------------------------------------- main loop
+
+    def run(self) -> SegmentProgress:
+        progress = self.progress
+        self.events.emit("started", total=progress.total, skipped=progress.skipped,
+                         to_run=progress.total, segments=progress.segments_total)
+        ready: deque[Work] = deque(self.works)
+        inflight: dict[Future, Work] = {}
+        workers = max(1, self.executor.worker_count())
+        try:
+            while (ready or inflight) and not (self._stop_now.is_set() and not inflight):
+                while ready and not self.stopping and len(inflight) < 2 * workers:
+                    self._submit(ready.popleft(), inflight, ready)
+                if not inflight:
+                    break
+                timeout = max(0.0, self.settings.flush_interval -
+                              (time.monotonic() - self._last_flush))
+                finished, _ = wait(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    work = inflight.pop(future)
+                    progress.running -= 1
+                    self._collect(future, work, inflight, ready)
+                self._maybe_emit_progress()
+                if self._flush_due():
+                    self._flush()
+        except KeyboardInterrupt:
+            self.request_stop(now=True)
+            progress.stopped = True
+            raise
+        except BaseException as exc:
+            progress.error = exc
+            raise
+        finally:
+            self._flush()
+            self._finish(bool(ready))
+        return progress
+
+    def _submit(self, work: Work, inflight: dict[Future, Work], ready: deque[Work]) -> None:
+        try:
+            if not work.loaded:
+                self._locate(work)
+            if work.needs_transform:
+                self._start_next_link(work)
+        except _PointFailed as failure:
+            self._fail_point(work, failure.error, failure.traceback)
+            return
+        task = SegmentTask(work.call, self.pass_seed, work.seed, work.key, work.link, work.count,
+                           segment_seed(work.seed, work.count, work.link), work.state,
+                           work.files, self.duration, self.form, self.settings.timeout)
+        future = self.executor.submit(run_segment, self.payload, task)
+        inflight[future] = work
+        self.progress.running += 1
+
+    def _locate(self, work: Work) -> None:
+        """Load the checkpoint a resumed point continues from (just before it runs).
+
+        Reading verifies checksums; a corrupt checkpoint is set aside and the point falls
+        back to the one before it (or to the previous link, or to a fresh start).
+        """
+        before = self._remaining(work)
+        planned = work.link
+        work.state, work.files, work.loaded = None, {}, True
+        work.link, work.count, work.needs_transform = 0, 0, False
+        for link in range(planned, -1, -1):
+            checkpoint = self.checkpoints.latest(work.key, link)
+            if checkpoint is None:
+                continue
+            work.link, work.count = link, checkpoint.count
+            work.state, work.files = checkpoint.state_bytes(), checkpoint.files()
+            work.started = float(checkpoint.meta.get("started", time.time()))
+            work.compute = float(checkpoint.meta.get("compute_seconds", 0.0))
+            work.needs_transform = (checkpoint.count >= self.links[link].segments and
+                                    link + 1 < len(self.links))
+            break
+        self.progress.segments_total += self._remaining(work) - before
+
+    def _start_next_link(self, work: Work) -> None:
+        """Make the start of ``work.link + 1`` from the final state of ``work.link``."""
+        from .checkpoints import decode_state
+
+        link = work.link + 1
+        transform = self.links[link].transform
+        assert work.state is not None
+        try:
+            state = decode_state(work.state)
+            new = _call_transform(transform, state, work.params, link) if transform else state
+            encoded = encode_state(new)
+        except StateError as exc:
+            raise _PointFailed(f"StateError: the state made for link {link} by "
+                               f"{_name(transform)}() cannot be kept: {exc}", "") from None
+        except Exception as exc:
+            import traceback
+
+            raise _PointFailed(f"TransformError: {_name(transform)}() raised "
+                               f"{type(exc).__name__}: {exc} while making the start of link "
+                               f"{link}", traceback.format_exc()) from None
+        now = time.time()
+        meta = {"params": _jsonable(work.params), "point_seed": work.seed, "started": now,
+                "finished": now, "compute_seconds": 0.0, "summary": {}, "run": self.run_id,
+                "from": {"link": work.link, "count": work.count},
+                "transform": _name(transform) if transform else ""}
+        self._checkpoints.append((work.key, link, 0, encoded, dict(work.files), meta))
+        self._bytes += len(encoded)
+        work.link, work.count, work.state = link, 0, encoded
+        work.needs_transform, work.loaded = False, True
+        work.started, work.compute = now, 0.0
+
+    def _collect(self, future: Future, work: Work, inflight: dict[Future, Work],
+                 ready: deque[Work]) -> None:
+        try:
+            out: SegmentOutcome = future.result()
+        except (CancelledError, KeyboardInterrupt):
+            if self.stopping:
+                return  # stopped: the point continues from its checkpoint next time
+            raise
+        except BaseException as exc:
+            if self._stop_now.is_set():
+                return
+            if not self.executor.is_worker_lost(exc):
+                raise ScanError(
+                    f"the executor {self.executor.description!r} could not run a segment: "
+                    f"{type(exc).__name__}: {exc}. Nothing of the model ran; everything "
+                    "finished so far is stored. Check that the model can be pickled and that "
+                    "notebookscan is installed where the workers run."
+                ) from exc
+            if work.attempt < self.settings.max_retries:
+                work.attempt += 1
+                self._submit(work, inflight, ready)
+                return
+            now = time.time()
+            out = SegmentOutcome("failed", error=f"WorkerLost: the worker died "
+                                 f"{work.attempt + 1} time(s) while running this segment ({exc})",
+                                 started=now, finished=now)
+        work.attempt = 0
+        self._accept(work, out, ready)
+
+    def _accept(self, work: Work, out: SegmentOutcome, ready: deque[Work]) -> None:
+        index = work.count
+        if out.status == "done":
+            problem = self._check_schema(out)
+            if problem:
+                out = SegmentOutcome("failed", error=problem, started=out.started,
+                                     finished=out.finished, host=out.host, worker=out.worker)
+        row_params = {**work.params, "link": work.link, "segment": index}
+        values: dict[str, Value] = {"point_key": Value(work.key)}
+        if out.status == "done":
+            values.update(out.recordings)
+            values.update(out.summary)
+        self._rows.append(Record(
+            recording_key(work.key, work.params, work.link, index), row_params,
+            segment_seed(work.seed, index, work.link), out.status, values, out.error,
+            out.traceback, out.started, out.finished, out.host, out.worker, self.run_id))
+        if out.status != "done":
+            self.progress.segments_failed += 1
+            self._fail_point(work, f"segment {index} (link {work.link}) failed: {out.error}",
+                             out.traceback, out)
+            return
+        self.progress.segments_done += 1
+        self._bytes += out.nbytes
+        if index == 0:
+            work.started = out.started
+        work.compute += out.finished - out.started
+        work.count = index + 1
+        work.state, work.files, work.loaded = out.state, out.files, True
+        meta = {"params": _jsonable(work.params), "point_seed": work.seed,
+                "started": work.started, "finished": out.finished,
+                "compute_seconds": work.compute, "summary": summary_to_json(out.summary),
+                "host": out.host, "worker": out.worker, "run": self.run_id}
+        self._checkpoints.append((work.key, work.link, work.count, out.state, out.files, meta))
+        if self.events.wants("segment_done"):
+            self.events.emit("segment_done", point=work.params, key=work.key, link=work.link,
+                             segment=index, seconds=out.finished - out.started)
+        if work.count < self.links[work.link].segments:
+            ready.appendleft(work)  # depth first: finish started points before new ones
+            return
+        record = point_row(work, out.summary, out.finished, out.host, out.worker, self.run_id,
+                           self.names)
+        self._points.append(record)
+        if work.link + 1 < len(self.links):
+            work.needs_transform = True
+            ready.appendleft(work)
+            return
+        self.progress.done += 1
+        work.state, work.files = None, {}
+        if self.events.wants("point_done"):
+            self.events.emit("point_done", point=work.params, key=work.key, record=record)
+
+    def _fail_point(self, work: Work, error: str, traceback: str,
+                    out: SegmentOutcome | None = None) -> None:
+        now = time.time()
+        record = Record(work.key, {n: work.params[n] for n in self.names}, work.seed, "failed",
+                        {}, error, traceback, out.started if out else now,
+                        out.finished if out else now, out.host if out else "",
+                        out.worker if out else "", self.run_id)
+        self._points.append(record)
+        self.progress.failed += 1
+        self.progress.segments_total -= self._remaining(work)
+        work.state, work.files = None, {}
+        if self.events.wants("point_failed"):
+            self.events.emit("point_failed", point=work.params, key=work.key, record=record)
+
+    def _check_schema(self, out: SegmentOutcome) -> str:
+        reserved = {*self.names, *RESERVED, *SEGMENT_NAMES, "point_key", *POINT_VALUES}
+        for role, values in (("recording", out.recordings), ("summary", out.summary)):
+            for name, value in values.items():
+                if name in reserved:
+                    return (f"ResultError: the {role} name {name!r} is also a parameter or a "
+                            "reserved name; rename it")
+                if self._roles.setdefault(name, role) != role:
+                    return (f"ResultError: {name!r} is a {role} here but was a "
+                            f"{self._roles[name]} in an earlier segment")
+                known = self._schema.setdefault(name, value.dims)
+                if known != value.dims:
+                    return (f"ResultError: {role} {name!r} has dims {value.dims}, but earlier "
+                            f"segments had {known}; keep the same dims in every segment")
+                for dim in value.dims:
+                    if dim in reserved:
+                        return (f"ResultError: {role} {name!r} has a dim named {dim!r}, which "
+                                "is a parameter or a reserved name; rename the dim")
+        return ""
+
+    # ---------------------------------------------------------------- flushing
+
+    def _flush_due(self) -> bool:
+        if not (self._rows or self._checkpoints or self._points):
+            return False
+        return (self._bytes >= self.settings.flush_bytes or
+                time.monotonic() - self._last_flush >= self.settings.flush_interval)
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        rows, self._rows = self._rows, []
+        checkpoints, self._checkpoints = self._checkpoints, []
+        points, self._points = self._points, []
+        self._bytes = 0
+        n_rows, n_checkpoints = len(rows), len(checkpoints)
+        shard = None
+        if rows:
+            data = shard_from_records((*self.names, *SEGMENT_NAMES), rows, self.attrs)
+            for name in data.results:
+                data.result_attrs[name][ROLE_ATTR] = self._roles.get(name, "point")
+            shard = self.recordings.write(data)
+            del data
+        for key, link, count, state, files, meta in checkpoints:
+            self.checkpoints.write(key, link, count, state, files, meta)
+            self.checkpoints.prune(key, link, self.settings.keep_checkpoints)
+        del rows, checkpoints
+        if points:
+            self.store.write(shard_from_records(self.names, points, self.attrs))
+            self.progress.shards += 1
+        if shard is not None or points:
+            self.events.emit("flushed", shard=shard, points=len(points), segments=n_rows,
+                             checkpoints=n_checkpoints)
+        self._emit_progress()
+
+    def _maybe_emit_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            self._emit_progress()
+
+    def _emit_progress(self) -> None:
+        if self.events.wants("progress"):
+            self.events.emit("progress", **self.progress.as_dict())
+
+    def _finish(self, left: bool) -> None:
+        progress = self.progress
+        progress.finished_at = time.time()
+        progress.stopped = progress.stopped or (self.stopping and (left or progress.remaining > 0))
+        if progress.error is None:
+            with contextlib.suppress(Exception):
+                if len(self.store.shard_files()) > self.settings.compact_above:
+                    self.store.compact()
+                if len(self.recordings.shard_files()) > 8 * self.settings.compact_above:
+                    # only small shards, so compaction never holds much in memory
+                    self.recordings.compact(max_shard_bytes=2 * 2**20,
+                                            max_total_bytes=self.settings.flush_bytes)
+        self.events.emit("finished", done=progress.done, failed=progress.failed,
+                         stopped=progress.stopped, elapsed=progress.elapsed,
+                         segments=progress.segments_done)
+
+
+class _PointFailed(Exception):
+    def __init__(self, error: str, traceback: str):
+        super().__init__(error)
+        self.error, self.traceback = error, traceback
+
+
+def point_row(work: Work, summary: dict[str, Value], finished: float, host: str, worker: str,
+              run_id: str, names: Sequence[str]) -> Record:
+    """The row of a point whose link reached its target (into the main store)."""
+    values = dict(summary)
+    values["segments"] = Value(int(work.count))
+    values["link"] = Value(int(work.link))
+    values["compute_seconds"] = Value(float(work.compute))
+    return Record(work.key, {n: work.params[n] for n in names}, work.seed, "done", values, "",
+                  "", work.started, finished, host, worker, run_id)
+
+
+def _call_transform(transform: Callable[..., Any], state: dict[str, Any],
+                    params: dict[str, Any], link: int) -> Any:
+    kwargs: dict[str, Any] = {}
+    try:
+        accepted = inspect.signature(transform).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    if "point" in accepted:
+        kwargs["point"] = dict(params)
+    if "link" in accepted:
+        kwargs["link"] = link
+    return transform(state, **kwargs)
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
