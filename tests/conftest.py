@@ -175,11 +175,34 @@ def ipp_cluster() -> Iterator[LocalTestCluster]:
         controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}"],
     )
     client = cluster.start_and_connect_sync()
+    handle = LocalTestCluster(cluster, client, profile_dir, profile)
     try:
-        yield LocalTestCluster(cluster, client, profile_dir, profile)
+        yield handle
     finally:
+        engines, nannies = _engines_and_nannies(handle)
         client.close()
         cluster.stop_cluster_sync()
+        # a nanny outlives its stopped engine by ~4 s: end it once the engine is gone
+        import psutil
+
+        psutil.wait_procs(engines, timeout=10)
+        for nanny in nannies:
+            with contextlib.suppress(psutil.Error):
+                nanny.kill()
+
+
+def _engines_and_nannies(handle: LocalTestCluster) -> tuple[list[Any], list[Any]]:
+    import psutil
+
+    engines, nannies = [], []
+    with contextlib.suppress(Exception):
+        for pid in handle.engine_pids().values():
+            with contextlib.suppress(psutil.Error):
+                engine = psutil.Process(pid)
+                engines.append(engine)
+                nannies.extend(c for c in engine.children()
+                               if "ipyparallel.engine.nanny" in " ".join(c.cmdline()))
+    return engines, nannies
 
 
 @pytest.fixture
