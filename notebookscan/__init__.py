@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
+from .cluster import ClusterHandle, connect, start_cluster
 from .detached import DetachedRun, attach
 from .errors import (
     ExecutorError,
@@ -36,6 +37,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "ClusterHandle",
     "DetachedRun",
     "DryRun",
     "Events",
@@ -53,6 +55,7 @@ __all__ = [
     "__version__",
     "attach",
     "compact",
+    "connect",
     "grid",
     "merge",
     "open_store",
@@ -60,6 +63,7 @@ __all__ = [
     "point_seed",
     "points",
     "sample",
+    "start_cluster",
     "to_grid",
     "trials",
     "verify",

@@ -11,6 +11,7 @@ import json
 import math
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
@@ -33,6 +34,8 @@ RESERVED = frozenset({"point", "key", "status", "error", "traceback", "started",
 
 # seconds between progress events: bars and widgets redraw at most this often
 PROGRESS_INTERVAL = 0.2
+WORKER_CHECK_INTERVAL = 2.0  # seconds between looks at how many workers there are
+NO_WORKERS_WARNING = 60.0  # warn when no worker has been there this long
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ class ScanLoop:
         self._buffer: list[Record] = []
         self._last_flush = time.monotonic()
         self._last_progress = 0.0
+        self._last_workers_check = time.monotonic()
+        self._no_workers_since: float | None = None
+        self._warned_no_workers = False
 
     # ---------------------------------------------------------------- control
 
@@ -196,6 +202,8 @@ class ScanLoop:
                 if self._flush_due():
                     self._flush()
                     todo = self._drop_done_elsewhere(todo)
+                if time.monotonic() - self._last_workers_check >= WORKER_CHECK_INTERVAL:
+                    chunker.workers = self._check_workers()
         except KeyboardInterrupt:
             self.request_stop(now=True)
             progress.stopped = True
@@ -207,6 +215,25 @@ class ScanLoop:
             self._flush()
             self._finish(todo)
         return progress
+
+    def _check_workers(self) -> int:
+        """Engines may join late (a queued batch job) or be replaced: keep up with them."""
+        self._last_workers_check = time.monotonic()
+        workers = self.executor.worker_count()
+        if workers == 0:
+            if self._no_workers_since is None:
+                self._no_workers_since = time.monotonic()
+            elif (time.monotonic() - self._no_workers_since > NO_WORKERS_WARNING
+                  and not self._warned_no_workers):
+                self._warned_no_workers = True
+                warnings.warn(
+                    f"no workers have been available for {NO_WORKERS_WARNING:.0f} s on "
+                    f"{self.executor.description}; the scan waits for engines to connect. "
+                    "Check the batch job (squeue / qstat) or stop with scan.stop().",
+                    RuntimeWarning, stacklevel=2)
+        else:
+            self._no_workers_since = None
+        return max(1, workers)
 
     def _submit(self, chunk: list[int], attempt: int,
                 inflight: dict[Future, tuple[list[int], int]]) -> None:
