@@ -14,10 +14,15 @@ return results, never touch the store's files (see ``docs/cluster.md``).
 
 Examples
 --------
->>> import notebookscan as ns                                   # doctest: +SKIP
->>> with ns.start_cluster(4) as cluster:                        # doctest: +SKIP
-...     ns.Scan(f, ns.grid(x=range(100)), store="res").run(executor=cluster.executor).wait()
->>> ex = ns.connect(profile="mpi", cluster_id="nightly")        # doctest: +SKIP
+Start engines, or connect to a running cluster (these need a cluster, so they are
+shown, not run by the doctests):
+
+.. code-block:: python
+
+    import notebookscan as ns
+    with ns.start_cluster(4) as cluster:
+        ns.Scan(f, ns.grid(x=range(100)), store="res").run(executor=cluster.executor).wait()
+    ex = ns.connect(profile="mpi", cluster_id="nightly")
 """
 
 from __future__ import annotations
@@ -213,9 +218,11 @@ def connect(
     --------
     In a terminal: ``ipcluster start -n 8 --profile=scan --cluster-id=demo --daemonize``
 
-    >>> ex = connect(profile="scan", cluster_id="demo")                  # doctest: +SKIP
-    >>> ex = connect(connection_file="ipcontroller-demo-client.json",    # doctest: +SKIP
-    ...              sshserver="me@login.hpc.example")
+    .. code-block:: python
+
+        ex = connect(profile="scan", cluster_id="demo")
+        ex = connect(connection_file="ipcontroller-demo-client.json",
+                     sshserver="me@login.hpc.example")
     """
     import ipyparallel as ipp
 
@@ -499,11 +506,12 @@ def start_cluster(
 
     Examples
     --------
-    >>> with start_cluster(2, quiet=True) as cluster:                      # doctest: +SKIP
-    ...     print(cluster.executor.submit(pow, 2, 8).result())
-    256
-    >>> cluster = start_cluster(64, engines="slurm", account="myproj",     # doctest: +SKIP
-    ...                         timelimit="02:00:00", queue="compute")
+    .. code-block:: python
+
+        with start_cluster(2, quiet=True) as cluster:
+            print(cluster.executor.submit(pow, 2, 8).result())   # 256
+        cluster = start_cluster(64, engines="slurm", account="myproj",
+                                timelimit="02:00:00", queue="compute")
     """
     import ipyparallel as ipp
 

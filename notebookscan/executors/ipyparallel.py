@@ -301,9 +301,10 @@ class IPyParallelExecutor(ScanExecutor):
     Any ``Client``, ``View`` or started ``Cluster`` works (``cluster`` is a started
     ``ipyparallel.Cluster``):
 
-    >>> ex = IPyParallelExecutor.from_object(cluster)          # doctest: +SKIP
-    >>> ex.submit(pow, 2, 10).result()                         # doctest: +SKIP
-    1024
+    .. code-block:: python
+
+        ex = IPyParallelExecutor.from_object(cluster)
+        ex.submit(pow, 2, 10).result()    # 1024
     """
 
     needs_pickled_function = True
@@ -924,9 +925,11 @@ def local_executor(n: int | None = None, *, quiet: bool = False) -> IPyParallelE
 
     Examples
     --------
-    >>> ex = local_executor()                                 # doctest: +SKIP
-    Starting 8 local ipyparallel engines… (a few seconds)
-    8 local engines ready in 3.1 s.
+    .. code-block:: python
+
+        ex = local_executor()
+        # Starting 8 local ipyparallel engines… (a few seconds)
+        # 8 local engines ready in 3.1 s.
     """
     global _local, _atexit_registered
     with _local_lock:
