@@ -122,7 +122,10 @@ def _put(group: Any, vname: str, key: str, path: str, value: Any) -> None:
         kind, array = "array", value
     elif isinstance(value, (list, tuple)):
         kind = "list" if isinstance(value, list) else "tuple"
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except ValueError:
+            array = np.empty(0, dtype=object)
         if array.dtype.kind == "O":
             raise StateError(f"state entry {path!r} is a {kind} that is not a regular array of "
                              "numbers or strings; use a dict of arrays instead.")

@@ -275,13 +275,15 @@ def model_form(function: Any) -> str:
                 "segment) -> Segment."
             )
         return "class"
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        params = None
+    if params is not None and "segments" in params and callable(function):
+        return "generator"  # a generator function, or a function returning a generator
     if inspect.isgeneratorfunction(target):
-        try:
-            params = inspect.signature(function).parameters
-        except (TypeError, ValueError):
-            return "generator"
-        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        if "segments" not in params and not takes_kwargs:
+        takes_kwargs = params is None or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        if not takes_kwargs:
             name = getattr(target, "__name__", repr(target))
             raise ScanError(
                 f"the generator function {name}() takes no 'segments' argument; add one "

@@ -25,7 +25,7 @@ __all__ = ["open_recordings"]
 
 
 def _row_slice(data: np.ndarray, row: int, lengths: list[int]) -> np.ndarray:
-    return data[(row, *(slice(0, n) for n in lengths))]
+    return np.asarray(data[(row, *(slice(0, n) for n in lengths))])
 
 
 def _coord_slice(coords: dict[str, np.ndarray], dim: str, row: int, n: int) -> np.ndarray | None:

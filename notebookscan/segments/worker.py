@@ -220,6 +220,10 @@ def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> Segm
 
 def _one_segment(fn: Any, form: str, kwargs: dict[str, Any], plan: Segments) -> Segment:
     iterator = open_model(fn, form, kwargs, plan)
+    if not hasattr(iterator, "__next__"):
+        raise SegmentError(f"the model returned a {type(iterator).__name__}, not a generator; "
+                           "write it as a generator: for segment in segments: ... yield "
+                           "Segment(...)")
     try:
         out = next(iterator)
     except StopIteration:
