@@ -361,13 +361,13 @@ def test_recorder_decimation_runs_on_across_segments():
 
     whole = long_run(30, 7)
     parts = []
-    x = np.zeros(2)
+    box = {"x": np.zeros(2)}
     for index in range(3):
         rec = Recorder(dt=0.5, steps=10, start_step=10 * index, interval=3.5)
-        rec.watch("x", lambda: x)
+        rec.watch("x", lambda: box["x"])
         for _ in range(10):
             rec.tick()
-            x = x + 1  # rebound each step: watched through a callable
+            box["x"] = box["x"] + 1  # rebound each step: watched through a callable
         parts.append(rec.recordings()["x"])
     xr.testing.assert_identical(xr.concat(parts, "time"), whole)
     assert whole.time.values.tolist() == [0.0, 3.5, 7.0, 10.5, 14.0]
@@ -379,10 +379,10 @@ def test_check_resumable_finds_state_a_model_forgot():
     check_resumable(lif_network, {"g": 4.0, "n": 30}, segments=3, segment_duration=0.01)
 
     def forgetful(segments):
-        count = 0  # should be in the state
+        seen = []  # should be in the state
         for segment in segments:
-            count += 1
-            yield Segment({"c": np.array([count])}, state={}, time=[segment.index])
+            seen.append(segment.index)
+            yield Segment({"c": np.array([len(seen)])}, state={}, time=[segment.index])
 
     with pytest.raises(ScanError, match="recording 'c' of segment 1 differs"):
         check_resumable(forgetful, {}, segments=2)
