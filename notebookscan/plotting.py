@@ -298,12 +298,18 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
     array = _select(array, selection)
     status = _select(_status(ds, ds[var]), selection) if "status" in ds else None
     mean, sem, n = _reduce(array, over_dims)
+    single = [d for d in _leftover(mean, [x, y, hue]) if mean.sizes[d] == 1]
+    if single:  # one value only: nothing to choose
+        mean = mean.squeeze(single, drop=False)
+        sem = None if sem is None else sem.squeeze(single, drop=False)
+        if status is not None:
+            status = status.squeeze([d for d in single if d in status.dims], drop=False)
     left = _leftover(mean, [x, y, hue])
     if left:
         raise _explain_leftover(var, left, mean)
     fig = _figure(figsize)
     ax = fig.add_subplot()
-    averaged = [d for d in over_dims if d in array.dims]
+    averaged = [d for d in over_dims if d in array.dims and array.sizes[d] > 1]
     ylabel = _label(array, var)
     if averaged:
         ylabel += f" (mean over {n} {'×'.join(averaged)}{'s' if n != 1 else ''})"
@@ -635,13 +641,15 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
     _thin_ticks(ax, len(xs), len(ys))
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    fig.legend(handles=[Patch(color=STATUS_COLORS["done"], label="done"),
-                       Patch(color=STATUS_COLORS["failed"], label="failed"),
-                       Patch(facecolor="#a6cfa6", hatch=_MISSING_HATCH, edgecolor="#777777",
-                             label="partly missing"),
-                       Patch(facecolor=STATUS_COLORS["missing"], hatch=_MISSING_HATCH,
-                             edgecolor="#777777", label="missing")],
-               fontsize="small", frameon=False, ncols=4, loc="outside lower center")
+    handles = [Patch(color=STATUS_COLORS["done"], label="done"),
+               Patch(color=STATUS_COLORS["failed"], label="failed"),
+               Patch(facecolor="#a6cfa6", hatch=_MISSING_HATCH, edgecolor="#777777",
+                     label="partly missing"),
+               Patch(facecolor=STATUS_COLORS["missing"], hatch=_MISSING_HATCH,
+                     edgecolor="#777777", label="missing")]
+    present = [handles[i] for i in range(4) if (category == i).any()]
+    fig.legend(handles=present, fontsize="small", frameon=False, ncols=len(present),
+               loc="outside lower center")
 
 
 def _hatched_cell(col: int, row: int) -> Any:

@@ -306,9 +306,10 @@ class ParameterSpec(t.HasTraits):
             error = ""
         except ValueError as exc:
             axis, bounds, error = None, None, str(exc)
-        self.set_trait("axis", axis)
-        self.set_trait("bounds", bounds)
-        self.set_trait("error", error)
+        with self.hold_trait_notifications():  # observers see the three together
+            self.set_trait("axis", axis)
+            self.set_trait("bounds", bounds)
+            self.set_trait("error", error)
 
     def _compute(self) -> tuple[tuple[Any, ...] | None, tuple[float, float] | None]:
         mode, kind = self.mode, self.kind

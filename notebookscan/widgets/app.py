@@ -144,7 +144,8 @@ class ScanApp(w.VBox):
     def _show_header(self, status: dict[str, int]) -> None:
         """Title, store and the scan's counts (done, failed, missing of all points)."""
         spec = self.builder.spec
-        where = html.escape(os.path.abspath(spec.store) if spec.store else "no store")
+        where = html.escape(spec.store or "no store")
+        full = html.escape(os.path.abspath(spec.store) if spec.store else "")
         total = sum(status.values())
         counts = (f'<span class="nbscan-header-counts" data-done="{status["done"]}" '
                   f'data-total="{total}" style="color:{MUTED_COLOR}">· '
@@ -153,7 +154,8 @@ class ScanApp(w.VBox):
         self.header.value = (
             '<div style="display:flex;align-items:baseline;gap:10px;margin-bottom:4px">'
             f'<span style="font-size:1.15em;font-weight:600">{html.escape(self._name)}</span>'
-            f'<span style="color:{MUTED_COLOR}">scan into <code>{where}</code></span>'
+            f'<span style="color:{MUTED_COLOR}" title="{full}">scan into <code>{where}</code>'
+            "</span>"
             f"{counts}</div>")
 
     def _on_start(self, monitor: RunMonitor) -> None:

@@ -250,11 +250,18 @@ class Explorer(w.VBox):
             wanted = [d for d in self._dims() if d not in keep]
         old = self.sliders
         sliders: dict[str, w.Widget] = {}
+        fixed = []
+        self._fixed = {}
         for dim in wanted:
+            if view.sizes.get(dim, 0) == 1 and dim in view.coords:  # nothing to choose
+                self._fixed[dim] = view[dim].values[0].tolist()
+                fixed.append(f"{dim} = {format_value(self._fixed[dim])}")
+                continue
             current = getattr(old.get(dim), "value", None)
             sliders[dim] = self._slider(dim, current)
         self.sliders = sliders
-        self.slice_box.children = tuple(sliders.values())
+        note = [w.HTML(muted_html("fixed: " + ", ".join(fixed)))] if fixed else []
+        self.slice_box.children = (*sliders.values(), *note)
 
     def _slider(self, dim: str, current: Any) -> w.Widget:
         view = self.view
@@ -283,7 +290,10 @@ class Explorer(w.VBox):
 
     def selection(self) -> dict[str, Any]:
         """The values chosen for the sliced dimensions."""
-        return {dim: widget.value for dim, widget in self.sliders.items()}
+        chosen = dict(getattr(self, "_fixed", {}))
+        chosen.update({dim: widget.value for dim, widget in self.sliders.items()})
+        order = [d for d in self._dims() if d in chosen]
+        return {d: chosen[d] for d in order + [d for d in chosen if d not in order]}
 
     # ------------------------------------------------------------------ drawing
 
@@ -486,6 +496,8 @@ class RefinePanel(w.VBox):
         except (ValueError, NotebookscanError) as exc:
             self.error_text = str(exc)
             self.preview = 0
+        finally:
+            self._show_preview()
 
     def _show_preview(self, change: Any = None) -> None:
         if self.error_text:

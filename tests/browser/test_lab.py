@@ -46,8 +46,16 @@ def _fill(row, selector: str, value: str) -> None:
 
 
 def _shot(locator, path: Path) -> None:
-    locator.scroll_into_view_if_needed()
-    locator.screenshot(path=path, animations="disabled")
+    """Screenshot one widget, whole: the viewport grows to fit it first."""
+    page = locator.page
+    size = page.viewport_size
+    height = int(locator.evaluate("e => e.getBoundingClientRect().height"))
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height + 400)})
+    try:
+        locator.scroll_into_view_if_needed()
+        locator.screenshot(path=path, animations="disabled")
+    finally:
+        page.set_viewport_size(size)
 
 
 def _store_is_consistent(path: Path) -> int:
@@ -113,14 +121,19 @@ def test_app_define_run_watch_explore_refine(lab, open_notebook, artifacts):
     explorer = page.locator(".nbscan-explorer")
     expect(explorer.locator(".nbscan-explore-var select")).to_have_value("rate")
     expect(explorer.locator(".nbscan-explore-x select")).to_have_value("k")
-    expect(explorer.locator(".nbscan-slice")).to_have_count(2)  # tau and delay
+    expect(explorer.locator(".nbscan-slice")).to_have_count(1)  # tau (delay is fixed)
     expect(explorer.locator(".nbscan-explore-average input")).to_be_checked()
     expect(explorer.locator(".nbscan-explore-output img")).to_be_visible()
+    image = explorer.locator(".nbscan-explore-output img")
+    line_plot = image.get_attribute("src")
     explorer.locator(".nbscan-explore-y select").select_option("tau")
-    expect(explorer.locator(".nbscan-slice")).to_have_count(1)
+    expect(explorer.locator(".nbscan-slice")).to_have_count(0)  # delay has one value
+    expect(explorer.locator(".nbscan-explore-slices")).to_contain_text("fixed: delay = 0")
+    expect(image).not_to_have_attribute("src", line_plot)  # the heatmap replaced the line
     _shot(app, artifacts / "app-explore.png")
+    heatmap = image.get_attribute("src")
     explorer.locator(".nbscan-explore-mode button", has_text="status").click()
-    expect(explorer.locator(".nbscan-explore-output img")).to_be_visible()
+    expect(image).not_to_have_attribute("src", heatmap)
 
     # refine: k on the full range with 19 values adds the 9 in-between values
     refine = page.locator(".nbscan-refine")
