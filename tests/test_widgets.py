@@ -476,6 +476,17 @@ def test_app_from_a_scan_keeps_that_scan(tmp_path):
     assert app.monitor.scan is scan and scan.status()["done"] == 2
 
 
+def test_explorer_uses_ipympl_when_installed(finished_scan):
+    pytest.importorskip("ipympl")
+    ex = Explorer(finished_scan)
+    assert ex.interactive
+    view = ex.output.outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]
+    first = view["model_id"]
+    ex.y.value = "tau"
+    assert ex.output.outputs[0]["data"]["application/vnd.jupyter.widget-view+json"][
+        "model_id"] != first
+
+
 def test_core_does_not_import_widgets():
     code = ("import sys; sys.modules['ipywidgets'] = None; import notebookscan; "
             "import notebookscan.plotting; print('ok')")

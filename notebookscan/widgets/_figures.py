@@ -53,16 +53,26 @@ def has_ipympl() -> bool:
 
 
 def show_interactive(output: w.Output, fig: Any) -> bool:
-    """Show ``fig`` as an ipympl canvas in ``output``; False when ipympl is missing."""
+    """Show ``fig`` as an ipympl canvas in ``output``; False when ipympl is missing.
+
+    The canvas replaces the one shown before in ``output`` (which is closed)."""
     if not has_ipympl():
         return False
     from ipympl.backend_nbagg import new_figure_manager_given_figure
-    from IPython.display import display
 
-    manager = new_figure_manager_given_figure(id(fig), fig)
-    output.outputs = ()
-    with output:
-        display(manager.canvas)
+    canvas = new_figure_manager_given_figure(id(fig), fig).canvas
+    canvas.header_visible = False
+    previous = getattr(output, "_nbscan_canvas", None)
+    output.outputs = ({
+        "output_type": "display_data",
+        "data": {"application/vnd.jupyter.widget-view+json": {
+                     "model_id": canvas.model_id, "version_major": 2, "version_minor": 0},
+                 "text/plain": repr(fig)},
+        "metadata": {},
+    },)
+    output._nbscan_canvas = canvas
+    if previous is not None:
+        previous.close()
     return True
 
 

@@ -413,6 +413,8 @@ class SweepSpec(t.HasTraits):
     seconds_per_point = t.Float(math.nan)
     #: a space given in code or restored from a store; the form replaces it when edited
     base_space = t.Any(None, allow_none=True)
+    #: while True the store is not read (a run is writing it): counts are updated after
+    paused = t.Bool(False)
 
     space = t.Any(None, allow_none=True, read_only=True)
     error = t.Unicode("", read_only=True)
@@ -471,7 +473,7 @@ class SweepSpec(t.HasTraits):
             self.base_space = None  # an edited form replaces a restored space
         self._rebuild()
 
-    @t.observe("store")
+    @t.observe("store", "paused")
     def _on_store(self, change: Any) -> None:
         self._count_stored()
 
@@ -550,6 +552,9 @@ class SweepSpec(t.HasTraits):
         return self._stores[path]
 
     def _count_stored(self) -> None:
+        if self.paused:
+            self._estimate()
+            return
         stored = failed = 0
         store = self._store()
         space = self.space

@@ -134,7 +134,7 @@ class ScanApp(w.VBox):
         self.run_shortcut.disabled = spec.space is None
         status = {"done": spec.stored, "failed": spec.failed_before, "missing": max(0, missing)}
         ran = self.monitor.scan
-        if ran is not None and spec.space is not None:
+        if ran is not None and spec.space is not None and not spec.paused:
             # the form still describes the scan that ran (perhaps refined since): count it
             with contextlib.suppress(NotebookscanError, ValueError):
                 if self.builder.scan() is ran:
@@ -162,13 +162,14 @@ class ScanApp(w.VBox):
         scan = monitor.scan
         if scan is None:
             return
+        self.builder.spec.paused = True  # the run writes the store: read it afterwards
         self.live.attach(scan)
         self.explorer.set_scan(scan)
         if self.tabs.selected_index == 0:
             self.tabs.selected_index = 1
 
     def _on_end(self, monitor: RunMonitor) -> None:
-        self.builder.refresh()
+        self.builder.spec.paused = False
         self.builder.spec.measure_from_store()
         self._on_counts()
         try:
