@@ -99,7 +99,7 @@ class LoopSettings:
     """How a segmented run behaves (see :meth:`SegmentedScan.run`)."""
 
     flush_interval: float = 2.0
-    flush_bytes: int = 32 * 2**20
+    flush_bytes: int = 8 * 2**20
     max_retries: int = 2
     timeout: float | None = None
     keep_checkpoints: int | None = 1
@@ -227,6 +227,7 @@ class SegmentLoop:
                     work = inflight.pop(future)
                     progress.running -= 1
                     self._collect(future, work, inflight, ready)
+                finished, future = set(), None  # a done future holds a segment: drop it
                 self._maybe_emit_progress()
                 if self._flush_due():
                     self._flush()

@@ -230,7 +230,7 @@ class SegmentedScan:
 
     def run(self, executor: Any = None, *, progress: bool | None = None,
             wait: bool | None = None, retry_failed: bool = False, flush_interval: float = 2.0,
-            flush_bytes: int = 32 * 2**20, max_retries: int = 2,
+            flush_bytes: int = 8 * 2**20, max_retries: int = 2,
             timeout: float | None = None) -> ScanRun:
         """Bring every point of the space to its target number of segments.
 

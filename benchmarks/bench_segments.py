@@ -1,0 +1,301 @@
+"""Segmented runs: peak memory stays flat as recordings grow; checkpoint cost per segment.
+
+Two measurements, every case in its own child process (peak RSS from ``os.wait4``):
+
+``memory``
+    One point whose recording is one float64 array of ``R`` bytes per segment, run
+    with the serial executor (model, scan loop and store writer share one process).
+    ``1 segment`` records ``R`` in total; ``10 segments`` records ``10 R``. The claim:
+    the second peaks within 20 % of the first. For scale, ``plain Scan`` returns the
+    same ``10 R`` from one function call, as a non-segmented scan must.
+``overhead``
+    Wall time per segment of a ``SegmentedScan`` minus that of running the same model
+    straight through in one process with no store (``segments.iterate``): what
+    encoding the state, writing recordings, checkpointing (fsync) and pruning cost per
+    segment, for states of 1 KB, 1 MB and 16 MB, and with a 1 MB simulator file handed
+    over each segment. The encode/decode and checkpoint-write parts are also timed alone.
+
+    python benchmarks/bench_segments.py            # -> results/segments.json
+    python benchmarks/bench_segments.py --quick    # -> _work/results-quick/segments.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import workloads as wl  # noqa: E402
+from bench_storage import machine_info, run_child  # noqa: E402
+
+NAME = "segments"
+WORK = os.path.join(HERE, "_work", NAME)
+MEMORY_LIMIT = 1.20  # 10 segments may peak at most 20 % above 1 segment
+
+
+# --------------------------------------------------------------------------------------
+# models (imported by the children)
+# --------------------------------------------------------------------------------------
+
+
+def recording_model(rows: int, cols: int, segments):
+    """Each segment records a (rows, cols) float64 array; the state is tiny."""
+    import numpy as np
+
+    from notebookscan.segments import Segment
+
+    for segment in segments:
+        data = segment.rng().random((rows, cols))
+        yield Segment({"x": data}, state={"i": segment.index},
+                      time=segment.index * rows + np.arange(rows))
+
+
+def plain_model(rows: int, cols: int, segments_: int, seed: int = 0):
+    """What a plain scan must do: return the whole recording at once."""
+    import numpy as np
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    data = np.concatenate([rng.random((rows, cols)) for _ in range(segments_)])
+    return {"x": xr.DataArray(data, dims=("time", "x_index"),
+                              coords={"time": np.arange(len(data))})}
+
+
+def state_model(state_bytes: int, file_bytes: int, segments):
+    """Cheap compute, a state of ``state_bytes`` and optionally a simulator file."""
+    import numpy as np
+
+    from notebookscan.segments import Segment
+
+    n = max(1, state_bytes // 8)
+    state = segments.state
+    v = np.zeros(n) if state is None else state["v"]
+    for segment in segments:
+        v = v + 1.0
+        if file_bytes:
+            with open(os.path.join(segment.save_dir, "sim.bin"), "wb") as f:
+                f.write(segment.rng().bytes(file_bytes))
+        yield Segment({"m": np.full(1000, v[0])}, state={"v": v, "step": segment.index},
+                      time=segment.index * 1000 + np.arange(1000))
+
+
+# --------------------------------------------------------------------------------------
+# child side
+# --------------------------------------------------------------------------------------
+
+
+def _import_notebookscan():
+    try:
+        import notebookscan as ns
+    except ImportError:
+        sys.path.insert(0, ROOT)
+        import notebookscan as ns
+    return ns
+
+
+def child_memory(case: str, segments: int, rows: int, cols: int, workdir: str) -> None:
+    ns = _import_notebookscan()
+    from notebookscan.segments import SegmentedScan
+
+    store = os.path.join(workdir, "store")
+    space = ns.grid(rows=[rows], cols=[cols])
+    t0 = time.perf_counter()
+    if case == "floor":
+        import xarray  # noqa: F401 - the interpreter with everything imported, nothing run
+    elif case == "plain":
+        ns.Scan(plain_model, space * ns.grid(segments_=[segments]), store).run(
+            executor="serial", progress=False)
+    else:
+        SegmentedScan(recording_model, space, store, segments=segments).run(
+            executor="serial", progress=False)
+    wl.emit({"seconds": time.perf_counter() - t0})
+
+
+def child_overhead(state_bytes: int, file_bytes: int, segments: int, workdir: str) -> None:
+    ns = _import_notebookscan()
+    from notebookscan.segments import SegmentedScan, decode_state, encode_state, iterate
+    from notebookscan.segments.checkpoints import CheckpointDirectory
+
+    point = {"state_bytes": state_bytes, "file_bytes": file_bytes}
+    list(iterate(state_model, point, segments=2))  # warm up imports
+    t0 = time.perf_counter()
+    outs = iterate(state_model, point, segments=segments)
+    for out in outs:
+        del out
+    bare = (time.perf_counter() - t0) / segments
+
+    store = os.path.join(workdir, "store")
+    scan = SegmentedScan(state_model, ns.grid(**{k: [v] for k, v in point.items()}), store,
+                         segments=segments)
+    t0 = time.perf_counter()
+    scan.run(executor="serial", progress=False)
+    scanned = (time.perf_counter() - t0) / segments
+
+    import numpy as np
+
+    state = {"v": np.zeros(max(1, state_bytes // 8)), "step": 3}
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        encoded = encode_state(state)
+    encode = (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        decode_state(encoded)
+    decode = (time.perf_counter() - t0) / reps
+    directory = CheckpointDirectory(os.path.join(workdir, "ck"), os.path.join(workdir, "q"))
+    files = {"sim.bin": os.urandom(file_bytes)} if file_bytes else {}
+    t0 = time.perf_counter()
+    for count in range(1, reps + 1):
+        directory.write("k", 0, count, encoded, files, {})
+        directory.prune("k", 0, 1)
+    write = (time.perf_counter() - t0) / reps
+    wl.emit({"bare_s": bare, "scan_s": scanned, "overhead_s": scanned - bare,
+             "encode_s": encode, "decode_s": decode, "checkpoint_write_s": write,
+             "state_nc_bytes": len(encoded)})
+
+
+# --------------------------------------------------------------------------------------
+# parent side
+# --------------------------------------------------------------------------------------
+
+
+def _child(args: list[str], log: str) -> tuple[dict | None, int, float, str | None]:
+    workdir = tempfile.mkdtemp(prefix="bench-seg-", dir=WORK)
+    try:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", *args, workdir]
+        return run_child(cmd, timeout=1800, log=log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure_memory(mb: int, repeats: int, logdir: str) -> dict:
+    cols = 1000
+    rows = mb * 2**20 // (8 * cols)
+    cases = [("floor", 1), ("segmented", 1), ("segmented", 10), ("plain", 10)]
+    out = {"segment_mb": mb, "rows": rows, "cols": cols, "cases": []}
+    for case, segments in cases:
+        peaks, seconds = [], []
+        for rep in range(repeats):
+            log = os.path.join(logdir, f"memory-{case}-{segments}-{rep}.log")
+            result, peak, _, error = _child(["memory", case, str(segments), str(rows),
+                                             str(cols)], log)
+            if error:
+                raise SystemExit(f"[{NAME}] memory case {case}/{segments} failed: {error}")
+            peaks.append(peak)
+            seconds.append(result["seconds"] if result else float("nan"))
+        entry = {"case": case, "segments": segments, "recorded_bytes": 8 * rows * cols *
+                 segments if case != "floor" else 0, "peak_rss": int(statistics.median(peaks)),
+                 "peaks": peaks, "seconds": statistics.median(seconds)}
+        out["cases"].append(entry)
+        print(f"[{NAME}] memory {case:10s} {segments:3d} segment(s): recorded "
+              f"{entry['recorded_bytes'] / 2**20:7.0f} MiB, peak {entry['peak_rss'] / 2**20:7.0f}"
+              f" MiB, {entry['seconds']:.2f} s", flush=True)
+    one = next(c for c in out["cases"] if c["case"] == "segmented" and c["segments"] == 1)
+    ten = next(c for c in out["cases"] if c["case"] == "segmented" and c["segments"] == 10)
+    out["ratio_10_to_1"] = ten["peak_rss"] / one["peak_rss"]
+    out["passed"] = out["ratio_10_to_1"] <= MEMORY_LIMIT
+    return out
+
+
+def measure_overhead(segments: int, logdir: str) -> list[dict]:
+    cases = [(1024, 0), (2**20, 0), (16 * 2**20, 0), (1024, 2**20)]
+    rows = []
+    for state_bytes, file_bytes in cases:
+        log = os.path.join(logdir, f"overhead-{state_bytes}-{file_bytes}.log")
+        result, peak, _, error = _child(["overhead", str(state_bytes), str(file_bytes),
+                                         str(segments)], log)
+        if error or result is None:
+            raise SystemExit(f"[{NAME}] overhead case {state_bytes}/{file_bytes} failed: {error}")
+        rows.append({"state_bytes": state_bytes, "file_bytes": file_bytes,
+                     "segments": segments, "peak_rss": peak, **result})
+        print(f"[{NAME}] overhead state {state_bytes / 2**10:8.0f} KiB file "
+              f"{file_bytes / 2**10:6.0f} KiB: {result['overhead_s'] * 1e3:7.2f} ms/segment "
+              f"(encode {result['encode_s'] * 1e3:.2f}, decode {result['decode_s'] * 1e3:.2f}, "
+              f"checkpoint write {result['checkpoint_write_s'] * 1e3:.2f} ms)", flush=True)
+    return rows
+
+
+def table(doc: dict) -> str:
+    """The results as a short plain-text / markdown table."""
+    mem = doc["memory"]
+    lines = [f"Peak memory, one point, {mem['segment_mb']} MiB recorded per segment "
+             "(serial executor, median of runs):", "",
+             "| case | segments | recorded (MiB) | peak RSS (MiB) | seconds |",
+             "|:---|---:|---:|---:|---:|"]
+    for c in mem["cases"]:
+        lines.append(f"| {c['case']} | {c['segments']} | {c['recorded_bytes'] / 2**20:.0f} | "
+                     f"{c['peak_rss'] / 2**20:.0f} | {c['seconds']:.2f} |")
+    verdict = "within" if mem["passed"] else "NOT within"
+    lines += ["", f"10 segments / 1 segment peak: {mem['ratio_10_to_1']:.3f} ({verdict} the "
+              f"{MEMORY_LIMIT:.2f} limit).", "",
+              "Checkpoint overhead per segment (SegmentedScan minus the same model run "
+              "straight through without a store):", "",
+              "| state | file | overhead (ms/segment) | encode (ms) | decode (ms) | "
+              "checkpoint write (ms) | state.nc (KiB) |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in doc["overhead"]:
+        lines.append(
+            f"| {_size(r['state_bytes'])} | {_size(r['file_bytes'])} | "
+            f"{r['overhead_s'] * 1e3:.2f} | {r['encode_s'] * 1e3:.2f} | "
+            f"{r['decode_s'] * 1e3:.2f} | {r['checkpoint_write_s'] * 1e3:.2f} | "
+            f"{r['state_nc_bytes'] / 2**10:.0f} |")
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    if not n:
+        return "–"
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def render(doc: dict, figdir: str, md_dir: str) -> str:
+    """The section of RESULTS.md (for ``report.SECTIONS["segments"]``)."""
+    return "## Segmented runs\n\n" + table(doc) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--out", default=None, help="results JSON path")
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, *rest = args.child
+        if kind == "memory":
+            child_memory(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
+        else:
+            child_overhead(int(rest[0]), int(rest[1]), int(rest[2]), rest[3])
+        return None
+    os.makedirs(WORK, exist_ok=True)
+    logdir = os.path.join(WORK, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    t0 = time.perf_counter()
+    memory = measure_memory(16 if args.quick else 64, 1 if args.quick else 3, logdir)
+    overhead = measure_overhead(10 if args.quick else 50, logdir)
+    doc = {"benchmark": NAME, "quick": args.quick, "machine": machine_info(),
+           "peak_rss_method": "ru_maxrss from os.wait4() of each child process (per child)",
+           "memory_limit_ratio": MEMORY_LIMIT, "memory": memory, "overhead": overhead,
+           "total_seconds": time.perf_counter() - t0}
+    out = args.out or (os.path.join(WORK, "..", "results-quick", f"{NAME}.json") if args.quick
+                       else os.path.join(HERE, "results", f"{NAME}.json"))
+    out = os.path.normpath(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    print(table(doc))
+    print(f"[{NAME}] wrote {os.path.relpath(out)}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

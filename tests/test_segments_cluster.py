@@ -1,0 +1,69 @@
+"""Segmented scans on real ipyparallel engines: an engine killed mid-segment costs one segment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import cloudpickle
+import numpy as np
+import pytest
+import xarray as xr
+
+import notebookscan as ns
+from notebookscan.segments import Segment, SegmentedScan
+
+pytestmark = pytest.mark.cluster
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def logged(x: int, log: str, segments):
+    """Counts up by ``x``; logs which process ran which segment; slow enough to be killed."""
+    state = segments.state or {"n": 0}
+    for segment in segments:
+        with open(log, "a") as f:
+            f.write(f"{x} {segment.index} {os.getpid()}\n")
+        time.sleep(0.15)
+        state = {"n": state["n"] + x}
+        yield Segment({"n": np.array([state["n"]])}, state=state, time=[segment.index])
+
+
+def test_engine_killed_mid_segment_resumes_from_the_last_checkpoint(ipp_cluster, ipp_client,
+                                                                    tmp_path):
+    pids = ipp_cluster.engine_pids()
+    victim = pids[min(pids)]
+    log = str(tmp_path / "calls.log")
+    space = ns.grid(x=[1, 2, 3, 4], log=[log])
+    scan = SegmentedScan(logged, space, tmp_path / "s", segments=5)
+    run = scan.run(executor=ipp_client, progress=False, wait=False)
+
+    def calls() -> list[tuple[int, int, int]]:
+        if not os.path.exists(log):
+            return []
+        with open(log) as f:
+            return [tuple(map(int, line.split())) for line in f.read().split("\n")[:-1]]
+
+    deadline = time.monotonic() + 60
+    while not any(pid == victim and seg >= 2 for _, seg, pid in calls()):
+        assert time.monotonic() < deadline, "no segment ran on the engine to kill"
+        time.sleep(0.01)
+    os.kill(victim, signal.SIGKILL)
+    progress = run.wait(timeout=120)
+    assert (progress.done, progress.failed) == (4, 0), progress
+    killed = [(x, seg) for x, seg, pid in calls() if pid == victim]
+    rerun = [c for c in killed if sum(1 for x, s, _ in calls() if (x, s) == c) > 1]
+    assert rerun, "the segment running on the killed engine was not run again"
+    # only that segment ran twice: the point resumed from its last checkpoint
+    repeats = [c for c in {(x, s) for x, s, _ in calls()}
+               if sum(1 for x, s, _ in calls() if (x, s) == c) > 1]
+    assert len(repeats) == 1
+
+    clean = SegmentedScan(logged, ns.grid(x=[1, 2, 3, 4], log=[str(tmp_path / "other.log")]),
+                          tmp_path / "clean", segments=5)
+    clean.run(executor="serial", progress=False)
+    np.testing.assert_array_equal(scan.recordings().n.values.reshape(4, 5),
+                                  clean.recordings().n.values.reshape(4, 5))
+    xr.testing.assert_equal(scan.recordings().n.squeeze("log", drop=True),
+                            clean.recordings().n.squeeze("log", drop=True))
