@@ -23,6 +23,7 @@ from notebookscan.segments import (
     decode_state,
     encode_state,
     iterate,
+    merge_segmented,
     open_recordings,
     states_equal,
 )
@@ -344,6 +345,27 @@ def test_bad_segments_become_failures_with_a_reason(tmp_path, body, message):
     scan = SegmentedScan(namespace["model"], ns.grid(rate=[1.0]), tmp_path / "s", segments=1)
     assert _serial(scan).failed == 1
     assert message in scan.results().error.item()
+
+
+def test_merging_two_segmented_stores_continues_from_the_newest_checkpoints(tmp_path):
+    space = ns.grid(rate=[1.0, 2.0, 3.0])
+    laptop = SegmentedScan(counter, space.where(lambda p: p["rate"] < 3), tmp_path / "laptop",
+                           segments=2)
+    cluster = SegmentedScan(counter, space.where(lambda p: p["rate"] > 1), tmp_path / "cluster",
+                            segments=4)
+    _serial(laptop)
+    _serial(cluster)
+    report = merge_segmented([tmp_path / "laptop", tmp_path / "cluster"], tmp_path / "all")
+    assert len(report.checkpoints_copied) == 4 and "4 checkpoint(s)" in str(report)
+    merged = SegmentedScan(counter, space, tmp_path / "all", segments=4)
+    progress = _serial(merged)
+    assert progress.segments_done == 2  # only rate=1 needed segments 2 and 3
+    np.testing.assert_array_equal(merged.recordings().x.values,
+                                  np.outer([1.0, 2.0, 3.0], np.arange(1, 21)))
+    again = merge_segmented(tmp_path / "cluster", tmp_path / "all")
+    assert not again.checkpoints_copied and len(again.checkpoints_present) == 2
+    with pytest.raises(ns.StoreError, match="not a segmented store"):
+        merge_segmented(tmp_path / "nowhere", tmp_path / "all")
 
 
 # ---------------------------------------------------------------------- recorder, helpers

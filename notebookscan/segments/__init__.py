@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .checkpoints import Checkpoint, StateError, decode_state, encode_state, states_equal
 from .loop import SegmentEvents, SegmentProgress
+from .maintenance import SegmentedMergeReport, merge_segmented
 from .protocol import (
     Segment,
     SegmentContext,
@@ -39,6 +40,7 @@ __all__ = [
     "SegmentContext",
     "SegmentEvents",
     "SegmentProgress",
+    "SegmentedMergeReport",
     "SegmentedScan",
     "Segments",
     "StateError",
@@ -46,6 +48,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "iterate",
+    "merge_segmented",
     "open_recordings",
     "segment_seed",
     "segmented",
