@@ -311,8 +311,10 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
     ax = fig.add_subplot()
     averaged = [d for d in over_dims if d in array.dims and array.sizes[d] > 1]
     ylabel = _label(array, var)
-    if averaged:
-        ylabel += f" (mean over {n} {'×'.join(averaged)}{'s' if n != 1 else ''})"
+    if averaged == ["trial"]:
+        ylabel += f" (mean over {n} trials)"
+    elif averaged:
+        ylabel += f" (mean over {'×'.join(averaged)}, {n} points)"
     if y is None:
         _line(ax, mean, sem, x, hue, status, over_dims, logx, logy)
         ax.set_xlabel(_label(ds[x], x) if x in ds.coords else x)
@@ -361,6 +363,7 @@ def _line(ax: Any, mean: xr.DataArray, sem: xr.DataArray | None, x: str, hue: st
             ax.plot(xv, yv, marker="o", markersize=4, linewidth=1.5, label=label)
     if status is not None and x in status.dims:
         _mark_status_on_line(ax, status, x, positions, over)
+    _include_x(ax, positions)
     if labels is not None:
         ax.set_xticks(positions, labels)
     if logx is None:
@@ -369,7 +372,8 @@ def _line(ax: Any, mean: xr.DataArray, sem: xr.DataArray | None, x: str, hue: st
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    if hue is not None:
+    labelled = [c for c in ax.collections if c.get_label() in ("missing", "failed")]
+    if hue is not None or labelled:
         ax.legend(fontsize="small", frameon=False)
     ax.grid(True, alpha=0.3)
 
@@ -385,6 +389,14 @@ def _mark_status_on_line(ax: Any, status: xr.DataArray, x: str, positions: np.nd
         missing = missing.any(others)
     _rug(ax, positions[np.asarray(missing.transpose(x).values, dtype=bool)],
          positions[np.asarray(failed.transpose(x).values, dtype=bool)])
+
+
+def _include_x(ax: Any, positions: np.ndarray) -> None:
+    """Keep every x position in view, also where the values are missing (NaN)."""
+    finite = positions[np.isfinite(positions)]
+    if len(finite):
+        ax.dataLim.update_from_data_x(finite, ignore=False)
+        ax.autoscale_view()
 
 
 def _rug(ax: Any, mx: np.ndarray, fx: np.ndarray) -> None:
@@ -491,6 +503,7 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
         ax.plot(xv[ok][order], values[ok][order], "o", markersize=4)
         ax.set_ylabel(_label(ds[var], var))
         _rug(ax, xv[~ok & ~failed], xv[failed])
+        _include_x(ax, xv)
     else:
         yv = np.asarray(ds[y].values, dtype=float)[keep]
         points = ax.scatter(xv[ok], yv[ok], c=values[ok], cmap="viridis", s=30,

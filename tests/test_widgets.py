@@ -461,6 +461,8 @@ def test_app_runs_and_reattaches(tmp_path):
     assert again.monitor.resume_button.disabled  # nothing missing (2 done, 2 failed)
     again.builder.rows["k"].count.value = 7  # finer: 3 new points, resumable
     assert not again.monitor.resume_button.disabled
+    assert "the store holds 4 of 7 points; Resume runs the other 3" in again.monitor.message
+    assert again.live.renders == 1  # the earlier results, before anything runs
     again.monitor.resume_button.click()
     again.monitor.wait(timeout=30)
     assert again.monitor.total == 3

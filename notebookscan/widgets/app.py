@@ -78,7 +78,12 @@ class ScanApp(w.VBox):
             self.builder.adopt(scan)
         self.monitor = RunMonitor(scan_factory=self.builder.scan, executor=executor)
         self.live = LivePlot()
-        self.explorer = Explorer(self._initial_scan(), monitor=self.monitor)
+        first = self._initial_scan()
+        self.explorer = Explorer(first, monitor=self.monitor)
+        if first is not None and self.builder.spec.stored:  # results from an earlier session
+            self.live.attach(first)
+            with contextlib.suppress(NotebookscanError, OSError, ValueError):
+                self.live.redraw()
         self._build()
         super().__init__(self._layout(), layout=w.Layout(width="100%", max_width="940px"))
         self.add_class("nbscan-app")

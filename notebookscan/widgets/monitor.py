@@ -413,15 +413,14 @@ class RunMonitor(w.VBox):
             status = scan.status()
         except Exception:
             return
-        stored = status["done"] + status["failed"]
-        self.offer_resume(stored, status["missing"])
-        if stored and status["missing"]:
-            self.message = (f"the store holds {stored:,} of {sum(status.values()):,} points; "
-                            "Resume runs the rest")
+        self.offer_resume(status["done"] + status["failed"], status["missing"])
 
     def offer_resume(self, stored: int, missing: int) -> None:
         """Enable Resume when the store holds part of the scan (the app calls this)."""
         self._resumable = bool(stored and missing)
+        if self.state in ("idle", "error") and self.run_handle is None:
+            self.message = (f"the store holds {stored:,} of {stored + missing:,} points; "
+                            f"Resume runs the other {missing:,}" if self._resumable else "")
         self._show_state()
 
     def _show_state(self, change: Any = None) -> None:

@@ -240,6 +240,8 @@ def test_new_kernel_reattaches_to_the_store(lab, open_notebook, artifacts):
     page.locator(".lm-TabBar-tab", has_text="2 · Run").click()
     resume = page.locator(".nbscan-resume")
     expect(resume).to_be_enabled()
+    expect(page.locator(".nbscan-message")).to_contain_text("Resume runs the other 10")
+    expect(page.locator(".nbscan-live-output img")).to_be_visible()  # the earlier results
     _shot(app, artifacts / "app-reattach.png")
     resume.click()
     _wait_for(lambda: _progress(page)["state"] == "finished", 60, "the resumed run")
