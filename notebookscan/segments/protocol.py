@@ -367,7 +367,8 @@ def iterate(function: Any, point: Mapping[str, Any], *, segments: int, seed: int
     Yields
     ------
     Segment
-        What the model handed over after each segment.
+        What the model handed over after each segment. Its arrays may be the model's
+        own, changed by the next segment: copy what you keep.
     """
     from ..keys import point_key, point_seed
 
@@ -435,8 +436,8 @@ def check_resumable(function: Any, point: Mapping[str, Any], *, segments: int = 
     key = point_key(point)
     seed = point_seed(key) if seed is None else seed
     name = getattr(_target(function), "__name__", "model")
-    straight = list(iterate(function, point, segments=segments, seed=seed,
-                            segment_duration=segment_duration))
+    straight = [_snapshot(out) for out in iterate(function, point, segments=segments,
+                                                  seed=seed, segment_duration=segment_duration)]
     state: bytes | None = None
     files: dict[str, bytes] = {}
     for index in range(segments):
@@ -456,17 +457,26 @@ def check_resumable(function: Any, point: Mapping[str, Any], *, segments: int = 
         state, files = out.state, out.files
 
 
-def _compare_segment(expected: Segment, out: Any, index: int) -> str:
-    from .checkpoints import decode_state, states_equal
+def _snapshot(out: Segment) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copies of a yielded segment's recordings and state (the model may reuse its arrays)."""
+    from .checkpoints import decode_state, encode_state
     from .worker import recording_values
 
-    values = recording_values(expected.recordings, expected.time)
-    for name, value in values.items():
+    values = recording_values(out.recordings, out.time)
+    recordings = {name: np.array(value.data, copy=True) for name, value in values.items()}
+    return recordings, decode_state(encode_state(out.state or {}))
+
+
+def _compare_segment(expected: tuple[dict[str, Any], dict[str, Any]], out: Any,
+                     index: int) -> str:
+    from .checkpoints import decode_state, states_equal
+
+    recordings, state = expected
+    for name, data in recordings.items():
         got = out.recordings.get(name)
-        if got is None or not np.array_equal(np.asarray(got.data), np.asarray(value.data)):
+        if got is None or not np.array_equal(np.asarray(got.data), data, equal_nan=True):
             return f"recording {name!r} of segment {index} differs"
-    got_state = decode_state(out.state)
-    problem = states_equal(expected.state or {}, got_state)
+    problem = states_equal(state, decode_state(out.state))
     if problem:
         return f"the state after segment {index} differs ({problem})"
     return ""
