@@ -307,6 +307,28 @@ def test_a_killed_pool_worker_costs_one_segment(tmp_path):
                                   np.outer([1, 2, 3], [1, 2, 3]))
 
 
+def sleepy(x: int, segments):
+    import time
+
+    for segment in segments:
+        if segment.index == 1 and x == 2:
+            time.sleep(5)
+        yield Segment({"n": np.array([x])}, state={}, time=[segment.index])
+
+
+def test_a_segment_that_runs_too_long_fails_its_point_only(tmp_path):
+    scan = SegmentedScan(sleepy, ns.grid(x=[1, 2]), tmp_path / "s", segments=3)
+    updates = []
+    scan.events.on("progress", lambda **kw: updates.append(kw))
+    progress = _serial(scan, timeout=0.3)
+    assert (progress.done, progress.failed) == (1, 1)
+    assert "PointTimeout" in scan.results().error.sel(x=2).item()
+    assert scan.status() == {"complete": 1, "partial": 0, "failed": 1, "not_started": 0,
+                             "segments_done": 4, "segments_total": 6}
+    last = updates[-1]
+    assert (last["segments_done"], last["segments_total"], last["done"]) == (4, 4, 1)
+
+
 # ---------------------------------------------------------------------- validation
 
 
