@@ -437,6 +437,20 @@ def test_iterate_runs_a_point_straight_through():
     assert [o.summary["last"] for o in outs] == [10.0, 20.0, 30.0]
 
 
+def test_recordings_of_a_points_space_line_up_with_results(tmp_path):
+    def labelled(a: float, b: str, segments):
+        for segment in segments:
+            yield Segment({"x": np.full(2, a)}, state={}, time=[2 * segment.index, 1 + 2 *
+                                                              segment.index])
+
+    space = ns.points([{"a": 2.5, "b": "y"}, {"a": 1.0, "b": "x"}]) * ns.trials(2)
+    scan = SegmentedScan(labelled, space, tmp_path / "s", segments=2)
+    _serial(scan)
+    ds, rows = scan.recordings(), scan.results()
+    assert ds.x.dims == ("point", "time") and ds.key.values.tolist() == rows.key.values.tolist()
+    np.testing.assert_array_equal(ds.x.values, np.repeat(ds.a.values[:, None], 4, axis=1))
+
+
 def test_open_recordings_needs_a_segmented_store(tmp_path):
     with pytest.raises(ns.StoreError, match="no segment recordings"):
         open_recordings(tmp_path)

@@ -106,8 +106,10 @@ def open_recordings(path: str | os.PathLike[str], *, link: int | None = None,
     segment_col = table.params.get("segment", np.zeros(0, dtype=np.int64)).astype(np.int64)
     point_keys = table.results.get("point_key", np.zeros(0, dtype=object))
     groups: dict[tuple[str, int], list[int]] = {}
-    for row in np.lexsort((segment_col, links_col, point_keys.astype(str))) if len(table) else []:
-        groups.setdefault((str(point_keys[row]), int(links_col[row])), []).append(int(row))
+    for row in range(len(table)):  # rows come sorted by parameters, link, segment
+        groups.setdefault((str(point_keys[row]), int(links_col[row])), []).append(row)
+    for rows in groups.values():
+        rows.sort(key=lambda r: int(segment_col[r]))
     order = list(groups)
     counts = []
     for (key, lk), rows in groups.items():
