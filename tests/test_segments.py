@@ -120,6 +120,19 @@ def test_counter_recordings_are_continuous_and_extend_runs_only_new_segments(tmp
     assert fresh.status()["complete"] == 2
 
 
+def test_a_missing_point_row_is_rewritten_from_the_final_checkpoint(tmp_path):
+    scan = SegmentedScan(counter, ns.grid(rate=[1.0, 2.0]), tmp_path / "s", segments=2)
+    _serial(scan)
+    before = scan.results()
+    for name in os.listdir(tmp_path / "s" / "shards"):  # as if killed before writing rows
+        os.unlink(tmp_path / "s" / "shards" / name)
+    assert set(scan.results().status.values) == {"missing"}
+    assert _serial(scan).segments_done == 0
+    after = scan.results()
+    for name in ("last", "index", "segments", "link", "status", "seed"):
+        xr.testing.assert_identical(after[name], before[name])
+
+
 def test_extend_by_duration_and_resume_after_stop(tmp_path):
     scan = SegmentedScan(counter, ns.grid(rate=[1.0, 2.0, 3.0]), tmp_path / "s", segments=2,
                          segment_duration=0.5)
