@@ -26,6 +26,7 @@ from .protocol import (
     SegmentContext,
     Segments,
     check_resumable,
+    is_segmented_model,
     iterate,
     segment_seed,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "check_resumable",
     "decode_state",
     "encode_state",
+    "is_segmented_model",
     "iterate",
     "merge_segmented",
     "open_recordings",

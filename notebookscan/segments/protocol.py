@@ -72,6 +72,7 @@ __all__ = [
     "SegmentContext",
     "Segments",
     "check_resumable",
+    "is_segmented_model",
     "iterate",
     "model_form",
     "segment_seed",
@@ -297,6 +298,25 @@ def model_form(function: Any) -> str:
         f"Segment(...)) or a class with init() and advance(state, segment); got {name!r} "
         f"({type(target).__name__}). For functions that return once, use ns.Scan."
     )
+
+
+def is_segmented_model(function: Any) -> bool:
+    """True for what :class:`SegmentedScan` runs: a generator function, a function taking
+    ``segments``, or a class with ``init`` and ``advance`` (for ``ns.Scan`` to dispatch).
+
+    Examples
+    --------
+    >>> def g(x, segments):
+    ...     yield Segment()
+    >>> is_segmented_model(g), is_segmented_model(lambda x: x)
+    (True, False)
+    """
+    try:
+        model_form(function)
+    except ScanError:
+        target = _target(function)
+        return inspect.isclass(target) and callable(getattr(target, "advance", None))
+    return True
 
 
 def signature_for_space(function: Any) -> Callable[..., Any]:
