@@ -314,8 +314,9 @@ def is_segmented_model(function: Any) -> bool:
     try:
         model_form(function)
     except ScanError:
-        target = _target(function)
-        return inspect.isclass(target) and callable(getattr(target, "advance", None))
+        target = _target(function)  # near misses go to SegmentedScan, which says what to fix
+        return inspect.isgeneratorfunction(target) or (
+            inspect.isclass(target) and callable(getattr(target, "advance", None)))
     return True
 
 
