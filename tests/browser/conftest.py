@@ -1,5 +1,6 @@
 """Fixtures for the real-browser tests: one JupyterLab server and one headless Chromium
-per session, both in temporary directories, both stopped at the end.
+for the whole test run, both in temporary directories, both stopped as soon as the last
+browser test is done (package scope: the rest of the suite does not keep them alive).
 
 * Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright's Python API through
   ``executable_path`` (``playwright install`` is never run). When it is missing,
@@ -94,7 +95,7 @@ class Lab:
                 self.api("DELETE", f"/api/sessions/{session['id']}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[Lab]:
     """JupyterLab on 127.0.0.1 with a temporary token and temporary directories."""
     base = tmp_path_factory.mktemp("lab")
@@ -167,7 +168,7 @@ def _stop_lab(server: Lab) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_context(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One headless Chromium (persistent context in an empty temporary profile)."""
     from playwright.sync_api import sync_playwright
