@@ -355,6 +355,19 @@ class RefinePanel(w.VBox):
     range slider and a count (linear or log spaced). ``trials`` sets the number of
     trials. The preview counts the points that are new; *Refine and run* calls
     ``scan.refine(...)`` and runs only those, into the same store.
+
+    Examples
+    --------
+    >>> import tempfile, notebookscan as ns
+    >>> scan = ns.Scan(lambda k: k, ns.grid(k=[0.0, 1.0, 2.0]), store=tempfile.mkdtemp())
+    >>> _ = scan.run(executor="serial", progress=False)
+    >>> panel = RefinePanel(scan)
+    >>> panel.update_ranges(scan.results())
+    >>> panel.axes["k"]["use"].value = True
+    >>> panel.axes["k"]["span"].value = (0.0, 1.0)
+    >>> panel.axes["k"]["count"].value = 5          # 0, 0.25, 0.5, 0.75, 1
+    >>> panel.preview, panel.refinement()
+    (3, {'k': [0.0, 0.25, 0.5, 0.75, 1.0]})
     """
 
     preview = t.Int(0)

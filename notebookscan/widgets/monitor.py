@@ -293,7 +293,12 @@ class RunMonitor(w.VBox):
 
     def _resolve_in_background(self, scan: Scan, spec: Any) -> None:
         try:
-            executor, owned = resolve_executor(spec)
+            if spec in ("local", None):  # the shared local cluster; the message says so
+                from ..executors.ipyparallel import local_executor
+
+                executor, owned = local_executor(quiet=True), False
+            else:
+                executor, owned = resolve_executor(spec)
         except Exception as exc:
             text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, NotebookscanError) \
                 else str(exc)
