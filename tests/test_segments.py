@@ -478,11 +478,6 @@ def test_open_recordings_needs_a_segmented_store(tmp_path):
         ns.open_store(tmp_path / "s")  # the points' rows stay a normal store
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="shards._put_array compresses rows of >= 64 values with blosc_lz4, "
-                          "whose HDF5 filter fails ('Buffer is uncompressible', NetCDF: HDF "
-                          "error) on small noisy float rows; a plain ns.Scan returning "
-                          "rng.normal(size=(10, 10)) fails the same way")
 def test_small_noisy_recordings_can_be_stored(tmp_path):
     def noisy(k: int, segments):
         for segment in segments:

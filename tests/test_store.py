@@ -238,3 +238,21 @@ def test_warnings_do_not_fire_for_a_healthy_store(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ns.open_store(tmp_path / "s")
+
+
+def test_incompressible_and_small_noisy_arrays_are_stored(tmp_path):
+    def noisy(i: int):
+        rng = np.random.default_rng(i)
+        return {"small": rng.normal(size=(10, 10)),
+                "entropy": rng.integers(0, 2**62, size=2000),
+                "big": rng.normal(size=5000)}
+
+    scan = ns.Scan(noisy, ns.grid(i=range(4)), store=tmp_path / "s")
+    scan.run(executor="serial", progress=False)
+    ds = ns.open_store(tmp_path / "s")
+    assert (ds.status == "done").all()
+    for i in range(4):
+        rng = np.random.default_rng(i)
+        np.testing.assert_array_equal(ds.small.sel(i=i).values, rng.normal(size=(10, 10)))
+        np.testing.assert_array_equal(ds.entropy.sel(i=i).values, rng.integers(0, 2**62, size=2000))
+        np.testing.assert_array_equal(ds.big.sel(i=i).values, rng.normal(size=5000))
