@@ -146,7 +146,12 @@ class LivePlot(w.VBox):
                 return
             self._stale = False
             self._last_read = now
-        ds = scan.results()  # in the loop thread: never concurrent with its writes
+        try:
+            ds = scan.results()  # in the loop thread: never concurrent with its writes
+        except Exception as exc:  # shown in the widget; raising would unsubscribe us
+            text = f"cannot read the results: {type(exc).__name__}: {exc}"
+            self.ui.call(lambda: self._show_error(text))
+            return
         self._render_async(ds)
 
     # ------------------------------------------------------------------ drawing
