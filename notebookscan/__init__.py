@@ -28,6 +28,7 @@ from .events import Events
 from .keys import point_key, point_seed
 from .layout import to_grid
 from .scan import DryRun, Scan, ScanRun
+from .segments import Segment, SegmentedScan, merge_segmented, open_recordings, segmented
 from .space import Layout, Space, grid, points, sample, trials, zip_
 from .store import Store, compact, merge, open_store, verify
 
@@ -47,6 +48,8 @@ __all__ = [
     "Scan",
     "ScanError",
     "ScanRun",
+    "Segment",
+    "SegmentedScan",
     "Space",
     "SpaceError",
     "Store",
@@ -58,11 +61,14 @@ __all__ = [
     "connect",
     "grid",
     "merge",
+    "merge_segmented",
+    "open_recordings",
     "open_store",
     "point_key",
     "point_seed",
     "points",
     "sample",
+    "segmented",
     "start_cluster",
     "to_grid",
     "trials",

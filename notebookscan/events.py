@@ -8,6 +8,7 @@ Events (with the keyword arguments they carry):
 ``progress``     ``done``, ``failed``, ``running``, ``remaining``, ``total``, ``rate``
 ``flushed``      ``shard``, ``points``
 ``finished``     ``done``, ``failed``, ``stopped``, ``elapsed``
+``segment_done`` a segmented point finished one segment (see :mod:`notebookscan.segments`)
 
 Callbacks run in the thread of the scan loop. One that raises is reported once and
 unsubscribed, so a broken display never stops a scan.
@@ -22,7 +23,8 @@ from typing import Any
 
 __all__ = ["EVENTS", "Events"]
 
-EVENTS = ("started", "point_done", "point_failed", "progress", "flushed", "finished")
+EVENTS = ("started", "point_done", "point_failed", "progress", "flushed", "finished",
+          "segment_done")
 
 
 class Events:

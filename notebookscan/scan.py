@@ -151,9 +151,30 @@ class Scan:
         Checked against ``function``'s signature before anything runs.
     store
         Directory of the result store. Points already in it are never run again.
+    segments, segment_duration
+        Only for segmented models — a generator function that yields one
+        :class:`~notebookscan.segments.Segment` at a time, or a class with ``init`` and
+        ``advance``: ``Scan`` then returns a :class:`~notebookscan.segments.SegmentedScan`
+        (see docs/segments.md).
     """
 
-    def __init__(self, function: Callable[..., Any], space: Any, store: str | os.PathLike[str]):
+    def __new__(cls, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],
+                **segmented: Any) -> Any:
+        # a generator function (or a class with init/advance) runs in segments
+        if cls is Scan:
+            from .segments import SegmentedScan, is_segmented_model
+
+            if is_segmented_model(function):
+                return SegmentedScan(function, space, store, **segmented)
+        return super().__new__(cls)
+
+    def __init__(self, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],
+                 **segmented: Any):
+        if segmented:
+            raise ScanError(
+                f"{', '.join(segmented)} only apply to segmented models (a generator function "
+                "or a class with init/advance); this function returns its result at once"
+            )
         if not callable(function):
             raise ScanError(f"function must be callable, got {type(function).__name__}")
         space.validate(function)
