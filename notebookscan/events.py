@@ -2,10 +2,11 @@
 
 Events (with the keyword arguments they carry):
 
-``started``      ``total``, ``skipped``, ``to_run``
+``started``      ``total``, ``skipped``, ``to_run``, ``failed_before``, ``workers``
 ``point_done``   ``point``, ``key``, ``record``
 ``point_failed`` ``point``, ``key``, ``record``
-``progress``     ``done``, ``failed``, ``running``, ``remaining``, ``total``, ``rate``
+``progress``     ``done``, ``failed``, ``running``, ``remaining``, ``total``, ``rate``,
+                 ``workers``
 ``flushed``      ``shard``, ``points``
 ``finished``     ``done``, ``failed``, ``stopped``, ``elapsed``
 ``segment_done`` a segmented point finished one segment (see :mod:`notebookscan.segments`)

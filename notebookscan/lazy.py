@@ -21,7 +21,7 @@ def _open_lazily(path: str) -> Any:
     import xarray as xr
 
     ds = xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
-                         cache=False, lock=False)
+                         cache=False)
     return ds
 
 

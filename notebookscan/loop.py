@@ -65,6 +65,8 @@ class Progress:
     stopped: bool = False
     error: BaseException | None = None
     shards: int = 0
+    workers: int = 0  # workers (engines, processes) available, as last seen
+    failed_before: int = 0  # points that failed in earlier runs and are not run again
 
     @property
     def completed(self) -> int:
@@ -91,7 +93,8 @@ class Progress:
 
     def as_dict(self) -> dict[str, Any]:
         return {"done": self.done, "failed": self.failed, "running": self.running,
-                "remaining": self.remaining, "total": self.total, "rate": self.rate}
+                "remaining": self.remaining, "total": self.total, "rate": self.rate,
+                "workers": self.workers}
 
     def __str__(self) -> str:
         state = "stopped" if self.stopped else ("finished" if self.finished_at else "running")
@@ -134,7 +137,7 @@ class ScanLoop:
                  seeds: list[int], todo: list[int], pass_seed: bool, hidden: frozenset[str],
                  store: Store, executor: ScanExecutor,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
-                 run_id: str, skipped: int):
+                 run_id: str, skipped: int, failed_before: int = 0):
         self.function = function
         self.payload = payload
         self.names = tuple(names)
@@ -150,7 +153,7 @@ class ScanLoop:
         self.events = events
         self.run_id = run_id
         self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
-        self.progress = Progress(total=len(todo), skipped=skipped)
+        self.progress = Progress(total=len(todo), skipped=skipped, failed_before=failed_before)
         self._stop = threading.Event()
         self._stop_now = threading.Event()
         self._schema: dict[str, tuple[str, ...]] = {}
@@ -178,8 +181,10 @@ class ScanLoop:
 
     def run(self) -> Progress:
         progress = self.progress
+        progress.workers = self.executor.worker_count()
         self.events.emit("started", total=progress.total, skipped=progress.skipped,
-                         to_run=progress.total)
+                         to_run=progress.total, failed_before=progress.failed_before,
+                         workers=progress.workers)
         todo: deque[int] = deque(self.todo)
         inflight: dict[Future, tuple[list[int], int]] = {}
         chunker = _Chunker(self.settings, self.executor.worker_count())
@@ -219,7 +224,7 @@ class ScanLoop:
     def _check_workers(self) -> int:
         """Engines may join late (a queued batch job) or be replaced: keep up with them."""
         self._last_workers_check = time.monotonic()
-        workers = self.executor.worker_count()
+        workers = self.progress.workers = self.executor.worker_count()
         if workers == 0:
             if self._no_workers_since is None:
                 self._no_workers_since = time.monotonic()

@@ -83,6 +83,11 @@ class ScanRun:
     def progress(self) -> Progress:
         return self._loop.progress
 
+    @property
+    def executor(self) -> Any:
+        """The :class:`~notebookscan.executors.ScanExecutor` this run uses."""
+        return self._loop.executor
+
     def _body(self) -> None:
         try:
             self._future.set_result(self._loop.run())
@@ -327,7 +332,8 @@ class Scan:
                         keys=keys, seeds=seeds, todo=todo,
                         pass_seed=self._pass_seed(), hidden=self._hidden(), store=self.store,
                         executor=executor_obj, settings=settings, events=self.events,
-                        provenance=record, run_id=run_id(record), skipped=stored)
+                        provenance=record, run_id=run_id(record), skipped=stored,
+                        failed_before=0 if retry_failed else failed_before)
         background = wait is False or (wait is None and in_event_loop() and
                                        executor_obj.max_workers > 1 and
                                        executor_obj.description != "serial (in this process)")

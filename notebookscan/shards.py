@@ -99,6 +99,18 @@ class ShardData:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
+def hdf5_lock() -> Any:
+    """The process-wide lock around HDF5 calls.
+
+    The HDF5 inside the netCDF4 wheels is not thread-safe, and netCDF4 releases the GIL:
+    a notebook cell reading a store while the scan loop writes a shard would race. We
+    take the same lock xarray's netCDF4 backend takes, so lazy dask reads are covered too.
+    """
+    from xarray.backends.locks import HDF5_LOCK
+
+    return HDF5_LOCK
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -248,7 +260,7 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
     import netCDF4
 
     point = ("point",)
-    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+    with hdf5_lock(), netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
         nc.setncatts({**shard.attrs, "notebookscan_format": FORMAT_VERSION})
         nc.createDimension("point", shard.n)
         for name, column in shard.params.items():
@@ -338,7 +350,7 @@ def read_shard(path: str, variables: Sequence[str] | None = None) -> ShardData:
     """Read a shard into numpy columns (only ``variables`` plus ``key`` when given)."""
     import netCDF4
 
-    with netCDF4.Dataset(path, "r") as nc:
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as nc:
         nc.set_auto_maskandscale(False)
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
         n = len(nc.dimensions["point"])

@@ -347,6 +347,24 @@ class Store:
         return to_dataset(self.table(layout.dims), layout, extra_coords=extra_coords,
                           pending=pending)
 
+    def runs(self) -> dict[str, Any]:
+        """Provenance of every run that wrote to the store (run id -> record), read from
+        the shards' attributes only (cheap, whatever the size of the results)."""
+        import netCDF4
+
+        from .shards import hdf5_lock
+
+        runs: dict[str, Any] = {}
+        for name in self.shard_files():
+            try:
+                with hdf5_lock(), netCDF4.Dataset(os.path.join(self.shards_dir, name)) as nc:
+                    text = nc.getncattr("provenance") if "provenance" in nc.ncattrs() else ""
+            except OSError:
+                continue
+            with contextlib.suppress(ValueError, TypeError):
+                runs.update(json.loads(text))
+        return runs
+
     def size_bytes(self) -> int:
         total = 0
         for name in self.shard_files():

@@ -256,3 +256,45 @@ def test_incompressible_and_small_noisy_arrays_are_stored(tmp_path):
         np.testing.assert_array_equal(ds.small.sel(i=i).values, rng.normal(size=(10, 10)))
         np.testing.assert_array_equal(ds.entropy.sel(i=i).values, rng.integers(0, 2**62, size=2000))
         np.testing.assert_array_equal(ds.big.sel(i=i).values, rng.normal(size=5000))
+
+
+def test_runs_reads_provenance_without_loading_results(tmp_path):
+    path = tmp_path / "s"
+    run_serial(lambda x: np.zeros(1000) + x, ns.grid(x=[1, 2]), path)
+    run_serial(lambda x: np.zeros(1000) + x, ns.grid(x=[3]), path)
+    runs = Store(path).runs()
+    assert len(runs) == 2 and all("source_sha256" in r for r in runs.values())
+    assert set(runs) == set(ns.open_store(path).run.values.tolist())
+
+
+def test_reading_while_the_loop_thread_writes(tmp_path):
+    import threading
+    import time
+
+    def model(x: int):
+        time.sleep(0.002)
+        return {"v": np.full(2000, float(x))}
+
+    scan = ns.Scan(model, ns.grid(x=range(300)), store=tmp_path / "s")
+    errors = []
+    run = scan.run(executor="serial", progress=False, wait=False, flush_every=10)
+
+    def read_repeatedly():
+        while not run.done():
+            try:
+                ds = scan.results()
+                if "v" not in ds:  # nothing flushed yet
+                    continue
+                done = ds.status == "done"
+                assert (ds.v.isel(v_index=0).where(done) == ds.x.where(done)).sum() == done.sum()
+            except Exception as exc:  # collected and reported below
+                errors.append(exc)
+
+    readers = [threading.Thread(target=read_repeatedly) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    run.wait()
+    for reader in readers:
+        reader.join()
+    assert errors == []
+    assert (scan.results().status == "done").all()

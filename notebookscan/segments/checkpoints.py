@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
-from ..shards import fsync_directory
+from ..shards import fsync_directory, hdf5_lock
 
 __all__ = [
     "Checkpoint",
@@ -188,15 +188,16 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
     if not isinstance(state, Mapping):
         raise StateError(f"the state must be a dict, got {type(state).__name__}; return "
                          "Segment(..., state={'name': array, ...}).")
-    nc = netCDF4.Dataset("state.nc", "w", format="NETCDF4", memory=4096)
-    try:
-        nc.setncattr(FORMAT_ATTR, STATE_FORMAT)
-        _put_mapping(nc, state, "")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            nc.close()
-        raise
-    return bytes(nc.close())
+    with hdf5_lock():
+        nc = netCDF4.Dataset("state.nc", "w", format="NETCDF4", memory=4096)
+        try:
+            nc.setncattr(FORMAT_ATTR, STATE_FORMAT)
+            _put_mapping(nc, state, "")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                nc.close()
+            raise
+        return bytes(nc.close())
 
 
 def _get(var: Any) -> Any:
@@ -244,7 +245,7 @@ def decode_state(data: bytes) -> dict[str, Any]:
     """The state dict encoded by :func:`encode_state`."""
     import netCDF4
 
-    with netCDF4.Dataset("state.nc", "r", memory=data) as nc:
+    with hdf5_lock(), netCDF4.Dataset("state.nc", "r", memory=data) as nc:
         if FORMAT_ATTR not in nc.ncattrs():
             raise StateError("these bytes are not a notebookscan state (no "
                              f"{FORMAT_ATTR} attribute)")
