@@ -350,6 +350,16 @@ class Scan:
                 bar.close()
         return self._run
 
+    def widget(self, **kwargs: Any) -> Any:
+        """Builder, run control, live plot and explorer for this scan, in JupyterLab.
+
+        The widgets live in :mod:`notebookscan.widgets` (imported only here); see
+        :class:`~notebookscan.widgets.ScanApp` for the options.
+        """
+        from .widgets import scan_app
+
+        return scan_app(self, **kwargs)
+
     def attach(self, run_id: str | None = None) -> DetachedRun:
         """The latest detached run of this scan's store (see ``run(detach=True)``)."""
         from .detached import attach
