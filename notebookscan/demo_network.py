@@ -154,10 +154,13 @@ def lif_network(g: float = 4.0, drive: float = 1.2, n: int = 100, p_connect: flo
 
     Examples
     --------
+    >>> import tempfile
     >>> import notebookscan as ns
     >>> from notebookscan.segments import SegmentedScan
-    >>> scan = SegmentedScan(lif_network, ns.grid(g=[3.0, 5.0]), "results/lif",
-    ...                      segments=20, segment_duration=0.1)  # doctest: +SKIP
+    >>> scan = SegmentedScan(lif_network, ns.grid(g=[3.0, 5.0]), tempfile.mkdtemp(),
+    ...                      segments=2, segment_duration=0.01)
+    >>> scan.run(executor="serial", progress=False).progress.done
+    2
     """
     network = LIFNetwork(g=g, drive=drive, n=n, p_connect=p_connect, seed=seed)
     state = network.init() if segments.state is None else segments.state

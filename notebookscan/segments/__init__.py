@@ -6,12 +6,14 @@ one segment per task, writes the recordings to the store as they arrive, checkpo
 the state as NetCDF (never pickle), and continues from the newest checkpoint after a
 crash, on any engine, with results identical to an uninterrupted run.
 
->>> from notebookscan.segments import Segment, SegmentedScan, open_recordings
->>> scan = SegmentedScan(model, space, "results/net", segments=40)      # doctest: +SKIP
->>> scan.run()                                                          # doctest: +SKIP
->>> scan.extend(segments=10)                                            # doctest: +SKIP
->>> scan.chain(rebalance, runs=3)                                       # doctest: +SKIP
->>> open_recordings("results/net").v                                    # doctest: +SKIP
+.. code-block:: python
+
+    from notebookscan.segments import SegmentedScan, open_recordings
+    scan = SegmentedScan(model, space, "results/net", segments=40)
+    scan.run()
+    scan.extend(segments=10)           # only the 10 new segments run
+    scan.chain(rebalance, runs=3)      # run k+1 starts from run k's transformed state
+    open_recordings("results/net").v   # every segment joined along time
 
 See docs/segments.md for a worked example.
 """

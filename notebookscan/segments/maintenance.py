@@ -7,9 +7,13 @@ same state (segments are deterministic), so the one already there is kept.
 
 Examples
 --------
->>> from notebookscan.segments import merge_segmented
->>> print(merge_segmented(["run-laptop", "run-cluster"], "all"))   # doctest: +SKIP
-merged 2 shard(s) of points, 14 of recordings, 6 checkpoint(s) (0 already present)
+Merging the stores of two machines (a shown example, not run by the doctests):
+
+.. code-block:: python
+
+    from notebookscan.segments import merge_segmented
+    print(merge_segmented(["run-laptop", "run-cluster"], "all"))
+    # merged 2 shard(s) of points, 14 of recordings, 6 checkpoint(s) (0 already present)
 """
 
 from __future__ import annotations

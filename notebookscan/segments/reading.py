@@ -75,8 +75,14 @@ def open_recordings(path: str | os.PathLike[str], *, link: int | None = None,
 
     Examples
     --------
-    >>> ds = open_recordings("results/lif")            # doctest: +SKIP
-    >>> ds.v.sel(g=5.0, v_index=0).plot()              # doctest: +SKIP
+    >>> import tempfile
+    >>> import notebookscan as ns
+    >>> from notebookscan.demo_network import lif_network
+    >>> path = tempfile.mkdtemp()
+    >>> _ = ns.Scan(lif_network, ns.grid(g=[5.0]), path, segments=3,
+    ...             segment_duration=0.01).run(executor="serial", progress=False)
+    >>> open_recordings(path).v.sizes["time"]     # three segments of 10 samples, joined
+    30
     """
     root = os.path.abspath(os.fspath(path))
     store = Store(os.path.join(root, "segments"))

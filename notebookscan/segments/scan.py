@@ -89,13 +89,15 @@ class SegmentedScan:
 
     Examples
     --------
+    >>> import tempfile
     >>> import notebookscan as ns
     >>> from notebookscan.demo_network import lif_network, rebalance
-    >>> scan = SegmentedScan(lif_network, ns.grid(g=[3.0, 5.0]), "results/lif",
-    ...                      segments=50, segment_duration=0.1)       # doctest: +SKIP
-    >>> scan.run()                                                   # doctest: +SKIP
-    >>> scan.recordings().v.sel(g=5.0).plot()                         # doctest: +SKIP
-    >>> scan.chain(rebalance, runs=4)                                 # doctest: +SKIP
+    >>> scan = SegmentedScan(lif_network, ns.grid(g=[3.0, 5.0]), tempfile.mkdtemp(),
+    ...                      segments=3, segment_duration=0.01)
+    >>> scan.run(executor="serial", progress=False).progress.done
+    2
+    >>> scan.recordings().v.sizes["time"]
+    30
     """
 
     def __init__(self, function: Any, space: Any, store: str | os.PathLike[str], *,
