@@ -502,7 +502,420 @@ def storage_observations(doc):
     return "\n".join(lines)
 
 
-SECTIONS = {"storage": storage_section}
+# --------------------------------------------------------------------------------------
+# parallel benchmark (bench_parallel.py)
+# --------------------------------------------------------------------------------------
+
+PARALLEL_STYLE = {
+    "notebookscan": {"color": "#d62728", "marker": "o", "label": "notebookscan, 2 engines"},
+    "notebookscan_serial": {"color": "#ff9896", "marker": "o", "linestyle": "--",
+                            "label": "notebookscan, serial"},
+    "ipp_map": {"color": "#9467bd", "marker": "s", "label": "ipyparallel map_sync, best chunk"},
+    "loop": {"color": "#7f7f7f", "marker": "v", "linestyle": ":",
+             "label": "plain loop (no persistence)"},
+}
+
+
+def _par_ok(rows):
+    return [r for r in rows if "error" not in r]
+
+
+def _par_throughput(doc):
+    return {(r["method"], r["n"]): r for r in _par_ok(doc.get("throughput", []))}
+
+
+def _par_rate(rec):
+    return None if rec is None else rec["n"] / rec["best_seconds"]
+
+
+def parallel_figure(doc, figdir):
+    """Throughput (points/s) and client peak RSS against N, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(figdir, exist_ok=True)
+    idx = _par_throughput(doc)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for method, style in PARALLEL_STYLE.items():
+        pts = sorted((n, _par_rate(r), r.get("peak_rss")) for (m, n), r in idx.items()
+                     if m == method)
+        if not pts:
+            continue
+        ns_, rates, rss = zip(*pts, strict=True)
+        ax.plot(ns_, rates, **style)
+        if method != "loop":
+            ax2.plot(ns_, [b / 2**20 for b in rss], **style)
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_xlabel("number of points N")
+        a.grid(True, which="both", alpha=0.3)
+    ax.set_yscale("log")
+    ax.set_ylabel("points per second (best of repeats)")
+    ax.set_title("trivial function fn(i, seed) = 2.0 * i", fontsize=10)
+    ax.legend(fontsize=7)
+    ax2.set_ylabel("client peak RSS [MiB]")
+    ax2.set_ylim(bottom=0)
+    ax2.set_title("memory of the client process alone", fontsize=10)
+    path = os.path.join(figdir, "parallel_throughput.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _par_stats(values):
+    """(min, median, max) of the values that are not None."""
+    import statistics
+
+    values = [v for v in values if v is not None]
+    return (min(values), statistics.median(values), max(values)) if values else None
+
+
+def parallel_targets(doc):
+    targets = doc["targets"]
+    idx = _par_throughput(doc)
+    rows = []
+
+    def add(target, measured, passed, note=""):
+        rows.append([target, measured, "not measured" if passed is None else ok(passed), note])
+
+    for n in doc["sizes"]:
+        ours, raw = idx.get(("notebookscan", n)), idx.get(("ipp_map", n))
+        r = _ratio(_par_rate(ours), _par_rate(raw))
+        add(f"notebookscan ≥ {targets['ratio']:.0%} of the raw-map throughput, persistence "
+            f"included (N = {n})", "–" if r is None else f"{r:.1%}",
+            None if r is None else r >= targets["ratio"],
+            "" if r is None else f"{_par_rate(ours):,.0f} vs {_par_rate(raw):,.0f} points/s "
+            f"(map chunksize {raw['chunksize']})")
+    sizes = sorted(n for n in doc["sizes"] if n >= 10_000)
+    if len(sizes) >= 2:
+        a, b = idx.get(("notebookscan", sizes[0])), idx.get(("notebookscan", sizes[-1]))
+        if a and b:
+            growth = b["peak_rss"] / a["peak_rss"] - 1
+            add(f"client peak RSS flat within {targets['memory_growth']:.0%} from N = "
+                f"{sizes[0]:,} to {sizes[-1]:,}", f"{growth:+.1%}",
+                growth <= targets["memory_growth"],
+                f"{fmt_mib(a['peak_rss'])} → {fmt_mib(b['peak_rss'])} MiB")
+    for workload, n, serial, engines in _par_workload_pairs(doc):
+        add(f"{workload}, N = {n}: 2 engines faster than serial",
+            f"{fmt_s(engines['wall_seconds'])} s vs {fmt_s(serial['wall_seconds'])} s",
+            engines["wall_seconds"] < serial["wall_seconds"],
+            f"speed-up {serial['wall_seconds'] / engines['wall_seconds']:.2f}×")
+    cold = _par_ok(doc.get("coldstart", []))
+    first = _par_stats([c.get("first_point_done_seconds") for c in cold])
+    if first:
+        add(f"cold start ≤ {targets['cold_start_s']:.0f} s: run() → first result in the "
+            f"client (`point_done`), {len(cold)} fresh processes",
+            f"max {fmt_s(first[2])} s", first[2] <= targets["cold_start_s"],
+            f"min {fmt_s(first[0])} / median {fmt_s(first[1])} s")
+    flushed = _par_stats([c.get("first_flushed_seconds") for c in cold])
+    if flushed:
+        add(f"cold start ≤ {targets['cold_start_s']:.0f} s: run() → first shard on disk "
+            "(`flushed`)", f"max {fmt_s(flushed[2])} s",
+            flushed[2] <= targets["cold_start_s"],
+            f"min {fmt_s(flushed[0])} / median {fmt_s(flushed[1])} s")
+    return md_table(["target", "measured", "result", "note"], rows, left=4)
+
+
+def _par_workload_pairs(doc):
+    recs = {(r["workload"], r["n"], r["mode"]): r for r in _par_ok(doc.get("workloads", []))}
+    for (workload, n, mode), rec in recs.items():
+        if mode == "serial" and (workload, n, "engines") in recs:
+            yield workload, n, rec, recs[(workload, n, "engines")]
+
+
+def _par_share(rate, raw):
+    if rate is None or not raw:
+        return "–"
+    share = rate / raw
+    return f"{share:.1%}" if share < 1 else fmt_x(share)
+
+
+def _par_us(seconds, points):
+    us = seconds / points * 1e6
+    return f"{us:.2f}" if us < 1 else fmt_us(seconds / points)
+
+
+def parallel_throughput_table(doc):
+    idx = _par_throughput(doc)
+    rows = []
+    for n in doc["sizes"]:
+        raw = _par_rate(idx.get(("ipp_map", n)))
+        for method in PARALLEL_STYLE:
+            r = idx.get((method, n))
+            if r is None:
+                failed = [x for x in doc.get("throughput", [])
+                          if x.get("label") == f"{method}-{n}" and "error" in x]
+                if failed:
+                    rows.append([f"{n:,}", method, f"failed: {failed[0]['error']}"] + [""] * 6)
+                continue
+            note = ""
+            if method == "ipp_map":
+                note = f"chunksize {r['chunksize']}"
+            elif "shards" in r:
+                note = f"{max(r['shards'])} shard(s) before compaction"
+            rows.append([f"{n:,}", PARALLEL_STYLE[method]["label"], fmt_s(r["best_seconds"]),
+                         fmt_s(r["median_seconds"]), f"{_par_rate(r):,.0f}",
+                         _par_us(r["best_seconds"], n),
+                         _par_share(_par_rate(r), raw),
+                         fmt_mib(r.get("peak_rss")), note])
+    return md_table(["N", "method", "best [s]", "median [s]", "points/s", "µs/point",
+                     "of raw map", "client peak RSS [MiB]", "note"], rows, left=2)
+
+
+def parallel_map_table(doc):
+    rows = []
+    for r in _par_ok(doc.get("throughput", [])):
+        if r["method"] != "ipp_map":
+            continue
+        cells = ", ".join(f"{int(c):,}: {fmt_s(v['best_seconds'])} s"
+                          for c, v in sorted(r["by_chunksize"].items(), key=lambda x: int(x[0])))
+        rows.append([f"{r['n']:,}", cells])
+    return md_table(["N", "chunksize: best time"], rows, left=2)
+
+
+def parallel_cpu_table(doc):
+    rows = []
+    for r in _par_ok(doc.get("throughput", [])):
+        if r["method"] != "notebookscan":
+            continue
+        best = r["seconds"].index(r["best_seconds"])
+        th, rem = r["client_thread_cpu_seconds"][best], r["remote_cpu_seconds"][best]
+        rows.append([f"{r['n']:,}", fmt_s(r["best_seconds"]), fmt_s(th["main"]),
+                     fmt_s(th["ipyparallel_io"]), fmt_s(th["other"]), fmt_s(rem["engine"]),
+                     fmt_s(rem["controller"])])
+    return md_table(["N", "wall [s]", "client: scan loop (main thread)",
+                     "client: ipyparallel IO thread", "client: other threads",
+                     "engines (both)", "controller"], rows)
+
+
+def parallel_cost_table(doc):
+    cost = doc.get("cost") or {}
+    rows = []
+    for r in cost.get("rows", []):
+        ours = r["notebookscan"]["best_seconds"]
+        rows.append([f"{r['cost_us']:g}", f"{r['n']:,}", fmt_s(r["serial_function_seconds"]),
+                     fmt_s(ours), fmt_s(r["ipp_map_best_seconds"]),
+                     f"{r['ipp_map_chunksize']:,}", f"{r['ipp_map_best_seconds'] / ours:.0%}"])
+    return md_table(["function cost [µs/point]", "N", "function time, serial [s]",
+                     "notebookscan, 2 engines [s]", "raw map, best chunk [s]",
+                     "map chunksize", "notebookscan / raw-map throughput"], rows)
+
+
+def parallel_workload_table(doc):
+    rows = []
+    for workload, n, serial, engines in _par_workload_pairs(doc):
+        th = engines["client_thread_cpu_seconds"]
+        rem = engines.get("remote_cpu_seconds", {})
+        rows.append([workload, f"{n:,}", fmt_s(serial["wall_seconds"]),
+                     fmt_s(engines["wall_seconds"]),
+                     f"{serial['wall_seconds'] / engines['wall_seconds']:.2f}×",
+                     fmt_s(serial["fn_standalone_seconds"]),
+                     fmt_s(serial["client_thread_cpu_seconds"]["main"]),
+                     f"{fmt_s(th['main'])} / {fmt_s(th['ipyparallel_io'])}",
+                     fmt_s(rem.get("engine")), fmt_s(rem.get("controller")),
+                     f"{fmt_mib(serial['peak_rss'])} / {fmt_mib(engines['peak_rss'])}"])
+    return md_table(["workload", "N", "serial [s]", "2 engines [s]", "speed-up",
+                     "function alone [s]", "serial: client CPU [s]",
+                     "engines: client CPU loop / IO [s]", "engines CPU [s]",
+                     "controller CPU [s]", "client peak RSS serial / engines [MiB]"], rows,
+                    left=2)
+
+
+def parallel_cold_table(doc):
+    cold = _par_ok(doc.get("coldstart", []))
+    rows = []
+    for key, label in (("cluster_start_seconds", "local cluster start (2 engines)"),
+                       ("loop_started_seconds", "run() → scan loop starts (`started`)"),
+                       ("first_point_done_seconds", "run() → first result (`point_done`)"),
+                       ("first_flushed_seconds", "run() → first shard written (`flushed`)"),
+                       ("run_seconds", f"run() → return ({doc.get('cold_points', '')} points)"),
+                       ("import_seconds", "import notebookscan (before run())")):
+        st = _par_stats([c.get(key) for c in cold])
+        if st:
+            rows.append([label, fmt_s(st[0]), fmt_s(st[1]), fmt_s(st[2])])
+    return md_table(["from a fresh process", "min [s]", "median [s]", "max [s]"], rows)
+
+
+def parallel_breakdown(doc):
+    bd = doc.get("breakdown")
+    if not bd or "error" in bd:
+        return "Not measured." if not bd else f"Failed: {bd['error']}"
+    n = bd["n"]
+    rows = [[s["stage"].replace("  ", "&nbsp;&nbsp;"), s["calls"], fmt_s(s["seconds"]),
+             fmt_us(s["seconds"] / n)] for s in bd["stages"]]
+    rows.append(["**whole run (wall)**", "", fmt_s(bd["wall_seconds"]),
+                 fmt_us(bd["wall_seconds"] / n)])
+    th, rem = bd["client_thread_cpu_seconds"], bd["remote_cpu_seconds"]
+    tr = bd["transport"]
+    out = [md_table(["stage (inclusive wall time, scan loop thread)", "calls", "seconds",
+                     "µs/point"], rows, left=1), "",
+           f"CPU time during that run: scan loop (main thread) {fmt_s(th['main'])} s, "
+           f"ipyparallel's IO thread (receives and unpickles the results) "
+           f"{fmt_s(th['ipyparallel_io'])} s, engines {fmt_s(rem['engine'])} s, controller "
+           f"{fmt_s(rem['controller'])} s; {bd['shards']} shards were written before "
+           "compaction.", "",
+           f"Shipping one chunk of {tr['points']:,} results (in one process, with "
+           "ipyparallel's own `serialize_object` / `deserialize_object`):", "",
+           md_table(["form", "serialise [s]", "deserialise [s]", "bytes", "µs/point (both)"], [
+               ["list of `PointResult` (what `run_chunk` returns)",
+                fmt_s(tr["serialize_seconds"]), fmt_s(tr["deserialize_seconds"]),
+                fmt_mb(tr["bytes"]) + " MB",
+                _par_us(tr["serialize_seconds"] + tr["deserialize_seconds"], tr["points"])],
+               ["the same as columns (numpy arrays + lists)",
+                fmt_s(tr["columnar_serialize_seconds"]),
+                fmt_s(tr["columnar_deserialize_seconds"]), fmt_mb(tr["columnar_bytes"]) + " MB",
+                _par_us(tr["columnar_serialize_seconds"] + tr["columnar_deserialize_seconds"],
+                        tr["points"])]], left=1), "",
+           f"`run_chunk` itself took {fmt_s(tr['run_chunk_seconds'])} s for those "
+           f"{tr['points']:,} points ({fmt_us(tr['run_chunk_seconds'] / tr['points'])} µs/point)."]
+    mem = bd.get("traced_memory")
+    if mem:
+        text = (f"Python allocations (tracemalloc) of one more run of N = {n:,} in the same "
+                f"process: the space's per-point data (columns, keys, seeds) "
+                f"{fmt_mib(mem['space_bytes'])} MiB; the scan loop's peak above that "
+                f"{fmt_mib(mem['loop_peak_above_space_bytes'])} MiB")
+        if "compaction_peak_above_loop_end_bytes" in mem:
+            text += (f"; the compaction at the end of the run "
+                     f"{fmt_mib(mem['compaction_peak_above_loop_end_bytes'])} MiB above what "
+                     "the loop held when it started")
+        out += ["", text + "."]
+    return "\n".join(out)
+
+
+def parallel_remote_memory(doc):
+    idx = _par_throughput(doc)
+    parts = []
+    for n in doc["sizes"]:
+        rec = idx.get(("notebookscan", n))
+        if not rec or "remote_memory" not in rec:
+            continue
+        mem = rec["remote_memory"]
+        eng = ", ".join(fmt_mib(e["peak_rss"]) for e in mem.get("engine", []))
+        ctl = sorted((e["peak_rss"] for e in mem.get("controller", []) if e["peak_rss"]),
+                     reverse=True)
+        text = f"N = {n:,}: engines {eng} MiB"
+        if ctl:
+            text += (f"; controller {fmt_mib(ctl[0])} MiB, and {len(ctl) - 1} processes it "
+                     f"forked (schedulers) up to {fmt_mib(ctl[1])} MiB each"
+                     if len(ctl) > 1 else f"; controller {fmt_mib(ctl[0])} MiB")
+        parts.append(text)
+    if not parts:
+        return ""
+    client = [f"N = {n:,}: {fmt_mib(r['rss_before_runs'])} → {fmt_mib(r['peak_rss'])} MiB"
+              for n in doc["sizes"] if (r := idx.get(("notebookscan", n)))
+              and r.get("rss_before_runs")]
+    return (("- Client RSS after the cluster start and the warm-up scan → client peak RSS, "
+             "notebookscan on 2 engines: " + "; ".join(client) + ".\n" if client else "")
+            + "- Peak RSS (VmHWM) of the engines and of the controller's processes at the end "
+            "of the notebookscan case (forked processes share pages, so their sum "
+            "overstates the memory used): " + "; ".join(parts) + ".")
+
+
+def parallel_section(doc, figdir, md_dir):
+    fig = parallel_figure(doc, figdir)
+    m = doc["machine"]
+    out = [f"## Parallel: scans on {doc['engines']} local ipyparallel engines", ""]
+    if doc.get("quick"):
+        out += ["> **Quick smoke run** (small N): not the numbers to quote.", ""]
+    la0, la1 = doc.get("load_average_start"), doc.get("load_average_end")
+    out += [
+        f"{doc['engines']} engines of a local cluster (`local_executor({doc['engines']})`, "
+        f"heartbeat 500 ms) on the {m.get('cores')}-core machine above; the client (the "
+        "process that runs the scan loop and writes the store) shares those cores with "
+        "the engines and the controller. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in doc.get("versions", {}).items() if v) + ". "
+        + (f"Load average (1 min) {la0[0]:.2f} at the start, {la1[0]:.2f} at the end "
+           "(other work on the machine counts in every number)." if la0 and la1 else ""),
+        "",
+        "### Targets", "", parallel_targets(doc), "",
+        f"### Throughput of a trivial function (`{doc.get('function', '')}`)", "",
+        parallel_throughput_table(doc), "",
+        f"![throughput]({os.path.relpath(fig, md_dir)})", "",
+        "Raw `lv.map_sync(fn, range(N), chunksize=c)`, every chunk size tried (best of "
+        f"{doc.get('repeats')}):", "", parallel_map_table(doc), "",
+        "CPU time of each process during the best notebookscan run:", "",
+        parallel_cpu_table(doc), "",
+        "### Where a 2-engine scan's time goes (trivial function)", "",
+        parallel_breakdown(doc), "",
+        "### Function cost needed to use the engines", "",
+        "A function that keeps its core busy for a fixed time per point; N is chosen so "
+        "that each run holds about 2 s of function time (at least 1 000 points). Ideal "
+        "on 2 engines: half the serial function time.", "",
+        parallel_cost_table(doc), "",
+        "### pypet workloads: 2 engines vs serial", "",
+        parallel_workload_table(doc), "",
+        "### Cold start", "",
+        f"A fresh process builds a {doc.get('cold_points', '')}-point scan of a function that "
+        f"sleeps {doc.get('cold_sleep_ms', '')} ms and calls `scan.run(progress=False)`, "
+        "which starts the local cluster; times are from that call. The scan runs with the "
+        "default flush settings (`flush_every=1000`, `flush_interval=2.0`).", "",
+        parallel_cold_table(doc), "",
+        "### Memory", "",
+        parallel_remote_memory(doc), "",
+        "### How each number is measured", "",
+        "- Each case runs in its own child process; engine cases start their own local "
+        "cluster and warm it up (a 100-point scan or map, so the engines have imported "
+        "what they need) before any clock starts, and stop it at the end.",
+        "- **notebookscan**: wall time from `ns.Scan(...)` to `run()` returning, every point "
+        "stored (shards written, fsynced, compacted at the end when there are more than 8); "
+        "a fresh store each repetition. **raw map**: `lv.map_sync` on a load-balanced view "
+        "of the same engines, results kept in memory. **plain loop**: a list comprehension "
+        f"in one process. Best and median of {doc.get('repeats')} repetitions in the same "
+        "process.",
+        f"- **Client peak RSS**: {doc.get('peak_rss_method')}. It includes the imports and "
+        "the cluster client, and is the peak over the case's repetitions.",
+        "- **CPU seconds** per thread of the client from `psutil.Process().threads()`, of "
+        "the engines and controller from `psutil` on the client's child processes, "
+        "before and after each run.",
+        "- **Stage times** wrap notebookscan's methods with timers in the child process "
+        "only (inclusive times: a stage contains those indented below it); the wrappers "
+        "add about 1 µs per point to the per-point stages.",
+        "- Scratch files in `benchmarks/_work/parallel/`; raw numbers in "
+        "`results/parallel.json`.",
+        ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# scale benchmark (bench_scale.py)
+# --------------------------------------------------------------------------------------
+
+
+def scale_section(doc, figdir, md_dir):
+    med = doc["median_seconds"]
+    total = doc["median_total_seconds"]
+    labels = {"grid": f"`ns.grid(i=range({doc['n_grid']:_}))`",
+              "keys": "`space.keys()` (every point's key)",
+              "seeds": "`space.seeds()`",
+              "scan": "`ns.Scan(fn, space, store)`",
+              "dry_run": "`scan.run(dry_run=True)` (skip-done check against the store)",
+              "status": "`scan.status()` afterwards (keys cached)"}
+    rows = [[labels[k], fmt_s(med[k])] for k in labels if k in med]
+    rows.append(["**grid + keys + seeds + Scan + dry run**", f"**{fmt_s(total)}**"])
+    reps = doc["repetitions"]
+    out = [f"## Scale: a {doc['n_grid']:,}-point grid against a store of "
+           f"{doc['n_stored']:,} of its points", ""]
+    if doc.get("quick"):
+        out += ["> **Quick smoke run** (small N): not the numbers to quote.", ""]
+    out += [md_table(["target", "measured", "result"], [[
+        f"grid definition + keys + skip-done check under {doc['target_seconds']:.0f} s",
+        f"{fmt_s(total)} s (median of {len(reps)}; max "
+        f"{fmt_s(max(r['total_seconds'] for r in reps))} s)",
+        ok(max(r["total_seconds"] for r in reps) <= doc["target_seconds"])]], left=3), "",
+        md_table(["stage (fresh process, imports done)", "median [s]"], rows), "",
+        f"The store was filled by a serial scan of the first {doc['n_stored']:,} points and "
+        f"compacted ({doc['fill']['shards']} shard, {fmt_s(doc['fill']['fill_seconds'])} s). "
+        f"The dry run found {reps[0]['to_run']:,} points to run and {reps[0]['stored']:,} "
+        f"stored. Peak RSS of the checking process (`ru_maxrss` from `os.wait4`): "
+        f"{fmt_mib(max(r['peak_rss'] for r in reps))} MiB, "
+        f"{fmt_mib(reps[0]['rss_after_import'])} MiB of it after the imports.", ""]
+    return "\n".join(out)
+
+
+SECTIONS = {"storage": storage_section, "parallel": parallel_section,
+            "scale": scale_section}
 
 
 def write_report(results_dir=None, out=None, figdir=None, names=None):

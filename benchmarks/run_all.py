@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 import report  # noqa: E402
 
 # module names, in the order they run and appear in RESULTS.md
-BENCHMARKS = ["bench_storage"]
+BENCHMARKS = ["bench_storage", "bench_parallel", "bench_scale"]
 
 
 def main(argv=None):
