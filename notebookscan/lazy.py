@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .layout import Layout, to_grid
+from .shards import hdf5_lock
 from .table import combine_shards
 
 __all__ = ["lazy_dataset"]
@@ -21,7 +22,7 @@ def _open_lazily(path: str) -> Any:
     import xarray as xr
 
     ds = xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
-                         cache=False)
+                         cache=False, lock=hdf5_lock())
     return ds
 
 

@@ -18,13 +18,15 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from .batch import Batch
 from .errors import ScanError
 from .events import Events
 from .executors.base import ScanExecutor
-from .results import Value
-from .shards import Record, shard_from_records
+from .shards import Record
 from .store import Store
-from .worker import PointResult, run_chunk
+from .worker import ChunkResult, run_chunk
 
 __all__ = ["LoopSettings", "Progress", "ScanLoop"]
 
@@ -34,6 +36,7 @@ RESERVED = frozenset({"point", "key", "status", "error", "traceback", "started",
 
 # seconds between progress events: bars and widgets redraw at most this often
 PROGRESS_INTERVAL = 0.2
+MAX_CHUNK = 10_000  # points per task at most, so a chunk's results stay small in memory
 WORKER_CHECK_INTERVAL = 2.0  # seconds between looks at how many workers there are
 NO_WORKERS_WARNING = 60.0  # warn when no worker has been there this long
 
@@ -42,13 +45,14 @@ NO_WORKERS_WARNING = 60.0  # warn when no worker has been there this long
 class LoopSettings:
     """How a run behaves (see :meth:`notebookscan.Scan.run` for the meaning of each)."""
 
-    flush_every: int = 1000
+    flush_every: int = 10_000
     flush_interval: float = 2.0
+    flush_bytes: int = 256 * 2**20
     max_retries: int = 2
     timeout: float | None = None
     chunk_seconds: float = 0.2
     chunk_size: int | None = None
-    compact_above: int = 8
+    compact_above: int = 16
 
 
 @dataclass
@@ -111,10 +115,10 @@ class _Chunker:
         self.workers = max(1, workers)
         self.seconds_per_point: float | None = None
 
-    def observe(self, results: Sequence[PointResult]) -> None:
-        if not results:
+    def observe(self, results: ChunkResult) -> None:
+        if not len(results):
             return
-        elapsed = max(results[-1].finished - results[0].started, 1e-7)
+        elapsed = max(float(results.finished[-1] - results.started[0]), 1e-7)
         per_point = elapsed / len(results)
         old = self.seconds_per_point
         self.seconds_per_point = per_point if old is None else 0.5 * (old + per_point)
@@ -126,7 +130,7 @@ class _Chunker:
             return 1
         size = int(self.target / max(self.seconds_per_point, 1e-7))
         fair = math.ceil(remaining / (2 * self.workers))  # keep every worker busy to the end
-        return max(1, min(size, fair, 100_000))
+        return max(1, min(size, fair, MAX_CHUNK))
 
 
 class ScanLoop:
@@ -157,7 +161,7 @@ class ScanLoop:
         self._stop = threading.Event()
         self._stop_now = threading.Event()
         self._schema: dict[str, tuple[str, ...]] = {}
-        self._buffer: list[Record] = []
+        self._batch = Batch()
         self._last_flush = time.monotonic()
         self._last_progress = 0.0
         self._last_workers_check = time.monotonic()
@@ -266,12 +270,9 @@ class ScanLoop:
                 if attempt < self.settings.max_retries:
                     self._submit(chunk, attempt + 1, inflight)
                     return
-                now = time.time()
-                results = [
-                    PointResult("failed", {}, f"WorkerLost: the worker died {attempt + 1} "
-                                f"time(s) while running this point ({exc})", "", now, now, "", "")
-                    for _ in chunk
-                ]
+                results = ChunkResult.failed(
+                    len(chunk), f"WorkerLost: the worker died {attempt + 1} time(s) while "
+                    f"running this point ({exc})", time.time())
             else:
                 raise ScanError(
                     f"the executor {self.executor.description!r} could not run a chunk of "
@@ -280,70 +281,96 @@ class ScanLoop:
                     "pickled and that notebookscan is installed where the workers run."
                 ) from exc
         chunker.observe(results)
-        for index, result in zip(chunk, results, strict=True):
-            self._accept(index, result)
+        self._accept(chunk, results)
 
     def point(self, index: int, names: Sequence[str] | None = None) -> dict[str, Any]:
         return {name: self.columns[name][index]
                 for name in (self.names if names is None else names)}
 
-    def _accept(self, index: int, result: PointResult) -> None:
-        if result.status == "done":
-            problem = self._check_schema(result.values)
-            if problem:
-                result = PointResult("failed", {}, problem, "", result.started, result.finished,
-                                     result.host, result.worker)
-        record = Record(self.keys[index], self.point(index), self.seeds[index], result.status,
-                        result.values, result.error, result.traceback, result.started,
-                        result.finished, result.host, result.worker, self.run_id)
-        self._buffer.append(record)
-        if result.status == "done":
-            self.progress.done += 1
-            if self.events.wants("point_done"):
+    def _accept(self, chunk: list[int], results: ChunkResult) -> None:
+        for i, problem in self._schema_problems(results):
+            results.fail(i, problem)
+        done = int(results.done.sum())
+        self.progress.done += done
+        self.progress.failed += len(chunk) - done
+        self._batch.add(chunk, results)
+        want_done, want_failed = self.events.wants("point_done"), self.events.wants("point_failed")
+        if not (want_done or want_failed):
+            return
+        for i, index in enumerate(chunk):
+            result = results[i]
+            record = Record(self.keys[index], self.point(index), self.seeds[index],
+                            result.status, result.values, result.error, result.traceback,
+                            result.started, result.finished, result.host, result.worker,
+                            self.run_id)
+            if result.status == "done" and want_done:
                 self.events.emit("point_done", point=record.params, key=record.key, record=record)
-        else:
-            self.progress.failed += 1
-            if self.events.wants("point_failed"):
+            elif result.status != "done" and want_failed:
                 self.events.emit("point_failed", point=record.params, key=record.key,
                                  record=record)
 
-    def _check_schema(self, values: dict[str, Value]) -> str:
-        """Refuse results that clash with parameters or with earlier points' dims."""
-        sizes: dict[str, int] = {}
-        for name, value in values.items():
-            if name in self.names or name in RESERVED:
-                return (f"ResultError: the result name {name!r} is also a parameter or a "
-                        "reserved name; rename it in the returned dict")
-            known = self._schema.setdefault(name, value.dims)
-            if known != value.dims:
-                return (f"ResultError: result {name!r} has dims {value.dims}, but earlier "
-                        f"points returned {known}; return the same dims for every point")
-            for dim, size in zip(value.dims, getattr(value.data, "shape", ()), strict=False):
-                if dim in self.names or dim in RESERVED:
-                    return (f"ResultError: result {name!r} has a dim named {dim!r}, which is a "
-                            "parameter or a reserved name; rename the dim")
-                if sizes.setdefault(dim, size) != size:
-                    return (f"ResultError: dim {dim!r} has size {size} in {name!r} but "
-                            f"{sizes[dim]} in another result of the same point")
+    def _schema_problems(self, results: ChunkResult) -> list[tuple[int, str]]:
+        """Points whose results clash with parameters or with earlier points' dims."""
+        problems: list[tuple[int, str]] = []
+        for name, (_, present) in results.scalars.items():
+            problem = self._check_name(name, ())
+            if problem:
+                problems.extend((int(i), problem) for i in np.flatnonzero(present))
+        for i in range(len(results)):
+            if not results.done[i] or not results.arrays:
+                continue
+            sizes: dict[str, int] = {}
+            for name, values in results.arrays.items():
+                value = values[i]
+                if value is None:
+                    continue
+                problem = self._check_name(name, value.dims)
+                for dim, size in zip(value.dims, np.shape(value.data), strict=False):
+                    if problem:
+                        break
+                    if dim in self.names or dim in RESERVED:
+                        problem = (f"ResultError: result {name!r} has a dim named {dim!r}, "
+                                   "which is a parameter or a reserved name; rename the dim")
+                    elif sizes.setdefault(dim, size) != size:
+                        problem = (f"ResultError: dim {dim!r} has size {size} in {name!r} but "
+                                   f"{sizes[dim]} in another result of the same point")
+                if problem:
+                    problems.append((i, problem))
+                    break
+        return problems
+
+    def _check_name(self, name: str, dims: tuple[str, ...]) -> str:
+        if name in self.names or name in RESERVED:
+            return (f"ResultError: the result name {name!r} is also a parameter or a "
+                    "reserved name; rename it in the returned dict")
+        known = self._schema.setdefault(name, dims)
+        if known != dims:
+            return (f"ResultError: result {name!r} has dims {dims}, but earlier "
+                    f"points returned {known}; return the same dims for every point")
         return ""
 
     # ---------------------------------------------------------------- flushing
 
     def _flush_due(self) -> bool:
-        if not self._buffer:
+        batch = self._batch
+        if not batch:
             return False
-        return (len(self._buffer) >= self.settings.flush_every or
-                time.monotonic() - self._last_flush >= self.settings.flush_interval)
+        return (batch.points >= self.settings.flush_every
+                or batch.nbytes >= self.settings.flush_bytes
+                or self.progress.shards == 0  # the first results reach the disk at once
+                or time.monotonic() - self._last_flush >= self.settings.flush_interval)
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
-        if not self._buffer:
+        if not self._batch:
             self._emit_progress()
             return
-        records, self._buffer = self._buffer, []
-        shard = self.store.write(shard_from_records(self.names, records, self.attrs))
+        batch, self._batch = self._batch, Batch()
+        data = batch.to_shard(self.names, self.columns, self.keys, self.seeds, self.run_id,
+                              self.attrs)
+        shard = self.store.write(data)
         self.progress.shards += 1
-        self.events.emit("flushed", shard=shard, points=len(records))
+        self.events.emit("flushed", shard=shard, points=batch.points)
         self._emit_progress()
 
     def _maybe_emit_progress(self) -> None:

@@ -44,6 +44,10 @@ class Value:
     dims: tuple[str, ...] = ()
     coords: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickling a slots dataclass goes through dataclasses.fields() per object: slow
+        return (Value, (self.data, self.dims, self.coords))
+
 
 def _as_array(name: str, value: Any) -> np.ndarray:
     array = np.asarray(value)

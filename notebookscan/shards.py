@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,16 +100,17 @@ class ShardData:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def hdf5_lock() -> Any:
-    """The process-wide lock around HDF5 calls.
+_HDF5_LOCK = threading.RLock()
+
+
+def hdf5_lock() -> threading.RLock:
+    """The process-wide lock around notebookscan's HDF5 calls.
 
     The HDF5 inside the netCDF4 wheels is not thread-safe, and netCDF4 releases the GIL:
-    a notebook cell reading a store while the scan loop writes a shard would race. We
-    take the same lock xarray's netCDF4 backend takes, so lazy dask reads are covered too.
+    a notebook cell reading a store while the scan loop writes a shard would race. Every
+    shard read and write takes this lock, and lazy (dask) reads are given it too.
     """
-    from xarray.backends.locks import HDF5_LOCK
-
-    return HDF5_LOCK
+    return _HDF5_LOCK
 
 
 # ---------------------------------------------------------------- writing
@@ -218,9 +220,17 @@ def shard_from_records(names: Sequence[str], records: Sequence[Record],
     bookkeeping["finished"] = np.array([r.finished for r in records], dtype=np.float64)
     bookkeeping["duration"] = bookkeeping["finished"] - bookkeeping["started"]
     shard = ShardData(n, params, bookkeeping, {}, {}, {}, {}, {}, dict(attrs))
+    names_in_order = dict.fromkeys(name for r in records for name in r.values)
+    add_results(shard, {name: [r.values.get(name) for r in records] for name in names_in_order})
+    return shard
+
+
+def add_results(shard: ShardData, columns: dict[str, list[Value | None]]) -> None:
+    """Add result variables given per point (``None`` where a point has none) to ``shard``:
+    padded arrays, the per-point lengths of their own dims, and their coordinates."""
+    n = shard.n
     by_dim: dict[str, list[Value | None]] = {}
-    for name in dict.fromkeys(name for r in records for name in r.values):
-        values = [r.values.get(name) for r in records]
+    for name, values in columns.items():
         data, dims = _stack_values(name, values)
         shard.results[name] = data
         shard.result_dims[name] = dims
@@ -248,7 +258,6 @@ def shard_from_records(names: Sequence[str], records: Sequence[Record],
                 if v is not None and dim in v.coords:
                     coord[i, : len(v.coords[dim])] = v.coords[dim]
         shard.coords[dim] = coord
-    return shard
 
 
 def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
@@ -282,7 +291,10 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
                 if dim not in nc.dimensions:
                     nc.createDimension(dim, data.shape[1 + axis])
             var = _put_array(nc, name, ("point", *dims), data, compress=compress)
-            var.setncatts({**shard.result_attrs.get(name, {}), ROLE: "result"})
+            # attributes such as _FillValue belong to the library, set at creation
+            attrs = {k: v for k, v in shard.result_attrs.get(name, {}).items()
+                     if not k.startswith("_")}
+            var.setncatts({**attrs, ROLE: "result"})
         for dim, lengths in shard.lengths.items():
             _put_array(nc, f"{dim}_length", point, lengths, False).setncattr(ROLE, "length")
         for dim, coord in shard.coords.items():
