@@ -26,7 +26,7 @@ from .events import Events
 from .executors.base import ScanExecutor
 from .shards import Record
 from .store import Store
-from .worker import ChunkResult, run_chunk
+from .worker import ChunkResult, ShardSink, run_chunk
 
 __all__ = ["LoopSettings", "Progress", "ScanLoop"]
 
@@ -37,6 +37,8 @@ RESERVED = frozenset({"point", "key", "status", "error", "traceback", "started",
 # seconds between progress events: bars and widgets redraw at most this often
 PROGRESS_INTERVAL = 0.2
 MAX_CHUNK = 10_000  # points per task at most, so a chunk's results stay small in memory
+CHUNK_BYTES = 64 * 2**20  # results per task at most (big arrays: fewer points per task)
+WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 WORKER_CHECK_INTERVAL = 2.0  # seconds between looks at how many workers there are
 NO_WORKERS_WARNING = 60.0  # warn when no worker has been there this long
 
@@ -53,6 +55,7 @@ class LoopSettings:
     chunk_seconds: float = 0.2
     chunk_size: int | None = None
     compact_above: int = 16
+    writer: str = "auto"  # who writes shards: "client", "workers", or "auto"
 
 
 @dataclass
@@ -114,6 +117,7 @@ class _Chunker:
         self.fixed = settings.chunk_size
         self.workers = max(1, workers)
         self.seconds_per_point: float | None = None
+        self.bytes_per_point = 0.0
 
     def observe(self, results: ChunkResult) -> None:
         if not len(results):
@@ -122,6 +126,7 @@ class _Chunker:
         per_point = elapsed / len(results)
         old = self.seconds_per_point
         self.seconds_per_point = per_point if old is None else 0.5 * (old + per_point)
+        self.bytes_per_point = max(self.bytes_per_point, results.nbytes / len(results))
 
     def next_size(self, remaining: int) -> int:
         if self.fixed:
@@ -130,7 +135,8 @@ class _Chunker:
             return 1
         size = int(self.target / max(self.seconds_per_point, 1e-7))
         fair = math.ceil(remaining / (2 * self.workers))  # keep every worker busy to the end
-        return max(1, min(size, fair, MAX_CHUNK))
+        by_bytes = int(CHUNK_BYTES / self.bytes_per_point) if self.bytes_per_point else size
+        return max(1, min(size, fair, by_bytes, MAX_CHUNK))
 
 
 class ScanLoop:
@@ -246,14 +252,24 @@ class ScanLoop:
 
     def _submit(self, chunk: list[int], attempt: int,
                 inflight: dict[Future, tuple[list[int], int]]) -> None:
-        passed = [name for name in self.names if name not in self.hidden]
-        points = [self.point(i, passed) for i in chunk]
+        points = [self.point(i) for i in chunk]
         future = self.executor.submit(
-            run_chunk, self.payload, points,
-            [self.seeds[i] for i in chunk], self.pass_seed, self.settings.timeout,
+            run_chunk, self.payload, points, [self.seeds[i] for i in chunk], self.pass_seed,
+            self.settings.timeout, self.hidden, self._sink(chunk),
         )
         inflight[future] = (chunk, attempt)
         self.progress.running += len(chunk)
+
+    def _sink(self, chunk: list[int]) -> ShardSink | None:
+        """Where the worker writes its results itself, if it should (see ``writer``)."""
+        writer = self.settings.writer
+        if writer == "client" or not self.executor.needs_pickled_function:
+            return None  # in-process workers gain nothing from writing themselves
+        if writer == "auto" and not self.executor.shares_filesystem:
+            return None
+        return ShardSink(self.store.shards_dir, self.names, tuple(self.keys[i] for i in chunk),
+                         self.run_id, self.attrs,
+                         0 if writer == "workers" else WORKER_WRITE_BYTES)
 
     def _collect(self, future: Future, chunk: list[int], attempt: int,
                  inflight: dict[Future, tuple[list[int], int]], chunker: _Chunker) -> None:
@@ -293,7 +309,11 @@ class ScanLoop:
         done = int(results.done.sum())
         self.progress.done += done
         self.progress.failed += len(chunk) - done
-        self._batch.add(chunk, results)
+        if results.written:  # the worker stored this chunk itself
+            self.progress.shards += 1
+            self.events.emit("flushed", shard=results.written, points=len(chunk))
+        else:
+            self._batch.add(chunk, results)
         want_done, want_failed = self.events.wants("point_done"), self.events.wants("point_failed")
         if not (want_done or want_failed):
             return
@@ -400,7 +420,7 @@ class ScanLoop:
         progress.finished_at = time.time()
         progress.stopped = progress.stopped or (self.stopping and (bool(todo) or
                                                                   progress.remaining > 0))
-        if progress.error is None and len(self.store.shard_files()) > self.settings.compact_above:
+        if progress.error is None and self.store.small_shards() > self.settings.compact_above:
             self.store.compact()
         self.events.emit("finished", done=progress.done, failed=progress.failed,
                          stopped=progress.stopped, elapsed=progress.elapsed)

@@ -254,9 +254,10 @@ class Scan:
 
     def run(self, executor: Any = None, *, dry_run: bool = False, progress: bool | None = None,
             wait: bool | None = None, detach: bool = False, retry_failed: bool = False,
-            flush_every: int = 1000, flush_interval: float = 2.0, max_retries: int = 2,
+            flush_every: int = 10_000, flush_interval: float = 2.0,
+            flush_bytes: int = 256 * 2**20, max_retries: int = 2,
             timeout: float | None = None, chunk_size: int | None = None,
-            ) -> ScanRun | DryRun | DetachedRun:
+            writer: str = "auto") -> ScanRun | DryRun | DetachedRun:
         """Run every point of the space that the store does not hold yet.
 
         Parameters
@@ -282,9 +283,10 @@ class Scan:
             :func:`notebookscan.cluster.connect` arguments as a dict.
         retry_failed
             Also run points that failed before (by default they are kept as failed).
-        flush_every, flush_interval
-            Write a shard every this many finished points or seconds, whichever first
-            (a killed process loses at most that much).
+        flush_every, flush_interval, flush_bytes
+            Write a shard every this many finished points, seconds or bytes of results,
+            whichever comes first (a killed process loses at most that much). The first
+            results are written at once.
         max_retries
             How often a chunk whose worker died is re-submitted before its points are
             recorded as failed.
@@ -292,20 +294,31 @@ class Scan:
             Seconds after which a point is stopped and recorded as failed.
         chunk_size
             Points per task; default adapts to the measured time per point.
+        writer
+            Who writes shards. ``"client"``: this process, the single writer (results
+            travel back from the workers). ``"workers"``: each worker writes its own
+            chunks into the store — only for workers that see the store's directory
+            (same machine or a shared file system). ``"auto"`` (default): workers write
+            chunks of 1 MiB of results or more when they run on this machine, the client
+            writes the rest. Every shard is written atomically either way.
         """
         if self._run is not None and not self._run.done():
             raise ScanError("this scan is already running; call scan.stop() or await it first")
         _check_positive(flush_every=flush_every, flush_interval=flush_interval,
+                        flush_bytes=flush_bytes,
                         timeout=timeout, chunk_size=chunk_size)
         if max_retries < 0:
             raise ScanError(f"max_retries must be >= 0, got {max_retries}")
+        if writer not in ("auto", "client", "workers"):
+            raise ScanError(f"writer must be 'auto', 'client' or 'workers', got {writer!r}")
         if detach and not dry_run:
             from . import detached
 
             return detached.start(self, executor, {
                 "retry_failed": retry_failed, "flush_every": flush_every,
+                "flush_bytes": flush_bytes,
                 "flush_interval": flush_interval, "max_retries": max_retries,
-                "timeout": timeout, "chunk_size": chunk_size})
+                "timeout": timeout, "chunk_size": chunk_size, "writer": writer})
         todo, stored, failed_before = self._pending(retry_failed)
         if dry_run:
             table = self.space.table()
@@ -315,6 +328,7 @@ class Scan:
                           "again; pass retry_failed=True to run them.", stacklevel=2)
         executor_obj, owned = resolve_executor(executor)
         settings = LoopSettings(flush_every=flush_every, flush_interval=flush_interval,
+                                flush_bytes=flush_bytes, writer=writer,
                                 max_retries=max_retries, timeout=timeout, chunk_size=chunk_size)
         self.store.prepare(self.layout if self.store.metadata() else self.space_layout(),
                            self.space.names)

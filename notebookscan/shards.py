@@ -31,9 +31,14 @@ No pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
+import re
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,6 +308,20 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
             else:
                 var = _put_array(nc, f"{dim}_coord", ("point", dim), coord, False)
                 var.setncattr(ROLE, "coord2d")
+
+
+def _clean(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_+-]", "-", part) or "x"
+
+
+def new_shard_name() -> str:
+    """A shard name no other writer can produce: user.host.pid.time.random.nc."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = f"uid{os.getuid()}"
+    return (f"{_clean(user)}.{_clean(socket.gethostname())}.{os.getpid()}."
+            f"{time.time_ns():x}.{uuid.uuid4().hex[:8]}.nc")
 
 
 def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import getpass
 import json
 import os
 import re
@@ -39,7 +38,7 @@ import numpy as np
 
 from .errors import StoreError, StoreWarning
 from .layout import Layout, to_dataset
-from .shards import ShardData, read_shard, write_shard_atomically
+from .shards import ShardData, _clean, new_shard_name, read_shard, write_shard_atomically
 from .table import Table, combine_shards
 
 __all__ = [
@@ -60,20 +59,7 @@ LOCK_FILE = ".compact.lock"
 FORMAT = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+\.nc$")
 _VANISH_RETRIES = 10
-
-
-def _clean(part: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_+-]", "-", part) or "x"
-
-
-def new_shard_name() -> str:
-    """A shard name no other writer can produce: user.host.pid.time.random.nc."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in some containers
-        user = f"uid{os.getuid()}"
-    return (f"{_clean(user)}.{_clean(socket.gethostname())}.{os.getpid()}."
-            f"{time.time_ns():x}.{uuid.uuid4().hex[:8]}.nc")
+SMALL_SHARD = 16 * 2**20  # shards up to this size are worth compacting
 
 
 class _Vanished(Exception):
@@ -374,9 +360,20 @@ class Store:
 
     # -------------------------------------------------------------- maintenance
 
-    def compact(self, *, max_shard_bytes: int = 64 * 2**20,
+    def small_shards(self, max_bytes: int = SMALL_SHARD) -> int:
+        """How many shards are small enough that opening them costs more than reading."""
+        count = 0
+        for name in self.shard_files():
+            with contextlib.suppress(FileNotFoundError):
+                count += os.path.getsize(os.path.join(self.shards_dir, name)) <= max_bytes
+        return count
+
+    def compact(self, *, max_shard_bytes: int = SMALL_SHARD,
                 max_total_bytes: int = 512 * 2**20) -> CompactReport:
-        """Rewrite the small shards into one (see :func:`compact`)."""
+        """Rewrite the small shards into one (see :func:`compact`).
+
+        Big shards stay as they are: reading them costs the same in one file or many.
+        """
         report = CompactReport()
         if not self.exists:
             report.skipped = "the store has no shards"

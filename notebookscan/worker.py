@@ -56,13 +56,13 @@ class ChunkResult:
     Indexing and iteration give :class:`PointResult` views.
     """
 
-    __slots__ = ("arrays", "done", "failures", "finished", "host", "scalars", "started",
-                 "worker")
+    __slots__ = ("arrays", "done", "failures", "finished", "host", "nbytes", "scalars",
+                 "started", "worker", "written")
 
     def __init__(self, done: np.ndarray, started: np.ndarray, finished: np.ndarray,
                  scalars: dict[str, tuple[np.ndarray, np.ndarray]],
                  arrays: dict[str, list[Value | None]], failures: dict[int, tuple[str, str]],
-                 host: str, worker: str):
+                 host: str, worker: str, written: str = "", nbytes: int = 0):
         self.done = done  # bool per point
         self.started = started
         self.finished = finished
@@ -71,10 +71,13 @@ class ChunkResult:
         self.failures = failures  # index -> (error, traceback)
         self.host = host
         self.worker = worker
+        self.written = written  # name of the shard the worker wrote itself ("" if none)
+        self.nbytes = nbytes  # bytes of results (whether sent back or written)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ChunkResult, (self.done, self.started, self.finished, self.scalars,
-                              self.arrays, self.failures, self.host, self.worker))
+                              self.arrays, self.failures, self.host, self.worker,
+                              self.written, self.nbytes))
 
     def __len__(self) -> int:
         return len(self.done)
@@ -133,6 +136,38 @@ def _columns(outcomes: list[dict[str, Value] | None]) -> tuple[
     return scalars, arrays
 
 
+@dataclass(frozen=True)
+class ShardSink:
+    """Lets a worker write its chunk into the store itself instead of sending it back.
+
+    Used when the worker sees the store's directory (same host or a shared file system)
+    and the chunk's results are big: they then cross no network and no pickling, and
+    the shard is written atomically like any other (temporary name, fsync, rename).
+    """
+
+    shards_dir: str
+    names: tuple[str, ...]
+    keys: tuple[str, ...]
+    run_id: str
+    attrs: dict[str, Any]
+    min_bytes: int
+
+    def write(self, points: Sequence[dict[str, Any]], seeds: Sequence[int],
+              chunk: ChunkResult) -> str:
+        from .batch import Batch
+        from .shards import new_shard_name, write_shard_atomically
+
+        batch = Batch()
+        n = len(points)
+        batch.add(list(range(n)), chunk)
+        columns = {name: [p[name] for p in points] for name in self.names}
+        shard = batch.to_shard(self.names, columns, list(self.keys), list(seeds), self.run_id,
+                               self.attrs)
+        name = new_shard_name()
+        write_shard_atomically(self.shards_dir, name, shard)
+        return name
+
+
 def worker_name() -> str:
     """How this worker appears in the store: an ipyparallel engine id when there is one."""
     engine_id = os.environ.get("NOTEBOOKSCAN_ENGINE_ID")
@@ -174,6 +209,8 @@ def run_chunk(
     seeds: Sequence[int],
     pass_seed: bool,
     timeout: float | None = None,
+    hidden: frozenset[str] = frozenset(),
+    sink: ShardSink | None = None,
 ) -> ChunkResult:
     """Run ``function(**point)`` for each point; return the outcomes as a :class:`ChunkResult`.
 
@@ -189,6 +226,11 @@ def run_chunk(
     timeout
         Seconds after which a point is stopped and recorded as failed. Needs the
         worker's main thread (engines and pool processes); ignored elsewhere.
+    hidden
+        Parameters kept with the point but not passed to the function (``trial``).
+    sink
+        When given and the chunk's results reach ``sink.min_bytes``, the worker writes
+        them into the store and returns only the bookkeeping.
 
     Examples
     --------
@@ -208,7 +250,9 @@ def run_chunk(
     clock = time.time
     try:
         for i, (point, seed) in enumerate(zip(points, seeds, strict=True)):
-            kwargs = {**point, "seed": seed} if pass_seed else point
+            kwargs = {k: v for k, v in point.items() if k not in hidden} if hidden else point
+            if pass_seed:
+                kwargs = {**kwargs, "seed": seed}
             started[i] = clock()
             try:
                 if use_alarm:
@@ -233,4 +277,11 @@ def run_chunk(
         if use_alarm:
             signal.signal(signal.SIGALRM, previous_handler)
     scalars, arrays = _columns(outcomes)
-    return ChunkResult(done, started, finished, scalars, arrays, failures, _HOST, worker_name())
+    nbytes = sum(data.nbytes for data, _ in scalars.values()) + sum(
+        np.asarray(v.data).nbytes for values in arrays.values() for v in values if v is not None)
+    chunk = ChunkResult(done, started, finished, scalars, arrays, failures, _HOST,
+                        worker_name(), nbytes=nbytes)
+    if sink is not None and nbytes >= sink.min_bytes:
+        chunk.written = sink.write(points, seeds, chunk)
+        chunk.scalars, chunk.arrays = {}, {}
+    return chunk

@@ -282,3 +282,21 @@ def test_a_scan_where_every_point_fails_still_gives_a_dataset(tmp_path):
     ds = scan.results()
     assert (ds.status == "failed").all() and ds.flag.dtype == bool
     assert (ds.error == "ZeroDivisionError: nope").all()
+
+
+def test_workers_can_write_their_own_shards(tmp_path):
+    def model(k: float, seed: int):
+        return {"trace": np.random.default_rng(seed).random(200_000), "mean": k}
+
+    space = ns.grid(k=[1.0, 2.0, 3.0, 4.0, 5.0])
+    by_client = ns.Scan(model, space, store=tmp_path / "client")
+    by_client.run(executor="processes", progress=False, writer="client")
+    by_workers = ns.Scan(model, space, store=tmp_path / "workers")
+    by_workers.run(executor="processes", progress=False, writer="workers")
+    writers = {name.split(".")[2] for name in ns.Store(tmp_path / "workers").shard_files()}
+    assert str(os.getpid()) not in writers  # every shard came from a pool process
+    timing = ["started", "finished", "duration", "host", "worker", "run"]
+    xr.testing.assert_identical(by_client.results().drop_vars(timing).drop_attrs(),
+                                by_workers.results().drop_vars(timing).drop_attrs())
+    with pytest.raises(ns.ScanError, match="writer must be"):
+        by_client.run(executor="serial", writer="engines")

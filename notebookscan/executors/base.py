@@ -27,6 +27,9 @@ class ScanExecutor(abc.ABC):
     needs_pickled_function: bool = True
     #: A short human-readable description used in progress messages and provenance.
     description: str = "executor"
+    #: True when the workers see this machine's files (same host, or a shared file
+    #: system): workers may then write big results into the store themselves.
+    shares_filesystem: bool = False
 
     @abc.abstractmethod
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:

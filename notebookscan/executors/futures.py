@@ -31,6 +31,8 @@ class FuturesExecutor(ScanExecutor):
         )
         self.owned = owned
         self.description = type(executor).__name__
+        # a process pool runs on this machine; other executors (dask, MPI) may not
+        self.shares_filesystem = isinstance(executor, ProcessPoolExecutor)
         self._futures: set[Future] = set()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:

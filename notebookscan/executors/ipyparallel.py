@@ -335,6 +335,7 @@ class IPyParallelExecutor(ScanExecutor):
         self._purger: threading.Thread | None = None
         self._closed = False
         self._checked: set[int] = set()
+        self._hosts: dict[int, str] = {}  # engine id -> host name, from the engine check
         self._check_failures: dict[int, dict[str, Any]] = {}
         self._probes: set[int] = set()
         self.hub_purge_failures = 0
@@ -404,6 +405,12 @@ class IPyParallelExecutor(ScanExecutor):
         return len(self._target_ids())
 
     @property  # type: ignore[override]
+    def shares_filesystem(self) -> bool:
+        """True when every engine checked so far runs on this host."""
+        hosts = set(self._hosts.values())
+        return bool(hosts) and hosts == {socket.gethostname()}
+
+    @property  # type: ignore[override]
     def max_workers(self) -> int:
         """Tasks that run at once: the registered engines (at least 1)."""
         return max(1, self.worker_count())
@@ -460,6 +467,7 @@ class IPyParallelExecutor(ScanExecutor):
                 self._check_failures[eid] = report
             else:
                 self._checked.add(eid)
+                self._hosts[eid] = report.get("host", "")
 
     def _raise_check_failures(self) -> None:
         if not self._check_failures:

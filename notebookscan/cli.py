@@ -1,0 +1,1151 @@
+"""The ``notebookscan`` command line: headless scans and store maintenance.
+
+Subcommands: ``run`` (scan a function over a grid of parameters), ``status``, ``merge``,
+``compact``, ``verify``, ``export`` and ``demo``. ``notebookscan --help`` and
+``notebookscan <command> --help`` show examples; ``docs/cli.md`` is the reference.
+
+Exit codes: 0 success; 1 the scan recorded failed points, ``verify`` found corrupt
+shards, or the work could not be done (an executor did not start, …); 2 bad arguments
+(the message names the argument and how to fix it); 130 interrupted.
+
+Heavy modules (numpy, xarray, the store) are imported only by the command that needs
+them, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.machinery
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+PROG = "notebookscan"
+EXECUTORS = ("local", "processes", "serial")
+CONFIG_KEYS = ("function", "store", "axes", "log_axes", "trials", "executor", "engines",
+               "profile", "cluster_id", "connection_file", "retry_failed")
+AXIS_SYNTAX = ("write NAME=START:STOP:NUM (NUM evenly spaced values, e.g. k=1:20:20), "
+               "NAME=V1,V2,... (e.g. tau=0.005,0.01) or NAME=VALUE (one fixed value)")
+
+
+class UsageError(Exception):
+    """A bad command-line argument: exit code 2, the message names the argument."""
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(f"argument {argument}: {message}")
+        self.argument = argument
+
+
+class CommandFailed(Exception):
+    """The command could not do its work (exit code 1)."""
+
+
+# ====================================================================== argument parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's wording: every error ends with where to find help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n"
+                              f"Run `{self.prog} --help` for the options and examples.\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=32, width=min(100, _terminal_width()))
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 100
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; e.g. 4") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+RUN_EXAMPLES = """\
+examples:
+  # a 20 x 2 grid, 5 trials each, on local ipyparallel engines (one per core)
+  notebookscan run notebookscan.models:firing_rate --store results/rates \\
+      --axis k=1:20:20 --axis tau=0.005,0.01 --trials 5
+
+  # a function in a file, log-spaced axis, in a process pool of 4 workers
+  notebookscan run model.py:simulate --store results/sim --log-axis dt=1e-4:1e-2:5 \\
+      --executor processes --engines 4
+
+  # axes in a file; see what would run without running it
+  notebookscan run --config scan.toml --dry-run
+
+  # on a running cluster (`ipcluster start -n 64 --profile=hpc --cluster-id=scan`)
+  notebookscan run model.py:simulate --config scan.toml --profile hpc --cluster-id scan
+
+axes:
+  NAME=START:STOP:NUM   NUM evenly spaced values from START to STOP (both included);
+                        with --log-axis, spaced evenly on a log scale
+  NAME=V1,V2,...        these values (numbers, true/false, or text)
+  NAME=VALUE            one fixed value
+
+config file (TOML; YAML with the same keys if PyYAML is installed):
+  function = "model.py:simulate"    # optional, like MODULE:FUNCTION
+  store = "results/sim"             # optional, like --store
+  trials = 5
+  [axes]
+  k = "1:20:20"                     # the command-line syntax, or...
+  tau = [0.005, 0.01]               # ...a list, or a single value, or...
+  [log_axes]
+  dt = {start = 1e-4, stop = 1e-2, num = 5}
+  Other keys: executor, engines, profile, cluster_id, connection_file, retry_failed.
+  Command-line options override the file; --axis NAME overrides the file's NAME.
+
+exit codes: 0 every point done; 1 some points failed (see `notebookscan status`);
+2 bad arguments.
+"""
+
+STATUS_EXAMPLES = """\
+examples:
+  notebookscan status results/rates
+  notebookscan status results/rates --failures 50
+  notebookscan status results/rates --json | python -m json.tool
+"""
+
+MERGE_EXAMPLES = """\
+examples:
+  # bring the results of two machines together
+  notebookscan merge laptop/rates cluster/rates results/rates
+
+Merging copies shards; points held by several stores with different values are listed
+(the newest done result is the one that is read).
+"""
+
+COMPACT_EXAMPLES = """\
+examples:
+  notebookscan compact results/rates
+
+Safe while scans write to the store: the new shard is in place before the old ones go.
+"""
+
+VERIFY_EXAMPLES = """\
+examples:
+  notebookscan verify results/rates && echo healthy
+
+exit codes: 0 every shard reads; 1 corrupt shards (named in the output).
+Nothing is moved; reading the store later sets corrupt shards aside in quarantine/.
+"""
+
+EXPORT_EXAMPLES = """\
+examples:
+  notebookscan export results/rates rates.nc     # the labelled Dataset, all variables
+  notebookscan export results/rates rates.csv    # one row per point, scalar variables
+
+The CSV has the parameters, key, the scalar results and the bookkeeping columns
+(status, error, seed, timings, host, worker, run); tracebacks and array results are
+left out (export to .nc for those).
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  notebookscan demo --out demo-results                 # local ipyparallel engines
+  notebookscan demo --out demo-results --quick --executor processes
+
+Scans notebookscan.models.firing_rate (leaky integrate-and-fire neurons) over the input
+strength k, the membrane time constant tau and 5 trials, then plots rate against k.
+Running it again computes nothing: every point is already in the store.
+"""
+
+MAIN_DESCRIPTION = """\
+Parameter scans of numerical simulations into labelled NetCDF stores.
+
+A store is a directory of NetCDF shards; points already in it are never computed again,
+so an interrupted `run` resumes where it stopped.
+"""
+
+MAIN_EXAMPLES = """\
+examples:
+  notebookscan demo --out demo-results
+  notebookscan run notebookscan.models:firing_rate --store results/rates \\
+      --axis k=1:20:20 --axis tau=0.005,0.01 --trials 5
+  notebookscan status results/rates
+  notebookscan export results/rates rates.csv
+
+Run `notebookscan <command> --help` for each command's options and examples.
+exit codes: 0 ok; 1 failed points or corrupt shards; 2 bad arguments.
+"""
+
+
+def _add_executor_options(p: argparse.ArgumentParser, *, cluster: bool) -> None:
+    group = p.add_argument_group("where the points run")
+    group.add_argument("--executor", choices=EXECUTORS, default=None,
+                       help="local: ipyparallel engines on this machine (default); processes: "
+                            "a process pool; serial: one after another in this process")
+    group.add_argument("--engines", type=_positive_int, default=None, metavar="N",
+                       help="engines or processes to start (default: one per core)")
+    if cluster:
+        group.add_argument("--profile", default=None, metavar="P",
+                           help="connect to a running ipyparallel cluster of this IPython "
+                                "profile instead of starting engines")
+        group.add_argument("--cluster-id", default=None, metavar="ID",
+                           help="the cluster id of that cluster (see `ipcluster list`)")
+        group.add_argument("--connection-file", default=None, metavar="F",
+                           help="the controller's ipcontroller-*-client.json file")
+    group.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (default: a bar when stderr is a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``notebookscan`` command."""
+    from . import __version__
+
+    parser = _Parser(prog=PROG, description=MAIN_DESCRIPTION, epilog=MAIN_EXAMPLES,
+                     formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text + ".",
+                              epilog=epilog, formatter_class=_Formatter)
+
+    p = command("run", "scan a function over a grid of parameter values into a store",
+                RUN_EXAMPLES)
+    p.add_argument("function", nargs="?", metavar="MODULE:FUNCTION",
+                   help="the function to scan: a dotted module (mypkg.model:simulate) or a "
+                        "Python file (path/model.py:simulate); optional with --config")
+    p.add_argument("--store", metavar="DIR", help="the result store directory (created if new)")
+    p.add_argument("--axis", action="append", default=[], metavar="NAME=VALUES",
+                   help="a parameter axis; repeat for a grid (see 'axes' below)")
+    p.add_argument("--log-axis", action="append", default=[], metavar="NAME=START:STOP:NUM",
+                   help="an axis of NUM values spaced evenly on a log scale")
+    p.add_argument("--trials", type=_positive_int, default=None, metavar="N",
+                   help="repeat every point N times (parameter 'trial', its own seed each)")
+    p.add_argument("--config", metavar="FILE", help="axes and options from a .toml or .yaml file")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the points that would run, run nothing")
+    p.add_argument("--retry-failed", action="store_true", default=None,
+                   help="also run points that failed in earlier runs")
+    _add_executor_options(p, cluster=True)
+    p.set_defaults(handler=cmd_run)
+
+    p = command("status", "summarise a store: points by status, failures, runs, size",
+                STATUS_EXAMPLES)
+    p.add_argument("store", metavar="DIR", help="the store directory")
+    p.add_argument("--failures", type=int, default=10, metavar="N",
+                   help="failed points to list with their errors (default 10; 0 for none)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=cmd_status)
+
+    p = command("merge", "copy the points of one or more stores into another", MERGE_EXAMPLES)
+    p.add_argument("sources", nargs="+", metavar="SRC", help="stores to copy from")
+    p.add_argument("dest", metavar="DEST", help="the store to copy into (created if new)")
+    p.set_defaults(handler=cmd_merge)
+
+    p = command("compact", "rewrite a store's many small shards into one", COMPACT_EXAMPLES)
+    p.add_argument("store", metavar="DIR", help="the store directory")
+    p.set_defaults(handler=cmd_compact)
+
+    p = command("verify", "check that every shard of a store can be read", VERIFY_EXAMPLES)
+    p.add_argument("store", metavar="DIR", help="the store directory")
+    p.set_defaults(handler=cmd_verify)
+
+    p = command("export", "write a store as one NetCDF file or a CSV table", EXPORT_EXAMPLES)
+    p.add_argument("store", metavar="DIR", help="the store directory")
+    p.add_argument("output", metavar="FILE", help="FILE.nc (NetCDF) or FILE.csv")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(handler=cmd_export)
+
+    p = command("demo", "scan a spiking neuron model on local engines and plot the result",
+                DEMO_EXAMPLES)
+    p.add_argument("--out", default="demo-results", metavar="DIR",
+                   help="where to write store/ and firing_rate.png (default: demo-results)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small scan (20 points) for a first look or a test")
+    _add_executor_options(p, cluster=False)
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+# ====================================================================== entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``notebookscan`` command with ``argv`` (default ``sys.argv[1:]``).
+
+    Returns the exit code: 0 ok, 1 failed points / corrupt shards / work not done,
+    2 bad arguments, 130 interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"{PROG} {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.handler(args))
+        except UsageError as exc:
+            print(f"{prog}: error: {exc}\nRun `{prog} --help` for the options and examples.",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        except CommandFailed as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print(f"\n{prog}: interrupted; every point finished so far is in the store.",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # `notebookscan status ... | head`
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+            return EXIT_OK
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _echo(*parts: Any) -> None:
+    print(*parts, flush=True)
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ====================================================================== axes and config
+
+
+def parse_value(text: str) -> bool | int | float | str:
+    """A command-line value: int, float, ``true``/``false`` or text (quotes removed).
+
+    Examples
+    --------
+    >>> [parse_value(t) for t in ["3", "0.5", "1e-3", "true", "rk4", "'007'"]]
+    [3, 0.5, 0.001, True, 'rk4', '007']
+    """
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value
+
+
+def _spaced(name: str, start: Any, stop: Any, num: Any, *, log: bool,
+            where: str) -> list[int] | list[float]:
+    """NUM values from START to STOP, evenly spaced (on a log scale when ``log``)."""
+    import numpy as np
+
+    def number(value: Any, what: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value):
+            raise UsageError(where, f"axis {name!r}: {what} {value!r} is not a finite number; "
+                                    + AXIS_SYNTAX)
+        return value
+
+    start, stop = number(start, "START"), number(stop, "STOP")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise UsageError(where, f"axis {name!r}: NUM {num!r} must be a whole number >= 1 "
+                                f"(how many values from {start} to {stop})")
+    if num == 1 and start != stop:
+        raise UsageError(where, f"axis {name!r}: NUM=1 gives one value, but START={start} and "
+                                f"STOP={stop} differ; use NUM >= 2, or NAME={start}")
+    if log:
+        if start <= 0 or stop <= 0:
+            raise UsageError(where, f"axis {name!r}: a log axis needs START and STOP > 0, got "
+                                    f"{start} and {stop}")
+        return np.geomspace(start, stop, num).tolist()
+    values = np.linspace(start, stop, num)
+    step = (stop - start) / (num - 1) if num > 1 else 0
+    if isinstance(start, int) and isinstance(stop, int) and float(step).is_integer():
+        return [int(v) for v in np.rint(values)]
+    return values.tolist()
+
+
+def parse_axis(spec: str, *, log: bool = False, option: str = "--axis") -> tuple[str, Any]:
+    """``NAME=...`` from the command line as ``(name, values)`` for :func:`notebookscan.grid`.
+
+    Examples
+    --------
+    >>> parse_axis("k=1:20:4")
+    ('k', [1.0, 7.333333333333333, 13.666666666666666, 20.0])
+    >>> parse_axis("k=0:30:4")
+    ('k', [0, 10, 20, 30])
+    >>> parse_axis("tau=0.005,0.01"), parse_axis("method=rk4")
+    (('tau', [0.005, 0.01]), ('method', 'rk4'))
+    >>> parse_axis("dt=1e-4:1e-2:3", log=True, option="--log-axis")
+    ('dt', [0.0001, 0.001, 0.01])
+    """
+    name, sep, text = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not text.strip():
+        raise UsageError(option, f"{spec!r} is not NAME=VALUES; " + AXIS_SYNTAX)
+    if not name.isidentifier():
+        raise UsageError(option, f"{spec!r}: {name!r} is not a valid parameter name (letters, "
+                                 "digits and _, not starting with a digit)")
+    return name, _axis_from_text(name, text, log=log, where=option, spec=spec)
+
+
+def _axis_from_text(name: str, text: str, *, log: bool, where: str, spec: str) -> Any:
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3 or not all(p.strip() for p in parts):
+            raise UsageError(where, f"{spec!r}: a range is START:STOP:NUM with three parts, got "
+                                    f"{len(parts)}; " + AXIS_SYNTAX)
+        start, stop, num = (parse_value(p) for p in parts)
+        return _spaced(name, start, stop, num, log=log, where=where)
+    if log:
+        raise UsageError(where, f"{spec!r}: a log axis is NAME=START:STOP:NUM (e.g. "
+                                f"{name}=1e-3:1e-1:5); give explicit values with --axis")
+    if "," in text:
+        items = [item.strip() for item in text.split(",")]
+        if not all(items):
+            raise UsageError(where, f"{spec!r} has an empty value between commas; "
+                                    + AXIS_SYNTAX)
+        return [parse_value(item) for item in items]
+    return parse_value(text)
+
+
+def _axis_from_config(name: str, value: Any, *, log: bool, path: str) -> Any:
+    table = "log_axes" if log else "axes"
+    where = f"--config ({path}, [{table}] {name})"
+    if isinstance(value, str):
+        return _axis_from_text(name, value, log=log, where=where, spec=f"{name} = {value!r}")
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"start", "stop", "num", "log"})
+        if unknown or not {"start", "stop", "num"} <= set(value):
+            raise UsageError(where, f"a range table needs start, stop and num (and optionally "
+                                    f"log = true), got keys {sorted(value)}")
+        return _spaced(name, value["start"], value["stop"], value["num"],
+                       log=log or bool(value.get("log", False)), where=where)
+    if log:
+        raise UsageError(where, "a log axis is a range: \"START:STOP:NUM\" or "
+                                "{start = ..., stop = ..., num = ...}")
+    if isinstance(value, list):
+        if not value:
+            raise UsageError(where, "the list of values is empty")
+        return value
+    return value
+
+
+@dataclass
+class Config:
+    """What a ``--config`` file says (all optional)."""
+
+    path: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(path: str) -> Config:
+    """Read a ``.toml`` (or ``.yaml``/``.yml``) scan description; see ``run --help``."""
+    where = "--config"
+    if not os.path.isfile(path):
+        raise UsageError(where, f"{path!r} does not exist (or is not a file); give the path "
+                                "of a .toml or .yaml file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise UsageError(where, "reading TOML on Python 3.10 needs tomli: "
+                                        "`pip install tomli`") from None
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(where, f"{path!r} is not valid TOML: {exc}") from None
+    elif ext in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError(where, f"{path!r} is YAML, which needs PyYAML (`pip install "
+                                    "pyyaml`); or write the same keys as a .toml file") from None
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(where, f"{path!r} is not valid YAML: {exc}") from None
+    else:
+        raise UsageError(where, f"{path!r}: use a .toml file (or .yaml/.yml with PyYAML "
+                                "installed)")
+    if not isinstance(data, dict):
+        raise UsageError(where, f"{path!r} must hold key = value pairs at the top level")
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise UsageError(where, f"{path!r} has unknown key(s) {', '.join(map(repr, unknown))}; "
+                                f"known keys: {', '.join(CONFIG_KEYS)}")
+    config = Config(path=path)
+    for table, log in (("axes", False), ("log_axes", True)):
+        axes = data.pop(table, {})
+        if not isinstance(axes, dict):
+            raise UsageError(where, f"{path!r}: {table} must be a table of NAME = VALUES")
+        for name, value in axes.items():
+            if name in config.axes:
+                raise UsageError(where, f"{path!r}: axis {name!r} is in both axes and log_axes")
+            config.axes[str(name)] = _axis_from_config(str(name), value, log=log, path=path)
+    config.values = data
+    return config
+
+
+# ====================================================================== the function
+
+
+def load_function(spec: str, *, argument: str = "MODULE:FUNCTION") -> Callable[..., Any]:
+    """Import ``module:function`` or ``path/to/file.py:function``.
+
+    Modules found only through the current directory, and files, are sent to workers
+    by value (cloudpickle), so engines started elsewhere need not find them.
+    """
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise UsageError(argument, f"{spec!r} is not MODULE:FUNCTION; write e.g. "
+                                   "mypkg.model:simulate or path/to/model.py:simulate")
+    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+        module = _import_file(module_part, argument)
+        by_value = True
+    else:
+        module, by_value = _import_dotted(module_part, argument)
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            names = sorted(n for n, v in vars(module).items()
+                           if callable(v) and not n.startswith("_")
+                           and getattr(v, "__module__", None) == module.__name__)
+            raise UsageError(argument, f"{module_part!r} has no function {attr!r}; it defines: "
+                                       f"{', '.join(names) or 'no public functions'}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise UsageError(argument, f"{spec!r} is a {type(target).__name__}, not a function")
+    if by_value:
+        import cloudpickle
+
+        with contextlib.suppress(ValueError):  # already registered
+            cloudpickle.register_pickle_by_value(module)
+    return target
+
+
+def _import_file(path: str, argument: str) -> Any:
+    full = os.path.abspath(path)
+    if not os.path.isfile(full):
+        raise UsageError(argument, f"the file {path!r} does not exist; check the path (relative "
+                                   f"to {os.getcwd()})")
+    name = os.path.splitext(os.path.basename(full))[0]
+    if not name.isidentifier():
+        raise UsageError(argument, f"{path!r}: the file name must be a valid module name "
+                                   "(letters, digits, _)")
+    if name in sys.modules:
+        name = f"notebookscan_user_{name}"
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise UsageError(argument, f"cannot import {path!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    directory = os.path.dirname(full)
+    if directory not in sys.path:  # like `python file.py`: the file's siblings import
+        sys.path.insert(0, directory)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise UsageError(argument, f"importing {path!r} failed: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+    return module
+
+
+def _import_dotted(name: str, argument: str) -> tuple[Any, bool]:
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise UsageError(argument, f"{name!r} is neither a dotted module name nor a .py file")
+    top = name.split(".")[0]
+    cwd = os.getcwd()
+    elsewhere = [p for p in sys.path if p not in ("", ".", cwd)]
+    installed = (top in sys.builtin_module_names or top in sys.modules
+                 or importlib.machinery.PathFinder.find_spec(top, elsewhere) is not None)
+    if not installed and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            raise UsageError(argument, f"no module named {exc.name!r} (looked in {cwd} and the "
+                                       "installed packages); check the spelling, or give a "
+                                       "file: path/to/model.py:function") from None
+        raise UsageError(argument, f"importing {name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(argument, f"importing {name!r} failed: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+    return module, not installed
+
+
+# ====================================================================== executors
+
+
+@dataclass
+class _Executor:
+    """What to pass as ``executor=`` and how to clean up afterwards."""
+
+    spec: Any
+    close: Callable[[], None] | None = None
+    startup: float = 0.0
+
+
+def _make_executor(args: argparse.Namespace, settings: Mapping[str, Any]) -> _Executor:
+    """Start (or connect to) what the options ask for. Called only when points will run."""
+    kind = settings.get("executor") or "local"
+    engines = settings.get("engines")
+    t0 = time.perf_counter()
+    connect_to = {k: settings.get(k) for k in ("profile", "cluster_id", "connection_file")}
+    if any(v is not None for v in connect_to.values()):
+        from .cluster import connect
+
+        try:
+            executor = connect(**connect_to)
+        except Exception as exc:
+            raise CommandFailed(f"cannot connect to the ipyparallel cluster ({exc})") from exc
+        return _Executor(executor, executor.shutdown, time.perf_counter() - t0)
+    if kind == "serial":
+        return _Executor("serial")
+    if kind == "processes":
+        from .executors import process_pool
+
+        executor = process_pool(engines)
+        return _Executor(executor, executor.shutdown)
+    from .errors import ExecutorError
+    from .executors.ipyparallel import local_executor
+
+    try:
+        executor = local_executor(engines)
+    except ExecutorError as exc:
+        raise CommandFailed(f"{exc}\nOr run with --executor processes.") from exc
+    return _Executor(executor, None, time.perf_counter() - t0)
+
+
+def _check_executor_options(settings: Mapping[str, Any]) -> None:
+    kind = settings.get("executor")
+    connecting = [f"--{k.replace('_', '-')}" for k in ("profile", "cluster_id", "connection_file")
+                  if settings.get(k) is not None]
+    if connecting and kind not in (None, "local"):
+        raise UsageError(connecting[0], f"{connecting[0]} connects to a running ipyparallel "
+                                        f"cluster; it cannot be combined with --executor {kind}. "
+                                        "Drop one of them.")
+    if connecting and settings.get("engines") is not None:
+        raise UsageError("--engines", "--engines starts engines on this machine; with "
+                                      f"{connecting[0]} the running cluster's engines are used. "
+                                      "Drop --engines (start more with `ipcluster engines`).")
+    if settings.get("connection_file") is not None and len(connecting) > 1:
+        raise UsageError("--connection-file", "give either --connection-file or --profile/"
+                                              "--cluster-id, not both")
+    path = settings.get("connection_file")
+    if path is not None and not os.path.isfile(os.path.expanduser(path)):
+        raise UsageError("--connection-file", f"{path!r} does not exist; it is the controller's "
+                                              "security/ipcontroller-<cluster-id>-client.json")
+    if kind is not None and kind not in EXECUTORS:
+        raise UsageError("--executor", f"{kind!r} is not one of {', '.join(EXECUTORS)}")
+    engines = settings.get("engines")
+    if engines is not None and (isinstance(engines, bool) or not isinstance(engines, int)
+                                or engines < 1):
+        raise UsageError("--engines", f"{engines!r} must be a whole number >= 1")
+    if kind == "serial" and engines is not None:
+        _note("note: --engines is ignored with --executor serial (one point at a time)")
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+# ====================================================================== run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``notebookscan run``."""
+    config = load_config(args.config) if args.config else Config()
+    settings = dict(config.values)
+    for key in ("function", "store", "trials", "executor", "engines", "profile", "cluster_id",
+                "connection_file", "retry_failed"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if not settings.get("function"):
+        raise UsageError("MODULE:FUNCTION", "no function to scan; give MODULE:FUNCTION (e.g. "
+                                            "notebookscan.models:firing_rate) or function = "
+                                            "\"...\" in --config")
+    if not settings.get("store"):
+        raise UsageError("--store", "no store given; add --store DIR (a new or existing store "
+                                    "directory) or store = \"...\" in --config")
+    _check_executor_options(settings)
+    trials = settings.get("trials")
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
+                               or trials < 1):
+        raise UsageError("--trials", f"{trials!r} must be a whole number >= 1")
+
+    axes = dict(config.axes)
+    seen: set[str] = set()
+    for option, specs in (("--axis", args.axis), ("--log-axis", args.log_axis)):
+        for spec in specs:
+            name, values = parse_axis(spec, log=option == "--log-axis", option=option)
+            if name in seen:
+                raise UsageError(option, f"axis {name!r} is given twice; give it once")
+            seen.add(name)
+            axes[name] = values
+    if not axes and not trials:
+        raise UsageError("--axis", "no parameters to scan; add --axis NAME=VALUES (e.g. "
+                                   "--axis k=1:20:20) or [axes] in --config")
+
+    function = load_function(str(settings["function"]))
+    store = str(settings["store"])
+    if os.path.exists(store) and not os.path.isdir(store):
+        raise UsageError("--store", f"{store!r} is a file; give a directory")
+    scan = _make_scan(function, axes, trials, store)
+    return _execute(scan, args, settings, retry_failed=bool(settings.get("retry_failed")),
+                    dry_run=args.dry_run)
+
+
+def _make_scan(function: Callable[..., Any], axes: Mapping[str, Any], trials: int | None,
+               store: str) -> Any:
+    from . import Scan, grid
+    from . import trials as trials_space
+    from .errors import NotebookscanError
+
+    try:
+        space = grid(**axes) if axes else None
+        if trials:
+            space = trials_space(trials) if space is None else space * trials_space(trials)
+        return Scan(function, space, store)
+    except NotebookscanError as exc:
+        where = "--store" if "store" in str(exc).split(":")[0] else "--axis"
+        raise UsageError(where, str(exc)) from None
+
+
+def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *,
+             retry_failed: bool, dry_run: bool) -> int:
+    """Run what is missing from ``scan``'s store and report; the exit code."""
+    from .errors import NotebookscanError
+
+    planned = scan.run(dry_run=True, retry_failed=retry_failed)
+    to_run = len(planned.to_run)
+    store = scan.store.path
+    if dry_run:
+        _echo(f"{to_run} of {planned.total} point(s) would run into {store}; "
+              f"{planned.stored} already stored"
+              + (f" ({planned.failed_before} failed before)" if planned.failed_before else ""))
+        if to_run:
+            import pandas as pd
+
+            with pd.option_context("display.width", 120, "display.max_columns", 20):
+                _echo(planned.to_run.drop(columns="key").head(20).to_string(index=False))
+            if to_run > 20:
+                _echo(f"… and {to_run - 20} more")
+        return EXIT_OK
+    if planned.failed_before and not retry_failed:
+        _note(f"note: {planned.failed_before} point(s) failed in earlier runs and are not run "
+              "again; add --retry-failed to run them")
+    t0 = time.perf_counter()
+    if to_run == 0:
+        _echo(f"nothing to compute: all {planned.total} point(s) are already in {store}")
+    else:
+        executor = _make_executor(args, settings)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*failed in earlier runs")
+                run = scan.run(executor.spec, retry_failed=retry_failed,
+                               progress=_show_progress(args), wait=True)
+        except NotebookscanError as exc:
+            raise CommandFailed(str(exc)) from exc
+        finally:
+            if executor.close is not None:
+                executor.close()
+        progress = run.progress
+        took = time.perf_counter() - t0
+        extra = (f" (of which {executor.startup:.1f} s starting/connecting engines)"
+                 if executor.startup >= 0.1 else "")
+        _echo(f"computed {progress.done + progress.failed} point(s) in {took:.1f} s{extra}: "
+              f"{progress.done} done, {progress.failed} failed; "
+              f"{planned.stored} were already stored")
+        _echo(f"store: {store}")
+    counts = scan.status()
+    if counts["failed"]:
+        _echo(f"{counts['failed']} of {sum(counts.values())} point(s) are failed; see "
+              f"`notebookscan status {_quote(store)}`, fix the cause and rerun with "
+              "--retry-failed")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _quote(path: str) -> str:
+    import shlex
+
+    return shlex.quote(os.path.relpath(path) if not os.path.relpath(path).startswith("..")
+                       else path)
+
+
+# ====================================================================== store commands
+
+
+def _existing_store(path: str, argument: str = "DIR") -> Any:
+    from .store import Store
+
+    if not os.path.exists(path):
+        raise UsageError(argument, f"{path!r} does not exist; give the directory of a store "
+                                   "(a run creates one with --store DIR)")
+    store = Store(path)
+    if not store.exists:
+        raise UsageError(argument, f"{path!r} is not a notebookscan store (it has no shards/ "
+                                   "directory); check the path")
+    return store
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def _point_label(table: Any, i: int) -> str:
+    return ", ".join(f"{name}={_format_scalar(table.params[name][i])}" for name in table.names)
+
+
+def _format_scalar(value: Any) -> str:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def store_summary(store: Any, failures: int = 10) -> dict[str, Any]:
+    """Counts, failures, runs and size of a store, as JSON-able data."""
+    import numpy as np
+
+    from .table import combine_shards
+
+    meta = store.metadata()
+    names = list(meta.get("names", []))
+    layout = store.layout()
+    light = [*names, "status", "error", "run", "finished"]
+    shards = store._read_all(None, light)  # parameters and bookkeeping only, not results
+    table = combine_shards(shards, names or None)
+    status = table.bookkeeping.get("status", np.array([], dtype=object))
+    done = int(np.sum(status == "done"))
+    failed = len(status) - done
+    summary: dict[str, Any] = {
+        "store": store.path, "parameters": list(table.names),
+        "layout": {"kind": layout.kind, "dims": list(layout.dims)},
+        "created": meta.get("created", ""), "points": len(status), "done": done,
+        "failed": failed, "missing": None, "grid_size": None,
+        "shards": len(store.shard_files()), "size_bytes": store.size_bytes(),
+        "quarantined": _quarantined(store),
+    }
+    if layout.kind == "grid" and layout.dims and len(status):
+        size = 1
+        for dim in layout.dims:
+            size *= len({_canonical(v) for v in table.params[dim].tolist()})
+        summary["grid_size"] = size
+        summary["missing"] = size - len(status)
+    errors = table.bookkeeping.get("error", np.array([""] * len(status), dtype=object))
+    failed_rows = np.flatnonzero(status != "done")
+    summary["failures"] = [
+        {"point": {n: _json_scalar(table.params[n][i]) for n in table.names},
+         "error": str(errors[i])}
+        for i in failed_rows[: max(failures, 0)]
+    ]
+    run_ids = table.bookkeeping.get("run", np.array([], dtype=object))
+    finished = table.bookkeeping.get("finished", np.array([]))
+    runs = []
+    for run_id, record in sorted(table.runs.items(), key=lambda kv: kv[1].get("created", "")):
+        mine = run_ids == run_id
+        ends = finished[mine] if len(finished) else np.array([])
+        runs.append({
+            "run": run_id, "points": int(np.sum(mine)),
+            "failed": int(np.sum(mine & (status != "done"))),
+            "last_finished": (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(
+                float(np.nanmax(ends)))) if len(ends) and np.isfinite(ends).any() else ""),
+            **{k: record.get(k) for k in ("created", "user", "host", "executor", "function",
+                                          "module", "source_sha256", "git_commit", "git_dirty",
+                                          "python")},
+            "packages": record.get("packages", {}),
+        })
+    summary["runs"] = runs
+    return summary
+
+
+def _canonical(value: Any) -> str:
+    from .keys import canonical_token
+
+    return canonical_token(value)
+
+
+def _json_scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _quarantined(store: Any) -> list[str]:
+    try:
+        names = os.listdir(store.quarantine_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.endswith(".nc"))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``notebookscan status``."""
+    store = _existing_store(args.store)
+    summary = store_summary(store, args.failures)
+    if args.json:
+        _echo(json.dumps(summary, indent=2, default=str))
+        return EXIT_OK
+    s = summary
+    layout = s["layout"]
+    dims = " × ".join(layout["dims"]) if layout["dims"] else "-"
+    _echo(f"store:      {s['store']}")
+    _echo(f"parameters: {', '.join(s['parameters']) or '-'} ({layout['kind']} layout: {dims})")
+    counts = f"{s['done']} done, {s['failed']} failed"
+    if s["missing"] is not None:
+        counts += (f", {s['missing']} missing (of the {s['grid_size']}-point grid spanned by "
+                   "the stored values)")
+    else:
+        counts += " (missing points: unknown for a points-layout store; `run --dry-run` tells)"
+    _echo(f"points:     {s['points']} stored: {counts}")
+    _echo(f"on disk:    {_human_bytes(s['size_bytes'])} in {s['shards']} shard(s)"
+          + (f"; {len(s['quarantined'])} corrupt shard(s) in quarantine/: "
+             + ", ".join(s["quarantined"]) if s["quarantined"] else ""))
+    if s["runs"]:
+        _echo(f"runs ({len(s['runs'])}):")
+        for run in s["runs"]:
+            git = ""
+            if run.get("git_commit"):
+                git = f", git {run['git_commit'][:10]}{' (dirty)' if run.get('git_dirty') else ''}"
+            function = f"{run.get('module') or '?'}:{run.get('function') or '?'}"
+            version = run["packages"].get("notebookscan", "?")
+            _echo(f"  {run['run']}  {run.get('created') or '?'}  {run.get('user') or '?'}@"
+                  f"{run.get('host') or '?'}  {run['points']} point(s)"
+                  + (f", {run['failed']} failed" if run["failed"] else ""))
+            _echo(f"      {function} (source sha256 {str(run.get('source_sha256'))[:12]}){git}; "
+                  f"{run.get('executor') or '?'}; python {run.get('python') or '?'}, "
+                  f"notebookscan {version}")
+    if s["failed"]:
+        shown = len(s["failures"])
+        _echo(f"failures ({s['failed']}" + (f", first {shown}" if shown < s["failed"] else "")
+              + "):")
+        for failure in s["failures"]:
+            point = ", ".join(f"{k}={_format_scalar(v)}" for k, v in failure["point"].items())
+            error = failure["error"].strip().splitlines()
+            _echo(f"  {point}: {error[-1] if error else '(no message)'}")
+        _echo("  (rerun the scan with --retry-failed once the cause is fixed)")
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """``notebookscan merge``."""
+    from .errors import StoreError
+    from .store import merge
+
+    dest = os.path.abspath(args.dest)
+    for source in args.sources:
+        _existing_store(source, "SRC")
+        if os.path.abspath(source) == dest:
+            raise UsageError("DEST", f"{args.dest!r} is also a source; merge into another store")
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise UsageError("DEST", f"{args.dest!r} is a file; give a store directory")
+    try:
+        report = merge(args.sources, dest)
+    except StoreError as exc:
+        raise UsageError("DEST", str(exc)) from None
+    _echo(f"{report} into {dest}")
+    return EXIT_OK
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """``notebookscan compact``."""
+    from .store import compact
+
+    store = _existing_store(args.store)
+    before = store.size_bytes()
+    report = compact(store.path)
+    _echo(str(report) + (f" ({_human_bytes(before)} → {_human_bytes(store.size_bytes())})"
+                         if not report.skipped else ""))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``notebookscan verify``."""
+    from .store import verify
+
+    store = _existing_store(args.store)
+    report = verify(store.path)
+    quarantined = _quarantined(store)
+    _echo(str(report))
+    if quarantined:
+        _echo(f"already in quarantine/ (set aside by an earlier read): {', '.join(quarantined)}")
+    if report.corrupt:
+        _echo(f"{len(report.corrupt)} corrupt shard(s) in {store.shards_dir}. Their points run "
+              "again with the next scan; move the files away (reading the store moves them "
+              "to quarantine/ for you).")
+        return EXIT_FAILED
+    _echo("healthy")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``notebookscan export``."""
+    store = _existing_store(args.store)
+    output = args.output
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in (".nc", ".csv"):
+        raise UsageError("FILE", f"{output!r}: the file name must end in .nc (NetCDF) or .csv")
+    if os.path.exists(output) and not args.force:
+        raise UsageError("FILE", f"{output!r} exists; add --force to overwrite it")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise UsageError("FILE", f"the directory {parent!r} does not exist; create it first")
+    t0 = time.perf_counter()
+    if ext == ".nc":
+        ds = store.dataset(lazy=False)
+        tmp = f"{output}.tmp-{os.getpid()}"
+        try:
+            ds.to_netcdf(tmp)
+            os.replace(tmp, output)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        what = f"{len(ds.data_vars)} variable(s) over {dict(ds.sizes)}"
+    else:
+        frame = export_table(store)
+        frame.to_csv(output, index=False)
+        what = f"{len(frame)} row(s) × {len(frame.columns)} column(s)"
+    _echo(f"wrote {output}: {what}, {_human_bytes(os.path.getsize(output))}, in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return EXIT_OK
+
+
+def export_table(store: Any) -> Any:
+    """One row per stored point: parameters, key, scalar results and bookkeeping."""
+    from .layout import Layout
+
+    names = tuple(store.metadata().get("names", ()))
+    ds = store.dataset(lazy=False, layout=Layout("points", names))
+    scalar = [name for name, var in ds.data_vars.items()
+              if var.dims == ("point",) and name != "traceback"]
+    frame = ds[scalar].to_dataframe().reset_index(drop=True)
+    first = [c for c in (*names, "key") if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+# ====================================================================== demo
+
+
+def demo_space(quick: bool) -> Any:
+    """The demo's points: the quick scan is a subset of the full one (same store)."""
+    from . import grid, trials
+
+    if quick:
+        return grid(k=[2, 6, 10, 14, 18], tau=[0.005, 0.01]) * trials(2)
+    return grid(k=list(range(1, 21)), tau=[0.005, 0.01, 0.02]) * trials(5)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``notebookscan demo``."""
+    from . import Scan
+    from .errors import NotebookscanError
+    from .models import firing_rate
+
+    settings = {"executor": args.executor, "engines": args.engines}
+    _check_executor_options(settings)
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError("--out", f"{args.out!r} is a file; give a directory")
+    os.makedirs(out, exist_ok=True)
+    store = os.path.join(out, "store")
+    t0 = time.perf_counter()
+    try:
+        scan = Scan(firing_rate, demo_space(args.quick), store)
+    except NotebookscanError as exc:
+        raise UsageError("--out", f"{exc} (choose a new --out directory)") from None
+    _echo(f"scanning notebookscan.models.firing_rate over {scan.space!r}")
+    code = _execute(scan, args, settings, retry_failed=False, dry_run=False)
+    ds = scan.results()
+    png = os.path.join(out, "firing_rate.png")
+    plot_rates(ds, png)
+    _echo(f"plot:  {png}")
+    _echo(f"total: {time.perf_counter() - t0:.1f} s. Open the results in Python with "
+          f"notebookscan.open_store({store!r})")
+    return code
+
+
+def plot_rates(ds: Any, path: str) -> None:
+    """Save rate against k, mean ± spread over trials, one line per tau, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    try:
+        from .plotting import plot_result
+    except ImportError:
+        fig = _plot_rates_fallback(ds)
+    else:
+        fig = plot_result(ds, "rate", x="k", hue="tau", over="trial", logx=False,
+                          title="leaky integrate-and-fire neurons: firing rate")
+        ax = fig.axes[0]
+        ax.set_xlabel("input strength k")
+        ax.set_ylabel("firing rate (Hz), mean ± s.e.m. over trials")
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120)
+
+
+def _plot_rates_fallback(ds: Any) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    rate = ds["rate"]
+    mean, std = rate.mean("trial"), rate.std("trial")
+    for tau in ds["tau"].values:
+        m, s = mean.sel(tau=tau), std.sel(tau=tau)
+        ax.errorbar(ds["k"].values, m.values, yerr=s.values, marker="o", ms=3, capsize=2,
+                    label=f"tau = {float(tau) * 1000:g} ms")
+    ax.set_xlabel("input strength k")
+    ax.set_ylabel("firing rate (Hz), mean ± std over trials")
+    ax.set_title("leaky integrate-and-fire neurons: firing rate", fontsize="medium")
+    ax.legend()
+    return fig
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
