@@ -70,6 +70,7 @@ DTYPE_ATTR = "notebookscan_dtype"
 MISSING_ATTR = "notebookscan_missing"
 TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 COMPRESS_MIN = 4096  # bytes per point below which compression costs more than it saves
+ROWS_DIRECT = 2**16  # per-point arrays this big are written row by row, never stacked
 
 
 @dataclass(slots=True)
@@ -158,6 +159,11 @@ def _stack_values(name: str, values: list[Value | None]) -> tuple[np.ndarray, tu
         dtype = np.dtype(object)
     shape = tuple(max(np.shape(v.data)[i] for v in present) for i in range(len(dims)))
     n = len(values)
+    row_bytes = int(np.prod(shape)) * dtype.itemsize
+    if dims and dtype.kind in "fiu" and row_bytes >= ROWS_DIRECT:
+        # big arrays go to the file row by row: no padded copy of the whole batch
+        rows = [None if v is None else np.asarray(v.data, dtype=dtype) for v in values]
+        return RowStack(rows, (n, *shape), dtype, _missing_value(dtype)), dims
     if dtype.kind == "b":
         out = np.full((n, *shape), -1, dtype=np.int8)
     else:
@@ -174,6 +180,47 @@ def _stack_values(name: str, values: list[Value | None]) -> tuple[np.ndarray, tu
     return out, dims
 
 
+class RowStack:
+    """One variable's per-point arrays, stacked only when asked (``np.asarray``).
+
+    Writing a batch of big arrays row by row into their one-chunk-per-point variable
+    avoids building (and page-faulting) a padded copy of the whole batch.
+    """
+
+    def __init__(self, rows: list[np.ndarray | None], shape: tuple[int, ...],
+                 dtype: np.dtype, fill: Any):
+        self.rows, self.shape, self.dtype, self.fill = rows, shape, np.dtype(dtype), fill
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.full(self.shape, self.fill, dtype=self.dtype)
+        for i, row in enumerate(self.rows):
+            if row is not None:
+                out[(i, *(slice(0, s) for s in row.shape))] = row
+        return out if dtype is None else out.astype(dtype)
+
+    def write_into(self, var: Any) -> None:
+        for i, row in enumerate(self.rows):
+            if row is None:
+                continue
+            if row.shape == self.shape[1:]:
+                var[i] = row
+            else:
+                padded = np.full(self.shape[1:], self.fill, dtype=self.dtype)
+                padded[tuple(slice(0, s) for s in row.shape)] = row
+                var[i] = padded
+
+
 def _put_strings(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray) -> Any:
     var = nc.createVariable(name, str, dims)
     if data.size:
@@ -181,20 +228,24 @@ def _put_strings(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray) ->
     return var
 
 
-def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray, compress: bool) -> Any:
+def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | RowStack,
+               compress: bool) -> Any:
     if data.dtype == object:
         return _put_strings(nc, name, dims, data)
     kwargs: dict[str, Any] = {}
-    if compress and data.ndim > 1 and data.dtype.kind in "fiu" and data[0].nbytes >= COMPRESS_MIN:
+    row_bytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
+    if compress and data.ndim > 1 and data.dtype.kind in "fiu" and row_bytes >= COMPRESS_MIN:
         kwargs = {
-            "compression": "blosc_lz4", "complevel": 4, "shuffle": True,
+            "compression": "blosc_lz4", "complevel": 1, "shuffle": True,
             "chunksizes": (1, *data.shape[1:]),
         }
     fill = None
     if data.dtype.kind in "iu":
         fill = _missing_value(data.dtype)
     var = nc.createVariable(name, data.dtype, dims, fill_value=fill, **kwargs)
-    if data.size:
+    if isinstance(data, RowStack):
+        data.write_into(var)
+    elif data.size:
         var[...] = data
     return var
 
