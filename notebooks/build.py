@@ -581,7 +581,7 @@ summaries (rate, pending synaptic input, largest and smallest excitatory weight)
 
 # %%
 if SMALL:
-    space, segments = ns.grid(g=[4.0, 6.0], drive=[1.2]), 20
+    space, segments = ns.grid(g=[4.0, 5.0, 6.0], drive=[1.2]), 40
 else:
     space, segments = ns.grid(g=[3.0, 4.0, 5.0, 6.0], drive=[1.1, 1.3]), 50
 
@@ -592,19 +592,20 @@ scan
 ## Run, watch, stop
 
 The scan starts in the background. While it runs, `scan.status()` counts the segments
-already in the store (they are written every 2 seconds), and `scan.recordings()` reads
-what has been recorded so far. When about a third of the segments are stored, we plot
-the firing rate of each segment so far (each point's line ends where it has got to), then
-stop the scan: `scan.stop()` submits nothing more, lets the running segments finish and
-writes them. (On a fast machine a small scan may be finished before it is stopped.)
+already in the store (written every half second here, `flush_interval=0.5`; the default
+is every 2 seconds), and `scan.recordings()` reads what has been recorded so far. When
+about a third of the segments are stored, we plot the firing rate of each segment so far
+(each point's line ends where it has got to), then stop the scan: `scan.stop()` submits
+nothing more, lets the running segments finish and writes them. (On a fast machine a
+small scan may be finished before it is stopped.)
 
 # %%
-run = scan.run()
+run = scan.run(flush_interval=0.5)
 target = scan.status()["segments_total"] // 3
 while scan.status()["segments_done"] < target and not run.done():
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.1)
 
-so_far = scan.recordings(variables=["rate_hz"])
+so_far = scan.recordings(link=0, variables=["rate_hz"])
 print("segments stored so far, per point:")
 print(so_far.rate_hz.notnull().sum("segment").to_pandas())
 so_far.rate_hz.plot.line(x="segment", hue="g", col="drive", marker=".", figsize=(10, 3));
@@ -627,10 +628,12 @@ scan.status()
 ## Recordings
 
 `scan.recordings()` joins the segments of every point into one time axis per point
-(`time` for sampled values, `spikes` for events), laid out like `scan.results()`:
+(`time` for sampled values, `spikes` for events), laid out like `scan.results()`.
+`link=0` selects the first run of each point; the chain below adds more runs (and, when
+this notebook runs a second time, they are in the store already).
 
 # %%
-rec = scan.recordings()
+rec = scan.recordings(link=0)
 rec
 
 # %%
@@ -661,7 +664,8 @@ each point's final checkpoint. Nothing already computed runs again.
 
 # %% tags=["extended"]
 print(await scan.extend(duration=1.0))
-print(f"the time axis now ends at {float(scan.recordings(variables=['v']).time.max()):.3f} s")
+print(f"the time axis now ends at "
+      f"{float(scan.recordings(link=0, variables=['v']).time.max()):.3f} s")
 
 # %% [markdown]
 ## Chain

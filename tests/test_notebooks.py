@@ -212,11 +212,11 @@ def test_04_long_runs(workdir: Path):
     nb = run_notebook("04-long-runs", workdir)
     store = workdir / "results/04-network"
     points = ns.open_store(store)
-    assert (points.status == "done").all() and points.status.size == 2
-    assert (points.link == 2).all() and (points.segments == 10).all()
-    # per point: 20 segments + 10 added by extend in link 0, then 10 in links 1 and 2
-    assert done(store / "segments") == 2 * (30 + 10 + 10)
-    assert "'complete': 2" in tagged(nb, "resumed")
+    assert (points.status == "done").all() and points.status.size == 3
+    assert (points.link == 2).all() and (points.segments == 20).all()
+    # per point: 40 segments + 10 added by extend in link 0, then 20 in links 1 and 2
+    assert done(store / "segments") == 3 * (50 + 20 + 20)
+    assert "'complete': 3" in tagged(nb, "resumed")
     assert figures(nb) >= 3
 
 
