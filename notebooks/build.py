@@ -162,12 +162,11 @@ it they hardly fire: with fewer than three spikes per neuron the CV is undefined
 out, and the first values rest on a handful of spikes, hence the wide error bars. Above
 the threshold the neurons fire more and more regularly and the CV falls towards 0.25.
 There the rate is proportional to `1/tau`: faster membranes fire faster. The voltage
-traces show the two regimes:
+of one neuron (`tau` = 10 ms, first trial, first 300 ms) shows the two regimes:
 
 # %%
 traces = ds.v.sel(tau=0.01, trial=0).sel(k=[4, 10, 16], method="nearest")
-traces.sel(time=slice(0, 0.3)).plot.line(x="time", hue="k", figsize=(9, 3))
-plt.title("neuron 0, tau = 10 ms, first 300 ms");
+traces.sel(time=slice(0, 0.3)).plot.line(x="time", row="k", aspect=5, size=1.6);
 
 # %% [markdown]
 `notebookscan.plotting.plot_result` draws the usual plots in one line (here with error
