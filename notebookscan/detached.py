@@ -27,6 +27,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .errors import ScanError
+from .store import pid_alive
 
 __all__ = ["DetachedRun", "attach"]
 
@@ -47,20 +48,6 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
     os.replace(tmp, path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class DetachedRun:
@@ -87,7 +74,7 @@ class DetachedRun:
         except (FileNotFoundError, ValueError):
             status = {"state": "starting"}
         pid = status.get("pid")
-        if status.get("state") in ("starting", "running") and pid and not _pid_alive(pid):
+        if status.get("state") in ("starting", "running") and pid and not pid_alive(pid):
             status["state"] = "died"
         return status
 

@@ -229,15 +229,7 @@ class Store:
 
     def quarantine(self, name: str, reason: str) -> None:
         """Move a shard that cannot be read out of the way, with the reason beside it."""
-        source = os.path.join(self.shards_dir, name)
-        try:
-            os.makedirs(self.quarantine_dir, exist_ok=True)
-            os.replace(source, os.path.join(self.quarantine_dir, name))
-            with open(os.path.join(self.quarantine_dir, name + ".reason.txt"), "w") as f:
-                f.write(reason + "\n")
-            where = f"moved to {self.quarantine_dir}"
-        except OSError as exc:
-            where = f"left in place ({exc.strerror})"
+        where = set_aside(os.path.join(self.shards_dir, name), self.quarantine_dir, name, reason)
         warnings.warn(
             f"shard {name} of the store {self.path} cannot be read ({reason}); {where}. "
             "The rest of the store loads; the points it held will run again.",
@@ -423,7 +415,7 @@ class Store:
                 pid = int(parts[2])
             except ValueError:
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.shards_dir, name))
                     removed += 1
@@ -451,6 +443,18 @@ class Store:
 LAZY_THRESHOLD = 2 * 2**30  # stores bigger than this open lazily by default
 
 
+def set_aside(source: str, directory: str, name: str, reason: str) -> str:
+    """Move ``source`` to ``directory/name`` with ``name.reason.txt`` beside it; say where."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        os.replace(source, os.path.join(directory, name))
+        with open(os.path.join(directory, name + ".reason.txt"), "w") as f:
+            f.write(reason + "\n")
+    except OSError as exc:
+        return f"left in place ({exc.strerror})"
+    return f"moved to {directory}"
+
+
 @dataclass
 class StoreIndex:
     """Keys of stored points: ``done`` ones and ``failed`` ones (never done)."""
@@ -475,14 +479,19 @@ def table_to_shard(table: Table) -> ShardData:
     )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` of this host runs (a zombie no longer counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): the signal check is all there is
+        return True
 
 
 @contextlib.contextmanager

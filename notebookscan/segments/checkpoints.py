@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import StoreError, StoreWarning
 from ..shards import fsync_directory, hdf5_lock
+from ..store import set_aside
 
 __all__ = [
     "Checkpoint",
@@ -419,14 +420,7 @@ class CheckpointDirectory:
     def set_aside(self, key: str, link: int, count: int, reason: str) -> None:
         source = os.path.join(self.link_dir(key, link), f"after-{count:06d}")
         name = f"{key}.link-{link:03d}.after-{count:06d}.{uuid.uuid4().hex[:6]}"
-        try:
-            os.makedirs(self.quarantine_dir, exist_ok=True)
-            os.replace(source, os.path.join(self.quarantine_dir, name))
-            with open(os.path.join(self.quarantine_dir, name + ".reason.txt"), "w") as f:
-                f.write(reason + "\n")
-            where = f"moved to {self.quarantine_dir}"
-        except OSError as exc:
-            where = f"left in place ({exc.strerror})"
+        where = set_aside(source, self.quarantine_dir, name, reason)
         warnings.warn(f"checkpoint after segment {count} of point {key} (link {link}) cannot be "
                       f"used ({reason}); {where}. The point continues from an earlier checkpoint "
                       "and re-runs the segments after it.", StoreWarning, stacklevel=3)
