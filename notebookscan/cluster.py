@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ExecutorError
+from .executors.base import usable_cores
 from .executors.ipyparallel import (
     LOCAL_HEARTBEAT_MS,
     TEMP_PROFILE_PREFIXES,
@@ -528,7 +529,7 @@ def start_cluster(
                 "(the number of batch tasks / MPI ranks), e.g. start_cluster(32, "
                 f"engines={engines_name!r})."
             )
-        n = os.cpu_count() or 1
+        n = usable_cores()
     if int(n) < 1:
         raise ExecutorError(f"n={n!r}: start at least one engine.")
     n = int(n)

@@ -136,7 +136,8 @@ def start(scan: Any, executor: Any, run_kwargs: dict[str, Any]) -> DetachedRun:
     _write_json(os.path.join(directory, STATUS), {"state": "starting", "pid": None})
     with open(os.path.join(directory, LOG), "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "notebookscan.detached", directory],
+            [sys.executable, "-c", "import sys; from notebookscan.detached import main; "
+             "sys.exit(main(sys.argv[1]))", directory],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=os.getcwd(),
         )
@@ -228,5 +229,6 @@ def _serve(directory: str) -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(_serve(sys.argv[1]))
+def main(directory: str) -> int:
+    """Entry point of the detached runner process."""
+    return _serve(directory)

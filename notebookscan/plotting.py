@@ -223,7 +223,18 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
 def _figure(figsize: tuple[float, float] | None) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=figsize or (6.0, 3.8), layout="constrained", dpi=100)
+    class ShownFigure(Figure):
+        """A Figure that Jupyter shows as a picture even when no pyplot backend is set up
+        (a fresh kernel without ``%matplotlib inline``)."""
+
+        def _repr_png_(self) -> bytes:
+            import io
+
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", bbox_inches="tight")
+            return buffer.getvalue()
+
+    return ShownFigure(figsize=figsize or (6.0, 3.8), layout="constrained", dpi=100)
 
 
 def _label(array: xr.DataArray, name: str) -> str:

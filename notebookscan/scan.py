@@ -34,6 +34,7 @@ from .detached import DetachedRun
 from .errors import ScanError
 from .events import Events
 from .executors import resolve_executor
+from .keys import keys_for_columns
 from .layout import Layout
 from .loop import LoopSettings, Progress, ScanLoop
 from .provenance import collect, run_id
@@ -99,6 +100,10 @@ class ScanRun:
 
     def start(self, background: bool) -> ScanRun:
         if background:
+            # import xarray here, not first in the loop thread while a notebook cell may be
+            # importing it too (a half-initialised module fails the other import)
+            import xarray  # noqa: F401
+
             self._thread = threading.Thread(target=self._body, name="notebookscan-loop",
                                             daemon=True)
             self._thread.start()
@@ -409,13 +414,16 @@ class Scan:
         """The scan's results as a labelled :class:`xarray.Dataset`.
 
         Every point of the space appears: stored ones with their values, the others as
-        NaN with ``status == "missing"``. A grid space gives one dimension per
+        NaN with ``status == "missing"``. Grid cells that are not points of this scan
+        (dropped by ``where``, or between the values of a refinement) have
+        ``status == "excluded"``. A grid space gives one dimension per
         parameter; other spaces a ``point`` dimension with the parameters as coordinates.
         """
         layout = self.layout
         if layout.kind == "grid":
-            return self.store.dataset(lazy=False, layout=layout,
-                                      extra_coords=self.space.grid_coords())
+            ds = self.store.dataset(lazy=False, layout=layout,
+                                    extra_coords=self.space.grid_coords())
+            return self._mark_excluded(ds, layout.dims)
         keys = self.space.keys()
         stored = self.store.index()
         have = stored.done | stored.failed
@@ -430,6 +438,25 @@ class Scan:
         if not self.store.exists:
             os.makedirs(self.store.shards_dir, exist_ok=True)
         return self.store.dataset(lazy=False, layout=layout, pending=pending)
+
+    def _mark_excluded(self, ds: Any, dims: tuple[str, ...]) -> Any:
+        """Grid cells that are not points of this scan (dropped by ``where``, or between the
+        values of a refinement) get ``status == "excluded"`` rather than "missing"."""
+        import numpy as np
+
+        status = ds["status"].transpose(*dims, ...).values
+        cells = np.argwhere(status == "missing")
+        if not len(cells):
+            return ds
+        columns = {dim: [ds[dim].values[i].item() for i in cells[:, axis]]
+                   for axis, dim in enumerate(dims)}
+        wanted = set(self.space.keys())
+        outside = np.array([key not in wanted for key in keys_for_columns(dims, columns)])
+        if outside.any():
+            status = status.copy()
+            status[tuple(cells[outside].T)] = "excluded"
+            ds["status"] = (dims, status, ds["status"].attrs)
+        return ds
 
     def status(self) -> dict[str, int]:
         """Counts of the space's points by status: done, failed, missing."""

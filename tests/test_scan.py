@@ -176,7 +176,7 @@ def test_grid_unions_show_missing_cells_and_to_grid_reshapes_points(tmp_path):
     scan = ns.Scan(model, space, store=tmp_path / "s")
     scan.run(executor="serial", progress=False)
     ds = scan.results()
-    assert ds.status.sel(a=2, b=0).item() == "missing"
+    assert ds.status.sel(a=2, b=0).item() == "excluded"  # no point of the space there
     assert ds.result.sel(a=2, b=5).item() == 25
     points = ns.Scan(model, ns.zip_(a=[0, 1, 2], b=[0, 1, 5]), store=tmp_path / "p")
     points.run(executor="serial", progress=False)
@@ -300,3 +300,17 @@ def test_workers_can_write_their_own_shards(tmp_path):
                                 by_workers.results().drop_vars(timing).drop_attrs())
     with pytest.raises(ns.ScanError, match="writer must be"):
         by_client.run(executor="serial", writer="engines")
+
+
+def test_cells_outside_the_space_are_excluded_not_missing(tmp_path):
+    def drive(amp: float, freq: float):
+        return amp * freq
+
+    space = ns.grid(amp=[0.0, 1.0], freq=[1.0, 2.0]).where(
+        lambda p: p["amp"] > 0 or p["freq"] == 1.0)
+    scan = ns.Scan(drive, space, store=tmp_path / "s")
+    assert scan.results().status.values.tolist() == [["missing", "excluded"],
+                                                      ["missing", "missing"]]
+    scan.run(executor="serial", progress=False)
+    assert scan.results().status.values.tolist() == [["done", "excluded"], ["done", "done"]]
+    assert scan.status() == {"done": 3, "failed": 0, "missing": 0}

@@ -8,9 +8,37 @@ this one shape, so the scan loop never asks which one it has.
 from __future__ import annotations
 
 import abc
+import math
+import os
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
+
+
+def usable_cores() -> int:
+    """Cores this process may really use: CPU affinity and a cgroup CPU quota count, not
+    just the machine's cores (a container on a 64-core host may be allowed 1).
+
+    ``NOTEBOOKSCAN_WORKERS`` in the environment overrides it.
+    """
+    override = os.environ.get("NOTEBOOKSCAN_WORKERS", "").strip()
+    if override:
+        try:
+            return max(1, int(override))
+        except ValueError:
+            pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 class ScanExecutor(abc.ABC):

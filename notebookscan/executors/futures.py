@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from typing import Any
 
-from .base import ScanExecutor
+from .base import ScanExecutor, usable_cores
 
 
 class FuturesExecutor(ScanExecutor):
@@ -27,7 +26,7 @@ class FuturesExecutor(ScanExecutor):
     def __init__(self, executor: Executor, *, max_workers: int | None = None, owned: bool = False):
         self.executor = executor
         self.max_workers = int(
-            max_workers or getattr(executor, "_max_workers", None) or os.cpu_count() or 1
+            max_workers or getattr(executor, "_max_workers", None) or usable_cores()
         )
         self.owned = owned
         self.description = type(executor).__name__
@@ -63,5 +62,5 @@ class FuturesExecutor(ScanExecutor):
 
 def process_pool(max_workers: int | None = None) -> FuturesExecutor:
     """A process pool with one worker per core, shut down when the scan ends."""
-    workers = max_workers or os.cpu_count() or 1
+    workers = max_workers or usable_cores()
     return FuturesExecutor(ProcessPoolExecutor(max_workers=workers), owned=True)

@@ -31,7 +31,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ExecutorError
-from .base import ScanExecutor
+from .base import ScanExecutor, usable_cores
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
@@ -922,7 +922,9 @@ def local_executor(n: int | None = None, *, quiet: bool = False) -> IPyParallelE
     Parameters
     ----------
     n
-        Engines to start; default ``os.cpu_count()``. Only used when the cluster starts.
+        Engines to start; default: the cores this process may use
+        (:func:`~notebookscan.executors.base.usable_cores`, which honours CPU affinity,
+        container quotas and ``NOTEBOOKSCAN_WORKERS``). Only used when the cluster starts.
     quiet
         Do not print the start-up message.
 
@@ -947,7 +949,7 @@ def local_executor(n: int | None = None, *, quiet: bool = False) -> IPyParallelE
         if _local is not None:
             _local.stop()
             _local = None
-        count = int(n or os.cpu_count() or 1)
+        count = int(n or usable_cores())
         if count < 1:
             raise ExecutorError(
                 f"n={n!r} engines: pass a positive number, or None for one per core."

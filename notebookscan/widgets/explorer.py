@@ -173,7 +173,7 @@ class Explorer(w.VBox):
         self.ds = ds
         self.view = _grid_view(ds)
         variables = result_variables(self.view)
-        stored = int((ds["status"] != "missing").sum()) if "status" in ds else 0
+        stored = int(ds["status"].isin(["done", "failed"]).sum()) if "status" in ds else 0
         total = int(ds["status"].size) if "status" in ds else 0
         self.note.value = muted_html(f"{stored:,} of {total:,} points stored") if total else ""
         self._updating = True

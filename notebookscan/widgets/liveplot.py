@@ -196,7 +196,7 @@ class LivePlot(w.VBox):
         self._ds = ds
         variables, params, var, x, y = self._choose(ds)
         self.ui.call(lambda: self._set_options(variables, params, var, x, y))
-        stored = int((ds["status"] != "missing").sum()) if "status" in ds else 0
+        stored = int(ds["status"].isin(["done", "failed"]).sum()) if "status" in ds else 0
         total = int(ds["status"].size) if "status" in ds else 0
         if var is None or x is None:
             output = message_output("waiting for the first results…")
