@@ -77,7 +77,7 @@ def test_compaction_killed_at_random_moments(tmp_path, counts, variant):
     subprocess.run([sys.executable, str(script), str(copy_store(source, tmp_path / "t"))],
                    check=True)
     full = time.monotonic() - began  # how long one whole compaction takes here
-    for campaign in range(4 * SCALE[variant]):
+    for campaign in range(6 * SCALE[variant]):
         store = copy_store(source, tmp_path / f"c{campaign}")
         for _ in range(4):
             counts.runs += 1
