@@ -639,7 +639,9 @@ def _make_executor(args: argparse.Namespace, settings: Mapping[str, Any]) -> _Ex
         try:
             executor = connect(**connect_to)
         except Exception as exc:
-            raise CommandFailed(f"cannot connect to the ipyparallel cluster ({exc})") from exc
+            given = "/".join(f"--{k.replace('_', '-')}" for k, v in connect_to.items()
+                             if v is not None)
+            raise UsageError(given, f"cannot connect to that ipyparallel cluster: {exc}") from exc
         return _Executor(executor, executor.shutdown, time.perf_counter() - t0)
     if kind == "serial":
         return _Executor("serial")
@@ -742,16 +744,17 @@ def _make_scan(function: Callable[..., Any], axes: Mapping[str, Any], trials: in
                store: str) -> Any:
     from . import Scan, grid
     from . import trials as trials_space
-    from .errors import NotebookscanError
+    from .errors import NotebookscanError, SpaceError
 
     try:
         space = grid(**axes) if axes else None
         if trials:
             space = trials_space(trials) if space is None else space * trials_space(trials)
         return Scan(function, space, store)
-    except NotebookscanError as exc:
-        where = "--store" if "store" in str(exc).split(":")[0] else "--axis"
-        raise UsageError(where, str(exc)) from None
+    except SpaceError as exc:
+        raise UsageError("--axis", str(exc)) from None
+    except NotebookscanError as exc:  # the store holds other parameters, or is unreadable
+        raise UsageError("--store", str(exc)) from None
 
 
 def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *,
@@ -798,7 +801,7 @@ def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *
                  if executor.startup >= 0.1 else "")
         _echo(f"computed {progress.done + progress.failed} point(s) in {took:.1f} s{extra}: "
               f"{progress.done} done, {progress.failed} failed; "
-              f"{planned.stored} were already stored")
+              f"{planned.stored} already stored before")
         _echo(f"store: {store}")
     counts = scan.status()
     if counts["failed"]:
@@ -942,7 +945,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if s["missing"] is not None:
         counts += (f", {s['missing']} missing (of the {s['grid_size']}-point grid spanned by "
                    "the stored values)")
-    else:
+    elif s["points"] and layout["kind"] != "grid":
         counts += " (missing points: unknown for a points-layout store; `run --dry-run` tells)"
     _echo(f"points:     {s['points']} stored: {counts}")
     _echo(f"on disk:    {_human_bytes(s['size_bytes'])} in {s['shards']} shard(s)"
@@ -1021,7 +1024,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
               "again with the next scan; move the files away (reading the store moves them "
               "to quarantine/ for you).")
         return EXIT_FAILED
-    _echo("healthy")
+    _echo("healthy" + (" (shards in quarantine/ are no longer part of the store)"
+                       if quarantined else ""))
     return EXIT_OK
 
 
@@ -1112,7 +1116,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def plot_rates(ds: Any, path: str) -> None:
-    """Save rate against k, mean ± spread over trials, one line per tau, as a PNG."""
+    """Save rate against k as a PNG: mean ± standard error over trials, one line per tau.
+
+    Uses :func:`notebookscan.plotting.plot_result`, like the notebooks do.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     try:
@@ -1135,13 +1142,13 @@ def _plot_rates_fallback(ds: Any) -> Any:
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
     rate = ds["rate"]
-    mean, std = rate.mean("trial"), rate.std("trial")
+    count = rate.notnull().sum("trial")
+    mean, sem = rate.mean("trial"), rate.std("trial", ddof=1) / count ** 0.5
     for tau in ds["tau"].values:
-        m, s = mean.sel(tau=tau), std.sel(tau=tau)
-        ax.errorbar(ds["k"].values, m.values, yerr=s.values, marker="o", ms=3, capsize=2,
-                    label=f"tau = {float(tau) * 1000:g} ms")
+        ax.errorbar(ds["k"].values, mean.sel(tau=tau).values, yerr=sem.sel(tau=tau).values,
+                    marker="o", ms=3, capsize=2, label=f"tau={float(tau):g}")
     ax.set_xlabel("input strength k")
-    ax.set_ylabel("firing rate (Hz), mean ± std over trials")
+    ax.set_ylabel("firing rate (Hz), mean ± s.e.m. over trials")
     ax.set_title("leaky integrate-and-fire neurons: firing rate", fontsize="medium")
     ax.legend()
     return fig
