@@ -68,7 +68,7 @@ def _times(seconds: np.ndarray) -> np.ndarray:
 
 def _decode_result(data: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
     """Missing ints/bools become NaN floats only when something is really missing."""
-    if attrs.get("notebookscan_dtype") == "bool":
+    if attrs.get("notebookscan_dtype") == "bool" and data.dtype.kind in "iu":
         if (data < 0).any():
             out = data.astype(np.float64)
             out[data < 0] = np.nan

@@ -306,6 +306,12 @@ class ScanLoop:
     def _accept(self, chunk: list[int], results: ChunkResult) -> None:
         for i, problem in self._schema_problems(results):
             results.fail(i, problem)
+        # a column no point still holds (its name clashes, its dims changed) is dropped
+        for name in [n for n, (_, present) in results.scalars.items() if not present.any()]:
+            del results.scalars[name]
+        for name in [n for n, values in results.arrays.items()
+                     if all(v is None for v in values)]:
+            del results.arrays[name]
         done = int(results.done.sum())
         self.progress.done += done
         self.progress.failed += len(chunk) - done

@@ -35,6 +35,7 @@ import getpass
 import json
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -150,8 +151,12 @@ def _stack_values(name: str, values: list[Value | None]) -> tuple[np.ndarray, tu
     dims = present[0].dims
     if not dims:
         scalars = [v.data for v in present]
-        dtype = np.asarray(scalars).dtype if len({type(s) for s in scalars}) == 1 else None
-        if dtype is None:
+        kinds = {type(s) for s in scalars}
+        if len(kinds) == 1:
+            dtype = np.asarray(scalars).dtype
+        elif str in kinds:  # strings mixed with numbers: keep everything as text
+            dtype = np.dtype(object)
+        else:
             dtype = np.result_type(*[np.asarray(s).dtype for s in scalars])
     else:
         dtype = np.result_type(*[np.asarray(v.data).dtype for v in present])
@@ -176,7 +181,7 @@ def _stack_values(name: str, values: list[Value | None]) -> tuple[np.ndarray, tu
             region = (i, *(slice(0, s) for s in np.shape(data)))
             out[region] = data
         else:
-            out[i] = data
+            out[i] = str(data) if dtype.kind == "O" else data  # a mix with strings: text
     return out, dims
 
 
@@ -290,7 +295,8 @@ def add_results(shard: ShardData, columns: dict[str, list[Value | None]]) -> Non
         data, dims = _stack_values(name, values)
         shard.results[name] = data
         shard.result_dims[name] = dims
-        is_bool = any(v is not None and np.asarray(v.data).dtype == bool for v in values)
+        is_bool = data.dtype == np.int8 and any(
+            v is not None and np.asarray(v.data).dtype == bool for v in values)
         shard.result_attrs[name] = {DTYPE_ATTR: "bool"} if is_bool else {}
         for dim in dims:
             by_dim.setdefault(dim, []).extend(values)
@@ -387,6 +393,8 @@ def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:
         try:
             write_shard(tmp, shard)
         except RuntimeError:
+            if shutil.disk_usage(directory).free < 2**20:
+                raise  # not blosc: the disk is full
             # blosc refuses data it cannot shrink (pure noise, e.g. random int64):
             # write this shard again without compression, under a fresh name
             with contextlib.suppress(FileNotFoundError):
