@@ -85,6 +85,8 @@ def run_notebookscan(workload, n, workdir):
             flush["flush_every"] = n + 1
         if "flush_interval" in params:
             flush["flush_interval"] = 1e9
+        if "flush_bytes" in params:
+            flush["flush_bytes"] = 2**60
     run_kwargs.update(flush)
     t0 = time.perf_counter()
     scan = ns.Scan(fn, ns.grid(i=range(n)), store=path)
