@@ -31,6 +31,7 @@ No pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import json
 import os
@@ -392,9 +393,11 @@ def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:
     try:
         try:
             write_shard(tmp, shard)
-        except RuntimeError:
-            if shutil.disk_usage(directory).free < 2**20:
-                raise  # not blosc: the disk is full
+        except RuntimeError as exc:
+            if shutil.disk_usage(directory).free < 2**20:  # not blosc: the disk is full
+                raise OSError(errno.ENOSPC, f"No space left on device in {directory} while "
+                              "writing a shard; free space and run the scan again "
+                              "(everything stored so far is kept)") from exc
             # blosc refuses data it cannot shrink (pure noise, e.g. random int64):
             # write this shard again without compression, under a fresh name
             with contextlib.suppress(FileNotFoundError):

@@ -232,11 +232,6 @@ def test_disk_full_while_writing(tmp_path, small_disk, counts):
     assert_same_as(roomy, clean)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shards.write_shard_atomically takes any RuntimeError from write_shard for blosc "
-    "refusing incompressible data; on a full disk netCDF4 raises RuntimeError('NetCDF: "
-    "HDF error'), the retry under .tmp-plain-* fails to create the file and the user sees "
-    "'PermissionError: [Errno 13] Permission denied', not 'No space left on device'"))
 def test_disk_full_error_names_the_full_disk(small_disk):
     error = _fill(small_disk / "store")
     text = f"{type(error).__name__}: {error}"
