@@ -139,7 +139,26 @@ class _Chunker:
         return max(1, min(size, fair, by_bytes, MAX_CHUNK))
 
 
-class ScanLoop:
+class StopControl:
+    """Stop requests shared by the scan loops (needs ``_stop``, ``_stop_now``, ``executor``)."""
+
+    _stop: threading.Event
+    _stop_now: threading.Event
+    executor: ScanExecutor
+
+    def request_stop(self, now: bool = False) -> None:
+        self._stop.set()
+        if now:
+            self._stop_now.set()
+            self.executor.cancel_pending()
+            self.executor.interrupt_running()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+
+class ScanLoop(StopControl):
     """Runs the pending points of one scan on one executor into one store."""
 
     def __init__(self, *, function: Callable[..., Any], payload: Callable[..., Any] | bytes,
@@ -173,19 +192,6 @@ class ScanLoop:
         self._last_workers_check = time.monotonic()
         self._no_workers_since: float | None = None
         self._warned_no_workers = False
-
-    # ---------------------------------------------------------------- control
-
-    def request_stop(self, now: bool = False) -> None:
-        self._stop.set()
-        if now:
-            self._stop_now.set()
-            self.executor.cancel_pending()
-            self.executor.interrupt_running()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     # ---------------------------------------------------------------- main loop
 

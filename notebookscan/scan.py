@@ -148,7 +148,33 @@ class ScanRun:
         return f"<ScanRun {self.progress}>"
 
 
-class Scan:
+class RunControl:
+    """``wait``, ``stop``, ``await`` and ``progress`` of a scan's current run."""
+
+    _run: ScanRun | None
+
+    def wait(self, timeout: float | None = None) -> Progress:
+        """Block until the current run ends (see :meth:`ScanRun.wait`)."""
+        return self._current().wait(timeout)
+
+    def stop(self, now: bool = False, *, wait: bool = True) -> Progress:
+        """Stop the current run; everything finished is kept (see :meth:`ScanRun.stop`)."""
+        return self._current().stop(now, wait=wait)
+
+    def __await__(self) -> Generator[Any, None, Progress]:
+        return self._current().__await__()
+
+    def _current(self) -> ScanRun:
+        if self._run is None:
+            raise ScanError("this scan has not been started; call scan.run() first")
+        return self._run
+
+    @property
+    def progress(self) -> Progress | None:
+        return self._run.progress if self._run else None
+
+
+class Scan(RunControl):
     """Run ``function`` over every point of ``space``, keeping the results in ``store``.
 
     Parameters
@@ -388,25 +414,6 @@ class Scan:
     def space_layout(self) -> Layout:
         return Layout(self.space.layout.kind, tuple(self.space.layout.dims))
 
-    def wait(self, timeout: float | None = None) -> Progress:
-        """Block until the current run ends (see :meth:`ScanRun.wait`)."""
-        return self._current().wait(timeout)
-
-    def stop(self, now: bool = False, *, wait: bool = True) -> Progress:
-        """Stop the current run; everything finished is kept (see :meth:`ScanRun.stop`)."""
-        return self._current().stop(now, wait=wait)
-
-    def __await__(self) -> Generator[Any, None, Progress]:
-        return self._current().__await__()
-
-    def _current(self) -> ScanRun:
-        if self._run is None:
-            raise ScanError("this scan has not been started; call scan.run() first")
-        return self._run
-
-    @property
-    def progress(self) -> Progress | None:
-        return self._run.progress if self._run else None
 
     # ------------------------------------------------------------ results
 

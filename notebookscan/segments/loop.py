@@ -36,7 +36,7 @@ from ..errors import ScanError
 from ..events import EVENTS, Events
 from ..executors.base import ScanExecutor
 from ..keys import point_key
-from ..loop import RESERVED, Progress
+from ..loop import RESERVED, Progress, StopControl
 from ..results import Value
 from ..shards import Record, shard_from_records
 from ..store import Store
@@ -158,7 +158,7 @@ def summary_from_json(data: dict[str, Any]) -> dict[str, Value]:
     return out
 
 
-class SegmentLoop:
+class SegmentLoop(StopControl):
     """Runs the pending segments of one segmented scan on one executor into one store."""
 
     def __init__(self, *, payload: Any, form: str, names: Sequence[str], works: list[Work],
@@ -191,19 +191,6 @@ class SegmentLoop:
     def _remaining(self, work: Work) -> int:
         left = 0 if work.needs_transform else max(0, self.links[work.link].segments - work.count)
         return left + sum(link.segments for link in self.links[work.link + 1:])
-
-    # ---------------------------------------------------------------- control
-
-    def request_stop(self, now: bool = False) -> None:
-        self._stop.set()
-        if now:
-            self._stop_now.set()
-            self.executor.cancel_pending()
-            self.executor.interrupt_running()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     # ---------------------------------------------------------------- main loop
 

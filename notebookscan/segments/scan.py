@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,8 @@ from ..errors import ScanError
 from ..executors import resolve_executor
 from ..keys import point_key
 from ..layout import Layout
-from ..loop import Progress
 from ..provenance import collect, run_id
-from ..scan import ScanRun, in_event_loop
+from ..scan import RunControl, ScanRun, in_event_loop
 from ..space import PASSED_IF_ACCEPTED
 from ..store import Store
 from .checkpoints import Checkpoint, CheckpointDirectory
@@ -49,7 +48,6 @@ from .loop import (
     LoopSettings,
     SegmentEvents,
     SegmentLoop,
-    SegmentProgress,
     Work,
     point_row,
     recording_key,
@@ -62,7 +60,7 @@ __all__ = ["SegmentedScan", "segmented"]
 SEGMENTS_DIR = "segments"
 
 
-class SegmentedScan:
+class SegmentedScan(RunControl):
     """Run a segmented model over every point of a space, segment by segment.
 
     Parameters
@@ -374,25 +372,6 @@ class SegmentedScan:
 
     # ------------------------------------------------------------ control
 
-    def wait(self, timeout: float | None = None) -> Progress:
-        """Block until the current run ends."""
-        return self._current().wait(timeout)
-
-    def stop(self, now: bool = False, *, wait: bool = True) -> Progress:
-        """Stop the current run; finished segments and their checkpoints are kept."""
-        return self._current().stop(now, wait=wait)
-
-    def __await__(self) -> Generator[Any, None, Progress]:
-        return self._current().__await__()
-
-    def _current(self) -> ScanRun:
-        if self._run is None:
-            raise ScanError("this scan has not been started; call scan.run() first")
-        return self._run
-
-    @property
-    def progress(self) -> SegmentProgress | None:
-        return self._run.progress if self._run else None  # type: ignore[return-value]
 
     # ------------------------------------------------------------ results
 
