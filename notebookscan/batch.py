@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .results import Value
-from .shards import DTYPE_ATTR, ShardData, _column_for, add_results
+from .results import Value, derived_names
+from .shards import BOOKKEEPING, DTYPE_ATTR, ShardData, _column_for, add_results
 from .worker import ChunkResult
 
 __all__ = ["Batch"]
@@ -41,8 +41,9 @@ class Batch:
     def to_shard(self, names: Sequence[str], columns: dict[str, list[Any]], keys: list[str],
                  seeds: list[int], run_id: str, attrs: dict[str, Any]) -> ShardData:
         """One shard holding every point of the batch."""
-        index = [i for indices, _ in self.parts for i in indices]
         chunks = [chunk for _, chunk in self.parts]
+        fail_clashes(names, chunks)
+        index = [i for indices, _ in self.parts for i in indices]
         n = len(index)
         done = np.concatenate([c.done for c in chunks])
         error = np.full(n, "", dtype=object)
@@ -120,3 +121,64 @@ class Batch:
                 as_values[name] = column
         if as_values:
             add_results(shard, as_values)
+
+
+def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
+    """Fail the points whose results one shard cannot hold next to the others'.
+
+    A result may not share its name with a parameter, a bookkeeping variable, or a dim
+    (or its ``_length``/``_coord`` variable) of another result in the same shard, and
+    keeps the dims it first had. Such points become failed with the reason; writing
+    them would make the whole flush fail. Returns how many points were failed.
+    """
+    taken = {*names, *BOOKKEEPING, "point"}
+    dims_of: dict[str, tuple[str, ...]] = {}
+    for chunk in chunks:
+        for name, (_, present) in chunk.scalars.items():
+            if present.any():
+                dims_of.setdefault(name, ())
+        for name, values in chunk.arrays.items():
+            first = next((v for v in values if v is not None), None)
+            if first is not None:
+                dims_of.setdefault(name, first.dims)
+    owner = {d: name for name, dims in dims_of.items() for d in derived_names(dims)}
+
+    def problem(name: str, dims: tuple[str, ...]) -> str:
+        if name in taken:
+            return (f"ResultError: the result name {name!r} is also a parameter or a "
+                    "reserved name; rename it in the returned dict")
+        if name in owner:
+            return (f"ResultError: result name {name!r} is also the name the store gives "
+                    f"a dim (or its length or coordinate) of result {owner[name]!r} of "
+                    "another point; rename one of them")
+        clash = next((d for d in dims if d in taken), None)
+        if clash is not None:
+            return (f"ResultError: result {name!r} has a dim named {clash!r}, which is a "
+                    "parameter or a reserved name; rename the dim")
+        if dims != dims_of[name]:
+            return (f"ResultError: result {name!r} has dims {dims}, but other points "
+                    f"returned {dims_of[name]}; return the same dims for every point")
+        return ""
+
+    failed = 0
+    for chunk in chunks:
+        bad: dict[int, str] = {}
+        for name, (_, present) in chunk.scalars.items():
+            reason = problem(name, ())
+            if reason:
+                bad.update((int(i), reason) for i in np.flatnonzero(present) if int(i) not in bad)
+        for name, values in chunk.arrays.items():
+            for i, v in enumerate(values):
+                if v is not None and i not in bad:
+                    reason = problem(name, v.dims)
+                    if reason:
+                        bad[i] = reason
+        for i, reason in bad.items():
+            chunk.fail(i, reason)
+        failed += len(bad)
+        # a column no point holds any more must not reach the shard (its name clashes)
+        for name in [n for n, (_, present) in chunk.scalars.items() if not present.any()]:
+            del chunk.scalars[name]
+        for name in [n for n, vs in chunk.arrays.items() if all(v is None for v in vs)]:
+            del chunk.arrays[name]
+    return failed

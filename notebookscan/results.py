@@ -17,16 +17,28 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ResultError", "Value", "normalize_result"]
+__all__ = ["ResultError", "Value", "derived_names", "name_problem", "normalize_result"]
 
 DEFAULT_NAME = "result"
 _SCALAR_TYPES = (bool, int, float, str)
+# NC_MAX_NAME is 256 bytes, but netCDF4-python cannot read back a name of exactly 256
+MAX_NAME_BYTES = 255
+# the store adds these variables per own dim of a result (see shards.py)
+DIM_SUFFIXES = ("_length", "_coord")
+ALLOWED_NAMES = (
+    "names must be non-empty Unicode text in NFC form, start with a letter, digit, '_' "
+    "or a non-ASCII character, contain no '/' and no control characters, not end with "
+    f"a space, and be at most {MAX_NAME_BYTES} bytes in UTF-8 (including the "
+    f"'{DIM_SUFFIXES[0]}' the store appends to dim names)"
+)
 
 
 class ResultError(TypeError):
@@ -72,6 +84,76 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         f"{array.dtype}); return numbers, strings, bools, numpy arrays, xarray.DataArrays "
         "or a dict of these. Ragged lists need one array each, or padding."
     )
+
+
+@functools.lru_cache(maxsize=4096)  # called per result per point: names repeat
+def name_problem(name: object) -> str:
+    """Why NetCDF would refuse ``name`` for a variable or dimension (``""`` if it would not).
+
+    The rules of netCDF-C's ``NC_check_name``, checked here so that a bad name fails its
+    point instead of the whole flush.
+
+    >>> name_problem("rate"), name_problem("a:b"), name_problem("λ")
+    ('', '', '')
+    >>> name_problem(":")
+    "it starts with ':'"
+    """
+    if not isinstance(name, str):
+        return f"it is a {type(name).__name__}, not a string"
+    if not name:
+        return "it is empty"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid Unicode (a lone surrogate)"
+    if "/" in name:
+        return "it contains '/'"
+    first = name[0]
+    if first.isascii() and not (first.isalnum() or first == "_"):
+        return f"it starts with {first!r}"
+    bad = next((c for c in name if c.isascii() and not c.isprintable()), None)
+    if bad is not None:
+        return f"it contains the control character {bad!r}"
+    if name[-1].isascii() and name[-1].isspace():
+        return "it ends with a space"
+    if unicodedata.normalize("NFC", name) != name:  # NetCDF would store it changed
+        return "it is not in Unicode NFC form (unicodedata.normalize('NFC', name) differs)"
+    if size > MAX_NAME_BYTES:
+        return f"it is {size} bytes long in UTF-8"
+    return ""
+
+
+def derived_names(dims: Iterable[str]) -> set[str]:
+    """The names the store uses for ``dims``: the dims, their lengths and coordinates."""
+    return {f"{dim}{suffix}" for dim in dims for suffix in ("", *DIM_SUFFIXES)}
+
+
+def _check_name(name: str) -> None:
+    problem = name_problem(name)
+    if problem:
+        raise ResultError(f"result name {name!r} cannot be stored: {problem}; {ALLOWED_NAMES}")
+
+
+def _check_dims(name: str, value: Value) -> None:
+    """Refuse a result whose dims NetCDF would refuse."""
+    for dim in value.dims:
+        problem = name_problem(dim) or name_problem(f"{dim}{DIM_SUFFIXES[0]}")
+        if problem:
+            raise ResultError(f"result {name!r} has a dim {dim!r} that cannot be stored: "
+                              f"{problem} (with '{DIM_SUFFIXES[0]}' appended); "
+                              f"{ALLOWED_NAMES}. Use a shorter result or dim name.")
+
+
+def _check_clashes(values: dict[str, Value]) -> None:
+    """Refuse a result named like a dim (or its length or coordinate) of the same point."""
+    if all(not v.dims for v in values.values()):
+        return
+    derived = {n: name for name, v in values.items() for n in derived_names(v.dims)}
+    for name in values:
+        if name in derived:
+            raise ResultError(
+                f"result name {name!r} is also the name the store gives a dim (or its "
+                f"length or coordinate) of result {derived[name]!r}; rename one of them")
 
 
 def _normalize_one(name: str, value: Any) -> Value:
@@ -123,10 +205,15 @@ def normalize_result(returned: Any) -> dict[str, Value]:
     if isinstance(returned, Mapping):
         out = {}
         for name, value in returned.items():
-            if not isinstance(name, str) or not name or "/" in name:
-                raise ResultError(
-                    f"result names must be non-empty strings without '/', got {name!r}"
-                )
+            if not isinstance(name, str):
+                raise ResultError(f"result names must be strings, got {name!r}; "
+                                  f"{ALLOWED_NAMES}")
+            _check_name(name)
             out[name] = _normalize_one(name, value)
+            _check_dims(name, out[name])
+        _check_clashes(out)
         return out
-    return {DEFAULT_NAME: _normalize_one(DEFAULT_NAME, returned)}
+    out = {DEFAULT_NAME: _normalize_one(DEFAULT_NAME, returned)}
+    _check_dims(DEFAULT_NAME, out[DEFAULT_NAME])
+    _check_clashes(out)
+    return out

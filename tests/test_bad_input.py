@@ -101,12 +101,6 @@ def test_empty_axis_is_a_clear_error():
         ns.grid(x=[])
 
 
-XFAIL_CRASH = pytest.mark.xfail(strict=True, raises=(RuntimeError, IndexError, ValueError,
-                                                   TypeError), reason=(
-    "result names NetCDF refuses (':') are not checked before the flush: write_shard "
-    "raises and the finished points of the batch are not stored"))
-
-
 # ----------------------------------------------------------------------------- results
 
 def _unpicklable():
@@ -126,12 +120,16 @@ result_values = st.one_of(
     st.none(),
     st.just({"nested": {"dict": 1}}),
 )
-# names NetCDF refuses (':'), reserved names and parameter names as results crash the
-# flush: see the xfail tests below; the property covers every other name
+# names NetCDF refuses, names too long once the store appends '_index_length', names
+# of parameters, bookkeeping variables and of other results' dims, lengths, coordinates
+BAD_NAMES = [":", "/", "a/b", "", " a", "a ", "-a", "a\x01", "a\x7f", "\x00", "e\u0301",
+             "a" * 256, "λ" * 128, "a" * 250, "x", "seed", "point", "y_index",
+             "y_index_length", "y_index_coord", "result_index"]
 result_names = st.one_of(
-    st.sampled_from(["y", "x_index", "y_length", "λ", "name with spaces"]),
-    st.from_regex(r"[A-Za-z\u00c0-\u024f][A-Za-z0-9_\u00c0-\u024f]{0,250}", fullmatch=True)
-    .filter(lambda n: n not in RESERVED_NAMES | {"x"}),
+    st.sampled_from(["y", "x_index", "y_length", "λ", "name with spaces", "_y", "a:b",
+                     *BAD_NAMES, *sorted(RESERVED_NAMES)]),
+    st.from_regex(r"[A-Za-z\u00c0-\u024f][A-Za-z0-9_\u00c0-\u024f]{0,250}", fullmatch=True),
+    st.text(max_size=300),
 )
 per_point = st.dictionaries(result_names, result_values, min_size=1, max_size=3)
 
@@ -139,21 +137,14 @@ per_point = st.dictionaries(result_names, result_values, min_size=1, max_size=3)
 @SETTINGS
 @given(returns=st.lists(st.one_of(per_point, result_values), min_size=2, max_size=5))
 def test_any_returned_values_fail_only_their_point(returns):
-    """Whatever each point returns, the store stays healthy; when the scan ends normally
-    every point is done or failed with an error. (A scan that crashes on a rejected
-    result is a known bug, pinned by the xfail tests below; it must still leave a healthy
-    store.)"""
+    """Whatever each point returns (any value, any result name), the scan ends normally,
+    the store stays healthy and every point is done or failed with an error."""
     def f(x: int):
         return returns[x]
 
     with _store() as store:
-        try:
-            progress = ns.Scan(f, ns.grid(x=list(range(len(returns)))), store=store).run(
-                executor="serial", progress=False).progress
-        except (RuntimeError, IndexError, ValueError, TypeError):
-            if Store(store).exists:
-                _healthy(store)
-            return
+        progress = ns.Scan(f, ns.grid(x=list(range(len(returns)))), store=store).run(
+            executor="serial", progress=False).progress
         assert progress.done + progress.failed == len(returns)
         _healthy(store)
         ds = ns.open_store(store)
@@ -167,7 +158,7 @@ def test_any_returned_values_fail_only_their_point(returns):
     [{"y": 1.0}, {"status": np.zeros(2)}],
     [{"y": 1.0}, {"key": np.zeros(2)}],
     [{}, 0.0, np.array([])],
-    pytest.param([{"y": 1.0}, {":": 0.0}], marks=XFAIL_CRASH),
+    [{"y": 1.0}, {":": 0.0}],
     [0.0, ""],
 ], ids=["status-array", "key-array", "dims-after-empty", "illegal-netcdf-name",
         "float-then-string"])
@@ -187,6 +178,58 @@ def test_reserved_result_name_as_a_scalar_fails_only_its_point(tmp_path, name):
     ds = ns.open_store(store)
     assert ds.status.sel(x=1).item() == "failed"
     assert (ds.status.sel(x=[0, 2]) == "done").all()
+
+
+@pytest.mark.parametrize("name", BAD_NAMES[:14], ids=repr)
+def test_result_names_netcdf_refuses_fail_their_point_with_a_clear_error(tmp_path, name):
+    store = tmp_path / "s"
+    returns = [{"y": 1.0}, {name: 0.0}, {"y": np.arange(3.0), name: np.zeros(2)}, 2.0]
+    progress = ns.Scan(lambda x: returns[x], ns.grid(x=[0, 1, 2, 3]), store=store).run(
+        executor="serial", progress=False).progress
+    # 250 bytes is a valid name, too long only once the store appends '_index_length'
+    bad = [2] if name == "a" * 250 else [1, 2]
+    assert (progress.done, progress.failed) == (4 - len(bad), len(bad))
+    _healthy(store)
+    ds = ns.open_store(store)
+    assert [x for x in range(4) if ds.status.sel(x=x).item() == "failed"] == bad
+    for x in bad:
+        error = ds.error.sel(x=x).item()
+        assert error.startswith("ResultError") and repr(name) in error, error
+        assert "names must be" in error, error
+
+
+@pytest.mark.parametrize("name", ["y_index", "y_index_length", "y_index_coord", "t"])
+def test_result_named_like_another_points_dim_fails_only_its_point(tmp_path, name):
+    import xarray as xr
+
+    def f(x: int):
+        if x == 1:
+            return {name: 1.0}
+        if x == 2:
+            return {"z": xr.DataArray(np.ones(2), dims="t", coords={"t": [0.0, 1.0]})}
+        return {"y": np.arange(3.0)}
+
+    store = tmp_path / "s"
+    ns.Scan(f, ns.grid(x=[0, 1, 2]), store=store).run(executor="serial", progress=False,
+                                                        chunk_size=3, flush_every=10)
+    _healthy(store)
+    ds = ns.open_store(store)
+    assert ds.status.values.tolist() == ["done", "failed", "done"]
+    assert repr(name) in ds.error.sel(x=1).item()
+    np.testing.assert_array_equal(ds.y.sel(x=0), [0.0, 1.0, 2.0])
+
+
+def test_result_named_like_its_own_dim_fails_its_point(tmp_path):
+    import xarray as xr
+
+    store = tmp_path / "s"
+    returns = [{"a": np.zeros(2), "a_index_length": 1.0},
+               {"t": xr.DataArray(np.ones(2), dims="t")}, {"y": 1.0}]
+    ns.Scan(lambda x: returns[x], ns.grid(x=[0, 1, 2]), store=store).run(
+        executor="serial", progress=False)
+    ds = ns.open_store(store)
+    assert ds.status.values.tolist() == ["failed", "failed", "done"]
+    assert "'a_index_length'" in ds.error.sel(x=0).item()
 
 
 @SETTINGS
