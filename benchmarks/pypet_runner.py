@@ -1,13 +1,15 @@
 """The storage workloads with pypet; run inside benchmarks/.venv-pypet (numpy < 2).
 
-    benchmarks/.venv-pypet/bin/python benchmarks/pypet_runner.py WORKLOAD N PHASE WORKDIR
+    benchmarks/.venv-pypet/bin/python benchmarks/pypet_runner.py WORKLOAD N PHASE WORKDIR [NCORES]
 
 PHASE is ``run``, ``load_all`` or ``load_each``; ``load_*`` read the file that ``run``
 wrote into WORKDIR. The result is printed as one JSON line (see workloads.emit).
 
 pypet idioms used:
 
-- an ``Environment`` (single process, pypet's default HDF5 storage service and its
+- with NCORES > 1 (bench_peers.py): ``multiproc=True, ncores=NCORES, use_pool=True``,
+  pypet's own multiprocessing with its default ``wrap_mode`` (workers store under a lock);
+- otherwise an ``Environment`` (single process, pypet's default HDF5 storage service and its
   default compression) with logging and progress reports off; a trajectory with one
   parameter ``i`` explored over ``range(N)`` with ``f_explore``;
 - ``end``: the run function *returns* its float; a post-processing function (called by
@@ -24,6 +26,7 @@ pypet idioms used:
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 
@@ -46,38 +49,55 @@ def versions():
             "hdf5": tables.hdf5_version, "python": sys.version.split()[0]}
 
 
-def do_run(workload, n, path):
+# The run functions live at module level so that pypet's pool can pickle them (by
+# reference); the timed function they call is set before the run and inherited by the
+# forked workers.
+FN = None
+
+
+def run_end(traj):
+    return FN(traj.i, traj.i)
+
+
+def run_per_run_float(traj):
+    traj.f_add_result("x", FN(traj.i, traj.i), comment="random float")
+
+
+def run_array(traj):
+    traj.f_add_result("x", FN(traj.i, traj.i)["x"], comment="random array")
+
+
+def postproc_end(traj, result_list):
+    values = np.empty(len(result_list))
+    for idx, value in result_list:
+        values[idx] = value
+    traj.f_add_result("summary.x", values, comment="one float per run")
+
+
+def do_run(workload, n, path, ncores=1):
+    global FN
     timer = wl.FunctionTimer()
-    fn = timer.wrap(wl.function_for(workload))
-
-    if workload == "end":
-        def run_fn(traj):
-            return fn(traj.i, traj.i)
-
-        def postproc(traj, result_list):
-            values = np.empty(len(result_list))
-            for idx, value in result_list:
-                values[idx] = value
-            traj.f_add_result("summary.x", values, comment="one float per run")
-    elif workload == "per_run_float":
-        def run_fn(traj):
-            traj.f_add_result("x", fn(traj.i, traj.i), comment="random float")
-    else:
-        def run_fn(traj):
-            traj.f_add_result("x", fn(traj.i, traj.i)["x"], comment="random array")
+    FN = timer.wrap(wl.function_for(workload))
+    run_fn = globals()[f"run_{workload}"]
 
     t0 = time.perf_counter()
     env = Environment(trajectory=TRAJ, filename=path, overwrite_file=True, add_time=False,
-                      log_config=None, report_progress=False, multiproc=False)
+                      log_config=None, report_progress=False, **_multiproc(ncores))
     traj = env.trajectory
     traj.f_add_parameter("i", 0, comment="point index")
     traj.f_explore({"i": list(range(n))})
     if workload == "end":
-        env.add_postprocessing(postproc)
+        env.add_postprocessing(postproc_end)
     env.run(run_fn)
     env.disable_logging()
     wall = time.perf_counter() - t0
     return {"wall_seconds": wall, "fn_seconds": timer.total, "fn_calls": timer.calls}
+
+
+def _multiproc(ncores):
+    if ncores <= 1:
+        return {"multiproc": False}
+    return {"multiproc": True, "ncores": ncores, "use_pool": True}
 
 
 def load_trajectory(path, load_results):
@@ -123,6 +143,7 @@ def do_load_each(workload, n, path):
 
 def main(argv):
     workload, n, phase, workdir = argv[0], int(argv[1]), argv[2], argv[3]
+    ncores = int(argv[4]) if len(argv) > 4 else 1
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
     path = os.path.join(workdir, "pypet.hdf5")
@@ -130,7 +151,8 @@ def main(argv):
            "import_seconds": IMPORT_SECONDS, "rss_after_import": wl.rss_bytes(),
            "versions": versions()}
     if phase == "run":
-        out.update(do_run(workload, n, path))
+        out.update(do_run(workload, n, path, ncores))
+        out["self_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         out["fn_standalone_seconds"] = wl.standalone_function_time(workload, n)
         out["store_bytes"], out["store_allocated_bytes"], out["store_files"] = wl.tree_size(path)
     elif phase == "load_all":

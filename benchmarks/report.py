@@ -11,6 +11,7 @@ A benchmark added later registers its renderer there (in the order of ``run_all.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -155,9 +156,10 @@ def storage_figures(doc, figdir):
     tools = [t for t in TOOL_ORDER if any(r["tool"] == t for r in doc["results"])]
     paths = []
     panels = [("wall_seconds", "runtime [s]"), ("store_bytes", "store size [MB]"),
-              ("load_all_seconds", "load all [s]"), ("load_each_seconds", "load one by one [s]")]
+              ("load_all_seconds", "load all [s]"), ("load_each_seconds", "load one by one [s]"),
+              ("run_peak_rss", "peak RSS during the run [MiB]")]
     for workload in doc["workloads"]:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.6),
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4),
                                  constrained_layout=True)
         for ax, (key, label) in zip(axes, panels, strict=True):
             for tool in tools:
@@ -168,6 +170,8 @@ def storage_figures(doc, figdir):
                 ns_, ys = zip(*pts, strict=True)
                 if key == "store_bytes":
                     ys = [y / 1e6 for y in ys]
+                elif key == "run_peak_rss":
+                    ys = [y / 2**20 for y in ys]
                 ax.plot(ns_, ys, label=tool, **TOOL_STYLE.get(tool, {}))
             if key == "store_bytes":
                 pts = sorted({r["n"] for r in doc["results"] if r["workload"] == workload})
@@ -914,8 +918,99 @@ def scale_section(doc, figdir, md_dir):
     return "\n".join(out)
 
 
+def _cell(idx, tool, workload, n, key, fmt):
+    value = _get(idx, tool, workload, n, key)
+    return fmt(value) if value is not None else "–"
+
+
+def _vs(ours, theirs):
+    """``theirs / ours`` (for times, sizes and memory: above 1 means notebookscan is ahead)."""
+    if not ours or not theirs:
+        return "–"
+    r = theirs / ours
+    return fmt_x(r) if r >= 1 else f"{r:.2f}×"
+
+
+def summary_section(by_name):
+    """One table of the headline numbers of every benchmark, tools side by side."""
+    rows = []
+    storage = by_name.get("storage")
+    if storage:
+        idx = _index(storage)
+        for workload, n, key, label, fmt in (
+                ("per_run_float", 10_000, "wall_seconds", "run, serial [s]", fmt_s),
+                ("per_run_float", 10_000, "load_all_seconds", "load all [s]", fmt_s),
+                ("per_run_float", 10_000, "store_bytes", "store [MB]", fmt_mb),
+                ("array", 1_000, "wall_seconds", "run, serial [s]", fmt_s),
+                ("array", 1_000, "load_all_seconds", "load all [s]", fmt_s),
+                ("array", 1_000, "store_bytes", "store [MB]", fmt_mb),
+                ("array", 1_000, "run_peak_rss", "peak RSS run [MiB]", fmt_mib)):
+            if (("notebookscan", workload, n)) not in idx:
+                continue
+            ours = _get(idx, "notebookscan", workload, n, key)
+            rows.append([f"{workload}, N = {n:,}: {label}",
+                         _cell(idx, "notebookscan", workload, n, key, fmt),
+                         _cell(idx, "pypet", workload, n, key, fmt),
+                         _cell(idx, "psweep", workload, n, key, fmt),
+                         _cell(idx, "floor", workload, n, key, fmt),
+                         _vs(ours, _get(idx, "pypet", workload, n, key)),
+                         _vs(ours, _get(idx, "psweep", workload, n, key))])
+    peers = by_name.get("peers")
+    if peers:
+        idx = {(r["tool"], r["workload"], r["n"]): r for r in peers["results"]
+               if "wall_seconds" in r}
+        for workload, n in (("per_run_float", 10_000), ("array", 1_000)):
+            if ("notebookscan", workload, n) not in idx:
+                continue
+            ours = _get(idx, "notebookscan", workload, n, "wall_seconds")
+            rows.append([f"{workload}, N = {n:,}: run, 2 workers [s]",
+                         fmt_s(ours),
+                         _cell(idx, "pypet", workload, n, "wall_seconds", fmt_s),
+                         _cell(idx, "psweep", workload, n, "wall_seconds", fmt_s),
+                         _cell(idx, "floor", workload, n, "wall_seconds", fmt_s)
+                         + " (raw map)",
+                         _vs(ours, _get(idx, "pypet", workload, n, "wall_seconds")),
+                         _vs(ours, _get(idx, "psweep", workload, n, "wall_seconds"))])
+    parallel = by_name.get("parallel")
+    if parallel:
+        idx = _par_throughput(parallel)
+        n = max(parallel["sizes"])
+        ours, raw = idx.get(("notebookscan", n)), idx.get(("ipp_map", n))
+        if ours and raw:
+            rows.append([f"trivial function, N = {n:,}, 2 engines: points/s",
+                         f"{_par_rate(ours):,.0f}", "–", "–",
+                         f"{_par_rate(raw):,.0f} (raw map)",
+                         "–", "–"])
+            rows.append(["the same: client peak RSS [MiB]", fmt_mib(ours["peak_rss"]),
+                         "–", "–", fmt_mib(raw["peak_rss"]) + " (raw map)", "–", "–"])
+    scale = by_name.get("scale")
+    if scale:
+        rows.append([f"{scale['n_grid']:,}-point grid + keys + skip-done [s]",
+                     fmt_s(scale["median_total_seconds"]), "–", "–", "–", "–", "–"])
+    if not rows:
+        return ""
+    return "\n".join([
+        "## Summary", "",
+        "Headline numbers of the sections below, side by side. The last two columns are "
+        "the other tool's number divided by notebookscan's: for times, sizes and memory, "
+        "above 1× means notebookscan is ahead, below 1× behind. The floor is a plain "
+        "netCDF4 loop for storage and a raw ipyparallel map for parallel runs; neither "
+        "does what a scan tool does (no keys, no skip-done, no crash safety): they "
+        "bound what is possible.",
+        "", md_table(["measure", "notebookscan", "pypet", "psweep", "floor",
+                      "pypet / notebookscan", "psweep / notebookscan"], rows), ""])
+
+
+def _register_module_sections():
+    """Benchmarks that render their own section (``render(doc, figdir, md_dir, ...)``)."""
+    import bench_peers
+    import bench_segments
+
+    return {"peers": bench_peers.render, "segments": bench_segments.render}
+
+
 SECTIONS = {"storage": storage_section, "parallel": parallel_section,
-            "scale": scale_section}
+            "scale": scale_section, **_register_module_sections()}
 
 
 def write_report(results_dir=None, out=None, figdir=None, names=None):
@@ -934,8 +1029,14 @@ def write_report(results_dir=None, out=None, figdir=None, names=None):
     parts = ["# notebookscan benchmarks", "",
              "Generated by `python benchmarks/run_all.py` (`make bench`); raw numbers in "
              f"`{os.path.relpath(results_dir, md_dir)}/`.", "", machine_section(docs)]
+    by_name = {doc["benchmark"]: doc for doc in docs}
+    parts.append(summary_section(by_name))
     for doc in docs:
-        parts.append(SECTIONS[doc["benchmark"]](doc, figdir, md_dir))
+        render = SECTIONS[doc["benchmark"]]
+        if "others" in inspect.signature(render).parameters:
+            parts.append(render(doc, figdir, md_dir, others=by_name))
+        else:
+            parts.append(render(doc, figdir, md_dir))
     with open(out, "w") as fh:
         fh.write("\n".join(parts).rstrip() + "\n")
     return out
