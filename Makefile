@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/run_all.py
+
+## docs: regenerate the API reference in docs/api/ from the docstrings
+docs: $(STAMP)
+	$(BIN)/python docs/build_api.py
 
 clean:
 	rm -rf $(VENV) demo-results .pytest_cache .ruff_cache .hypothesis
