@@ -18,12 +18,51 @@ from .table import combine_shards
 __all__ = ["lazy_dataset"]
 
 
+class _NoChunkCacheLock:
+    """The HDF5 lock, holding HDF5's chunk cache at zero while it is held.
+
+    Each point is one chunk and a lazy read fetches it once, so a chunk cache only costs
+    memory: netCDF-C gives every variable of every open file 64 MiB of it, and a reduction
+    over a 5 GB store of 17 shards peaked at 1.3 GB RSS (0.28 GB without). The cache size
+    is taken from the process-wide default when xarray (re)opens a file, which it does
+    under this lock, so files reopened after leaving xarray's file cache get none either.
+    """
+
+    def __init__(self) -> None:
+        self._lock = hdf5_lock()
+        self._saved: list[tuple[int, int, float]] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        import netCDF4
+
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._saved.append(netCDF4.get_chunk_cache())
+        netCDF4.set_chunk_cache(0)
+        return True
+
+    def release(self) -> None:
+        import netCDF4
+
+        netCDF4.set_chunk_cache(*self._saved.pop())
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_LOCK = _NoChunkCacheLock()
+
+
 def _open_lazily(path: str) -> Any:
     import xarray as xr
 
-    ds = xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
-                         cache=False, lock=hdf5_lock())
-    return ds
+    with _LOCK:
+        return xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
+                               cache=False, lock=_LOCK)
 
 
 def lazy_dataset(store: Any, layout: Layout) -> Any:

@@ -1,0 +1,156 @@
+"""Big stores: a lazy open reads only what a slice needs; a 1M-point grid is checked fast.
+
+The lazy measurements run in a fresh Python process, so its byte counters and peak RSS
+belong to the open and the slice alone. Bytes read are counted with ``rchar`` of
+``/proc/self/io`` (psutil ``read_chars``): every byte handed out by ``read``/``pread``,
+whether it came from the disk or the page cache, so a store just written (and therefore
+cached) is measured the same as a cold one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import notebookscan as ns
+
+POINT_VALUES = 131_072  # float64s per point: 1 MiB, one HDF5 chunk
+
+
+def big(a: int, b: int) -> dict:
+    """Random floats (barely compressible), reproducible from the parameters alone."""
+    return {"y": np.random.default_rng(1000 * a + b).random(POINT_VALUES),
+            "s": float(1000 * a + b)}
+
+
+def _disk_bytes(path: str) -> int:
+    """What ``du`` counts: allocated blocks of every file under ``path``."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.stat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def _build(path: str, na: int, nb: int) -> int:
+    ns.Scan(big, ns.grid(a=range(na), b=range(nb)), store=path).run(
+        executor="serial", progress=False)
+    return _disk_bytes(path)
+
+
+_PROBE = textwrap.dedent("""
+    import json, resource, sys, time
+    import numpy as np, psutil
+    import dask.array, netCDF4, xarray  # imported before any counter is read
+    import notebookscan as ns
+
+    path, a, b, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    proc = psutil.Process()
+    out = {}
+    r0 = proc.io_counters().read_chars
+    t0 = time.perf_counter()
+    ds = ns.open_store(path, lazy=True)
+    out["open_s"] = time.perf_counter() - t0
+    r1 = proc.io_counters().read_chars
+    out["open_read"] = r1 - r0
+    out["chunked"] = ds.y.chunks is not None
+    out["shape"] = list(ds.y.shape)
+    t0 = time.perf_counter()
+    row = ds.y.sel(a=a).values  # one parameter value: a whole row of the grid
+    out["row_s"] = time.perf_counter() - t0
+    r2 = proc.io_counters().read_chars
+    out["row_read"] = r2 - r1
+    # one point of another row (the row's chunks may still sit in HDF5's chunk cache)
+    a2 = (a + 1) % ds.sizes["a"]
+    point = ds.sel(a=a2, b=b)[["y", "s", "status"]].load()
+    out["point_read"] = proc.io_counters().read_chars - r2
+    # peak RSS of the open and the loads, before the check below builds its own arrays
+    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["row_bytes"] = row.nbytes
+    out["row_ok"] = all(np.array_equal(row[j], np.random.default_rng(1000 * a + j).random(n))
+                        for j in range(row.shape[0]))
+    out["point_ok"] = bool(
+        np.array_equal(point.y.values, np.random.default_rng(1000 * a2 + b).random(n))
+        and float(point.s) == 1000 * a2 + b and str(point.status.values) == "done")
+    print(json.dumps(out))
+""")
+
+
+def _probe(path: str, a: int, b: int) -> dict:
+    res = subprocess.run([sys.executable, "-c", _PROBE, path, str(a), str(b),
+                          str(POINT_VALUES)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _check_lazy_slice(tmp_path, na: int, nb: int, min_bytes: int) -> dict:
+    path = str(tmp_path / "big")
+    t0 = time.perf_counter()
+    size = _build(path, na, nb)
+    build_s = time.perf_counter() - t0
+    assert size >= min_bytes, f"the store is only {size / 1e9:.2f} GB"
+    shards = len(ns.Store(path).shard_files())
+    out = _probe(path, a=na // 2, b=nb // 3)
+    out.update(store_bytes=size, build_s=build_s, shards=shards)
+    print("\nlazy slice of a big store:", json.dumps(out))
+
+    assert out["chunked"] and out["shape"] == [na, nb, POINT_VALUES]
+    assert out["row_ok"] and out["point_ok"]
+    assert out["open_s"] < 10, out
+    # opening reads the small index columns and HDF5 metadata, not the results; netCDF-C
+    # reads up to the first 4 MiB of a file to find its format, hence the allowance
+    assert out["open_read"] < shards * 9 * 2**20, out
+    # the row is 1/na of the store: reading it touches about that many bytes
+    row_share = size / na
+    assert out["row_read"] < 1.1 * row_share + 2**20, out
+    # one 1 MiB point (and its small columns)
+    assert 0.5 * size / (na * nb) < out["point_read"] < 4 * 2**20, out
+    # what was read in all, and what the process ever held, is far below the store
+    assert out["open_read"] + out["row_read"] < size / 3, out
+    return out
+
+
+def test_lazy_slice_of_a_200mb_store_reads_only_the_slice(tmp_path):
+    out = _check_lazy_slice(tmp_path, na=5, nb=40, min_bytes=150_000_000)
+    assert out["peak_rss"] < 2.5 * out["row_bytes"] + 300e6
+
+
+@pytest.mark.slow
+def test_lazy_slice_of_a_5gb_store_reads_only_the_slice(tmp_path):
+    # 20 x 280 points of 1 MiB of random floats: ~5.9 GB of data, ~5.2 GB on disk after
+    # blosc (random floats shrink ~12 % with byte shuffle)
+    out = _check_lazy_slice(tmp_path, na=20, nb=280, min_bytes=5_000_000_000)
+    # the row (294 MB) and dask's chunks of it; no HDF5 chunk cache per shard
+    assert out["peak_rss"] < 2.5 * out["row_bytes"] + 300e6
+
+
+# -- a million-point grid against a store of 100 000 -----------------------------------------
+
+
+def double(i: int) -> float:
+    return 2.0 * i
+
+
+def test_million_point_grid_skips_100k_stored_points_fast(tmp_path):
+    path = str(tmp_path / "store")
+    ns.Scan(double, ns.grid(i=range(100_000)), store=path).run(executor="serial",
+                                                                progress=False)
+    t0 = time.perf_counter()
+    space = ns.grid(i=range(1_000_000))
+    keys = space.keys()
+    scan = ns.Scan(double, space, store=path)
+    plan = scan.run(dry_run=True)
+    status = scan.status()
+    elapsed = time.perf_counter() - t0
+    print(f"\n1M-point grid, keys and skip-done check against 100k stored: {elapsed:.2f} s")
+    assert len(keys) == len(set(keys)) == 1_000_000
+    assert plan.stored == 100_000 and len(plan.to_run) == 900_000
+    assert status["done"] == 100_000 and status["missing"] == 900_000
+    assert elapsed < 10, f"took {elapsed:.1f} s"
