@@ -197,27 +197,68 @@ def _bare(annotation: Any) -> Any:
     return _Annotation(inspect.formatannotation(annotation))
 
 
-def signature(obj: Any, *, drop_self: bool = False) -> str:
+WIDTH = 88  # longer signatures get one parameter per line, like black writes them
+
+
+def signature(obj: Any, prefix: str = "", *, drop_self: bool = False,
+              returns: bool = True) -> str:
+    """``prefix(params) -> return``, wrapped one parameter a line when long."""
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
-        return "(...)"
+        return f"{prefix}(...)"
     params = list(sig.parameters.values())
     if drop_self and params and params[0].name in ("self", "cls"):
         params = params[1:]
     params = [p.replace(annotation=_bare(p.annotation)) for p in params]
-    sig = sig.replace(parameters=params, return_annotation=_bare(sig.return_annotation))
+    ret = _bare(sig.return_annotation) if returns else inspect.Signature.empty
+    sig = sig.replace(parameters=params, return_annotation=ret)
+    text = prefix + str(sig)
+    if len(text) > WIDTH and params:
+        tail = "" if ret is inspect.Signature.empty else f" -> {ret!r}"
+        text = (prefix + "(\n" + "".join(f"    {part},\n" for part in _parts(sig))
+                + ")" + tail)
     # default values whose repr has an address (sentinels) would differ run to run
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", str(sig))
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
-def _class_signature(cls: type) -> str:
+def _parts(sig: inspect.Signature) -> list[str]:
+    """The parameters as str(sig) shows them, with its ``/`` and ``*`` markers."""
+    kind = inspect.Parameter
+    parts: list[str] = []
+    positional_only, star_needed = False, True
+    for param in sig.parameters.values():
+        if param.kind is kind.POSITIONAL_ONLY:
+            positional_only = True
+        elif positional_only:
+            parts.append("/")
+            positional_only = False
+        if param.kind is kind.VAR_POSITIONAL:
+            star_needed = False
+        elif param.kind is kind.KEYWORD_ONLY and star_needed:
+            parts.append("*")
+            star_needed = False
+        parts.append(str(param))
+    if positional_only:
+        parts.append("/")
+    return parts
+
+
+def _return_annotation(func: Any) -> str:
+    try:
+        ret = inspect.signature(func).return_annotation
+    except (TypeError, ValueError):
+        return ""
+    return "" if ret is inspect.Signature.empty else repr(_bare(ret))
+
+
+def _class_signature(cls: type, prefix: str) -> str:
     # the constructor users call; a metaclass or HasTraits may hide it from inspect(cls)
     for name in ("__init__", "__new__"):
         for klass in cls.__mro__:
             if name in vars(klass) and (klass.__module__ or "").startswith("notebookscan"):
-                return signature(getattr(cls, name), drop_self=True)
-    return signature(cls)
+                return signature(getattr(cls, name), prefix, drop_self=True, returns=False)
+    return signature(cls, prefix, returns=False)
 
 
 # ------------------------------------------------------------------------- anchors
@@ -389,14 +430,14 @@ def render_entry(entry: Entry, conv: Converter) -> list[str]:
         kind = "exception" if issubclass(obj, BaseException) else "class"
         if issubclass(obj, Warning):
             kind = "warning"
-        out += ["```python", f"{kind} {entry.name}{_class_signature(obj)}", "```", ""]
+        out += ["```python", _class_signature(obj, f"{kind} {entry.name}"), "```", ""]
         # a private base of ours (RunControl) is an implementation detail: not shown
         bases = [_qualname(b) for b in obj.__bases__ if b is not object
                  and (_qualname(b) in conv.index or not b.__module__.startswith("notebookscan"))]
         if bases:
             where.append("bases " + ", ".join(conv.link(b, True) for b in bases))
     else:
-        out += ["```python", f"{entry.name}{signature(obj)}", "```", ""]
+        out += ["```python", signature(obj, entry.name), "```", ""]
     out += ["*" + " · ".join(where).replace("*", r"\*") + "*", ""]
     context = entry.name if inspect.isclass(obj) else ""
     conv = Converter(conv.index, conv.page, context)
@@ -405,12 +446,12 @@ def render_entry(entry: Entry, conv: Converter) -> list[str]:
         for name, member, _ in own_members(obj):
             out += [f"### {entry.name}.{name}", ""]
             if isinstance(member, property):
-                ret = signature(member.fget).rsplit(" -> ", 1)
-                kind = f": {ret[1]}" if len(ret) == 2 else ""
+                ret = _return_annotation(member.fget)
+                kind = f": {ret}" if ret else ""
                 out += ["```python", f"{entry.name}.{name}{kind}  # property", "```", ""]
             else:
                 drop = not isinstance(inspect.getattr_static(obj, name), staticmethod)
-                out += ["```python", f"{entry.name}.{name}{signature(member, drop_self=drop)}",
+                out += ["```python", signature(member, f"{entry.name}.{name}", drop_self=drop),
                         "```", ""]
             out += [conv.convert(inspect.getdoc(member) or "") or "*(no docstring)*", ""]
     return out
@@ -447,7 +488,7 @@ def render_cli(index: dict[str, tuple[str, str]]) -> str:
            "`notebookscan COMMAND ...` (also `python -m notebookscan`). "
            "The task-by-task guide is [docs/cli.md](../cli.md); this page is the "
            "`--help` text of every command.", "",
-           "## main", "", "```python", f"main{signature(cli.main)}", "```", "",
+           "## main", "", "```python", signature(cli.main, "main"), "```", "",
            conv.convert(inspect.getdoc(cli.main) or ""), "",
            "## notebookscan", "", "```text", _help(parser), "```", ""]
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
