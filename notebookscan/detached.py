@@ -80,6 +80,7 @@ class DetachedRun:
 
     @property
     def running(self) -> bool:
+        """True while the background process is starting or running the scan."""
         return self.status().get("state") in ("starting", "running")
 
     def stop(self, now: bool = False) -> None:

@@ -45,11 +45,13 @@ class Events:
         self._subscribers: dict[str, list[Callable[..., Any]]] = defaultdict(list)
 
     def on(self, name: str, callback: Callable[..., Any]) -> None:
+        """Call ``callback(**fields)`` on every event ``name`` (raises for unknown names)."""
         if name not in EVENTS:
             raise ValueError(f"unknown event {name!r}; the events are {', '.join(EVENTS)}")
         self._subscribers[name].append(callback)
 
     def off(self, name: str, callback: Callable[..., Any]) -> None:
+        """Stop calling ``callback`` on event ``name`` (no error if it was not subscribed)."""
         if callback in self._subscribers.get(name, []):
             self._subscribers[name].remove(callback)
 
@@ -58,6 +60,7 @@ class Events:
         return bool(self._subscribers.get(name))
 
     def emit(self, name: str, **kwargs: Any) -> None:
+        """Call the subscribers of ``name``; a subscriber's exception is warned, not raised."""
         for callback in list(self._subscribers.get(name, ())):
             try:
                 callback(**kwargs)

@@ -82,6 +82,7 @@ class ScanRun:
 
     @property
     def progress(self) -> Progress:
+        """Live counters of this run (done, failed, running, remaining, rate, eta)."""
         return self._loop.progress
 
     @property
@@ -99,6 +100,7 @@ class ScanRun:
                 self._loop.executor.shutdown()
 
     def start(self, background: bool) -> ScanRun:
+        """Run the loop in a background thread, or here until it ends (``background=False``)."""
         if background:
             # import xarray here, not first in the loop thread while a notebook cell may be
             # importing it too (a half-initialised module fails the other import)
@@ -113,6 +115,7 @@ class ScanRun:
         return self
 
     def done(self) -> bool:
+        """True once the run has ended (finished, stopped or failed)."""
         return self._future.done()
 
     def wait(self, timeout: float | None = None) -> Progress:
@@ -171,6 +174,7 @@ class RunControl:
 
     @property
     def progress(self) -> Progress | None:
+        """Counters of the current or last run of this scan (``None`` before any run)."""
         return self._run.progress if self._run else None
 
 
@@ -237,6 +241,7 @@ class Scan(RunControl):
 
     @property
     def layout(self) -> Layout:
+        """How results are laid out: the store's grid or point layout, else the space's."""
         stored = self.store.layout()
         space_layout = Layout(self.space.layout.kind, tuple(self.space.layout.dims))
         if self.store.metadata() and stored.dims:
@@ -412,6 +417,7 @@ class Scan(RunControl):
         return attach(self.store.path, run_id)
 
     def space_layout(self) -> Layout:
+        """The layout of this scan's space alone (grid dims, or a flat list of points)."""
         return Layout(self.space.layout.kind, tuple(self.space.layout.dims))
 
 

@@ -321,6 +321,7 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def state_bytes(self) -> bytes:
+        """The encoded state, as written (see :meth:`state` for the decoded one)."""
         with open(os.path.join(self.path, STATE_FILE), "rb") as f:
             return f.read()
 
@@ -333,6 +334,7 @@ class Checkpoint:
         return {name: os.path.join(self.path, FILES_DIR, name) for name in self.meta["files"]}
 
     def files(self) -> dict[str, bytes]:
+        """Name -> contents of each file the model handed over."""
         out = {}
         for name, path in self.file_paths().items():
             with open(path, "rb") as f:

@@ -84,6 +84,7 @@ class SegmentProgress(Progress):
         return left / rate if rate > 0 else math.nan
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a dict (what ``progress`` events carry)."""
         return {**super().as_dict(), "segments_done": self.segments_done,
                 "segments_total": self.segments_total, "segment_rate": self.segment_rate}
 

@@ -171,10 +171,12 @@ class SegmentContext:
 
     @property
     def t_start(self) -> float | None:
+        """Simulated time at which this segment starts (``None`` without a duration)."""
         return None if self.duration is None else self.index * self.duration
 
     @property
     def t_stop(self) -> float | None:
+        """Simulated time at which this segment ends (``None`` without a duration)."""
         return None if self.duration is None else (self.index + 1) * self.duration
 
     def rng(self) -> np.random.Generator:

@@ -417,6 +417,7 @@ class RefinePanel(w.VBox):
         self.observe(self._show_preview, names=["preview", "error_text"])
 
     def set_scan(self, scan: Scan) -> None:
+        """Refine ``scan`` from now on (shows the trials box only if it has trials)."""
         self.scan = scan
         names = scan.space.names
         self.trials.layout.display = None if "trial" in names else "none"
