@@ -18,8 +18,11 @@ import time
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import notebookscan as ns
+from notebookscan.layout import Layout, load_dataset, to_dataset
+from notebookscan.store import Store, table_to_shard
 
 POINT_VALUES = 131_072  # float64s per point: 1 MiB, one HDF5 chunk
 
@@ -154,3 +157,110 @@ def test_million_point_grid_skips_100k_stored_points_fast(tmp_path):
     assert plan.stored == 100_000 and len(plan.to_run) == 900_000
     assert status["done"] == 100_000 and status["missing"] == 900_000
     assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+# -- eager loading holds each array once --------------------------------------------------
+
+
+def _same_as_through_the_table(path, layout=None, **kwargs):
+    """load_dataset gives exactly what to_dataset(store.table()) gives, dtypes included."""
+    store = Store(path)
+    layout = layout or store.layout()
+    expected = to_dataset(store.table(layout.dims), layout, **kwargs)
+    got = load_dataset(store, layout, **kwargs)
+    xr.testing.assert_identical(got, expected)
+    for name, var in expected.variables.items():
+        assert got[name].dtype == var.dtype, name
+    assert list(got.data_vars) == list(expected.data_vars)
+    return got
+
+
+def mixed(x: int, y: float):
+    if x == 3 and y == 0.5:
+        raise ValueError("a failed point")
+    t = np.arange(x + 1) * 0.1
+    return {
+        "times": np.sort(np.random.default_rng(x).random(x + 1)),  # ragged floats
+        "ids": np.arange(x, dtype=np.int32),  # ragged ints
+        "trace": xr.DataArray(np.sin(t * y), dims="t", coords={"t": t}),
+        "wave": xr.DataArray(np.cos(np.arange(3) * y), dims="u",  # per-point coordinate
+                             coords={"u": np.arange(3) * y}),
+        "f": x * y,
+    }
+
+
+def test_eager_load_equals_the_table_path_for_ragged_failed_missing_and_duplicates(tmp_path):
+    path = tmp_path / "s"
+    space = ns.grid(x=range(5), y=[0.5, 1.0, 2.0]).where(
+        lambda p: not (p["x"] == 4 and p["y"] == 2.0))  # one missing cell
+    ns.Scan(mixed, space, store=path).run(executor="serial", progress=False, flush_every=4)
+    store = Store(path)
+    store.write(table_to_shard(store.table()))  # every point twice (a killed compaction)
+    assert len(store.shard_files()) >= 4
+    ds = _same_as_through_the_table(path)
+    _same_as_through_the_table(path, extra_coords={"x": [7]})
+    assert ds.status.sel(x=4, y=2.0) == "missing" and ds.status.sel(x=3, y=0.5) == "failed"
+    assert np.isnan(ds.times.sel(x=3, y=0.5)).all()
+    np.testing.assert_array_equal(ds.times.sel(x=2, y=1.0)[:3],
+                                  np.sort(np.random.default_rng(2).random(3)))
+    assert ds.u_coord.dims == ("x", "y", "u")  # per-point coordinate
+    points = _same_as_through_the_table(path, Layout("points", ("x", "y")), pending={
+        "x": [9], "y": [9.5], "key": [ns.point_key({"x": 9, "y": 9.5})], "seed": [1]})
+    assert points.status.values[-1] == "missing" and np.isnan(points.times.values[-1]).all()
+
+
+def float_and_int_on_one_dim(x: int):
+    return {"a": xr.DataArray(np.arange(3.0) * x, dims="t"),
+            "b": xr.DataArray(np.arange(3) + x, dims="t"),
+            "c": np.full(2, x, dtype=np.float32 if x < 2 else np.float64)}
+
+
+def changed_type(x: int):
+    return np.arange(3) * x if x < 2 else np.arange(3) * 0.5 * x
+
+
+def test_eager_load_equals_the_table_path_for_shared_dims_and_mixed_dtypes(tmp_path):
+    ns.Scan(float_and_int_on_one_dim, ns.grid(x=range(4)), store=tmp_path / "a").run(
+        executor="serial", progress=False, flush_every=2)
+    ds = _same_as_through_the_table(tmp_path / "a")
+    assert ds.b.dtype == np.int64 and ds.c.dtype == np.float64
+    ns.Scan(changed_type, ns.grid(x=range(4)), store=tmp_path / "b").run(
+        executor="serial", progress=False, flush_every=2)
+    _same_as_through_the_table(tmp_path / "b")
+    (tmp_path / "empty" / "shards").mkdir(parents=True)
+    assert len(_same_as_through_the_table(tmp_path / "empty", Layout("points", ("x",))).point) == 0
+
+
+_EAGER = textwrap.dedent("""
+    import resource, sys, time
+    import numpy as np, xarray
+    import notebookscan as ns
+    from notebookscan.layout import load_dataset
+    from notebookscan.store import Store
+
+    store = Store(sys.argv[1])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    ds = load_dataset(store, store.layout())
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert np.array_equal(ds.y.values[1, 2], np.random.default_rng(1002).random(131_072))
+    print(seconds, peak - base, ds.y.nbytes)
+""")
+
+
+def test_eager_load_of_arrays_holds_them_about_once(tmp_path):
+    path = str(tmp_path / "s")
+    # 3 x 40 points of 1 MiB, four shards: peak = the array + one shard (+ slack)
+    ns.Scan(big, ns.grid(a=range(3), b=range(40)), store=path).run(
+        executor="serial", progress=False, flush_every=30, chunk_size=10)
+    shards = len(Store(path).shard_files())
+    assert shards >= 4
+    res = subprocess.run([sys.executable, "-c", _EAGER, path], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    seconds, grew, nbytes = (float(v) for v in res.stdout.split())
+    print(f"\neager load of {nbytes / 1e6:.0f} MB of arrays in {shards} shards: "
+          f"{seconds:.2f} s, peak RSS +{grew / 1e6:.0f} MB ({grew / nbytes:.2f} x)")
+    # through the table it was ~3 x; now the array, plus one shard's block at a time
+    assert grew < nbytes * (1 + 1.5 / shards) + 50e6
