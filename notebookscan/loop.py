@@ -7,6 +7,7 @@ the code is the same; only :class:`~notebookscan.scan.ScanRun` decides where.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -21,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from .batch import Batch
-from .errors import ScanError
+from .errors import ExecutorError, ScanError
 from .events import Events
-from .executors.base import ScanExecutor
+from .executors.base import FORK_LOCK, ScanExecutor
 from .shards import Record
 from .store import Store
 from .worker import ChunkResult, ShardSink, run_chunk
@@ -77,14 +78,17 @@ class Progress:
 
     @property
     def completed(self) -> int:
+        """Points finished in this run, done or failed."""
         return self.done + self.failed
 
     @property
     def remaining(self) -> int:
+        """Points of this run neither finished nor running."""
         return self.total - self.completed - self.running
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the run started (until it finished, once it has)."""
         return (self.finished_at or time.time()) - self.started_at
 
     @property
@@ -99,6 +103,7 @@ class Progress:
         return left / self.rate if self.rate > 0 else math.nan
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a dict (what ``progress`` events carry)."""
         return {"done": self.done, "failed": self.failed, "running": self.running,
                 "remaining": self.remaining, "total": self.total, "rate": self.rate,
                 "workers": self.workers}
@@ -223,6 +228,7 @@ class ScanLoop(StopControl):
                 if self._flush_due():
                     self._flush()
                     todo = self._drop_done_elsewhere(todo)
+                self._check_alive(inflight, chunker)
                 if time.monotonic() - self._last_workers_check >= WORKER_CHECK_INTERVAL:
                     chunker.workers = self._check_workers()
         except KeyboardInterrupt:
@@ -236,6 +242,21 @@ class ScanLoop(StopControl):
             self._flush()
             self._finish(todo)
         return progress
+
+    def _check_alive(self, inflight: dict[Future, tuple[list[int], int]],
+                     chunker: _Chunker) -> None:
+        """Stop with the executor's error when its back-end is gone (a dead controller
+        never answers, so the loop would otherwise wait forever); whatever finished is
+        collected first, and stored by the final flush."""
+        try:
+            self.executor.check_alive()
+        except ExecutorError:
+            for future in [f for f in inflight if f.done()]:
+                chunk, attempt = inflight.pop(future)
+                self.progress.running -= len(chunk)
+                with contextlib.suppress(Exception):  # the executor's error is the one to report
+                    self._collect(future, chunk, attempt, {}, chunker)
+            raise
 
     def _check_workers(self) -> int:
         """Engines may join late (a queued batch job) or be replaced: keep up with them."""
@@ -289,6 +310,13 @@ class ScanLoop(StopControl):
             if self._stop_now.is_set():
                 return
             if self.executor.is_worker_lost(exc):
+                if len(chunk) > 1:
+                    # which point killed the worker (if any) is unknown: run each half on
+                    # its own, charging no retry, until the point is found alone
+                    half = len(chunk) // 2
+                    self._submit(chunk[:half], attempt, inflight)
+                    self._submit(chunk[half:], attempt, inflight)
+                    return
                 if attempt < self.settings.max_retries:
                     self._submit(chunk, attempt + 1, inflight)
                     return
@@ -400,7 +428,8 @@ class ScanLoop(StopControl):
         batch, self._batch = self._batch, Batch()
         data = batch.to_shard(self.names, self.columns, self.keys, self.seeds, self.run_id,
                               self.attrs)
-        shard = self.store.write(data)
+        with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
+            shard = self.store.write(data)
         self.progress.shards += 1
         self.events.emit("flushed", shard=shard, points=batch.points)
         self._emit_progress()
@@ -419,7 +448,8 @@ class ScanLoop(StopControl):
         """Skip points that another writer stored meanwhile (two scans, one store)."""
         if not todo:
             return todo
-        done = self.store.index().done
+        with FORK_LOCK:
+            done = self.store.index().done
         kept = deque(i for i in todo if self.keys[i] not in done)
         dropped = len(todo) - len(kept)
         if dropped:

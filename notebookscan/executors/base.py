@@ -10,9 +10,16 @@ from __future__ import annotations
 import abc
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
+
+#: Held while this process forks pool workers. fork() copies a lock that another thread
+#: holds in its locked state, so a worker forked while the scan loop was inside
+#: HDF5/netCDF (writing a shard) would hang at its first HDF5 call. The scan loop holds
+#: it around its store reads and writes; pools are rebuilt from a helper thread.
+FORK_LOCK = threading.Lock()
 
 
 def usable_cores() -> int:
@@ -67,6 +74,11 @@ class ScanExecutor(abc.ABC):
         """True when ``exc`` means the worker died (the chunk is re-submitted elsewhere),
         False for any other failure of a task (which stops the scan with a clear error)."""
         return False
+
+    def check_alive(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Raise :class:`~notebookscan.errors.ExecutorError` when the back-end is gone for
+        good (e.g. an ipyparallel controller that stopped answering). The scan loop calls
+        it on every turn, so it must be cheap and must not wait."""
 
     def cancel_pending(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Best effort: drop tasks submitted but not started (used by ``stop()``)."""

@@ -57,6 +57,20 @@ _LOST_NAMES = frozenset({"EngineError"})
 # seconds a finished task may wait for its engine's last output message before purging
 _OUTPUT_WAIT = 60.0
 
+#: Seconds the controller may stay silent (a liveness query unanswered, no task
+#: finishing) before a scan gives up on it; see :meth:`IPyParallelExecutor.check_alive`.
+#: ``NOTEBOOKSCAN_CONTROLLER_TIMEOUT`` in the environment overrides it; 0 turns it off.
+CONTROLLER_TIMEOUT = 10.0
+#: Seconds between two liveness queries to the controller while a scan runs.
+CONTROLLER_CHECK_INTERVAL = 1.0
+
+
+def _default_controller_timeout() -> float:
+    try:
+        return float(os.environ.get("NOTEBOOKSCAN_CONTROLLER_TIMEOUT", CONTROLLER_TIMEOUT))
+    except ValueError:
+        return CONTROLLER_TIMEOUT
+
 
 # --------------------------------------------------------------------------- engine side
 
@@ -295,6 +309,11 @@ class IPyParallelExecutor(ScanExecutor):
     check_timeout
         Seconds to wait for the engines' answer to the import check before the first
         task. Busy engines answer later; a failure then stops the next ``submit``.
+    controller_timeout
+        Seconds the controller may stay silent before a running scan stops with an
+        :class:`~notebookscan.errors.ExecutorError` (default 10 s, or
+        ``NOTEBOOKSCAN_CONTROLLER_TIMEOUT``; 0: wait forever). Raise it on a slow link
+        (an ssh tunnel) or a heavily loaded controller; see :meth:`check_alive`.
 
     Examples
     --------
@@ -318,6 +337,7 @@ class IPyParallelExecutor(ScanExecutor):
         purge_every: int = 256,
         purge_interval: float = 2.0,
         check_timeout: float = 30.0,
+        controller_timeout: float | None = None,
     ):
         self.client: ipp.Client = view.client
         # our own view: we trim its history and never let anyone turn retries on for it
@@ -339,6 +359,13 @@ class IPyParallelExecutor(ScanExecutor):
         self._check_failures: dict[int, dict[str, Any]] = {}
         self._probes: set[int] = set()
         self.hub_purge_failures = 0
+        self.controller_timeout = float(
+            _default_controller_timeout() if controller_timeout is None else controller_timeout
+        )
+        self._probe: Any = None  # the liveness query in flight (a MessageFuture), if any
+        self._probe_sent = 0.0
+        self._last_task_done = 0.0  # a task finishing is a sign of life as well
+        self._controller_lost = ""  # the error message, once the controller is gone
         profile = getattr(self.cluster, "profile_dir", "") or ""
         where = f"cluster {self.cluster.cluster_id!r}" if self.cluster is not None else "ipcluster"
         self.description = f"ipyparallel ({where}{', ' + profile if profile else ''})"
@@ -497,6 +524,8 @@ class IPyParallelExecutor(ScanExecutor):
         """
         if self._closed:
             raise ExecutorError(f"{self!r} was shut down; build a new executor to run more tasks.")
+        if self._controller_lost:
+            raise ExecutorError(self._controller_lost)
         if getattr(self.client, "_closed", False):
             raise ExecutorError(
                 "the ipyparallel client of this executor was closed; connect again with "
@@ -535,12 +564,68 @@ class IPyParallelExecutor(ScanExecutor):
         """See :func:`is_worker_lost`."""
         return is_worker_lost(exc)
 
+    # ------------------------------------------------------------------ controller liveness
+
+    @property
+    def controller_address(self) -> str:
+        """Where the controller listens for this client (its registration address)."""
+        config = getattr(self.client, "_config", None) or {}
+        return str(config.get("registration") or config.get("location") or "?")
+
+    @property
+    def controller_lost(self) -> bool:
+        """True once :meth:`check_alive` found the controller gone."""
+        return bool(self._controller_lost)
+
+    def check_alive(self) -> None:
+        """Raise :class:`ExecutorError` when the controller has stopped answering.
+
+        ipyparallel has no heartbeat between a client and its controller: when the
+        controller dies (SIGKILL, lost node) the client's futures simply never finish.
+        So this sends a cheap query (queue status) at most every
+        ``CONTROLLER_CHECK_INTERVAL`` seconds and never waits for its reply; the
+        controller counts as gone when a query has stayed unanswered, and no task has
+        finished, for ``controller_timeout`` seconds. Cheap enough to call on every
+        turn of the scan loop.
+        """
+        if self._controller_lost:
+            raise ExecutorError(self._controller_lost)
+        if self.controller_timeout <= 0 or self._closed or getattr(self.client, "_closed", False):
+            return
+        now = time.monotonic()
+        probe = self._probe
+        if probe is not None and not probe.done():
+            silent = now - max(self._probe_sent, self._last_task_done)
+            if silent > self.controller_timeout:
+                self._controller_lost = (
+                    f"the ipyparallel controller at {self.controller_address} stopped "
+                    f"answering (no reply for {silent:.0f} s, controller_timeout="
+                    f"{self.controller_timeout:g} s); the tasks still out on its engines are "
+                    "abandoned, finished results are stored; restart the cluster (or connect to "
+                    "a running one) and run() again to resume"
+                )
+                raise ExecutorError(self._controller_lost)
+            return
+        if now - self._probe_sent < CONTROLLER_CHECK_INTERVAL:
+            return
+        self._probe_sent = now
+        try:
+            with self._lock:  # the same lock as apply_async: the client is not thread-safe
+                self._probe = self.client._send(
+                    self.client._query_stream, "queue_request",
+                    content={"targets": None, "verbose": False},
+                )
+        except Exception:  # a closed client: submit() says so
+            log.debug("controller liveness query failed", exc_info=True)
+            self._probe = None
+
     def _maintain(self) -> None:
         """Hook run before each task (the shared local cluster replaces dead engines)."""
 
     def _task_done(self, ar: Any) -> None:
         # runs on the client's IO thread: bookkeeping only, nothing that waits for a reply
         now = time.monotonic()
+        self._last_task_done = now
         with self._lock:
             self._pending.difference_update(ar.msg_ids)
             self._finished.extend((now, mid) for mid in ar.msg_ids)
@@ -552,7 +637,7 @@ class IPyParallelExecutor(ScanExecutor):
         """Abort tasks that are queued and have not started (they fail with ``TaskAborted``)."""
         with self._lock:
             ids = [mid for mid in self._pending if self._engine_of(mid) is None]
-        if not ids or not self.client.ids:
+        if not ids or not self.client.ids or self._controller_lost:
             return
         with contextlib.suppress(Exception):  # best effort: the controller may be gone
             self.client.abort(jobs=ids, block=False)
@@ -622,18 +707,37 @@ class IPyParallelExecutor(ScanExecutor):
         return len(ids)
 
     def _purge_hub(self, ids: list[str]) -> None:
-        if getattr(self.client, "_closed", False):
+        if getattr(self.client, "_closed", False) or self._controller_lost:
             return
         try:
-            self.client.purge_hub_results(jobs=ids)
-            return
+            if self._hub_purge(ids):
+                return
+        except TimeoutError:
+            return  # the controller does not answer: check_alive() tells the scan
         except Exception:
             pass  # one id the hub still counts as pending fails the whole batch
         for mid in ids:
             try:
-                self.client.purge_hub_results(jobs=[mid])
+                if self._hub_purge([mid]):
+                    continue
+            except TimeoutError:
+                return
             except Exception:
-                self.hub_purge_failures += 1  # the hub culls old records itself eventually
+                pass
+            self.hub_purge_failures += 1  # the hub culls old records itself eventually
+
+    def _hub_purge(self, ids: list[str]) -> bool:
+        """``client.purge_hub_results(jobs=ids)`` with a bounded wait.
+
+        The public call waits forever for the reply, so a dead controller would hang
+        :meth:`shutdown` (and ``ClusterHandle.stop``). Returns False when the hub refused.
+        """
+        future = self.client._send(self.client._query_stream, "purge_request",
+                                   content={"engine_ids": [], "msg_ids": list(ids)})
+        wait = self.controller_timeout if self.controller_timeout > 0 else 60.0
+        if not future.wait(wait):
+            raise TimeoutError(f"the controller did not answer a purge request in {wait:g} s")
+        return future.result()["content"].get("status") == "ok"
 
     def _start_purger(self) -> None:
         if self._purger is not None and self._purger.is_alive():
@@ -683,7 +787,8 @@ class IPyParallelExecutor(ScanExecutor):
         self._wake.set()
         if self.owns_client:
             with contextlib.suppress(Exception):
-                self.client.close()
+                # linger=0: messages to a dead controller would otherwise block exit
+                self.client.close(linger=0 if self._controller_lost else None)
 
     def __repr__(self) -> str:
         return f"<IPyParallelExecutor: {self.description}, {self.worker_count()} engine(s)>"

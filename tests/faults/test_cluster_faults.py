@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -132,12 +133,97 @@ def test_controller_killed_under_a_scan(tmp_path, counts, variant):
         check_and_finish(scan, clean, counts)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after its controller is SIGKILLed the client never ends: ScanLoop.run keeps waiting "
-    "(wait(inflight, timeout=flush_interval) in a loop) on futures of tasks the dead "
-    "controller will never answer; IPyParallelExecutor has no controller-liveness check, "
-    "worker_count() still reports the stale client.ids, and no error is raised"))
 def test_client_ends_when_its_controller_dies(tmp_path, counts):
-    _, ended = _kill_controller_under_a_scan(tmp_path, "hang", rng_for("hang"), counts,
+    """A SIGKILLed controller never answers again: the client notices within its
+    controller_timeout, stores what finished, and ends with a clear error."""
+    scan, ended = _kill_controller_under_a_scan(tmp_path, "hang", rng_for("hang"), counts,
                                               wait=20.0)
     assert ended, "the client still runs 20 s after its controller died"
+    with open(f"{scan.store}.log") as log:
+        text = log.read()
+    assert "ExecutorError" in text and "stopped answering" in text, text[-3000:]
+    assert "run() again to resume" in text
+    assert not scan.lost()
+
+
+# --------------------------------------------------------------------------- process pools
+
+
+def _dies_at_13(x: int) -> dict[str, int]:
+    """Innocent everywhere but at x == 13, where it kills its worker process."""
+    time.sleep(0.02)
+    if x == 13:
+        os._exit(1)
+    return {"y": x * x}
+
+
+def _segfaults_at_13(x: int) -> dict[str, int]:
+    time.sleep(0.02)
+    if x == 13:
+        import ctypes
+
+        ctypes.string_at(0)
+    return {"y": x * x}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, None])
+@pytest.mark.parametrize(("model", "how"), [(_dies_at_13, "exit code 1"),
+                                             (_segfaults_at_13, "killed by SIGSEGV")])
+def test_a_worker_killed_by_one_point_costs_no_other_point(tmp_path, counts, chunk_size,
+                                                            model, how):
+    """A real process pool, one point killing its worker (os._exit(1), a segfault) among
+    60 innocent ones and max_retries=1: each time the pool breaks every task in it fails,
+    yet only the guilty point may be charged. Every innocent point is stored done; the
+    guilty one failed, with the worker's exit code or signal in its error."""
+    store = tmp_path / "pool"
+    run = ns.Scan(model, ns.grid(x=list(range(61))), store=store).run(
+        executor="processes", progress=False, max_retries=1, chunk_size=chunk_size)
+    counts.runs += 1
+    executor = run.executor
+    counts.fault("worker os._exit in a process pool", executor.workers_killed_by_tasks)
+    ds = ns.open_store(store)
+    failed = ds.x.values[ds.status.values != "done"].tolist()
+    assert failed == [13]
+    error = str(ds.error.sel(x=13).item())
+    assert "WorkerLost" in error and how in error, error
+    assert (ds.y.sel(x=[x for x in range(61) if x != 13]).values
+            == [x * x for x in range(61) if x != 13]).all()
+    # found alone max_retries + 1 times (plus once per halving of a bigger chunk)
+    assert executor.workers_killed_by_tasks >= 2
+    if chunk_size == 1:
+        assert executor.workers_killed_by_tasks == 2
+    assert run.progress.done == 60 and run.progress.failed == 1
+
+
+def test_pool_workers_end_when_their_client_is_killed(tmp_path, counts):
+    """A client running a scan on the `processes` executor SIGKILLed while its workers are
+    inside a long point: the workers notice their parent is gone and exit within ~10 s
+    (without the watch they would finish the point, and a stuck one would run forever)."""
+    scan = ScanProcess(tmp_path, "orphans", n=8, sleep=600.0, executor="processes")
+    proc = scan.start()
+    counts.runs += 1
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            workers = psutil.Process(proc.pid).children()
+        if workers and sum(scan.calls().values()) >= len(workers):
+            break  # every worker is inside the model
+        time.sleep(0.05)
+    assert workers and proc.poll() is None, Path(f"{scan.store}.log").read_text()[-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    counts.fault("sigkill client of a process pool")
+
+    def running(p: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        return False
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(map(running, workers)):
+        time.sleep(0.1)
+    left = [p for p in workers if running(p)]
+    counts.orphans += len(left)
+    kill(proc)  # whatever is left in its session
+    assert not left, f"{len(left)} pool worker(s) still run 10 s after their client died"
