@@ -181,6 +181,7 @@ def connect(
     sshkey: str | None = None,
     timeout: float = 30.0,
     min_engines: int = 1,
+    controller_timeout: float | None = None,
 ) -> IPyParallelExecutor:
     """Connect to a running ipyparallel cluster and return an executor for scans.
 
@@ -202,6 +203,11 @@ def connect(
     min_engines
         Engines that must be registered before this returns (0: do not wait). More
         engines can join later; the scan uses whatever is registered.
+    controller_timeout
+        Seconds the controller may stay silent before a running scan gives up on it with
+        an ``ExecutorError`` (finished points are stored; run again once the cluster is
+        back). Default 10 s or ``NOTEBOOKSCAN_CONTROLLER_TIMEOUT``; raise it for a slow
+        ssh tunnel, 0 waits forever.
 
     Returns
     -------
@@ -263,7 +269,8 @@ def connect(
                 f"(`ipcluster engines -n 4 --profile-dir=...`), wait for the batch job, or pass "
                 "min_engines=0 to start the scan now and let engines join."
             ) from exc
-    executor = IPyParallelExecutor(client.load_balanced_view(), owns_client=True)
+    executor = IPyParallelExecutor(client.load_balanced_view(), owns_client=True,
+                                   controller_timeout=controller_timeout)
     cid = cluster_id or os.path.basename(path)[len("ipcontroller-"):-len("-client.json")]
     executor.description = f"ipyparallel (cluster {cid or 'default'!r} via {path})"
     return executor

@@ -3,6 +3,7 @@ launchers, their errors, and the permissions of connection files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -93,6 +94,48 @@ def test_connect_to_a_stopped_controller_fails_within_the_timeout(ipp_cluster, t
     with pytest.raises(ExecutorError, match=r"could not reach the controller.*ipcluster list"):
         connect(connection_file=stale, timeout=2)
     assert time.monotonic() - t0 < 20
+
+
+def test_a_dead_controller_is_noticed_and_shutdown_does_not_hang(tmp_path):
+    """check_alive() raises within controller_timeout of the controller being SIGKILLed,
+    naming its address and what to do; shutdown() and handle.stop() then return."""
+    import psutil
+    from conftest import session_processes, wait_for_no_session_processes
+
+    before = {p.pid for p in session_processes()}
+    handle = start_cluster(1, quiet=True, heartbeat=0.5)
+    try:
+        ex = connect(connection_file=handle.connection_file, controller_timeout=2)
+        assert ex.submit(pow, 2, 5).result(timeout=30) == 32
+        for _ in range(15):  # a live controller answers every query
+            ex.check_alive()
+            time.sleep(0.1)
+        controllers = [p for p in session_processes() if p.pid not in before
+                       and "ipyparallel.controller" in " ".join(p.cmdline())]
+        assert controllers
+        for proc in controllers:
+            proc.kill()
+        psutil.wait_procs(controllers, timeout=10)
+        killed = time.monotonic()
+        with pytest.raises(ExecutorError, match="stopped answering") as info:
+            while time.monotonic() - killed < 10:
+                ex.check_alive()
+                time.sleep(0.1)
+        assert time.monotonic() - killed < 5
+        message = str(info.value)
+        assert ex.controller_address in message and "run() again" in message
+        assert ex.controller_lost
+        with pytest.raises(ExecutorError, match="stopped answering"):
+            ex.submit(pow, 2, 5)
+        started = time.monotonic()
+        ex.shutdown()
+        handle.stop()
+        assert time.monotonic() - started < 30
+    finally:
+        handle.stop()
+        for proc in wait_for_no_session_processes(timeout=5, ignore=before):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 # --------------------------------------------------------------------------- start_cluster
