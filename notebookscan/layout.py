@@ -15,6 +15,7 @@ A points-layout Dataset whose points do form a grid can be reshaped with
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,58 +88,107 @@ def _public_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if not k.startswith(("notebookscan_", "_Fill"))}
 
 
-class _Blocks:
-    """A float result left in its shards' blocks until it is placed in the Dataset.
+class _Direct:
+    """Float array results left in their shards until the Dataset's cells are known.
 
-    ``scatter`` allocates the output once and drops each block as soon as its rows are
-    in, so the result is held about once (plus one shard) instead of once per step.
+    ``place`` allocates each output once, then reads the shards one at a time and
+    scatters their rows into it, so a result is held about once (plus one shard's
+    block) instead of once per step of the table path.
     """
 
-    def __init__(self, dims: tuple[str, ...], shape: tuple[int, ...], dtype: np.dtype,
-                 blocks: list[np.ndarray | None], offsets: np.ndarray):
-        self.dims, self.shape, self.dtype = dims, shape, dtype
-        self.blocks, self.offsets = blocks, offsets
+    def __init__(self, variables: dict[str, tuple[tuple[str, ...], tuple[int, ...], Any]],
+                 paths: list[str], present: list[set[str]], offsets: np.ndarray):
+        self.variables = variables  # name -> (own dims, own shape, dtype)
+        self.paths, self.present, self.offsets = paths, present, offsets
 
-    def scatter(self, rows: np.ndarray, dest: np.ndarray, size: int) -> np.ndarray:
-        """``(size, *shape)``: table row ``i`` (concatenated row ``rows[i]``) at ``dest[i]``,
-        NaN in every cell and padding no row fills."""
-        # np.empty commits no memory: pages appear as rows land, while blocks are freed
-        out = np.empty((size, *self.shape), dtype=self.dtype)
-        filled = np.zeros(size, dtype=bool)
+    def place(self, rows: np.ndarray, dest: np.ndarray, size: int) -> dict[str, np.ndarray]:
+        """``name -> (size, *shape)``: table row ``i`` (concatenated row ``rows[i]``) at
+        ``dest[i]``; NaN in the cells and padding that no row fills."""
+        # np.empty commits no memory: pages appear as rows land
+        outs = {name: np.empty((size, *shape), dtype=dtype)
+                for name, (_, shape, dtype) in self.variables.items()}
+        filled = {name: np.zeros(size, dtype=bool) for name in self.variables}
         shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
-        row_bytes = max(1, int(np.prod(self.shape)) * self.dtype.itemsize)
-        step = max(1, 2**26 // row_bytes)  # fancy indexing copies: at most 64 MiB at a time
-        for k in range(len(self.blocks)):
-            block, self.blocks[k] = self.blocks[k], None
-            if block is None:
-                continue
+        for k, path in enumerate(self.paths):
             pick = np.flatnonzero(shard_of == k)
-            src, cells = rows[pick] - self.offsets[k], dest[pick]
-            inner = tuple(slice(0, n) for n in block.shape[1:])
-            if block.shape[1:] != self.shape:  # shorter than the longest: NaN padding
-                out[cells] = np.nan
-            for i in range(0, len(pick), step):
-                out[(cells[i:i + step], *inner)] = block[src[i:i + step]]
-            filled[cells] = True
-            del block
-        out[~filled] = np.nan
-        return out
+            names = [n for n in self.variables if n in self.present[k]]
+            if not len(pick) or not names:  # every row of it superseded: not even read
+                continue
+            src = rows[pick] - self.offsets[k]
+            by_src = np.argsort(src, kind="stable")
+            src, cells = src[by_src], dest[pick][by_src]
+            try:
+                _read_rows_into(path, names, src, cells, outs)
+            except OSError as exc:
+                if not os.path.exists(path):  # compacted away meanwhile: load again
+                    raise _Gone(path) from exc
+                raise
+            for name in names:
+                filled[name][cells] = True
+        for name, out in outs.items():
+            out[~filled[name]] = np.nan
+        return outs
 
 
-def _variables(table: Table, direct: Mapping[str, _Blocks] | None = None,
+_SLAB = 32 * 2**20  # bytes of one result read from a shard at a time
+
+
+def _read_rows_into(path: str, names: Sequence[str], src: np.ndarray, cells: np.ndarray,
+                    outs: dict[str, np.ndarray]) -> None:
+    """``outs[name][cells[i]] = shard row src[i]`` (``src`` sorted), a slab at a time.
+
+    Each slab is read straight from the file: neither a whole shard's block nor HDF5's
+    chunk cache (64 MiB per variable, useless for chunks read once) is ever held.
+    """
+    import netCDF4
+
+    from .shards import hdf5_lock
+
+    with hdf5_lock():
+        saved = netCDF4.get_chunk_cache()
+        netCDF4.set_chunk_cache(0)
+        try:
+            with netCDF4.Dataset(path) as nc:
+                for name in names:
+                    var = nc.variables[name]
+                    var.set_auto_maskandscale(False)
+                    out = outs[name]
+                    inner = tuple(slice(0, n) for n in var.shape[1:])
+                    if var.shape[1:] != out.shape[1:]:  # shorter than the longest: NaN pad
+                        out[cells] = np.nan
+                    step = max(1, _SLAB // max(1, int(np.prod(var.shape[1:])) * out.itemsize))
+                    for start in range(0, var.shape[0], step):
+                        i0, i1 = np.searchsorted(src, [start, start + step])
+                        if i0 == i1:
+                            continue
+                        lo, hi = int(src[i0]), int(src[i1 - 1]) + 1
+                        slab = np.asarray(var[lo:hi])
+                        if hi - lo != i1 - i0:  # rows superseded elsewhere in between
+                            slab = slab[src[i0:i1] - lo]
+                        out[(cells[i0:i1], *inner)] = slab
+                        del slab
+        finally:
+            netCDF4.set_chunk_cache(*saved)
+
+
+class _Gone(Exception):
+    """A shard vanished between two reads of one load (compaction): load again."""
+
+
+def _variables(table: Table, placed: Mapping[str, np.ndarray] | None = None,
                order: Sequence[str] | None = None) -> dict[str, tuple[tuple[str, ...], Any,
                                                                        dict[str, Any]]]:
     """Every per-point variable as ``name -> (own dims, data (n, ...), attrs)``.
 
-    ``direct`` results (still in their shards' blocks) come as :class:`_Blocks`, in
+    ``placed`` results (already in the Dataset's layout, see :class:`_Direct`) come in
     ``order`` among the others.
     """
     out: dict[str, tuple[tuple[str, ...], Any, dict[str, Any]]] = {}
-    direct = direct or {}
+    placed = placed or {}
     for name in order or table.results:
         attrs = table.result_attrs.get(name, {})
-        if name in direct:
-            out[name] = (direct[name].dims, direct[name], _public_attrs(attrs))
+        if name in placed:
+            out[name] = (table.result_dims[name], placed[name], _public_attrs(attrs))
             continue
         data = table.results[name]
         out[name] = (table.result_dims[name], _decode_result(data, attrs), _public_attrs(attrs))
@@ -187,7 +237,7 @@ def _empty_like(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _grid_dataset(table: Table, dims: Sequence[str],
                   extra_coords: Mapping[str, Sequence[Any]] | None,
-                  direct: Mapping[str, _Blocks] | None = None, rows: Any = None,
+                  direct: _Direct | None = None, rows: Any = None,
                   order: Sequence[str] | None = None) -> Any:
     import xarray as xr
 
@@ -209,10 +259,10 @@ def _grid_dataset(table: Table, dims: Sequence[str],
     complete = len(flat) == size  # every cell has a point: no NaN needed, dtypes stay
     # rows sorted by parameters are already in grid order (the usual case): no copy
     in_order = complete and bool((flat == np.arange(size)).all())
-    for name, (own, data, attrs) in _variables(table, direct, order).items():
-        if isinstance(data, _Blocks):
-            full = data.scatter(rows, flat, size)
-            data_vars[name] = ((*dims, *own), full.reshape(*shape, *full.shape[1:]), attrs)
+    placed = direct.place(rows, flat, size) if direct else {}
+    for name, (own, data, attrs) in _variables(table, placed, order).items():
+        if name in placed:
+            data_vars[name] = ((*dims, *own), data.reshape(*shape, *data.shape[1:]), attrs)
             continue
         if complete:
             if in_order:
@@ -240,24 +290,22 @@ def _grid_dataset(table: Table, dims: Sequence[str],
 
 
 def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
-                    direct: Mapping[str, _Blocks] | None = None, rows: Any = None,
+                    direct: _Direct | None = None, rows: Any = None,
                     order: Sequence[str] | None = None) -> Any:
     import xarray as xr
 
-    variables = _variables(table, direct, order)
-    params = dict(table.params)
     extra = 0 if not pending else len(pending["key"])
-    for name, (own, data, attrs) in variables.items():
-        if isinstance(data, _Blocks):  # placed once, pending rows (NaN) included
-            variables[name] = (own, data.scatter(rows, np.arange(len(table)),
-                                                 len(table) + extra), attrs)
+    # direct results are placed once, their pending rows (NaN) included
+    placed = direct.place(rows, np.arange(len(table)), len(table) + extra) if direct else {}
+    variables = _variables(table, placed, order)
+    params = dict(table.params)
     if extra:
         for name in table.names:
             params[name] = (np.concatenate([params[name], np.asarray(pending[name])])
                             if len(table) else np.asarray(pending[name]))
         grown = {}
         for name, (own, data, attrs) in variables.items():
-            if name in (direct or {}):
+            if name in placed:
                 grown[name] = (own, data, attrs)
                 continue
             pad = _empty_like(data, (extra, *data.shape[1:]))
@@ -299,6 +347,7 @@ def to_dataset(table: Table, layout: Layout, *,
 
 
 _ROW = "__row__"
+_VANISH_RETRIES = 10
 
 
 def load_dataset(store: Any, layout: Layout, *,
@@ -307,38 +356,66 @@ def load_dataset(store: Any, layout: Layout, *,
     """``to_dataset(store.table(layout.dims), layout, ...)``, holding each array once.
 
     Through a Table, an array result exists three times at the peak of a read (the
-    shards' blocks, their concatenation, the de-duplicated rows), and the grid adds one
-    more. Here float results with their own dims skip the table: each shard's block is
-    scattered straight into the Dataset's array and dropped, so a load peaks at about
-    one copy plus one shard. Everything else goes through the table as before.
+    shards' blocks, their concatenation, the de-duplicated rows), and the grid can add
+    one more. Here float results with their own dims skip the table: the small columns
+    are combined first, then each shard's arrays are read and scattered straight into
+    the Dataset's (see :class:`_Direct`). Shards that vanish meanwhile (a compaction)
+    restart the load; unreadable ones are set aside as :meth:`Store.table` does.
     """
     if layout.kind == "grid" and not layout.dims:
         layout = Layout("points", ())
+    for _ in range(_VANISH_RETRIES):
+        try:
+            return _load(store, layout, extra_coords, pending)
+        except _Gone:
+            continue
+    from .errors import StoreError
+
+    raise StoreError(f"shards of {store.path} kept vanishing while being read; try again")
+
+
+def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] | None,
+          pending: Mapping[str, Sequence[Any]] | None) -> Any:
+    from .store import _Vanished
+
     names = store.metadata().get("names") or list(layout.dims)
-    shards = [s for s in store._read_all(None) if s.n]
-    order = list(dict.fromkeys(name for s in shards for name in s.result_dims))
-    dim_order = list(dict.fromkeys(d for s in shards for dims in s.result_dims.values()
-                                   for d in dims))
-    offsets = np.cumsum([0, *(s.n for s in shards)])
-    chosen = _direct_results(shards)
-    dim_sizes: dict[str, int] = {}
-    for s in shards:
-        for name in chosen:
-            if name in s.results:
-                for axis, dim in enumerate(s.result_dims[name]):
-                    dim_sizes[dim] = max(dim_sizes.get(dim, 0), s.results[name].shape[1 + axis])
-    direct: dict[str, _Blocks] = {}
+    files = store.shard_files()
+    metas = [_shard_variables(os.path.join(store.shards_dir, f)) for f in files]
+    chosen = _direct_results([m for m in metas if m is not None])
+    shards, paths, present = [], [], []
+    for name, meta in zip(files, metas, strict=True):
+        wanted = None if meta is None else [v for v in meta if v not in chosen]
+        try:  # a shard whose metadata could not be read is read whole: _read reports it
+            shard = store._read(name, wanted)
+        except _Vanished as exc:
+            raise _Gone(name) from exc
+        if shard is None or not shard.n:
+            continue
+        shards.append(shard)
+        paths.append(os.path.join(store.shards_dir, name))
+        present.append({v for v in chosen if meta is not None and v in meta})
+    kept = [m for m, f in zip(metas, files, strict=True)
+            if m is not None and os.path.join(store.shards_dir, f) in paths]
+    order = list(dict.fromkeys(v for m in kept for v, (role, *_) in m.items()
+                               if role == "result"))
+    dim_order = list(dict.fromkeys(d for m in kept for role, dims, *_ in m.values()
+                                   if role == "result" for d in dims))
+    variables: dict[str, tuple[tuple[str, ...], tuple[int, ...], Any]] = {}
     attrs: dict[str, dict[str, Any]] = {}
-    for name in chosen:
-        first = next(s for s in shards if name in s.results)
-        dims, attrs[name] = first.result_dims[name], first.result_attrs.get(name, {})
-        blocks = [s.results.pop(name, None) for s in shards]
-        for s in shards:
-            s.result_dims.pop(name, None)
-            s.result_attrs.pop(name, None)
-        dtype = np.result_type(*(b.dtype for b in blocks if b is not None))
-        direct[name] = _Blocks(dims, tuple(dim_sizes[d] for d in dims), dtype, blocks,
-                               offsets[:-1])
+    dim_sizes: dict[str, int] = {}
+    for v in chosen:
+        found = [m[v] for m in kept if v in m]
+        if not found:
+            continue
+        dims = found[0][1]
+        for _, _, shape, _, _ in found:
+            for dim, n in zip(dims, shape, strict=True):
+                dim_sizes[dim] = max(dim_sizes.get(dim, 0), n)
+        variables[v] = (dims, (), np.result_type(*(f[3] for f in found)))
+        attrs[v] = found[0][4]
+    variables = {v: (dims, tuple(dim_sizes[d] for d in dims), dtype)
+                 for v, (dims, _, dtype) in variables.items()}
+    offsets = np.cumsum([0, *(s.n for s in shards)])
     # the table's rows are told apart by their position in the concatenated shards
     for k, s in enumerate(shards):
         s.results[_ROW] = np.arange(offsets[k], offsets[k + 1])
@@ -347,9 +424,11 @@ def load_dataset(store: Any, layout: Layout, *,
     rows = table.results.pop(_ROW, np.array([], dtype=np.int64))
     table.result_dims.pop(_ROW, None)
     table.result_attrs.pop(_ROW, None)
-    table.result_attrs.update(attrs)
+    for v, (dims, _, _) in variables.items():
+        table.result_dims[v] = dims
+        table.result_attrs[v] = attrs[v]
     # lengths and coordinates of the dims only direct results have, as combine_shards
-    # would have built them
+    # would have built them, in the order it gives them
     sizes = [s.n for s in shards]
     for dim, size in dim_sizes.items():
         lengths = _concat_column([s.lengths.get(dim) for s in shards], sizes)
@@ -359,10 +438,10 @@ def load_dataset(store: Any, layout: Layout, *,
         coord = _combine_coordinate(dim, shards, size)
         if coord is not None:
             table.coords[dim] = coord[rows] if coord.ndim == 2 else coord
-    # variables in the order the table gives them
     table.lengths = {d: table.lengths[d] for d in dim_order if d in table.lengths}
     table.coords = {d: table.coords[d] for d in dim_order if d in table.coords}
-    del shards  # only the blocks are left, and scatter drops them one by one
+    direct = _Direct(variables, paths, present, offsets[:-1]) if variables else None
+    del shards
     if layout.kind == "grid":
         ds = _grid_dataset(table, layout.dims, extra_coords, direct, rows, order)
     else:
@@ -371,16 +450,40 @@ def load_dataset(store: Any, layout: Layout, *,
     return ds
 
 
-def _direct_results(shards: Sequence[Any]) -> list[str]:
+def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:
+    """``name -> (role, own dims, own shape, dtype, attrs)`` of every variable of a shard,
+    from its metadata alone; None when it cannot be opened (the read that follows
+    reports it)."""
+    import netCDF4
+
+    from .shards import ROLE, hdf5_lock
+
+    out: dict[str, tuple[Any, ...]] = {}
+    try:
+        with hdf5_lock(), netCDF4.Dataset(path) as nc:
+            for name, var in nc.variables.items():
+                attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+                dtype = var.dtype if isinstance(var.dtype, np.dtype) else np.dtype(object)
+                out[name] = (attrs.get(ROLE), tuple(var.dimensions[1:]),
+                             tuple(var.shape[1:]), dtype, attrs)
+    except FileNotFoundError as exc:
+        raise _Gone(path) from exc
+    except (OSError, RuntimeError, KeyError, ValueError):
+        return None
+    return out
+
+
+def _direct_results(metas: Sequence[Mapping[str, tuple[Any, ...]]]) -> set[str]:
     """Results that can skip the table: float with own dims, the same dims in every
-    shard, and no dim shared with a result that goes through the table (its size and
-    coordinate come from all results of the dim)."""
+    shard, and no dim shared with a result that goes through the table (the dim's size
+    and coordinate come from all its results)."""
     dims_of: dict[str, set[tuple[str, ...]]] = {}
     kinds: dict[str, set[str]] = {}
-    for s in shards:
-        for name, dims in s.result_dims.items():
-            dims_of.setdefault(name, set()).add(tuple(dims))
-            kinds.setdefault(name, set()).add(s.results[name].dtype.kind)
+    for meta in metas:
+        for name, (role, dims, _, dtype, _) in meta.items():
+            if role == "result":
+                dims_of.setdefault(name, set()).add(dims)
+                kinds.setdefault(name, set()).add(dtype.kind)
     direct = {name for name, dims in dims_of.items()
               if len(dims) == 1 and next(iter(dims)) and kinds[name] == {"f"}}
     while True:
@@ -388,7 +491,7 @@ def _direct_results(shards: Sequence[Any]) -> list[str]:
                       for d in dims for dim in d}
         drop = {name for name in direct if table_dims.intersection(*dims_of[name])}
         if not drop:
-            return [name for name in dims_of if name in direct]
+            return direct
         direct -= drop
 
 

@@ -53,6 +53,13 @@ class _NoChunkCacheLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_lazy_lock, ())  # one per process, wherever a dask graph is unpickled
+
+
+def _lazy_lock() -> _NoChunkCacheLock:
+    return _LOCK
+
 
 _LOCK = _NoChunkCacheLock()
 
@@ -92,7 +99,10 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     combined = xr.concat(padded, dim="point", data_vars="all", coords="minimal",
                          compat="override", join="outer") if len(padded) > 1 else padded[0]
     order = _row_order(index_parts, names)
-    combined = combined.isel(point=order)
+    if not (len(order) == combined.sizes["point"] and (order == np.arange(len(order))).all()):
+        # a dask take over thousands of one-point chunks costs a noticeable part of the
+        # open; shards written in order with no point twice need none
+        combined = combined.isel(point=order)
     for name in ("started", "finished"):
         if name in combined:
             combined[name] = (combined[name] * 1e9).astype("datetime64[ns]")
