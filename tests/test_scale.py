@@ -268,7 +268,7 @@ _EAGER = _MEMORY + textwrap.dedent("""
 
 def test_eager_load_of_arrays_holds_them_about_once(tmp_path):
     path = str(tmp_path / "s")
-    # 3 x 40 points of 1 MiB, four shards: peak = the array + one shard (+ slack)
+    # 3 x 40 points of 1 MiB in four shards
     ns.Scan(big, ns.grid(a=range(3), b=range(40)), store=path).run(
         executor="serial", progress=False, flush_every=30, chunk_size=10)
     shards = len(Store(path).shard_files())
