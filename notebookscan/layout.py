@@ -382,7 +382,7 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     files = store.shard_files()
     metas = [_shard_variables(os.path.join(store.shards_dir, f)) for f in files]
     chosen = _direct_results([m for m in metas if m is not None])
-    shards, paths, present = [], [], []
+    shards, paths, present, kept = [], [], [], []
     for name, meta in zip(files, metas, strict=True):
         wanted = None if meta is None else [v for v in meta if v not in chosen]
         try:  # a shard whose metadata could not be read is read whole: _read reports it
@@ -391,11 +391,12 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
             raise _Gone(name) from exc
         if shard is None or not shard.n:
             continue
+        if meta is None:  # read whole after all (a passing failure): start again
+            raise _Gone(name)
         shards.append(shard)
         paths.append(os.path.join(store.shards_dir, name))
-        present.append({v for v in chosen if meta is not None and v in meta})
-    kept = [m for m, f in zip(metas, files, strict=True)
-            if m is not None and os.path.join(store.shards_dir, f) in paths]
+        present.append({v for v in chosen if v in meta})
+        kept.append(meta)
     order = list(dict.fromkeys(v for m in kept for v, (role, *_) in m.items()
                                if role == "result"))
     dim_order = list(dict.fromkeys(d for m in kept for role, dims, *_ in m.values()
@@ -466,9 +467,9 @@ def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:
                 dtype = var.dtype if isinstance(var.dtype, np.dtype) else np.dtype(object)
                 out[name] = (attrs.get(ROLE), tuple(var.dimensions[1:]),
                              tuple(var.shape[1:]), dtype, attrs)
-    except FileNotFoundError as exc:
-        raise _Gone(path) from exc
-    except (OSError, RuntimeError, KeyError, ValueError):
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        if not os.path.exists(path):  # compacted away
+            raise _Gone(path) from exc
         return None
     return out
 
