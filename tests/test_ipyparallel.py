@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
@@ -340,6 +341,51 @@ def test_local_executor_is_shared_restarts_dead_engines_and_stops(capfd, tmp_pat
     left = wait_for_no_session_processes(timeout=1, ignore=before)
     assert not left, f"processes left by the local cluster:\n{describe(left)}"
     assert not os.path.exists(profile_dir)
+
+
+def _slow_square(x: int) -> dict[str, int]:
+    time.sleep(0.1)
+    return {"y": x * x}
+
+
+def test_a_scan_ends_when_the_local_controller_dies_and_the_next_run_resumes(tmp_path):
+    """The shared local cluster's controller SIGKILLed under a scan: the scan stops with
+    an ExecutorError within controller_timeout, keeping what finished; the next scan
+    starts a fresh local cluster and completes the rest."""
+    import psutil
+    from conftest import session_processes, wait_for_no_session_processes
+
+    import notebookscan as ns
+
+    before = {p.pid for p in session_processes()}
+    try:
+        executor = local_executor(2, quiet=True)
+        executor.controller_timeout = 2.0
+        scan = ns.Scan(_slow_square, ns.grid(x=list(range(200))), store=tmp_path / "s")
+        run = scan.run(executor=executor, progress=False, wait=False, flush_interval=0.2)
+        deadline = time.monotonic() + 60
+        while run.progress.done < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        controllers = [p for p in session_processes() if p.pid not in before
+                       and "ipyparallel.controller" in " ".join(p.cmdline())]
+        assert controllers and not run.done()
+        for proc in controllers:
+            proc.kill()
+        psutil.wait_procs(controllers, timeout=10)
+        with pytest.raises(ExecutorError, match=r"stopped answering.*run\(\) again"):
+            run.wait(timeout=30)
+        stored = int((ns.open_store(tmp_path / "s").status == "done").sum())
+        assert stored >= run.progress.done >= 10
+        fresh = local_executor(2, quiet=True)
+        assert fresh is not executor and not fresh.controller_lost
+        progress = scan.run(executor=None, progress=False).progress
+        assert progress.skipped == stored and progress.done == 200 - stored
+        assert (ns.open_store(tmp_path / "s").status == "done").all()
+    finally:
+        shutdown_local_executor()
+        for proc in wait_for_no_session_processes(timeout=5, ignore=before):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def test_local_executor_in_a_jupyter_kernel_stops_with_the_kernel():

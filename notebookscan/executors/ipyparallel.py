@@ -802,7 +802,8 @@ _cluster_executors: weakref.WeakKeyDictionary[Any, IPyParallelExecutor] = (
 
 def _executor_for_cluster(cluster: ipp.Cluster, **kwargs: Any) -> IPyParallelExecutor:
     executor = _cluster_executors.get(cluster)
-    if executor is not None and not executor._closed and not executor.client._closed:
+    if (executor is not None and not executor._closed and not executor.client._closed
+            and not executor.controller_lost):
         return executor
     if cluster.controller is None:
         raise ExecutorError(
@@ -980,6 +981,8 @@ class _LocalCluster:
             and not self.client._closed
             and controller is not None
             and getattr(controller, "running", False)
+            # a scan found it silent: the next scan starts a fresh cluster
+            and not (self.executor is not None and self.executor.controller_lost)
         )
 
     def replace_lost_engines(self, wait: bool) -> None:
