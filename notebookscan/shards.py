@@ -38,10 +38,11 @@ import os
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,17 +109,143 @@ class ShardData:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-_HDF5_LOCK = threading.RLock()
+class NetCDFLock:
+    """A re-entrant lock that also serves as xarray's netCDF locks (see :func:`hdf5_lock`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0  # changed only by the thread holding self._lock
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._lock.acquire(blocking, timeout if blocking else -1):
+            return False
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        self._lock.release()
+
+    def __enter__(self) -> NetCDFLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def locked(self) -> bool:
+        if self._lock.acquire(blocking=False):
+            try:
+                return self._depth > 0  # held by this very thread
+            finally:
+                self._lock.release()
+        return True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (hdf5_lock, ())  # one lock per process, wherever it is unpickled
 
 
-def hdf5_lock() -> threading.RLock:
+_HDF5_LOCK = NetCDFLock()
+_shared_with_xarray = False
+
+
+def _share_with_xarray() -> None:
+    """Make xarray's ``HDF5_LOCK`` and ``NETCDFC_LOCK`` this same re-entrant lock.
+
+    xarray opens and reads files under its own locks: a user's ``xr.open_dataset`` in
+    one thread would otherwise race with a shard written in another. Sharing one
+    re-entrant lock (rather than taking xarray's inside ours) also lets code holding
+    ours call xarray without deadlocking on xarray's non-re-entrant locks.
+    """
+    global _shared_with_xarray
+    module = sys.modules.get("xarray.backends.locks")
+    if module is None:  # not loaded: nothing can be using xarray's locks yet
+        return
+    with _HDF5_LOCK:
+        for lock in (module.HDF5_LOCK, module.NETCDFC_LOCK):
+            # wait until no thread holds xarray's own lock before replacing it
+            if lock.lock is not _HDF5_LOCK:
+                with lock.lock:
+                    pass
+                lock.lock = _HDF5_LOCK
+                with contextlib.suppress(TypeError, AttributeError):
+                    type(lock)._locks[lock.token] = _HDF5_LOCK  # for unpickled copies
+        _shared_with_xarray = True
+
+
+_share_with_xarray()  # xarray loaded first: share now, before any thread uses its locks
+
+
+def hdf5_lock() -> NetCDFLock:
     """The process-wide lock around notebookscan's HDF5 calls.
 
     The HDF5 inside the netCDF4 wheels is not thread-safe, and netCDF4 releases the GIL:
     a notebook cell reading a store while the scan loop writes a shard would race. Every
-    shard read and write takes this lock, and lazy (dask) reads are given it too.
+    shard read and write takes this lock, and lazy (dask) reads are given it too. Once
+    xarray is loaded, xarray's own netCDF locks are this lock as well. Code that opens
+    a store's files with xarray itself should hold it while opening: xarray reads a
+    file's metadata outside any lock.
     """
+    if not _shared_with_xarray:
+        _share_with_xarray()
     return _HDF5_LOCK
+
+
+def _close_xarray_handles(path: str) -> None:
+    """Close the handles xarray keeps open on ``path`` (its file cache; lazy opens).
+
+    The HDF5 in the netCDF4 wheels crashes when one file is open twice and handles come
+    and go: open A, open/read strings/close B, open C, close A, open D segfaults in
+    ``H5T__conv_vlen`` reading a string variable's fill value. A lazily opened store
+    keeps every shard open in xarray's file cache, and reading the store again opened
+    them a second time. xarray reopens a file it finds closed, so closing is safe; files
+    xarray has in use right now (pinned) are left alone. Call with the lock held.
+    """
+    module = sys.modules.get("xarray.backends.file_manager")
+    if module is None:
+        return
+    try:
+        cache = module.FILE_CACHE
+        pinned = getattr(module, "_PIN_COUNTS", {})
+        target = os.path.realpath(path)
+        for key in list(cache.keys()):
+            args = key[1] if isinstance(key, (list, tuple)) and len(key) > 1 else ()
+            if (args and isinstance(args[0], str) and os.path.realpath(args[0]) == target
+                    and not pinned.get(key)):
+                handle = cache.pop(key, None)
+                if handle is not None:
+                    handle.close()
+    except Exception:  # xarray's internals changed: the crash above is possible again
+        return
+
+
+@contextlib.contextmanager
+def open_dataset(path: str, mode: str = "r", **kwargs: Any) -> Iterator[Any]:
+    """A ``netCDF4.Dataset`` opened, used and closed for good inside :func:`hdf5_lock`.
+
+    When ``close()`` fails (blosc refusing a chunk it flushes, a full disk), netCDF4
+    leaves the Dataset marked open, and its ``__dealloc__`` closes it again later — from
+    whichever thread drops the last reference, without the lock, racing with other
+    threads' HDF5 calls (a segfault). Here the failed close is finished under the lock
+    and the Dataset marked closed. Never let the Dataset escape the ``with`` block.
+    """
+    import netCDF4
+
+    with hdf5_lock():  # netCDF4.Dataset() itself runs HDF5 code
+        _close_xarray_handles(path)
+        nc = netCDF4.Dataset(path, mode, **kwargs)
+        ok = False
+        try:
+            yield nc
+            ok = True
+        finally:
+            try:
+                nc.close()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    nc._close(False)  # nc_close once more, ignore its error, mark closed
+                if ok:
+                    raise  # the file is incomplete: the caller must know
 
 
 # ---------------------------------------------------------------- writing
@@ -329,10 +456,8 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
     Result arrays of at least 4 KiB per point are compressed with blosc-lz4 and byte
     shuffle (fast, and ~12 % smaller even for random floats), one chunk per point.
     """
-    import netCDF4
-
     point = ("point",)
-    with hdf5_lock(), netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+    with open_dataset(path, "w", format="NETCDF4") as nc:
         nc.setncatts({**shard.attrs, "notebookscan_format": FORMAT_VERSION})
         nc.createDimension("point", shard.n)
         for name, column in shard.params.items():
@@ -441,9 +566,7 @@ def _read_var(var: Any) -> np.ndarray:
 
 def read_shard(path: str, variables: Sequence[str] | None = None) -> ShardData:
     """Read a shard into numpy columns (only ``variables`` plus ``key`` when given)."""
-    import netCDF4
-
-    with hdf5_lock(), netCDF4.Dataset(path, "r") as nc:
+    with open_dataset(path, "r") as nc:
         nc.set_auto_maskandscale(False)
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
         n = len(nc.dimensions["point"])

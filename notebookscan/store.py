@@ -153,6 +153,7 @@ class Store:
 
     @property
     def exists(self) -> bool:
+        """True once the store's shard directory exists (something was written to it)."""
         return os.path.isdir(self.shards_dir)
 
     def metadata(self) -> dict[str, Any]:
@@ -290,8 +291,9 @@ class Store:
         """
         files = self.shard_files()
         live = set(files)
+        # the loop thread writes while readers call this: only atomic dict operations
         for stale in set(self._index_cache) - live:
-            del self._index_cache[stale]
+            self._index_cache.pop(stale, None)
         for name in files:
             if name in self._index_cache:
                 continue
@@ -303,7 +305,7 @@ class Store:
                 self._index_cache[name] = (shard.bookkeeping["key"], shard.bookkeeping["status"])
         done: set[str] = set()
         failed: set[str] = set()
-        for keys, status in self._index_cache.values():
+        for keys, status in list(self._index_cache.values()):
             is_done = status == "done"
             done.update(keys[is_done].tolist())
             failed.update(keys[~is_done].tolist())
@@ -319,23 +321,28 @@ class Store:
         if lazy is None:
             lazy = self.size_bytes() > LAZY_THRESHOLD
         if lazy:
-            from .lazy import lazy_dataset
+            import dask
 
-            return lazy_dataset(self, layout)
+            from .lazy import lazy_dataset
+            from .shards import hdf5_lock
+
+            # xarray reads a file's metadata (variables, attributes) outside the lock it
+            # is given: hold ours while opening. Anything computed meanwhile runs in this
+            # thread, since dask's worker threads would wait for the lock held here.
+            with hdf5_lock(), dask.config.set(scheduler="synchronous"):
+                return lazy_dataset(self, layout)
         return to_dataset(self.table(layout.dims), layout, extra_coords=extra_coords,
                           pending=pending)
 
     def runs(self) -> dict[str, Any]:
         """Provenance of every run that wrote to the store (run id -> record), read from
         the shards' attributes only (cheap, whatever the size of the results)."""
-        import netCDF4
-
-        from .shards import hdf5_lock
+        from .shards import open_dataset
 
         runs: dict[str, Any] = {}
         for name in self.shard_files():
             try:
-                with hdf5_lock(), netCDF4.Dataset(os.path.join(self.shards_dir, name)) as nc:
+                with open_dataset(os.path.join(self.shards_dir, name)) as nc:
                     text = nc.getncattr("provenance") if "provenance" in nc.ncattrs() else ""
             except OSError:
                 continue
@@ -344,6 +351,7 @@ class Store:
         return runs
 
     def size_bytes(self) -> int:
+        """Total bytes of the store's shard files."""
         total = 0
         for name in self.shard_files():
             with contextlib.suppress(FileNotFoundError):
