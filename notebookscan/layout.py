@@ -142,13 +142,13 @@ def _read_rows_into(path: str, names: Sequence[str], src: np.ndarray, cells: np.
     """
     import netCDF4
 
-    from .shards import hdf5_lock
+    from .shards import hdf5_lock, open_dataset
 
     with hdf5_lock():
         saved = netCDF4.get_chunk_cache()
         netCDF4.set_chunk_cache(0)
         try:
-            with netCDF4.Dataset(path) as nc:
+            with open_dataset(path) as nc:
                 for name in names:
                     var = nc.variables[name]
                     var.set_auto_maskandscale(False)
@@ -455,13 +455,11 @@ def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:
     """``name -> (role, own dims, own shape, dtype, attrs)`` of every variable of a shard,
     from its metadata alone; None when it cannot be opened (the read that follows
     reports it)."""
-    import netCDF4
-
-    from .shards import ROLE, hdf5_lock
+    from .shards import ROLE, open_dataset
 
     out: dict[str, tuple[Any, ...]] = {}
     try:
-        with hdf5_lock(), netCDF4.Dataset(path) as nc:
+        with open_dataset(path) as nc:
             for name, var in nc.variables.items():
                 attrs = {k: var.getncattr(k) for k in var.ncattrs()}
                 dtype = var.dtype if isinstance(var.dtype, np.dtype) else np.dtype(object)
