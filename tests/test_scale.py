@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -108,12 +109,15 @@ def _probe(path: str, a: int, b: int) -> dict:
 
 def _check_lazy_slice(tmp_path, na: int, nb: int, min_bytes: int) -> dict:
     path = str(tmp_path / "big")
-    t0 = time.perf_counter()
-    size = _build(path, na, nb)
-    build_s = time.perf_counter() - t0
-    assert size >= min_bytes, f"the store is only {size / 1e9:.2f} GB"
-    shards = len(ns.Store(path).shard_files())
-    out = _probe(path, a=na // 2, b=nb // 3)
+    try:
+        t0 = time.perf_counter()
+        size = _build(path, na, nb)
+        build_s = time.perf_counter() - t0
+        assert size >= min_bytes, f"the store is only {size / 1e9:.2f} GB"
+        shards = len(ns.Store(path).shard_files())
+        out = _probe(path, a=na // 2, b=nb // 3)
+    finally:  # pytest keeps the last few tmp dirs: do not leave gigabytes behind
+        shutil.rmtree(path, ignore_errors=True)
     out.update(store_bytes=size, build_s=build_s, shards=shards)
     print("\nlazy slice of a big store:", json.dumps(out))
 
