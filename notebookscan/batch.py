@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .results import Value, derived_names
-from .shards import BOOKKEEPING, DTYPE_ATTR, ShardData, _column_for, add_results
+from .shards import BOOKKEEPING, CHARS_SUFFIX, DTYPE_ATTR, ShardData, _column_for, add_results
 from .worker import ChunkResult
 
 __all__ = ["Batch"]
@@ -131,7 +131,8 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
     keeps the dims it first had. Such points become failed with the reason; writing
     them would make the whole flush fail. Returns how many points were failed.
     """
-    taken = {*names, *BOOKKEEPING, "point"}
+    # bookkeeping text is stored with a "<name>_nchars" dim (see shards.py)
+    taken = {*names, *BOOKKEEPING, "point", *(f"{b}{CHARS_SUFFIX}" for b in BOOKKEEPING)}
     dims_of: dict[str, tuple[str, ...]] = {}
     for chunk in chunks:
         for name, (_, present) in chunk.scalars.items():

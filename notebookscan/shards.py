@@ -26,6 +26,14 @@ results        point[, own dims]            padded to the longest in the shard
 Bools are stored as int8 with the attribute ``notebookscan_dtype = "bool"``; missing
 integers hold the smallest value of their type (``notebookscan_missing`` attribute).
 No pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
+
+Format 2 (``notebookscan_format`` attribute) keeps the bookkeeping text (``key``,
+``status``, ``host``, ...) as fixed-width char arrays with an ``<name>_nchars`` dim and
+``_Encoding = "utf-8"`` (netCDF4 and xarray read them as strings) when every value
+fits in 64 bytes, else as variable-length strings like format 1; 1-D columns of 256
+points or more are zlib-compressed. A run's provenance is in the attributes of the
+first shard the run wrote (see :meth:`~notebookscan.store.Store.write`), not every
+one. Readers accept both formats.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ __all__ = [
     "write_shard_atomically",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bookkeeping text as char arrays, 1-D columns compressed; reads 1 too
 BOOKKEEPING = (
     "key", "seed", "status", "error", "traceback", "started", "finished",
     "duration", "host", "worker", "run",
@@ -73,6 +81,12 @@ DTYPE_ATTR = "notebookscan_dtype"
 MISSING_ATTR = "notebookscan_missing"
 TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 COMPRESS_MIN = 4096  # bytes per point below which compression costs more than it saves
+# Bookkeeping text up to this many bytes is stored as a fixed-width char array (plus
+# "_nchars" dim), not as variable-length strings: HDF5 keeps each vlen string as a
+# global-heap object (~50 bytes a point for a 4-byte "done"). Longer text stays vlen.
+CHAR_MAX = 64
+CHARS_SUFFIX = "_nchars"
+COLUMN_COMPRESS_MIN = 256  # points from which 1-D columns are zlib-compressed
 ROWS_DIRECT = 2**16  # per-point arrays this big are written row by row, never stacked
 
 
@@ -361,6 +375,30 @@ def _put_strings(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray) ->
     return var
 
 
+def _put_text(nc: Any, name: str, column: np.ndarray) -> Any:
+    """A per-point text column: a char array when every value is short, else vlen.
+
+    Char arrays carry ``_Encoding`` so netCDF4 and xarray decode them to strings.
+    """
+    encoded = [str(v).encode("utf-8") for v in column]
+    width = max((len(b) for b in encoded), default=0)
+    if width > CHAR_MAX or any(b.endswith(b"\0") for b in encoded):
+        return _put_strings(nc, name, ("point",), column)  # NULs would be stripped
+    dim = f"{name}{CHARS_SUFFIX}"
+    nc.createDimension(dim, max(width, 1))
+    n = len(encoded)
+    kwargs: dict[str, Any] = {}
+    if n >= COLUMN_COMPRESS_MIN:  # host, worker, run, status repeat: a few bytes a point
+        kwargs = {"zlib": True, "complevel": 1, "chunksizes": (min(n, 2**16), max(width, 1))}
+    var = nc.createVariable(name, "S1", ("point", dim), **kwargs)
+    var.setncattr("_Encoding", "utf-8")
+    if n:
+        var.set_auto_chartostring(False)  # write the bytes as they are
+        chars = np.array(encoded, dtype=f"S{max(width, 1)}").view("S1").reshape(n, -1)
+        var[...] = chars
+    return var
+
+
 def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | RowStack,
                compress: bool) -> Any:
     if data.dtype == object:
@@ -372,6 +410,10 @@ def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | Row
             "compression": "blosc_lz4", "complevel": 1, "shuffle": True,
             "chunksizes": (1, *data.shape[1:]),
         }
+    elif data.ndim == 1 and len(data) >= COLUMN_COMPRESS_MIN and data.dtype.kind in "fiub":
+        # zlib, not blosc: blosc refuses data it cannot shrink (random seeds)
+        kwargs = {"zlib": True, "complevel": 1, "shuffle": True,
+                  "chunksizes": (min(len(data), 2**18),)}
     fill = None
     if data.dtype.kind in "iu":
         fill = _missing_value(data.dtype)
@@ -468,6 +510,9 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
                 var = _put_array(nc, name, point, column, False)
             var.setncattr(ROLE, "parameter")
         for name, column in shard.bookkeeping.items():
+            if name in _STRING_BOOKKEEPING and column.dtype == object:
+                var = _put_text(nc, name, column)
+                continue
             var = _put_array(nc, name, point, column, False)
             if name in ("started", "finished"):
                 var.setncattr("units", TIME_UNITS)
@@ -559,7 +604,7 @@ def _read_var(var: Any) -> np.ndarray:
     if isinstance(data, np.ma.MaskedArray):
         data = data.filled()
     data = np.asarray(data)
-    if var.dtype is str:
+    if var.dtype is str or data.dtype.kind == "U":  # vlen, or a char array (_Encoding)
         data = data.astype(object)
     return data
 

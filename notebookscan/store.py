@@ -20,6 +20,7 @@ Guarantees
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -145,6 +146,7 @@ class Store:
         self.shards_dir = os.path.join(self.path, SHARDS)
         self.quarantine_dir = os.path.join(self.path, QUARANTINE)
         self._index_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._provenance_in: dict[str, str] = {}  # provenance text -> shard holding it
 
     def __repr__(self) -> str:
         return f"<Store {self.path}: {len(self.shard_files())} shard(s)>"
@@ -223,7 +225,16 @@ class Store:
         """Write one shard atomically and return its file name."""
         os.makedirs(self.shards_dir, exist_ok=True)
         name = new_shard_name()
+        text = shard.attrs.get("provenance")
+        holder = self._provenance_in.get(text) if isinstance(text, str) else None
+        if holder is not None and os.path.exists(os.path.join(self.shards_dir, holder)):
+            # a run's provenance (tens of kB with the function's source) is kept in the
+            # first shard of the run written here; later shards refer to it by run id
+            shard = dataclasses.replace(
+                shard, attrs={k: v for k, v in shard.attrs.items() if k != "provenance"})
         write_shard_atomically(self.shards_dir, name, shard)
+        if isinstance(text, str) and "provenance" in shard.attrs:
+            self._provenance_in[text] = name
         # the index need not read back what this process just wrote
         self._index_cache[name] = (shard.bookkeeping["key"], shard.bookkeeping["status"])
         return name

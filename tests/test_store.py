@@ -266,3 +266,69 @@ def test_runs_reads_provenance_without_loading_results(tmp_path):
     runs = Store(path).runs()
     assert len(runs) == 2 and all("source_sha256" in r for r in runs.values())
     assert set(runs) == set(ns.open_store(path).run.values.tolist())
+
+
+def _scalar_model(a: float, b: int):
+    if a == 0.5 and b == 1:
+        raise ValueError("a failure with a message longer than sixty-four bytes, kept whole")
+    return {"y": a * b, "label": f"b={b}"}
+
+
+def test_shards_in_the_first_format_still_load_next_to_new_ones(tmp_path, monkeypatch):
+    """Format 1 kept bookkeeping text as variable-length strings and compressed no 1-D
+    column; stores holding such shards read, open lazily and compact as before."""
+    import notebookscan.shards as shards
+
+    path = tmp_path / "s"
+    space = ns.grid(a=[0.0, 0.5, 1.0], b=range(300))
+    with monkeypatch.context() as m:  # write the first half like format 1 did
+        m.setattr(shards, "CHAR_MAX", -1)
+        m.setattr(shards, "COLUMN_COMPRESS_MIN", 10**9)
+        m.setattr(shards, "FORMAT_VERSION", 1)
+        run_serial(_scalar_model, space.where(lambda p: p["b"] < 150), path)
+    with pytest.warns(UserWarning, match="failed in earlier runs"):
+        run_serial(_scalar_model, space, path)
+    files = _shard_paths(path)
+    import netCDF4
+
+    with netCDF4.Dataset(files[0]) as old, netCDF4.Dataset(files[-1]) as new:
+        assert old.variables["status"].dtype is str and old.notebookscan_format == 1
+        assert new.variables["status"].dtype == "S1" and new.notebookscan_format == 2
+    ds = ns.open_store(path)
+    assert (ds.status == "failed").sum() == 1
+    assert ds.error.sel(a=0.5, b=1).item().startswith("ValueError: a failure")
+    assert ds.label.sel(a=1.0, b=299).item() == "b=299"
+    assert ds.key.dtype == object and len(set(ds.key.values.ravel())) == 900
+    assert set(ds.host.values.ravel()) == {ds.host.values.ravel()[0]}
+    lazy = ns.open_store(path, lazy=True)
+    np.testing.assert_array_equal(lazy.y.values, ds.y.values)
+    for name in ("status", "error", "label", "key", "host"):
+        assert lazy[name].values.tolist() == ds[name].values.tolist(), name
+    ns.compact(path)
+    xr.testing.assert_identical(ns.open_store(path), ds)
+
+
+def test_a_scalar_scan_stores_few_bytes_per_point(tmp_path):
+    path = tmp_path / "s"
+    run_serial(lambda a, b: a * b, ns.grid(a=[i * 0.01 for i in range(100)], b=range(100)),
+               path)
+    size = sum(os.path.getsize(p) for p in _shard_paths(path))
+    assert size / 10_000 < 60, f"{size / 10_000:.1f} bytes per point"  # 460 in format 1
+
+
+def test_provenance_is_stored_once_per_run(tmp_path):
+    import netCDF4
+
+    path = tmp_path / "s"
+    scan = run_serial(lambda x: x * 2.0, ns.grid(x=range(40)), path, flush_every=10)
+    run_serial(lambda x: x * 2.0, ns.grid(x=range(40, 60)), path, flush_every=10)
+    held = []
+    for file in _shard_paths(path):
+        with netCDF4.Dataset(file) as nc:
+            if "provenance" in nc.ncattrs():
+                held.append(json.loads(nc.provenance))
+    assert len(_shard_paths(path)) >= 6 and len(held) == 2
+    runs = Store(path).runs()
+    assert set(runs) == set(ns.open_store(path).run.values.tolist()) and len(runs) == 2
+    assert json.loads(ns.open_store(path).attrs["provenance"]).keys() == runs.keys()
+    assert scan.store.runs() == runs
