@@ -222,7 +222,11 @@ class Store:
         return sorted(n for n in names if n.endswith(".nc") and not n.startswith("."))
 
     def write(self, shard: ShardData) -> str:
-        """Write one shard atomically and return its file name."""
+        """Write one shard atomically and return its file name.
+
+        The ``provenance`` attribute is written only while no shard this Store object
+        wrote still holds the same provenance: a run keeps it in its first shard.
+        """
         os.makedirs(self.shards_dir, exist_ok=True)
         name = new_shard_name()
         text = shard.attrs.get("provenance")
