@@ -201,12 +201,22 @@ def start(*args: str, log: str) -> subprocess.Popen:
                                 start_new_session=True)
 
 
+#: seconds a killed client's pool workers get to notice and exit before they count as
+#: orphans (they look at their parent every 0.5 s)
+ORPHAN_GRACE = 3.0
+
+
 def kill(proc: subprocess.Popen, counts: Counts | None = None) -> None:
-    """SIGKILL ``proc``; then end what it leaves behind (pool processes), counting them."""
+    """SIGKILL ``proc``; then end what it leaves behind (pool processes), counting what
+    still runs ``ORPHAN_GRACE`` seconds later as orphans."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
     left = _group_members(proc.pid)
+    deadline = time.monotonic() + ORPHAN_GRACE
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _group_members(proc.pid)
     if left and counts is not None:
         counts.orphans += len(left)
     for pid in left:

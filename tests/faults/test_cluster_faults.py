@@ -180,7 +180,7 @@ def test_a_worker_killed_by_one_point_costs_no_other_point(tmp_path, counts, chu
         executor="processes", progress=False, max_retries=1, chunk_size=chunk_size)
     counts.runs += 1
     executor = run.executor
-    counts.fault("worker os._exit in a process pool", executor.workers_killed_by_tasks)
+    counts.fault(f"pool worker killed by its point ({how})", executor.workers_killed_by_tasks)
     ds = ns.open_store(store)
     failed = ds.x.values[ds.status.values != "done"].tolist()
     assert failed == [13]
