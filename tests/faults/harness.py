@@ -96,6 +96,8 @@ class Counts:
     computed_twice: int = 0
     stored_twice_after_compaction: int = 0
     orphans: int = 0  # processes a killed client left running (pool workers)
+    ended_after: list[float] = field(default_factory=list)  # s from a controller kill to
+    #                                                         the client's own exit
     by_kind: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -110,6 +112,7 @@ class Counts:
         for kind, n in other.by_kind.items():
             self.by_kind[kind] = self.by_kind.get(kind, 0) + n
         self.notes.extend(other.notes)
+        self.ended_after.extend(other.ended_after)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

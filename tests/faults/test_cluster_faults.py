@@ -106,10 +106,12 @@ def _kill_controller_under_a_scan(tmp_path, name, rng, counts, wait=20.0):
             time.sleep(0.05)  # the client is connected and has stored something
         time.sleep(rng.uniform(0.0, 1.5))
         _sigkill(_cluster_processes("controller"))
+        killed = time.monotonic()
         counts.fault("sigkill controller")
         try:
             proc.wait(timeout=wait)
             ended = True
+            counts.ended_after.append(round(time.monotonic() - killed, 1))
         except subprocess.TimeoutExpired:
             ended = False
             counts.notes.append(f"client still running {wait:.0f} s after its controller died")
