@@ -142,7 +142,7 @@ def _read_rows_into(path: str, names: Sequence[str], src: np.ndarray, cells: np.
     """
     import netCDF4
 
-    from .shards import hdf5_lock, open_dataset
+    from .shards import hdf5_lock, open_dataset, unwritten_as_nan
 
     with hdf5_lock():
         saved = netCDF4.get_chunk_cache()
@@ -162,7 +162,7 @@ def _read_rows_into(path: str, names: Sequence[str], src: np.ndarray, cells: np.
                         if i0 == i1:
                             continue
                         lo, hi = int(src[i0]), int(src[i1 - 1]) + 1
-                        slab = np.asarray(var[lo:hi])
+                        slab = unwritten_as_nan(var, np.asarray(var[lo:hi]))
                         if hi - lo != i1 - i0:  # rows superseded elsewhere in between
                             slab = slab[src[i0:i1] - lo]
                         out[(cells[i0:i1], *inner)] = slab

@@ -415,7 +415,9 @@ def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | Row
         kwargs = {"zlib": True, "complevel": 1, "shuffle": True,
                   "chunksizes": (min(len(data), 2**18),)}
     fill = None
-    if data.dtype.kind in "iu":
+    if data.dtype.kind in "iuf":
+        # rows of failed points are never written (RowStack): they must read as missing,
+        # not as netCDF's default fill (9.97e36 for floats)
         fill = _missing_value(data.dtype)
     var = nc.createVariable(name, data.dtype, dims, fill_value=fill, **kwargs)
     if isinstance(data, RowStack):
@@ -599,11 +601,24 @@ def fsync_directory(directory: str) -> None:
 # ---------------------------------------------------------------- reading
 
 
+def unwritten_as_nan(var: Any, data: np.ndarray) -> np.ndarray:
+    """NaN where a float variable created without a fill value (older shards) holds
+    netCDF's default fill, i.e. rows that were never written."""
+    if data.dtype.kind == "f" and "_FillValue" not in var.ncattrs():
+        import netCDF4
+
+        default = netCDF4.default_fillvals[f"f{data.dtype.itemsize}"]
+        unwritten = data == np.asarray(default, dtype=data.dtype)
+        if unwritten.any():
+            data = np.where(unwritten, np.nan, data)
+    return data
+
+
 def _read_var(var: Any) -> np.ndarray:
     data = var[...]
     if isinstance(data, np.ma.MaskedArray):
         data = data.filled()
-    data = np.asarray(data)
+    data = unwritten_as_nan(var, np.asarray(data))
     if var.dtype is str or data.dtype.kind == "U":  # vlen, or a char array (_Encoding)
         data = data.astype(object)
     return data

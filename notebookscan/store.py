@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreError, StoreWarning
-from .layout import Layout, to_dataset
+from .layout import Layout, load_dataset
 from .shards import ShardData, _clean, new_shard_name, read_shard, write_shard_atomically
 from .table import Table, combine_shards
 
@@ -346,8 +346,7 @@ class Store:
             # thread, since dask's worker threads would wait for the lock held here.
             with hdf5_lock(), dask.config.set(scheduler="synchronous"):
                 return lazy_dataset(self, layout)
-        return to_dataset(self.table(layout.dims), layout, extra_coords=extra_coords,
-                          pending=pending)
+        return load_dataset(self, layout, extra_coords=extra_coords, pending=pending)
 
     def runs(self) -> dict[str, Any]:
         """Provenance of every run that wrote to the store (run id -> record), read from

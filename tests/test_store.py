@@ -332,3 +332,21 @@ def test_provenance_is_stored_once_per_run(tmp_path):
     assert set(runs) == set(ns.open_store(path).run.values.tolist()) and len(runs) == 2
     assert json.loads(ns.open_store(path).attrs["provenance"]).keys() == runs.keys()
     assert scan.store.runs() == runs
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_big_float_results_of_a_failed_point_read_as_nan(tmp_path, lazy):
+    """Rows of big arrays are written point by point; a failed point's row is never
+    written and must read as missing, not as netCDF's default fill value."""
+    def f(x: int):
+        if x == 1:
+            raise ValueError("no result for this point")
+        return {"trace": np.full(20_000, float(x))}
+
+    path = tmp_path / "s"
+    run_serial(f, ns.grid(x=range(3)), path)
+    ds = ns.open_store(path, lazy=lazy).load()
+    assert ds.status.values.tolist() == ["done", "failed", "done"]
+    trace = ds.trace.values
+    assert np.isnan(trace[1]).all()
+    assert (trace[0] == 0.0).all() and (trace[2] == 2.0).all()
