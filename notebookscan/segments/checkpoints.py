@@ -197,6 +197,8 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
         except BaseException:
             with contextlib.suppress(Exception):
                 nc.close()
+            with contextlib.suppress(Exception):
+                nc._close(False)  # mark it closed: never closed again by GC outside the lock
             raise
         return bytes(nc.close())
 
