@@ -232,7 +232,8 @@ def _group_members(pgid: int) -> list[int]:
 
     members = []
     for p in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error):
+        # ProcessLookupError: it exited between the listing and getpgid
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
             if os.getpgid(p.info["pid"]) == pgid and p.status() != psutil.STATUS_ZOMBIE:
                 members.append(p.info["pid"])
     return members
