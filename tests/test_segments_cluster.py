@@ -67,3 +67,46 @@ def test_engine_killed_mid_segment_resumes_from_the_last_checkpoint(ipp_cluster,
                                   clean.recordings().n.values.reshape(4, 5))
     xr.testing.assert_equal(scan.recordings().n.squeeze("log", drop=True),
                             clean.recordings().n.squeeze("log", drop=True))
+
+
+def test_a_segmented_scan_ends_when_its_controller_dies(tmp_path):
+    """The local controller SIGKILLed under a segmented scan: the scan stops with an
+    ExecutorError, keeping the segments that finished; a fresh cluster resumes from the
+    checkpoints and completes the scan with the values of an uninterrupted one."""
+    import contextlib
+
+    import psutil
+    from conftest import session_processes, wait_for_no_session_processes
+
+    from notebookscan.errors import ExecutorError
+    from notebookscan.executors.ipyparallel import local_executor, shutdown_local_executor
+
+    before = {p.pid for p in session_processes()}
+    log = str(tmp_path / "calls.log")
+    space = ns.grid(x=[1, 2, 3, 4], log=[log])
+    try:
+        executor = local_executor(2, quiet=True)
+        executor.controller_timeout = 2.0
+        scan = SegmentedScan(logged, space, tmp_path / "s", segments=12)
+        run = scan.run(executor=executor, progress=False, wait=False, flush_interval=0.2)
+        deadline = time.monotonic() + 60
+        while run.progress.segments_done < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        controllers = [p for p in session_processes() if p.pid not in before
+                       and "ipyparallel.controller" in " ".join(p.cmdline())]
+        assert controllers and not run.done()
+        for proc in controllers:
+            proc.kill()
+        psutil.wait_procs(controllers, timeout=10)
+        with pytest.raises(ExecutorError, match="stopped answering"):
+            run.wait(timeout=30)
+        progress = scan.run(executor=None, progress=False).progress
+        assert progress.error is None
+        assert (ns.open_store(tmp_path / "s").status == "done").all()
+        n = scan.recordings().n.values.reshape(4, 12)
+        np.testing.assert_array_equal(n, np.outer([1, 2, 3, 4], np.arange(1, 13)))
+    finally:
+        shutdown_local_executor()
+        for proc in wait_for_no_session_processes(timeout=5, ignore=before):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ScanError
+from ..errors import ExecutorError, ScanError
 from ..events import EVENTS, Events
 from ..executors.base import ScanExecutor
 from ..keys import point_key
@@ -219,6 +219,7 @@ class SegmentLoop(StopControl):
                 self._maybe_emit_progress()
                 if self._flush_due():
                     self._flush()
+                self._check_alive(inflight)
         except KeyboardInterrupt:
             self.request_stop(now=True)
             progress.stopped = True
@@ -230,6 +231,20 @@ class SegmentLoop(StopControl):
             self._flush()
             self._finish(bool(ready))
         return progress
+
+    def _check_alive(self, inflight: dict[Future, Work]) -> None:
+        """Stop with the executor's error when its back-end is gone (a dead controller
+        never answers); segments already finished are collected first, and stored by the
+        final flush."""
+        try:
+            self.executor.check_alive()
+        except ExecutorError:
+            for future in [f for f in inflight if f.done()]:
+                work = inflight.pop(future)
+                self.progress.running -= 1
+                with contextlib.suppress(Exception):  # the executor's error is the one to report
+                    self._collect(future, work, {}, deque())
+            raise
 
     def _submit(self, work: Work, inflight: dict[Future, Work], ready: deque[Work]) -> None:
         try:
