@@ -43,6 +43,9 @@ class ScanApp(w.VBox):
     executor
         Where points run (``"local"`` ipyparallel engines, ``"processes"``,
         ``"serial"``, or any executor ``Scan.run`` accepts); changeable in the *Run* tab.
+    interactive
+        Zoomable ipympl figures in the *Explore* tab; default: when ipympl is installed
+        (``False``: static PNG images).
 
     Attributes
     ----------
@@ -67,7 +70,8 @@ class ScanApp(w.VBox):
     """
 
     def __init__(self, scan_or_function: Scan | Callable[..., Any], store: str | os.PathLike[str]
-                 | None = None, *, executor: Any = "local") -> None:
+                 | None = None, *, executor: Any = "local",
+                 interactive: bool | None = None) -> None:
         scan = scan_or_function if isinstance(scan_or_function, Scan) else None
         function = scan.function if scan is not None else scan_or_function
         if scan is not None:
@@ -79,7 +83,7 @@ class ScanApp(w.VBox):
         self.monitor = RunMonitor(scan_factory=self.builder.scan, executor=executor)
         self.live = LivePlot()
         first = self._initial_scan()
-        self.explorer = Explorer(first, monitor=self.monitor)
+        self.explorer = Explorer(first, monitor=self.monitor, interactive=interactive)
         if first is not None and self.builder.spec.stored:  # results from an earlier session
             self.live.attach(first)
             with contextlib.suppress(NotebookscanError, OSError, ValueError):

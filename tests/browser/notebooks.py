@@ -44,7 +44,8 @@ def app_notebook(path: Path, store: str, *, executor: str = "processes") -> Path
     return write(path, [
         MODEL,
         f"""
-        app = nsw.ScanApp(firing_rate, store={store!r}, executor={executor!r})
+        app = nsw.ScanApp(firing_rate, store={store!r}, executor={executor!r},
+                          interactive=False)  # PNG plots: the test compares their sources
         app.builder.rows["tau"].mode.value = "list"
         app.builder.rows["tau"].values.value = "0.005, 0.01, 0.02"
         app.builder.trials.value = 3
@@ -75,7 +76,8 @@ def explorer_notebook(path: Path, store: str) -> Path:
     return write(path, [
         MODEL,
         f"""
-        app = nsw.ScanApp(firing_rate, store={store!r}, executor="processes")
+        app = nsw.ScanApp(firing_rate, store={store!r}, executor="processes",
+                          interactive=False)
         app
         """,
     ])
