@@ -162,6 +162,20 @@ class StopControl:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def _stop_if_executor_is_gone(self, inflight: dict[Future, Any],
+                                  collect: Callable[[Future, Any], None]) -> None:
+        """Stop with the executor's error when its back-end is gone (a dead controller
+        never answers, so the loop would otherwise wait forever); work that finished is
+        handed to ``collect(future, inflight[future])`` first, and stored by the final
+        flush."""
+        try:
+            self.executor.check_alive()
+        except ExecutorError:
+            for future in [f for f in inflight if f.done()]:
+                with contextlib.suppress(Exception):  # the executor's error is the one to report
+                    collect(future, inflight.pop(future))
+            raise
+
 
 class ScanLoop(StopControl):
     """Runs the pending points of one scan on one executor into one store."""
@@ -245,18 +259,12 @@ class ScanLoop(StopControl):
 
     def _check_alive(self, inflight: dict[Future, tuple[list[int], int]],
                      chunker: _Chunker) -> None:
-        """Stop with the executor's error when its back-end is gone (a dead controller
-        never answers, so the loop would otherwise wait forever); whatever finished is
-        collected first, and stored by the final flush."""
-        try:
-            self.executor.check_alive()
-        except ExecutorError:
-            for future in [f for f in inflight if f.done()]:
-                chunk, attempt = inflight.pop(future)
-                self.progress.running -= len(chunk)
-                with contextlib.suppress(Exception):  # the executor's error is the one to report
-                    self._collect(future, chunk, attempt, {}, chunker)
-            raise
+        def collect(future: Future, entry: tuple[list[int], int]) -> None:
+            chunk, attempt = entry
+            self.progress.running -= len(chunk)
+            self._collect(future, chunk, attempt, {}, chunker)
+
+        self._stop_if_executor_is_gone(inflight, collect)
 
     def _check_workers(self) -> int:
         """Engines may join late (a queued batch job) or be replaced: keep up with them."""

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExecutorError, ScanError
+from ..errors import ScanError
 from ..events import EVENTS, Events
 from ..executors.base import ScanExecutor
 from ..keys import point_key
@@ -233,18 +233,11 @@ class SegmentLoop(StopControl):
         return progress
 
     def _check_alive(self, inflight: dict[Future, Work]) -> None:
-        """Stop with the executor's error when its back-end is gone (a dead controller
-        never answers); segments already finished are collected first, and stored by the
-        final flush."""
-        try:
-            self.executor.check_alive()
-        except ExecutorError:
-            for future in [f for f in inflight if f.done()]:
-                work = inflight.pop(future)
-                self.progress.running -= 1
-                with contextlib.suppress(Exception):  # the executor's error is the one to report
-                    self._collect(future, work, {}, deque())
-            raise
+        def collect(future: Future, work: Work) -> None:
+            self.progress.running -= 1
+            self._collect(future, work, {}, deque())
+
+        self._stop_if_executor_is_gone(inflight, collect)
 
     def _submit(self, work: Work, inflight: dict[Future, Work], ready: deque[Work]) -> None:
         try:
