@@ -504,6 +504,13 @@ def _progress_bar(events: Events) -> Any:
             bar.set_postfix_str(f"{failed} failed", refresh=False)
         bar.refresh()
 
+    return feed_bar(bar, events, started, progress)
+
+
+def feed_bar(bar: Any, events: Events, started: Callable[..., None],
+             progress: Callable[..., None]) -> Any:
+    """Subscribe a progress bar's ``started`` and ``progress`` handlers; close the bar
+    and unsubscribe everything when the run finishes."""
     def finished(**_: Any) -> None:
         bar.close()
         for name, callback in (("started", started), ("progress", progress),

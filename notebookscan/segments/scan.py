@@ -38,7 +38,7 @@ from ..executors import resolve_executor
 from ..keys import point_key
 from ..layout import Layout
 from ..provenance import collect, run_id
-from ..scan import RunControl, ScanRun, in_event_loop
+from ..scan import RunControl, ScanRun, feed_bar, in_event_loop
 from ..space import PASSED_IF_ACCEPTED
 from ..store import Store
 from .checkpoints import Checkpoint, CheckpointDirectory
@@ -496,13 +496,4 @@ def _progress_bar(events: SegmentEvents) -> Any:
         bar.set_postfix_str(text, refresh=False)
         bar.refresh()
 
-    def finished(**_: Any) -> None:
-        bar.close()
-        for name, callback in (("started", started), ("progress", progress),
-                               ("finished", finished)):
-            events.off(name, callback)
-
-    events.on("started", started)
-    events.on("progress", progress)
-    events.on("finished", finished)
-    return bar
+    return feed_bar(bar, events, started, progress)
