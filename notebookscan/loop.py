@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,8 +181,9 @@ class ScanLoop(StopControl):
     """Runs the pending points of one scan on one executor into one store."""
 
     def __init__(self, *, function: Callable[..., Any], payload: Callable[..., Any] | bytes,
-                 names: Sequence[str], columns: dict[str, list[Any]], keys: list[str],
-                 seeds: list[int], todo: list[int], pass_seed: bool, hidden: frozenset[str],
+                 names: Sequence[str], columns: Mapping[str, Sequence[Any]],
+                 keys: Sequence[str], seeds: Sequence[int], todo: list[int],
+                 pass_seed: bool, hidden: frozenset[str],
                  store: Store, executor: ScanExecutor,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
                  run_id: str, skipped: int, failed_before: int = 0):
@@ -238,6 +239,8 @@ class ScanLoop(StopControl):
                     chunk, attempt = inflight.pop(future)
                     progress.running -= len(chunk)
                     self._collect(future, chunk, attempt, inflight, chunker)
+                    if self._batch_full():  # however many chunks finished at once
+                        self._flush()
                 self._maybe_emit_progress()
                 if self._flush_due():
                     self._flush()
@@ -419,12 +422,15 @@ class ScanLoop(StopControl):
 
     # ---------------------------------------------------------------- flushing
 
-    def _flush_due(self) -> bool:
+    def _batch_full(self) -> bool:
         batch = self._batch
-        if not batch:
+        return bool(batch) and (batch.points >= self.settings.flush_every
+                                or batch.nbytes >= self.settings.flush_bytes)
+
+    def _flush_due(self) -> bool:
+        if not self._batch:
             return False
-        return (batch.points >= self.settings.flush_every
-                or batch.nbytes >= self.settings.flush_bytes
+        return (self._batch_full()
                 or self.progress.shards == 0  # the first results reach the disk at once
                 or time.monotonic() - self._last_flush >= self.settings.flush_interval)
 

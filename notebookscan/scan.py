@@ -38,7 +38,7 @@ from .keys import keys_for_columns
 from .layout import Layout
 from .loop import LoopSettings, Progress, ScanLoop
 from .provenance import collect, run_id
-from .space import PASSED_IF_ACCEPTED
+from .space import PASSED_IF_ACCEPTED, ItemView
 from .store import Store
 
 __all__ = ["DryRun", "Scan", "ScanRun"]
@@ -264,7 +264,7 @@ class Scan(RunControl):
         return self
 
     def _pending(self, retry_failed: bool) -> tuple[list[int], int, int]:
-        keys = self.space.keys()
+        keys = self.space._keys()
         index = self.store.index()
         skip = index.done if retry_failed else index.done | index.failed
         todo = [i for i, key in enumerate(keys) if key not in skip]
@@ -368,9 +368,10 @@ class Scan(RunControl):
                                 max_retries=max_retries, timeout=timeout, chunk_size=chunk_size)
         self.store.prepare(self.layout if self.store.metadata() else self.space_layout(),
                            self.space.names)
-        columns = self.space.columns()
-        keys = self.space.keys()
-        seeds = self.space.seeds()
+        # views of the space's own arrays: no per-point Python objects held for the run
+        columns = self.space._item_columns()
+        keys = self.space._keys()
+        seeds = ItemView(self.space._seed_array())
         names = list(self.space.names)
         record = collect(self.function, executor=executor_obj.description, space=self.space)
         payload: Any = self.function

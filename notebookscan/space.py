@@ -26,7 +26,7 @@ import keyword
 import math
 import warnings
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -55,6 +55,27 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
 }
 _REFINABLE = frozenset({"grid", "zip_", "trials"})
 
+
+
+class ItemView(Sequence):
+    """A read-only numpy column whose items come out as plain Python scalars.
+
+    What ``column.tolist()`` would give item by item, without holding a Python object
+    per point (a scan of a million points keeps its columns for the whole run).
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return self.array[index].tolist()
+        return self.array.item(index)
+
+    def __len__(self) -> int:
+        return len(self.array)
 
 class Layout(NamedTuple):
     """How a space's points are arranged.
@@ -232,7 +253,18 @@ class Space(metaclass=_Frozen):
 
     def seeds(self) -> list[int]:
         """Per-point 32-bit seeds derived from the keys, so independent of run order."""
-        return [point_seed(key) for key in self._keys()]
+        return self._seed_array().tolist()
+
+    def _seed_array(self) -> np.ndarray:
+        # 4 bytes a point, where a list of Python ints costs ~36: a scan keeps them all
+        if "seeds" not in self._cache:
+            self._cache["seeds"] = np.fromiter((point_seed(key) for key in self._keys()),
+                                               dtype=np.uint32, count=len(self._keys()))
+        return self._cache["seeds"]
+
+    def _item_columns(self) -> dict[str, ItemView]:
+        """The columns as views that hand out plain Python scalars (no per-point copies)."""
+        return {name: ItemView(column) for name, column in self._columns().items()}
 
     def grid_coords(self) -> dict[str, list[Scalar]]:
         """Per grid dimension, the sorted distinct values that occur in the points.
