@@ -13,7 +13,7 @@ _COUNTS: dict[str, dict[str, Counts]] = {}
 _STARTED = time.monotonic()
 
 # how much longer the long variant runs each fault loop (>= 1 000 faults in total)
-SCALE = {"short": 1, "long": 20}
+SCALE = {"short": 1, "long": 24}
 
 VARIANTS = ["short", pytest.param("long", marks=pytest.mark.slow)]
 

@@ -23,7 +23,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,21 +117,33 @@ class Counts:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Counts:
+        """Counts written by :meth:`as_dict` (other keys, such as ``when``, ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 def write_artifact(variant: str, tests: dict[str, Counts], seconds: float) -> Path:
-    """Merge this session's counts into ``test-artifacts/faults.json`` under ``variant``."""
+    """Merge this session's counts into ``test-artifacts/faults.json`` under ``variant``:
+    tests run now replace their own earlier counts, other tests' counts are kept (a run of
+    a few fault tests does not wipe the others'), and the total is recomputed."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / "faults.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    entry = data.get(variant, {})
+    by_test = entry.get("tests", {})
+    for name, counts in tests.items():
+        by_test[name] = {**counts.as_dict(), "when": now}
     total = Counts()
-    for counts in tests.values():
-        total.add(counts)
-    data[variant] = {"total": total.as_dict(), "seconds": round(seconds, 1),
-                     "tests": {name: c.as_dict() for name, c in tests.items()},
-                     "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for counts in by_test.values():
+        total.add(Counts.from_dict(counts))
+    data[variant] = {"total": total.as_dict(), "tests": by_test, "when": now,
+                     "seconds_last_session": round(seconds, 1)}
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
