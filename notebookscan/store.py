@@ -344,8 +344,15 @@ class Store:
             # xarray reads a file's metadata (variables, attributes) outside the lock it
             # is given: hold ours while opening. Anything computed meanwhile runs in this
             # thread, since dask's worker threads would wait for the lock held here.
-            with hdf5_lock(), dask.config.set(scheduler="synchronous"):
-                return lazy_dataset(self, layout)
+            # A shard compacted away while opening: open again (it is in the new one).
+            for _ in range(_VANISH_RETRIES):
+                try:
+                    with hdf5_lock(), dask.config.set(scheduler="synchronous"):
+                        return lazy_dataset(self, layout)
+                except (_Vanished, FileNotFoundError):
+                    continue
+            raise StoreError(f"shards of {self.path} kept vanishing while being opened; "
+                             "try again")
         return load_dataset(self, layout, extra_coords=extra_coords, pending=pending)
 
     def runs(self) -> dict[str, Any]:
