@@ -63,6 +63,11 @@ _VANISH_RETRIES = 10
 SMALL_SHARD = 16 * 2**20  # shards up to this size are worth compacting
 
 
+def _index_entry(shard: ShardData) -> tuple[np.ndarray, np.ndarray]:
+    # a bool per point, not the status strings: a scan keeps this for every shard it wrote
+    return shard.bookkeeping["key"], np.asarray(shard.bookkeeping["status"] == "done")
+
+
 class _Vanished(Exception):
     """A shard disappeared while being read (compacted away): restart the read."""
 
@@ -240,7 +245,7 @@ class Store:
         if isinstance(text, str) and "provenance" in shard.attrs:
             self._provenance_in[text] = name
         # the index need not read back what this process just wrote
-        self._index_cache[name] = (shard.bookkeeping["key"], shard.bookkeeping["status"])
+        self._index_cache[name] = _index_entry(shard)
         return name
 
     def quarantine(self, name: str, reason: str) -> None:
@@ -317,11 +322,10 @@ class Store:
             except _Vanished:
                 continue
             if shard is not None:
-                self._index_cache[name] = (shard.bookkeeping["key"], shard.bookkeeping["status"])
+                self._index_cache[name] = _index_entry(shard)
         done: set[str] = set()
         failed: set[str] = set()
-        for keys, status in list(self._index_cache.values()):
-            is_done = status == "done"
+        for keys, is_done in list(self._index_cache.values()):
             done.update(keys[is_done].tolist())
             failed.update(keys[~is_done].tolist())
         return StoreIndex(done, failed - done)
