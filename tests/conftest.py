@@ -83,6 +83,19 @@ def session_processes() -> list[Any]:
     return found
 
 
+def kill_new_controllers(before: set[int]) -> None:
+    """SIGKILL the ipyparallel controllers this session started since ``before`` (pids)
+    and wait for them to be gone; fails when there is none."""
+    import psutil
+
+    controllers = [p for p in session_processes() if p.pid not in before
+                   and "ipyparallel.controller" in " ".join(p.cmdline())]
+    assert controllers, "no new ipyparallel controller to kill"
+    for proc in controllers:
+        proc.kill()
+    psutil.wait_procs(controllers, timeout=10)
+
+
 def wait_for_no_session_processes(timeout: float = 15.0, ignore: set[int] = frozenset()
                                    ) -> list[Any]:
     """Wait until the session's ipyparallel processes (except ``ignore``) are gone."""

@@ -353,7 +353,7 @@ def test_a_scan_ends_when_the_local_controller_dies_and_the_next_run_resumes(tmp
     an ExecutorError within controller_timeout, keeping what finished; the next scan
     starts a fresh local cluster and completes the rest."""
     import psutil
-    from conftest import session_processes, wait_for_no_session_processes
+    from conftest import kill_new_controllers, session_processes, wait_for_no_session_processes
 
     import notebookscan as ns
 
@@ -366,12 +366,8 @@ def test_a_scan_ends_when_the_local_controller_dies_and_the_next_run_resumes(tmp
         deadline = time.monotonic() + 60
         while run.progress.done < 10 and time.monotonic() < deadline:
             time.sleep(0.05)
-        controllers = [p for p in session_processes() if p.pid not in before
-                       and "ipyparallel.controller" in " ".join(p.cmdline())]
-        assert controllers and not run.done()
-        for proc in controllers:
-            proc.kill()
-        psutil.wait_procs(controllers, timeout=10)
+        assert not run.done()
+        kill_new_controllers(before)
         with pytest.raises(ExecutorError, match=r"stopped answering.*run\(\) again"):
             run.wait(timeout=30)
         stored = int((ns.open_store(tmp_path / "s").status == "done").sum())

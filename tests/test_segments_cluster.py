@@ -76,7 +76,7 @@ def test_a_segmented_scan_ends_when_its_controller_dies(tmp_path):
     import contextlib
 
     import psutil
-    from conftest import session_processes, wait_for_no_session_processes
+    from conftest import kill_new_controllers, session_processes, wait_for_no_session_processes
 
     from notebookscan.errors import ExecutorError
     from notebookscan.executors.ipyparallel import local_executor, shutdown_local_executor
@@ -92,12 +92,8 @@ def test_a_segmented_scan_ends_when_its_controller_dies(tmp_path):
         deadline = time.monotonic() + 60
         while run.progress.segments_done < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
-        controllers = [p for p in session_processes() if p.pid not in before
-                       and "ipyparallel.controller" in " ".join(p.cmdline())]
-        assert controllers and not run.done()
-        for proc in controllers:
-            proc.kill()
-        psutil.wait_procs(controllers, timeout=10)
+        assert not run.done()
+        kill_new_controllers(before)
         with pytest.raises(ExecutorError, match="stopped answering"):
             run.wait(timeout=30)
         progress = scan.run(executor=None, progress=False).progress
