@@ -241,7 +241,7 @@ def main(argv=None):
     doc = {"benchmark": NAME, "quick": args.quick, "machine": bs.machine_info(),
            "workers": WORKERS, "tools": tools, "unavailable": unavailable,
            "total_seconds": time.perf_counter() - t_start, "results": results}
-    out_path = bs.default_out(args.quick).replace(f"{bs.NAME}.json", f"{NAME}.json")
+    out_path = bs.default_out(args.quick, NAME)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     with open(out_path, "w") as fh:
         json.dump(doc, fh, indent=1)

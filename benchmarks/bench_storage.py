@@ -599,10 +599,11 @@ def main(argv=None):
     return out_path
 
 
-def default_out(quick):
+def default_out(quick, name=NAME):
+    """Where a benchmark's results go: results/, or _work/results-quick/ with --quick."""
     if quick:
-        return os.path.join(HERE, "_work", "results-quick", f"{NAME}.json")
-    return os.path.join(HERE, "results", f"{NAME}.json")
+        return os.path.join(HERE, "_work", "results-quick", f"{name}.json")
+    return os.path.join(HERE, "results", f"{name}.json")
 
 
 if __name__ == "__main__":
