@@ -393,6 +393,7 @@ def child_cost(costs_us, repeats, workdir):
 
 def _instrument():
     """Wrap the scan's stages with wall-clock timers (inclusive times, main thread)."""
+    import notebookscan.batch as batch_mod
     import notebookscan.loop as loop_mod
     import notebookscan.scan as scan_mod
     import notebookscan.space as space_mod
@@ -416,15 +417,15 @@ def _instrument():
 
     wrap(scan_mod.Scan, "__init__", "Scan(): check the space, open the store")
     wrap(scan_mod.Scan, "_pending", "skip-done check: point keys + store index")
-    wrap(space_mod.Space, "seeds", "point seeds")
+    wrap(space_mod.Space, "_build_keys", "  point keys (hashing)")
+    wrap(space_mod.Space, "_seed_array", "point seeds")
     wrap(scan_mod, "collect", "provenance record")
-    wrap(loop_mod.ScanLoop, "_submit", "submit chunks (point dicts, pickling, send)")
+    wrap(loop_mod.ScanLoop, "_submit", "submit chunks (columns, pickling, send)")
     wrap(loop_mod, "wait", "waiting for results (idle main thread)")
-    wrap(loop_mod.ScanLoop, "_collect", "collect results (incl. the next two)")
-    wrap(loop_mod.ScanLoop, "_accept", "  per-point records and events (incl. the next)")
-    wrap(loop_mod.ScanLoop, "_check_schema", "    per-point schema check")
+    wrap(loop_mod.ScanLoop, "_collect", "collect results (incl. the next)")
+    wrap(loop_mod.ScanLoop, "_accept", "  result checks and events")
     wrap(loop_mod.ScanLoop, "_flush", "flush (incl. the next two)")
-    wrap(loop_mod, "shard_from_records", "  records -> columns")
+    wrap(batch_mod.Batch, "to_shard", "  chunks -> shard columns")
     wrap(store_mod.Store, "write", "  shard write (NetCDF + fsync; also inside compaction)")
     wrap(loop_mod.ScanLoop, "_drop_done_elsewhere", "drop points stored by others")
     wrap(store_mod.Store, "compact", "compaction at the end")
@@ -432,44 +433,28 @@ def _instrument():
 
 
 def _transport(n_points):
-    """Serialise/deserialise one chunk of results as ipyparallel does, and a columnar
-    equivalent, to price the per-point cost of the result objects themselves."""
+    """Serialise/deserialise one chunk as ipyparallel does: the points going out (one
+    numpy column per parameter) and the results coming back (a ``ChunkResult``)."""
     import numpy as np
     from ipyparallel.serialize import deserialize_object, serialize_object
 
-    from notebookscan.worker import run_chunk
+    from notebookscan.worker import PointColumns, run_chunk
 
-    points = [{"i": i} for i in range(n_points)]
-    seeds = list(range(n_points))
+    points = PointColumns({"i": np.arange(n_points)})
+    seeds = np.arange(n_points, dtype=np.uint32)
     t0 = time.perf_counter()
     results = run_chunk(double, points, seeds, True)
     run_chunk_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    bufs = serialize_object(results)
-    ser_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    back, _ = deserialize_object(bufs)
-    deser_s = time.perf_counter() - t0
-    assert len(back) == n_points
-    nbytes = sum(len(memoryview(b)) for b in bufs)
-    columns = {
-        "status": np.array([r.status == "done" for r in results]),
-        "result": np.array([r.values["result"].data for r in results]),
-        "started": np.array([r.started for r in results]),
-        "finished": np.array([r.finished for r in results]),
-        "error": [r.error for r in results], "host": results[0].host,
-        "worker": results[0].worker,
-    }
-    t0 = time.perf_counter()
-    cbufs = serialize_object(columns)
-    cser_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    deserialize_object(cbufs)
-    cdeser_s = time.perf_counter() - t0
-    return {"points": n_points, "run_chunk_seconds": run_chunk_s,
-            "serialize_seconds": ser_s, "deserialize_seconds": deser_s, "bytes": nbytes,
-            "columnar_serialize_seconds": cser_s, "columnar_deserialize_seconds": cdeser_s,
-            "columnar_bytes": sum(len(memoryview(b)) for b in cbufs)}
+    out = {"points": n_points, "run_chunk_seconds": run_chunk_s}
+    for label, obj in (("points", (points, seeds)), ("results", results)):
+        t0 = time.perf_counter()
+        bufs = serialize_object(obj)
+        out[f"{label}_serialize_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        deserialize_object(bufs)
+        out[f"{label}_deserialize_seconds"] = time.perf_counter() - t0
+        out[f"{label}_bytes"] = sum(len(memoryview(b)) for b in bufs)
+    return out
 
 
 def _memory_breakdown(ns, n, workdir):

@@ -760,18 +760,17 @@ def parallel_breakdown(doc):
            f"{fmt_s(th['ipyparallel_io'])} s, engines {fmt_s(rem['engine'])} s, controller "
            f"{fmt_s(rem['controller'])} s; {bd['shards']} shards were written before "
            "compaction.", "",
-           f"Shipping one chunk of {tr['points']:,} results (in one process, with "
+           f"Shipping one chunk of {tr['points']:,} points and results (in one process, with "
            "ipyparallel's own `serialize_object` / `deserialize_object`):", "",
-           md_table(["form", "serialise [s]", "deserialise [s]", "bytes", "µs/point (both)"], [
-               ["list of `PointResult` (what `run_chunk` returns)",
-                fmt_s(tr["serialize_seconds"]), fmt_s(tr["deserialize_seconds"]),
-                fmt_mb(tr["bytes"]) + " MB",
-                _par_us(tr["serialize_seconds"] + tr["deserialize_seconds"], tr["points"])],
-               ["the same as columns (numpy arrays + lists)",
-                fmt_s(tr["columnar_serialize_seconds"]),
-                fmt_s(tr["columnar_deserialize_seconds"]), fmt_mb(tr["columnar_bytes"]) + " MB",
-                _par_us(tr["columnar_serialize_seconds"] + tr["columnar_deserialize_seconds"],
-                        tr["points"])]], left=1), "",
+           md_table(["what", "serialise [s]", "deserialise [s]", "bytes", "µs/point (both)"], [
+               [what, fmt_s(tr[f"{key}_serialize_seconds"]),
+                fmt_s(tr[f"{key}_deserialize_seconds"]), fmt_mb(tr[f"{key}_bytes"]) + " MB",
+                _par_us(tr[f"{key}_serialize_seconds"] + tr[f"{key}_deserialize_seconds"],
+                        tr["points"])]
+               for what, key in (("the points (`PointColumns`: a numpy column per parameter, "
+                                  "and the seeds)", "points"),
+                                 ("their results (`ChunkResult`: numpy columns)", "results"))],
+               left=1), "",
            f"`run_chunk` itself took {fmt_s(tr['run_chunk_seconds'])} s for those "
            f"{tr['points']:,} points ({fmt_us(tr['run_chunk_seconds'] / tr['points'])} µs/point)."]
     mem = bd.get("traced_memory")

@@ -6,7 +6,7 @@ a point that takes microseconds costs microseconds of bookkeeping, not tens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,50 +24,51 @@ class Batch:
     """Chunk results (with the positions of their points in the scan) not yet written."""
 
     def __init__(self) -> None:
-        self.parts: list[tuple[list[int], ChunkResult]] = []
+        self.parts: list[tuple[np.ndarray, ChunkResult]] = []
         self.points = 0
         self.nbytes = 0
 
     def __bool__(self) -> bool:
         return bool(self.parts)
 
-    def add(self, indices: list[int], chunk: ChunkResult) -> None:
+    def add(self, indices: np.ndarray, chunk: ChunkResult) -> None:
+        """Keep ``chunk``, the results of the points at ``indices`` of the scan's columns."""
         self.parts.append((indices, chunk))
         self.points += len(indices)
         self.nbytes += sum(np.asarray(v.data).nbytes for values in chunk.arrays.values()
                            for v in values if v is not None)
         self.nbytes += sum(data.nbytes for data, _ in chunk.scalars.values())
 
-    def to_shard(self, names: Sequence[str], columns: dict[str, list[Any]], keys: list[str],
-                 seeds: list[int], run_id: str, attrs: dict[str, Any]) -> ShardData:
-        """One shard holding every point of the batch."""
+    def to_shard(self, names: Sequence[str], columns: Mapping[str, np.ndarray],
+                 keys: np.ndarray, seeds: np.ndarray, run_id: str,
+                 attrs: dict[str, Any]) -> ShardData:
+        """One shard holding every point of the batch.
+
+        ``columns``, ``keys`` (``keys.KEY_DTYPE``) and ``seeds`` are the scan's arrays,
+        indexed by the positions the chunks were added with: the shard's columns are
+        gathered with numpy, not point by point.
+        """
         chunks = [chunk for _, chunk in self.parts]
         fail_clashes(names, chunks)
-        index = [i for indices, _ in self.parts for i in indices]
+        index = np.concatenate([np.asarray(indices, dtype=np.int64)
+                                for indices, _ in self.parts])
         n = len(index)
         done = np.concatenate([c.done for c in chunks])
-        error = np.full(n, "", dtype=object)
-        trace = np.full(n, "", dtype=object)
-        offset = 0
-        for chunk in chunks:
-            for i, (message, traceback) in chunk.failures.items():
-                error[offset + i], trace[offset + i] = message, traceback
-            offset += len(chunk)
         sizes = [len(c) for c in chunks]
         bookkeeping = {
-            "key": np.array([keys[i] for i in index], dtype=object),
-            "status": np.where(done, "done", "failed").astype(object),
-            "error": error,
-            "traceback": trace,
-            "host": np.repeat(np.array([c.host for c in chunks], dtype=object), sizes),
-            "worker": np.repeat(np.array([c.worker for c in chunks], dtype=object), sizes),
-            "run": np.full(n, run_id, dtype=object),
-            "seed": np.array([seeds[i] for i in index], dtype=np.int64),
+            "key": keys[index],
+            "status": np.where(done, b"done", b"failed"),
+            "error": _failure_text(chunks, 0),
+            "traceback": _failure_text(chunks, 1),
+            "host": np.repeat(_ascii_or_text([c.host for c in chunks]), sizes),
+            "worker": np.repeat(_ascii_or_text([c.worker for c in chunks]), sizes),
+            "run": np.repeat(_ascii_or_text([run_id]), n),
+            "seed": np.asarray(seeds)[index].astype(np.int64),
             "started": np.concatenate([c.started for c in chunks]),
             "finished": np.concatenate([c.finished for c in chunks]),
         }
         bookkeeping["duration"] = bookkeeping["finished"] - bookkeeping["started"]
-        params = {name: _column_for([columns[name][i] for i in index]) for name in names}
+        params = {name: _column_for(columns[name][index]) for name in names}
         shard = ShardData(n, params, bookkeeping, {}, {}, {}, {}, {}, dict(attrs))
         self._add_scalars(shard, chunks)
         return shard
@@ -121,6 +122,29 @@ class Batch:
                 as_values[name] = column
         if as_values:
             add_results(shard, as_values)
+
+
+def _ascii_or_text(values: Sequence[str]) -> np.ndarray:
+    """A few strings as fixed-width bytes when they are ASCII (cheap to repeat and write),
+    else as objects."""
+    if all(v.isascii() for v in values):
+        return np.array([v.encode("ascii") for v in values], dtype=bytes)
+    return np.array(values, dtype=object)
+
+
+def _failure_text(chunks: Sequence[ChunkResult], which: int) -> np.ndarray:
+    """The error (``which=0``) or traceback (1) of each point; empty bytes for the
+    points that did not fail, so a batch without failures builds no per-point objects."""
+    n = sum(len(c) for c in chunks)
+    if not any(c.failures for c in chunks):
+        return np.zeros(n, dtype="S1")
+    text = np.full(n, "", dtype=object)
+    offset = 0
+    for chunk in chunks:
+        for i, failure in chunk.failures.items():
+            text[offset + i] = failure[which]
+        offset += len(chunk)
+    return text
 
 
 def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:

@@ -31,10 +31,12 @@ from .errors import SpaceError
 __all__ = [
     "canonical_token",
     "check_value",
+    "key_array",
     "key_from_tokens",
     "keys_for_columns",
     "point_key",
     "point_seed",
+    "seed_array",
 ]
 
 KEY_LENGTH = 20  # hex digits: 80 bits, collisions negligible far beyond 10**9 points
@@ -46,6 +48,9 @@ def check_value(name: str, value: object) -> object:
 
     Allowed: bool, int, float (finite) and str, including their numpy equivalents.
     """
+    kind = type(value)
+    if kind is int or kind is str or (kind is float and math.isfinite(value)):  # type: ignore[arg-type]
+        return value  # already plain (the common case; the ABC checks below are slower)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (Integral, np.integer)):
@@ -73,18 +78,28 @@ def canonical_token(value: object) -> str:
     Floats are rounded to 12 significant digits and integral floats written as
     integers, so values that differ only by floating-point noise share a token.
     """
+    kind = type(value)
+    if kind is int:  # the common types first: the ABC checks below cost a microsecond
+        return f"n:{value}"
+    if kind is float:
+        return _float_token(value)  # type: ignore[arg-type]
+    if kind is str:
+        return "s:" + value  # type: ignore[operator]
     if isinstance(value, (bool, np.bool_)):
         return "b:1" if value else "b:0"
     if isinstance(value, (Integral, np.integer)):
         return f"n:{int(value)}"
     if isinstance(value, (Real, np.floating)):
-        f = float(value)
-        if f == 0.0:
-            return "n:0"  # -0.0 and 0.0 are the same parameter value
-        if f.is_integer() and abs(f) < 2**53:
-            return f"n:{int(f)}"
-        return f"n:{f:.{SIGNIFICANT_DIGITS - 1}e}"
+        return _float_token(float(value))
     return "s:" + str(value)
+
+
+def _float_token(f: float) -> str:
+    if f == 0.0:
+        return "n:0"  # -0.0 and 0.0 are the same parameter value
+    if f.is_integer() and abs(f) < 2**53:
+        return f"n:{int(f)}"
+    return f"n:{f:.{SIGNIFICANT_DIGITS - 1}e}"
 
 
 def key_from_tokens(items: Iterable[tuple[str, str]]) -> str:
@@ -106,23 +121,68 @@ def point_seed(key: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def keys_for_columns(names: Sequence[str], columns: Mapping[str, Sequence[object]]) -> list[str]:
-    """Keys of many points given column by column (fast: each distinct value is tokenised once)."""
+KEY_DTYPE = f"S{KEY_LENGTH}"  # keys held as fixed-width ASCII bytes: 20 bytes a point
+_KEY_BLOCK = 2**16  # points hashed at a time, so the text built on the way stays small
+
+
+def _token_column(name: str, values: list[object]) -> list[str]:
+    """``name=token`` of each value; each distinct value is tokenised once."""
+    cache: dict[tuple[type, object], str] = {}
+    tokens = []
+    for value in values:
+        cache_key = (type(value), value)
+        token = cache.get(cache_key)
+        if token is None:
+            token = cache[cache_key] = f"{name}={canonical_token(value)}"
+        tokens.append(token)
+    return tokens
+
+
+def key_array(names: Sequence[str], columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Keys of many points given as numpy columns, as a ``KEY_DTYPE`` bytes array.
+
+    The same keys as :func:`point_key`, computed a block of points at a time: a scan
+    of a million points holds 20 MB of keys, and no per-point text beyond one block.
+    """
     order = sorted(names)
-    token_columns = []
-    for name in order:
-        cache: dict[object, str] = {}
-        tokens = []
-        for value in columns[name]:
-            cache_key = (type(value), value)
-            token = cache.get(cache_key)
-            if token is None:
-                token = cache[cache_key] = f"{name}={canonical_token(value)}"
-            tokens.append(token)
-        token_columns.append(tokens)
+    n = len(columns[order[0]]) if order else 0
+    out = np.empty(n, dtype=KEY_DTYPE)
     blake = hashlib.blake2b
     size = KEY_LENGTH // 2
-    return [
-        blake("\x1f".join(row).encode("utf-8"), digest_size=size).hexdigest()
-        for row in zip(*token_columns, strict=True)
-    ] if order else []
+    for start in range(0, n, _KEY_BLOCK):
+        stop = min(n, start + _KEY_BLOCK)
+        token_columns = [_token_column(name, np.asarray(columns[name])[start:stop].tolist())
+                         for name in order]
+        out[start:stop] = [
+            blake("\x1f".join(row).encode("utf-8"), digest_size=size).hexdigest()
+            for row in zip(*token_columns, strict=True)
+        ]
+    return out
+
+
+def keys_for_columns(names: Sequence[str], columns: Mapping[str, Sequence[object]]) -> list[str]:
+    """Keys of many points given column by column, as a list of str.
+
+    Examples
+    --------
+    >>> keys_for_columns(["k"], {"k": [0.3, 1]}) == [point_key({"k": 0.3}), point_key({"k": 1})]
+    True
+    """
+    if not names:
+        return []
+    arrays = {name: _as_objects(columns[name]) for name in names}
+    return key_array(names, arrays).astype(str).tolist()
+
+
+def _as_objects(values: Sequence[object]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def seed_array(keys: np.ndarray) -> np.ndarray:
+    """:func:`point_seed` of each key of a ``KEY_DTYPE`` array, as uint32."""
+    blake = hashlib.blake2b
+    return np.fromiter(
+        (int.from_bytes(blake(b"seed:" + key, digest_size=4).digest(), "little")
+         for key in keys.tolist()), dtype=np.uint32, count=len(keys))

@@ -13,7 +13,6 @@ import math
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from .events import Events
 from .executors.base import FORK_LOCK, ScanExecutor
 from .shards import Record
 from .store import Store
-from .worker import ChunkResult, ShardSink, run_chunk
+from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
 
 __all__ = ["LoopSettings", "Progress", "ScanLoop"]
 
@@ -144,6 +143,35 @@ class _Chunker:
         return max(1, min(size, fair, by_bytes, MAX_CHUNK))
 
 
+class _Pending:
+    """Positions of the points not yet submitted, taken from the front a chunk at a time."""
+
+    def __init__(self, positions: np.ndarray):
+        self._positions = positions
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._positions) - self._next
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def take(self, size: int) -> np.ndarray:
+        chunk = self._positions[self._next:self._next + size]
+        self._next += len(chunk)
+        return chunk
+
+    def rest(self) -> np.ndarray:
+        return self._positions[self._next:]
+
+    def drop(self, mask: np.ndarray) -> int:
+        """Forget the remaining points where ``mask`` (aligned with :meth:`rest`) is true."""
+        dropped = int(mask.sum())
+        if dropped:
+            self._positions, self._next = self.rest()[~mask], 0
+        return dropped
+
+
 class StopControl:
     """Stop requests shared by the scan loops (needs ``_stop``, ``_stop_now``, ``executor``)."""
 
@@ -181,8 +209,8 @@ class ScanLoop(StopControl):
     """Runs the pending points of one scan on one executor into one store."""
 
     def __init__(self, *, function: Callable[..., Any], payload: Callable[..., Any] | bytes,
-                 names: Sequence[str], columns: Mapping[str, Sequence[Any]],
-                 keys: Sequence[str], seeds: Sequence[int], todo: list[int],
+                 names: Sequence[str], columns: Mapping[str, np.ndarray],
+                 keys: np.ndarray, seeds: np.ndarray, todo: np.ndarray,
                  pass_seed: bool, hidden: frozenset[str],
                  store: Store, executor: ScanExecutor,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
@@ -190,10 +218,11 @@ class ScanLoop(StopControl):
         self.function = function
         self.payload = payload
         self.names = tuple(names)
-        # the space's own columns, keys and seeds; point dicts are built per chunk, so the
-        # client's memory does not grow with the number of points
+        # the space's own arrays (columns, 20-byte keys, uint32 seeds) and the positions
+        # of the points to run: chunks are slices of these, shipped as columns, so the
+        # client holds no Python object per point
         self.columns, self.keys, self.seeds = columns, keys, seeds
-        self.todo = todo
+        self.todo = np.asarray(todo, dtype=np.int64)
         self.pass_seed = pass_seed
         self.hidden = hidden  # parameters stored but not passed (e.g. `trial`)
         self.store = store
@@ -212,6 +241,7 @@ class ScanLoop(StopControl):
         self._last_workers_check = time.monotonic()
         self._no_workers_since: float | None = None
         self._warned_no_workers = False
+        self._seen_shards: set[str] = set()  # shards whose points are known to this loop
 
     # ---------------------------------------------------------------- main loop
 
@@ -221,15 +251,14 @@ class ScanLoop(StopControl):
         self.events.emit("started", total=progress.total, skipped=progress.skipped,
                          to_run=progress.total, failed_before=progress.failed_before,
                          workers=progress.workers)
-        todo: deque[int] = deque(self.todo)
-        inflight: dict[Future, tuple[list[int], int]] = {}
+        todo = _Pending(self.todo)
+        inflight: dict[Future, tuple[np.ndarray, int]] = {}
         chunker = _Chunker(self.settings, self.executor.worker_count())
+        self._seen_shards = set(self.store.shard_files())
         try:
             while (todo or inflight) and not (self._stop_now.is_set() and not inflight):
                 while todo and not self.stopping and len(inflight) < 2 * chunker.workers:
-                    size = chunker.next_size(len(todo))
-                    chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
-                    self._submit(chunk, 0, inflight)
+                    self._submit(todo.take(chunker.next_size(len(todo))), 0, inflight)
                 if not inflight:
                     break
                 timeout = max(0.0, self.settings.flush_interval -
@@ -244,7 +273,7 @@ class ScanLoop(StopControl):
                 self._maybe_emit_progress()
                 if self._flush_due():
                     self._flush()
-                    todo = self._drop_done_elsewhere(todo)
+                    self._drop_done_elsewhere(todo)
                 self._check_alive(inflight, chunker)
                 if time.monotonic() - self._last_workers_check >= WORKER_CHECK_INTERVAL:
                     chunker.workers = self._check_workers()
@@ -260,9 +289,9 @@ class ScanLoop(StopControl):
             self._finish(todo)
         return progress
 
-    def _check_alive(self, inflight: dict[Future, tuple[list[int], int]],
+    def _check_alive(self, inflight: dict[Future, tuple[np.ndarray, int]],
                      chunker: _Chunker) -> None:
-        def collect(future: Future, entry: tuple[list[int], int]) -> None:
+        def collect(future: Future, entry: tuple[np.ndarray, int]) -> None:
             chunk, attempt = entry
             self.progress.running -= len(chunk)
             self._collect(future, chunk, attempt, {}, chunker)
@@ -288,29 +317,29 @@ class ScanLoop(StopControl):
             self._no_workers_since = None
         return max(1, workers)
 
-    def _submit(self, chunk: list[int], attempt: int,
-                inflight: dict[Future, tuple[list[int], int]]) -> None:
-        points = [self.point(i) for i in chunk]
+    def _submit(self, chunk: np.ndarray, attempt: int,
+                inflight: dict[Future, tuple[np.ndarray, int]]) -> None:
+        points = PointColumns({name: self.columns[name][chunk] for name in self.names})
         future = self.executor.submit(
-            run_chunk, self.payload, points, [self.seeds[i] for i in chunk], self.pass_seed,
+            run_chunk, self.payload, points, self.seeds[chunk], self.pass_seed,
             self.settings.timeout, self.hidden, self._sink(chunk),
         )
         inflight[future] = (chunk, attempt)
         self.progress.running += len(chunk)
 
-    def _sink(self, chunk: list[int]) -> ShardSink | None:
+    def _sink(self, chunk: np.ndarray) -> ShardSink | None:
         """Where the worker writes its results itself, if it should (see ``writer``)."""
         writer = self.settings.writer
         if writer == "client" or not self.executor.needs_pickled_function:
             return None  # in-process workers gain nothing from writing themselves
         if writer == "auto" and not self.executor.shares_filesystem:
             return None
-        return ShardSink(self.store.shards_dir, self.names, tuple(self.keys[i] for i in chunk),
+        return ShardSink(self.store.shards_dir, self.names, self.keys[chunk],
                          self.run_id, self.attrs,
                          0 if writer == "workers" else WORKER_WRITE_BYTES)
 
-    def _collect(self, future: Future, chunk: list[int], attempt: int,
-                 inflight: dict[Future, tuple[list[int], int]], chunker: _Chunker) -> None:
+    def _collect(self, future: Future, chunk: np.ndarray, attempt: int,
+                 inflight: dict[Future, tuple[np.ndarray, int]], chunker: _Chunker) -> None:
         try:
             results = future.result()
         except (CancelledError, KeyboardInterrupt):
@@ -344,11 +373,11 @@ class ScanLoop(StopControl):
         chunker.observe(results)
         self._accept(chunk, results)
 
-    def point(self, index: int, names: Sequence[str] | None = None) -> dict[str, Any]:
-        return {name: self.columns[name][index]
-                for name in (self.names if names is None else names)}
+    def point(self, index: int) -> dict[str, Any]:
+        """The parameters of the point at ``index`` of the space, as plain Python values."""
+        return {name: self.columns[name].item(index) for name in self.names}
 
-    def _accept(self, chunk: list[int], results: ChunkResult) -> None:
+    def _accept(self, chunk: np.ndarray, results: ChunkResult) -> None:
         for i, problem in self._schema_problems(results):
             results.fail(i, problem)
         # a column no point still holds (its name clashes, its dims changed) is dropped
@@ -361,6 +390,7 @@ class ScanLoop(StopControl):
         self.progress.done += done
         self.progress.failed += len(chunk) - done
         if results.written:  # the worker stored this chunk itself
+            self._seen_shards.add(results.written)
             self.progress.shards += 1
             self.events.emit("flushed", shard=results.written, points=len(chunk))
         else:
@@ -368,9 +398,9 @@ class ScanLoop(StopControl):
         want_done, want_failed = self.events.wants("point_done"), self.events.wants("point_failed")
         if not (want_done or want_failed):
             return
-        for i, index in enumerate(chunk):
+        for i, index in enumerate(chunk.tolist()):
             result = results[i]
-            record = Record(self.keys[index], self.point(index), self.seeds[index],
+            record = Record(self.keys[index].decode(), self.point(index), int(self.seeds[index]),
                             result.status, result.values, result.error, result.traceback,
                             result.started, result.finished, result.host, result.worker,
                             self.run_id)
@@ -444,6 +474,7 @@ class ScanLoop(StopControl):
                               self.attrs)
         with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
             shard = self.store.write(data)
+        self._seen_shards.add(shard)
         self.progress.shards += 1
         self.events.emit("flushed", shard=shard, points=batch.points)
         self._emit_progress()
@@ -458,20 +489,25 @@ class ScanLoop(StopControl):
         if self.events.wants("progress"):
             self.events.emit("progress", **self.progress.as_dict())
 
-    def _drop_done_elsewhere(self, todo: deque[int]) -> deque[int]:
-        """Skip points that another writer stored meanwhile (two scans, one store)."""
+    def _drop_done_elsewhere(self, todo: _Pending) -> None:
+        """Skip points that another writer stored meanwhile (two scans, one store).
+
+        Only shards new since the last look are read (this loop's own are known).
+        """
         if not todo:
-            return todo
+            return
+        new = self.store.new_shards(self._seen_shards)
+        if not new:
+            return
+        self._seen_shards.update(new)
         with FORK_LOCK:
-            done = self.store.index().done
-        kept = deque(i for i in todo if self.keys[i] not in done)
-        dropped = len(todo) - len(kept)
+            done_elsewhere = self.store.index_of(new)
+        dropped = todo.drop(done_elsewhere.is_done(self.keys[todo.rest()]))
         if dropped:
             self.progress.total -= dropped
             self.progress.skipped += dropped
-        return kept
 
-    def _finish(self, todo: deque[int]) -> None:
+    def _finish(self, todo: _Pending) -> None:
         progress = self.progress
         progress.finished_at = time.time()
         progress.stopped = progress.stopped or (self.stopping and (bool(todo) or

@@ -30,15 +30,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .detached import DetachedRun
 from .errors import ScanError
 from .events import Events
 from .executors import resolve_executor
-from .keys import keys_for_columns
+from .keys import key_array
 from .layout import Layout
 from .loop import LoopSettings, Progress, ScanLoop
 from .provenance import collect, run_id
-from .space import PASSED_IF_ACCEPTED, ItemView
+from .space import PASSED_IF_ACCEPTED
 from .store import Store
 
 __all__ = ["DryRun", "Scan", "ScanRun"]
@@ -263,13 +265,14 @@ class Scan(RunControl):
         self.space = self.space + extra
         return self
 
-    def _pending(self, retry_failed: bool) -> tuple[list[int], int, int]:
+    def _pending(self, retry_failed: bool) -> tuple[np.ndarray, int, int]:
+        """Positions of the points to run, how many are stored, how many failed before."""
         keys = self.space._keys()
         index = self.store.index()
-        skip = index.done if retry_failed else index.done | index.failed
-        todo = [i for i, key in enumerate(keys) if key not in skip]
-        failed_before = sum(1 for key in keys if key in index.failed)
-        return todo, len(keys) - len(todo), failed_before
+        failed = index.is_failed(keys)
+        skip = index.is_done(keys) if retry_failed else index.is_done(keys) | failed
+        todo = np.flatnonzero(~skip)
+        return todo, len(keys) - len(todo), int(failed.sum())
 
     def _accepts(self, name: str) -> bool:
         try:
@@ -368,10 +371,10 @@ class Scan(RunControl):
                                 max_retries=max_retries, timeout=timeout, chunk_size=chunk_size)
         self.store.prepare(self.layout if self.store.metadata() else self.space_layout(),
                            self.space.names)
-        # views of the space's own arrays: no per-point Python objects held for the run
-        columns = self.space._item_columns()
+        # the space's own arrays: no per-point Python objects held for the run
+        columns = self.space._columns()
         keys = self.space._keys()
-        seeds = ItemView(self.space._seed_array())
+        seeds = self.space._seed_array()
         names = list(self.space.names)
         record = collect(self.function, executor=executor_obj.description, space=self.space)
         payload: Any = self.function
@@ -438,17 +441,15 @@ class Scan(RunControl):
             ds = self.store.dataset(lazy=False, layout=layout,
                                     extra_coords=self.space.grid_coords())
             return self._mark_excluded(ds, layout.dims)
-        keys = self.space.keys()
+        keys = self.space._keys()
         stored = self.store.index()
-        have = stored.done | stored.failed
-        missing = [i for i, key in enumerate(keys) if key not in have]
-        columns = self.space.columns()
-        seeds = self.space.seeds()
+        missing = np.flatnonzero(~(stored.is_done(keys) | stored.is_failed(keys)))
+        columns = self.space._columns()
         pending: dict[str, list[Any]] = {
-            name: [columns[name][i] for i in missing] for name in self.space.names
+            name: columns[name][missing].tolist() for name in self.space.names
         }
-        pending["key"] = [keys[i] for i in missing]
-        pending["seed"] = [seeds[i] for i in missing]
+        pending["key"] = keys[missing].astype(str).tolist()
+        pending["seed"] = self.space._seed_array()[missing].tolist()
         if not self.store.exists:
             os.makedirs(self.store.shards_dir, exist_ok=True)
         return self.store.dataset(lazy=False, layout=layout, pending=pending)
@@ -456,16 +457,15 @@ class Scan(RunControl):
     def _mark_excluded(self, ds: Any, dims: tuple[str, ...]) -> Any:
         """Grid cells that are not points of this scan (dropped by ``where``, or between the
         values of a refinement) get ``status == "excluded"`` rather than "missing"."""
-        import numpy as np
-
         status = ds["status"].transpose(*dims, ...).values
         cells = np.argwhere(status == "missing")
         if not len(cells):
             return ds
         columns = {dim: [ds[dim].values[i].item() for i in cells[:, axis]]
                    for axis, dim in enumerate(dims)}
-        wanted = set(self.space.keys())
-        outside = np.array([key not in wanted for key in keys_for_columns(dims, columns)])
+        candidates = key_array(dims, {dim: np.array(values, dtype=object)
+                                      for dim, values in columns.items()})
+        outside = ~np.isin(candidates, self.space._keys())
         if outside.any():
             status = status.copy()
             status[tuple(cells[outside].T)] = "excluded"
@@ -474,10 +474,10 @@ class Scan(RunControl):
 
     def status(self) -> dict[str, int]:
         """Counts of the space's points by status: done, failed, missing."""
-        keys = self.space.keys()
+        keys = self.space._keys()
         index = self.store.index()
-        done = sum(1 for k in keys if k in index.done)
-        failed = sum(1 for k in keys if k in index.failed)
+        done = int(index.is_done(keys).sum())
+        failed = int(index.is_failed(keys).sum())
         return {"done": done, "failed": failed, "missing": len(keys) - done - failed}
 
 

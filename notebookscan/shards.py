@@ -267,6 +267,12 @@ def open_dataset(path: str, mode: str = "r", **kwargs: Any) -> Iterator[Any]:
 
 def _column_for(values: Sequence[Any]) -> np.ndarray:
     """A numpy column for parameter values (bool, int, float, str, or a mix)."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "bf":
+            return values
+        if values.dtype.kind in "iu":
+            return values.astype(np.int64, copy=False)
+        values = values.tolist()
     kinds = {type(v) for v in values}
     if kinds <= {bool}:
         return np.array(values, dtype=bool)
@@ -379,14 +385,20 @@ def _put_text(nc: Any, name: str, column: np.ndarray) -> Any:
     """A per-point text column: a char array when every value is short, else vlen.
 
     Char arrays carry ``_Encoding`` so netCDF4 and xarray decode them to strings.
+    A column of fixed-width bytes (numpy ``S``, UTF-8) is written as it is.
     """
-    encoded = [str(v).encode("utf-8") for v in column]
-    width = max((len(b) for b in encoded), default=0)
-    if width > CHAR_MAX or any(b.endswith(b"\0") for b in encoded):
-        return _put_strings(nc, name, ("point",), column)  # NULs would be stripped
+    if column.dtype.kind != "S":
+        encoded = [str(v).encode("utf-8") for v in column]
+        width = max((len(b) for b in encoded), default=0)
+        if width > CHAR_MAX or any(b.endswith(b"\0") for b in encoded):
+            return _put_strings(nc, name, ("point",), column)  # NULs would be stripped
+        column = np.array(encoded, dtype=f"S{max(width, 1)}")
+    elif column.dtype.itemsize > CHAR_MAX:
+        return _put_strings(nc, name, ("point",), np.char.decode(column, "utf-8").astype(object))
+    width = column.dtype.itemsize
     dim = f"{name}{CHARS_SUFFIX}"
     nc.createDimension(dim, max(width, 1))
-    n = len(encoded)
+    n = len(column)
     kwargs: dict[str, Any] = {}
     if n >= COLUMN_COMPRESS_MIN:  # host, worker, run, status repeat: a few bytes a point
         kwargs = {"zlib": True, "complevel": 1, "chunksizes": (min(n, 2**16), max(width, 1))}
@@ -394,8 +406,7 @@ def _put_text(nc: Any, name: str, column: np.ndarray) -> Any:
     var.setncattr("_Encoding", "utf-8")
     if n:
         var.set_auto_chartostring(False)  # write the bytes as they are
-        chars = np.array(encoded, dtype=f"S{max(width, 1)}").view("S1").reshape(n, -1)
-        var[...] = chars
+        var[...] = column.view("S1").reshape(n, -1)
     return var
 
 
@@ -512,7 +523,7 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
                 var = _put_array(nc, name, point, column, False)
             var.setncattr(ROLE, "parameter")
         for name, column in shard.bookkeeping.items():
-            if name in _STRING_BOOKKEEPING and column.dtype == object:
+            if name in _STRING_BOOKKEEPING and column.dtype.kind in "OS":
                 var = _put_text(nc, name, column)
                 continue
             var = _put_array(nc, name, point, column, False)

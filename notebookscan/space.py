@@ -32,7 +32,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from .errors import SpaceError
-from .keys import canonical_token, check_value, keys_for_columns, point_seed
+from .keys import canonical_token, check_value, key_array, seed_array
 
 __all__ = ["RESERVED_NAMES", "Layout", "Space", "grid", "points", "sample", "trials", "zip_"]
 
@@ -56,27 +56,6 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
 _REFINABLE = frozenset({"grid", "zip_", "trials"})
 
 
-
-class ItemView(Sequence):
-    """A read-only numpy column whose items come out as plain Python scalars.
-
-    What ``column.tolist()`` would give item by item, without holding a Python object
-    per point (a scan of a million points keeps its columns for the whole run).
-    """
-
-    __slots__ = ("array",)
-
-    def __init__(self, array: np.ndarray):
-        self.array = array
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return self.array[index].tolist()
-        return self.array.item(index)
-
-    def __len__(self) -> int:
-        return len(self.array)
-
 class Layout(NamedTuple):
     """How a space's points are arranged.
 
@@ -90,12 +69,32 @@ class Layout(NamedTuple):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _objects(values: Iterable[object]) -> np.ndarray:
-    """A 1-D numpy object array holding `values` as they are."""
+_TYPED = {int: np.int64, float: np.float64, bool: np.bool_}
+
+
+def _column(values: Iterable[object]) -> np.ndarray:
+    """A 1-D numpy column of (checked) values whose items come back as the same values.
+
+    All ints, all floats or all bools get a typed array (8 bytes a point, not a Python
+    object each); anything else an object array holding the values as they are.
+    """
     values = list(values)
+    kinds = {type(v) for v in values}
+    if len(kinds) == 1 and (kind := kinds.pop()) in _TYPED:
+        try:
+            return np.array(values, dtype=_TYPED[kind])
+        except OverflowError:  # ints beyond 64 bits stay Python ints
+            pass
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+def _concatenate(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Columns end to end; different types meet as objects (an int never becomes a float)."""
+    if len({c.dtype for c in columns}) > 1:
+        columns = [c.astype(object) for c in columns]
+    return np.concatenate(columns)
 
 
 def _sort_key(value: Scalar) -> tuple[int, Scalar]:
@@ -223,16 +222,16 @@ class Space(metaclass=_Frozen):
     @abstractmethod
     def _refine(self, changes: Mapping[str, object]) -> Space: ...
 
-    def _build_keys(self) -> list[str]:
-        cols = self._columns()
-        return keys_for_columns(self._names, {name: cols[name].tolist() for name in cols})
+    def _build_keys(self) -> np.ndarray:
+        return key_array(self._names, self._columns())
 
     def _columns(self) -> dict[str, np.ndarray]:
         if "columns" not in self._cache:
             self._cache["columns"] = self._build_columns()
         return self._cache["columns"]
 
-    def _keys(self) -> list[str]:
+    def _keys(self) -> np.ndarray:
+        """The points' keys as 20-byte ASCII (``keys.KEY_DTYPE``): 20 bytes a point."""
         if "keys" not in self._cache:
             self._cache["keys"] = self._build_keys()
         return self._cache["keys"]
@@ -244,12 +243,12 @@ class Space(metaclass=_Frozen):
 
     def __iter__(self) -> Iterator[Point]:
         names = self._names
-        for row in zip(*self._columns().values(), strict=True):
+        for row in zip(*(c.tolist() for c in self._columns().values()), strict=True):
             yield dict(zip(names, row, strict=True))
 
     def keys(self) -> list[str]:
         """Stable keys of the points (see `notebookscan.keys.point_key`), in order."""
-        return list(self._keys())
+        return self._keys().astype(str).tolist()
 
     def seeds(self) -> list[int]:
         """Per-point 32-bit seeds derived from the keys, so independent of run order."""
@@ -258,13 +257,8 @@ class Space(metaclass=_Frozen):
     def _seed_array(self) -> np.ndarray:
         # 4 bytes a point, where a list of Python ints costs ~36: a scan keeps them all
         if "seeds" not in self._cache:
-            self._cache["seeds"] = np.fromiter((point_seed(key) for key in self._keys()),
-                                               dtype=np.uint32, count=len(self._keys()))
+            self._cache["seeds"] = seed_array(self._keys())
         return self._cache["seeds"]
-
-    def _item_columns(self) -> dict[str, ItemView]:
-        """The columns as views that hand out plain Python scalars (no per-point copies)."""
-        return {name: ItemView(column) for name, column in self._columns().items()}
 
     def grid_coords(self) -> dict[str, list[Scalar]]:
         """Per grid dimension, the sorted distinct values that occur in the points.
@@ -475,7 +469,7 @@ class _Grid(Space):
         cols = {}
         for name, values in self._axes.items():  # first axis slowest, as itertools.product
             stride //= len(values)
-            cols[name] = _objects(values)[(index // stride) % len(values)]
+            cols[name] = _column(values)[(index // stride) % len(values)]
         return cols
 
     def _expr(self) -> str:
@@ -518,10 +512,10 @@ class _Explicit(Space):
 
     def __init__(self, cols: Mapping[str, list[Scalar]], *, check_duplicates: bool = True) -> None:
         super().__init__(tuple(cols), on_grid=False)
-        self._cols = {name: _objects(values) for name, values in cols.items()}
+        self._cols = {name: _column(values) for name, values in cols.items()}
         if check_duplicates:
-            keys, seen = self._keys(), {}
-            for i, key in enumerate(keys):
+            seen: dict[bytes, int] = {}
+            for i, key in enumerate(self._keys().tolist()):
                 if key in seen:
                     point = {name: col[i] for name, col in self._cols.items()}
                     raise SpaceError(f"{self.kind}(): the point {point} occurs more than once "
@@ -640,12 +634,11 @@ class _Union(_Binary):
     def _keep(self) -> np.ndarray:
         """Indices of the right-hand points whose keys are not already in the union."""
         if "keep" not in self._cache:
-            seen, keep = set(self._left._keys()), []
-            for i, key in enumerate(self._right._keys()):
-                if key not in seen:
-                    seen.add(key)
-                    keep.append(i)
-            self._cache["keep"] = np.asarray(keep, dtype=np.int64)
+            right = self._right._keys()
+            first = np.zeros(len(right), dtype=bool)  # a key's first occurrence on the right
+            first[np.unique(right, return_index=True)[1]] = True
+            new = ~np.isin(right, self._left._keys())
+            self._cache["keep"] = np.flatnonzero(first & new)
         return self._cache["keep"]
 
     def __len__(self) -> int:
@@ -653,11 +646,10 @@ class _Union(_Binary):
 
     def _build_columns(self) -> dict[str, np.ndarray]:
         keep, left, right = self._keep(), self._left._columns(), self._right._columns()
-        return {name: np.concatenate([left[name], right[name][keep]]) for name in self._names}
+        return {name: _concatenate([left[name], right[name][keep]]) for name in self._names}
 
-    def _build_keys(self) -> list[str]:
-        right = self._right._keys()
-        return self._left._keys() + [right[i] for i in self._keep().tolist()]
+    def _build_keys(self) -> np.ndarray:
+        return np.concatenate([self._left._keys(), self._right._keys()[self._keep()]])
 
     def _expr(self) -> str:
         return f"{self._left._expr()} + {self._right._expr()}"
@@ -688,10 +680,9 @@ class _Where(Space):
     def _build_columns(self) -> dict[str, np.ndarray]:
         return {name: col[self._index] for name, col in self._base._columns().items()}
 
-    def _build_keys(self) -> list[str]:
+    def _build_keys(self) -> np.ndarray:
         if "keys" in self._base._cache:  # filtering is cheaper than hashing again
-            base = self._base._keys()
-            return [base[i] for i in self._index.tolist()]
+            return self._base._keys()[self._index]
         return super()._build_keys()
 
     def _expr(self) -> str:

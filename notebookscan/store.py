@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreError, StoreWarning
+from .keys import KEY_DTYPE
 from .layout import Layout, load_dataset
 from .shards import ShardData, _clean, new_shard_name, read_shard, write_shard_atomically
 from .table import Table, combine_shards
@@ -64,8 +66,11 @@ SMALL_SHARD = 16 * 2**20  # shards up to this size are worth compacting
 
 
 def _index_entry(shard: ShardData) -> tuple[np.ndarray, np.ndarray]:
-    # a bool per point, not the status strings: a scan keeps this for every shard it wrote
-    return shard.bookkeeping["key"], np.asarray(shard.bookkeeping["status"] == "done")
+    # keys as 20 bytes and a bool per point, not Python strings: a scan keeps this for
+    # every shard it wrote
+    status = shard.bookkeeping["status"]
+    done = status == (b"done" if status.dtype.kind == "S" else "done")
+    return as_key_array(shard.bookkeeping["key"]), np.asarray(done, dtype=bool)
 
 
 class _Vanished(Exception):
@@ -323,12 +328,27 @@ class Store:
                 continue
             if shard is not None:
                 self._index_cache[name] = _index_entry(shard)
-        done: set[str] = set()
-        failed: set[str] = set()
-        for keys, is_done in list(self._index_cache.values()):
-            done.update(keys[is_done].tolist())
-            failed.update(keys[~is_done].tolist())
-        return StoreIndex(done, failed - done)
+        return StoreIndex.from_entries(list(self._index_cache.values()))
+
+    def new_shards(self, seen: set[str]) -> list[str]:
+        """Shards not in ``seen`` (e.g. written by another scan since the last look)."""
+        return [name for name in self.shard_files() if name not in seen]
+
+    def index_of(self, names: Sequence[str]) -> StoreIndex:
+        """The :class:`StoreIndex` of the named shards only (shards gone are left out)."""
+        entries = []
+        for name in names:
+            entry = self._index_cache.get(name)
+            if entry is None:
+                try:
+                    shard = self._read(name, ["status"])
+                except _Vanished:
+                    continue
+                if shard is None:
+                    continue
+                entry = self._index_cache[name] = _index_entry(shard)
+            entries.append(entry)
+        return StoreIndex.from_entries(entries)
 
     def dataset(self, *, lazy: bool | None = None, layout: Layout | None = None,
                 extra_coords: dict[str, Sequence[Any]] | None = None,
@@ -488,15 +508,64 @@ def set_aside(source: str, directory: str, name: str, reason: str) -> str:
     return f"moved to {directory}"
 
 
-@dataclass
 class StoreIndex:
-    """Keys of stored points: ``done`` ones and ``failed`` ones (never done)."""
+    """Keys of stored points: ``done`` ones and ``failed`` ones (never done).
 
-    done: set[str]
-    failed: set[str]
+    Held as sorted arrays of 20-byte keys; ``is_done``/``is_failed`` test many keys at
+    once, ``done``/``failed`` give sets of str (built on first use).
+    """
+
+    def __init__(self, done_keys: np.ndarray, failed_keys: np.ndarray):
+        self.done_keys = done_keys
+        self.failed_keys = failed_keys
+
+    @classmethod
+    def from_entries(cls, entries: Sequence[tuple[np.ndarray, np.ndarray]]) -> StoreIndex:
+        """From ``(keys, is_done)`` pairs of shards; a key done anywhere is done."""
+        if not entries:
+            empty = np.empty(0, dtype=KEY_DTYPE)
+            return cls(empty, empty)
+        keys = np.concatenate([k for k, _ in entries])
+        is_done = np.concatenate([d for _, d in entries])
+        done = np.unique(keys[is_done])
+        failed = np.unique(keys[~is_done])
+        return cls(done, failed[~_sorted_isin(failed, done)])
+
+    @functools.cached_property
+    def done(self) -> set[str]:
+        """Keys of the points stored as done."""
+        return set(self.done_keys.astype(str).tolist())
+
+    @functools.cached_property
+    def failed(self) -> set[str]:
+        """Keys of the points stored as failed and never done."""
+        return set(self.failed_keys.astype(str).tolist())
+
+    def is_done(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
+        """A bool per key: is it stored as done?"""
+        return _sorted_isin(as_key_array(keys), self.done_keys)
+
+    def is_failed(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
+        """A bool per key: is it stored as failed (and never done)?"""
+        return _sorted_isin(as_key_array(keys), self.failed_keys)
 
     def __len__(self) -> int:
-        return len(self.done) + len(self.failed)
+        return len(self.done_keys) + len(self.failed_keys)
+
+
+def _sorted_isin(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``np.isin(keys, sorted_keys)`` by binary search (no copy of the stored keys)."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.searchsorted(sorted_keys, keys).clip(0, len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
+def as_key_array(keys: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Keys as a ``KEY_DTYPE`` array (str keys are ASCII hex)."""
+    if isinstance(keys, np.ndarray) and keys.dtype == KEY_DTYPE:
+        return keys
+    return np.asarray(keys if isinstance(keys, np.ndarray) else list(keys)).astype(KEY_DTYPE)
 
 
 def table_to_shard(table: Table) -> ShardData:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .results import ResultError, Value, normalize_result
 
-__all__ = ["ChunkResult", "PointResult", "PointTimeout", "run_chunk"]
+__all__ = ["ChunkResult", "PointColumns", "PointResult", "PointTimeout", "run_chunk"]
 
 _HOST = socket.gethostname()
 _FUNCTION_CACHE: dict[str, Callable[..., Any]] = {}
@@ -136,6 +136,50 @@ def _columns(outcomes: list[dict[str, Value] | None]) -> tuple[
     return scalars, arrays
 
 
+class PointColumns(Sequence):
+    """A chunk's points as one numpy column per parameter: what travels to a worker.
+
+    Pickles as a few arrays, not a dict per point; indexing and iteration give the
+    point dicts (plain Python values) the function is called with.
+
+    Examples
+    --------
+    >>> points = PointColumns({"k": np.array([1.5, 2.5]), "n": np.array([3, 4])})
+    >>> list(points)
+    [{'k': 1.5, 'n': 3}, {'k': 2.5, 'n': 4}]
+    """
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        self.columns = columns
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PointColumns, (self.columns,))
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return {name: column.item(i) for name, column in self.columns.items()}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        names = tuple(self.columns)
+        for row in zip(*(column.tolist() for column in self.columns.values()), strict=True):
+            yield dict(zip(names, row, strict=True))
+
+
+def _point_columns(points: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    if isinstance(points, PointColumns):
+        return points.columns
+    columns = {}
+    for name in names:
+        column = np.empty(len(points), dtype=object)
+        column[:] = [p[name] for p in points]
+        columns[name] = column
+    return columns
+
+
 @dataclass(frozen=True)
 class ShardSink:
     """Lets a worker write its chunk into the store itself instead of sending it back.
@@ -147,7 +191,7 @@ class ShardSink:
 
     shards_dir: str
     names: tuple[str, ...]
-    keys: tuple[str, ...]
+    keys: np.ndarray  # the chunk's keys (``keys.KEY_DTYPE``)
     run_id: str
     attrs: dict[str, Any]
     min_bytes: int
@@ -158,11 +202,9 @@ class ShardSink:
         from .shards import new_shard_name, write_shard_atomically
 
         batch = Batch()
-        n = len(points)
-        batch.add(list(range(n)), chunk)
-        columns = {name: [p[name] for p in points] for name in self.names}
-        shard = batch.to_shard(self.names, columns, list(self.keys), list(seeds), self.run_id,
-                               self.attrs)
+        batch.add(np.arange(len(points)), chunk)
+        shard = batch.to_shard(self.names, _point_columns(points, self.names), self.keys,
+                               np.asarray(seeds), self.run_id, self.attrs)
         name = new_shard_name()
         write_shard_atomically(self.shards_dir, name, shard)
         return name
@@ -240,6 +282,8 @@ def run_chunk(
     """
     fn = load_function(function)
     n = len(points)
+    if isinstance(seeds, np.ndarray):
+        seeds = seeds.tolist()  # the function gets Python ints, as in a serial call
     use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGALRM, _raise_timeout) if use_alarm else None
     done = np.zeros(n, dtype=bool)
