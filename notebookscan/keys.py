@@ -122,7 +122,7 @@ def point_seed(key: str) -> int:
 
 
 KEY_DTYPE = f"S{KEY_LENGTH}"  # keys held as fixed-width ASCII bytes: 20 bytes a point
-_KEY_BLOCK = 2**16  # points hashed at a time, so the text built on the way stays small
+_KEY_BLOCK = 2**13  # points hashed at a time, so the text built on the way stays small
 
 
 def _token_column(name: str, values: list[object]) -> list[str]:
@@ -183,6 +183,9 @@ def _as_objects(values: Sequence[object]) -> np.ndarray:
 def seed_array(keys: np.ndarray) -> np.ndarray:
     """:func:`point_seed` of each key of a ``KEY_DTYPE`` array, as uint32."""
     blake = hashlib.blake2b
-    return np.fromiter(
-        (int.from_bytes(blake(b"seed:" + key, digest_size=4).digest(), "little")
-         for key in keys.tolist()), dtype=np.uint32, count=len(keys))
+    out = np.empty(len(keys), dtype=np.uint32)
+    for start in range(0, len(keys), _KEY_BLOCK):  # no Python bytes per point beyond a block
+        out[start:start + _KEY_BLOCK] = [
+            int.from_bytes(blake(b"seed:" + key, digest_size=4).digest(), "little")
+            for key in keys[start:start + _KEY_BLOCK].tolist()]
+    return out

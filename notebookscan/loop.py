@@ -231,6 +231,9 @@ class ScanLoop(StopControl):
         self.events = events
         self.run_id = run_id
         self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
+        # once a shard holds the run's provenance, workers' shards need not carry it (it
+        # lists every axis value, and would travel with every chunk)
+        self._provenance_stored = False
         self.progress = Progress(total=len(todo), skipped=skipped, failed_before=failed_before)
         self._stop = threading.Event()
         self._stop_now = threading.Event()
@@ -335,7 +338,7 @@ class ScanLoop(StopControl):
         if writer == "auto" and not self.executor.shares_filesystem:
             return None
         return ShardSink(self.store.shards_dir, self.names, self.keys[chunk],
-                         self.run_id, self.attrs,
+                         self.run_id, {} if self._provenance_stored else self.attrs,
                          0 if writer == "workers" else WORKER_WRITE_BYTES)
 
     def _collect(self, future: Future, chunk: np.ndarray, attempt: int,
@@ -391,6 +394,7 @@ class ScanLoop(StopControl):
         self.progress.failed += len(chunk) - done
         if results.written:  # the worker stored this chunk itself
             self._seen_shards.add(results.written)
+            self._provenance_stored = True  # the first chunks' sinks carry it
             self.progress.shards += 1
             self.events.emit("flushed", shard=results.written, points=len(chunk))
         else:
@@ -475,6 +479,7 @@ class ScanLoop(StopControl):
         with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
             shard = self.store.write(data)
         self._seen_shards.add(shard)
+        self._provenance_stored = True
         self.progress.shards += 1
         self.events.emit("flushed", shard=shard, points=batch.points)
         self._emit_progress()

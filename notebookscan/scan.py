@@ -388,6 +388,7 @@ class Scan(RunControl):
                         executor=executor_obj, settings=settings, events=self.events,
                         provenance=record, run_id=run_id(record), skipped=stored,
                         failed_before=0 if retry_failed else failed_before)
+        del record  # the loop keeps it as JSON; the dict lists every axis value
         background = wait is False or (wait is None and in_event_loop() and
                                        executor_obj.max_workers > 1 and
                                        executor_obj.description != "serial (in this process)")

@@ -625,7 +625,11 @@ def unwritten_as_nan(var: Any, data: np.ndarray) -> np.ndarray:
     return data
 
 
-def _read_var(var: Any) -> np.ndarray:
+def _read_var(var: Any, text_as_bytes: bool = False) -> np.ndarray:
+    if text_as_bytes and var.dtype == "S1" and var.ndim == 2 and "_Encoding" in var.ncattrs():
+        var.set_auto_chartostring(False)  # fixed-width bytes: no Python str per point
+        chars = np.ascontiguousarray(var[...])
+        return chars.view(f"S{chars.shape[1]}").reshape(len(chars))
     data = var[...]
     if isinstance(data, np.ma.MaskedArray):
         data = data.filled()
@@ -635,8 +639,14 @@ def _read_var(var: Any) -> np.ndarray:
     return data
 
 
-def read_shard(path: str, variables: Sequence[str] | None = None) -> ShardData:
-    """Read a shard into numpy columns (only ``variables`` plus ``key`` when given)."""
+def read_shard(path: str, variables: Sequence[str] | None = None, *,
+               text_as_bytes: bool = False) -> ShardData:
+    """Read a shard into numpy columns (only ``variables`` plus ``key`` when given).
+
+    Text is read as Python strings (object arrays), or with ``text_as_bytes`` short text
+    as fixed-width UTF-8 bytes (numpy ``S``): a tenth of the memory, for compaction and
+    the store index, which only compare and copy it.
+    """
     with open_dataset(path, "r") as nc:
         nc.set_auto_maskandscale(False)
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
@@ -647,7 +657,7 @@ def read_shard(path: str, variables: Sequence[str] | None = None) -> ShardData:
             if wanted is not None and name not in wanted:
                 continue
             role = var.getncattr(ROLE) if ROLE in var.ncattrs() else None
-            data = _read_var(var)
+            data = _read_var(var, text_as_bytes)
             if DTYPE_ATTR in var.ncattrs() and var.getncattr(DTYPE_ATTR) == "bool":
                 data = data.astype(np.int8)  # keep the -1 marker; decoded when combined
             var_attrs = {k: var.getncattr(k) for k in var.ncattrs()}

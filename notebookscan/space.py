@@ -128,26 +128,52 @@ def _simple_type(annotation: object) -> str | None:
     return None
 
 
-def _axis_values(name: str, values: object, *, where: str) -> tuple[Scalar, ...]:
-    """Checked values of one axis; a scalar (or a 0-d array) means one fixed value."""
+def _axis_values(name: str, values: object, *, where: str) -> np.ndarray:
+    """Checked values of one axis as a column (see `_column`); a scalar (or a 0-d array)
+    means one fixed value."""
     if isinstance(values, (set, frozenset, Mapping)):
         raise SpaceError(f"{where}: axis {name!r} was given a {type(values).__name__}, which has "
                          "no reliable order; pass a list, tuple, range or 1-D numpy array.")
+    array = None
     if _is_scalar(values):
         values = [values]
+    elif isinstance(values, range):
+        array = np.arange(values.start, values.stop, values.step, dtype=np.int64)
     elif hasattr(values, "__array__"):
         array = np.asarray(values)
         if array.ndim > 1:
             raise SpaceError(f"{where}: axis {name!r} was given an array of shape {array.shape}; "
                              "an axis must be 1-D. Flatten it, or use zip_()/points() for linked "
                              "values.")
-        values = array.tolist()
     else:
         values = list(values)  # type: ignore[call-overload]
-    if not values:
+    if array is not None:
+        if array.dtype.kind in "bi" or (array.dtype.kind == "u" and array.size
+                                        and array.max() < 2**63):
+            values = array.astype(bool if array.dtype.kind == "b" else np.int64, copy=False)
+        elif array.dtype.kind == "f" and np.isfinite(array).all():
+            values = array.astype(np.float64)
+        else:
+            values = array.tolist()  # each value checked below (names the bad one)
+    if not len(values):
         raise SpaceError(f"{where}: axis {name!r} is empty; every axis needs at least one value. "
                          "Give it values, or drop the axis.")
-    return tuple(check_value(name, value) for value in values)  # type: ignore[misc]
+    if isinstance(values, np.ndarray):
+        return values  # numbers already checked, as a whole
+    return _column([check_value(name, value) for value in values])  # type: ignore[attr-defined]
+
+
+def _first_repeat(values: np.ndarray) -> tuple[Scalar, Scalar] | None:
+    """The first value of an axis that repeats an earlier one (to 12 digits), and that one."""
+    if values.dtype.kind in "bi" and len(np.unique(values)) == len(values):
+        return None  # distinct integers: no need to compare their text
+    seen: dict[str, Scalar] = {}
+    for value in values.tolist():
+        token = canonical_token(value)
+        if token in seen:
+            return seen[token], value
+        seen[token] = value
+    return None
 
 
 class _Frozen(ABCMeta):
@@ -456,9 +482,9 @@ class Space(metaclass=_Frozen):
 
 # -- leaf nodes ---------------------------------------------------------------------------------
 class _Grid(Space):
-    def __init__(self, axes: Mapping[str, tuple[Scalar, ...]]) -> None:
+    def __init__(self, axes: Mapping[str, np.ndarray]) -> None:
         super().__init__(tuple(axes), on_grid=True)
-        self._axes = dict(axes)
+        self._axes = dict(axes)  # each axis's values as a column (see _column)
 
     def __len__(self) -> int:
         return math.prod(len(values) for values in self._axes.values())
@@ -469,7 +495,7 @@ class _Grid(Space):
         cols = {}
         for name, values in self._axes.items():  # first axis slowest, as itertools.product
             stride //= len(values)
-            cols[name] = _column(values)[(index // stride) % len(values)]
+            cols[name] = values[(index // stride) % len(values)]
         return cols
 
     def _expr(self) -> str:
@@ -477,7 +503,7 @@ class _Grid(Space):
 
     def _node(self) -> dict[str, Any]:
         return {"kind": "grid", "size": len(self),
-                "axes": {name: list(values) for name, values in self._axes.items()}}
+                "axes": {name: values.tolist() for name, values in self._axes.items()}}
 
     def _holders(self) -> dict[str, set[str]]:
         return {name: {"grid"} for name in self._axes}
@@ -490,7 +516,7 @@ class _Grid(Space):
 
 class _Trials(_Grid):
     def __init__(self, n: int) -> None:
-        super().__init__({"trial": tuple(range(n))})
+        super().__init__({"trial": np.arange(n, dtype=np.int64)})
 
     def _expr(self) -> str:
         return f"trial({len(self)})"
@@ -728,16 +754,13 @@ def grid(**axes: object) -> Space:
     checked = {}
     for name, values in axes.items():
         checked[name] = _axis_values(name, values, where="grid()")
-        seen: dict[str, Scalar] = {}
-        for value in checked[name]:
-            token = canonical_token(value)
-            if token in seen:
-                first = seen[token]
-                same = repr(first) == repr(value)
-                raise SpaceError(f"grid(): axis {name!r} has the value {value!r} twice"
-                                 f"{'' if same else f' (as {first!r} and {value!r})'}; values are "
-                                 "compared to 12 significant digits. Remove the repeat.")
-            seen[token] = value
+        repeat = _first_repeat(checked[name])
+        if repeat is not None:
+            first, value = repeat
+            same = repr(first) == repr(value)
+            raise SpaceError(f"grid(): axis {name!r} has the value {value!r} twice"
+                             f"{'' if same else f' (as {first!r} and {value!r})'}; values are "
+                             "compared to 12 significant digits. Remove the repeat.")
     return _Grid(checked)
 
 
@@ -775,7 +798,7 @@ def zip_(**axes: object) -> Space:
             raise SpaceError(f"zip_(): axis {name!r} is the single value {values!r}; zip_ axes "
                              "are sequences. For a fixed value use zip_(...) * "
                              f"grid({name}={values!r}).")
-        cols[name] = list(_axis_values(name, values, where="zip_()"))
+        cols[name] = _axis_values(name, values, where="zip_()").tolist()
     lengths = ", ".join(f"{name}: {len(values)}" for name, values in cols.items())
     if len({len(values) for values in cols.values()}) > 1:
         raise SpaceError(f"zip_() needs axes of equal length, got {lengths}; make them the "

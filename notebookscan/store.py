@@ -249,8 +249,6 @@ class Store:
         write_shard_atomically(self.shards_dir, name, shard)
         if isinstance(text, str) and "provenance" in shard.attrs:
             self._provenance_in[text] = name
-        # the index need not read back what this process just wrote
-        self._index_cache[name] = _index_entry(shard)
         return name
 
     def quarantine(self, name: str, reason: str) -> None:
@@ -262,10 +260,11 @@ class Store:
             StoreWarning, stacklevel=4,
         )
 
-    def _read(self, name: str, variables: Sequence[str] | None = None) -> ShardData | None:
+    def _read(self, name: str, variables: Sequence[str] | None = None, *,
+              text_as_bytes: bool = False) -> ShardData | None:
         path = os.path.join(self.shards_dir, name)
         try:
-            shard = read_shard(path, variables)
+            shard = read_shard(path, variables, text_as_bytes=text_as_bytes)
             missing = [v for v in ("key", "status") if v not in shard.bookkeeping]
             if variables is None:
                 missing += [n for n in self.metadata().get("names", []) if n not in shard.params]
@@ -286,12 +285,12 @@ class Store:
             self.quarantine(name, f"not a notebookscan shard: {type(exc).__name__}: {exc}")
         return None
 
-    def _read_all(self, names: Sequence[str] | None,
-                  variables: Sequence[str] | None = None) -> list[ShardData]:
+    def _read_all(self, names: Sequence[str] | None, variables: Sequence[str] | None = None,
+                  *, text_as_bytes: bool = False) -> list[ShardData]:
         for _ in range(_VANISH_RETRIES):
             files = self.shard_files() if names is None else list(names)
             try:
-                shards = [self._read(f, variables) for f in files]
+                shards = [self._read(f, variables, text_as_bytes=text_as_bytes) for f in files]
                 return [s for s in shards if s is not None]
             except _Vanished:
                 if names is not None:
@@ -323,7 +322,7 @@ class Store:
             if name in self._index_cache:
                 continue
             try:
-                shard = self._read(name, ["status"])
+                shard = self._read(name, ["status"], text_as_bytes=True)
             except _Vanished:
                 continue
             if shard is not None:
@@ -341,7 +340,7 @@ class Store:
             entry = self._index_cache.get(name)
             if entry is None:
                 try:
-                    shard = self._read(name, ["status"])
+                    shard = self._read(name, ["status"], text_as_bytes=True)
                 except _Vanished:
                     continue
                 if shard is None:
@@ -443,8 +442,10 @@ class Store:
                 report.shards_after = len(files)
                 report.skipped = "nothing to compact"
                 return report
-            shards = self._read_all(chosen)
-            table = combine_shards(shards, self.metadata().get("names"))
+            # text as bytes: a million points' bookkeeping as Python strings is ~0.5 GB
+            shards = self._read_all(chosen, text_as_bytes=True)
+            table = combine_shards(shards, self.metadata().get("names"), consume=True)
+            del shards
             self.write(table_to_shard(table))
             for name in chosen:  # only after the compacted shard is safely in place
                 with contextlib.suppress(FileNotFoundError):

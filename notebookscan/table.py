@@ -22,9 +22,6 @@ from .shards import BOOKKEEPING, BOOKKEEPING_DTYPES, ShardData
 
 __all__ = ["Table", "combine_shards"]
 
-_STATUS_RANK = {"failed": 0, "done": 1}
-
-
 @dataclass
 class Table:
     """Points column by column, one row per key."""
@@ -64,6 +61,8 @@ def _missing_for(dtype: np.dtype) -> Any:
         return np.iinfo(dtype).max
     if dtype.kind == "O":
         return ""
+    if dtype.kind == "S":
+        return b""
     return 0
 
 
@@ -81,6 +80,8 @@ def _convert_block(block: np.ndarray, target: np.dtype) -> np.ndarray:
         out[block == _missing_for(block.dtype)] = np.nan
         return out
     if target.kind == "O":
+        if block.dtype.kind == "S":  # text read as UTF-8 bytes
+            return np.char.decode(block, "utf-8").astype(object)
         return block.astype(str).astype(object)
     return block.astype(target)
 
@@ -138,8 +139,13 @@ def _runs_of(shards: Sequence[ShardData]) -> dict[str, Any]:
     return runs
 
 
-def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = None) -> Table:
-    """Concatenate shards, keep one row per key, sort rows by parameter values."""
+def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = None, *,
+                   consume: bool = False) -> Table:
+    """Concatenate shards, keep one row per key, sort rows by parameter values.
+
+    With ``consume``, each shard's columns are dropped from it as soon as they are
+    combined, so the memory needed stays near one copy of the data (compaction).
+    """
     shards = [s for s in shards if s.n]
     if names is None:
         names = list(dict.fromkeys(n for s in shards for n in s.params))
@@ -150,12 +156,24 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
         bookkeeping = {b: np.array([], dtype=BOOKKEEPING_DTYPES.get(b, object))
                        for b in BOOKKEEPING}
         return Table(names, dict.fromkeys(names, empty), bookkeeping, {}, {}, {}, {}, {})
-    params = {n: _concat_column([s.params.get(n) for s in shards], sizes) for n in names}
+
+    def blocks(part: str, name: str) -> list[np.ndarray | None]:
+        found = [getattr(s, part).get(name) for s in shards]
+        if consume:
+            for s in shards:
+                getattr(s, part).pop(name, None)
+        return found
+
+    params = {n: _concat_column(blocks("params", n), sizes) for n in names}
     bookkeeping = {
-        b: _concat_column([s.bookkeeping.get(b) for s in shards], sizes)
+        b: _concat_column(blocks("bookkeeping", b), sizes)
         for b in BOOKKEEPING
         if any(b in s.bookkeeping for s in shards)
     }
+    best = _best_rows(bookkeeping, params, names)
+    for columns in (params, bookkeeping):
+        for name in list(columns):  # one column copied at a time
+            columns[name] = columns[name][best]
     result_dims: dict[str, tuple[str, ...]] = {}
     result_attrs: dict[str, dict[str, Any]] = {}
     for s in shards:
@@ -178,13 +196,16 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
                 dim_sizes[dim] = max(dim_sizes.get(dim, 0), s.results[name].shape[1 + axis])
     results = {}
     for name, dims in result_dims.items():
-        blocks = [
+        found = [
             s.results.get(name) if s.result_dims.get(name) == dims else None for s in shards
         ]
-        results[name] = _concat_column(blocks, sizes, tuple(dim_sizes[d] for d in dims))
-    lengths = {
-        dim: _concat_column([s.lengths.get(dim) for s in shards], sizes) for dim in dim_sizes
-    }
+        if consume:
+            for s in shards:
+                s.results.pop(name, None)
+        results[name] = _concat_column(found, sizes, tuple(dim_sizes[d] for d in dims))[best]
+        del found
+    lengths = {dim: _concat_column([s.lengths.get(dim) for s in shards], sizes)[best]
+               for dim in dim_sizes}
     for column in lengths.values():
         if column.dtype.kind == "i":
             column[column < 0] = 0
@@ -192,31 +213,33 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
     for dim, size in dim_sizes.items():
         coord = _combine_coordinate(dim, shards, size)
         if coord is not None:
-            coords[dim] = coord
-    table = Table(names, params, bookkeeping, results, result_dims, result_attrs, lengths,
-                  coords, _runs_of(shards))
-    return table.take(_best_rows(table))
+            coords[dim] = coord[best] if coord.ndim == 2 else coord
+    return Table(names, params, bookkeeping, results, result_dims, result_attrs, lengths,
+                 coords, _runs_of(shards))
 
 
-def _best_rows(table: Table) -> np.ndarray:
+def _best_rows(bookkeeping: dict[str, np.ndarray], params: dict[str, np.ndarray],
+               names: Sequence[str]) -> np.ndarray:
     """Indices of one row per key (done beats failed, then latest finished), sorted by params."""
-    keys = table.bookkeeping["key"]
-    status = table.bookkeeping.get("status", np.full(len(keys), "done", dtype=object))
-    rank = np.array([_STATUS_RANK.get(s, 0) for s in status], dtype=np.int8)
-    finished = table.bookkeeping.get("finished", np.zeros(len(keys)))
+    keys = bookkeeping["key"]
+    status = bookkeeping.get("status")
+    rank = (np.ones(len(keys), dtype=np.int8) if status is None else
+            (status == (b"done" if status.dtype.kind == "S" else "done")).astype(np.int8))
+    finished = bookkeeping.get("finished", np.zeros(len(keys)))
     order = np.lexsort((finished, rank, keys))
     sorted_keys = keys[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = sorted_keys[1:] != sorted_keys[:-1]
     best = order[last]
-    return best[_param_order(table, best)]
+    return best[_param_order(keys, params, names, best)]
 
 
-def _param_order(table: Table, rows: np.ndarray) -> np.ndarray:
+def _param_order(keys: np.ndarray, params: dict[str, np.ndarray], names: Sequence[str],
+                 rows: np.ndarray) -> np.ndarray:
     """Order of ``rows`` by parameter values (first name most significant), then key."""
-    columns = [table.bookkeeping["key"][rows]]
-    for name in reversed(table.names):
-        column = table.params[name][rows]
+    columns = [keys[rows]]
+    for name in reversed(names):
+        column = params[name][rows]
         if column.dtype == object:
             column = column.astype(str)
         columns.append(column)

@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -63,6 +64,7 @@ _OUTPUT_WAIT = 60.0
 CONTROLLER_TIMEOUT = 10.0
 #: Seconds between two liveness queries to the controller while a scan runs.
 CONTROLLER_CHECK_INTERVAL = 1.0
+HUB_PURGE_TRIES = 5  # purge requests per task id before leaving it to the hub's own culling
 
 
 def _default_controller_timeout() -> float:
@@ -281,6 +283,11 @@ def _wait_gone(procs: list[Any], timeout: float) -> list[Any]:
 # --------------------------------------------------------------------------- executor
 
 
+@functools.cache
+def _this_host() -> str:
+    return socket.gethostname()  # asked once per submitted chunk: a system call each time
+
+
 class IPyParallelExecutor(ScanExecutor):
     """Runs tasks on ipyparallel engines through a load-balanced view.
 
@@ -359,6 +366,7 @@ class IPyParallelExecutor(ScanExecutor):
         self._check_failures: dict[int, dict[str, Any]] = {}
         self._probes: set[int] = set()
         self.hub_purge_failures = 0
+        self._hub_refused: dict[str, int] = {}  # task id -> purge requests the hub refused
         self.controller_timeout = float(
             _default_controller_timeout() if controller_timeout is None else controller_timeout
         )
@@ -435,7 +443,7 @@ class IPyParallelExecutor(ScanExecutor):
     def shares_filesystem(self) -> bool:
         """True when every engine checked so far runs on this host."""
         hosts = set(self._hosts.values())
-        return bool(hosts) and hosts == {socket.gethostname()}
+        return bool(hosts) and hosts == {_this_host()}
 
     @property  # type: ignore[override]
     def max_workers(self) -> int:
@@ -629,6 +637,8 @@ class IPyParallelExecutor(ScanExecutor):
         with self._lock:
             self._pending.difference_update(ar.msg_ids)
             self._finished.extend((now, mid) for mid in ar.msg_ids)
+            for mid in ar.msg_ids:  # the AsyncResult holds the result: no second copy
+                self.client.results.pop(mid, None)
             waiting = len(self._finished)
         if waiting >= self.purge_every:
             self._wake.set()
@@ -690,8 +700,7 @@ class IPyParallelExecutor(ScanExecutor):
                 else:
                     ids.append(mid)
             self._finished.extendleft(reversed(later))
-            if not ids:
-                return 0
+            retry = bool(self._hub_refused)
             drop = set(ids)
             for mid in ids:
                 client.results.pop(mid, None)
@@ -701,16 +710,26 @@ class IPyParallelExecutor(ScanExecutor):
             # ipyparallel 9 records one stray entry under this key on every send
             client.metadata.pop("submitted", None)
             # in place, under the lock that also covers apply_async (which reads history)
-            client.history[:] = [m for m in client.history if m not in drop]
-            self.view.history[:] = [m for m in self.view.history if m not in drop]
-        self._purge_hub(ids)
+            if drop:
+                client.history[:] = [m for m in client.history if m not in drop]
+                self.view.history[:] = [m for m in self.view.history if m not in drop]
+        if ids or retry:
+            self._purge_hub(ids)
         return len(ids)
 
     def _purge_hub(self, ids: list[str]) -> None:
         if getattr(self.client, "_closed", False) or self._controller_lost:
             return
+        # the hub refuses ids it has not yet seen finish (it can lag behind the client
+        # under load): those are tried again in the next rounds
+        with self._lock:
+            ids = [*ids, *self._hub_refused]
+        if not ids:
+            return
         try:
             if self._hub_purge(ids):
+                with self._lock:
+                    self._hub_refused.clear()
                 return
         except TimeoutError:
             return  # the controller does not answer: check_alive() tells the scan
@@ -718,13 +737,19 @@ class IPyParallelExecutor(ScanExecutor):
             pass  # one id the hub still counts as pending fails the whole batch
         for mid in ids:
             try:
-                if self._hub_purge([mid]):
-                    continue
+                purged = self._hub_purge([mid])
             except TimeoutError:
                 return
             except Exception:
-                pass
-            self.hub_purge_failures += 1  # the hub culls old records itself eventually
+                purged = False
+            with self._lock:
+                if purged:
+                    self._hub_refused.pop(mid, None)
+                    continue
+                tries = self._hub_refused[mid] = self._hub_refused.get(mid, 0) + 1
+                if tries >= HUB_PURGE_TRIES:
+                    del self._hub_refused[mid]
+                    self.hub_purge_failures += 1  # the hub culls old records itself eventually
 
     def _hub_purge(self, ids: list[str]) -> bool:
         """``client.purge_hub_results(jobs=ids)`` with a bounded wait.
@@ -763,12 +788,12 @@ class IPyParallelExecutor(ScanExecutor):
                 log.debug("purging finished ipyparallel tasks failed", exc_info=True)
                 purged = 0
             with self._lock:
-                busy = bool(self._pending or self._finished)
+                busy = bool(self._pending or self._finished or self._hub_refused)
             if purged or busy:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > 10 * self.purge_interval:
                 with self._lock:  # idle: exit; the next submit starts a new thread
-                    if not (self._pending or self._finished):
+                    if not (self._pending or self._finished or self._hub_refused):
                         self._purger = None
                         return
 
