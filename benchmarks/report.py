@@ -584,14 +584,20 @@ def parallel_targets(doc):
     def add(target, measured, passed, note=""):
         rows.append([target, measured, "not measured" if passed is None else ok(passed), note])
 
-    for n in doc["sizes"]:
-        ours, raw = idx.get(("notebookscan", n)), idx.get(("ipp_map", n))
-        r = _ratio(_par_rate(ours), _par_rate(raw))
-        add(f"notebookscan ≥ {targets['ratio']:.0%} of the raw-map throughput, persistence "
-            f"included (N = {n})", "–" if r is None else f"{r:.1%}",
-            None if r is None else r >= targets["ratio"],
-            "" if r is None else f"{_par_rate(ours):,.0f} vs {_par_rate(raw):,.0f} points/s "
-            f"(map chunksize {raw['chunksize']})")
+    for r in (doc.get("cost") or {}).get("rows", []):
+        share = r["ipp_map_best_seconds"] / r["notebookscan"]["best_seconds"]
+        add(f"a function of {r['cost_us']:g} µs: notebookscan ≥ {targets['ratio']:.0%} of "
+            "the raw-map throughput, persistence included", f"{share:.0%}",
+            share >= targets["ratio"],
+            f"N = {r['n']:,}; raw map chunksize {r['ipp_map_chunksize']:,}")
+    n = max(doc["sizes"])
+    ours = idx.get(("notebookscan", n))
+    if ours:
+        per_point = ours["best_seconds"] / n * 1e6
+        add(f"per-point overhead, 2 engines, trivial function, N = {n:,}: ≤ "
+            f"{targets['overhead_us']:g} µs (key, seed, shipping, NetCDF, fsync)",
+            f"{per_point:.1f} µs", per_point <= targets["overhead_us"],
+            f"{_par_rate(ours):,.0f} points/s")
     sizes = sorted(n for n in doc["sizes"] if n >= 10_000)
     if len(sizes) >= 2:
         a, b = idx.get(("notebookscan", sizes[0])), idx.get(("notebookscan", sizes[-1]))
@@ -833,6 +839,12 @@ def parallel_section(doc, figdir, md_dir):
            "(other work on the machine counts in every number)." if la0 and la1 else ""),
         "",
         "### Targets", "", parallel_targets(doc), "",
+        "The throughput target compares a scan with a raw `map` of the same function on "
+        "the same engines. For a function that does nothing (below), a raw map with a "
+        "50 000-point chunk costs under 0.1 µs a point: less than hashing one point's key, "
+        "which a scan must do to recognise the point later. The share of the raw map's "
+        "throughput is therefore set for functions that cost something (10 µs to 1 ms); "
+        "the trivial function's rows measure the scan's own per-point overhead.", "",
         f"### Throughput of a trivial function (`{doc.get('function', '')}`)", "",
         parallel_throughput_table(doc), "",
         f"![throughput]({os.path.relpath(fig, md_dir)})", "",
