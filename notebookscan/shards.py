@@ -122,6 +122,13 @@ class ShardData:
     coords: dict[str, np.ndarray]  # own dim -> 1-D (shared) or 2-D (n, size) coordinate
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the columns in memory (text in object arrays counted as pointers)."""
+        return sum(int(np.asarray(column).nbytes) for part in (
+            self.params, self.bookkeeping, self.results, self.lengths, self.coords)
+            for column in part.values())
+
 
 class NetCDFLock:
     """A re-entrant lock that also serves as xarray's netCDF locks (see :func:`hdf5_lock`)."""

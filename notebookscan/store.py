@@ -63,6 +63,7 @@ FORMAT = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+\.nc$")
 _VANISH_RETRIES = 10
 SMALL_SHARD = 16 * 2**20  # shards up to this size are worth compacting
+COMPACT_MEMORY = 32 * 2**20  # shard data read per compaction pass (the pass needs ~2x)
 
 
 def _index_entry(shard: ShardData) -> tuple[np.ndarray, np.ndarray]:
@@ -413,10 +414,13 @@ class Store:
         return count
 
     def compact(self, *, max_shard_bytes: int = SMALL_SHARD,
-                max_total_bytes: int = 512 * 2**20) -> CompactReport:
-        """Rewrite the small shards into one (see :func:`compact`).
+                max_total_bytes: int = 512 * 2**20,
+                max_memory_bytes: int = COMPACT_MEMORY) -> CompactReport:
+        """Rewrite the small shards into as few as possible (see :func:`compact`).
 
         Big shards stay as they are: reading them costs the same in one file or many.
+        Each pass reads shards until they hold ``max_memory_bytes`` in memory, so
+        compacting a million points needs no more memory than a fraction of them.
         """
         report = CompactReport()
         if not self.exists:
@@ -429,31 +433,50 @@ class Store:
             report.removed_temporary = self._remove_dead_temporaries()
             files = self.shard_files()
             report.shards_before = len(files)
-            chosen, total = [], 0
+            candidates, total = [], 0
             for name in files:
                 try:
                     size = os.path.getsize(os.path.join(self.shards_dir, name))
                 except FileNotFoundError:
                     continue
                 if size <= max_shard_bytes and total + size <= max_total_bytes:
-                    chosen.append(name)
+                    candidates.append(name)
                     total += size
-            if len(chosen) < 2:
-                report.shards_after = len(files)
+            while len(candidates) >= 2:
+                done = self._compact_pass(candidates, max_memory_bytes)
+                report.points += done
+                if not done:
+                    break
+            if not report.points:
                 report.skipped = "nothing to compact"
-                return report
-            # text as bytes: a million points' bookkeeping as Python strings is ~0.5 GB
-            shards = self._read_all(chosen, text_as_bytes=True)
-            table = combine_shards(shards, self.metadata().get("names"), consume=True)
-            del shards
-            self.write(table_to_shard(table))
-            for name in chosen:  # only after the compacted shard is safely in place
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.shards_dir, name))
-            report.points = len(table)
             report.shards_after = len(self.shard_files())
             self._index_cache.clear()
         return report
+
+    def _compact_pass(self, candidates: list[str], max_memory_bytes: int) -> int:
+        """Combine shards from the front of ``candidates`` (removed from it) into one,
+        reading them until they hold ``max_memory_bytes``; returns the points written."""
+        shards, chosen, held = [], [], 0
+        while candidates and (len(chosen) < 2 or held < max_memory_bytes):
+            name = candidates.pop(0)
+            try:
+                # text as bytes: a million points' bookkeeping as Python strings is ~0.5 GB
+                shard = self._read(name, text_as_bytes=True)
+            except _Vanished:
+                continue
+            if shard is not None:
+                shards.append(shard)
+                chosen.append(name)
+                held += shard.nbytes
+        if len(chosen) < 2:
+            return 0
+        table = combine_shards(shards, self.metadata().get("names"), consume=True)
+        del shards
+        self.write(table_to_shard(table))
+        for name in chosen:  # only after the compacted shard is safely in place
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.shards_dir, name))
+        return len(table)
 
     def _remove_dead_temporaries(self) -> int:
         """Delete ``.tmp-*`` files left by writers of this host that no longer run."""

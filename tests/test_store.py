@@ -172,6 +172,26 @@ def test_compaction_keeps_everything_and_survives_a_kill_between_write_and_delet
     xr.testing.assert_identical(ns.open_store(path), before)
 
 
+def test_compaction_in_passes_bounded_by_memory(tmp_path):
+    def model(x: int):
+        return {"y": x * 0.5, "status_text": "ok" if x % 3 else "a longer text"}
+
+    path = tmp_path / "s"
+    run_serial(model, ns.grid(x=range(60)), path, flush_every=5)
+    before = ns.open_store(path)
+    store = Store(path)
+    sizes = [store._read(name, ["status"]).n for name in store.shard_files()]
+    n = len(sizes)
+    assert n >= 4
+    # a budget smaller than any shard: each pass reads just two shards and writes one
+    report = store.compact(max_memory_bytes=1)
+    assert (report.shards_before, report.shards_after, report.points) == (
+        n, (n + 1) // 2, sum(sizes[: n - n % 2])), report
+    xr.testing.assert_identical(ns.open_store(path), before)
+    assert Store(path).compact().shards_after == 1
+    xr.testing.assert_identical(ns.open_store(path), before)
+
+
 def test_merge_copies_shards_and_reports_conflicts(tmp_path):
     def model(x: int):
         return x * 1.0
