@@ -29,7 +29,9 @@ is 500 ms, as for every local cluster notebookscan starts):
    times.
 5. **breakdown**: one instrumented notebookscan run of the trivial function at the largest
    N: inclusive wall time of the scan's stages, plus the cost of shipping a chunk's
-   results (serialise on the engine, deserialise in the client).
+   points and results (serialise, deserialise).
+6. **memory**: one scan of the trivial function per fresh process for N in
+   ``MEMORY_SIZES`` (up to a million points): the client's RSS before it and its peak.
 
     python benchmarks/bench_parallel.py            # full run -> results/parallel.json
     python benchmarks/bench_parallel.py --quick    # smoke run -> _work/results-quick/
@@ -78,6 +80,9 @@ COST_WORK = 2.0
 COLD_POINTS = 400
 COLD_SLEEP = 0.01
 WARMUP_POINTS = 100
+# client memory: one scan per fresh process
+MEMORY_SIZES = (10_000, 100_000, 1_000_000)
+QUICK_MEMORY_SIZES = (1_000, 10_000)
 METHODS = ("notebookscan", "notebookscan_serial", "ipp_map", "loop")
 TARGETS = {"ratio": 0.5, "overhead_us": 5.0, "memory_growth": 0.10, "cold_start_s": 3.0}
 WORK = os.path.join(HERE, "_work", NAME)
@@ -517,6 +522,21 @@ def child_breakdown(n, workdir):
     return out
 
 
+def child_memory(n, workdir):
+    """One scan of N points in a process of its own: the client's RSS before it and its
+    peak, with no earlier run's freed memory in the way."""
+    ns = _ns()
+    cluster = Cluster()
+    _scan_once(ns, double, WARMUP_POINTS, os.path.join(workdir, "warmup"), None)
+    before = {"rss": wl.rss_bytes(), "peak_rss": _self_peak_rss()}
+    seconds, shards = _scan_once(ns, double, n, os.path.join(workdir, "store"), None)
+    out = {"n": n, "seconds": seconds, "shards": shards, "rss_before": before["rss"],
+           "peak_rss_before": before["peak_rss"], "peak_rss": _self_peak_rss(),
+           "rss_after": wl.rss_bytes()}
+    cluster.stop()
+    return out
+
+
 def child_main(kind, args, workdir):
     import numpy  # noqa: F401
 
@@ -548,6 +568,8 @@ def child_main(kind, args, workdir):
         out.update(child_cost([float(c) for c in args[0].split(",")], int(args[1]), workdir))
     elif kind == "breakdown":
         out.update(child_breakdown(int(args[0]), workdir))
+    elif kind == "memory":
+        out.update(child_memory(int(args[0]), workdir))
     else:
         raise SystemExit(f"unknown child kind {kind!r}")
     wl.emit(out)
@@ -596,7 +618,8 @@ def _leftovers():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
-    parser.add_argument("--parts", default="throughput,workloads,coldstart,cost,breakdown",
+    parser.add_argument("--parts",
+                        default="throughput,memory,workloads,coldstart,cost,breakdown",
                         help="comma-separated parts to run")
     parser.add_argument("--sizes", default="", help="comma-separated N, overrides defaults")
     parser.add_argument("--out", default=None, help="results JSON path")
@@ -626,7 +649,7 @@ def main(argv=None):
            "function": "fn(i, seed) -> 2.0 * i",
            "cold_points": COLD_POINTS, "cold_sleep_ms": COLD_SLEEP * 1e3,
            "targets": TARGETS, "throughput": [], "workloads": [], "coldstart": [],
-           "cost": None, "breakdown": None, "leftover_processes": []}
+           "cost": None, "breakdown": None, "memory": [], "leftover_processes": []}
     t_start = time.perf_counter()
 
     if "throughput" in parts:
@@ -642,6 +665,15 @@ def main(argv=None):
                 _say(f"{method:20s} N={n:<7d} best {rec['best_seconds']:8.4f}s "
                      f"{n / rec['best_seconds']:12.0f} pt/s  peak client RSS "
                      f"{rec['peak_rss'] / 2**20:6.0f} MiB{extra}")
+    if "memory" in parts:
+        for n in QUICK_MEMORY_SIZES if args.quick else MEMORY_SIZES:
+            rec = run_case(f"memory-{n}", "memory", n, logdir=logdir)
+            doc["memory"].append(rec)
+            if "error" in rec:
+                _say(f"memory N={n}: FAILED {rec['error']}")
+            else:
+                _say(f"memory N={n:<8d} client RSS {rec['rss_before'] / 2**20:.0f} MiB before, "
+                     f"peak {rec['peak_rss'] / 2**20:.0f} MiB ({rec['seconds']:.2f} s)")
     if "workloads" in parts:
         cases = QUICK_WORKLOAD_CASES if args.quick else WORKLOAD_CASES
         for workload, n in cases:
