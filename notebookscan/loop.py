@@ -36,6 +36,7 @@ RESERVED = frozenset({"point", "key", "status", "error", "traceback", "started",
 
 # seconds between progress events: bars and widgets redraw at most this often
 PROGRESS_INTERVAL = 0.2
+MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
 MAX_CHUNK = 10_000  # points per task at most, so a chunk's results stay small in memory
 CHUNK_BYTES = 64 * 2**20  # results per task at most (big arrays: fewer points per task)
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
@@ -116,8 +117,9 @@ class Progress:
 class _Chunker:
     """Chunk sizes that adapt to the measured time per point (aiming at ~0.2 s a chunk)."""
 
-    def __init__(self, settings: LoopSettings, workers: int):
+    def __init__(self, settings: LoopSettings, workers: int, min_seconds: float = 0.0):
         self.target = settings.chunk_seconds
+        self.min_seconds = min_seconds  # the least work worth a task (shipping costs)
         self.fixed = settings.chunk_size
         self.workers = max(1, workers)
         self.seconds_per_point: float | None = None
@@ -137,10 +139,13 @@ class _Chunker:
             return self.fixed
         if self.seconds_per_point is None:
             return 1
-        size = int(self.target / max(self.seconds_per_point, 1e-7))
+        per_point = max(self.seconds_per_point, 1e-7)
+        size = int(self.target / per_point)
         fair = math.ceil(remaining / (2 * self.workers))  # keep every worker busy to the end
+        # ...but a task of less work than min_seconds costs more to ship than it saves
+        fair = max(fair, math.ceil(self.min_seconds / per_point))
         by_bytes = int(CHUNK_BYTES / self.bytes_per_point) if self.bytes_per_point else size
-        return max(1, min(size, fair, by_bytes, MAX_CHUNK))
+        return max(1, min(size, fair, by_bytes, MAX_CHUNK, remaining))
 
 
 class _Pending:
@@ -256,7 +261,8 @@ class ScanLoop(StopControl):
                          workers=progress.workers)
         todo = _Pending(self.todo)
         inflight: dict[Future, tuple[np.ndarray, int]] = {}
-        chunker = _Chunker(self.settings, self.executor.worker_count())
+        chunker = _Chunker(self.settings, self.executor.worker_count(),
+                           MIN_CHUNK_SECONDS if self.executor.needs_pickled_function else 0.0)
         self._seen_shards = set(self.store.shard_files())
         try:
             while (todo or inflight) and not (self._stop_now.is_set() and not inflight):

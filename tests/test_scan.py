@@ -314,3 +314,29 @@ def test_cells_outside_the_space_are_excluded_not_missing(tmp_path):
     scan.run(executor="serial", progress=False)
     assert scan.results().status.values.tolist() == [["done", "excluded"], ["done", "done"]]
     assert scan.status() == {"done": 3, "failed": 0, "missing": 0}
+
+
+def _observed_chunker(seconds_per_point: float, points: int = 100):
+    from notebookscan.loop import MIN_CHUNK_SECONDS, LoopSettings, _Chunker
+    from notebookscan.worker import ChunkResult
+
+    chunker = _Chunker(LoopSettings(), workers=2, min_seconds=MIN_CHUNK_SECONDS)
+    assert chunker.next_size(10_000) == 1  # nothing measured yet: one point probes
+    started = np.zeros(points)
+    finished = np.full(points, seconds_per_point * points)
+    chunker.observe(ChunkResult(np.ones(points, bool), started, finished, {}, {}, {}, "h", "w"))
+    return chunker
+
+
+def test_chunk_sizes_follow_the_time_per_point():
+    from notebookscan.loop import MAX_CHUNK, MIN_CHUNK_SECONDS
+
+    slow = _observed_chunker(0.01)  # 10 ms a point: ~0.2 s chunks, shared fairly at the end
+    assert slow.next_size(10_000) == 20
+    assert slow.next_size(12) == 3
+    assert slow.next_size(1) == 1
+    fast = _observed_chunker(1e-6)  # 1 µs a point: big chunks, never split below 10 ms
+    assert fast.next_size(10**7) == MAX_CHUNK
+    assert round(MIN_CHUNK_SECONDS / 1e-6) > 4_000
+    assert fast.next_size(4_000) == 4_000  # 4 ms of work left: one chunk, not four
+    assert fast.next_size(400) == 400
