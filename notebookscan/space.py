@@ -165,8 +165,9 @@ def _axis_values(name: str, values: object, *, where: str) -> np.ndarray:
 
 def _first_repeat(values: np.ndarray) -> tuple[Scalar, Scalar] | None:
     """The first value of an axis that repeats an earlier one (to 12 digits), and that one."""
-    if values.dtype.kind in "bi" and len(np.unique(values)) == len(values):
-        return None  # distinct integers: no need to compare their text
+    if values.dtype.kind in "bi" and (len(values) < 2 or bool((values[1:] > values[:-1]).all())
+                                      or len(np.unique(values)) == len(values)):
+        return None  # distinct integers (rising ones need no sort): no text to compare
     seen: dict[str, Scalar] = {}
     for value in values.tolist():
         token = canonical_token(value)
@@ -491,11 +492,11 @@ class _Grid(Space):
 
     def _build_columns(self) -> dict[str, np.ndarray]:
         n = stride = len(self)
-        index = np.arange(n, dtype=np.int64)
         cols = {}
         for name, values in self._axes.items():  # first axis slowest, as itertools.product
             stride //= len(values)
-            cols[name] = values[(index // stride) % len(values)]
+            column = np.repeat(values, stride) if stride > 1 else values
+            cols[name] = np.tile(column, n // len(column)) if len(column) < n else column
         return cols
 
     def _expr(self) -> str:
