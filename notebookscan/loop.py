@@ -37,7 +37,7 @@ RESERVED = frozenset({"point", "key", "status", "error", "traceback", "started",
 # seconds between progress events: bars and widgets redraw at most this often
 PROGRESS_INTERVAL = 0.2
 MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
-MAX_CHUNK = 10_000  # points per task at most, so a chunk's results stay small in memory
+MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
 CHUNK_BYTES = 64 * 2**20  # results per task at most (big arrays: fewer points per task)
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 WORKER_CHECK_INTERVAL = 2.0  # seconds between looks at how many workers there are
