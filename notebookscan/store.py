@@ -319,16 +319,7 @@ class Store:
         # the loop thread writes while readers call this: only atomic dict operations
         for stale in set(self._index_cache) - live:
             self._index_cache.pop(stale, None)
-        for name in files:
-            if name in self._index_cache:
-                continue
-            try:
-                shard = self._read(name, ["status"], text_as_bytes=True)
-            except _Vanished:
-                continue
-            if shard is not None:
-                self._index_cache[name] = _index_entry(shard)
-        return StoreIndex.from_entries(list(self._index_cache.values()))
+        return self.index_of(files)
 
     def new_shards(self, seen: set[str]) -> list[str]:
         """Shards not in ``seen`` (e.g. written by another scan since the last look)."""
