@@ -170,14 +170,8 @@ def keys_for_columns(names: Sequence[str], columns: Mapping[str, Sequence[object
     """
     if not names:
         return []
-    arrays = {name: _as_objects(columns[name]) for name in names}
+    arrays = {name: np.array(list(columns[name]), dtype=object) for name in names}
     return key_array(names, arrays).astype(str).tolist()
-
-
-def _as_objects(values: Sequence[object]) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = list(values)
-    return out
 
 
 def seed_array(keys: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from .layout import Layout
 from .loop import LoopSettings, Progress, ScanLoop
 from .provenance import collect, run_id
 from .space import PASSED_IF_ACCEPTED
-from .store import Store
+from .store import Store, StoreIndex
 
 __all__ = ["DryRun", "Scan", "ScanRun"]
 
@@ -442,15 +442,7 @@ class Scan(RunControl):
             ds = self.store.dataset(lazy=False, layout=layout,
                                     extra_coords=self.space.grid_coords())
             return self._mark_excluded(ds, layout.dims)
-        keys = self.space._keys()
-        stored = self.store.index()
-        missing = np.flatnonzero(~(stored.is_done(keys) | stored.is_failed(keys)))
-        columns = self.space._columns()
-        pending: dict[str, list[Any]] = {
-            name: columns[name][missing].tolist() for name in self.space.names
-        }
-        pending["key"] = keys[missing].astype(str).tolist()
-        pending["seed"] = self.space._seed_array()[missing].tolist()
+        pending = pending_columns(self.space, self.store.index())
         if not self.store.exists:
             os.makedirs(self.store.shards_dir, exist_ok=True)
         return self.store.dataset(lazy=False, layout=layout, pending=pending)
@@ -480,6 +472,19 @@ class Scan(RunControl):
         done = int(index.is_done(keys).sum())
         failed = int(index.is_failed(keys).sum())
         return {"done": done, "failed": failed, "missing": len(keys) - done - failed}
+
+
+def pending_columns(space: Any, index: StoreIndex) -> dict[str, list[Any]]:
+    """Parameters, ``key`` and ``seed`` of the points of ``space`` that ``index`` does not
+    hold, column by column (what ``Store.dataset(pending=...)`` shows as missing)."""
+    keys = space._keys()
+    missing = np.flatnonzero(~(index.is_done(keys) | index.is_failed(keys)))
+    columns = space._columns()
+    pending: dict[str, list[Any]] = {name: columns[name][missing].tolist()
+                                     for name in space.names}
+    pending["key"] = keys[missing].astype(str).tolist()
+    pending["seed"] = space._seed_array()[missing].tolist()
+    return pending
 
 
 def _check_positive(**values: float | None) -> None:

@@ -38,7 +38,7 @@ from ..executors import resolve_executor
 from ..keys import point_key
 from ..layout import Layout
 from ..provenance import collect, run_id
-from ..scan import RunControl, ScanRun, feed_bar, in_event_loop
+from ..scan import RunControl, ScanRun, feed_bar, in_event_loop, pending_columns
 from ..space import PASSED_IF_ACCEPTED
 from ..store import Store
 from .checkpoints import Checkpoint, CheckpointDirectory
@@ -394,16 +394,8 @@ class SegmentedScan(RunControl):
         if layout.kind == "grid":
             return self.store.dataset(lazy=False, layout=layout,
                                       extra_coords=self.space.grid_coords())
-        keys = self.space.keys()
-        have = self.store.index()
-        missing = [i for i, key in enumerate(keys) if key not in have.done | have.failed]
-        columns = self.space.columns()
-        seeds = self.space.seeds()
-        pending: dict[str, list[Any]] = {
-            name: [columns[name][i] for i in missing] for name in self.space.names}
-        pending["key"] = [keys[i] for i in missing]
-        pending["seed"] = [seeds[i] for i in missing]
-        return self.store.dataset(lazy=False, layout=layout, pending=pending)
+        return self.store.dataset(lazy=False, layout=layout,
+                                  pending=pending_columns(self.space, self.store.index()))
 
     def recordings(self, *, link: int | None = None,
                    variables: list[str] | None = None) -> Any:
