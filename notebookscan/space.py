@@ -163,6 +163,61 @@ def _axis_values(name: str, values: object, *, where: str) -> np.ndarray:
     return _column([check_value(name, value) for value in values])  # type: ignore[attr-defined]
 
 
+#: Axes longer than this are described by their rule when they follow one (`describe_axis`).
+DESCRIBE_LIST_UP_TO = 64
+
+_SPACINGS = {"linspace": np.linspace, "geomspace": np.geomspace}
+
+
+def describe_axis(values: np.ndarray) -> list[Scalar] | dict[str, list[Scalar]]:
+    """An axis's values for :meth:`Space.describe`: a list, or, for a long axis that is a
+    ``range``, ``np.linspace`` or ``np.geomspace``, that rule (which gives back the same
+    values bit for bit), so provenance does not grow with the number of points.
+
+    Examples
+    --------
+    >>> describe_axis(np.array([1, 2, 4]))
+    [1, 2, 4]
+    >>> describe_axis(np.arange(0, 1000, 10))
+    {'range': [0, 1000, 10]}
+    >>> describe_axis(np.linspace(0.0, 1.0, 101))
+    {'linspace': [0.0, 1.0, 101]}
+    """
+    n = len(values)
+    if n > DESCRIBE_LIST_UP_TO:
+        first, last = values[0].item(), values[-1].item()
+        if values.dtype.kind == "i" and max(abs(first), abs(last)) < 2**62:
+            step = int(values[1] - values[0])
+            if step and bool((np.diff(values) == step).all()):
+                return {"range": [first, last + step, step]}
+        elif values.dtype.kind == "f":
+            for rule, make in _SPACINGS.items():
+                with np.errstate(all="ignore"):
+                    again = make(first, last, n)
+                if np.array_equal(again.view(np.int64), values.view(np.int64)):
+                    return {rule: [first, last, n]}
+    return values.tolist()
+
+
+def axis_from_description(described: object) -> object:
+    """The values that `describe_axis` described, as ``grid()`` and ``zip_()`` accept them.
+
+    Examples
+    --------
+    >>> axis_from_description({"range": [0, 1000, 10]})
+    range(0, 1000, 10)
+    >>> axis_from_description([1, 2, 4])
+    [1, 2, 4]
+    """
+    if isinstance(described, Mapping):
+        ((rule, args),) = described.items()
+        if rule == "range":
+            return range(*(int(a) for a in args))
+        first, last, n = args
+        return _SPACINGS[rule](float(first), float(last), int(n))
+    return described
+
+
 def _first_repeat(values: np.ndarray) -> tuple[Scalar, Scalar] | None:
     """The first value of an axis that repeats an earlier one (to 12 digits), and that one."""
     if values.dtype.kind in "bi" and (len(values) < 2 or bool((values[1:] > values[:-1]).all())
@@ -504,7 +559,7 @@ class _Grid(Space):
 
     def _node(self) -> dict[str, Any]:
         return {"kind": "grid", "size": len(self),
-                "axes": {name: values.tolist() for name, values in self._axes.items()}}
+                "axes": {name: describe_axis(values) for name, values in self._axes.items()}}
 
     def _holders(self) -> dict[str, set[str]]:
         return {name: {"grid"} for name in self._axes}
@@ -574,7 +629,7 @@ class _Zip(_Explicit):
 
     def _node(self) -> dict[str, Any]:
         return {"kind": "zip_", "size": len(self),
-                "axes": {name: column.tolist() for name, column in self._cols.items()}}
+                "axes": {name: describe_axis(column) for name, column in self._cols.items()}}
 
     def _refine(self, changes: Mapping[str, object]) -> Space:
         if not any(name in changes for name in self._cols):

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from notebookscan.errors import SpaceError
 from notebookscan.keys import point_key, point_seed
 from notebookscan.space import (
+    DESCRIBE_LIST_UP_TO,
     RESERVED_NAMES,
     Layout,
     Space,
+    axis_from_description,
     grid,
     points,
     sample,
@@ -578,6 +580,41 @@ def test_describe_is_json_able_and_complete() -> None:
     assert trial == {"kind": "trials", "size": 2, "axes": {"trial": 2}}
     assert union["kind"] == "union" and union["size"] == 3
     assert union["parts"][0] == {"kind": "grid", "size": 2, "axes": {"k": [1, 2]}}
+
+
+@pytest.mark.parametrize("values, rule", [
+    (range(100_000), "range"),
+    (range(-500, 500, 7), "range"),
+    (np.linspace(-1.0, 2.5, 1001), "linspace"),
+    (np.geomspace(1e-3, 10.0, 200), "geomspace"),
+])
+def test_long_axes_are_described_by_their_rule_and_rebuilt_bit_for_bit(values, rule) -> None:
+    space = grid(x=values, tau=[0.5, 1.0])
+    described = json.loads(json.dumps(space.describe()))
+    axis = described["node"]["axes"]["x"]
+    assert list(axis) == [rule]
+    assert len(json.dumps(described)) < 400  # does not grow with the axis
+    again = grid(x=axis_from_description(axis), tau=[0.5, 1.0])
+    assert np.array_equal(again.columns()["x"], space.columns()["x"])
+    assert again.keys() == space.keys()
+
+
+@pytest.mark.parametrize("values", [
+    [0.1 * i for i in range(1, 101)],  # not what linspace(0.1, 10, 100) gives, bit for bit
+    list(range(99)) + [1000],
+    np.sqrt(np.arange(1.0, 101.0)),
+    list(range(DESCRIBE_LIST_UP_TO)),  # short: kept as a list to stay readable
+])
+def test_axes_without_a_rule_are_described_as_their_values(values) -> None:
+    axis = grid(x=values).describe()["node"]["axes"]["x"]
+    assert axis == np.asarray(values).tolist()
+    assert axis_from_description(axis) == axis
+
+
+def test_long_zipped_columns_are_described_by_their_rule() -> None:
+    space = zip_(i=range(1000), x=np.linspace(0.0, 1.0, 1000))
+    axes = space.describe()["node"]["axes"]
+    assert axes == {"i": {"range": [0, 1000, 1]}, "x": {"linspace": [0.0, 1.0, 1000]}}
 
 
 def test_table() -> None:

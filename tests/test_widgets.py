@@ -200,6 +200,21 @@ def test_reattach_fills_the_form_from_the_store(tmp_path):
     assert (b.spec.size, b.spec.stored) == (len(space), len(space))
 
 
+def test_reattach_fills_the_form_from_long_axes_stored_as_rules(tmp_path):
+    store = tmp_path / "s"
+    space = ns.grid(k=np.linspace(1, 3, 101), tau=np.geomspace(0.01, 0.1, 65), method="rk4")
+    ns.Scan(model, space, store).run(executor="serial", progress=False)
+    (run,) = ns.Store(store).table().runs.values()
+    assert run["space"]["node"]["axes"]["k"] == {"linspace": [1.0, 3.0, 101]}
+    b = SweepBuilder(model, store=store)
+    assert b.restored == "Form filled from the store's last run."
+    k, tau = b.spec.parameter("k"), b.spec.parameter("tau")
+    assert (k.mode, k.low, k.high, k.count) == ("linear", 1.0, 3.0, 101)
+    assert (tau.mode, tau.count) == ("log", 65)
+    assert b.space.keys() == space.keys()
+    assert b.spec.stored == len(space)
+
+
 def test_reattach_keeps_a_refined_space_until_the_form_is_edited(tmp_path):
     store = tmp_path / "s"
     scan = ns.Scan(model, ns.grid(k=[1.0, 2.0], tau=0.01, method="rk4"), store)

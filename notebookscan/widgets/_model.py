@@ -21,7 +21,7 @@ import numpy as np
 import traitlets as t
 
 from ..errors import NotebookscanError
-from ..space import PASSED_IF_ACCEPTED, Space, grid, sample, trials, zip_
+from ..space import PASSED_IF_ACCEPTED, Space, axis_from_description, grid, sample, trials, zip_
 from ..store import Store
 
 __all__ = ["Exclusion", "ParameterSpec", "SweepSpec", "last_run_space", "parse_list",
@@ -659,7 +659,7 @@ def _form_of(node: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any] | 
         if kind == "product":
             return all(walk(p) for p in part["parts"])
         if kind == "grid":
-            form["axes"].update(part["axes"])
+            form["axes"].update(_axes_of(part))
             return True
         if kind == "trials":
             form["trials"] = int(part["axes"]["trial"])
@@ -682,6 +682,10 @@ def _form_of(node: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any] | 
     return form
 
 
+def _axes_of(node: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: axis_from_description(values) for name, values in node["axes"].items()}
+
+
 def space_from_node(node: Mapping[str, Any], names: Sequence[str] = ()) -> Space | None:
     """Rebuild a space from its :meth:`Space.describe` node, or None when it cannot be
     (explicit ``points()`` and ``where()`` with a predicate other than the builder's).
@@ -695,11 +699,11 @@ def space_from_node(node: Mapping[str, Any], names: Sequence[str] = ()) -> Space
     """
     kind = node.get("kind")
     if kind == "grid":
-        return grid(**node["axes"])
+        return grid(**_axes_of(node))
     if kind == "trials":
         return trials(int(node["axes"]["trial"]))
     if kind == "zip_":
-        return zip_(**node["axes"])
+        return zip_(**_axes_of(node))
     if kind == "sample":
         ranges = {name: tuple(r) for name, r in node["ranges"].items()}
         return sample(int(node["n"]), method=node["method"], seed=int(node["seed"]), **ranges)
