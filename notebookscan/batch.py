@@ -39,6 +39,11 @@ class Batch:
                            for v in values if v is not None)
         self.nbytes += sum(data.nbytes for data, _ in chunk.scalars.values())
 
+    def forget(self) -> None:
+        """Empty the batch's chunk results (see `ChunkResult.forget`) once it is stored."""
+        for _, chunk in self.parts:
+            chunk.forget()
+
     def to_shard(self, names: Sequence[str], columns: Mapping[str, np.ndarray],
                  keys: np.ndarray, seeds: np.ndarray, run_id: str,
                  attrs: dict[str, Any]) -> ShardData:

@@ -381,6 +381,8 @@ class ScanLoop(StopControl):
                 ) from exc
         chunker.observe(results)
         self._accept(chunk, results)
+        if results.written:
+            results.forget()  # the worker stored it: only the counts were needed
 
     def point(self, index: int) -> dict[str, Any]:
         """The parameters of the point at ``index`` of the space, as plain Python values."""
@@ -484,6 +486,7 @@ class ScanLoop(StopControl):
                               self.attrs)
         with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
             shard = self.store.write(data)
+        batch.forget()
         self._seen_shards.add(shard)
         self._provenance_stored = True
         self.progress.shards += 1

@@ -471,6 +471,31 @@ def test_serial_processes_and_ipyparallel_give_identical_datasets(ipp_client, tm
         xr.testing.assert_identical(comparable(datasets["serial"]), comparable(datasets[name]))
 
 
+def twice(x: int) -> float:
+    return 2.0 * x
+
+
+def test_results_do_not_outlive_their_flush_in_the_client(ipp_client, tmp_path):
+    """ipyparallel keeps each task's result in reference cycles; with the cyclic garbage
+    collector off (as between its rare full collections) nothing of them may remain."""
+    import gc
+
+    import notebookscan as ns
+    from notebookscan.worker import ChunkResult
+
+    n = 40_000
+    gc.collect()
+    gc.disable()
+    try:
+        scan = ns.Scan(twice, ns.grid(x=range(n)), store=tmp_path / "s")
+        progress = scan.run(executor=ipp_client, progress=False, flush_every=5_000).wait()
+        kept = sum(len(o) for o in gc.get_objects() if isinstance(o, ChunkResult))
+    finally:
+        gc.enable()
+    assert progress.done == n and progress.shards >= 8
+    assert kept == 0, f"{kept} points' results still in memory after the scan"
+
+
 def slow_square(x: int, log: str) -> dict:
     with open(log, "a") as f:
         f.write(f"{x} {os.getpid()}\n")
