@@ -337,6 +337,7 @@ class SegmentLoop(StopControl):
                                  started=now, finished=now)
         work.attempt = 0
         self._accept(work, out, ready)
+        out.forget()  # its rows and the work's state hold what is still needed
 
     def _accept(self, work: Work, out: SegmentOutcome, ready: deque[Work]) -> None:
         index = work.count

@@ -70,6 +70,11 @@ class SegmentOutcome:
     host: str = ""
     worker: str = ""
 
+    def forget(self) -> None:
+        """Drop the data once the scan holds it elsewhere (see `ChunkResult.forget`:
+        ipyparallel may keep this object alive until a full garbage collection)."""
+        self.recordings, self.summary, self.state, self.files = {}, {}, b"", {}
+
     @property
     def nbytes(self) -> int:
         """Approximate size in memory (recordings, state and files)."""
