@@ -39,6 +39,7 @@ PROGRESS_INTERVAL = 0.2
 MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
 MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
 CHUNK_BYTES = 64 * 2**20  # results per task at most (big arrays: fewer points per task)
+ENDS_SOON_SECONDS = 0.25  # a scan with less work left than this skips the early first flush
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 WORKER_CHECK_INTERVAL = 2.0  # seconds between looks at how many workers there are
 NO_WORKERS_WARNING = 60.0  # warn when no worker has been there this long
@@ -133,6 +134,12 @@ class _Chunker:
         old = self.seconds_per_point
         self.seconds_per_point = per_point if old is None else 0.5 * (old + per_point)
         self.bytes_per_point = max(self.bytes_per_point, results.nbytes / len(results))
+
+    def seconds_left(self, points: int) -> float:
+        """Estimated time the workers need for ``points`` more points (inf until measured)."""
+        if self.seconds_per_point is None:
+            return math.inf
+        return self.seconds_per_point * points / self.workers
 
     def next_size(self, remaining: int) -> int:
         if self.fixed:
@@ -266,8 +273,7 @@ class ScanLoop(StopControl):
         self._seen_shards = set(self.store.shard_files())
         try:
             while (todo or inflight) and not (self._stop_now.is_set() and not inflight):
-                while todo and not self.stopping and len(inflight) < 2 * chunker.workers:
-                    self._submit(todo.take(chunker.next_size(len(todo))), 0, inflight)
+                self._fill(todo, inflight, chunker)
                 if not inflight:
                     break
                 timeout = max(0.0, self.settings.flush_interval -
@@ -278,9 +284,11 @@ class ScanLoop(StopControl):
                     progress.running -= len(chunk)
                     self._collect(future, chunk, attempt, inflight, chunker)
                     if self._batch_full():  # however many chunks finished at once
+                        self._fill(todo, inflight, chunker)
                         self._flush()
                 self._maybe_emit_progress()
-                if self._flush_due():
+                if self._flush_due(chunker.seconds_left(len(todo) + progress.running)):
+                    self._fill(todo, inflight, chunker)  # workers keep busy while this writes
                     self._flush()
                     self._drop_done_elsewhere(todo)
                 self._check_alive(inflight, chunker)
@@ -297,6 +305,12 @@ class ScanLoop(StopControl):
             self._flush()
             self._finish(todo)
         return progress
+
+    def _fill(self, todo: _Pending, inflight: dict[Future, tuple[np.ndarray, int]],
+              chunker: _Chunker) -> None:
+        """Submit chunks until every worker has two (one running, one queued)."""
+        while todo and not self.stopping and len(inflight) < 2 * chunker.workers:
+            self._submit(todo.take(chunker.next_size(len(todo))), 0, inflight)
 
     def _check_alive(self, inflight: dict[Future, tuple[np.ndarray, int]],
                      chunker: _Chunker) -> None:
@@ -469,11 +483,12 @@ class ScanLoop(StopControl):
         return bool(batch) and (batch.points >= self.settings.flush_every
                                 or batch.nbytes >= self.settings.flush_bytes)
 
-    def _flush_due(self) -> bool:
+    def _flush_due(self, seconds_left: float = math.inf) -> bool:
         if not self._batch:
             return False
-        return (self._batch_full()
-                or self.progress.shards == 0  # the first results reach the disk at once
+        # the first results reach the disk at once, unless the whole scan is about to end
+        first = self.progress.shards == 0 and seconds_left > ENDS_SOON_SECONDS
+        return (self._batch_full() or first
                 or time.monotonic() - self._last_flush >= self.settings.flush_interval)
 
     def _flush(self) -> None:

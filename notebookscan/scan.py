@@ -325,7 +325,8 @@ class Scan(RunControl):
         flush_every, flush_interval, flush_bytes
             Write a shard every this many finished points, seconds or bytes of results,
             whichever comes first (a killed process loses at most that much). The first
-            results are written at once.
+            results are written at once, unless the whole scan is about to end (less
+            than a quarter second of work left).
         max_retries
             How often a chunk whose worker died is re-submitted before its points are
             recorded as failed.

@@ -121,6 +121,27 @@ def test_events_report_every_point_and_progress(tmp_path):
     assert seen["finished"][0]["done"] == 5 and seen["finished"][0]["failed"] == 5
 
 
+def test_first_results_reach_the_disk_at_once_unless_the_scan_is_about_to_end(tmp_path):
+    def quick(x: int):
+        return x
+
+    def slow(x: int):
+        time.sleep(0.03)
+        return x
+
+    stored_before_the_end = []
+    for function, n in ((quick, 1000), (slow, 20)):
+        scan = ns.Scan(function, ns.grid(x=range(n)), store=tmp_path / function.__name__)
+        flushes: list[int] = []
+        scan.events.on("flushed", lambda points, _seen=flushes, **_: _seen.append(points))
+        progress = scan.run(executor="serial", progress=False).progress
+        assert progress.done == n and sum(flushes) == n
+        stored_before_the_end.append(flushes[:-1])
+    quick_early, slow_early = stored_before_the_end
+    assert quick_early == []  # 1 000 quick points: one shard, written at the end
+    assert slow_early and slow_early[0] <= 2  # 0.6 s of work: the first points at once
+
+
 def test_failed_points_run_again_only_when_asked(tmp_path):
     flaky = {"fail": True}
 

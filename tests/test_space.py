@@ -601,7 +601,7 @@ def test_long_axes_are_described_by_their_rule_and_rebuilt_bit_for_bit(values, r
 
 @pytest.mark.parametrize("values", [
     [0.1 * i for i in range(1, 101)],  # not what linspace(0.1, 10, 100) gives, bit for bit
-    list(range(99)) + [1000],
+    [*range(99), 1000],
     np.sqrt(np.arange(1.0, 101.0)),
     list(range(DESCRIBE_LIST_UP_TO)),  # short: kept as a list to stay readable
 ])

@@ -347,7 +347,7 @@ def test_provenance_is_stored_once_per_run(tmp_path):
         with netCDF4.Dataset(file) as nc:
             if "provenance" in nc.ncattrs():
                 held.append(json.loads(nc.provenance))
-    assert len(_shard_paths(path)) >= 6 and len(held) == 2
+    assert len(_shard_paths(path)) > 2 and len(held) == 2  # several shards a run, one with it
     runs = Store(path).runs()
     assert set(runs) == set(ns.open_store(path).run.values.tolist()) and len(runs) == 2
     assert json.loads(ns.open_store(path).attrs["provenance"]).keys() == runs.keys()
