@@ -24,6 +24,11 @@ PACKAGES = ("notebookscan", "numpy", "xarray", "netCDF4", "scipy", "ipyparallel"
 
 
 def _version(package: str) -> str:
+    """The version of ``package``: of the imported module when it is imported (the code
+    that runs, and ~50x faster to read than the installed metadata)."""
+    version = getattr(sys.modules.get(package), "__version__", None)
+    if isinstance(version, str):
+        return version
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

@@ -106,6 +106,9 @@ def test_provenance_is_kept(tmp_path):
     assert record["function"].endswith("model")
     assert len(record["source_sha256"]) == 64
     assert record["packages"]["numpy"] == np.__version__
+    from importlib import metadata
+    assert record["packages"] == {p: metadata.version(p) for p in record["packages"]}
+    assert {"notebookscan", "numpy", "xarray", "netCDF4"} <= set(record["packages"])
     assert record["host"] and record["created"]
     assert (ds.duration >= 0).all() and ds.host.values.tolist()[0]
     assert ds.finished.dtype.kind == "M"
