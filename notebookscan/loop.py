@@ -284,11 +284,11 @@ class ScanLoop(StopControl):
                     progress.running -= len(chunk)
                     self._collect(future, chunk, attempt, inflight, chunker)
                     if self._batch_full():  # however many chunks finished at once
-                        self._fill(todo, inflight, chunker)
+                        self._fill_before_flush(todo, inflight, chunker)
                         self._flush()
                 self._maybe_emit_progress()
                 if self._flush_due(chunker.seconds_left(len(todo) + progress.running)):
-                    self._fill(todo, inflight, chunker)  # workers keep busy while this writes
+                    self._fill_before_flush(todo, inflight, chunker)
                     self._flush()
                     self._drop_done_elsewhere(todo)
                 self._check_alive(inflight, chunker)
@@ -311,6 +311,13 @@ class ScanLoop(StopControl):
         """Submit chunks until every worker has two (one running, one queued)."""
         while todo and not self.stopping and len(inflight) < 2 * chunker.workers:
             self._submit(todo.take(chunker.next_size(len(todo))), 0, inflight)
+
+    def _fill_before_flush(self, todo: _Pending, inflight: dict[Future, tuple[np.ndarray, int]],
+                           chunker: _Chunker) -> None:
+        """Give workers their next chunks, so they compute while this thread writes; not
+        when submitting computes them here (that would only hold more results in memory)."""
+        if not self.executor.runs_tasks_in_submit:
+            self._fill(todo, inflight, chunker)
 
     def _check_alive(self, inflight: dict[Future, tuple[np.ndarray, int]],
                      chunker: _Chunker) -> None:

@@ -142,6 +142,22 @@ def test_first_results_reach_the_disk_at_once_unless_the_scan_is_about_to_end(tm
     assert slow_early and slow_early[0] <= 2  # 0.6 s of work: the first points at once
 
 
+def test_the_serial_executor_flushes_before_computing_more(tmp_path):
+    """Submitting computes on the serial executor: a full batch is written before the next
+    chunks run, so no more than a batch of results is held."""
+    log: list[str] = []
+
+    def logged(x: int):
+        log.append("point")
+        return x
+
+    scan = ns.Scan(logged, ns.grid(x=range(40)), store=tmp_path / "s")
+    scan.events.on("flushed", lambda **_: log.append("flush"))
+    scan.run(executor="serial", progress=False, chunk_size=5, flush_every=10)
+    assert log.index("flush") == 10
+    assert log.count("point") == 40 and log.count("flush") == 4
+
+
 def test_failed_points_run_again_only_when_asked(tmp_path):
     flaky = {"fail": True}
 

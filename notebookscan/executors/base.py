@@ -60,6 +60,9 @@ class ScanExecutor(abc.ABC):
     max_workers: int = 1
     #: True when the function is passed as cloudpickle bytes (workers in other processes).
     needs_pickled_function: bool = True
+    #: True when ``submit`` runs the task before it returns (nothing runs in the
+    #: background while the scan loop writes the store).
+    runs_tasks_in_submit: bool = False
     #: A short human-readable description used in progress messages and provenance.
     description: str = "executor"
     #: True when the workers see this machine's files (same host, or a shared file

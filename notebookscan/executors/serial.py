@@ -23,6 +23,7 @@ class SerialExecutor(ScanExecutor):
 
     max_workers = 1
     needs_pickled_function = False
+    runs_tasks_in_submit = True
     description = "serial (in this process)"
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
