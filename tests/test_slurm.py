@@ -7,6 +7,7 @@ and ports). In CI (``CI=true``) these tests must run: any reason to skip fails t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -50,10 +51,14 @@ def _reason_not_to_run() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (sockets held open together, so the OS cannot hand out
+    the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 @dataclass
@@ -105,8 +110,9 @@ def slurm() -> Iterator[Slurm]:
         pytest.skip(reason)
     # not under pytest's 0700 temporary tree: munged wants a socket dir others can reach
     directory = tempfile.mkdtemp(prefix="notebookscan-slurm-")
-    env = dict(os.environ, SLURM_TEST_DIR=directory,
-               SLURM_TEST_CTLD_PORT=str(_free_port()), SLURM_TEST_SLURMD_PORT=str(_free_port()))
+    ctld_port, slurmd_port = _free_ports(2)
+    env = dict(os.environ, SLURM_TEST_DIR=directory, SLURM_TEST_CTLD_PORT=str(ctld_port),
+               SLURM_TEST_SLURMD_PORT=str(slurmd_port))
     conf = os.path.join(directory, "slurm.conf")
     env["SLURM_CONF"] = conf
     saved = os.environ.get("SLURM_CONF")

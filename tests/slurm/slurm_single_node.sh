@@ -154,7 +154,7 @@ wait_idle() {
         sleep 0.2
     done
     say "node not idle after 30 s (state '${state:-?}'); last log lines:"
-    tail -5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+    tail -n 5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
     return 1
 }
 
