@@ -490,7 +490,7 @@ class ScanLoop(StopControl):
         return bool(batch) and (batch.points >= self.settings.flush_every
                                 or batch.nbytes >= self.settings.flush_bytes)
 
-    def _flush_due(self, seconds_left: float = math.inf) -> bool:
+    def _flush_due(self, seconds_left: float) -> bool:
         if not self._batch:
             return False
         # the first results reach the disk at once, unless the whole scan is about to end
