@@ -26,11 +26,10 @@ from .errors import (
 )
 from .events import Events
 from .keys import point_key, point_seed
-from .layout import to_grid
 from .scan import DryRun, Scan, ScanRun
 from .segments import Segment, SegmentedScan, merge_segmented, open_recordings, segmented
 from .space import Layout, Space, grid, points, sample, trials, zip_
-from .store import Store, compact, merge, open_store, verify
+from .store import Store, compact, merge, open_store, to_grid, verify
 
 try:
     __version__ = _metadata.version("notebookscan")

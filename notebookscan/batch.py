@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from .results import Value, derived_names
-from .shards import BOOKKEEPING, CHARS_SUFFIX, DTYPE_ATTR, ShardData, _column_for, add_results
+from .store.schema import BOOKKEEPING, CHARS_SUFFIX, DTYPE_ATTR, RESERVED_RESULTS
+from .store.shards import ShardData, _column_for, add_results
 from .worker import ChunkResult
 
 __all__ = ["Batch"]
@@ -161,7 +162,7 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
     them would make the whole flush fail. Returns how many points were failed.
     """
     # bookkeeping text is stored with a "<name>_nchars" dim (see shards.py)
-    taken = {*names, *BOOKKEEPING, "point", *(f"{b}{CHARS_SUFFIX}" for b in BOOKKEEPING)}
+    taken = {*names, *RESERVED_RESULTS, *(f"{b}{CHARS_SUFFIX}" for b in BOOKKEEPING)}
     dims_of: dict[str, tuple[str, ...]] = {}
     for chunk in chunks:
         for name, (_, present) in chunk.scalars.items():

@@ -859,7 +859,7 @@ def store_summary(store: Any, failures: int = 10) -> dict[str, Any]:
     """Counts, failures, runs and size of a store, as JSON-able data."""
     import numpy as np
 
-    from .table import combine_shards
+    from .store.table import combine_shards
 
     meta = store.metadata()
     names = list(meta.get("names", []))
@@ -1063,7 +1063,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def export_table(store: Any) -> Any:
     """One row per stored point: parameters, key, scalar results and bookkeeping."""
-    from .layout import Layout
+    from .store.schema import Layout
 
     names = tuple(store.metadata().get("names", ()))
     ds = store.dataset(lazy=False, layout=Layout("points", names))

@@ -27,7 +27,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .errors import ScanError
-from .store import pid_alive
+from .store.files import pid_alive
 
 __all__ = ["DetachedRun", "attach"]
 

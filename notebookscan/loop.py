@@ -24,14 +24,14 @@ from .batch import Batch
 from .errors import ExecutorError, ScanError
 from .events import Events
 from .executors.base import FORK_LOCK, ScanExecutor
-from .shards import Record
 from .store import Store
+from .store.schema import RESERVED_RESULTS
+from .store.shards import Record
 from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
 
 __all__ = ["LoopSettings", "Progress", "ScanLoop"]
 
-RESERVED = frozenset({"point", "key", "status", "error", "traceback", "started", "finished",
-                      "duration", "host", "worker", "run", "seed"})
+RESERVED = RESERVED_RESULTS
 
 
 # seconds between progress events: bars and widgets redraw at most this often

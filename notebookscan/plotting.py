@@ -38,6 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .results import DIM_SUFFIXES
+from .store.schema import BOOKKEEPING
+
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
     from matplotlib.figure import Figure
@@ -48,8 +51,7 @@ __all__ = ["parameters", "plot_result", "plot_status", "result_variables"]
 STATUS_COLORS = {"done": "#3a923a", "failed": "#d0342c", "missing": "#d9d9d9"}
 _MISSING_HATCH = "////"
 _MAX_ANNOTATED_CELLS = 400
-_BOOKKEEPING = frozenset({"key", "status", "error", "traceback", "seed", "started", "finished",
-                          "duration", "host", "worker", "run"})
+_BOOKKEEPING = frozenset(BOOKKEEPING)
 
 
 # --------------------------------------------------------------------------- inspecting
@@ -97,7 +99,7 @@ def result_variables(ds: xr.Dataset) -> list[str]:
     out = []
     for name, var in ds.data_vars.items():
         name = str(name)
-        if name in _BOOKKEEPING or name.endswith(("_length", "_coord")):
+        if name in _BOOKKEEPING or name.endswith(DIM_SUFFIXES):
             continue
         if var.dtype.kind in "biufc":
             out.append(name)
@@ -110,7 +112,7 @@ def _is_points(ds: xr.Dataset) -> bool:
 
 def _try_grid(ds: xr.Dataset) -> xr.Dataset | None:
     """A points-layout Dataset reshaped onto its parameters, when they form a grid."""
-    from .layout import to_grid
+    from .store.dataset import to_grid
 
     params = parameters(ds)
     if not params:

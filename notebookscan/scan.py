@@ -37,11 +37,11 @@ from .errors import ScanError
 from .events import Events
 from .executors import resolve_executor
 from .keys import key_array
-from .layout import Layout
 from .loop import LoopSettings, Progress, ScanLoop
 from .provenance import collect, run_id
 from .space import PASSED_IF_ACCEPTED
 from .store import Store, StoreIndex
+from .store.schema import Layout
 
 __all__ = ["DryRun", "Scan", "ScanRun"]
 

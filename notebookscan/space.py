@@ -27,12 +27,13 @@ import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from .errors import SpaceError
 from .keys import canonical_token, check_value, key_array, seed_array
+from .store.schema import RESERVED_PARAMETERS, Layout
 
 __all__ = ["RESERVED_NAMES", "Layout", "Space", "grid", "points", "sample", "trials", "zip_"]
 
@@ -41,10 +42,7 @@ Point = dict[str, Scalar]
 Predicate = Callable[[Point], object]
 
 #: Names of the store's bookkeeping variables; parameters cannot use them.
-RESERVED_NAMES: frozenset[str] = frozenset({
-    "point", "key", "status", "error", "traceback", "started", "finished", "duration",
-    "host", "worker", "run",
-})
+RESERVED_NAMES: frozenset[str] = RESERVED_PARAMETERS
 
 #: Parameters passed to the function only when it takes them (the scan strips them otherwise).
 PASSED_IF_ACCEPTED: frozenset[str] = frozenset({"trial"})
@@ -54,18 +52,6 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
     "float": (int, float), "int": (int,), "bool": (bool,), "str": (str,),
 }
 _REFINABLE = frozenset({"grid", "zip_", "trials"})
-
-
-class Layout(NamedTuple):
-    """How a space's points are arranged.
-
-    ``kind="grid"``: the points lie on a product of per-parameter values, so results can
-    be unstacked onto the dimensions `dims` (missing combinations become NaN).
-    ``kind="points"``: the points form a list along one ``point`` dimension.
-    """
-
-    kind: Literal["grid", "points"]
-    dims: tuple[str, ...]
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ class ShardSink:
     def write(self, points: Sequence[dict[str, Any]], seeds: Sequence[int],
               chunk: ChunkResult) -> str:
         from .batch import Batch
-        from .shards import new_shard_name, write_shard_atomically
+        from .store.shards import new_shard_name, write_shard_atomically
 
         batch = Batch()
         batch.add(np.arange(len(points)), chunk)

@@ -13,8 +13,8 @@ import time
 import xarray as xr
 
 import notebookscan as ns
-from notebookscan.shards import read_shard
 from notebookscan.store import Store
+from notebookscan.store.shards import read_shard
 
 SCRIPT = textwrap.dedent("""
     import sys, time

@@ -22,8 +22,10 @@ import pytest
 import xarray as xr
 
 import notebookscan as ns
-from notebookscan.layout import Layout, load_dataset, to_dataset
-from notebookscan.store import Store, table_to_shard
+from notebookscan.store import Store
+from notebookscan.store.dataset import load_dataset, to_dataset
+from notebookscan.store.maintenance import table_to_shard
+from notebookscan.store.schema import Layout
 
 POINT_VALUES = 131_072  # float64s per point: 1 MiB, one HDF5 chunk
 
@@ -252,7 +254,7 @@ _EAGER = _MEMORY + textwrap.dedent("""
     import sys, time
     import numpy as np, netCDF4, xarray  # imported before the baseline
     import notebookscan as ns
-    from notebookscan.layout import load_dataset, to_dataset
+    from notebookscan.store.dataset import load_dataset, to_dataset
     from notebookscan.store import Store
 
     store = Store(sys.argv[1])

@@ -128,7 +128,7 @@ def test_a_truncated_shard_is_reported_set_aside_and_the_rest_loads(tmp_path):
     shards = _shard_paths(path)
     assert len(shards) >= 2
     victim = shards[1]
-    from notebookscan.shards import read_shard
+    from notebookscan.store.shards import read_shard
 
     lost = read_shard(victim).n
     with open(victim, "r+b") as f:
@@ -166,7 +166,7 @@ def test_compaction_keeps_everything_and_survives_a_kill_between_write_and_delet
     assert len(Store(path).shard_files()) >= 2
     # a compaction killed after writing the compacted shard: old shards still present
     store = Store(path)
-    from notebookscan.store import table_to_shard
+    from notebookscan.store.maintenance import table_to_shard
 
     store.write(table_to_shard(store.table()))
     xr.testing.assert_identical(ns.open_store(path), before)
@@ -183,7 +183,7 @@ def test_compaction_in_passes_bounded_by_memory(tmp_path):
     run_serial(model, ns.grid(x=range(60)), path, flush_every=5)
     before = ns.open_store(path)
     store = Store(path)
-    sizes = [store._read(name, ["status"]).n for name in store.shard_files()]
+    sizes = [store.read_shard(name, ["status"]).n for name in store.shard_files()]
     n = len(sizes)
     assert n >= 4
     # a budget smaller than any shard: each pass reads just two shards and writes one
@@ -300,7 +300,7 @@ def _scalar_model(a: float, b: int):
 def test_shards_in_the_first_format_still_load_next_to_new_ones(tmp_path, monkeypatch):
     """Format 1 kept bookkeeping text as variable-length strings and compressed no 1-D
     column; stores holding such shards read, open lazily and compact as before."""
-    import notebookscan.shards as shards
+    import notebookscan.store.shards as shards
 
     path = tmp_path / "s"
     space = ns.grid(a=[0.0, 0.5, 1.0], b=range(300))

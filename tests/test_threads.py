@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import notebookscan as ns
-from notebookscan.shards import hdf5_lock, open_dataset
+from notebookscan.store.shards import hdf5_lock, open_dataset
 
 STRESS = textwrap.dedent('''
     import faulthandler, os, sys, threading, time
@@ -28,7 +28,7 @@ STRESS = textwrap.dedent('''
     import numpy as np
     import xarray as xr
     import notebookscan as ns
-    from notebookscan.shards import hdf5_lock
+    from notebookscan.store.shards import hdf5_lock
     from notebookscan.store import Store
 
     path, points, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

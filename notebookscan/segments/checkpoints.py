@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
-from ..shards import fsync_directory, hdf5_lock
-from ..store import set_aside
+from ..store.files import set_aside
+from ..store.shards import fsync_directory, hdf5_lock
 
 __all__ = [
     "Checkpoint",

@@ -38,8 +38,9 @@ from ..executors.base import ScanExecutor
 from ..keys import point_key
 from ..loop import RESERVED, Progress, StopControl
 from ..results import Value
-from ..shards import Record, shard_from_records
 from ..store import Store
+from ..store.schema import SEGMENT_PARAMETERS, SEGMENT_POINT_VALUES
+from ..store.shards import Record, shard_from_records
 from .checkpoints import CheckpointDirectory, StateError, encode_state
 from .protocol import segment_seed
 from .worker import SegmentOutcome, SegmentTask, run_segment
@@ -47,9 +48,9 @@ from .worker import SegmentOutcome, SegmentTask, run_segment
 __all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentLoop", "SegmentProgress"]
 
 SEGMENT_EVENTS = (*EVENTS, "segment_done")
-SEGMENT_NAMES = ("link", "segment")  # extra parameters of the recordings store
+SEGMENT_NAMES = SEGMENT_PARAMETERS  # extra parameters of the recordings store
 ROLE_ATTR = "notebookscan_segment_role"
-POINT_VALUES = ("segments", "link", "compute_seconds")  # added to each finished point's row
+POINT_VALUES = SEGMENT_POINT_VALUES  # added to each finished point's row
 PROGRESS_INTERVAL = 0.2
 
 

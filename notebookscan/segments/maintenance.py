@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import StoreError
-from ..shards import fsync_directory
 from ..store import MergeReport, merge
+from ..store.shards import fsync_directory
 
 __all__ = ["SegmentedMergeReport", "merge_segmented"]
 

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ScanError
+from ..store.schema import SEGMENT_RESERVED_PARAMETERS
 
 __all__ = [
     "INJECTED",
@@ -79,7 +80,7 @@ __all__ = [
 ]
 
 #: Parameter names a segmented scan uses itself (a space cannot set them).
-RESERVED_PARAMETERS = frozenset({"segment", "segments", "link", "state", "point_key"})
+RESERVED_PARAMETERS = SEGMENT_RESERVED_PARAMETERS
 #: Arguments the scan passes to a generator model besides the point's parameters.
 INJECTED = ("segments",)
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
-from ..layout import Layout, _decode_result, to_dataset
 from ..store import Store
-from ..table import Table
+from ..store.dataset import _decode_result, to_dataset
+from ..store.schema import Layout
+from ..store.table import Table
 from .loop import ROLE_ATTR, SEGMENT_NAMES
 
 __all__ = ["open_recordings"]

@@ -36,11 +36,11 @@ import numpy as np
 from ..errors import ScanError
 from ..executors import resolve_executor
 from ..keys import point_key
-from ..layout import Layout
 from ..provenance import collect, run_id
 from ..scan import RunControl, ScanRun, feed_bar, in_event_loop, pending_columns
 from ..space import PASSED_IF_ACCEPTED
 from ..store import Store
+from ..store.schema import Layout
 from .checkpoints import Checkpoint, CheckpointDirectory
 from .loop import (
     SEGMENT_NAMES,

@@ -30,8 +30,8 @@ from typing import Any
 import xarray as xr
 
 import notebookscan as ns
-from notebookscan.shards import read_shard
 from notebookscan.store import Store
+from notebookscan.store.shards import read_shard
 
 TIMING = ["started", "finished", "duration", "host", "worker", "run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

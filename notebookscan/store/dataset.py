@@ -17,46 +17,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .keys import canonical_token
+from ..errors import StoreError
+from ..keys import canonical_token
+from .schema import DESCRIPTIONS, MISSING, ROLE, STRING_BOOKKEEPING, Layout
+from .shards import ShardVanished, hdf5_lock, open_dataset, unwritten_as_nan
 from .table import Table, _combine_coordinate, _concat_column, _missing_for, combine_shards
 
-__all__ = ["Layout", "load_dataset", "to_dataset", "to_grid"]
+__all__ = ["load_dataset", "to_dataset", "to_grid"]
 
-MISSING = "missing"
-_STRING_VARS = ("key", "status", "error", "traceback", "host", "worker", "run")
-_DESCRIPTIONS = {
-    "status": "done, failed or missing",
-    "error": "error of a failed point",
-    "traceback": "traceback of a failed point",
-    "seed": "seed the point received",
-    "started": "when the point started",
-    "finished": "when the point finished",
-    "duration": "seconds spent in the function",
-    "host": "host that ran the point",
-    "worker": "engine or process that ran the point",
-    "run": "id of the run that stored the point (see attrs['provenance'])",
-    "key": "stable key of the point",
-}
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How points map to dimensions: ``kind`` is ``"grid"`` or ``"points"``."""
-
-    kind: str
-    dims: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dims": list(self.dims)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Layout:
-        return cls(str(data["kind"]), tuple(data["dims"]))
+_STRING_VARS = STRING_BOOKKEEPING
+_DESCRIPTIONS = DESCRIPTIONS
 
 
 def _times(seconds: np.ndarray) -> np.ndarray:
@@ -142,7 +116,6 @@ def _read_rows_into(path: str, names: Sequence[str], src: np.ndarray, cells: np.
     """
     import netCDF4
 
-    from .shards import hdf5_lock, open_dataset, unwritten_as_nan
 
     with hdf5_lock():
         saved = netCDF4.get_chunk_cache()
@@ -369,15 +342,11 @@ def load_dataset(store: Any, layout: Layout, *,
             return _load(store, layout, extra_coords, pending)
         except _Gone:
             continue
-    from .errors import StoreError
-
     raise StoreError(f"shards of {store.path} kept vanishing while being read; try again")
 
 
 def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] | None,
           pending: Mapping[str, Sequence[Any]] | None) -> Any:
-    from .store import _Vanished
-
     names = store.metadata().get("names") or list(layout.dims)
     files = store.shard_files()
     metas = [_shard_variables(os.path.join(store.shards_dir, f)) for f in files]
@@ -386,8 +355,8 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     for name, meta in zip(files, metas, strict=True):
         wanted = None if meta is None else [v for v in meta if v not in chosen]
         try:  # a shard whose metadata could not be read is read whole: _read reports it
-            shard = store._read(name, wanted)
-        except _Vanished as exc:
+            shard = store.read_shard(name, wanted)
+        except ShardVanished as exc:
             raise _Gone(name) from exc
         if shard is None or not shard.n:
             continue
@@ -455,8 +424,6 @@ def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:
     """``name -> (role, own dims, own shape, dtype, attrs)`` of every variable of a shard,
     from its metadata alone; None when it cannot be opened (the read that follows
     reports it)."""
-    from .shards import ROLE, open_dataset
-
     out: dict[str, tuple[Any, ...]] = {}
     try:
         with open_dataset(path) as nc:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .layout import Layout, to_grid
+from .dataset import to_grid
+from .schema import Layout
 from .shards import hdf5_lock
 from .table import combine_shards
 
@@ -81,7 +82,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     datasets = []
     names = store.metadata().get("names")
     for name in files:
-        part = store._read(name, ["status", "finished", *(names or [])])
+        part = store.read_shard(name, ["status", "finished", *(names or [])])
         if part is None:  # unreadable: already reported and set aside
             continue
         index_parts.append(part)

@@ -56,7 +56,16 @@ from typing import Any
 
 import numpy as np
 
-from .results import Value
+from ..results import Value
+from .schema import (
+    BOOKKEEPING,
+    CHARS_SUFFIX,
+    DTYPE_ATTR,
+    ROLE,
+    SHARD_FORMAT,
+    TIME_UNITS,
+)
+from .schema import STRING_BOOKKEEPING as _STRING_BOOKKEEPING
 
 __all__ = [
     "BOOKKEEPING",
@@ -68,26 +77,18 @@ __all__ = [
     "write_shard_atomically",
 ]
 
-FORMAT_VERSION = 2  # 2: bookkeeping text as char arrays, 1-D columns compressed; reads 1 too
-BOOKKEEPING = (
-    "key", "seed", "status", "error", "traceback", "started", "finished",
-    "duration", "host", "worker", "run",
-)
-_STRING_BOOKKEEPING = ("key", "status", "error", "traceback", "host", "worker", "run")
-BOOKKEEPING_DTYPES = {"seed": np.int64, "started": np.float64, "finished": np.float64,
-                      "duration": np.float64}
-ROLE = "notebookscan_role"
-DTYPE_ATTR = "notebookscan_dtype"
-MISSING_ATTR = "notebookscan_missing"
-TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+FORMAT_VERSION = SHARD_FORMAT
 COMPRESS_MIN = 4096  # bytes per point below which compression costs more than it saves
 # Bookkeeping text up to this many bytes is stored as a fixed-width char array (plus
 # "_nchars" dim), not as variable-length strings: HDF5 keeps each vlen string as a
 # global-heap object (~50 bytes a point for a 4-byte "done"). Longer text stays vlen.
 CHAR_MAX = 64
-CHARS_SUFFIX = "_nchars"
 COLUMN_COMPRESS_MIN = 256  # points from which 1-D columns are zlib-compressed
 ROWS_DIRECT = 2**16  # per-point arrays this big are written row by row, never stacked
+
+
+class ShardVanished(Exception):
+    """A shard disappeared while being read (compacted away): restart the read."""
 
 
 @dataclass(slots=True)

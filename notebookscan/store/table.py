@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import StoreWarning
-from .shards import BOOKKEEPING, BOOKKEEPING_DTYPES, ShardData
+from ..errors import StoreWarning
+from .schema import BOOKKEEPING, BOOKKEEPING_DTYPES
+from .shards import ShardData
 
 __all__ = ["Table", "combine_shards"]
 

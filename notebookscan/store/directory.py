@@ -1,0 +1,396 @@
+"""The result store: a directory of immutable NetCDF-4 shards.
+
+Guarantees
+----------
+* Every flush writes a new shard under a temporary name and renames it into place, so a
+  shard is whole or absent, whatever gets killed. No file is appended or rewritten.
+* Writers never collide: a shard's name holds user, host, process id and a random part.
+  No lock is needed to write; two processes can scan into one store at once.
+* Reading combines all shards and keeps one row per point key (``done`` beats
+  ``failed``, then the latest), so overlapping shards — from two writers, a merge, or a
+  compaction killed half-way — never show a point twice.
+* Merging two stores is copying shards from one directory into the other.
+* Compaction writes many shards into one new shard *before* deleting them: at every
+  moment each point is in at least one shard.
+* A shard that cannot be read is moved to ``quarantine/`` with the reason, reported by
+  name, and the rest loads.
+* A store holds data only. Nothing in it is unpickled or executed when it is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError, StoreWarning
+from .dataset import load_dataset
+from .files import set_aside
+from .index import StoreIndex, index_entry
+from .lazy import lazy_dataset
+from .maintenance import (
+    SMALL_SHARD,
+    CompactReport,
+    VerifyReport,
+    compact_store,
+    verify_store,
+)
+from .schema import META_FILE, QUARANTINE, SHARDS, STORE_FORMAT, Layout
+from .shards import (
+    ShardData,
+    ShardVanished,
+    hdf5_lock,
+    new_shard_name,
+    open_dataset,
+    read_shard,
+    write_shard_atomically,
+)
+from .table import Table, combine_shards
+
+__all__ = ["Store", "compact", "existing_store", "open_store", "verify"]
+
+_VANISH_RETRIES = 10
+
+
+class Store:
+    """A result store directory.
+
+    Parameters
+    ----------
+    path
+        The store's directory (created on the first write).
+
+    Examples
+    --------
+    >>> import tempfile, notebookscan as ns
+    >>> path = tempfile.mkdtemp()
+    >>> _ = ns.Scan(lambda x: x * x, ns.grid(x=[1, 2, 3]), store=path).run(
+    ...     executor="serial", progress=False)
+    >>> store = Store(path)
+    >>> sorted(store.index().done) == sorted(ns.grid(x=[1, 2, 3]).keys())
+    True
+    >>> float(store.dataset().result.sel(x=3))
+    9.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.path.abspath(os.fspath(path))
+        self.shards_dir = os.path.join(self.path, SHARDS)
+        self.quarantine_dir = os.path.join(self.path, QUARANTINE)
+        self._index_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._provenance_in: dict[str, str] = {}  # provenance text -> shard holding it
+
+    def __repr__(self) -> str:
+        return f"<Store {self.path}: {len(self.shard_files())} shard(s)>"
+
+    # -------------------------------------------------------------- metadata
+
+    @property
+    def exists(self) -> bool:
+        """True once the store's shard directory exists (something was written to it)."""
+        return os.path.isdir(self.shards_dir)
+
+    def metadata(self) -> dict[str, Any]:
+        """The store's ``notebookscan.json`` (empty dict when there is none)."""
+        path = os.path.join(self.path, META_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise StoreError(f"{path} is not valid JSON ({exc}); fix or delete it") from exc
+
+    def layout(self) -> Layout:
+        """The layout results are shown in (``points`` when the store does not say)."""
+        meta = self.metadata()
+        if "layout" in meta:
+            return Layout.from_json(meta["layout"])
+        return Layout("points", ())
+
+    def _write_metadata(self, meta: dict[str, Any]) -> None:
+        tmp = os.path.join(self.path, f".tmp-{uuid.uuid4().hex}.json")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.path, META_FILE))
+
+    def prepare(self, layout: Layout, names: Sequence[str]) -> None:
+        """Create the directories and metadata, or check an existing store fits ``names``.
+
+        A store holds one set of parameter names. Adding a points-layout space to a
+        grid store turns the store's layout into ``points``.
+        """
+        os.makedirs(self.shards_dir, exist_ok=True)
+        meta = self.metadata()
+        names = list(names)
+        if not meta:
+            self._write_metadata({
+                "format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+            return
+        stored = list(meta.get("names", names))
+        if sorted(stored) != sorted(names):
+            raise StoreError(
+                f"the store {self.path} holds points with parameters {stored}, but this scan's "
+                f"space has {names}. Use another store, or give the space the same parameters "
+                "(fixed values are fine: grid(..., tau=0.01))."
+            )
+        old = Layout.from_json(meta.get("layout", {"kind": "points", "dims": stored}))
+        if old.kind == "grid" and layout.kind != "grid":
+            meta["layout"] = Layout("points", tuple(stored)).to_json()
+            self._write_metadata(meta)
+
+    # -------------------------------------------------------------- shards
+
+    def shard_files(self) -> list[str]:
+        """Names of the complete shards (temporary files excluded), sorted."""
+        try:
+            names = os.listdir(self.shards_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.endswith(".nc") and not n.startswith("."))
+
+    def write(self, shard: ShardData) -> str:
+        """Write one shard atomically and return its file name.
+
+        The ``provenance`` attribute is written only while no shard this Store object
+        wrote still holds the same provenance: a run keeps it in its first shard.
+        """
+        os.makedirs(self.shards_dir, exist_ok=True)
+        name = new_shard_name()
+        text = shard.attrs.get("provenance")
+        holder = self._provenance_in.get(text) if isinstance(text, str) else None
+        if holder is not None and os.path.exists(os.path.join(self.shards_dir, holder)):
+            # a run's provenance (tens of kB with the function's source) is kept in the
+            # first shard of the run written here; later shards refer to it by run id
+            shard = dataclasses.replace(
+                shard, attrs={k: v for k, v in shard.attrs.items() if k != "provenance"})
+        write_shard_atomically(self.shards_dir, name, shard)
+        if isinstance(text, str) and "provenance" in shard.attrs:
+            self._provenance_in[text] = name
+        return name
+
+    def quarantine(self, name: str, reason: str) -> None:
+        """Move a shard that cannot be read out of the way, with the reason beside it."""
+        where = set_aside(os.path.join(self.shards_dir, name), self.quarantine_dir, name, reason)
+        warnings.warn(
+            f"shard {name} of the store {self.path} cannot be read ({reason}); {where}. "
+            "The rest of the store loads; the points it held will run again.",
+            StoreWarning, stacklevel=4,
+        )
+
+    def read_shard(self, name: str, variables: Sequence[str] | None = None, *,
+                   text_as_bytes: bool = False) -> ShardData | None:
+        """One shard by file name, or None when it was set aside as unreadable.
+
+        Raises ``ShardVanished`` when the file is gone (compacted away meanwhile).
+        """
+        path = os.path.join(self.shards_dir, name)
+        try:
+            shard = read_shard(path, variables, text_as_bytes=text_as_bytes)
+            missing = [v for v in ("key", "status") if v not in shard.bookkeeping]
+            if variables is None:
+                missing += [n for n in self.metadata().get("names", []) if n not in shard.params]
+            if missing:
+                raise ValueError(f"it lacks the variables {missing}")
+            return shard
+        except FileNotFoundError as exc:
+            raise ShardVanished(name) from exc
+        except OSError as exc:
+            if not os.path.exists(path):  # netCDF-C reports an unlinked file as an HDF error
+                raise ShardVanished(name) from exc
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.EACCES):
+                raise StoreError(f"cannot open shard {path}: {exc}") from exc
+            self.quarantine(name, f"{type(exc).__name__}: {exc}")
+        except (KeyError, ValueError, RuntimeError, IndexError) as exc:
+            if not os.path.exists(path):
+                raise ShardVanished(name) from exc
+            self.quarantine(name, f"not a notebookscan shard: {type(exc).__name__}: {exc}")
+        return None
+
+    def _read_all(self, names: Sequence[str] | None, variables: Sequence[str] | None = None,
+                  *, text_as_bytes: bool = False) -> list[ShardData]:
+        for _ in range(_VANISH_RETRIES):
+            files = self.shard_files() if names is None else list(names)
+            try:
+                shards = [self.read_shard(f, variables, text_as_bytes=text_as_bytes) for f in files]
+                return [s for s in shards if s is not None]
+            except ShardVanished:
+                if names is not None:
+                    raise
+                continue
+        raise StoreError(f"shards of {self.path} kept vanishing while being read; try again")
+
+    # -------------------------------------------------------------- reading
+
+    def table(self, names: Sequence[str] | None = None) -> Table:
+        """All points, one row per key, sorted by parameter values.
+
+        ``names`` are the parameter names to expect when the store does not record them
+        (an empty store).
+        """
+        return combine_shards(self._read_all(None), self.metadata().get("names") or names)
+
+    def index(self) -> StoreIndex:
+        """Keys of the points already stored, by status (reads only the key columns).
+
+        Shards never change once written, so each is read once per Store object.
+        """
+        files = self.shard_files()
+        live = set(files)
+        # the loop thread writes while readers call this: only atomic dict operations
+        for stale in set(self._index_cache) - live:
+            self._index_cache.pop(stale, None)
+        return self.index_of(files)
+
+    def new_shards(self, seen: set[str]) -> list[str]:
+        """Shards not in ``seen`` (e.g. written by another scan since the last look)."""
+        return [name for name in self.shard_files() if name not in seen]
+
+    def index_of(self, names: Sequence[str]) -> StoreIndex:
+        """The :class:`StoreIndex` of the named shards only (shards gone are left out)."""
+        entries = []
+        for name in names:
+            entry = self._index_cache.get(name)
+            if entry is None:
+                try:
+                    shard = self.read_shard(name, ["status"], text_as_bytes=True)
+                except ShardVanished:
+                    continue
+                if shard is None:
+                    continue
+                entry = self._index_cache[name] = index_entry(shard)
+            entries.append(entry)
+        return StoreIndex.from_entries(entries)
+
+    def dataset(self, *, lazy: bool | None = None, layout: Layout | None = None,
+                extra_coords: dict[str, Sequence[Any]] | None = None,
+                pending: dict[str, Sequence[Any]] | None = None) -> Any:
+        """The store as a labelled :class:`xarray.Dataset` (see :func:`open_store`)."""
+        layout = layout or self.layout()
+        if layout.kind == "grid" and not layout.dims:
+            layout = Layout("points", ())
+        if lazy is None:
+            lazy = self.size_bytes() > LAZY_THRESHOLD
+        if lazy:
+            import dask  # heavy: only for lazy loading
+
+            # xarray reads a file's metadata (variables, attributes) outside the lock it
+            # is given: hold ours while opening. Anything computed meanwhile runs in this
+            # thread, since dask's worker threads would wait for the lock held here.
+            # A shard compacted away while opening: open again (it is in the new one).
+            for _ in range(_VANISH_RETRIES):
+                try:
+                    with hdf5_lock(), dask.config.set(scheduler="synchronous"):
+                        return lazy_dataset(self, layout)
+                except (ShardVanished, FileNotFoundError):
+                    continue
+            raise StoreError(f"shards of {self.path} kept vanishing while being opened; "
+                             "try again")
+        return load_dataset(self, layout, extra_coords=extra_coords, pending=pending)
+
+    def runs(self) -> dict[str, Any]:
+        """Provenance of every run that wrote to the store (run id -> record), read from
+        the shards' attributes only (cheap, whatever the size of the results)."""
+        runs: dict[str, Any] = {}
+        for name in self.shard_files():
+            try:
+                with open_dataset(os.path.join(self.shards_dir, name)) as nc:
+                    text = nc.getncattr("provenance") if "provenance" in nc.ncattrs() else ""
+            except OSError:
+                continue
+            with contextlib.suppress(ValueError, TypeError):
+                runs.update(json.loads(text))
+        return runs
+
+    def size_bytes(self) -> int:
+        """Total bytes of the store's shard files."""
+        total = 0
+        for name in self.shard_files():
+            with contextlib.suppress(FileNotFoundError):
+                total += os.path.getsize(os.path.join(self.shards_dir, name))
+        return total
+
+    # -------------------------------------------------------------- maintenance
+
+    def small_shards(self, max_bytes: int = SMALL_SHARD) -> int:
+        """How many shards are small enough that opening them costs more than reading."""
+        count = 0
+        for name in self.shard_files():
+            with contextlib.suppress(FileNotFoundError):
+                count += os.path.getsize(os.path.join(self.shards_dir, name)) <= max_bytes
+        return count
+
+    def compact(self, **limits: int) -> CompactReport:
+        """Rewrite the small shards into as few as possible (see :func:`compact_store`)."""
+        return compact_store(self, **limits)
+
+    def verify(self) -> VerifyReport:
+        """Open every shard and report the ones that cannot be read (see :func:`verify_store`)."""
+        return verify_store(self)
+
+
+LAZY_THRESHOLD = 2 * 2**30  # stores bigger than this open lazily by default
+
+
+# ------------------------------------------------------------------ functions
+
+
+def existing_store(path: str | os.PathLike[str]) -> Store:
+    store = Store(path)
+    if not store.exists:
+        raise StoreError(
+            f"{os.fspath(path)!r} is not a notebookscan store (no {SHARDS}/ directory in it). "
+            "Check the path; a store is created by running a Scan with store=that path."
+        )
+    return store
+
+
+def open_store(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Any:
+    """Open a store as a labelled :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    path
+        The store directory.
+    lazy
+        Load nothing until asked (dask arrays, one chunk per point). ``None`` (default)
+        is lazy for stores over 2 GiB.
+
+    Returns
+    -------
+    xarray.Dataset
+        Grid-layout stores have one dimension per parameter; others have a ``point``
+        dimension with the parameters as coordinates. ``status`` says which points are
+        ``done``, ``failed`` or ``missing``; ``error``/``traceback`` hold failures.
+    """
+    return existing_store(path).dataset(lazy=lazy)
+
+
+def compact(path: str | os.PathLike[str]) -> CompactReport:
+    """Rewrite a store's small shards into one, never leaving data missing.
+
+    The compacted shard is written (atomically) before the old ones are deleted, so a
+    kill at any moment leaves every point readable (possibly twice, which reading
+    de-duplicates). One compactor runs at a time (a lock file); others skip.
+    """
+    return existing_store(path).compact()
+
+
+def verify(path: str | os.PathLike[str]) -> VerifyReport:
+    """Check that every shard of a store can be read; report the corrupt ones by name."""
+    return existing_store(path).verify()
+
+

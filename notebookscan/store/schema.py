@@ -1,0 +1,105 @@
+"""The store's schema: every name the store gives to files, variables and attributes.
+
+This module is the one place these names are defined; the space, the scan loop, the
+segment machinery, plotting and the widgets import them from here. It imports nothing
+of the package, so any layer may use it.
+
+A store directory::
+
+    notebookscan.json        store metadata (META_FILE): format, parameter names, layout
+    shards/*.nc              one NetCDF-4 file per flush (SHARDS)
+    quarantine/              unreadable shards set aside, a .reason.txt beside each
+
+A shard holds one row per point along the ``point`` dimension: the parameters, the
+bookkeeping variables (:data:`BOOKKEEPING`) and the results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "BOOKKEEPING",
+    "DESCRIPTIONS",
+    "RESERVED_PARAMETERS",
+    "RESERVED_RESULTS",
+    "Layout",
+]
+
+# ------------------------------------------------------------------ the directory
+META_FILE = "notebookscan.json"
+SHARDS = "shards"
+QUARANTINE = "quarantine"
+LOCK_FILE = ".compact.lock"
+STORE_FORMAT = 1  # the "format" of notebookscan.json
+SHARD_FORMAT = 2  # 2: bookkeeping text as char arrays, 1-D columns compressed; reads 1 too
+
+# ------------------------------------------------------------------ a shard's variables
+POINT_DIM = "point"
+MISSING = "missing"  # status of a grid cell no stored point fills
+BOOKKEEPING = (
+    "key", "seed", "status", "error", "traceback", "started", "finished",
+    "duration", "host", "worker", "run",
+)
+STRING_BOOKKEEPING = ("key", "status", "error", "traceback", "host", "worker", "run")
+BOOKKEEPING_DTYPES = {"seed": np.int64, "started": np.float64, "finished": np.float64,
+                      "duration": np.float64}
+DESCRIPTIONS = {
+    "status": "done, failed or missing",
+    "error": "error of a failed point",
+    "traceback": "traceback of a failed point",
+    "seed": "seed the point received",
+    "started": "when the point started",
+    "finished": "when the point finished",
+    "duration": "seconds spent in the function",
+    "host": "host that ran the point",
+    "worker": "engine or process that ran the point",
+    "run": "id of the run that stored the point (see attrs['provenance'])",
+    "key": "stable key of the point",
+}
+CHARS_SUFFIX = "_nchars"  # <name>_nchars: the char dim of fixed-width text
+
+#: Names a parameter cannot take (``seed`` can: a space may set seeds explicitly).
+RESERVED_PARAMETERS: frozenset[str] = frozenset({POINT_DIM, *BOOKKEEPING} - {"seed"})
+#: Names a result (or a result's own dim) cannot take.
+RESERVED_RESULTS: frozenset[str] = frozenset({POINT_DIM, *BOOKKEEPING})
+
+# ------------------------------------------------------------------ attributes
+ROLE = "notebookscan_role"
+DTYPE_ATTR = "notebookscan_dtype"
+MISSING_ATTR = "notebookscan_missing"
+FORMAT_ATTR = "notebookscan_format"
+TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+
+# ------------------------------------------------------------------ segmented scans
+#: Extra parameters of a segmented scan's recordings store.
+SEGMENT_PARAMETERS = ("link", "segment")
+#: Values added to each finished point's row of a segmented scan.
+SEGMENT_POINT_VALUES = ("segments", "link", "compute_seconds")
+#: Names a segmented scan's parameters cannot take (the protocol passes them).
+SEGMENT_RESERVED_PARAMETERS: frozenset[str] = frozenset(
+    {"segment", "segments", "link", "state", "point_key"})
+
+
+class Layout(NamedTuple):
+    """How a space's points are arranged, and how the store shows them.
+
+    ``kind="grid"``: the points lie on a product of per-parameter values, so results can
+    be unstacked onto the dimensions `dims` (missing combinations become NaN).
+    ``kind="points"``: the points form a list along one ``point`` dimension.
+    """
+
+    kind: Literal["grid", "points"]
+    dims: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The layout as JSON-ready data (kept in ``notebookscan.json``)."""
+        return {"kind": self.kind, "dims": list(self.dims)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Layout:
+        """The layout :meth:`to_json` wrote."""
+        return cls(str(data["kind"]), tuple(data["dims"]))  # type: ignore[arg-type]
