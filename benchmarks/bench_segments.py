@@ -123,7 +123,7 @@ def child_memory(case: str, segments: int, rows: int, cols: int, workdir: str) -
 def child_overhead(state_bytes: int, file_bytes: int, segments: int, workdir: str) -> None:
     ns = _import_notebookscan()
     from notebookscan.segments import SegmentedScan, decode_state, encode_state, iterate
-    from notebookscan.segments.checkpoints import CheckpointDirectory
+    from notebookscan.store.checkpoints import CheckpointDirectory
 
     point = {"state_bytes": state_bytes, "file_bytes": file_bytes}
     list(iterate(state_model, point, segments=2))  # warm up imports

@@ -403,6 +403,33 @@ def test_merging_two_segmented_stores_continues_from_the_newest_checkpoints(tmp_
         merge_segmented(tmp_path / "nowhere", tmp_path / "all")
 
 
+def test_the_store_functions_know_a_segmented_stores_parts(tmp_path):
+    # ns.merge, ns.verify and ns.compact handle recordings and checkpoints, not only shards/
+    space = ns.grid(rate=[1.0, 2.0])
+    _serial(SegmentedScan(counter, space, tmp_path / "a", segments=3))
+    report = ns.merge(tmp_path / "a", tmp_path / "b")
+    assert len(report.checkpoints_copied) == 2 and report.recordings.copied
+    assert "2 checkpoint(s) copied" in str(report)
+    merged = SegmentedScan(counter, space, tmp_path / "b", segments=3)
+    assert _serial(merged).segments_done == 0  # everything came along: nothing to run
+    np.testing.assert_array_equal(merged.recordings().x.values,
+                                  np.outer([1.0, 2.0], np.arange(1, 16)))
+    healthy = ns.verify(tmp_path / "b")
+    assert healthy.healthy and healthy.checkpoints == 2
+    assert any(name.startswith("segments/shards/") for name in healthy.ok)
+    # a damaged checkpoint and a damaged recordings shard are both named
+    checkpoint_root = tmp_path / "b" / "segments" / "checkpoints"
+    state = next(p for p in checkpoint_root.rglob("*")
+                 if p.is_file() and p.name != "checkpoint.json")
+    state.write_bytes(b"garbage")
+    recording = next((tmp_path / "b" / "segments" / "shards").glob("*.nc"))
+    recording.write_bytes(b"not netcdf")
+    broken = ns.verify(tmp_path / "b")
+    assert any(k.startswith("segments/checkpoints/") for k in broken.corrupt)
+    assert "segments/shards/" + recording.name in broken.corrupt
+    assert ns.compact(tmp_path / "a").recordings is not None
+
+
 # ---------------------------------------------------------------------- recorder, helpers
 
 

@@ -20,7 +20,8 @@ See docs/segments.md for a worked example.
 
 from __future__ import annotations
 
-from .checkpoints import Checkpoint, StateError, decode_state, encode_state, states_equal
+from ..store.checkpoints import Checkpoint, StateError, decode_state, encode_state, states_equal
+from ..store.recordings import open_recordings
 from .loop import SegmentEvents, SegmentProgress
 from .maintenance import SegmentedMergeReport, merge_segmented
 from .protocol import (
@@ -32,7 +33,6 @@ from .protocol import (
     iterate,
     segment_seed,
 )
-from .reading import open_recordings
 from .recording import Recorder
 from .scan import SegmentedScan, segmented
 

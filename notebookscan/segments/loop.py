@@ -39,9 +39,9 @@ from ..keys import point_key
 from ..loop import RESERVED, Progress, StopControl
 from ..results import Value
 from ..store import Store
-from ..store.schema import SEGMENT_PARAMETERS, SEGMENT_POINT_VALUES
+from ..store.checkpoints import CheckpointDirectory, StateError, encode_state
+from ..store.schema import SEGMENT_PARAMETERS, SEGMENT_POINT_VALUES, SEGMENT_ROLE_ATTR
 from ..store.shards import Record, shard_from_records
-from .checkpoints import CheckpointDirectory, StateError, encode_state
 from .protocol import segment_seed
 from .worker import SegmentOutcome, SegmentTask, run_segment
 
@@ -49,7 +49,7 @@ __all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentLoop", "SegmentProgress"]
 
 SEGMENT_EVENTS = (*EVENTS, "segment_done")
 SEGMENT_NAMES = SEGMENT_PARAMETERS  # extra parameters of the recordings store
-ROLE_ATTR = "notebookscan_segment_role"
+ROLE_ATTR = SEGMENT_ROLE_ATTR
 POINT_VALUES = SEGMENT_POINT_VALUES  # added to each finished point's row
 PROGRESS_INTERVAL = 0.2
 
@@ -281,7 +281,7 @@ class SegmentLoop(StopControl):
 
     def _start_next_link(self, work: Work) -> None:
         """Make the start of ``work.link + 1`` from the final state of ``work.link``."""
-        from .checkpoints import decode_state
+        from ..store.checkpoints import decode_state
 
         link = work.link + 1
         transform = self.links[link].transform

@@ -483,7 +483,7 @@ def check_resumable(function: Any, point: Mapping[str, Any], *, segments: int = 
 
 def _snapshot(out: Segment) -> tuple[dict[str, Any], dict[str, Any]]:
     """Copies of a yielded segment's recordings and state (the model may reuse its arrays)."""
-    from .checkpoints import decode_state, encode_state
+    from ..store.checkpoints import decode_state, encode_state
     from .worker import recording_values
 
     values = recording_values(out.recordings, out.time)
@@ -493,7 +493,7 @@ def _snapshot(out: Segment) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _compare_segment(expected: tuple[dict[str, Any], dict[str, Any]], out: Any,
                      index: int) -> str:
-    from .checkpoints import decode_state, states_equal
+    from ..store.checkpoints import decode_state, states_equal
 
     recordings, state = expected
     for name, data in recordings.items():

@@ -40,8 +40,8 @@ from ..provenance import collect, run_id
 from ..scan import RunControl, ScanRun, feed_bar, in_event_loop, pending_columns
 from ..space import PASSED_IF_ACCEPTED
 from ..store import Store
+from ..store.checkpoints import Checkpoint, CheckpointDirectory
 from ..store.schema import Layout
-from .checkpoints import Checkpoint, CheckpointDirectory
 from .loop import (
     SEGMENT_NAMES,
     Link,
@@ -403,7 +403,7 @@ class SegmentedScan(RunControl):
 
         See :func:`notebookscan.segments.open_recordings`.
         """
-        from .reading import open_recordings
+        from ..store.recordings import open_recordings
 
         return open_recordings(self.store.path, link=link, variables=variables)
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..results import ResultError, Value, normalize_result
+from ..store.checkpoints import StateError, decode_state, encode_state, read_files, write_files
 from ..worker import PointTimeout, load_function, worker_name
-from .checkpoints import StateError, decode_state, encode_state, read_files, write_files
 from .protocol import Segment, SegmentContext, Segments, open_model
 
 __all__ = ["SegmentOutcome", "SegmentTask", "recording_values", "run_segment"]

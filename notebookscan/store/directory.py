@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
+from .checkpoints import CheckpointDirectory
 from .dataset import load_dataset
 from .files import set_aside
 from .index import StoreIndex, index_entry
@@ -44,7 +45,15 @@ from .maintenance import (
     compact_store,
     verify_store,
 )
-from .schema import META_FILE, QUARANTINE, SHARDS, STORE_FORMAT, Layout
+from .schema import (
+    CHECKPOINTS_DIR,
+    META_FILE,
+    QUARANTINE,
+    SEGMENTS_DIR,
+    SHARDS,
+    STORE_FORMAT,
+    Layout,
+)
 from .shards import (
     ShardData,
     ShardVanished,
@@ -333,13 +342,41 @@ class Store:
                 count += os.path.getsize(os.path.join(self.shards_dir, name)) <= max_bytes
         return count
 
+    # a segmented store keeps its recordings as a store of their own, plus checkpoints
+
+    @property
+    def recordings(self) -> Store | None:
+        """The store of a segmented store's recordings (``segments/``); None otherwise."""
+        path = os.path.join(self.path, SEGMENTS_DIR)
+        return Store(path) if os.path.isdir(os.path.join(path, SHARDS)) else None
+
     def compact(self, **limits: int) -> CompactReport:
-        """Rewrite the small shards into as few as possible (see :func:`compact_store`)."""
-        return compact_store(self, **limits)
+        """Rewrite the small shards into as few as possible (see :func:`compact_store`);
+        a segmented store's recordings too (their report is ``report.recordings``)."""
+        report = compact_store(self, **limits)
+        recordings = self.recordings
+        if recordings is not None:
+            report.recordings = compact_store(recordings, **limits)
+        return report
 
     def verify(self) -> VerifyReport:
-        """Open every shard and report the ones that cannot be read (see :func:`verify_store`)."""
-        return verify_store(self)
+        """Open every shard and report the ones that cannot be read (see :func:`verify_store`);
+        a segmented store's recordings and checkpoints too (nothing is moved)."""
+        report = verify_store(self)
+        recordings = self.recordings
+        if recordings is not None:
+            part = verify_store(recordings)
+            prefix = f"{SEGMENTS_DIR}/{SHARDS}/"
+            report.ok += [prefix + name for name in part.ok]
+            report.corrupt.update({prefix + n: why for n, why in part.corrupt.items()})
+            checkpoints = CheckpointDirectory(
+                os.path.join(recordings.path, CHECKPOINTS_DIR),
+                os.path.join(recordings.quarantine_dir, CHECKPOINTS_DIR))
+            ok, broken = checkpoints.verify_all()
+            prefix = f"{SEGMENTS_DIR}/{CHECKPOINTS_DIR}/"
+            report.checkpoints = len(ok)
+            report.corrupt.update({prefix + label: why for label, why in broken.items()})
+        return report
 
 
 LAZY_THRESHOLD = 2 * 2**30  # stores bigger than this open lazily by default

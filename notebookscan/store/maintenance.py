@@ -36,12 +36,17 @@ class CompactReport:
     points: int = 0
     removed_temporary: int = 0
     skipped: str = ""
+    recordings: CompactReport | None = None  # a segmented store's recordings
 
     def __str__(self) -> str:
         if self.skipped:
-            return f"compaction skipped: {self.skipped}"
-        return (f"compacted {self.shards_before} shard(s) into {self.shards_after}, "
-                f"{self.points} point(s)")
+            text = f"compaction skipped: {self.skipped}"
+        else:
+            text = (f"compacted {self.shards_before} shard(s) into {self.shards_after}, "
+                    f"{self.points} point(s)")
+        if self.recordings is not None:
+            text += f"; recordings: {self.recordings}"
+        return text
 
 
 @dataclass
@@ -51,13 +56,17 @@ class VerifyReport:
     ok: list[str] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
     points: int = 0
+    checkpoints: int | None = None  # sound checkpoints of a segmented store
 
     @property
     def healthy(self) -> bool:
+        """True when nothing is corrupt."""
         return not self.corrupt
 
     def __str__(self) -> str:
         text = f"{len(self.ok)} shard(s) ok, {self.points} point(s)"
+        if self.checkpoints is not None:
+            text += f", {self.checkpoints} checkpoint(s) ok"
         for name, reason in self.corrupt.items():
             text += f"\ncorrupt: {name}: {reason}"
         return text

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import StoreError
+from .checkpoints import copy_checkpoints
 from .directory import Store, existing_store
-from .schema import Layout
+from .schema import SEGMENTS_DIR, SHARDS, Layout
 
 __all__ = ["MergeReport", "merge"]
 
@@ -27,6 +28,10 @@ class MergeReport:
     copied: list[str] = field(default_factory=list)
     already_present: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # keys whose values differ
+    #: a segmented store's parts: its recordings (a store of their own) and checkpoints
+    recordings: MergeReport | None = None
+    checkpoints_copied: list[str] = field(default_factory=list)
+    checkpoints_present: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (f"merged {len(self.copied)} shard(s), {len(self.already_present)} already "
@@ -34,7 +39,17 @@ class MergeReport:
         if self.conflicts:
             text += " (kept the newest done result of each; keys: " + \
                 ", ".join(self.conflicts[:5]) + ("…" if len(self.conflicts) > 5 else "") + ")"
+        if self.recordings is not None:
+            text += (f"; recordings: {len(self.recordings.copied)} shard(s) copied; "
+                     f"{len(self.checkpoints_copied)} checkpoint(s) copied "
+                     f"({len(self.checkpoints_present)} already present)")
         return text
+
+    def add(self, other: MergeReport) -> None:
+        """Add what another merge did (of more sources, or of recordings) to this report."""
+        self.copied += other.copied
+        self.already_present += other.already_present
+        self.conflicts += other.conflicts
 
 
 
@@ -45,6 +60,9 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     This is all merging takes: shard names never collide, and reading de-duplicates
     points by key. The report lists points held by both with different results
     (e.g. computed with different code); the newest ``done`` result is shown.
+
+    A segmented store is merged whole: its points, its recordings (``segments/``) and
+    its checkpoints (each copied atomically; one present in both stores is kept).
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -77,7 +95,20 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         report.conflicts.extend(
             key for key, value in after.items() if key in before and before[key] != value
         )
+        if os.path.isdir(os.path.join(source.path, SEGMENTS_DIR, SHARDS)):
+            _merge_segment_parts(source.path, target.path, report)
     return report
+
+
+def _merge_segment_parts(source: str, dest: str, report: MergeReport) -> None:
+    """Merge a segmented store's recordings and checkpoints (its points are merged)."""
+    if report.recordings is None:
+        report.recordings = MergeReport()
+    report.recordings.add(merge(os.path.join(source, SEGMENTS_DIR),
+                                os.path.join(dest, SEGMENTS_DIR)))
+    copied, present = copy_checkpoints(source, dest)
+    report.checkpoints_copied += copied
+    report.checkpoints_present += present
 
 
 def _values_by_key(store: Store) -> dict[str, tuple]:

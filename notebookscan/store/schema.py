@@ -79,6 +79,10 @@ TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 SEGMENT_PARAMETERS = ("link", "segment")
 #: Values added to each finished point's row of a segmented scan.
 SEGMENT_POINT_VALUES = ("segments", "link", "compute_seconds")
+#: Attribute saying whether a segmented scan's result is per point or per segment.
+SEGMENT_ROLE_ATTR = "notebookscan_segment_role"
+SEGMENTS_DIR = "segments"  # a segmented store's recordings: a plain store inside it
+CHECKPOINTS_DIR = "checkpoints"  # inside SEGMENTS_DIR: one directory per point and link
 #: Names a segmented scan's parameters cannot take (the protocol passes them).
 SEGMENT_RESERVED_PARAMETERS: frozenset[str] = frozenset(
     {"segment", "segments", "link", "state", "point_key"})

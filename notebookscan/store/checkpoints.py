@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
-from ..store.files import set_aside
-from ..store.shards import fsync_directory, hdf5_lock
+from .files import set_aside
+from .schema import CHECKPOINTS_DIR, SEGMENTS_DIR
+from .shards import fsync_directory, hdf5_lock
 
 __all__ = [
     "Checkpoint",
@@ -504,6 +505,27 @@ class CheckpointDirectory:
                 removed += 1
         return removed
 
+    def verify_all(self) -> tuple[list[str], dict[str, str]]:
+        """Check every checkpoint (nothing is moved): labels of the sound ones, and the
+        problem of each broken one (``key/link-001/after-000003`` -> reason)."""
+        ok: list[str] = []
+        broken: dict[str, str] = {}
+        for key in self.keys():
+            for link in self.links(key):
+                for count in self.counts(key, link):
+                    label = f"{key}/link-{link:03d}/after-{count:06d}"
+                    try:
+                        problem = self.open(key, link, count).verify()
+                    except FileNotFoundError:
+                        continue  # pruned meanwhile
+                    except (OSError, ValueError) as exc:
+                        problem = f"checkpoint.json unreadable: {exc}"
+                    if problem:
+                        broken[label] = problem
+                    else:
+                        ok.append(label)
+        return ok, broken
+
     def keys(self) -> Iterator[str]:
         try:
             yield from sorted(n for n in os.listdir(self.root) if not n.startswith("."))
@@ -558,3 +580,57 @@ def write_files(directory: str, files: Mapping[str, bytes]) -> None:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as f:
             f.write(data)
+
+
+# ------------------------------------------------------------------ merging
+
+
+def copy_checkpoints(source_root: str, dest_root: str) -> tuple[list[str], list[str]]:
+    """Copy the checkpoints of one segmented store that ``dest_root`` lacks.
+
+    Each checkpoint directory is copied atomically (temporary name, fsync, rename); one
+    present in both stores is the same state (segments are deterministic) and is kept.
+    Returns the labels (``key/link/after-n``) copied and those already present.
+    """
+    copied: list[str] = []
+    present: list[str] = []
+    origin = os.path.join(source_root, SEGMENTS_DIR, CHECKPOINTS_DIR)
+    target = os.path.join(dest_root, SEGMENTS_DIR, CHECKPOINTS_DIR)
+    if not os.path.isdir(origin):
+        return copied, present
+    for key in sorted(os.listdir(origin)):
+        for link in sorted(os.listdir(os.path.join(origin, key))):
+            if not link.startswith("link-"):
+                continue
+            parent = os.path.join(target, key, link)
+            for name in sorted(os.listdir(os.path.join(origin, key, link))):
+                if not name.startswith("after-"):
+                    continue
+                label = f"{key}/{link}/{name}"
+                if os.path.exists(os.path.join(parent, name)):
+                    present.append(label)
+                    continue
+                os.makedirs(parent, exist_ok=True)
+                _copy_checkpoint(os.path.join(origin, key, link, name), parent, name)
+                copied.append(label)
+    return copied, present
+
+
+def _copy_checkpoint(source: str, parent: str, name: str) -> None:
+    tmp = os.path.join(parent, f".tmp-merge-{uuid.uuid4().hex}")
+    try:
+        shutil.copytree(source, tmp, symlinks=True)
+        for directory, dirs, files in os.walk(tmp):
+            for entry in (*dirs, *files):
+                if os.path.islink(os.path.join(directory, entry)):
+                    raise StoreError(f"refusing to copy {source}: it holds the symbolic link "
+                                     f"{entry!r}; a store holds only its own files")
+            for entry in files:
+                with open(os.path.join(directory, entry), "rb") as f:
+                    os.fsync(f.fileno())
+            fsync_directory(directory)
+        os.rename(tmp, os.path.join(parent, name))
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    fsync_directory(parent)

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
-from ..store import Store
-from ..store.dataset import _decode_result, to_dataset
-from ..store.schema import Layout
-from ..store.table import Table
-from .loop import ROLE_ATTR, SEGMENT_NAMES
+from .dataset import _decode_result, to_dataset
+from .directory import Store
+from .schema import SEGMENT_PARAMETERS as SEGMENT_NAMES
+from .schema import SEGMENT_ROLE_ATTR as ROLE_ATTR
+from .schema import Layout
+from .table import Table
 
 __all__ = ["open_recordings"]
 
