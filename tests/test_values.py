@@ -62,7 +62,7 @@ def _same_point(a: dict, b: dict) -> bool:
         kind = {bool: "b", str: "s"}
         if kind.get(type(x), "n") != kind.get(type(y), "n"):
             return False
-        if isinstance(x, str) or isinstance(x, bool):
+        if isinstance(x, (str, bool)):
             if x != y:
                 return False
         elif not _same_number(x, y):
