@@ -28,7 +28,6 @@ import numpy as np
 __all__ = ["ResultError", "Value", "derived_names", "name_problem", "normalize_result"]
 
 DEFAULT_NAME = "result"
-_SCALAR_TYPES = (bool, int, float, str)
 # NC_MAX_NAME is 256 bytes, but netCDF4-python cannot read back a name of exactly 256
 MAX_NAME_BYTES = 255
 # the store adds these variables per own dim of a result (see shards.py)
@@ -67,9 +66,12 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     if kind in "biuf":
         return array
     if kind == "U":
+        _check_text_array(name, array)
         return array
     if kind == "S":
-        return array.astype(str)
+        array = array.astype(str)
+        _check_text_array(name, array)
+        return array
     if kind == "c":
         raise ResultError(
             f"result {name!r} is complex ({array.dtype}); NetCDF has no complex type. "
@@ -156,11 +158,53 @@ def _check_clashes(values: dict[str, Value]) -> None:
                 f"length or coordinate) of result {derived[name]!r}; rename one of them")
 
 
+INT_RANGE = (-(2**63), 2**63 - 1)  # NetCDF's widest signed integers
+
+
+def _checked_scalar(name: str, value: Any) -> Any:
+    """``value`` (a plain int or str) if the store keeps it exactly, else a `ResultError`."""
+    kind = type(value)
+    if kind is int and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        raise ResultError(
+            f"result {name!r} is the integer {value}, beyond the 64-bit integers NetCDF "
+            f"stores ({INT_RANGE[0]} .. {INT_RANGE[1]}); return it as a float "
+            f"(float(value)) or a str (str(value)).")
+    if kind is str:
+        problem = _text_problem(value)
+        if problem:
+            raise ResultError(f"result {name!r} is the text {value!r}: {problem}; remove "
+                              "or replace that character (e.g. value.replace('\\x00', '')).")
+    return value
+
+
+def _text_problem(value: str) -> str:
+    if "\x00" in value:
+        return "it contains a NUL character ('\\x00'), which NetCDF cuts the text at"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "it is not valid Unicode (a lone surrogate), which UTF-8 cannot encode"
+    return ""
+
+
+def _check_text_array(name: str, array: np.ndarray) -> None:
+    """Refuse text arrays holding a NUL or a lone surrogate (see `_text_problem`)."""
+    for text in array.ravel().tolist():
+        problem = _text_problem(text)
+        if problem:
+            raise ResultError(f"result {name!r} holds the text {text!r}: {problem}; remove "
+                              "or replace that character in every element.")
+
+
 def _normalize_one(name: str, value: Any) -> Value:
-    if type(value) in _SCALAR_TYPES:  # the hot path: plain floats, ints, ...
+    kind = type(value)
+    if kind is float or kind is bool:  # the hot path
         return Value(value)
+    if kind is int or kind is str:
+        return Value(_checked_scalar(name, value))
     if isinstance(value, np.generic):
-        return Value(_as_array(name, value).item())
+        return Value(_checked_scalar(name, _as_array(name, value).item()))
     da_type = _dataarray_type()
     if da_type is not None and isinstance(value, da_type):
         data = _as_array(name, value.values)
@@ -171,11 +215,11 @@ def _normalize_one(name: str, value: Any) -> Value:
             if dim in value.coords and value.coords[dim].ndim == 1
         }
         if data.ndim == 0:
-            return Value(data.item())
+            return Value(_checked_scalar(name, data.item()))
         return Value(data, dims, coords)
     data = _as_array(name, value)
     if data.ndim == 0:
-        return Value(data.item())
+        return Value(_checked_scalar(name, data.item()))
     if data.ndim == 1:
         dims = (f"{name}_index",)
     else:

@@ -27,12 +27,12 @@ import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import SpaceError
-from .keys import canonical_token, check_value, key_array, seed_array
+from .keys import canonical_token, check_value, floats_as_float64, key_array, seed_array
 from .store.schema import RESERVED_PARAMETERS, Layout
 
 __all__ = ["RESERVED_NAMES", "Layout", "Space", "grid", "points", "sample", "trials", "zip_"]
@@ -58,22 +58,100 @@ _REFINABLE = frozenset({"grid", "zip_", "trials"})
 _TYPED = {int: np.int64, float: np.float64, bool: np.bool_}
 
 
-def _column(values: Iterable[object]) -> np.ndarray:
+def _column(name: str, values: Iterable[object]) -> np.ndarray:
     """A 1-D numpy column of (checked) values whose items come back as the same values.
 
     All ints, all floats or all bools get a typed array (8 bytes a point, not a Python
-    object each); anything else an object array holding the values as they are.
+    object each); anything else an object array holding the values as they are. A
+    parameter's values must be of one kind (`_kind_of`).
     """
     values = list(values)
     kinds = {type(v) for v in values}
     if len(kinds) == 1 and (kind := kinds.pop()) in _TYPED:
-        try:
-            return np.array(values, dtype=_TYPED[kind])
-        except OverflowError:  # ints beyond 64 bits stay Python ints
-            pass
+        return np.array(values, dtype=_TYPED[kind])  # checked values fit 64 bits
     out = np.empty(len(values), dtype=object)
     out[:] = values
+    _kind_of(name, out)
     return out
+
+
+# -- one kind of value per parameter -------------------------------------------------------
+_KIND = {bool: "bool", int: "number", float: "number", str: "str"}
+_EXACT_FLOAT_INT = 2**53  # ints up to this size are exact as float64
+
+
+class Kind(NamedTuple):
+    """What a parameter's values are: ``bool``, ``number`` or ``str``; for numbers,
+    whether there are floats and ints too big for a float64 to hold exactly."""
+
+    kind: str
+    floats: bool = False
+    big_int: object = None  # the first int beyond 2**53, if any
+
+
+def _kind_of(name: str, column: np.ndarray, where: str = "") -> Kind:
+    """The `Kind` of a column of checked values, or a `SpaceError` when they mix kinds.
+
+    Each value of a parameter must come back from the store as itself: a column mixing
+    bools, numbers and strings would be stored as text (``1``, ``True`` and ``"1"`` all
+    read as ``"1"``), and ints beyond 2**53 among floats as float64 (``10**17`` and
+    ``1e17`` would fall into one cell).
+    """
+    dtype = column.dtype.kind
+    if dtype == "b":
+        return Kind("bool")
+    if dtype == "f":
+        return Kind("number", floats=True)
+    if dtype in "iu":
+        big = column[(column > _EXACT_FLOAT_INT) | (column < -_EXACT_FLOAT_INT)]
+        return Kind("number", big_int=big[0].item() if len(big) else None)
+    found: dict[str, object] = {}
+    floats, big_int = False, None
+    for value in column.tolist():
+        found.setdefault(_KIND[type(value)], value)
+        floats = floats or type(value) is float
+        if big_int is None and type(value) is int and abs(value) > _EXACT_FLOAT_INT:
+            big_int = value
+    if len(found) > 1:
+        raise SpaceError(_mixed_kinds(name, found, where))
+    kind = Kind(next(iter(found)) if found else "number", floats, big_int)
+    _check_number_kind(name, kind, where)
+    return kind
+
+
+def _mixed_kinds(name: str, found: Mapping[str, object], where: str) -> str:
+    examples = " and ".join(f"{v!r} ({type(v).__name__})" for v in found.values())
+    texts = [str(v) for v in found.values()]
+    if len(set(texts)) < len(texts):  # str() alone would not tell them apart
+        texts = [f"{type(v).__name__}:{v}" for v in found.values()]
+    return (f"{where}parameter {name!r} mixes {' and '.join(found)} values, e.g. {examples}; "
+            "the values of one parameter must be all bools, all numbers or all strings, so "
+            "that the store keeps and shows each one as itself (True is not 1, 1 is not "
+            "'1'). Give them one type, e.g. all strings: "
+            f"{texts!r}.")
+
+
+def _check_number_kind(name: str, kind: Kind, where: str) -> None:
+    if kind.floats and kind.big_int is not None:
+        raise SpaceError(
+            f"{where}parameter {name!r} mixes floats with the int {kind.big_int}, beyond "
+            f"2**53: the store keeps such a column as float64, which cannot hold that int "
+            f"exactly (it would read as {float(kind.big_int)!r}). Write it as a float "
+            f"({float(kind.big_int)!r}) or make every value of {name!r} an int.")
+
+
+def _joined_kinds(name: str, a: Kind, b: Kind) -> Kind:
+    """The `Kind` of a union's column, or a `SpaceError` when the two sides differ."""
+    if a.kind != b.kind:
+        raise SpaceError(
+            f"a + b: parameter {name!r} has {a.kind} values in a and {b.kind} values in b; "
+            "the values of one parameter must be all bools, all numbers or all strings, so "
+            "that the store keeps and shows each one as itself (True is not 1, 1 is not "
+            "'1'). Give both sides the same type, e.g. strings on both.")
+    joined = Kind(a.kind, a.floats or b.floats,
+                  a.big_int if a.big_int is not None else b.big_int)
+    _check_number_kind(name, joined, "a + b: ")
+    return joined
 
 
 def _concatenate(columns: Sequence[np.ndarray]) -> np.ndarray:
@@ -138,7 +216,7 @@ def _axis_values(name: str, values: object, *, where: str) -> np.ndarray:
                                         and array.max() < 2**63):
             values = array.astype(bool if array.dtype.kind == "b" else np.int64, copy=False)
         elif array.dtype.kind == "f" and np.isfinite(array).all():
-            values = array.astype(np.float64)
+            values = floats_as_float64(array)  # float32 0.1 is 0.1 (see keys)
         else:
             values = array.tolist()  # each value checked below (names the bad one)
     if not len(values):
@@ -146,7 +224,7 @@ def _axis_values(name: str, values: object, *, where: str) -> np.ndarray:
                          "Give it values, or drop the axis.")
     if isinstance(values, np.ndarray):
         return values  # numbers already checked, as a whole
-    return _column([check_value(name, value) for value in values])  # type: ignore[attr-defined]
+    return _column(name, [check_value(name, value) for value in values])  # type: ignore[attr-defined]
 
 
 #: Axes longer than this are described by their rule when they follow one (`describe_axis`).
@@ -292,6 +370,15 @@ class Space(metaclass=_Frozen):
 
     def _build_keys(self) -> np.ndarray:
         return key_array(self._names, self._columns())
+
+    def _kinds(self) -> dict[str, Kind]:
+        """Each parameter's `Kind` (see `_kind_of`), without building the columns."""
+        if "kinds" not in self._cache:
+            self._cache["kinds"] = self._build_kinds()
+        return self._cache["kinds"]
+
+    def _build_kinds(self) -> dict[str, Kind]:
+        return {name: _kind_of(name, column) for name, column in self._columns().items()}
 
     def _columns(self) -> dict[str, np.ndarray]:
         if "columns" not in self._cache:
@@ -547,6 +634,9 @@ class _Grid(Space):
         return {"kind": "grid", "size": len(self),
                 "axes": {name: describe_axis(values) for name, values in self._axes.items()}}
 
+    def _build_kinds(self) -> dict[str, Kind]:
+        return {name: _kind_of(name, values) for name, values in self._axes.items()}
+
     def _holders(self) -> dict[str, set[str]]:
         return {name: {"grid"} for name in self._axes}
 
@@ -580,7 +670,7 @@ class _Explicit(Space):
 
     def __init__(self, cols: Mapping[str, list[Scalar]], *, check_duplicates: bool = True) -> None:
         super().__init__(tuple(cols), on_grid=False)
-        self._cols = {name: _column(values) for name, values in cols.items()}
+        self._cols = {name: _column(name, values) for name, values in cols.items()}
         if check_duplicates:
             seen: dict[bytes, int] = {}
             for i, key in enumerate(self._keys().tolist()):
@@ -649,6 +739,12 @@ class _Binary(Space):
         return {"kind": self.kind, "size": len(self),
                 "parts": [self._left._node(), self._right._node()]}
 
+    def _build_kinds(self) -> dict[str, Kind]:
+        kinds = dict(self._left._kinds())
+        for name, kind in self._right._kinds().items():
+            kinds[name] = _joined_kinds(name, kinds[name], kind) if name in kinds else kind
+        return kinds
+
     def _holders(self) -> dict[str, set[str]]:
         holders = {name: set(kinds) for name, kinds in self._left._holders().items()}
         for name, kinds in self._right._holders().items():
@@ -698,6 +794,7 @@ class _Union(_Binary):
                              f"{', '.join(only_right) or '-'}. Add the missing parameters (e.g. "
                              "b * grid(name=value)) or use * for a product.")
         super().__init__(left, right, left.names)
+        self._kinds()  # one kind per parameter on both sides, before any work
 
     def _keep(self) -> np.ndarray:
         """Indices of the right-hand points whose keys are not already in the union."""
@@ -762,6 +859,9 @@ class _Where(Space):
     def _node(self) -> dict[str, Any]:
         return {"kind": "where", "size": len(self), "predicate": self._pred_name,
                 "base": self._base._node()}
+
+    def _build_kinds(self) -> dict[str, Kind]:
+        return self._base._kinds()
 
     def _holders(self) -> dict[str, set[str]]:
         return self._base._holders()

@@ -29,7 +29,8 @@ scalars = st.one_of(
     st.booleans(),
     st.integers(-(10**12), 10**12),
     st.floats(allow_nan=False, allow_infinity=False, width=64),
-    st.text(max_size=8),
+    st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+            max_size=8),
 )
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=6)
 

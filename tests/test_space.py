@@ -92,8 +92,11 @@ def test_grid_needs_an_axis() -> None:
         grid()
 
 
-def test_grid_keeps_distinct_types_with_equal_python_values_apart() -> None:
-    assert len(grid(v=[True, 1, "1"])) == 3
+def test_grid_refuses_an_axis_mixing_bools_numbers_and_text() -> None:
+    # True, 1 and "1" are different points (keys), but a shard keeps one type per
+    # variable: a mixed axis would come back as text, 1 and "1" in one cell
+    with pytest.raises(SpaceError, match=r"'v' mixes bool and number and str"):
+        grid(v=[True, 1, "1"])
 
 
 # -- zip_ and points ------------------------------------------------------------------------

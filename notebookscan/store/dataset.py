@@ -188,9 +188,38 @@ def _dataset_attrs(table: Table, layout: Layout) -> dict[str, Any]:
     }
 
 
+def _labels(values: np.ndarray) -> np.ndarray:
+    """Text of an object column's values, telling kinds apart: where a parameter is text
+    in some shards and numbers or bools in others, the text is quoted (``'1'``, not
+    ``1``), so no two points fall into one cell."""
+    items = values.tolist()
+    if all(type(v) is str for v in items):
+        return values.astype(str)
+    return np.array([repr(v) if type(v) is str else str(v) for v in items], dtype=str)
+
+
+def _with_extra(column: np.ndarray, extra: list[Any]) -> np.ndarray:
+    """A parameter's stored values followed by ``extra`` ones, each kept as itself."""
+    if not extra:
+        return column
+    values = column.tolist() + extra
+    kinds = {bool if type(v) is bool else str if type(v) is str else float for v in values}
+    # stored objects that are not text mix types (see table._exact_dtype): kept as objects
+    mixed = column.dtype.kind == "O" and len(column) and kinds != {str}
+    if len(kinds) == 1 and not mixed:
+        typed = np.asarray(values)
+        if typed.dtype.kind in "biufU":
+            return typed
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def _canonical_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and each value's index, merging float noise (0.1 vs 0.1+1e-17)."""
-    if values.dtype.kind in "OU":
+    if values.dtype.kind == "O":
+        values = _labels(values)
+    elif values.dtype.kind == "U":
         values = values.astype(str)
     unique, inverse = np.unique(values, return_inverse=True)
     if unique.dtype.kind != "f" or len(unique) < 2:
@@ -218,8 +247,7 @@ def _grid_dataset(table: Table, dims: Sequence[str],
     positions: list[np.ndarray] = []
     for dim in dims:
         column = table.params[dim]
-        extra = list((extra_coords or {}).get(dim, []))
-        combined = np.asarray(column.tolist() + extra) if extra else column
+        combined = _with_extra(column, list((extra_coords or {}).get(dim, [])))
         unique, inverse = _canonical_unique(combined)
         coords[dim] = unique
         positions.append(inverse[: len(column)])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .files import exclusive_lock, pid_alive
 from .schema import LOCK_FILE
 from .shards import ShardData, ShardVanished, _clean, read_shard
-from .table import Table, combine_shards
+from .table import Table, combine_shards, typed_parts
 
 if TYPE_CHECKING:
     from .directory import Store
@@ -132,7 +132,8 @@ def _compact_pass(store: Store, candidates: list[str], max_memory_bytes: int) ->
         return 0
     table = combine_shards(shards, store.metadata().get("names"), consume=True)
     del shards
-    store.write(table_to_shard(table))
+    for part in typed_parts(table):  # one type per parameter in each shard
+        store.write(table_to_shard(part))
     for name in chosen:  # only after the compacted shard is safely in place
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(store.shards_dir, name))

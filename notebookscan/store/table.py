@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreWarning
-from .schema import BOOKKEEPING, BOOKKEEPING_DTYPES
+from ..keys import SEPARATOR, key_array
+from .schema import BOOKKEEPING, BOOKKEEPING_DTYPES, DTYPE_ATTR
 from .shards import ShardData
 
-__all__ = ["Table", "combine_shards"]
+__all__ = ["Table", "combine_shards", "typed_parts"]
 
 @dataclass
 class Table:
@@ -51,6 +52,35 @@ class Table:
                      self.result_dims, self.result_attrs, pick(self.lengths), coords, self.runs)
 
 
+_TYPED = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64)}
+
+
+def typed_parts(table: Table) -> list[Table]:
+    """``table`` split into parts whose parameter columns each hold one type.
+
+    A parameter combined from shards of different types (see `_exact_dtype`) is a
+    column of Python objects; a shard holds one type per variable, so compaction
+    writes one shard per combination of types, and every value keeps its own.
+    """
+    mixed = [name for name, column in table.params.items() if column.dtype.kind == "O"
+             and len({type(v) for v in column.tolist()}) > 1]
+    if not mixed:
+        return [table]
+    signature = np.array(["|".join(type(v).__name__ for v in row)
+                          for row in zip(*(table.params[n].tolist() for n in mixed),
+                                         strict=True)])
+    parts = []
+    for sig in np.unique(signature):
+        part = table.take(np.flatnonzero(signature == sig))
+        for name in mixed:
+            column = part.params[name]
+            kind = type(column[0]) if len(column) else str
+            if kind in _TYPED:
+                part.params[name] = column.astype(_TYPED[kind])
+        parts.append(part)
+    return parts
+
+
 def _missing_for(dtype: np.dtype) -> Any:
     if dtype.kind == "f":
         return np.nan
@@ -73,9 +103,64 @@ def _target_dtype(dtypes: list[np.dtype]) -> np.dtype:
     return np.result_type(*dtypes)
 
 
-def _convert_block(block: np.ndarray, target: np.dtype) -> np.ndarray:
+_EXACT_FLOAT_INT = 2**53  # ints up to this size are exact as float64
+_VALUE_KIND = {"b": "bool", "i": "number", "u": "number", "f": "number", "O": "text",
+               "S": "text", "U": "text"}
+
+
+def _exact_dtype(blocks: list[np.ndarray]) -> np.dtype:
+    """A dtype that holds every block's values as themselves (parameters).
+
+    Shards of one store may hold a parameter as different types (two runs, a merge):
+    bools never become ints, ints never become text, and ints beyond 2**53 never become
+    floats, since each of these would show two points as one. Such mixes are combined
+    as Python objects, each value as it was stored.
+    """
+    dtypes = [b.dtype for b in blocks]
+    kinds = {_VALUE_KIND.get(d.kind, "other") for d in dtypes}
+    if len(kinds) > 1:
+        return np.dtype(object)
+    if kinds == {"number"} and any(d.kind == "f" for d in dtypes) and any(
+            d.kind in "iu" and len(b) and (np.abs(b.astype(np.float64)) > _EXACT_FLOAT_INT).any()
+            for b, d in zip(blocks, dtypes, strict=True)):
+        return np.dtype(object)
+    return _target_dtype(dtypes)
+
+
+def _bools_among_others(blocks: list[np.ndarray | None], is_bool: list[bool]
+                        ) -> list[np.ndarray | None]:
+    """Result blocks where bool blocks (int8, -1 or less where missing) meet blocks of
+    another type: each bool block as that type, so that no int is read as a bool.
+
+    With text, bools become ``"True"``/``"False"``; with floats 1.0/0.0 (NaN where
+    missing); with ints 1/0 (the int missing marker where missing).
+    """
+    others = [b.dtype.kind for b, flag in zip(blocks, is_bool, strict=True)
+              if b is not None and not flag]
+    out: list[np.ndarray | None] = []
+    for block, flag in zip(blocks, is_bool, strict=True):
+        if block is None or not flag:
+            out.append(block)
+            continue
+        missing = block < 0
+        if any(k in "OSU" for k in others):
+            text = np.where(block > 0, "True", "False").astype(object)
+            text[missing] = ""
+            out.append(text)
+        elif "f" in others:
+            out.append(np.where(missing, np.nan, block.astype(np.float64)))
+        else:
+            out.append(np.where(missing, np.iinfo(np.int64).min, block.astype(np.int64)))
+    return out
+
+
+def _convert_block(block: np.ndarray, target: np.dtype, exact: bool = False) -> np.ndarray:
     if block.dtype == target:
         return block
+    if exact and target.kind == "O":  # each value as itself (see _exact_dtype)
+        if block.dtype.kind == "S":
+            return np.char.decode(block, "utf-8").astype(object)
+        return block.astype(object)
     if target.kind == "f" and block.dtype.kind in "iu":
         out = block.astype(target)
         out[block == _missing_for(block.dtype)] = np.nan
@@ -88,10 +173,17 @@ def _convert_block(block: np.ndarray, target: np.dtype) -> np.ndarray:
 
 
 def _concat_column(blocks: list[np.ndarray | None], sizes: list[int],
-                   inner: tuple[int, ...] = ()) -> np.ndarray:
-    """Concatenate per-shard blocks along points, padding inner dims and absent blocks."""
+                   inner: tuple[int, ...] = (), *, exact: bool = False) -> np.ndarray:
+    """Concatenate per-shard blocks along points, padding inner dims and absent blocks.
+
+    With ``exact`` (parameters), blocks of different types keep each value as itself
+    (see `_exact_dtype`).
+    """
     present = [b for b in blocks if b is not None]
-    dtype = _target_dtype([b.dtype for b in present]) if present else np.dtype(np.float64)
+    if not present:
+        dtype = np.dtype(np.float64)
+    else:
+        dtype = _exact_dtype(present) if exact else _target_dtype([b.dtype for b in present])
     if not inner and all(b is not None and b.dtype == dtype for b in blocks):
         return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     out = np.full((sum(sizes), *inner), _missing_for(dtype), dtype=dtype)
@@ -99,7 +191,7 @@ def _concat_column(blocks: list[np.ndarray | None], sizes: list[int],
     for block, size in zip(blocks, sizes, strict=True):
         if block is not None:
             region = (slice(start, start + size), *(slice(0, s) for s in block.shape[1:]))
-            out[region] = _convert_block(block, dtype)
+            out[region] = _convert_block(block, dtype, exact)
         start += size
     return out
 
@@ -165,12 +257,13 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
                 getattr(s, part).pop(name, None)
         return found
 
-    params = {n: _concat_column(blocks("params", n), sizes) for n in names}
+    params = {n: _concat_column(blocks("params", n), sizes, exact=True) for n in names}
     bookkeeping = {
         b: _concat_column(blocks("bookkeeping", b), sizes)
         for b in BOOKKEEPING
         if any(b in s.bookkeeping for s in shards)
     }
+    _migrate_separator_keys(bookkeeping, params)
     best = _best_rows(bookkeeping, params, names)
     for columns in (params, bookkeeping):
         for name in list(columns):  # one column copied at a time
@@ -200,6 +293,13 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
         found = [
             s.results.get(name) if s.result_dims.get(name) == dims else None for s in shards
         ]
+        is_bool = [b is not None and s.result_attrs.get(name, {}).get(DTYPE_ATTR) == "bool"
+                   for b, s in zip(found, shards, strict=True)]
+        if any(is_bool) and not all(f for b, f in zip(found, is_bool, strict=True)
+                                    if b is not None):
+            found = _bools_among_others(found, is_bool)
+            result_attrs[name] = {k: v for k, v in result_attrs[name].items()
+                                  if k != DTYPE_ATTR}
         if consume:
             for s in shards:
                 s.results.pop(name, None)
@@ -217,6 +317,32 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
             coords[dim] = coord[best] if coord.ndim == 2 else coord
     return Table(names, params, bookkeeping, results, result_dims, result_attrs, lengths,
                  coords, _runs_of(shards))
+
+
+def _migrate_separator_keys(bookkeeping: dict[str, np.ndarray],
+                            params: dict[str, np.ndarray]) -> None:
+    """Give rows whose text parameters hold the key separator their current key.
+
+    Before the separator was doubled inside text, such points could share a key with
+    another point (see :mod:`notebookscan.keys`); their rows in older shards get the
+    key their parameters have now, so reading (and compaction, which writes it) keeps
+    one row per point. Rows already keyed this way get the same key again.
+    """
+    if "key" not in bookkeeping:
+        return
+    rows = np.zeros(len(bookkeeping["key"]), dtype=bool)
+    for column in params.values():
+        if column.dtype.kind == "O":
+            rows |= np.fromiter((type(v) is str and SEPARATOR in v for v in column.tolist()),
+                                dtype=bool, count=len(column))
+    if not rows.any():
+        return
+    index = np.flatnonzero(rows)
+    keys = key_array(list(params), {name: column[index] for name, column in params.items()})
+    column = bookkeeping["key"]
+    if column.dtype.kind != "S":
+        keys = keys.astype(str).astype(column.dtype)
+    column[index] = keys
 
 
 def _best_rows(bookkeeping: dict[str, np.ndarray], params: dict[str, np.ndarray],
