@@ -86,6 +86,7 @@ def find_stale(store: Any, function: Callable[..., Any], keys: np.ndarray) -> St
     ``status``, ``run`` and ``finished`` columns only when some run used other code.
     The version of a point looked at is the one every reader shows.
     """
+    from .store.index import _sorted_isin
     from .store.table import combine_shards
 
     current = function_identity(function)
@@ -102,17 +103,23 @@ def find_stale(store: Any, function: Callable[..., Any], keys: np.ndarray) -> St
     if status is None or run is None or not len(status):
         return report
     done = status == (b"done" if status.dtype.kind == "S" else "done")
-    run = run.astype(object).astype(str) if run.dtype.kind != "S" else \
-        np.char.decode(run, "ascii", errors="replace")
-    from_other = np.isin(run, list(other))
-    stale = done & from_other & np.isin(table.bookkeeping["key"].astype(KEY_DTYPE), keys)
+    # a few distinct run ids: test those, not every row's text
+    ids, which = np.unique(run, return_inverse=True)
+    names = [i.decode("ascii", "replace") if isinstance(i, bytes) else str(i)
+             for i in ids.tolist()]
+    from_other = np.array([n in other for n in names], dtype=bool)[which.reshape(-1)]
+    stale = done & from_other
+    rows = np.flatnonzero(stale)
+    stale[rows] = _sorted_isin(table.bookkeeping["key"][rows].astype(KEY_DTYPE), np.sort(keys))
     if not stale.any():
         return report
-    used = sorted(set(run[stale].tolist()))
+    per_run = np.bincount(which.reshape(-1)[stale], minlength=len(names))
+    used = [n for n, count in zip(names, per_run.tolist(), strict=True) if count]
     # another function name (not module: a file imported under two names is one model)
     renamed = {rid for rid in used if other[rid].get("function") != current["function"]}
     report.count = int(stale.sum())
-    report.other_function = int((stale & np.isin(run, list(renamed))).sum())
+    report.other_function = int(sum(c for n, c in zip(names, per_run.tolist(), strict=True)
+                                    if n in renamed))
     report.functions = sorted({_name(other[rid]) for rid in renamed})
     report.runs = len(used)
     report.latest = max((str(other[rid].get("created", "")) for rid in used), default="")
