@@ -21,6 +21,7 @@ from .errors import (
     NotebookscanError,
     ScanError,
     SpaceError,
+    StaleResultsWarning,
     StoreError,
     StoreWarning,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "SegmentedScan",
     "Space",
     "SpaceError",
+    "StaleResultsWarning",
     "Store",
     "StoreError",
     "StoreWarning",

@@ -38,8 +38,9 @@ EXIT_INTERRUPTED = 130
 
 PROG = "notebookscan"
 EXECUTORS = ("local", "processes", "serial")
+STALE_CHOICES = ("reuse", "recompute", "error")  # as notebookscan.stale.STALE_CHOICES
 CONFIG_KEYS = ("function", "store", "axes", "log_axes", "trials", "executor", "engines",
-               "profile", "cluster_id", "connection_file", "retry_failed")
+               "profile", "cluster_id", "connection_file", "retry_failed", "stale")
 AXIS_SYNTAX = ("write NAME=START:STOP:NUM (NUM evenly spaced values, e.g. k=1:20:20), "
                "NAME=V1,V2,... (e.g. tau=0.005,0.01) or NAME=VALUE (one fixed value)")
 
@@ -121,7 +122,8 @@ config file (TOML; YAML with the same keys if PyYAML is installed):
   tau = [0.005, 0.01]               # ...a list, or a single value, or...
   [log_axes]
   dt = {start = 1e-4, stop = 1e-2, num = 5}
-  Other keys: executor, engines, profile, cluster_id, connection_file, retry_failed.
+  Other keys: executor, engines, profile, cluster_id, connection_file, retry_failed,
+  stale.
   Command-line options override the file; --axis NAME overrides the file's NAME.
 
 exit codes: 0 every point done; 1 some points failed (see `notebookscan status`);
@@ -250,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the points that would run, run nothing")
     p.add_argument("--retry-failed", action="store_true", default=None,
                    help="also run points that failed in earlier runs")
+    p.add_argument("--stale", choices=STALE_CHOICES, default=None,
+                   help="stored points computed by other code (the function's source "
+                        "changed): reuse them (default, with a note), recompute them, or "
+                        "error (stop; then use a new --store)")
     _add_executor_options(p, cluster=True)
     p.set_defaults(handler=cmd_run)
 
@@ -701,7 +707,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     settings = dict(config.values)
     for key in ("function", "store", "trials", "executor", "engines", "profile", "cluster_id",
-                "connection_file", "retry_failed"):
+                "connection_file", "retry_failed", "stale"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
@@ -736,7 +742,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if os.path.exists(store) and not os.path.isdir(store):
         raise UsageError("--store", f"{store!r} is a file; give a directory")
     scan = _make_scan(function, axes, trials, store)
+    stale = settings.get("stale")
+    if stale is not None and stale not in STALE_CHOICES:
+        raise UsageError("--stale", f"{stale!r} is not one of {', '.join(STALE_CHOICES)}")
     return _execute(scan, args, settings, retry_failed=bool(settings.get("retry_failed")),
+                    stale=stale,
                     dry_run=args.dry_run)
 
 
@@ -758,11 +768,11 @@ def _make_scan(function: Callable[..., Any], axes: Mapping[str, Any], trials: in
 
 
 def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *,
-             retry_failed: bool, dry_run: bool) -> int:
+             retry_failed: bool, dry_run: bool, stale: str | None = None) -> int:
     """Run what is missing from ``scan``'s store and report; the exit code."""
     from .errors import NotebookscanError
 
-    planned = scan.run(dry_run=True, retry_failed=retry_failed)
+    planned = scan.run(dry_run=True, retry_failed=retry_failed, stale=stale)
     to_run = len(planned.to_run)
     store = scan.store.path
     if dry_run:
@@ -777,6 +787,8 @@ def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *
             if to_run > 20:
                 _echo(f"… and {to_run - 20} more")
         return EXIT_OK
+    if planned.stale:
+        _report_stale(planned.stale, stale, dry_run=dry_run)
     if planned.failed_before and not retry_failed:
         _note(f"note: {planned.failed_before} point(s) failed in earlier runs and are not run "
               "again; add --retry-failed to run them")
@@ -788,7 +800,7 @@ def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*failed in earlier runs")
-                run = scan.run(executor.spec, retry_failed=retry_failed,
+                run = scan.run(executor.spec, retry_failed=retry_failed, stale=stale or "reuse",
                                progress=_show_progress(args), wait=True)
         except NotebookscanError as exc:
             raise CommandFailed(str(exc)) from exc
@@ -810,6 +822,20 @@ def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *
               "--retry-failed")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _report_stale(report: Any, stale: str | None, *, dry_run: bool) -> None:
+    """Say how many stored points other code computed, and what this run does with them;
+    ``--stale=error`` stops here (exit 1)."""
+    if stale == "error" and not dry_run:
+        raise CommandFailed(f"{report.message()} Nothing was run: rerun with --stale=reuse "
+                            "to keep them, --stale=recompute to compute them again, or give "
+                            "a new --store.")
+    if stale == "recompute":
+        _note(f"note: {report.message()} They run again (--stale=recompute).")
+    else:
+        _note(f"note: {report.message()} They are reused; add --stale=recompute to compute "
+              "them again, or give a new --store.")
 
 
 def _quote(path: str) -> str:
@@ -878,12 +904,16 @@ def store_summary(store: Any, failures: int = 10) -> dict[str, Any]:
         "shards": len(store.shard_files()), "size_bytes": store.size_bytes(),
         "quarantined": _quarantined(store),
     }
+    summary["excluded"] = None
     if layout.kind == "grid" and layout.dims and len(status):
-        size = 1
-        for dim in layout.dims:
-            size *= len({_canonical(v) for v in table.params[dim].tolist()})
-        summary["grid_size"] = size
-        summary["missing"] = size - len(status)
+        from .store.dataset import grid_counts, store_records
+
+        # the cells open_store shows: the grid spanned by the stored values, empty ones
+        # missing when a run's space holds them and excluded when none does
+        counts = grid_counts(table.params, layout.dims, store_records(store, table.runs))
+        summary["grid_size"] = counts["cells"]
+        summary["missing"] = counts["missing"]
+        summary["excluded"] = counts["excluded"]
     errors = table.bookkeeping.get("error", np.array([""] * len(status), dtype=object))
     failed_rows = np.flatnonzero(status != "done")
     summary["failures"] = [
@@ -911,12 +941,6 @@ def store_summary(store: Any, failures: int = 10) -> dict[str, Any]:
     return summary
 
 
-def _canonical(value: Any) -> str:
-    from .keys import canonical_token
-
-    return canonical_token(value)
-
-
 def _json_scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -929,8 +953,38 @@ def _quarantined(store: Any) -> list[str]:
     return sorted(n for n in names if n.endswith(".nc"))
 
 
+def _started_store(path: str) -> Any:
+    """A store a run has prepared (``notebookscan.json``) but written no shard to yet, or
+    None."""
+    from .store import Store
+    from .store.schema import META_FILE
+
+    store = Store(path)
+    if store.shard_files() or not os.path.isfile(os.path.join(path, META_FILE)):
+        return None
+    return store
+
+
+def _report_started(store: Any, as_json: bool) -> int:
+    """What ``status`` says of a store whose first shard is not written yet."""
+    meta = store.metadata()
+    if as_json:
+        _echo(json.dumps({"store": store.path, "parameters": meta.get("names", []),
+                          "layout": meta.get("layout"), "created": meta.get("created", ""),
+                          "points": 0, "done": 0, "failed": 0, "started": True}, indent=2))
+        return EXIT_OK
+    _echo(f"store:      {store.path}")
+    _echo(f"parameters: {', '.join(meta.get('names', [])) or '-'}")
+    _echo(f"points:     none stored yet (store created {meta.get('created') or '?'}): a run "
+          "has started and not written its first results; look again in a moment")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``notebookscan status``."""
+    started = _started_store(args.store) if os.path.isdir(args.store) else None
+    if started is not None:
+        return _report_started(started, args.json)
     store = _existing_store(args.store)
     summary = store_summary(store, args.failures)
     if args.json:
@@ -943,8 +997,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     _echo(f"parameters: {', '.join(s['parameters']) or '-'} ({layout['kind']} layout: {dims})")
     counts = f"{s['done']} done, {s['failed']} failed"
     if s["missing"] is not None:
-        counts += (f", {s['missing']} missing (of the {s['grid_size']}-point grid spanned by "
-                   "the stored values)")
+        counts += f", {s['missing']} missing"
+        if s["excluded"]:
+            counts += f", {s['excluded']} excluded (no run's space holds them)"
+        counts += f" (of the {s['grid_size']}-cell grid spanned by the stored values)"
     elif s["points"] and layout["kind"] != "grid":
         counts += " (missing points: unknown for a points-layout store; `run --dry-run` tells)"
     _echo(f"points:     {s['points']} stored: {counts}")

@@ -28,3 +28,7 @@ class ScanError(NotebookscanError):
 
 class StoreWarning(UserWarning):
     """Something in a store was skipped or repaired while reading (e.g. a corrupt shard)."""
+
+
+class StaleResultsWarning(UserWarning):
+    """Stored points of a scan came from other code than the function scanned now."""

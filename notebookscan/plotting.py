@@ -47,8 +47,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["parameters", "plot_result", "plot_status", "result_variables"]
 
-#: Colours of the three point states (colour-blind safe: green/red/grey differ in lightness).
-STATUS_COLORS = {"done": "#3a923a", "failed": "#d0342c", "missing": "#d9d9d9"}
+#: Colours of the point states (colour-blind safe: green/red/grey differ in lightness);
+#: ``excluded`` (grid cells no scan space holds) is a plain, near-white neutral.
+STATUS_COLORS = {"done": "#3a923a", "failed": "#d0342c", "missing": "#d9d9d9",
+                 "excluded": "#f3f3f3"}
 _MISSING_HATCH = "////"
 _MAX_ANNOTATED_CELLS = 400
 _BOOKKEEPING = frozenset(BOOKKEEPING)
@@ -592,7 +594,7 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         if dim is not None and dim not in status.dims:
             raise ValueError(f"{dim!r} is not a parameter of this Dataset; its parameters "
                              f"are {', '.join(params)}")
-    counts = {s: (status == s) for s in ("done", "failed", "missing")}
+    counts = {s: (status == s) for s in ("done", "failed", "missing", "excluded")}
     totals = {s: int(c.sum()) for s, c in counts.items()}
     fig = _figure(figsize)
     ax = fig.add_subplot()
@@ -608,7 +610,9 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         if labels is None and _looks_log(xs):
             ax.set_xscale("log")
             width = xs * 0.25
-        for name in ("done", "failed", "missing"):
+        for name in ("done", "failed", "missing", "excluded"):
+            if name == "excluded" and not totals[name]:
+                continue
             heights = np.asarray(per_cell[name].transpose(x).values, dtype=float)[order]
             ax.bar(xs, heights, width=width, bottom=bottom, color=STATUS_COLORS[name],
                    hatch=_MISSING_HATCH if name == "missing" else None,
@@ -619,11 +623,12 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
             ax.set_xticks(positions, labels)
         ax.set_xlabel(x)
         ax.set_ylabel("points" + (f" (over {'×'.join(others)})" if others else ""))
-        fig.legend(fontsize="small", frameon=False, ncols=3, loc="outside lower center")
+        fig.legend(fontsize="small", frameon=False, ncols=4, loc="outside lower center")
     else:
         _status_cells(fig, ax, per_cell, x, y)
+    excluded = f", {totals['excluded']} excluded" if totals["excluded"] else ""
     ax.set_title(f"status: {totals['done']} done, {totals['failed']} failed, "
-                 f"{totals['missing']} missing", fontsize="medium")
+                 f"{totals['missing']} missing{excluded}", fontsize="medium")
     return fig
 
 
@@ -641,15 +646,16 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
     failed = np.asarray(per_cell["failed"].transpose(y, x).values, dtype=float)
     missing = np.asarray(per_cell["missing"].transpose(y, x).values, dtype=float)
     total = done + failed + missing
-    # 0 done, 1 failed, 2 partly missing, 3 all missing
-    category = np.where(failed > 0, 1, np.where(missing == 0, 0, np.where(done > 0, 2, 3)))
+    # 0 done, 1 failed, 2 partly missing, 3 all missing, 4 excluded (no point of a scan)
+    category = np.where(total == 0, 4, np.where(failed > 0, 1, np.where(
+        missing == 0, 0, np.where(done > 0, 2, 3))))
     xs, xlabels = _coord_values(per_cell["done"], x)
     ys, ylabels = _coord_values(per_cell["done"], y)
     xo, yo = np.argsort(xs), np.argsort(ys)
     category = category[np.ix_(yo, xo)]
     cmap = ListedColormap([STATUS_COLORS["done"], STATUS_COLORS["failed"], "#a6cfa6",
-                           STATUS_COLORS["missing"]])
-    ax.imshow(category, cmap=cmap, vmin=-0.5, vmax=3.5, origin="lower", aspect="auto",
+                           STATUS_COLORS["missing"], STATUS_COLORS["excluded"]])
+    ax.imshow(category, cmap=cmap, vmin=-0.5, vmax=4.5, origin="lower", aspect="auto",
               interpolation="nearest")
     for (row, col), cat in np.ndenumerate(category):
         if cat in (2, 3):
@@ -657,6 +663,8 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
     if category.size <= _MAX_ANNOTATED_CELLS and total.max() > 1:
         d, t = done[np.ix_(yo, xo)], total[np.ix_(yo, xo)]
         for (row, col), value in np.ndenumerate(d):
+            if not t[row, col]:  # excluded: no point there
+                continue
             ax.text(col, row, f"{int(value)}/{int(t[row, col])}", ha="center", va="center",
                     fontsize="x-small", color="white" if category[row, col] in (0, 1)
                     else "#333333")
@@ -672,8 +680,10 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
                Patch(facecolor="#a6cfa6", hatch=_MISSING_HATCH, edgecolor="#777777",
                      label="partly missing"),
                Patch(facecolor=STATUS_COLORS["missing"], hatch=_MISSING_HATCH,
-                     edgecolor="#777777", label="missing")]
-    present = [handles[i] for i in range(4) if (category == i).any()]
+                     edgecolor="#777777", label="missing"),
+               Patch(facecolor=STATUS_COLORS["excluded"], edgecolor="#cccccc",
+                     label="excluded")]
+    present = [handles[i] for i in range(5) if (category == i).any()]
     fig.legend(handles=present, fontsize="small", frameon=False, ncols=len(present),
                loc="outside lower center")
 

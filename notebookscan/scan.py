@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import threading
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -33,14 +34,16 @@ from typing import Any
 import numpy as np
 
 from .detached import DetachedRun
-from .errors import ScanError
+from .errors import ScanError, StaleResultsWarning
 from .events import Events
 from .executors import resolve_executor
-from .keys import key_array
 from .loop import LoopSettings, Progress, ScanLoop
 from .provenance import collect, run_id
 from .space import PASSED_IF_ACCEPTED
+from .stale import StaleReport, check_stale_choice, find_stale
 from .store import Store, StoreIndex
+from .store.dataset import broadcast_excluded, label_excluded, store_records
+from .store.scanned import space_record, write_record
 from .store.schema import Layout
 
 __all__ = ["DryRun", "Scan", "ScanRun"]
@@ -63,10 +66,12 @@ class DryRun:
     stored: int
     failed_before: int
     to_run: Any  # pandas.DataFrame of the points that would run (parameters, key, seed)
+    stale: StaleReport | None = None  # stored points that other code computed
 
     def __repr__(self) -> str:
+        stale = f", {self.stale.count} from other code" if self.stale else ""
         return (f"<DryRun: {len(self.to_run)} of {self.total} point(s) would run; "
-                f"{self.stored} already stored, {self.failed_before} failed before>")
+                f"{self.stored} already stored{stale}, {self.failed_before} failed before>")
 
 
 class ScanRun:
@@ -296,7 +301,7 @@ class Scan(RunControl):
             flush_every: int = 10_000, flush_interval: float = 2.0,
             flush_bytes: int = 256 * 2**20, max_retries: int = 2,
             timeout: float | None = None, chunk_size: int | None = None,
-            writer: str = "auto") -> ScanRun | DryRun | DetachedRun:
+            writer: str = "auto", stale: str | None = None) -> ScanRun | DryRun | DetachedRun:
         """Run every point of the space that the store does not hold yet.
 
         Parameters
@@ -341,6 +346,14 @@ class Scan(RunControl):
             (same machine or a shared file system). ``"auto"`` (default): workers write
             chunks of 1 MiB of results or more when they run on this machine, the client
             writes the rest. Every shard is written atomically either way.
+        stale
+            What to do with stored points that other code computed (the function's
+            source changed since they were stored; keys depend on parameters only):
+            ``"reuse"`` keeps them, ``"recompute"`` runs them again (the new results are
+            the ones read afterwards), ``"error"`` raises :class:`ScanError` before
+            anything runs (then use a new store, or choose). ``None`` (default) reuses
+            them with a :class:`~notebookscan.errors.StaleResultsWarning` saying how
+            many there are; :meth:`stale` tells without running.
         """
         if self._run is not None and not self._run.done():
             raise ScanError("this scan is already running; call scan.stop() or await it first")
@@ -351,6 +364,15 @@ class Scan(RunControl):
             raise ScanError(f"max_retries must be >= 0, got {max_retries}")
         if writer not in ("auto", "client", "workers"):
             raise ScanError(f"writer must be 'auto', 'client' or 'workers', got {writer!r}")
+        check_stale_choice(stale)
+        todo, stored, failed_before = self._pending(retry_failed)
+        report = self.stale() if stored else StaleReport()
+        if report and not dry_run:
+            _settle_stale(report, stale)
+        if report and stale == "recompute":
+            again = np.flatnonzero(np.isin(self.space._keys(), report.keys))
+            todo = np.union1d(todo, again)
+            stored -= len(again)
         if detach and not dry_run:
             from . import detached
 
@@ -358,11 +380,11 @@ class Scan(RunControl):
                 "retry_failed": retry_failed, "flush_every": flush_every,
                 "flush_bytes": flush_bytes,
                 "flush_interval": flush_interval, "max_retries": max_retries,
-                "timeout": timeout, "chunk_size": chunk_size, "writer": writer})
-        todo, stored, failed_before = self._pending(retry_failed)
+                "timeout": timeout, "chunk_size": chunk_size, "writer": writer,
+                "stale": "reuse" if stale is None else stale})
         if dry_run:
             table = self.space.table()
-            return DryRun(len(self.space), stored, failed_before, table.iloc[todo])
+            return DryRun(len(self.space), stored, failed_before, table.iloc[todo], report)
         if failed_before and not retry_failed:
             warnings.warn(f"{failed_before} point(s) failed in earlier runs and are not run "
                           "again; pass retry_failed=True to run them.", stacklevel=2)
@@ -378,6 +400,9 @@ class Scan(RunControl):
         seeds = self.space._seed_array()
         names = list(self.space.names)
         record = collect(self.function, executor=executor_obj.description, space=self.space)
+        if self.space.layout.kind == "grid" and self.layout.kind == "grid":
+            # which grid cells this run's space holds: readers tell dropped from missing
+            record["scanned"] = write_record(self.store.path, self._space_record())
         payload: Any = self.function
         if executor_obj.needs_pickled_function:
             import cloudpickle
@@ -429,42 +454,67 @@ class Scan(RunControl):
 
     # ------------------------------------------------------------ results
 
-    def results(self) -> Any:
+    def results(self, broadcast: str | Sequence[str] | None = None) -> Any:
         """The scan's results as a labelled :class:`xarray.Dataset`.
 
         Every point of the space appears: stored ones with their values, the others as
-        NaN with ``status == "missing"``. Grid cells that are not points of this scan
-        (dropped by ``where``, or between the values of a refinement) have
-        ``status == "excluded"``. A grid space gives one dimension per
-        parameter; other spaces a ``point`` dimension with the parameters as coordinates.
+        NaN with ``status == "missing"``. Grid cells that no run's space holds (dropped
+        by ``where``, or between the values of a refinement) have
+        ``status == "excluded"``, as :func:`~notebookscan.open_store` shows them. A grid
+        space gives one dimension per parameter; other spaces a ``point`` dimension with
+        the parameters as coordinates.
+
+        Parameters
+        ----------
+        broadcast
+            A grid dimension (or several) the results do not depend on where the space
+            dropped cells: each excluded cell gets the result computed for the one cell
+            of its line along it that the space kept (``status`` stays ``"excluded"``).
+            See :func:`~notebookscan.store.dataset.broadcast_excluded`.
+
+        Examples
+        --------
+        >>> import tempfile, notebookscan as ns
+        >>> def drive(amp: float, freq: float):
+        ...     return amp * freq + 1        # at amp == 0 freq does not matter
+        >>> space = ns.grid(amp=[0.0, 1.0], freq=[1.0, 2.0]).where(
+        ...     lambda p: p["amp"] > 0 or p["freq"] == 1.0)
+        >>> scan = ns.Scan(drive, space, store=tempfile.mkdtemp())
+        >>> _ = scan.run(executor="serial", progress=False)
+        >>> scan.results().status.values.tolist()
+        [['done', 'excluded'], ['done', 'done']]
+        >>> scan.results(broadcast="freq").result.values.tolist()
+        [[1.0, 1.0], [2.0, 3.0]]
         """
         layout = self.layout
         if layout.kind == "grid":
             ds = self.store.dataset(lazy=False, layout=layout,
                                     extra_coords=self.space.grid_coords())
-            return self._mark_excluded(ds, layout.dims)
+            records = store_records(self.store, json.loads(ds.attrs.get("provenance") or "{}"))
+            # this scan's own space counts as scanned, recorded or not (yet)
+            ds = label_excluded(ds, layout.dims, [*(records or []), self._space_record()])
+            return ds if broadcast is None else _broadcast(ds, broadcast)
+        if broadcast is not None:
+            raise ScanError("broadcast= needs a grid layout; this scan's points form a list "
+                            "(zip_, points or sample)")
         pending = pending_columns(self.space, self.store.index())
         if not self.store.exists:
             os.makedirs(self.store.shards_dir, exist_ok=True)
         return self.store.dataset(lazy=False, layout=layout, pending=pending)
 
-    def _mark_excluded(self, ds: Any, dims: tuple[str, ...]) -> Any:
-        """Grid cells that are not points of this scan (dropped by ``where``, or between the
-        values of a refinement) get ``status == "excluded"`` rather than "missing"."""
-        status = ds["status"].transpose(*dims, ...).values
-        cells = np.argwhere(status == "missing")
-        if not len(cells):
-            return ds
-        columns = {dim: [ds[dim].values[i].item() for i in cells[:, axis]]
-                   for axis, dim in enumerate(dims)}
-        candidates = key_array(dims, {dim: np.array(values, dtype=object)
-                                      for dim, values in columns.items()})
-        outside = ~np.isin(candidates, self.space._keys())
-        if outside.any():
-            status = status.copy()
-            status[tuple(cells[outside].T)] = "excluded"
-            ds["status"] = (dims, status, ds["status"].attrs)
-        return ds
+    def _space_record(self) -> dict[str, Any]:
+        """The scan record of this scan's space (see :mod:`notebookscan.store.scanned`)."""
+        cached = getattr(self, "_record_cache", None)
+        if cached is not None and cached[0] is self.space:
+            return cached[1]
+        record = space_record(self.layout.dims, self.space._columns())
+        self._record_cache = (self.space, record)
+        return record
+
+    def stale(self) -> StaleReport:
+        """Stored points of this scan's space that other code computed (the function's
+        source differs from the run's that stored them); see ``run(stale=...)``."""
+        return find_stale(self.store, self.function, self.space._keys())
 
     def status(self) -> dict[str, int]:
         """Counts of the space's points by status: done, failed, missing."""
@@ -486,6 +536,26 @@ def pending_columns(space: Any, index: StoreIndex) -> dict[str, list[Any]]:
     pending["key"] = keys[missing].astype(str).tolist()
     pending["seed"] = space._seed_array()[missing].tolist()
     return pending
+
+
+def _settle_stale(report: StaleReport, stale: str | None) -> None:
+    """Warn about (``None``) or refuse (``"error"``) stored points from other code."""
+    choices = ("stale='reuse' keeps them, stale='recompute' runs them again, or give the "
+               "scan a new store")
+    if stale == "error":
+        raise ScanError(f"{report.message()} Nothing was run. Choose: {choices}.")
+    if stale is None:
+        warnings.warn(f"{report.message()} They are reused; {choices}.", StaleResultsWarning,
+                      stacklevel=3)
+
+
+def _broadcast(ds: Any, dims: str | Sequence[str]) -> Any:
+    from .errors import StoreError
+
+    try:
+        return broadcast_excluded(ds, dims)
+    except StoreError as exc:
+        raise ScanError(str(exc)) from None
 
 
 def _check_positive(**values: float | None) -> None:

@@ -300,8 +300,10 @@ def test_merge_then_status_counts_missing_grid_cells(scanned: Path, workdir: Pat
     copied = len(ns.Store(scanned).shard_files()) + len(ns.Store(workdir / "other").shard_files())
     assert f"merged {copied} shard(s)" in result.stdout
     data = json.loads(run_cli("status", str(workdir / "merged"), "--json").stdout)
-    # 5 x values × 2 modes × 2 trials = 20 cells; x=4,5 have no mode-b points
-    assert (data["points"], data["missing"], data["grid_size"]) == (16, 4, 20)
+    # 5 x values × 2 modes × 2 trials = 20 cells; x=4,5 have no mode-b points: no run's
+    # space holds them (the merge carried the runs' scan records), so they are excluded
+    assert (data["points"], data["missing"], data["excluded"], data["grid_size"]) == (
+        16, 0, 4, 20)
     assert len(data["runs"]) == 2
     assert run_cli("merge", "merged", "merged", cwd=workdir).returncode == 2
 

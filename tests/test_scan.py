@@ -231,7 +231,8 @@ def test_singular_dimension_runs_once(tmp_path):
     ns.Scan(drive, space, store=tmp_path / "s").run(executor="serial", progress=False)
     assert sorted(c for c in CALLS if c[0] == 0.0) == [(0.0, 1.0)]
     ds = ns.open_store(tmp_path / "s")
-    assert ds.status.sel(amp=0.0).values.tolist() == ["done", "missing", "missing"]
+    # dropped by where: excluded (no run's space holds them), not missing
+    assert ds.status.sel(amp=0.0).values.tolist() == ["done", "excluded", "excluded"]
 
 
 def test_serial_and_process_pool_give_identical_datasets(tmp_path):

@@ -4,7 +4,10 @@ Two layouts:
 
 ``grid``
     one dimension per parameter (``k``, ``tau``, ``trial``), coordinates the sorted
-    distinct values; cells with no stored point are NaN and have ``status == "missing"``.
+    distinct values; cells with no stored point are NaN and have ``status == "missing"``
+    when a run's space holds them, ``"excluded"`` when none does (dropped by ``where``;
+    see :mod:`.scanned`). :func:`broadcast_excluded` fills excluded cells along a
+    dimension the results do not depend on there.
 ``points``
     one dimension ``point``, the parameters and ``key`` as coordinates along it.
 
@@ -23,11 +26,13 @@ import numpy as np
 
 from ..errors import StoreError
 from ..keys import canonical_token
-from .schema import DESCRIPTIONS, MISSING, ROLE, STRING_BOOKKEEPING, Layout
+from .scanned import covered_cells, records_for_runs
+from .schema import BOOKKEEPING, DESCRIPTIONS, EXCLUDED, MISSING, ROLE, STRING_BOOKKEEPING, Layout
 from .shards import ShardVanished, hdf5_lock, open_dataset, unwritten_as_nan
 from .table import Table, _combine_coordinate, _concat_column, _missing_for, combine_shards
 
-__all__ = ["load_dataset", "to_dataset", "to_grid"]
+__all__ = ["broadcast_excluded", "grid_counts", "label_excluded", "load_dataset", "to_dataset",
+           "to_grid"]
 
 _STRING_VARS = STRING_BOOKKEEPING
 _DESCRIPTIONS = DESCRIPTIONS
@@ -237,21 +242,138 @@ def _empty_like(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, _missing_for(data.dtype), dtype=data.dtype)
 
 
+def grid_axes(params: Mapping[str, np.ndarray], dims: Sequence[str],
+              extra_coords: Mapping[str, Sequence[Any]] | None = None
+              ) -> tuple[dict[str, np.ndarray], list[np.ndarray], tuple[int, ...]]:
+    """The grid spanned by the points' values (plus ``extra_coords``): each dimension's
+    sorted distinct values, each point's position along it, and the grid's shape."""
+    coords: dict[str, np.ndarray] = {}
+    positions: list[np.ndarray] = []
+    for dim in dims:
+        column = params[dim]
+        combined = _with_extra(column, list((extra_coords or {}).get(dim, [])))
+        unique, inverse = _canonical_unique(combined)
+        coords[dim] = unique
+        positions.append(inverse[: len(column)])
+    return coords, positions, tuple(len(coords[d]) for d in dims)
+
+
+def grid_counts(params: Mapping[str, np.ndarray], dims: Sequence[str],
+                records: Sequence[Mapping[str, Any]] | None) -> dict[str, int]:
+    """Cells of the grid spanned by the stored points, and how many of them have no row:
+    ``missing`` (a scan space holds them) and ``excluded`` (none does) — the counts
+    :func:`open_store` shows. Without ``records`` every empty cell is missing."""
+    coords, positions, shape = grid_axes(params, dims)
+    has_row = np.zeros(shape, dtype=bool)
+    if len(positions[0]):
+        has_row[tuple(positions)] = True
+    covered = (np.ones(shape, dtype=bool) if records is None
+               else covered_cells(records, coords, dims))
+    return {"cells": int(has_row.size), "missing": int((~has_row & covered).sum()),
+            "excluded": int((~has_row & ~covered).sum())}
+
+
+def label_excluded(ds: Any, dims: Sequence[str],
+                   records: Sequence[Mapping[str, Any]] | None) -> Any:
+    """Cells with no row get ``status == "excluded"`` when no scan record holds them and
+    ``"missing"`` when one does; with ``records=None`` (unknown) they are left as they are.
+    """
+    if records is None or "status" not in ds or not dims:
+        return ds
+    status = ds["status"].transpose(*dims).values
+    empty = (status == MISSING) | (status == EXCLUDED)
+    if not empty.any():
+        return ds
+    covered = covered_cells(records, {d: ds[d].values for d in dims}, dims)
+    labelled = status.astype(object)
+    labelled[empty & covered] = MISSING
+    labelled[empty & ~covered] = EXCLUDED
+    ds["status"] = (tuple(dims), labelled, ds["status"].attrs)
+    return ds
+
+
+def store_records(store: Any, runs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The scan records of ``store`` when every one of ``runs`` names one (else None)."""
+    return records_for_runs(store.path, runs)
+
+
+def broadcast_excluded(ds: Any, dims: str | Sequence[str]) -> Any:
+    """Fill excluded cells with the value computed along dimensions it does not depend on.
+
+    A space like ``grid(amp=..., freq=...).where(lambda p: p["amp"] > 0 or p["freq"] ==
+    1)`` computes one frequency at zero amplitude, because the frequency does not matter
+    there. For each line along ``dims`` (the other parameters fixed) that holds exactly
+    one cell which is not excluded, and that cell is ``done``, the line's excluded cells
+    get that cell's results. Several dims are filled one after the other (cells filled
+    along the first count as computed for the next). ``status`` stays ``"excluded"``
+    (nothing was computed there) and bookkeeping stays empty; lines with several
+    computed cells, or whose one cell is missing or failed, are left alone.
+
+    Parameters
+    ----------
+    ds
+        A grid-layout Dataset (``open_store``, ``Scan.results``), loaded (not lazy).
+    dims
+        The dimension (or dimensions) the results do not depend on where cells were
+        dropped, e.g. ``"freq"``.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"y": (("amp", "freq"), [[5.0, np.nan], [1.0, 2.0]]),
+    ...                  "status": (("amp", "freq"), [["done", "excluded"],
+    ...                                               ["done", "done"]])},
+    ...                 coords={"amp": [0.0, 1.0], "freq": [1.0, 2.0]})
+    >>> broadcast_excluded(ds, "freq").y.values.tolist()
+    [[5.0, 5.0], [1.0, 2.0]]
+    """
+    import xarray as xr
+
+    names = [dims] if isinstance(dims, str) else list(dims)
+    if "status" not in ds:
+        raise StoreError("broadcast needs a Dataset with a status variable (from open_store "
+                         "or Scan.results)")
+    grid = tuple(ds["status"].dims)
+    unknown = [d for d in names if d not in grid]
+    if unknown or not names:
+        raise StoreError(f"cannot broadcast along {unknown or names}: the grid dimensions "
+                         f"are {list(grid)}; name one of them (e.g. broadcast={grid[-1]!r})"
+                         if grid else "cannot broadcast: this Dataset has a point layout")
+    status = ds["status"].values
+    excluded = status == EXCLUDED
+    filled = np.zeros(status.shape, dtype=bool)
+    out = ds.copy()
+    targets = [name for name, var in ds.data_vars.items()
+               if name not in BOOKKEEPING and set(grid) <= set(var.dims)]
+    for dim in names:
+        axis = grid.index(dim)
+        kept = ~excluded | filled
+        valued = (status == "done") | filled
+        source = np.argmax(kept, axis=axis)[(slice(None),) * axis + (None,)]
+        ok = (kept.sum(axis=axis, keepdims=True) == 1) & np.take_along_axis(valued, source, axis)
+        fill = ~kept & ok
+        if not fill.any():
+            continue
+        for name in targets:
+            var = out[name].transpose(*grid, ...)
+            data = var.values
+            extra = data.ndim - len(grid)
+            index = source.reshape(source.shape + (1,) * extra)
+            taken = np.take_along_axis(data, index, axis)
+            where = fill.reshape(fill.shape + (1,) * extra)
+            out[name] = xr.Variable(var.dims, np.where(where, taken, data), var.attrs)
+        filled |= fill
+    out.attrs["broadcast_along"] = ",".join(names)
+    return out
+
+
 def _grid_dataset(table: Table, dims: Sequence[str],
                   extra_coords: Mapping[str, Sequence[Any]] | None,
                   direct: _Direct | None = None, rows: Any = None,
                   order: Sequence[str] | None = None) -> Any:
     import xarray as xr
 
-    coords: dict[str, np.ndarray] = {}
-    positions: list[np.ndarray] = []
-    for dim in dims:
-        column = table.params[dim]
-        combined = _with_extra(column, list((extra_coords or {}).get(dim, [])))
-        unique, inverse = _canonical_unique(combined)
-        coords[dim] = unique
-        positions.append(inverse[: len(column)])
-    shape = tuple(len(coords[d]) for d in dims)
+    coords, positions, shape = grid_axes(table.params, dims, extra_coords)
     flat = np.ravel_multi_index(positions, shape) if len(table) else np.array([], dtype=int)
     size = int(np.prod(shape))
     if len(set(flat.tolist())) != len(flat):
@@ -442,6 +564,7 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     del shards
     if layout.kind == "grid":
         ds = _grid_dataset(table, layout.dims, extra_coords, direct, rows, order)
+        ds = label_excluded(ds, layout.dims, store_records(store, table.runs))
     else:
         ds = _points_dataset(table, pending, direct, rows, order)
     ds.attrs.update(_dataset_attrs(table, layout))

@@ -395,7 +395,8 @@ def existing_store(path: str | os.PathLike[str]) -> Store:
     return store
 
 
-def open_store(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Any:
+def open_store(path: str | os.PathLike[str], *, lazy: bool | None = None,
+               broadcast: str | Sequence[str] | None = None) -> Any:
     """Open a store as a labelled :class:`xarray.Dataset`.
 
     Parameters
@@ -405,15 +406,25 @@ def open_store(path: str | os.PathLike[str], *, lazy: bool | None = None) -> Any
     lazy
         Load nothing until asked (dask arrays, one chunk per point). ``None`` (default)
         is lazy for stores over 2 GiB.
+    broadcast
+        A grid dimension (or several) along which results computed once stand for the
+        cells the scan dropped there (see
+        :func:`~notebookscan.store.dataset.broadcast_excluded`); loads the data.
 
     Returns
     -------
     xarray.Dataset
         Grid-layout stores have one dimension per parameter; others have a ``point``
         dimension with the parameters as coordinates. ``status`` says which points are
-        ``done``, ``failed`` or ``missing``; ``error``/``traceback`` hold failures.
+        ``done``, ``failed`` or ``missing``, and which grid cells no run's space held
+        (``excluded``, e.g. dropped by ``where``); ``error``/``traceback`` hold failures.
     """
-    return existing_store(path).dataset(lazy=lazy)
+    ds = existing_store(path).dataset(lazy=lazy)
+    if broadcast is None:
+        return ds
+    from .dataset import broadcast_excluded
+
+    return broadcast_excluded(ds, broadcast)
 
 
 def compact(path: str | os.PathLike[str]) -> CompactReport:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import to_grid
+from .dataset import label_excluded, to_grid
+from .scanned import records_for_runs
 from .schema import Layout
 from .shards import hdf5_lock
 from .table import combine_shards
@@ -112,7 +113,8 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         for attr in [a for a in var.attrs if a.startswith("notebookscan_")]:
             del var.attrs[attr]
     if layout.kind == "grid":
-        return to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
+        grid = to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
+        return label_excluded(grid, layout.dims, records_for_runs(store.path, store.runs()))
     return combined
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import StoreError
 from .checkpoints import copy_checkpoints
 from .directory import Store, existing_store
+from .scanned import copy_records
 from .schema import SEGMENTS_DIR, SHARDS, Layout
 
 __all__ = ["MergeReport", "merge"]
@@ -91,6 +92,7 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
             shutil.copyfile(origin, tmp)
             os.replace(tmp, destination)
             report.copied.append(name)
+        copy_records(source.path, target.path)  # so the merged runs' cells stay labelled
         after = _values_by_key(source)
         report.conflicts.extend(
             key for key, value in after.items() if key in before and before[key] != value

@@ -7,6 +7,7 @@ of the package, so any layer may use it.
 A store directory::
 
     notebookscan.json        store metadata (META_FILE): format, parameter names, layout
+    scanned/*.json           which grid cells each run's space held (SCANNED)
     shards/*.nc              one NetCDF-4 file per flush (SHARDS)
     quarantine/              unreadable shards set aside, a .reason.txt beside each
 
@@ -33,6 +34,7 @@ __all__ = [
 META_FILE = "notebookscan.json"
 SHARDS = "shards"
 QUARANTINE = "quarantine"
+SCANNED = "scanned"  # which grid cells the runs scanned (see store/scanned.py)
 LOCK_FILE = ".compact.lock"
 STORE_FORMAT = 1  # the "format" of notebookscan.json
 SHARD_FORMAT = 2  # 2: bookkeeping text as char arrays, 1-D columns compressed; reads 1 too
@@ -40,6 +42,7 @@ SHARD_FORMAT = 2  # 2: bookkeeping text as char arrays, 1-D columns compressed; 
 # ------------------------------------------------------------------ a shard's variables
 POINT_DIM = "point"
 MISSING = "missing"  # status of a grid cell no stored point fills
+EXCLUDED = "excluded"  # status of a grid cell no scan space of the store holds
 BOOKKEEPING = (
     "key", "seed", "status", "error", "traceback", "started", "finished",
     "duration", "host", "worker", "run",
@@ -48,7 +51,7 @@ STRING_BOOKKEEPING = ("key", "status", "error", "traceback", "host", "worker", "
 BOOKKEEPING_DTYPES = {"seed": np.int64, "started": np.float64, "finished": np.float64,
                       "duration": np.float64}
 DESCRIPTIONS = {
-    "status": "done, failed or missing",
+    "status": "done, failed, missing or excluded",
     "error": "error of a failed point",
     "traceback": "traceback of a failed point",
     "seed": "seed the point received",

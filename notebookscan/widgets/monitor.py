@@ -47,6 +47,9 @@ MAX_FAILURE_ROWS = 50  # rows shown; the rest are counted
 MAX_TRACEBACK = 4000  # characters of a traceback kept
 
 COLORS = {"done": "#3a923a", "failed": "#d0342c", "running": "#4a90d9", "idle": "#cfd8dc"}
+#: What Run does with stored points computed by other code (``Scan.run(stale=...)``).
+STALE_OPTIONS = (("reuse them", "reuse"), ("recompute them", "recompute"),
+                 ("stop (use a new store)", "error"))
 STATE_LABELS = {"idle": "ready", "starting": "starting…", "running": "running",
                 "stopping": "stopping…", "stopped": "stopped", "finished": "finished",
                 "error": "error"}
@@ -86,6 +89,10 @@ class RunMonitor(w.VBox):
         Points per second and seconds left (``nan`` when unknown).
     workers, busy : int
         Workers of the executor and how many are busy now.
+    stale_count : int
+        Stored points of the scan that other code computed (its source changed since);
+        when there are any, a notice and ``stale_choice`` (reuse, recompute, or stop
+        and use a new store) are shown, and Run passes the choice as ``Scan.run(stale=)``.
 
     Examples
     --------
@@ -113,6 +120,7 @@ class RunMonitor(w.VBox):
     busy = t.Int(0)
     failures_total = t.Int(0)
     message = t.Unicode("")
+    stale_count = t.Int(0)
 
     def __init__(self, scan: Scan | None = None, *,
                  scan_factory: Callable[[], Scan] | None = None,
@@ -174,6 +182,16 @@ class RunMonitor(w.VBox):
         self.resume_button.add_class("nbscan-resume")
         self.retry = w.Checkbox(value=False, description="retry failed", indent=False,
                                 layout=w.Layout(width="105px"))
+        # shown only when stored points came from other code than the function now
+        self.stale_html = w.HTML()
+        self.stale_html.add_class("nbscan-stale")
+        self.stale_choice = w.Dropdown(options=STALE_OPTIONS, value="reuse",
+                                       description="stored by other code",
+                                       style={"description_width": "initial"},
+                                       layout=w.Layout(width="380px"))
+        self.stale_choice.add_class("nbscan-stale-choice")
+        self.stale_box = w.VBox([self.stale_html, self.stale_choice],
+                                layout=w.Layout(display="none"))
         self.state_label = w.HTML()
         self.state_label.add_class("nbscan-state")
         self.progress_html = w.HTML()
@@ -192,8 +210,8 @@ class RunMonitor(w.VBox):
                            self.executor, self.retry, self.state_label],
                           layout=w.Layout(align_items="center", flex_flow="row wrap",
                                           grid_gap="6px"))
-        return [controls, self.progress_html, self.engines_html, self.message_html,
-                self.failures_html]
+        return [controls, self.stale_box, self.progress_html, self.engines_html,
+                self.message_html, self.failures_html]
 
     # ------------------------------------------------------------------ wiring
 
@@ -323,7 +341,7 @@ class RunMonitor(w.VBox):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 run = scan.run(executor=executor, wait=False, progress=False,
-                               retry_failed=self.retry.value)
+                               retry_failed=self.retry.value, stale=self.stale_choice.value)
         except Exception as exc:
             self._ended.set()
             if owned:
@@ -367,6 +385,8 @@ class RunMonitor(w.VBox):
         self._show_progress()
         self._show_failures()
         self._resumable = False
+        if self.scan is not None:
+            self.show_stale(self.scan)
         for callback in self._end_callbacks:  # already on the UI thread
             self.ui.guarded(lambda cb=callback: cb(self))()
         self._ended.set()
@@ -419,6 +439,19 @@ class RunMonitor(w.VBox):
         except Exception:
             return
         self.offer_resume(status["done"] + status["failed"], status["missing"])
+        self.show_stale(scan)
+
+    def show_stale(self, scan: Scan) -> int:
+        """Show (or hide) the notice that stored points came from other code, with the
+        choice of what Run does with them; returns how many there are."""
+        try:
+            report = scan.stale()
+        except Exception:  # an unreadable store says so when it runs
+            return 0
+        self.stale_count = report.count
+        self.stale_html.value = (muted_html(html.escape(report.message())) if report else "")
+        self.stale_box.layout.display = "flex" if report else "none"
+        return report.count
 
     def offer_resume(self, stored: int, missing: int) -> None:
         """Enable Resume when the store holds part of the scan (the app calls this)."""
