@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .results import Value, derived_names
-from .store.schema import BOOKKEEPING, CHARS_SUFFIX, DTYPE_ATTR, RESERVED_RESULTS
+from .store.schema import DTYPE_ATTR, is_reserved
 from .store.shards import ShardData, _column_for, add_results
 from .worker import ChunkResult
 
@@ -161,8 +161,7 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
     keeps the dims it first had. Such points become failed with the reason; writing
     them would make the whole flush fail. Returns how many points were failed.
     """
-    # bookkeeping text is stored with a "<name>_nchars" dim (see shards.py)
-    taken = {*names, *RESERVED_RESULTS, *(f"{b}{CHARS_SUFFIX}" for b in BOOKKEEPING)}
+    taken = set(names)  # and every name is_reserved() refuses: the store's own
     dims_of: dict[str, tuple[str, ...]] = {}
     for chunk in chunks:
         for name, (_, present) in chunk.scalars.items():
@@ -175,14 +174,14 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
     owner = {d: name for name, dims in dims_of.items() for d in derived_names(dims)}
 
     def problem(name: str, dims: tuple[str, ...]) -> str:
-        if name in taken:
+        if name in taken or is_reserved(name):
             return (f"ResultError: the result name {name!r} is also a parameter or a "
                     "reserved name; rename it in the returned dict")
         if name in owner:
             return (f"ResultError: result name {name!r} is also the name the store gives "
                     f"a dim (or its length or coordinate) of result {owner[name]!r} of "
                     "another point; rename one of them")
-        clash = next((d for d in dims if d in taken), None)
+        clash = next((d for d in dims if d in taken or is_reserved(d)), None)
         if clash is not None:
             return (f"ResultError: result {name!r} has a dim named {clash!r}, which is a "
                     "parameter or a reserved name; rename the dim")

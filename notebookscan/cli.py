@@ -1119,14 +1119,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def export_table(store: Any) -> Any:
     """One row per stored point: parameters, key, scalar results and bookkeeping."""
-    from .store.schema import Layout
+    from .store.schema import KEY, TRACEBACK, Layout
 
     names = tuple(store.metadata().get("names", ()))
     ds = store.dataset(lazy=False, layout=Layout("points", names))
     scalar = [name for name, var in ds.data_vars.items()
-              if var.dims == ("point",) and name != "traceback"]
+              if var.dims == ("point",) and name != TRACEBACK]
     frame = ds[scalar].to_dataframe().reset_index(drop=True)
-    first = [c for c in (*names, "key") if c in frame.columns]
+    first = [c for c in (*names, KEY) if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 

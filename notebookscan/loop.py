@@ -25,13 +25,12 @@ from .errors import ExecutorError, ScanError
 from .events import Events
 from .executors.base import FORK_LOCK, ScanExecutor
 from .store import Store
-from .store.schema import RESERVED_RESULTS
+from .store.schema import is_reserved
 from .store.shards import Record
 from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
 
 __all__ = ["LoopSettings", "Progress", "ScanLoop"]
 
-RESERVED = RESERVED_RESULTS
 
 
 # seconds between progress events: bars and widgets redraw at most this often
@@ -462,7 +461,7 @@ class ScanLoop(StopControl):
                 for dim, size in zip(value.dims, np.shape(value.data), strict=False):
                     if problem:
                         break
-                    if dim in self.names or dim in RESERVED:
+                    if dim in self.names or is_reserved(dim):
                         problem = (f"ResultError: result {name!r} has a dim named {dim!r}, "
                                    "which is a parameter or a reserved name; rename the dim")
                     elif sizes.setdefault(dim, size) != size:
@@ -474,7 +473,7 @@ class ScanLoop(StopControl):
         return problems
 
     def _check_name(self, name: str, dims: tuple[str, ...]) -> str:
-        if name in self.names or name in RESERVED:
+        if name in self.names or is_reserved(name):
             return (f"ResultError: the result name {name!r} is also a parameter or a "
                     "reserved name; rename it in the returned dict")
         known = self._schema.setdefault(name, dims)

@@ -18,8 +18,8 @@ Examples
 >>> import numpy as np, xarray as xr
 >>> ds = xr.Dataset(
 ...     {"rate": (("k", "trial"), [[1.0, 1.2], [2.0, np.nan], [2.9, 3.1]]),
-...      "status": (("k", "trial"), [["done", "done"], ["done", "missing"],
-...                                  ["done", "failed"]])},
+...      "ns_status": (("k", "trial"), [["done", "done"], ["done", "missing"],
+...                                     ["done", "failed"]])},
 ...     coords={"k": [1.0, 2.0, 3.0], "trial": [0, 1]})
 >>> fig = plot_result(ds, "rate", x="k")          # mean over trials, with error bars
 >>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .results import DIM_SUFFIXES
-from .store.schema import BOOKKEEPING
+from .store.schema import KEY, STATUS, is_reserved
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -53,7 +53,6 @@ STATUS_COLORS = {"done": "#3a923a", "failed": "#d0342c", "missing": "#d9d9d9",
                  "excluded": "#f3f3f3"}
 _MISSING_HATCH = "////"
 _MAX_ANNOTATED_CELLS = 400
-_BOOKKEEPING = frozenset(BOOKKEEPING)
 
 
 # --------------------------------------------------------------------------- inspecting
@@ -62,7 +61,7 @@ def parameters(ds: xr.Dataset) -> list[str]:
     """The parameter names of a scan Dataset, in scan order.
 
     Read from the ``notebookscan_layout`` attribute when present; otherwise the
-    dimensions of ``status`` (grid layout) or the 1-D coordinates along ``point``.
+    dimensions of ``ns_status`` (grid layout) or the 1-D coordinates along ``point``.
 
     Examples
     --------
@@ -82,9 +81,9 @@ def parameters(ds: xr.Dataset) -> list[str]:
             return list(dims)
     if "point" in ds.dims:
         return [name for name, coord in ds.coords.items()
-                if coord.dims == ("point",) and name != "key"]
-    if "status" in ds:
-        return list(ds["status"].dims)
+                if coord.dims == ("point",) and name != KEY]
+    if STATUS in ds:
+        return list(ds[STATUS].dims)
     return [str(d) for d in ds.dims]
 
 
@@ -94,14 +93,14 @@ def result_variables(ds: xr.Dataset) -> list[str]:
     Examples
     --------
     >>> import xarray as xr
-    >>> ds = xr.Dataset({"y": ("k", [1.0]), "status": ("k", ["done"])}, coords={"k": [0]})
+    >>> ds = xr.Dataset({"y": ("k", [1.0]), "ns_status": ("k", ["done"])}, coords={"k": [0]})
     >>> result_variables(ds)
     ['y']
     """
     out = []
     for name, var in ds.data_vars.items():
         name = str(name)
-        if name in _BOOKKEEPING or name.endswith(DIM_SUFFIXES):
+        if is_reserved(name) or name.endswith(DIM_SUFFIXES):
             continue
         if var.dtype.kind in "biufc":
             out.append(name)
@@ -130,11 +129,11 @@ def _try_grid(ds: xr.Dataset) -> xr.Dataset | None:
 
 
 def _status(ds: xr.Dataset, template: xr.DataArray | None = None) -> xr.DataArray:
-    """The ``status`` variable, or one derived from NaNs in ``template``."""
-    if "status" in ds:
-        return ds["status"].astype(str)
+    """The ``ns_status`` variable, or one derived from NaNs in ``template``."""
+    if STATUS in ds:
+        return ds[STATUS].astype(str)
     if template is None:
-        raise ValueError("the Dataset has no 'status' variable; pass a result variable")
+        raise ValueError("the Dataset has no 'ns_status' variable; pass a result variable")
     finite = template.notnull()
     extra = [d for d in template.dims if d not in parameters(ds)]
     if extra:
@@ -311,7 +310,7 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
     array = _check_dims(ds, var, [x, y, hue])
     selection = {k: v for k, v in (slice or {}).items() if k not in (x, y, hue)}
     array = _select(array, selection)
-    status = _select(_status(ds, ds[var]), selection) if "status" in ds else None
+    status = _select(_status(ds, ds[var]), selection) if STATUS in ds else None
     mean, sem, n = _reduce(array, over_dims)
     single = [d for d in _leftover(mean, [x, y, hue]) if mean.sizes[d] == 1]
     if single:  # one value only: nothing to choose
@@ -554,7 +553,7 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
     Parameters
     ----------
     ds
-        A scan Dataset with a ``status`` variable (``scan.results()``, ``open_store``).
+        A scan Dataset with an ``ns_status`` variable (``scan.results()``, ``open_store``).
     x, y
         Parameters to map over; by default the first two. Other parameters are sliced
         (``slice``) or counted: with one parameter, stacked bars of the counts per value;
@@ -569,12 +568,12 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
     Examples
     --------
     >>> import xarray as xr
-    >>> ds = xr.Dataset({"status": (("a", "b"), [["done", "failed"], ["missing", "done"]])},
+    >>> ds = xr.Dataset({"ns_status": (("a", "b"), [["done", "failed"], ["missing", "done"]])},
     ...                 coords={"a": [0, 1], "b": [10, 20]})
     >>> plot_status(ds).axes[0].get_title()
     'status: 2 done, 1 failed, 1 missing'
     """
-    if "status" not in ds:
+    if STATUS not in ds:
         raise ValueError("plot_status needs a Dataset with a 'status' variable, such as "
                          "scan.results() or open_store(path)")
     if _is_points(ds):
@@ -582,13 +581,13 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         if grid is None:
             return _scatter_status(ds, x, y, slice=slice or {}, figsize=figsize)
         ds = grid
-    params = [p for p in parameters(ds) if p in ds["status"].dims]
+    params = [p for p in parameters(ds) if p in ds[STATUS].dims]
     if not params:
         raise ValueError("the Dataset's status has no parameter dimensions")
     if x is None and y is None and len(params) > 1:
         x, y = params[0], params[1]
     x = x or params[0]
-    status = _select(ds["status"].astype(str), {k: v for k, v in (slice or {}).items()
+    status = _select(ds[STATUS].astype(str), {k: v for k, v in (slice or {}).items()
                                                 if k not in (x, y)})
     for dim in (x, y):
         if dim is not None and dim not in status.dims:
@@ -711,7 +710,7 @@ def _scatter_status(ds: xr.Dataset, x: str | None, y: str | None, *,
     if y is None and len(params) > 1:
         y = next(p for p in params if p != x)
     keep = _points_filter(ds, slice)
-    status = ds["status"].values.astype(str)[keep]
+    status = ds[STATUS].values.astype(str)[keep]
     fig = _figure(figsize)
     ax = fig.add_subplot()
     xv = np.asarray(ds[x].values, dtype=float)[keep]

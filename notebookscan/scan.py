@@ -481,7 +481,7 @@ class Scan(RunControl):
         ...     lambda p: p["amp"] > 0 or p["freq"] == 1.0)
         >>> scan = ns.Scan(drive, space, store=tempfile.mkdtemp())
         >>> _ = scan.run(executor="serial", progress=False)
-        >>> scan.results().status.values.tolist()
+        >>> scan.results().ns_status.values.tolist()
         [['done', 'excluded'], ['done', 'done']]
         >>> scan.results(broadcast="freq").result.values.tolist()
         [[1.0, 1.0], [2.0, 3.0]]

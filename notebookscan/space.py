@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import SpaceError
 from .keys import canonical_token, check_value, floats_as_float64, key_array, seed_array
-from .store.schema import RESERVED_PARAMETERS, Layout
+from .store.schema import RESERVED_PARAMETERS, RESERVED_RULE, Layout, is_reserved
 
 __all__ = ["RESERVED_NAMES", "Layout", "Space", "grid", "points", "sample", "trials", "zip_"]
 
@@ -508,10 +508,9 @@ class Space(metaclass=_Frozen):
         """
         problems: list[str] = []
         for name in self._names:
-            if name in RESERVED_NAMES:
-                problems.append(f"{name!r} is reserved for the store's bookkeeping "
-                                f"({', '.join(sorted(RESERVED_NAMES))}); rename the parameter, "
-                                f"e.g. {name}_.")
+            if is_reserved(name):
+                problems.append(f"{name!r} is reserved for the store ({RESERVED_RULE}); "
+                                f"rename the parameter, e.g. {name.removeprefix('ns_')}_.")
             elif not name.isidentifier() or keyword.iskeyword(name):
                 problems.append(f"{name!r} is not a valid Python identifier; rename it to "
                                 "letters, digits and underscores not starting with a digit.")

@@ -36,11 +36,16 @@ from ..errors import ScanError
 from ..events import EVENTS, Events
 from ..executors.base import ScanExecutor
 from ..keys import point_key
-from ..loop import RESERVED, Progress, StopControl
+from ..loop import Progress, StopControl
 from ..results import Value
 from ..store import Store
 from ..store.checkpoints import CheckpointDirectory, StateError, encode_state
-from ..store.schema import SEGMENT_PARAMETERS, SEGMENT_POINT_VALUES, SEGMENT_ROLE_ATTR
+from ..store.schema import (
+    SEGMENT_PARAMETERS,
+    SEGMENT_POINT_VALUES,
+    SEGMENT_ROLE_ATTR,
+    is_reserved,
+)
 from ..store.shards import Record, shard_from_records
 from .protocol import segment_seed
 from .worker import SegmentOutcome, SegmentTask, run_segment
@@ -406,10 +411,14 @@ class SegmentLoop(StopControl):
             self.events.emit("point_failed", point=work.params, key=work.key, record=record)
 
     def _check_schema(self, out: SegmentOutcome) -> str:
-        reserved = {*self.names, *RESERVED, *SEGMENT_NAMES, "point_key", *POINT_VALUES}
+        taken = {*self.names, *SEGMENT_NAMES, "point_key", *POINT_VALUES}
+
+        def reserved(name: str) -> bool:
+            return name in taken or is_reserved(name)
+
         for role, values in (("recording", out.recordings), ("summary", out.summary)):
             for name, value in values.items():
-                if name in reserved:
+                if reserved(name):
                     return (f"ResultError: the {role} name {name!r} is also a parameter or a "
                             "reserved name; rename it")
                 if self._roles.setdefault(name, role) != role:
@@ -420,7 +429,7 @@ class SegmentLoop(StopControl):
                     return (f"ResultError: {role} {name!r} has dims {value.dims}, but earlier "
                             f"segments had {known}; keep the same dims in every segment")
                 for dim in value.dims:
-                    if dim in reserved:
+                    if reserved(dim):
                         return (f"ResultError: {role} {name!r} has a dim named {dim!r}, which "
                                 "is a parameter or a reserved name; rename the dim")
         return ""

@@ -27,7 +27,19 @@ import numpy as np
 from ..errors import StoreError
 from ..keys import canonical_token
 from .scanned import covered_cells, records_for_runs
-from .schema import BOOKKEEPING, DESCRIPTIONS, EXCLUDED, MISSING, ROLE, STRING_BOOKKEEPING, Layout
+from .schema import (
+    DESCRIPTIONS,
+    EXCLUDED,
+    KEY,
+    MISSING,
+    ROLE,
+    SEED,
+    STATUS,
+    STRING_BOOKKEEPING,
+    VARIABLE,
+    Layout,
+    is_reserved,
+)
 from .shards import ShardVanished, hdf5_lock, open_dataset, unwritten_as_nan
 from .table import Table, _combine_coordinate, _concat_column, _missing_for, combine_shards
 
@@ -182,7 +194,7 @@ def _variables(table: Table, placed: Mapping[str, np.ndarray] | None = None,
         attrs = {"long_name": _DESCRIPTIONS.get(name, name)}
         if name == "duration":
             attrs["units"] = "s"
-        out[name] = ((), data, attrs)
+        out[VARIABLE[name]] = ((), data, attrs)
     return out
 
 
@@ -278,9 +290,9 @@ def label_excluded(ds: Any, dims: Sequence[str],
     """Cells with no row get ``status == "excluded"`` when no scan record holds them and
     ``"missing"`` when one does; with ``records=None`` (unknown) they are left as they are.
     """
-    if records is None or "status" not in ds or not dims:
+    if records is None or STATUS not in ds or not dims:
         return ds
-    status = ds["status"].transpose(*dims).values
+    status = ds[STATUS].transpose(*dims).values
     empty = (status == MISSING) | (status == EXCLUDED)
     if not empty.any():
         return ds
@@ -288,7 +300,7 @@ def label_excluded(ds: Any, dims: Sequence[str],
     labelled = status.astype(object)
     labelled[empty & covered] = MISSING
     labelled[empty & ~covered] = EXCLUDED
-    ds["status"] = (tuple(dims), labelled, ds["status"].attrs)
+    ds[STATUS] = (tuple(dims), labelled, ds[STATUS].attrs)
     return ds
 
 
@@ -321,8 +333,8 @@ def broadcast_excluded(ds: Any, dims: str | Sequence[str]) -> Any:
     --------
     >>> import xarray as xr
     >>> ds = xr.Dataset({"y": (("amp", "freq"), [[5.0, np.nan], [1.0, 2.0]]),
-    ...                  "status": (("amp", "freq"), [["done", "excluded"],
-    ...                                               ["done", "done"]])},
+    ...                  "ns_status": (("amp", "freq"), [["done", "excluded"],
+    ...                                                  ["done", "done"]])},
     ...                 coords={"amp": [0.0, 1.0], "freq": [1.0, 2.0]})
     >>> broadcast_excluded(ds, "freq").y.values.tolist()
     [[5.0, 5.0], [1.0, 2.0]]
@@ -330,21 +342,21 @@ def broadcast_excluded(ds: Any, dims: str | Sequence[str]) -> Any:
     import xarray as xr
 
     names = [dims] if isinstance(dims, str) else list(dims)
-    if "status" not in ds:
+    if STATUS not in ds:
         raise StoreError("broadcast needs a Dataset with a status variable (from open_store "
                          "or Scan.results)")
-    grid = tuple(ds["status"].dims)
+    grid = tuple(ds[STATUS].dims)
     unknown = [d for d in names if d not in grid]
     if unknown or not names:
         raise StoreError(f"cannot broadcast along {unknown or names}: the grid dimensions "
                          f"are {list(grid)}; name one of them (e.g. broadcast={grid[-1]!r})"
                          if grid else "cannot broadcast: this Dataset has a point layout")
-    status = ds["status"].values
+    status = ds[STATUS].values
     excluded = status == EXCLUDED
     filled = np.zeros(status.shape, dtype=bool)
     out = ds.copy()
     targets = [name for name, var in ds.data_vars.items()
-               if name not in BOOKKEEPING and set(grid) <= set(var.dims)]
+               if not is_reserved(name) and set(grid) <= set(var.dims)]
     for dim in names:
         axis = grid.index(dim)
         kept = ~excluded | filled
@@ -396,7 +408,7 @@ def _grid_dataset(table: Table, dims: Sequence[str],
             data_vars[name] = ((*dims, *own), full.reshape(*shape, *data.shape[1:]), attrs)
             continue
         full = _empty_like(data, (size, *data.shape[1:]))
-        if name == "status":
+        if name == STATUS:
             full[:] = MISSING
         if data.dtype.kind in "iub" and full.dtype.kind == "f":
             data = data.astype(np.float64)
@@ -432,11 +444,11 @@ def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
                 grown[name] = (own, data, attrs)
                 continue
             pad = _empty_like(data, (extra, *data.shape[1:]))
-            if name == "status":
+            if name == STATUS:
                 pad[:] = MISSING
-            elif name == "key":
+            elif name == KEY:
                 pad = np.asarray(pending["key"], dtype=object)
-            elif name == "seed":
+            elif name == SEED:
                 pad = np.asarray(pending["seed"], dtype=float)
             if data.dtype.kind in "iub" and pad.dtype.kind == "f":
                 data = data.astype(np.float64)
@@ -444,7 +456,7 @@ def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
                            attrs)
         variables = grown
     coords = {name: ("point", params[name]) for name in table.names}
-    coords["key"] = ("point", variables.pop("key")[1])
+    coords[KEY] = ("point", variables.pop(KEY)[1])
     data_vars = {name: (("point", *own), data, attrs) for name, (own, data, attrs) in
                  variables.items()}
     for dim, coord in table.coords.items():
@@ -615,7 +627,7 @@ def _direct_results(metas: Sequence[Mapping[str, tuple[Any, ...]]]) -> set[str]:
 def to_grid(ds: Any, dims: Sequence[str] | None = None) -> Any:
     """Reshape a ``point``-layout Dataset into one dimension per parameter.
 
-    Cells with no point become NaN (``status == "missing"``). Raises ``ValueError``
+    Cells with no point become NaN (``ns_status == "missing"``). Raises ``ValueError``
     when two points fall into the same cell (the parameters do not form a grid).
 
     Examples
@@ -629,7 +641,7 @@ def to_grid(ds: Any, dims: Sequence[str] | None = None) -> Any:
     if dims is None:
         layout = json.loads(ds.attrs.get("notebookscan_layout", "{}"))
         dims = layout.get("dims") or [
-            name for name, c in ds.coords.items() if c.dims == ("point",) and name != "key"
+            name for name, c in ds.coords.items() if c.dims == ("point",) and name != KEY
         ]
     dims = list(dims)
     if len(dims) == 1:  # one parameter: no MultiIndex to unstack, just rename the dim
@@ -644,6 +656,6 @@ def to_grid(ds: Any, dims: Sequence[str] | None = None) -> Any:
             "Add the parameter that tells them apart to dims."
         )
     out = index.unstack("point")
-    if "status" in out:
-        out["status"] = out["status"].fillna(MISSING)
+    if STATUS in out:
+        out[STATUS] = out[STATUS].fillna(MISSING)
     return out

@@ -13,7 +13,7 @@ import numpy as np
 
 from .dataset import label_excluded, to_grid
 from .scanned import records_for_runs
-from .schema import Layout
+from .schema import BOOKKEEPING, FINISHED, FORMAT_ATTR, KEY, STARTED, VARIABLE, Layout
 from .shards import hdf5_lock
 from .table import combine_shards
 
@@ -70,8 +70,11 @@ def _open_lazily(path: str) -> Any:
     import xarray as xr
 
     with _LOCK:
-        return xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
-                               cache=False, lock=_LOCK)
+        ds = xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
+                             cache=False, lock=_LOCK)
+    if int(ds.attrs.get(FORMAT_ATTR, 1)) < 3:  # bookkeeping named without the ns_ prefix
+        ds = ds.rename({name: VARIABLE[name] for name in BOOKKEEPING if name in ds.variables})
+    return ds
 
 
 def lazy_dataset(store: Any, layout: Layout) -> Any:
@@ -105,10 +108,10 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         # a dask take over thousands of one-point chunks costs a noticeable part of the
         # open; shards written in order with no point twice need none
         combined = combined.isel(point=order)
-    for name in ("started", "finished"):
+    for name in (STARTED, FINISHED):
         if name in combined:
             combined[name] = (combined[name] * 1e9).astype("datetime64[ns]")
-    combined = combined.set_coords([n for n in (names or []) if n in combined] + ["key"])
+    combined = combined.set_coords([n for n in (names or []) if n in combined] + [KEY])
     for var in combined.data_vars.values():
         for attr in [a for a in var.attrs if a.startswith("notebookscan_")]:
             del var.attrs[attr]

@@ -12,7 +12,14 @@ A store directory::
     quarantine/              unreadable shards set aside, a .reason.txt beside each
 
 A shard holds one row per point along the ``point`` dimension: the parameters, the
-bookkeeping variables (:data:`BOOKKEEPING`) and the results.
+bookkeeping variables and the results.
+
+The bookkeeping variables (what the store records about each point: key, seed, status,
+error, timings, host, ...) live in a namespace of their own: in a shard and in the
+Dataset a reader sees, their names start with ``ns_`` (:data:`PREFIX`): ``ns_status``,
+``ns_error``, ``ns_duration``. Parameters and results may take any other name, so a
+model's ``duration`` or ``error`` is the user's own. Shards of formats 1 and 2 named
+them without the prefix; readers rename them.
 """
 
 from __future__ import annotations
@@ -25,9 +32,12 @@ import numpy as np
 __all__ = [
     "BOOKKEEPING",
     "DESCRIPTIONS",
+    "PREFIX",
     "RESERVED_PARAMETERS",
     "RESERVED_RESULTS",
+    "VARIABLE",
     "Layout",
+    "is_reserved",
 ]
 
 # ------------------------------------------------------------------ the directory
@@ -37,16 +47,26 @@ QUARANTINE = "quarantine"
 SCANNED = "scanned"  # which grid cells the runs scanned (see store/scanned.py)
 LOCK_FILE = ".compact.lock"
 STORE_FORMAT = 1  # the "format" of notebookscan.json
-SHARD_FORMAT = 2  # 2: bookkeeping text as char arrays, 1-D columns compressed; reads 1 too
+# 2: bookkeeping text as char arrays, 1-D columns compressed; 3: bookkeeping under PREFIX.
+# Readers accept 1 and 2 too.
+SHARD_FORMAT = 3
 
 # ------------------------------------------------------------------ a shard's variables
 POINT_DIM = "point"
 MISSING = "missing"  # status of a grid cell no stored point fills
 EXCLUDED = "excluded"  # status of a grid cell no scan space of the store holds
+#: What the store records about each point, by its short name (``Table.bookkeeping``).
 BOOKKEEPING = (
     "key", "seed", "status", "error", "traceback", "started", "finished",
     "duration", "host", "worker", "run",
 )
+PREFIX = "ns_"  # bookkeeping variables' names in shards and Datasets start with this
+#: short bookkeeping name -> the variable's name in shards and Datasets
+VARIABLE = {name: PREFIX + name for name in BOOKKEEPING}
+KEY, SEED, STATUS, ERROR, TRACEBACK = (VARIABLE[n] for n in
+                                       ("key", "seed", "status", "error", "traceback"))
+STARTED, FINISHED, DURATION, HOST, WORKER, RUN = (VARIABLE[n] for n in (
+    "started", "finished", "duration", "host", "worker", "run"))
 STRING_BOOKKEEPING = ("key", "status", "error", "traceback", "host", "worker", "run")
 BOOKKEEPING_DTYPES = {"seed": np.int64, "started": np.float64, "finished": np.float64,
                       "duration": np.float64}
@@ -65,10 +85,19 @@ DESCRIPTIONS = {
 }
 CHARS_SUFFIX = "_nchars"  # <name>_nchars: the char dim of fixed-width text
 
-#: Names a parameter cannot take (``seed`` can: a space may set seeds explicitly).
-RESERVED_PARAMETERS: frozenset[str] = frozenset({POINT_DIM, *BOOKKEEPING} - {"seed"})
-#: Names a result (or a result's own dim) cannot take.
-RESERVED_RESULTS: frozenset[str] = frozenset({POINT_DIM, *BOOKKEEPING})
+
+
+def is_reserved(name: str) -> bool:
+    """True for a name no parameter or result can take: the ``point`` dimension, and
+    every name starting with ``ns_`` (the store's bookkeeping)."""
+    return name == POINT_DIM or name.startswith(PREFIX)
+
+
+#: What :func:`is_reserved` refuses, in words (for error messages).
+RESERVED_RULE = f"'{POINT_DIM}' and names starting with '{PREFIX}' are the store's"
+#: The reserved names that exist today (the rule is :func:`is_reserved`).
+RESERVED_PARAMETERS: frozenset[str] = frozenset({POINT_DIM, *VARIABLE.values()})
+RESERVED_RESULTS = RESERVED_PARAMETERS
 
 # ------------------------------------------------------------------ attributes
 ROLE = "notebookscan_role"

@@ -2,38 +2,42 @@
 
 Layout of a shard (dimension ``point`` plus the results' own dims):
 
-============== ============================ =============================================
-variable       dims                         meaning
-============== ============================ =============================================
-``key``        point                        the point's stable key (see :mod:`keys`)
-parameters     point                        one variable per parameter
-``seed``       point                        the seed the point received
-``status``     point                        ``done`` or ``failed``
-``error``      point                        one-line error, ``""`` when done
-``traceback``  point                        the worker's traceback
-``started``    point                        epoch seconds
-``finished``   point                        epoch seconds
-``duration``   point                        seconds spent in the function
-``host``       point                        host name of the worker
-``worker``     point                        ``engine 3`` / ``pid 1234``
-``run``        point                        id of the run (its provenance is in attrs)
-results        point[, own dims]            padded to the longest in the shard
-<dim>_length   point                        per-point size of each own dim
-<dim>          <dim>                        coordinate of an own dim (when shared)
-<dim>_coord    point, <dim>                 per-point coordinate (when points differ)
-============== ============================ =============================================
+================= ============================ =============================================
+variable          dims                         meaning
+================= ============================ =============================================
+``ns_key``        point                        the point's stable key (see :mod:`keys`)
+parameters        point                        one variable per parameter
+``ns_seed``       point                        the seed the point received
+``ns_status``     point                        ``done`` or ``failed``
+``ns_error``      point                        one-line error, ``""`` when done
+``ns_traceback``  point                        the worker's traceback
+``ns_started``    point                        epoch seconds
+``ns_finished``   point                        epoch seconds
+``ns_duration``   point                        seconds spent in the function
+``ns_host``       point                        host name of the worker
+``ns_worker``     point                        ``engine 3`` / ``pid 1234``
+``ns_run``        point                        id of the run (its provenance is in attrs)
+results           point[, own dims]            padded to the longest in the shard
+<dim>_length      point                        per-point size of each own dim
+<dim>             <dim>                        coordinate of an own dim (when shared)
+<dim>_coord       point, <dim>                 per-point coordinate (when points differ)
+================= ============================ =============================================
 
-Bools are stored as int8 with the attribute ``notebookscan_dtype = "bool"``; missing
-integers hold the smallest value of their type (``notebookscan_missing`` attribute).
-No pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
+Bools             are stored as int8 with the attribute ``notebookscan_dtype = "bool"``; missing
+integers          hold the smallest value of their type (``notebookscan_missing`` attribute).
+No                pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
 
-Format 2 (``notebookscan_format`` attribute) keeps the bookkeeping text (``key``,
-``status``, ``host``, ...) as fixed-width char arrays with an ``<name>_nchars`` dim and
-``_Encoding = "utf-8"`` (netCDF4 and xarray read them as strings) when every value
-fits in 64 bytes, else as variable-length strings like format 1; 1-D columns of 256
-points or more are zlib-compressed. A run's provenance is in the attributes of the
-first shard the run wrote (see :meth:`~notebookscan.store.Store.write`), not every
-one. Readers accept both formats.
+Format            3 names the bookkeeping variables ``ns_key``, ``ns_status``, ... (role
+``bookkeeping``), so parameters and results can take any other name; formats 1 and 2
+named             them ``key``, ``status``, ... and are read the same.
+
+Format            2 (``notebookscan_format`` attribute) keeps the bookkeeping text (``key``,
+``status``,       ``host``, ...) as fixed-width char arrays with an ``<name>_nchars`` dim and
+``_Encoding       = "utf-8"`` (netCDF4 and xarray read them as strings) when every value
+fits              in 64 bytes, else as variable-length strings like format 1; 1-D columns of 256
+points            or more are zlib-compressed. A run's provenance is in the attributes of the
+first             shard the run wrote (see :meth:`~notebookscan.store.Store.write`), not every
+one.              Readers accept formats 1, 2 and 3.
 """
 
 from __future__ import annotations
@@ -61,9 +65,12 @@ from .schema import (
     BOOKKEEPING,
     CHARS_SUFFIX,
     DTYPE_ATTR,
+    FORMAT_ATTR,
+    PREFIX,
     ROLE,
     SHARD_FORMAT,
     TIME_UNITS,
+    VARIABLE,
 )
 from .schema import STRING_BOOKKEEPING as _STRING_BOOKKEEPING
 
@@ -521,7 +528,7 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
     """
     point = ("point",)
     with open_dataset(path, "w", format="NETCDF4") as nc:
-        nc.setncatts({**shard.attrs, "notebookscan_format": FORMAT_VERSION})
+        nc.setncatts({**shard.attrs, FORMAT_ATTR: FORMAT_VERSION})
         nc.createDimension("point", shard.n)
         for name, column in shard.params.items():
             if column.dtype == bool:
@@ -532,9 +539,10 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
             var.setncattr(ROLE, "parameter")
         for name, column in shard.bookkeeping.items():
             if name in _STRING_BOOKKEEPING and column.dtype.kind in "OS":
-                var = _put_text(nc, name, column)
+                _put_text(nc, VARIABLE[name], column).setncattr(ROLE, "bookkeeping")
                 continue
-            var = _put_array(nc, name, point, column, False)
+            var = _put_array(nc, VARIABLE[name], point, column, False)
+            var.setncattr(ROLE, "bookkeeping")
             if name in ("started", "finished"):
                 var.setncattr("units", TIME_UNITS)
             elif name == "duration":
@@ -661,15 +669,17 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
         n = len(nc.dimensions["point"])
         shard = ShardData(n, {}, {}, {}, {}, {}, {}, {}, attrs)
         wanted = None if variables is None else {"key", *variables}
-        for name, var in nc.variables.items():
-            if wanted is not None and name not in wanted:
-                continue
+        legacy = _format_of(attrs) < 3  # bookkeeping named without the ns_ prefix
+        for stored, var in nc.variables.items():
             role = var.getncattr(ROLE) if ROLE in var.ncattrs() else None
+            name = _short_name(stored, role)
+            if wanted is not None and name not in wanted and stored not in wanted:
+                continue
             data = _read_var(var, text_as_bytes)
             if DTYPE_ATTR in var.ncattrs() and var.getncattr(DTYPE_ATTR) == "bool":
                 data = data.astype(np.int8)  # keep the -1 marker; decoded when combined
             var_attrs = {k: var.getncattr(k) for k in var.ncattrs()}
-            if name in BOOKKEEPING:
+            if role == "bookkeeping" or (legacy and name in BOOKKEEPING):
                 shard.bookkeeping[name] = data
             elif role == "parameter":
                 shard.params[name] = data.astype(bool) if DTYPE_ATTR in var_attrs else data
@@ -684,6 +694,20 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
             elif role == "coord2d":
                 shard.coords[name[: -len("_coord")]] = data
     return shard
+
+
+def _format_of(attrs: dict[str, Any]) -> int:
+    try:
+        return int(attrs.get(FORMAT_ATTR, 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _short_name(stored: str, role: str | None) -> str:
+    """A variable's name in ``ShardData``: bookkeeping by its short name (``status``)."""
+    if role == "bookkeeping" and stored.startswith(PREFIX):
+        return stored[len(PREFIX):]
+    return stored
 
 
 def decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ..errors import NotebookscanError
 from ..plotting import _try_grid, parameters, plot_result, plot_status, result_variables
 from ..scan import Scan
 from ..store import open_store
+from ..store.schema import STATUS
 from ._figures import figure_output, has_ipympl, message_output, show_interactive
 from ._ui import MUTED_COLOR, error_html, format_value, heading_html, muted_html
 
@@ -173,8 +174,8 @@ class Explorer(w.VBox):
         self.ds = ds
         self.view = _grid_view(ds)
         variables = result_variables(self.view)
-        stored = int(ds["status"].isin(["done", "failed"]).sum()) if "status" in ds else 0
-        total = int(ds["status"].size) if "status" in ds else 0
+        stored = int(ds[STATUS].isin(["done", "failed"]).sum()) if STATUS in ds else 0
+        total = int(ds[STATUS].size) if STATUS in ds else 0
         self.note.value = muted_html(f"{stored:,} of {total:,} points stored") if total else ""
         self._updating = True
         try:

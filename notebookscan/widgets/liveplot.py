@@ -19,6 +19,7 @@ import traitlets as t
 
 from ..plotting import parameters, plot_result, result_variables
 from ..scan import Scan
+from ..store.schema import STATUS
 from ._figures import LatestWorker, figure_output, message_output
 from ._ui import MUTED_COLOR, UiThread, error_html
 
@@ -196,8 +197,8 @@ class LivePlot(w.VBox):
         self._ds = ds
         variables, params, var, x, y = self._choose(ds)
         self.ui.call(lambda: self._set_options(variables, params, var, x, y))
-        stored = int(ds["status"].isin(["done", "failed"]).sum()) if "status" in ds else 0
-        total = int(ds["status"].size) if "status" in ds else 0
+        stored = int(ds[STATUS].isin(["done", "failed"]).sum()) if STATUS in ds else 0
+        total = int(ds[STATUS].size) if STATUS in ds else 0
         if var is None or x is None:
             output = message_output("waiting for the first results…")
         else:

@@ -561,7 +561,7 @@ class RunMonitor(w.VBox):
                         "</tr>")
         more = total - len(failures)
         tail = (f"<div style='color:{MUTED_COLOR}'>… and {more:,} more: "
-                "<code>scan.results().where(lambda d: d.status == 'failed')</code></div>"
+                "<code>scan.results().where(lambda d: d.ns_status == 'failed')</code></div>"
                 if more > 0 else "")
         self.failures_html.value = (
             f'<details class="nbscan-failure-table" data-count="{total}" open>'
