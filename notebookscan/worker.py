@@ -341,5 +341,6 @@ def run_chunk(
                         worker_name(), nbytes=nbytes)
     if sink is not None and nbytes >= sink.min_bytes:
         chunk.written = sink.write(points, seeds, chunk)
-        chunk.scalars, chunk.arrays = {}, {}
+        if chunk.written:  # else the client stores (or refuses) the results itself
+            chunk.scalars, chunk.arrays = {}, {}
     return chunk

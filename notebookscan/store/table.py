@@ -382,8 +382,8 @@ def _warn_conflicts(conflicts: Sequence[Conflict]) -> None:
     more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
     warnings.warn(
         f"{len(conflicts)} point(s) are stored twice as done with different values: "
-        f"{listed}{more}. The version of the run that started (or was merged) last in this store is "
-        "shown; both are kept. Pick one with Store(path).resolve(keep=run_id) "
+        f"{listed}{more}. The version of the run that started (or was merged) last in "
+        "this store is shown; both are kept. Pick one with Store(path).resolve(keep=run_id) "
         "(Store(path).conflicts() lists them).",
         StoreWarning, stacklevel=4)
 
