@@ -391,8 +391,6 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
         s.results[_ROW] = np.arange(offsets[k], offsets[k + 1])
         s.result_dims[_ROW] = ()
     table = combine_shards(shards, names, rules=store.read_rules())
-    if set(store.shard_files()) - set(files):
-        raise _Gone("a shard written while reading")  # it may hold points read as gone
     order += [v for v in table.results if v not in order and v != _ROW]  # other forms
     rows = table.results.pop(_ROW, np.array([], dtype=np.int64))
     table.result_dims.pop(_ROW, None)

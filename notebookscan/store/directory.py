@@ -100,7 +100,7 @@ class Store:
         self._index_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._provenance_in: dict[str, str] = {}  # provenance text -> shard holding it
         self._forms: dict[str, Form] = {}  # recorded result forms (see check_forms)
-        self._runs_known: set[str] = set()  # run ids this object registered
+        self._runs_known: dict[str, int] = {}  # ordinals of the runs this object registered
 
     def __repr__(self) -> str:
         return f"<Store {self.path}: {len(self.shard_files())} shard(s)>"
@@ -205,10 +205,9 @@ class Store:
     def register_run(self, run_id: str) -> int:
         """The ordinal of run ``run_id`` in this store, taken now (atomically, under a
         lock) if it has none: later runs have higher ordinals, whatever the clocks."""
-        if run_id in self._runs_known:
-            return run_order(self)[run_id]
-        ordinal = register_run(self, run_id)
-        self._runs_known.add(run_id)
+        ordinal = self._runs_known.get(run_id)
+        if ordinal is None:
+            ordinal = self._runs_known[run_id] = register_run(self, run_id)
         return ordinal
 
     def run_order(self) -> dict[str, int]:
