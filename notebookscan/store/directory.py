@@ -7,8 +7,14 @@ Guarantees
 * Writers never collide: a shard's name holds user, host, process id and a random part.
   No lock is needed to write; two processes can scan into one store at once.
 * Reading combines all shards and keeps one row per point key (``done`` beats
-  ``failed``, then the latest), so overlapping shards — from two writers, a merge, or a
-  compaction killed half-way — never show a point twice.
+  ``failed``, then the run that started last in the store, by ordinal, never by
+  clock), so overlapping shards — from two writers, a merge, or a compaction killed
+  half-way — never show a point twice. Done versions with different values are
+  conflicts: reported, kept, and resolved only by :meth:`Store.resolve`.
+* A result keeps one form (dims, value family) per store: a run returning another is
+  refused before writing it; shards that hold several show each form under its name.
+* A read lists the shards again after reading them, until a listing holds nothing it
+  has not read: a shard compacted away meanwhile never hides its points.
 * Merging two stores is copying shards from one directory into the other.
 * Compaction writes many shards into one new shard *before* deleting them: at every
   moment each point is in at least one shard.
@@ -36,13 +42,16 @@ from ..errors import StoreError, StoreWarning
 from .checkpoints import CheckpointDirectory
 from .dataset import load_dataset
 from .files import set_aside
+from .forms import Form
 from .index import StoreIndex, index_entry
 from .lazy import lazy_dataset
 from .maintenance import (
     SMALL_SHARD,
     CompactReport,
+    ResolveReport,
     VerifyReport,
     compact_store,
+    resolve_store,
     verify_store,
 )
 from .schema import (
@@ -63,11 +72,13 @@ from .shards import (
     read_shard,
     write_shard_atomically,
 )
-from .table import Table, combine_shards
+from .table import Conflict, ReadRules, Table, combine_shards
+from .versions import check_forms, recorded_forms, register_run, run_order
 
 __all__ = ["Store", "compact", "existing_store", "open_store", "verify"]
 
 _VANISH_RETRIES = 10
+_LISTING_ROUNDS = 1000  # listings a read takes at most while shards keep changing
 
 
 class Store:
@@ -97,6 +108,8 @@ class Store:
         self.quarantine_dir = os.path.join(self.path, QUARANTINE)
         self._index_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._provenance_in: dict[str, str] = {}  # provenance text -> shard holding it
+        self._forms: dict[str, Form] = {}  # recorded result forms (see check_forms)
+        self._runs_known: dict[str, int] = {}  # ordinals of the runs this object registered
 
     def __repr__(self) -> str:
         return f"<Store {self.path}: {len(self.shard_files())} shard(s)>"
@@ -171,13 +184,18 @@ class Store:
             return []
         return sorted(n for n in names if n.endswith(".nc") and not n.startswith("."))
 
-    def write(self, shard: ShardData) -> str:
+    def write(self, shard: ShardData, *, register_runs: bool = True) -> str:
         """Write one shard atomically and return its file name.
 
         The ``provenance`` attribute is written only while no shard this Store object
         wrote still holds the same provenance: a run keeps it in its first shard.
+        With ``register_runs``, the runs of the shard's rows not yet in ``runs.json``
+        take their ordinals (see :meth:`register_run`).
         """
         os.makedirs(self.shards_dir, exist_ok=True)
+        if register_runs and "run" in shard.bookkeeping:
+            for run_id in _run_ids(shard.bookkeeping["run"]):
+                self.register_run(run_id)
         name = new_shard_name()
         text = shard.attrs.get("provenance")
         holder = self._provenance_in.get(text) if isinstance(text, str) else None
@@ -190,6 +208,45 @@ class Store:
         if isinstance(text, str) and "provenance" in shard.attrs:
             self._provenance_in[text] = name
         return name
+
+    # -------------------------------------------------------------- versions and forms
+
+    def register_run(self, run_id: str) -> int:
+        """The ordinal of run ``run_id`` in this store, taken now (atomically, under a
+        lock) if it has none: later runs have higher ordinals, whatever the clocks."""
+        ordinal = self._runs_known.get(run_id)
+        if ordinal is None:
+            ordinal = self._runs_known[run_id] = register_run(self, run_id)
+        return ordinal
+
+    def run_order(self) -> dict[str, int]:
+        """Run id -> ordinal of the runs ``runs.json`` lists (see :mod:`.versions`)."""
+        return run_order(self)
+
+    def read_rules(self) -> ReadRules:
+        """The run order and result forms reading this store follows."""
+        return ReadRules(run_order(self), recorded_forms(self))
+
+    def check_forms(self, shard: ShardData) -> str:
+        """Why ``shard`` may not be written (a result in another form than the one the
+        store records), else ``""`` after recording the forms of its new results."""
+        return check_forms(self, shard, self._forms)
+
+    def conflicts(self) -> list[Conflict]:
+        """Points stored as done twice with different values (both kept; one shown)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StoreWarning)
+            return self.table().conflicts
+
+    def resolve(self, keep: str, keys: Sequence[str] | None = None) -> ResolveReport:
+        """Settle conflicts in favour of run ``keep``: the other done versions of each
+        conflicting point (of ``keys`` only, when given) leave the shards.
+
+        The shards rewritten are kept in ``superseded/``, so nothing is lost. Run ids
+        are listed by :meth:`conflicts`; a point with no version from ``keep`` is left
+        as it is.
+        """
+        return resolve_store(self, keep, keys)
 
     def quarantine(self, name: str, reason: str) -> None:
         """Move a shard that cannot be read out of the way, with the reason beside it."""
@@ -231,16 +288,37 @@ class Store:
 
     def _read_all(self, names: Sequence[str] | None, variables: Sequence[str] | None = None,
                   *, text_as_bytes: bool = False) -> list[ShardData]:
-        for _ in range(_VANISH_RETRIES):
-            files = self.shard_files() if names is None else list(names)
-            try:
-                shards = [self.read_shard(f, variables, text_as_bytes=text_as_bytes) for f in files]
-                return [s for s in shards if s is not None]
-            except ShardVanished:
-                if names is not None:
-                    raise
-                continue
-        raise StoreError(f"shards of {self.path} kept vanishing while being read; try again")
+        if names is not None:
+            shards = [self.read_shard(f, variables, text_as_bytes=text_as_bytes) for f in names]
+            return [s for s in shards if s is not None]
+        got = self._read_listed(
+            lambda name: self.read_shard(name, variables, text_as_bytes=text_as_bytes), {})
+        return [got[name] for name in sorted(got) if got[name] is not None]
+
+    def _read_listed(self, read: Any, got: dict[str, Any]) -> dict[str, Any]:
+        """``read(name)`` of every shard, listing again after each round of reads until
+        a listing holds no shard not read yet (``got``: results known already).
+
+        A shard that vanishes was compacted away after its replacement was written,
+        and a shard may be created and another removed while a listing is taken: only
+        a listing taken after the reads tells that nothing was missed. Shards read
+        before they vanished stay in the result (their points are also elsewhere).
+        """
+        files = self.shard_files()
+        for _ in range(_LISTING_ROUNDS):
+            vanished = False
+            for name in files:
+                if name in got:
+                    continue
+                try:
+                    got[name] = read(name)
+                except ShardVanished:
+                    vanished = True
+            files = self.shard_files()
+            if not vanished and all(name in got for name in files):
+                return got
+        raise StoreError(f"the shards of {self.path} kept changing while being read "
+                         f"({_LISTING_ROUNDS} listings); try again")
 
     # -------------------------------------------------------------- reading
 
@@ -250,19 +328,34 @@ class Store:
         ``names`` are the parameter names to expect when the store does not record them
         (an empty store).
         """
-        return combine_shards(self._read_all(None), self.metadata().get("names") or names)
+        return combine_shards(self._read_all(None), self.metadata().get("names") or names,
+                              rules=self.read_rules())
 
     def index(self) -> StoreIndex:
         """Keys of the points already stored, by status (reads only the key columns).
 
-        Shards never change once written, so each is read once per Store object.
+        Shards never change once written, so each is read once per Store object. Every
+        stored point is counted, whatever compacts or merges meanwhile: the shards are
+        listed again after reading, until a listing holds no shard not read.
         """
-        files = self.shard_files()
-        live = set(files)
+        live = set(self.shard_files())
         # the loop thread writes while readers call this: only atomic dict operations
         for stale in set(self._index_cache) - live:
             self._index_cache.pop(stale, None)
-        return self.index_of(files)
+        got = self._read_listed(self._index_entry, {
+            name: entry for name in live
+            if (entry := self._index_cache.get(name)) is not None})
+        return StoreIndex.from_entries([e for e in got.values() if e is not None])
+
+    def _index_entry(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A shard's keys and done flags, cached; None when it was set aside."""
+        entry = self._index_cache.get(name)
+        if entry is None:
+            shard = self.read_shard(name, ["status"], text_as_bytes=True)
+            if shard is None:
+                return None
+            entry = self._index_cache[name] = index_entry(shard)
+        return entry
 
     def new_shards(self, seen: set[str]) -> list[str]:
         """Shards not in ``seen`` (e.g. written by another scan since the last look)."""
@@ -272,16 +365,12 @@ class Store:
         """The :class:`StoreIndex` of the named shards only (shards gone are left out)."""
         entries = []
         for name in names:
-            entry = self._index_cache.get(name)
-            if entry is None:
-                try:
-                    shard = self.read_shard(name, ["status"], text_as_bytes=True)
-                except ShardVanished:
-                    continue
-                if shard is None:
-                    continue
-                entry = self._index_cache[name] = index_entry(shard)
-            entries.append(entry)
+            try:
+                entry = self._index_entry(name)
+            except ShardVanished:
+                continue
+            if entry is not None:
+                entries.append(entry)
         return StoreIndex.from_entries(entries)
 
     def dataset(self, *, lazy: bool | None = None, layout: Layout | None = None,
@@ -380,6 +469,13 @@ class Store:
 
 
 LAZY_THRESHOLD = 2 * 2**30  # stores bigger than this open lazily by default
+
+
+def _run_ids(column: np.ndarray) -> list[str]:
+    """The distinct run ids of a ``run`` column, as text, in order of first row."""
+    unique, first = np.unique(column, return_index=True)
+    return [u.decode("utf-8", "replace") if isinstance(u, bytes) else str(u)
+            for u in unique[np.argsort(first)].tolist()]
 
 
 # ------------------------------------------------------------------ functions
