@@ -124,7 +124,7 @@ class Store:
         path = os.path.join(self.path, META_FILE)
         try:
             meta = read_json(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return {}
         except ForeignFile as exc:
             raise StoreError(f"{path} is {exc.strerror}; the store reads only a regular "
@@ -207,10 +207,13 @@ class Store:
         meta = self.metadata()
         names = list(names)
         if not meta:
-            self._write_metadata({
-                "format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            })
+            try:
+                self._write_metadata({
+                    "format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                })
+            except OSError as exc:
+                raise StoreError(_cannot_write(self.path, exc)) from None
             return
         stored = list(meta.get("names", names))
         if sorted(stored) != sorted(names):

@@ -275,7 +275,10 @@ def _opened(path: str, mode: str = "r", **kwargs: Any) -> Iterator[tuple[Any, in
     try:
         with hdf5_lock():  # netCDF4.Dataset() itself runs HDF5 code
             _close_xarray_handles(path)
-            nc = netCDF4.Dataset(where, mode, **kwargs)
+            try:
+                nc = netCDF4.Dataset(where, mode, **kwargs)
+            except OSError as exc:  # name the file, not /proc/self/fd/N
+                raise OSError(exc.errno, exc.strerror or str(exc), path) from None
             ok = False
             try:
                 yield nc, size
