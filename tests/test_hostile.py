@@ -396,11 +396,14 @@ def test_bombs_and_huge_dimensions_finish_under_a_memory_limit(tmp_path):
 
 def test_legit_mixed_type_parameters_pass_the_key_check(tmp_path):
     """Values of mixed types (1, "a", 2.5, True) are stored as text: still their own keys."""
-    store = str(tmp_path / "s")
-    space = ns.grid(m=[1, "a", 2.5, True], b=[True, False])
-    ns.Scan(lambda m, b: 1, space, store=store).run(executor="serial", progress=False)
-    assert ns.verify(store).healthy
-    assert ns.Scan(lambda m, b: 1, space, store=store).run(dry_run=True).stored == 8
+    for i, space in enumerate([
+            ns.grid(m=[1, "a", 2.5, True], b=[True, False]),
+            ns.grid(m=[0.1, 1e-300, -0.0, 1e20, 2**60, np.float32(0.3)],
+                    b=["é", "a b", "", "1", "True"])]):
+        store = str(tmp_path / f"s{i}")
+        ns.Scan(lambda m, b: 1, space, store=store).run(executor="serial", progress=False)
+        assert ns.verify(store).healthy, str(ns.verify(store))
+        assert ns.Scan(lambda m, b: 1, space, store=store).run(dry_run=True).stored == len(space)
 
 
 # ---------------------------------------------------------------- leftovers
@@ -457,3 +460,100 @@ def test_merge_fsyncs_the_copies_and_the_directory(tmp_path):
     assert ".tmp-merge-" in synced  # the copy, before its rename to the shard's name
     assert f"<{dest}/shards>" in synced  # the directory, after the rename
     assert os.path.exists(dest / "shards" / shard)
+
+
+# ---------------------------------------------------------------- stores that cannot be written
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small tmpfs (root only), unmounted afterwards."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs Linux and root")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                      check=False, capture_output=True).returncode:
+        pytest.skip("mount is not allowed here")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _remount(mount, mode):
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(mount)], check=True)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "notebookscan", *args], capture_output=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+
+
+def test_read_only_store_is_refused_before_computing(tmpfs, tmp_path):
+    store = tmpfs / "s"
+    _good_store(store, xs=[0, 1])
+    _remount(tmpfs, "ro")
+    try:
+        calls = []
+        with pytest.raises(ns.StoreError, match=r"cannot write the store .*Read-only"):
+            ns.Scan(lambda x: calls.append(x) or x, ns.grid(x=[0, 1, 2, 3]), store=store).run(
+                executor="serial", progress=False)
+        assert calls == []
+        assert _values(ns.open_store(store)) == {0: 0.0, 1: 10.0}  # reading still works
+        assert ns.verify(store).healthy
+        compacted = _cli("compact", str(store))
+        assert compacted.returncode == 1
+        lines = compacted.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "Read-only file system" in lines[0], compacted.stderr
+        assert "Traceback" not in compacted.stderr.decode()
+    finally:
+        _remount(tmpfs, "rw")
+
+
+def test_full_disk_on_a_new_store_is_one_line(tmpfs, tmp_path):
+    with open(tmpfs / "filler", "wb") as f, pytest.raises(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    model = tmp_path / "model.py"
+    model.write_text("def f(x):\n    return x\n")
+    result = _cli("run", f"{model}:f", "--store", str(tmpfs / "new"), "--axis", "x=1,2",
+                  "--executor", "serial", "--no-progress")
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "no space left" in err.lower() and str(tmpfs / "new") in err
+
+
+def test_directory_that_is_not_a_store_and_path_under_a_file_are_refused(tmp_path):
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "chapter1.tex").write_text("precious")
+    with pytest.raises(ns.StoreError, match="not a notebookscan store"):
+        ns.Scan(_square, ns.grid(x=[1]), store=other).run(executor="serial", progress=False)
+    assert sorted(os.listdir(other)) == ["chapter1.tex"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ns.StoreError, match="is a file"):
+        ns.Scan(_square, ns.grid(x=[1]), store=afile / "store").run(
+            executor="serial", progress=False)
+    model = tmp_path / "model.py"
+    model.write_text("def f(x):\n    return x\n")
+    for store in (other, afile / "store"):
+        result = _cli("run", f"{model}:f", "--store", str(store), "--axis", "x=1,2",
+                      "--executor", "serial", "--no-progress")
+        err = result.stderr.decode()
+        assert result.returncode in (1, 2) and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) <= 2 and str(store) in err, err
+
+
+def test_non_utf8_store_path_prints_in_one_line(tmp_path):
+    raw = os.fsencode(str(tmp_path)) + b"/caf\xe9"
+    _good_store(os.fsdecode(raw))
+    result = _cli(b"status", raw)  # bytes arguments, as a shell passes them
+    assert result.returncode == 0, result.stderr
+    assert raw in result.stdout and b"5 stored: 5 done" in result.stdout
+    missing = _cli(b"verify", raw + b"-gone")
+    assert missing.returncode == 2 and b"Traceback" not in missing.stderr

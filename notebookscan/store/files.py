@@ -102,7 +102,7 @@ def check_own_directory(path: str, what: str) -> None:
     """Raise :class:`StoreError` when ``path`` exists and is not a real directory."""
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     if not stat.S_ISDIR(mode):
         raise StoreError(
@@ -114,6 +114,7 @@ def check_own_directory(path: str, what: str) -> None:
 def _open_dir(path: str, create: bool) -> int:
     """A descriptor of the directory ``path`` (its last part must not be a link)."""
     if create:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path)
     try:

@@ -216,6 +216,14 @@ def hdf5_lock() -> NetCDFLock:
     return _HDF5_LOCK
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+        return False
+    return True
+
+
 def _close_xarray_handles(path: str) -> None:
     """Close the handles xarray keeps open on ``path`` (its file cache; lazy opens).
 
@@ -267,11 +275,15 @@ def _opened(path: str, mode: str = "r", **kwargs: Any) -> Iterator[tuple[Any, in
     import netCDF4
 
     fd, size, where = -1, 0, path
+    proc = os.path.isdir("/proc/self/fd")
     if mode == "r":
         fd = open_regular(path)  # O_NOFOLLOW | O_NONBLOCK, then fstat: a regular file
         size = os.fstat(fd).st_size
-        if os.path.isdir("/proc/self/fd"):  # netCDF opens this very file, not the name
+        if proc:  # netCDF opens this very file, not the name
             where = f"/proc/self/fd/{fd}"
+    elif proc and not _utf8(path):  # netCDF takes UTF-8 names only: go through the directory
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        where = f"/proc/self/fd/{fd}/{os.path.basename(path)}"
     try:
         with hdf5_lock():  # netCDF4.Dataset() itself runs HDF5 code
             _close_xarray_handles(path)
@@ -807,11 +819,14 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
     return shard
 
 
-def _as_text(column: np.ndarray) -> np.ndarray:
-    """A text column (str objects or UTF-8 bytes) as a numpy unicode array."""
+def _as_bytes(column: np.ndarray) -> np.ndarray:
+    """A text column (str objects or UTF-8 bytes) as a numpy bytes array (no truncation)."""
     if column.dtype.kind == "S":
-        return np.char.decode(column, "utf-8", "replace")
-    return column.astype(str)
+        return column
+    try:
+        return column.astype("S")  # ASCII, the common case: no Python object per row
+    except UnicodeEncodeError:
+        return np.char.encode(column.astype(str), "utf-8")
 
 
 def check_rows(shard: ShardData, *, keys: bool = True) -> None:
@@ -823,23 +838,28 @@ def check_rows(shard: ShardData, *, keys: bool = True) -> None:
     parameter values would hide that point and show a wrong one. ``keys=False`` skips
     the key check (the caller remembers it passed for this very file).
     """
-    stored = _as_text(shard.bookkeeping["key"])
+    stored = _as_bytes(shard.bookkeeping["key"])
     if len(stored) != shard.n:
         raise MalformedShard(f"its key column has {len(stored)} rows for {shard.n} points")
     for name, column in shard.params.items():
         if len(column) != shard.n:
             raise MalformedShard(f"parameter {name!r} has {len(column)} rows for "
                                  f"{shard.n} points")
-    unique, counts = np.unique(stored, return_counts=True)
-    if len(unique) < len(stored):
-        raise MalformedShard(f"the key {unique[counts > 1][0]} is stored {counts.max()} "
-                             "times in it (a shard holds each point once)")
+    ordered = np.sort(stored)
+    twice = ordered[1:] == ordered[:-1]
+    if twice.any():
+        key = ordered[1:][twice][0]
+        raise MalformedShard(f"the key {key.decode('utf-8', 'replace')} is stored "
+                             f"{int(np.sum(stored == key))} times in it (a shard holds each "
+                             "point once)")
     status = shard.bookkeeping.get("status")
     if status is not None and len(status):
-        odd = ~np.isin(_as_text(status), _STATUSES)
+        status = _as_bytes(status)
+        odd = (status != b"done") & (status != b"failed")
         if odd.any():
             raise MalformedShard(f"row {int(np.argmax(odd))} has the status "
-                                 f"{_as_text(status)[odd][0]!r}, not done or failed")
+                                 f"{status[odd][0].decode('utf-8', 'replace')!r}, not done "
+                                 "or failed")
     if keys and shard.params and shard.n:
         bad = np.flatnonzero(_key_mismatches(shard, stored))
         if len(bad):
@@ -847,29 +867,34 @@ def check_rows(shard: ShardData, *, keys: bool = True) -> None:
             values = ", ".join(f"{k}={v[row]!r}" for k, v in sorted(shard.params.items()))
             raise MalformedShard(
                 f"{len(bad)} row(s) carry a key that is not their parameters' key (row "
-                f"{row}: key {stored[row]} with {values})")
+                f"{row}: key {stored[row].decode('utf-8', 'replace')} with {values})")
 
 
 def _key_mismatches(shard: ShardData, stored: np.ndarray) -> np.ndarray:
-    """A bool per row: its stored key differs from its parameters' key."""
+    """A bool per row: its stored key (bytes) differs from its parameters' key."""
     from ..keys import key_array
 
     names = sorted(shard.params)
-    bad = key_array(names, shard.params).astype(str) != stored
+    bad = key_array(names, shard.params) != stored
+    # a parameter of mixed values is stored as one type: (1, "a") as text, whose numbers
+    # and bools give their own keys; (2**60, 0.5) as floats, whose big integers do
     text = [n for n in names if shard.params[n].dtype.kind in "OU"]
-    if bad.any() and text:
-        # a parameter of mixed values (1, "a") is stored as text: its numbers and bools
-        # give their own keys
+    floats = [n for n in names if shard.params[n].dtype.kind == "f"]
+    for parsed in (text, floats, text + floats):
+        if not parsed or not bad.any():
+            continue
         rows = np.flatnonzero(bad)
         columns = {n: shard.params[n][rows] for n in names}
-        for n in text:
+        for n in parsed:
             columns[n] = np.array([_parsed(v) for v in columns[n].tolist()], dtype=object)
-        bad[rows] = key_array(names, columns).astype(str) != stored[rows]
+        bad[rows] = key_array(names, columns) != stored[rows]
     return bad
 
 
 def _parsed(text: Any) -> Any:
-    """A value of a mixed parameter as it was before being stored as text."""
+    """A value of a mixed parameter as it was before being stored as text or float."""
+    if isinstance(text, float):
+        return int(text) if text.is_integer() else text
     if text in ("True", "False"):
         return text == "True"
     for kind in (int, float):
