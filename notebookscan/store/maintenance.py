@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
-from .files import exclusive_lock, pid_alive, set_aside
+from .files import exclusive_lock, set_aside
 from .forms import compatible, shard_forms
 from .schema import LOCK_FILE, SUPERSEDED
-from .shards import ShardData, ShardVanished, _clean, read_shard
+from .shards import MalformedShard, ShardData, ShardVanished, read_shard, unreadable_reason
 from .table import Conflict, ReadRules, Table, combine_shards, typed_parts
 
 if TYPE_CHECKING:
@@ -63,27 +62,41 @@ class CompactReport:
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` found: readable shards and corrupt ones (with reasons)."""
+    """What :func:`verify` found: readable shards and corrupt ones (with reasons).
+
+    ``corrupt`` maps each file that is not a readable shard to the reason: entries
+    that are not regular files (links, FIFOs, directories), files that are not NetCDF,
+    and malformed shards (see :class:`~notebookscan.store.shards.MalformedShard`).
+    ``metadata`` is the problem of ``notebookscan.json``, if any; ``removed_temporary``
+    counts the temporary files of gone writers that verifying removed.
+    """
 
     ok: list[str] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
     points: int = 0
     checkpoints: int | None = None  # sound checkpoints of a segmented store
     conflicts: list[Conflict] = field(default_factory=list)
+    metadata: str = ""
+    removed_temporary: int = 0
 
     @property
     def healthy(self) -> bool:
-        """True when nothing is corrupt."""
-        return not self.corrupt
+        """True when nothing is corrupt and the metadata is sound."""
+        return not self.corrupt and not self.metadata
 
     def __str__(self) -> str:
         text = f"{len(self.ok)} shard(s) ok, {self.points} point(s)"
         if self.checkpoints is not None:
             text += f", {self.checkpoints} checkpoint(s) ok"
+        if self.metadata:
+            text += f"\nmetadata: {self.metadata}"
         for name, reason in self.corrupt.items():
             text += f"\ncorrupt: {name}: {reason}"
         for conflict in self.conflicts:
             text += f"\nconflict: {conflict}"
+        if self.removed_temporary:
+            text += (f"\nremoved {self.removed_temporary} temporary file(s) of writers that "
+                     "are gone")
         return text
 
 
@@ -251,40 +264,34 @@ def _checksum(column: Any) -> str:
 
 
 def remove_dead_temporaries(store: Store) -> int:
-    """Delete ``.tmp-*`` files left by writers of this host that no longer run."""
-    removed = 0
-    host = _clean(socket.gethostname())
-    for name in os.listdir(store.shards_dir):
-        if not name.startswith(".tmp-"):
-            continue
-        parts = name[len(".tmp-"):].split(".")
-        if len(parts) < 4 or parts[1] != host:
-            continue
-        try:
-            pid = int(parts[2])
-        except ValueError:
-            continue
-        if not pid_alive(pid):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(store.shards_dir, name))
-                removed += 1
-    return removed
+    """Delete the ``.tmp-*`` files of writers that are gone (see :meth:`Store.leftovers`)."""
+    return store.remove_leftovers()
+
 
 def verify_store(store: Store) -> VerifyReport:
-    """Open every shard and report the ones that cannot be read (nothing is moved), and
-    the points stored as done twice with different values."""
+    """Read every shard and report each that cannot be read, with the reason, and the
+    points stored as done twice with different values.
+
+    Nothing is moved; temporary files of writers that are gone are removed.
+    """
     report = VerifyReport()
     keys: list[np.ndarray] = []
-    for name in store.shard_files():
-        path = os.path.join(store.shards_dir, name)
+    with contextlib.suppress(OSError):
+        report.removed_temporary = store.remove_leftovers()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        report.metadata = store.check_metadata()
+    files, foreign = store._listing()
+    for name, reason in foreign.items():
+        report.corrupt[name] = f"not a shard: {reason}"
+    for name in files:
         try:
-            shard = read_shard(path)
-            if "key" not in shard.bookkeeping or "status" not in shard.bookkeeping:
-                raise KeyError("no key/status variables")
+            shard = store._read_checked(name, None, False)
         except FileNotFoundError:
             continue
-        except Exception as exc:
-            report.corrupt[name] = f"{type(exc).__name__}: {exc}"
+        except (MalformedShard, OSError, KeyError, ValueError, RuntimeError, IndexError,
+                MemoryError) as exc:
+            report.corrupt[name] = unreadable_reason(exc)
             continue
         report.ok.append(name)
         report.points += shard.n

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -14,6 +12,7 @@ import numpy as np
 from ..errors import StoreError
 from .checkpoints import copy_checkpoints
 from .directory import Store, existing_store
+from .files import ForeignFile, copy_into
 from .scanned import copy_records
 from .schema import SEGMENTS_DIR, SHARDS, Layout
 from .table import Conflict
@@ -87,21 +86,25 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
             os.makedirs(target.shards_dir, exist_ok=True)
         # the source's runs get their places in dest's order before its shards arrive
         adopt_runs(target, source, _run_ids(source))
-        for name in source.shard_files():
+        files, foreign = source._listing()  # the source is only read: nothing is moved
+        for name, reason in foreign.items():
+            raise StoreError(f"refusing to copy {os.path.join(source.shards_dir, name)}: it "
+                             f"is {reason}, and a store holds only its own regular files. "
+                             "Move it out of the source store and merge again.")
+        for name in files:
             if not _SAFE_NAME.match(name):
                 raise StoreError(f"refusing to copy the shard name {name!r}: not a plain file name")
             origin = os.path.join(source.shards_dir, name)
-            if os.path.islink(origin):
-                raise StoreError(f"refusing to copy {origin}: it is a symbolic link, and a store "
-                                 "holds only its own files")
-            destination = os.path.join(target.shards_dir, name)
-            if os.path.exists(destination):
-                report.already_present.append(name)
-                continue
-            tmp = os.path.join(target.shards_dir, f".tmp-merge-{uuid.uuid4().hex}")
-            shutil.copyfile(origin, tmp)
-            os.replace(tmp, destination)
-            report.copied.append(name)
+            try:
+                # a regular file only, copied, fsynced and renamed into place, then the
+                # directory fsynced: the report's shards are on disk when merge returns
+                copied = copy_into(origin, target.shards_dir, name)
+            except ForeignFile as exc:
+                raise StoreError(f"refusing to copy {origin}: it is {exc.strerror}, and a "
+                                 "store holds only its own regular files") from None
+            except FileNotFoundError:
+                continue  # compacted away in the source meanwhile: its points are copied too
+            (report.copied if copied else report.already_present).append(name)
         copy_records(source.path, target.path)  # so the merged runs' cells stay labelled
         if os.path.isdir(os.path.join(source.path, SEGMENTS_DIR, SHARDS)):
             _merge_segment_parts(source.path, target.path, report)
