@@ -84,13 +84,13 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
             target.prepare(Layout.from_json(meta["layout"]), meta.get("names", []))
         else:
             os.makedirs(target.shards_dir, exist_ok=True)
-        # the source's runs get their places in dest's order before its shards arrive
-        adopt_runs(target, source, _run_ids(source))
         files, foreign = source._listing()  # the source is only read: nothing is moved
         for name, reason in foreign.items():
             raise StoreError(f"refusing to copy {os.path.join(source.shards_dir, name)}: it "
                              f"is {reason}, and a store holds only its own regular files. "
                              "Move it out of the source store and merge again.")
+        # the source's runs get their places in dest's order before its shards arrive
+        adopt_runs(target, source, _run_ids(source))
         for name in files:
             if not _SAFE_NAME.match(name):
                 raise StoreError(f"refusing to copy the shard name {name!r}: not a plain file name")

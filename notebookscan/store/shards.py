@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from ..keys import key_array, legacy_key_array
 from ..results import Value
 from .files import json_nesting_problem, open_regular
 from .schema import (
@@ -832,7 +833,8 @@ def _as_bytes(column: np.ndarray) -> np.ndarray:
 def check_rows(shard: ShardData, *, keys: bool = True) -> None:
     """Refuse a shard whose rows contradict themselves (:class:`MalformedShard`).
 
-    A shard holds each key once (compaction keeps one row per key), with the status
+    A shard holds each key once per run (compaction keeps one row per key, and the
+    versions of runs that conflict: see :mod:`.table`), with the status
     ``done`` or ``failed``, and each row's key is the key of the row's parameters
     (:func:`notebookscan.keys.key_array`): a row carrying one point's key with other
     parameter values would hide that point and show a wrong one. ``keys=False`` skips
@@ -845,13 +847,18 @@ def check_rows(shard: ShardData, *, keys: bool = True) -> None:
         if len(column) != shard.n:
             raise MalformedShard(f"parameter {name!r} has {len(column)} rows for "
                                  f"{shard.n} points")
-    ordered = np.sort(stored)
+    # each (key, run) once: a compacted shard keeps the versions of conflicting runs
+    # side by side (see store.table), but never two rows of one run
+    runs = shard.bookkeeping.get("run")
+    pairs = (stored if runs is None else
+             np.char.add(np.char.add(stored, b"|"), _as_bytes(runs)))
+    ordered = np.sort(pairs)
     twice = ordered[1:] == ordered[:-1]
     if twice.any():
-        key = ordered[1:][twice][0]
+        key = ordered[1:][twice][0].split(b"|")[0]
         raise MalformedShard(f"the key {key.decode('utf-8', 'replace')} is stored "
-                             f"{int(np.sum(stored == key))} times in it (a shard holds each "
-                             "point once)")
+                             f"{int(np.sum(pairs == ordered[1:][twice][0]))} times in it "
+                             "for one run (a shard holds each point once per run)")
     status = shard.bookkeeping.get("status")
     if status is not None and len(status):
         status = _as_bytes(status)
@@ -872,8 +879,6 @@ def check_rows(shard: ShardData, *, keys: bool = True) -> None:
 
 def _key_mismatches(shard: ShardData, stored: np.ndarray) -> np.ndarray:
     """A bool per row: its stored key (bytes) differs from its parameters' key."""
-    from ..keys import key_array, legacy_key_array
-
     names = sorted(shard.params)
     bad = key_array(names, shard.params) != stored
     # a parameter of mixed values is stored as one type: (1, "a") as text, whose numbers
