@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import importlib.machinery
 import importlib.util
@@ -28,6 +29,8 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
+
+from .errors import NotebookscanError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -306,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit code: 0 ok, 1 failed points / corrupt shards / work not done,
     2 bad arguments, 130 interrupted.
     """
+    for stream in (sys.stdout, sys.stderr):  # paths that are not UTF-8 print as they are
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"{PROG} {args.command}"
@@ -317,8 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: error: {exc}\nRun `{prog} --help` for the options and examples.",
                   file=sys.stderr)
             return EXIT_USAGE
-        except CommandFailed as exc:
+        except (CommandFailed, NotebookscanError) as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except OSError as exc:  # a read-only store, a full disk: one line, no traceback
+            print(f"{prog}: error: {_os_error(exc)}", file=sys.stderr)
             return EXIT_FAILED
         except KeyboardInterrupt:
             print(f"\n{prog}: interrupted; every point finished so far is in the store.",
@@ -328,6 +337,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(OSError):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
             return EXIT_OK
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed file operation: the path, the reason, what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = ("this needs a store you can write: run it where you can, or copy the store "
+               "first (`notebookscan merge SRC COPY`)")
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space on that device and run again (everything stored so far is kept)"
+    else:
+        fix = "check the path and try again"
+    return f"{where}{reason}; {fix}"
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -903,6 +926,7 @@ def store_summary(store: Any, failures: int = 10) -> dict[str, Any]:
         "failed": failed, "missing": None, "grid_size": None,
         "shards": len(store.shard_files()), "size_bytes": store.size_bytes(),
         "quarantined": _quarantined(store),
+        "temporary": _leftovers(store),
     }
     summary["excluded"] = None
     if layout.kind == "grid" and layout.dims and len(status):
@@ -943,6 +967,16 @@ def store_summary(store: Any, failures: int = 10) -> dict[str, Any]:
 
 def _json_scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+def _leftovers(store: Any) -> dict[str, int]:
+    """Temporary files of writers that are gone: how many, how many bytes."""
+    count = size = 0
+    for path in store.leftovers():
+        with contextlib.suppress(OSError):
+            size += os.lstat(path).st_size
+            count += 1
+    return {"files": count, "bytes": size}
 
 
 def _quarantined(store: Any) -> list[str]:
@@ -1007,6 +1041,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     _echo(f"on disk:    {_human_bytes(s['size_bytes'])} in {s['shards']} shard(s)"
           + (f"; {len(s['quarantined'])} corrupt shard(s) in quarantine/: "
              + ", ".join(s["quarantined"]) if s["quarantined"] else ""))
+    if s["temporary"]["files"]:
+        _echo(f"leftovers:  {s['temporary']['files']} temporary file(s) of writers that are "
+              f"gone, {_human_bytes(s['temporary']['bytes'])}; the next run, compact or verify "
+              "removes them")
     if s["runs"]:
         _echo(f"runs ({len(s['runs'])}):")
         for run in s["runs"]:

@@ -290,6 +290,29 @@ def key_array(names: Sequence[str], columns: Mapping[str, np.ndarray]) -> np.nda
     return out
 
 
+def legacy_key_array(names: Sequence[str], columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Keys as stores written before the separator was doubled inside text gave them.
+
+    The same as :func:`key_array` for every point whose text holds no separator; kept so
+    that readers recognise such rows of older shards (see ``store.table``).
+    """
+    order = sorted(names)
+    n = len(columns[order[0]]) if order else 0
+    out = np.empty(n, dtype=KEY_DTYPE)
+    for i in range(n):
+        tokens = []
+        for name in order:
+            token = canonical_token(np.asarray(columns[name])[i].item()
+                                    if isinstance(columns[name], np.ndarray)
+                                    and columns[name].dtype.kind != "O" else columns[name][i])
+            if token.startswith("s:"):
+                token = "s:" + token[2:].replace(SEPARATOR * 2, SEPARATOR)
+            tokens.append(f"{name}={token}")
+        out[i] = hashlib.blake2b(SEPARATOR.join(tokens).encode("utf-8"),
+                                 digest_size=KEY_LENGTH // 2).hexdigest()
+    return out
+
+
 def keys_for_columns(names: Sequence[str], columns: Mapping[str, Sequence[object]]) -> list[str]:
     """Keys of many points given column by column, as a list of str.
 

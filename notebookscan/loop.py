@@ -270,6 +270,7 @@ class ScanLoop(StopControl):
         chunker = _Chunker(self.settings, self.executor.worker_count(),
                            MIN_CHUNK_SECONDS if self.executor.needs_pickled_function else 0.0)
         self._seen_shards = set(self.store.shard_files())
+        self.store.register_run(self.run_id)  # its place in the store's order of runs
         try:
             while (todo or inflight) and not (self._stop_now.is_set() and not inflight):
                 self._fill(todo, inflight, chunker)
@@ -505,6 +506,9 @@ class ScanLoop(StopControl):
         batch, self._batch = self._batch, Batch()
         data = batch.to_shard(self.names, self.columns, self.keys, self.seeds, self.run_id,
                               self.attrs)
+        problem = self.store.check_forms(data)  # a result whose form changed: stop first
+        if problem:
+            raise ScanError(problem)
         with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
             shard = self.store.write(data)
         batch.forget()

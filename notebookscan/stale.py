@@ -83,7 +83,7 @@ def find_stale(store: Any, function: Callable[..., Any], keys: np.ndarray) -> St
     """Which of ``keys`` the store shows as done from runs of other code than ``function``.
 
     Reads the runs' provenance (shard attributes) first, and the per-point ``key``,
-    ``status``, ``run`` and ``finished`` columns only when some run used other code.
+    ``status`` and ``run`` columns only when some run used other code.
     The version of a point looked at is the one every reader shows.
     """
     from .store.index import _sorted_isin
@@ -96,8 +96,9 @@ def find_stale(store: Any, function: Callable[..., Any], keys: np.ndarray) -> St
              if rec.get("source_sha256") != current["source_sha256"]}
     if not other:
         return report
-    shards = store._read_all(None, ["status", "run", "finished"], text_as_bytes=True)
-    table = combine_shards(shards, ())
+    shards = store._read_all(None, ["status", "run"], text_as_bytes=True)
+    # the version every reader shows: the store's run order decides (see store.versions)
+    table = combine_shards(shards, (), rules=store.read_rules())
     status = table.bookkeeping.get("status")
     run = table.bookkeeping.get("run")
     if status is None or run is None or not len(status):

@@ -210,12 +210,15 @@ class ShardSink:
     def write(self, points: Sequence[dict[str, Any]], seeds: Sequence[int],
               chunk: ChunkResult) -> str:
         from .batch import Batch
+        from .store.directory import Store
         from .store.shards import new_shard_name, write_shard_atomically
 
         batch = Batch()
         batch.add(np.arange(len(points)), chunk)
         shard = batch.to_shard(self.names, _point_columns(points, self.names), self.keys,
                                np.asarray(seeds), self.run_id, self.attrs)
+        if Store(os.path.dirname(self.shards_dir)).check_forms(shard):
+            return ""  # a result changed form: the client refuses it, nothing is written
         name = new_shard_name()
         write_shard_atomically(self.shards_dir, name, shard)
         return name
@@ -338,5 +341,6 @@ def run_chunk(
                         worker_name(), nbytes=nbytes)
     if sink is not None and nbytes >= sink.min_bytes:
         chunk.written = sink.write(points, seeds, chunk)
-        chunk.scalars, chunk.arrays = {}, {}
+        if chunk.written:  # else the client stores (or refuses) the results itself
+            chunk.scalars, chunk.arrays = {}, {}
     return chunk

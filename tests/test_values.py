@@ -184,13 +184,20 @@ def test_an_old_store_with_the_separator_in_text_opens_and_is_migrated(tmp_path)
 # ---------------------------------------------------------------- types per shard
 
 def test_bool_and_int_results_in_different_shards_keep_their_values(tmp_path):
-    store = tmp_path / "s"
-    _run(lambda x: True, ns.grid(x=[0]), store)
-    _run(lambda x: 5, ns.grid(x=[0, 1]), store)
-    for ds in _opens_before_and_after_compaction(store):
-        values = ds.result.values.tolist()
-        assert values[1] == 5 and type(values[1]) is int  # never read as True
-        assert values[0] in (True, 1)
+    # a run whose results change from bool to int is refused before writing
+    # (tests/test_integrity.py); stores merged from two such runs keep both exactly
+    _run(lambda x: True, ns.grid(x=[0]), tmp_path / "a")
+    with pytest.raises(ns.ScanError, match="changed form"):
+        _run(lambda x: 5, ns.grid(x=[0, 1]), tmp_path / "a")
+    _run(lambda x: 5, ns.grid(x=[0, 1]), tmp_path / "b")
+    ns.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "s")
+    with pytest.warns(ns.StoreWarning, match="stored twice"):
+        for ds in _opens_before_and_after_compaction(tmp_path / "s"):
+            # the bool form keeps the name, the int form is the second form
+            ints = ds["result__form2"].values.tolist()
+            assert ints == [5, 5] and all(type(v) is int for v in ints)  # never read as True
+    (conflict,) = Store(tmp_path / "s").conflicts()  # x=0's bool version is kept too
+    assert conflict.point == {"x": 0}
 
 
 def test_bool_and_int_parameters_in_different_shards_keep_their_values(tmp_path):

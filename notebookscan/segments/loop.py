@@ -461,6 +461,14 @@ class SegmentLoop(StopControl):
             self.checkpoints.prune(key, link, self.settings.keep_checkpoints)
         del rows, checkpoints
         if points:
+            # a point whose links finished since the last flush: one row, as reading
+            # would choose it (done beats failed, then the later); a shard holds each key once
+            best: dict[str, Record] = {}
+            for record in points:
+                held = best.get(record.key)
+                if held is None or record.status == "done" or held.status != "done":
+                    best[record.key] = record
+            points = list(best.values())
             self.store.write(shard_from_records(self.names, points, self.attrs))
             self.progress.shards += 1
         if shard is not None or points:

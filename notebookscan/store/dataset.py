@@ -482,7 +482,7 @@ def to_dataset(table: Table, layout: Layout, *,
 
 
 _ROW = "__row__"
-_VANISH_RETRIES = 10
+_VANISH_RETRIES = 100  # loads restarted while compaction replaces shards
 
 
 def load_dataset(store: Any, layout: Layout, *,
@@ -552,7 +552,8 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     for k, s in enumerate(shards):
         s.results[_ROW] = np.arange(offsets[k], offsets[k + 1])
         s.result_dims[_ROW] = ()
-    table = combine_shards(shards, names)
+    table = combine_shards(shards, names, rules=store.read_rules())
+    order += [v for v in table.results if v not in order and v != _ROW]  # other forms
     rows = table.results.pop(_ROW, np.array([], dtype=np.int64))
     table.result_dims.pop(_ROW, None)
     table.result_attrs.pop(_ROW, None)

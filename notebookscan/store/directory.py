@@ -7,8 +7,14 @@ Guarantees
 * Writers never collide: a shard's name holds user, host, process id and a random part.
   No lock is needed to write; two processes can scan into one store at once.
 * Reading combines all shards and keeps one row per point key (``done`` beats
-  ``failed``, then the latest), so overlapping shards — from two writers, a merge, or a
-  compaction killed half-way — never show a point twice.
+  ``failed``, then the run that started last in the store, by ordinal, never by
+  clock), so overlapping shards — from two writers, a merge, or a compaction killed
+  half-way — never show a point twice. Done versions with different values are
+  conflicts: reported, kept, and resolved only by :meth:`Store.resolve`.
+* A result keeps one form (dims, value family) per store: a run returning another is
+  refused before writing it; shards that hold several show each form under its name.
+* A read lists the shards again after reading them, until a listing holds nothing it
+  has not read: a shard compacted away meanwhile never hides its points.
 * Merging two stores is copying shards from one directory into the other.
 * Compaction writes many shards into one new shard *before* deleting them: at every
   moment each point is in at least one shard.
@@ -35,39 +41,60 @@ import numpy as np
 from ..errors import StoreError, StoreWarning
 from .checkpoints import CheckpointDirectory
 from .dataset import load_dataset
-from .files import set_aside
+from .files import (
+    ForeignFile,
+    _writer_tag,
+    check_own_directory,
+    dead_temporaries,
+    entry_problem,
+    parse_json,
+    probe_writable,
+    read_json,
+    remove_entries,
+    set_aside,
+)
+from .forms import Form
 from .index import StoreIndex, index_entry
 from .lazy import lazy_dataset
 from .maintenance import (
     SMALL_SHARD,
     CompactReport,
+    ResolveReport,
     VerifyReport,
     compact_store,
+    resolve_store,
     verify_store,
 )
 from .schema import (
     CHECKPOINTS_DIR,
+    LOCK_FILE,
     META_FILE,
     QUARANTINE,
+    ROLE,
     SEGMENTS_DIR,
     SHARDS,
     STORE_FORMAT,
     Layout,
 )
 from .shards import (
+    MalformedShard,
     ShardData,
     ShardVanished,
+    check_rows,
     hdf5_lock,
     new_shard_name,
     open_dataset,
     read_shard,
+    unreadable_reason,
     write_shard_atomically,
 )
-from .table import Table, combine_shards
+from .table import Conflict, ReadRules, Table, combine_shards
+from .versions import check_forms, recorded_forms, register_run, run_order
 
 __all__ = ["Store", "compact", "existing_store", "open_store", "verify"]
 
 _VANISH_RETRIES = 10
+_LISTING_ROUNDS = 1000  # listings a read takes at most while shards keep changing
 
 
 class Store:
@@ -97,6 +124,12 @@ class Store:
         self.quarantine_dir = os.path.join(self.path, QUARANTINE)
         self._index_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._provenance_in: dict[str, str] = {}  # provenance text -> shard holding it
+        self._forms: dict[str, Form] = {}  # recorded result forms (see check_forms)
+        self._runs_known: dict[str, int] = {}  # ordinals of the runs this object registered
+        # shards whose keys matched their parameters: (name, inode, size, mtime)
+        self._keys_checked: set[tuple[str, int, int, int]] = set()
+        self._names_fix: list[str] | None = None  # the shards' names, when the metadata's are wrong
+        self._names_checked = False
 
     def __repr__(self) -> str:
         return f"<Store {self.path}: {len(self.shard_files())} shard(s)>"
@@ -109,15 +142,67 @@ class Store:
         return os.path.isdir(self.shards_dir)
 
     def metadata(self) -> dict[str, Any]:
-        """The store's ``notebookscan.json`` (empty dict when there is none)."""
+        """The store's ``notebookscan.json`` (empty dict when there is none).
+
+        When it names parameters no shard holds (see :meth:`check_metadata`), the
+        shards' names are given instead, and a grid layout becomes a points layout.
+        """
         path = os.path.join(self.path, META_FILE)
         try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
+            meta = read_json(path)
+        except (FileNotFoundError, NotADirectoryError):
             return {}
-        except ValueError as exc:
-            raise StoreError(f"{path} is not valid JSON ({exc}); fix or delete it") from exc
+        except ForeignFile as exc:
+            raise StoreError(f"{path} is {exc.strerror}; the store reads only a regular "
+                             "file there. Move it away.") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{path} is not valid JSON ({exc}); fix or delete it") from None
+        names = meta.get("names", []) if isinstance(meta, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise StoreError(f"{path} is not a notebookscan store's metadata (a JSON object "
+                             "whose 'names' is a list of parameter names); fix or delete it")
+        if self._names_fix is not None:
+            meta = {**meta, "names": list(self._names_fix),
+                    "layout": Layout("points", tuple(self._names_fix)).to_json()}
+        return meta
+
+    def check_metadata(self) -> str:
+        """Check the parameter names of ``notebookscan.json`` against the shards.
+
+        Returns the problem ("" when none). Metadata that names parameters no shard
+        holds, while the shards agree among themselves, is wrong (not the shards): the
+        store is then read with the shards' names and a warning says how to fix the
+        file. Shards are looked at only when the first one disagrees.
+        """
+        self._names_checked = True
+        self._names_fix = None
+        expected = set(self.metadata().get("names", []))
+        files = self._listing()[0]
+        if not expected or not files:
+            return ""
+        seen = []
+        for name in files:
+            names = _parameter_names(os.path.join(self.shards_dir, name))
+            if names is None:
+                continue
+            if names == expected:
+                return ""
+            seen.append(names)
+            if len(seen) > 1 and names != seen[0]:
+                return ""  # shards differ: the ones unlike the metadata are set aside
+        if not seen:
+            return ""
+        self._names_fix = sorted(seen[0], key=str)
+        problem = (f"{os.path.join(self.path, META_FILE)} names the parameters "
+                   f"{sorted(expected)}, but every shard holds {self._names_fix}; the store "
+                   f"is read with the shards' names. Fix \"names\" (and \"layout\") in that "
+                   "file.")
+        warnings.warn(problem, StoreWarning, stacklevel=3)
+        return problem
+
+    def _check_names_once(self) -> None:
+        if not self._names_checked:
+            self.check_metadata()
 
     def layout(self) -> Layout:
         """The layout results are shown in (``points`` when the store does not say)."""
@@ -127,8 +212,8 @@ class Store:
         return Layout("points", ())
 
     def _write_metadata(self, meta: dict[str, Any]) -> None:
-        tmp = os.path.join(self.path, f".tmp-{uuid.uuid4().hex}.json")
-        with open(tmp, "w", encoding="utf-8") as f:
+        tmp = os.path.join(self.path, f".tmp-meta.{_writer()}.{uuid.uuid4().hex}.json")
+        with open(tmp, "x", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
@@ -138,16 +223,23 @@ class Store:
         """Create the directories and metadata, or check an existing store fits ``names``.
 
         A store holds one set of parameter names. Adding a points-layout space to a
-        grid store turns the store's layout into ``points``.
+        grid store turns the store's layout into ``points``. A store that cannot be
+        written, a directory that holds other things than a store, and a path under a
+        file are refused here, before anything is computed. Temporary files of writers
+        that are gone are removed.
         """
-        os.makedirs(self.shards_dir, exist_ok=True)
+        self._create()
+        self.remove_leftovers()
         meta = self.metadata()
         names = list(names)
         if not meta:
-            self._write_metadata({
-                "format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            })
+            try:
+                self._write_metadata({
+                    "format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                })
+            except OSError as exc:
+                raise StoreError(_cannot_write(self.path, exc)) from None
             return
         stored = list(meta.get("names", names))
         if sorted(stored) != sorted(names):
@@ -163,21 +255,76 @@ class Store:
 
     # -------------------------------------------------------------- shards
 
-    def shard_files(self) -> list[str]:
-        """Names of the complete shards (temporary files excluded), sorted."""
+    def _create(self) -> None:
+        """Make the store's directories, or refuse a path that cannot be a store."""
+        path = self.path
+        if os.path.isdir(path) and not _looks_like_store(path):
+            raise StoreError(
+                f"{path} is a directory that holds other files and is not a notebookscan "
+                "store (no notebookscan.json, no shards/); give an empty or new directory "
+                "as the store")
+        check_own_directory(self.shards_dir, "shards/")
+        check_own_directory(self.quarantine_dir, "quarantine/")
         try:
-            names = os.listdir(self.shards_dir)
-        except FileNotFoundError:
-            return []
-        return sorted(n for n in names if n.endswith(".nc") and not n.startswith("."))
+            os.makedirs(self.shards_dir, exist_ok=True)
+            probe_writable(path)
+            probe_writable(self.shards_dir)
+        except OSError as exc:
+            raise StoreError(_cannot_write(path, exc)) from None
 
-    def write(self, shard: ShardData) -> str:
+    def shard_files(self) -> list[str]:
+        """Names of the complete shards (temporary files excluded), sorted.
+
+        Entries named like shards that are not regular files (a symbolic link, a FIFO,
+        a directory, a device) are moved to ``quarantine/`` with the reason, unread.
+        """
+        names, foreign = self._listing()
+        for name, reason in foreign.items():
+            self.quarantine(name, f"not a shard: {reason}")
+        return names
+
+    def _listing(self) -> tuple[list[str], dict[str, str]]:
+        """Regular shard files, and entries named like shards that are not (-> why)."""
+        check_own_directory(self.shards_dir, "shards/")
+        check_own_directory(self.quarantine_dir, "quarantine/")
+        try:
+            entries = list(os.scandir(self.shards_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return [], {}
+        names, foreign = [], {}
+        for entry in entries:
+            if not entry.name.endswith(".nc") or entry.name.startswith("."):
+                continue
+            problem = entry_problem(entry)
+            if problem:
+                foreign[entry.name] = problem
+            else:
+                names.append(entry.name)
+        return sorted(names), foreign
+
+    def leftovers(self) -> list[str]:
+        """Paths of temporary files whose writer is gone (see :func:`files.dead_temporaries`)."""
+        return [os.path.join(directory, name) for directory in (self.path, self.shards_dir)
+                for name in dead_temporaries(directory)]
+
+    def remove_leftovers(self) -> int:
+        """Delete the temporary files of writers that are gone; how many were removed."""
+        return sum(remove_entries(directory, dead_temporaries(directory))
+                   for directory in (self.path, self.shards_dir))
+
+    def write(self, shard: ShardData, *, register_runs: bool = True) -> str:
         """Write one shard atomically and return its file name.
 
         The ``provenance`` attribute is written only while no shard this Store object
         wrote still holds the same provenance: a run keeps it in its first shard.
+        With ``register_runs``, the runs of the shard's rows not yet in ``runs.json``
+        take their ordinals (see :meth:`register_run`).
         """
+        check_own_directory(self.shards_dir, "shards/")
         os.makedirs(self.shards_dir, exist_ok=True)
+        if register_runs and "run" in shard.bookkeeping:
+            for run_id in _run_ids(shard.bookkeeping["run"]):
+                self.register_run(run_id)
         name = new_shard_name()
         text = shard.attrs.get("provenance")
         holder = self._provenance_in.get(text) if isinstance(text, str) else None
@@ -190,6 +337,45 @@ class Store:
         if isinstance(text, str) and "provenance" in shard.attrs:
             self._provenance_in[text] = name
         return name
+
+    # -------------------------------------------------------------- versions and forms
+
+    def register_run(self, run_id: str) -> int:
+        """The ordinal of run ``run_id`` in this store, taken now (atomically, under a
+        lock) if it has none: later runs have higher ordinals, whatever the clocks."""
+        ordinal = self._runs_known.get(run_id)
+        if ordinal is None:
+            ordinal = self._runs_known[run_id] = register_run(self, run_id)
+        return ordinal
+
+    def run_order(self) -> dict[str, int]:
+        """Run id -> ordinal of the runs ``runs.json`` lists (see :mod:`.versions`)."""
+        return run_order(self)
+
+    def read_rules(self) -> ReadRules:
+        """The run order and result forms reading this store follows."""
+        return ReadRules(run_order(self), recorded_forms(self))
+
+    def check_forms(self, shard: ShardData) -> str:
+        """Why ``shard`` may not be written (a result in another form than the one the
+        store records), else ``""`` after recording the forms of its new results."""
+        return check_forms(self, shard, self._forms)
+
+    def conflicts(self) -> list[Conflict]:
+        """Points stored as done twice with different values (both kept; one shown)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StoreWarning)
+            return self.table().conflicts
+
+    def resolve(self, keep: str, keys: Sequence[str] | None = None) -> ResolveReport:
+        """Settle conflicts in favour of run ``keep``: the other done versions of each
+        conflicting point (of ``keys`` only, when given) leave the shards.
+
+        The shards rewritten are kept in ``superseded/``, so nothing is lost. Run ids
+        are listed by :meth:`conflicts`; a point with no version from ``keep`` is left
+        as it is.
+        """
+        return resolve_store(self, keep, keys)
 
     def quarantine(self, name: str, reason: str) -> None:
         """Move a shard that cannot be read out of the way, with the reason beside it."""
@@ -208,13 +394,10 @@ class Store:
         """
         path = os.path.join(self.shards_dir, name)
         try:
-            shard = read_shard(path, variables, text_as_bytes=text_as_bytes)
-            missing = [v for v in ("key", "status") if v not in shard.bookkeeping]
-            if variables is None:
-                missing += [n for n in self.metadata().get("names", []) if n not in shard.params]
-            if missing:
-                raise ValueError(f"it lacks the variables {missing}")
-            return shard
+            return self._read_checked(name, variables, text_as_bytes)
+        except ForeignFile as exc:  # replaced by a link or FIFO since the listing
+            self.quarantine(name, f"not a shard: {exc.strerror}")
+            return None
         except FileNotFoundError as exc:
             raise ShardVanished(name) from exc
         except OSError as exc:
@@ -223,24 +406,66 @@ class Store:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.EACCES):
                 raise StoreError(f"cannot open shard {path}: {exc}") from exc
             self.quarantine(name, f"{type(exc).__name__}: {exc}")
-        except (KeyError, ValueError, RuntimeError, IndexError) as exc:
-            if not os.path.exists(path):
+        except (KeyError, ValueError, RuntimeError, IndexError, MemoryError) as exc:
+            if not os.path.lexists(path):
                 raise ShardVanished(name) from exc
-            self.quarantine(name, f"not a notebookscan shard: {type(exc).__name__}: {exc}")
+            self.quarantine(name, unreadable_reason(exc))
         return None
+
+    def _read_checked(self, name: str, variables: Sequence[str] | None,
+                      text_as_bytes: bool) -> ShardData:
+        """:func:`read_shard` and :func:`check_rows`, and the parameters the store has.
+
+        The key check (a hash per row) runs once per file: a shard never changes.
+        """
+        path = os.path.join(self.shards_dir, name)
+        st = os.lstat(path)
+        identity = (name, st.st_ino, st.st_size, st.st_mtime_ns)
+        shard = read_shard(path, variables, text_as_bytes=text_as_bytes)
+        check_rows(shard, keys=identity not in self._keys_checked)
+        self._keys_checked.add(identity)
+        expected = self.metadata().get("names", [])
+        if expected and set(shard.params) != set(expected) and not self._names_checked:
+            self.check_metadata()  # the metadata may be what is wrong, not the shard
+            expected = self.metadata().get("names", [])
+        if expected and set(shard.params) != set(expected):
+            raise MalformedShard(f"it holds the parameters {sorted(shard.params)}, the store "
+                                 f"{sorted(expected)}")
+        return shard
 
     def _read_all(self, names: Sequence[str] | None, variables: Sequence[str] | None = None,
                   *, text_as_bytes: bool = False) -> list[ShardData]:
-        for _ in range(_VANISH_RETRIES):
-            files = self.shard_files() if names is None else list(names)
-            try:
-                shards = [self.read_shard(f, variables, text_as_bytes=text_as_bytes) for f in files]
-                return [s for s in shards if s is not None]
-            except ShardVanished:
-                if names is not None:
-                    raise
-                continue
-        raise StoreError(f"shards of {self.path} kept vanishing while being read; try again")
+        if names is not None:
+            shards = [self.read_shard(f, variables, text_as_bytes=text_as_bytes) for f in names]
+            return [s for s in shards if s is not None]
+        got = self._read_listed(
+            lambda name: self.read_shard(name, variables, text_as_bytes=text_as_bytes), {})
+        return [got[name] for name in sorted(got) if got[name] is not None]
+
+    def _read_listed(self, read: Any, got: dict[str, Any]) -> dict[str, Any]:
+        """``read(name)`` of every shard, listing again after each round of reads until
+        a listing holds no shard not read yet (``got``: results known already).
+
+        A shard that vanishes was compacted away after its replacement was written,
+        and a shard may be created and another removed while a listing is taken: only
+        a listing taken after the reads tells that nothing was missed. Shards read
+        before they vanished stay in the result (their points are also elsewhere).
+        """
+        files = self.shard_files()
+        for _ in range(_LISTING_ROUNDS):
+            vanished = False
+            for name in files:
+                if name in got:
+                    continue
+                try:
+                    got[name] = read(name)
+                except ShardVanished:
+                    vanished = True
+            files = self.shard_files()
+            if not vanished and all(name in got for name in files):
+                return got
+        raise StoreError(f"the shards of {self.path} kept changing while being read "
+                         f"({_LISTING_ROUNDS} listings); try again")
 
     # -------------------------------------------------------------- reading
 
@@ -250,19 +475,35 @@ class Store:
         ``names`` are the parameter names to expect when the store does not record them
         (an empty store).
         """
-        return combine_shards(self._read_all(None), self.metadata().get("names") or names)
+        self._check_names_once()
+        return combine_shards(self._read_all(None), self.metadata().get("names") or names,
+                              rules=self.read_rules())
 
     def index(self) -> StoreIndex:
         """Keys of the points already stored, by status (reads only the key columns).
 
-        Shards never change once written, so each is read once per Store object.
+        Shards never change once written, so each is read once per Store object. Every
+        stored point is counted, whatever compacts or merges meanwhile: the shards are
+        listed again after reading, until a listing holds no shard not read.
         """
-        files = self.shard_files()
-        live = set(files)
+        live = set(self.shard_files())
         # the loop thread writes while readers call this: only atomic dict operations
         for stale in set(self._index_cache) - live:
             self._index_cache.pop(stale, None)
-        return self.index_of(files)
+        got = self._read_listed(self._index_entry, {
+            name: entry for name in live
+            if (entry := self._index_cache.get(name)) is not None})
+        return StoreIndex.from_entries([e for e in got.values() if e is not None])
+
+    def _index_entry(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A shard's keys and done flags, cached; None when it was set aside."""
+        entry = self._index_cache.get(name)
+        if entry is None:
+            shard = self.read_shard(name, ["status"], text_as_bytes=True)
+            if shard is None:
+                return None
+            entry = self._index_cache[name] = index_entry(shard)
+        return entry
 
     def new_shards(self, seen: set[str]) -> list[str]:
         """Shards not in ``seen`` (e.g. written by another scan since the last look)."""
@@ -272,22 +513,19 @@ class Store:
         """The :class:`StoreIndex` of the named shards only (shards gone are left out)."""
         entries = []
         for name in names:
-            entry = self._index_cache.get(name)
-            if entry is None:
-                try:
-                    shard = self.read_shard(name, ["status"], text_as_bytes=True)
-                except ShardVanished:
-                    continue
-                if shard is None:
-                    continue
-                entry = self._index_cache[name] = index_entry(shard)
-            entries.append(entry)
+            try:
+                entry = self._index_entry(name)
+            except ShardVanished:
+                continue
+            if entry is not None:
+                entries.append(entry)
         return StoreIndex.from_entries(entries)
 
     def dataset(self, *, lazy: bool | None = None, layout: Layout | None = None,
                 extra_coords: dict[str, Sequence[Any]] | None = None,
                 pending: dict[str, Sequence[Any]] | None = None) -> Any:
         """The store as a labelled :class:`xarray.Dataset` (see :func:`open_store`)."""
+        self._check_names_once()
         layout = layout or self.layout()
         if layout.kind == "grid" and not layout.dims:
             layout = Layout("points", ())
@@ -318,10 +556,10 @@ class Store:
             try:
                 with open_dataset(os.path.join(self.shards_dir, name)) as nc:
                     text = nc.getncattr("provenance") if "provenance" in nc.ncattrs() else ""
-            except OSError:
+            except (OSError, RuntimeError):
                 continue
             with contextlib.suppress(ValueError, TypeError):
-                runs.update(json.loads(text))
+                runs.update(parse_json(text))
         return runs
 
     def size_bytes(self) -> int:
@@ -382,7 +620,51 @@ class Store:
 LAZY_THRESHOLD = 2 * 2**30  # stores bigger than this open lazily by default
 
 
+def _run_ids(column: np.ndarray) -> list[str]:
+    """The distinct run ids of a ``run`` column, as text, in order of first row."""
+    unique, first = np.unique(column, return_index=True)
+    return [u.decode("utf-8", "replace") if isinstance(u, bytes) else str(u)
+            for u in unique[np.argsort(first)].tolist()]
+
+
 # ------------------------------------------------------------------ functions
+
+
+def _writer() -> str:
+    """``host.pid`` for temporary file names (their writer; see :func:`dead_temporaries`)."""
+    return _writer_tag()
+
+
+def _looks_like_store(path: str) -> bool:
+    """True for an empty directory or one holding any of a store's own entries."""
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return True  # the write that follows reports why
+    return not names or bool(names & {META_FILE, SHARDS, QUARANTINE, LOCK_FILE})
+
+
+def _cannot_write(path: str, exc: OSError) -> str:
+    """One line: why the store at ``path`` cannot be written, and what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not os.path.isdir(path)):
+        return (f"cannot use {path} as a store: it, or a directory above it, is a file "
+                f"({reason}); give a directory path")
+    if exc.errno == errno.ENOSPC:
+        return f"cannot write the store {path}: no space left on the device; free space first"
+    return (f"cannot write the store {path} ({reason}); give a directory you can write, or "
+            "fix its permissions (a read-only store can still be opened, verified and merged "
+            "from)")
+
+
+def _parameter_names(path: str) -> set[str] | None:
+    """The parameter names of one shard, from its metadata (None when unreadable)."""
+    try:
+        with open_dataset(path) as nc:
+            return {name for name, var in nc.variables.items()
+                    if ROLE in var.ncattrs() and var.getncattr(ROLE) == "parameter"}
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def existing_store(path: str | os.PathLike[str]) -> Store:

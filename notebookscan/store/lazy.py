@@ -86,7 +86,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     datasets = []
     names = store.metadata().get("names")
     for name in files:
-        part = store.read_shard(name, ["status", "finished", *(names or [])])
+        part = store.read_shard(name, ["status", "run", *(names or [])])
         if part is None:  # unreadable: already reported and set aside
             continue
         index_parts.append(part)
@@ -103,7 +103,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         padded.append(ds.pad(widths) if widths else ds)
     combined = xr.concat(padded, dim="point", data_vars="all", coords="minimal",
                          compat="override", join="outer") if len(padded) > 1 else padded[0]
-    order = _row_order(index_parts, names)
+    order = _row_order(index_parts, names, store.read_rules())
     if not (len(order) == combined.sizes["point"] and (order == np.arange(len(order))).all()):
         # a dask take over thousands of one-point chunks costs a noticeable part of the
         # open; shards written in order with no point twice need none
@@ -121,7 +121,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     return combined
 
 
-def _row_order(parts: list[Any], names: list[str] | None) -> np.ndarray:
+def _row_order(parts: list[Any], names: list[str] | None, rules: Any) -> np.ndarray:
     """Positions (in the concatenated shards) of the rows the eager reader would keep."""
     offset = 0
     for part in parts:
@@ -130,5 +130,5 @@ def _row_order(parts: list[Any], names: list[str] | None) -> np.ndarray:
     for part in parts:
         part.results["__row__"] = part.bookkeeping.pop("row")
         part.result_dims["__row__"] = ()
-    table = combine_shards(parts, names)
+    table = combine_shards(parts, names, rules=rules)
     return table.results["__row__"].astype(np.int64)

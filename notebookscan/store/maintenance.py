@@ -2,26 +2,38 @@
 
 Every function here takes a :class:`~notebookscan.store.directory.Store` and acts only
 inside its directory.
+
+Compaction never loses a row: it combines only shards whose results have the same
+forms, keeps every done version of a point whose values differ from the shown one
+(a conflict, until :func:`resolve_store` settles it), and reads the shard it wrote
+back — rows per key and a checksum per variable — before deleting anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import socket
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .files import exclusive_lock, pid_alive
-from .schema import LOCK_FILE
-from .shards import ShardData, ShardVanished, _clean, read_shard
-from .table import Table, combine_shards, typed_parts
+import numpy as np
+
+from ..errors import StoreError, StoreWarning
+from .files import exclusive_lock, set_aside
+from .forms import compatible, shard_forms
+from .schema import LOCK_FILE, SUPERSEDED
+from .shards import MalformedShard, ShardData, ShardVanished, read_shard, unreadable_reason
+from .table import Conflict, ReadRules, Table, combine_shards, typed_parts
 
 if TYPE_CHECKING:
     from .directory import Store
 
-__all__ = ["CompactReport", "VerifyReport", "compact_store", "verify_store"]
+__all__ = ["CompactReport", "ResolveReport", "VerifyReport", "compact_store",
+           "resolve_store", "verify_store"]
 
 SMALL_SHARD = 16 * 2**20  # shards up to this size are worth compacting
 COMPACT_MEMORY = 32 * 2**20  # shard data read per compaction pass (the pass needs ~2x)
@@ -37,39 +49,70 @@ class CompactReport:
     removed_temporary: int = 0
     skipped: str = ""
     recordings: CompactReport | None = None  # a segmented store's recordings
+    problems: list[str] = field(default_factory=list)  # passes undone, and why
 
     def __str__(self) -> str:
-        if self.skipped:
-            text = f"compaction skipped: {self.skipped}"
-        else:
-            text = (f"compacted {self.shards_before} shard(s) into {self.shards_after}, "
-                    f"{self.points} point(s)")
+        text = (f"compaction skipped: {self.skipped}" if self.skipped else
+                f"compacted {self.shards_before} shard(s) into {self.shards_after}, "
+                f"{self.points} point(s)")
         if self.recordings is not None:
             text += f"; recordings: {self.recordings}"
-        return text
+        return "\n".join([text, *self.problems])
 
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` found: readable shards and corrupt ones (with reasons)."""
+    """What :func:`verify` found: readable shards and corrupt ones (with reasons).
+
+    ``corrupt`` maps each file that is not a readable shard to the reason: entries
+    that are not regular files (links, FIFOs, directories), files that are not NetCDF,
+    and malformed shards (see :class:`~notebookscan.store.shards.MalformedShard`).
+    ``metadata`` is the problem of ``notebookscan.json``, if any; ``removed_temporary``
+    counts the temporary files of gone writers that verifying removed.
+    """
 
     ok: list[str] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
     points: int = 0
     checkpoints: int | None = None  # sound checkpoints of a segmented store
+    conflicts: list[Conflict] = field(default_factory=list)
+    metadata: str = ""
+    removed_temporary: int = 0
 
     @property
     def healthy(self) -> bool:
-        """True when nothing is corrupt."""
-        return not self.corrupt
+        """True when nothing is corrupt and the metadata is sound."""
+        return not self.corrupt and not self.metadata
 
     def __str__(self) -> str:
         text = f"{len(self.ok)} shard(s) ok, {self.points} point(s)"
         if self.checkpoints is not None:
             text += f", {self.checkpoints} checkpoint(s) ok"
+        if self.metadata:
+            text += f"\nmetadata: {self.metadata}"
         for name, reason in self.corrupt.items():
             text += f"\ncorrupt: {name}: {reason}"
+        for conflict in self.conflicts:
+            text += f"\nconflict: {conflict}"
+        if self.removed_temporary:
+            text += (f"\nremoved {self.removed_temporary} temporary file(s) of writers that "
+                     "are gone")
         return text
+
+
+@dataclass
+class ResolveReport:
+    """What :func:`resolve_store` did: the points settled, and the shards rewritten
+    (the originals are in ``superseded/``)."""
+
+    keys: list[str] = field(default_factory=list)
+    rows_removed: int = 0
+    rewritten: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"resolved {len(self.keys)} point(s): {self.rows_removed} row(s) of other "
+                f"versions left the shards; {len(self.rewritten)} shard(s) rewritten "
+                "(originals in superseded/)")
 
 
 
@@ -102,21 +145,28 @@ def compact_store(store: Store, *, max_shard_bytes: int = SMALL_SHARD,
             if size <= max_shard_bytes and total + size <= max_total_bytes:
                 candidates.append(name)
                 total += size
+        rules = store.read_rules()
         while len(candidates) >= 2:
-            done = _compact_pass(store, candidates, max_memory_bytes)
-            report.points += done
-            if not done:
-                break
+            later: list[str] = []  # shards whose forms differ from this pass's
+            report.points += _compact_pass(store, candidates, later, max_memory_bytes,
+                                           rules, report)
+            candidates[:0] = later
         if not report.points:
             report.skipped = "nothing to compact"
         report.shards_after = len(store.shard_files())
         store._index_cache.clear()
     return report
 
-def _compact_pass(store: Store, candidates: list[str], max_memory_bytes: int) -> int:
+def _compact_pass(store: Store, candidates: list[str], later: list[str],
+                  max_memory_bytes: int, rules: ReadRules, report: CompactReport) -> int:
     """Combine shards from the front of ``candidates`` (removed from it) into one,
-    reading them until they hold ``max_memory_bytes``; returns the points written."""
-    shards, chosen, held = [], [], 0
+    reading them until they hold ``max_memory_bytes``; returns the points written.
+
+    Shards holding a result in another form than the pass's go to ``later``. The
+    written shard is read back and checked before the inputs are deleted; on a
+    mismatch it is deleted instead, and the inputs stay.
+    """
+    shards, chosen, held, forms = [], [], 0, {}
     while candidates and (len(chosen) < 2 or held < max_memory_bytes):
         name = candidates.pop(0)
         try:
@@ -124,59 +174,209 @@ def _compact_pass(store: Store, candidates: list[str], max_memory_bytes: int) ->
             shard = store.read_shard(name, text_as_bytes=True)
         except ShardVanished:
             continue
-        if shard is not None:
-            shards.append(shard)
-            chosen.append(name)
-            held += shard.nbytes
+        if shard is None:
+            continue
+        found = shard_forms(shard)
+        if not compatible(found, forms):
+            later.append(name)
+            continue
+        forms.update(found)
+        shards.append(shard)
+        chosen.append(name)
+        held += shard.nbytes
     if len(chosen) < 2:
         return 0
-    table = combine_shards(shards, store.metadata().get("names"), consume=True)
+    table = combine_shards(shards, store.metadata().get("names"), consume=True, rules=rules,
+                           keep_conflicts=True)
     del shards
+    written: list[str] = []
     for part in typed_parts(table):  # one type per parameter in each shard
-        store.write(table_to_shard(part))
+        shard = table_to_shard(part)
+        name = store.write(shard, register_runs=False)
+        written.append(name)
+        problem = check_written(store, name, shard)
+        if problem:
+            for name in written:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(store.shards_dir, name))
+            text = (f"compacting {len(chosen)} shard(s) was undone, they are kept as they "
+                    f"were: the shard written reads back differently ({problem})")
+            report.problems.append(text)
+            warnings.warn(f"{store.path}: {text}", StoreWarning, stacklevel=4)
+            return 0
     for name in chosen:  # only after the compacted shard is safely in place
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(store.shards_dir, name))
     return len(table)
 
+
+def check_written(store: Store, name: str, expected: ShardData) -> str:
+    """Read shard ``name`` back and compare it with ``expected``: the rows of each key,
+    and a checksum of every variable. Returns what differs, or ``""``."""
+    try:
+        found = read_shard(os.path.join(store.shards_dir, name), text_as_bytes=True)
+    except Exception as exc:  # unreadable: whatever it is, the inputs must stay
+        return f"it cannot be read: {type(exc).__name__}: {exc}"
+    if found.n != expected.n:
+        return f"{found.n} rows instead of {expected.n}"
+    counts = [_key_counts(s.bookkeeping["key"]) for s in (found, expected)]
+    if not all(np.array_equal(a, b) for a, b in zip(*counts, strict=True)):
+        return "the rows per key differ"
+    for part in ("params", "bookkeeping", "results", "lengths", "coords"):
+        mine, theirs = getattr(expected, part), getattr(found, part)
+        if set(mine) != set(theirs):
+            return f"{part} {sorted(set(mine) ^ set(theirs))} missing or extra"
+        for var in mine:
+            if _checksum(mine[var]) != _checksum(theirs[var]):
+                return f"the checksum of {var!r} differs"
+    return ""
+
+
+def _key_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    unique, counts = np.unique(_as_bytes(keys), return_counts=True)
+    return unique, counts
+
+
+def _as_bytes(column: np.ndarray) -> np.ndarray:
+    """Text as numpy bytes (``S``), however it was read (bytes, str objects)."""
+    if column.dtype.kind == "S":
+        return column
+    return np.array([v if isinstance(v, bytes) else str(v).encode("utf-8")
+                     for v in column.ravel().tolist()], dtype=bytes).reshape(column.shape)
+
+
+def _checksum(column: Any) -> str:
+    """A digest of a column's values that does not depend on how they were read:
+    text as UTF-8 without padding, numbers as 64-bit, every NaN alike."""
+    data = np.asarray(column)
+    if data.dtype.kind in "OSU":
+        text = _as_bytes(data.astype(object) if data.dtype.kind == "U" else data)
+        body = b"\0".join(text.ravel().tolist())
+    else:
+        if data.dtype.kind == "b":
+            data = data.astype(np.int8)
+        if data.dtype.kind == "f":
+            data = np.where(np.isnan(data), np.nan, data.astype(np.float64))
+        elif data.dtype.kind in "iu":
+            data = data.astype(np.int64)
+        body = np.ascontiguousarray(data).tobytes()
+    return f"{data.shape}:" + hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
 def remove_dead_temporaries(store: Store) -> int:
-    """Delete ``.tmp-*`` files left by writers of this host that no longer run."""
-    removed = 0
-    host = _clean(socket.gethostname())
-    for name in os.listdir(store.shards_dir):
-        if not name.startswith(".tmp-"):
-            continue
-        parts = name[len(".tmp-"):].split(".")
-        if len(parts) < 4 or parts[1] != host:
-            continue
-        try:
-            pid = int(parts[2])
-        except ValueError:
-            continue
-        if not pid_alive(pid):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(store.shards_dir, name))
-                removed += 1
-    return removed
+    """Delete the ``.tmp-*`` files of writers that are gone (see :meth:`Store.leftovers`)."""
+    return store.remove_leftovers()
+
 
 def verify_store(store: Store) -> VerifyReport:
-    """Open every shard and report the ones that cannot be read (nothing is moved)."""
+    """Read every shard and report each that cannot be read, with the reason, and the
+    points stored as done twice with different values.
+
+    Nothing is moved; temporary files of writers that are gone are removed.
+    """
     report = VerifyReport()
-    for name in store.shard_files():
-        path = os.path.join(store.shards_dir, name)
+    keys: list[np.ndarray] = []
+    with contextlib.suppress(OSError):
+        report.removed_temporary = store.remove_leftovers()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        report.metadata = store.check_metadata()
+    files, foreign = store._listing()
+    for name, reason in foreign.items():
+        report.corrupt[name] = f"not a shard: {reason}"
+    for name in files:
         try:
-            shard = read_shard(path)
-            if "key" not in shard.bookkeeping or "status" not in shard.bookkeeping:
-                raise KeyError("no key/status variables")
+            shard = store._read_checked(name, None, False)
         except FileNotFoundError:
             continue
-        except Exception as exc:
-            report.corrupt[name] = f"{type(exc).__name__}: {exc}"
+        except (MalformedShard, OSError, KeyError, ValueError, RuntimeError, IndexError,
+                MemoryError) as exc:
+            report.corrupt[name] = unreadable_reason(exc)
             continue
         report.ok.append(name)
         report.points += shard.n
+        keys.append(np.asarray(shard.bookkeeping["key"]).astype(str))
+    if keys and len(np.unique(np.concatenate(keys))) < report.points:  # a key twice
+        report.conflicts = _conflicts_in(store, report.ok)
     return report
 
+
+def _conflicts_in(store: Store, names: Sequence[str]) -> list[Conflict]:
+    """The conflicts among the named shards (read directly: nothing is set aside)."""
+    shards = []
+    for name in names:
+        with contextlib.suppress(Exception):  # gone or unreadable since: verify said so
+            shards.append(read_shard(os.path.join(store.shards_dir, name)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        return combine_shards(shards, store.metadata().get("names"),
+                              rules=store.read_rules()).conflicts
+
+
+
+def resolve_store(store: Store, keep: str, keys: Sequence[str] | None = None) -> ResolveReport:
+    """Keep run ``keep``'s version of each conflicting point (of ``keys`` only, when
+    given): rows of the other done versions leave the shards (see :meth:`Store.resolve`).
+
+    Each shard holding such rows is written again without them, checked, and only then
+    moved to ``superseded/`` (never deleted).
+    """
+    report = ResolveReport()
+    wanted = None if keys is None else set(keys)
+    with exclusive_lock(os.path.join(store.path, LOCK_FILE)) as locked:
+        if not locked:
+            raise StoreError(f"another process is compacting {store.path}; resolve again "
+                             "when it is done")
+        versions: dict[str, set[str]] = {}
+        for conflict in store.conflicts():
+            if wanted is None or conflict.key in wanted:
+                versions.setdefault(conflict.key, set()).update((conflict.shown, conflict.other))
+        losers = {key: runs - {keep} for key, runs in versions.items() if keep in runs}
+        if not losers:
+            return report
+        report.keys = sorted(losers)
+        for name in store.shard_files():
+            shard = store.read_shard(name)
+            if shard is None:
+                continue
+            drop = _losing_rows(shard, losers)
+            if not drop.any():
+                continue
+            kept = _take_rows(shard, ~drop)
+            written = store.write(kept, register_runs=False)
+            problem = check_written(store, written, kept)
+            if problem:
+                os.unlink(os.path.join(store.shards_dir, written))
+                raise StoreError(f"resolving stopped, {name} is kept as it was: its "
+                                 f"rewritten copy reads back differently ({problem})")
+            set_aside(os.path.join(store.shards_dir, name),
+                      os.path.join(store.path, SUPERSEDED), name,
+                      f"replaced by {written}: resolve(keep={keep!r}) removed "
+                      f"{int(drop.sum())} row(s) of other versions")
+            report.rows_removed += int(drop.sum())
+            report.rewritten.append(name)
+        store._index_cache.clear()
+    return report
+
+
+def _losing_rows(shard: ShardData, losers: dict[str, set[str]]) -> np.ndarray:
+    keys = shard.bookkeeping["key"].astype(str)
+    runs = shard.bookkeeping.get("run", np.full(shard.n, "", dtype=object)).astype(str)
+    drop = np.zeros(shard.n, dtype=bool)
+    for i in np.flatnonzero(np.isin(keys, list(losers))):
+        drop[i] = runs[i] in losers[keys[i]]
+    return drop
+
+
+def _take_rows(shard: ShardData, rows: np.ndarray) -> ShardData:
+    """The shard with only ``rows`` (a bool mask over its points)."""
+    def pick(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.asarray(column)[rows] for name, column in columns.items()}
+
+    coords = {dim: (c[rows] if c.ndim == 2 else c) for dim, c in shard.coords.items()}
+    return ShardData(int(rows.sum()), pick(shard.params), pick(shard.bookkeeping),
+                     pick(shard.results), dict(shard.result_dims), dict(shard.result_attrs),
+                     pick(shard.lengths), coords, dict(shard.attrs))
 
 
 def table_to_shard(table: Table) -> ShardData:

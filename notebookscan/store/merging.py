@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -14,8 +12,11 @@ import numpy as np
 from ..errors import StoreError
 from .checkpoints import copy_checkpoints
 from .directory import Store, existing_store
+from .files import ForeignFile, copy_into
 from .scanned import copy_records
 from .schema import SEGMENTS_DIR, SHARDS, Layout
+from .table import Conflict
+from .versions import adopt_runs
 
 __all__ = ["MergeReport", "merge"]
 
@@ -24,11 +25,13 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+\.nc$")
 
 @dataclass
 class MergeReport:
-    """What :func:`merge` did: shards copied, and points stored differently in both."""
+    """What :func:`merge` did: shards copied, and points stored as done with different
+    values (both versions kept; see :meth:`Store.resolve`)."""
 
     copied: list[str] = field(default_factory=list)
     already_present: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # keys whose values differ
+    details: list[Conflict] = field(default_factory=list)  # each conflict, with its runs
     #: a segmented store's parts: its recordings (a store of their own) and checkpoints
     recordings: MergeReport | None = None
     checkpoints_copied: list[str] = field(default_factory=list)
@@ -37,9 +40,11 @@ class MergeReport:
     def __str__(self) -> str:
         text = (f"merged {len(self.copied)} shard(s), {len(self.already_present)} already "
                 f"present, {len(self.conflicts)} conflicting point(s)")
-        if self.conflicts:
-            text += " (kept the newest done result of each; keys: " + \
-                ", ".join(self.conflicts[:5]) + ("…" if len(self.conflicts) > 5 else "") + ")"
+        if self.details:
+            text += (" (both versions of each are kept; a read shows the one of the run "
+                     "merged or started last; pick one with Store(dest).resolve(keep=run)): "
+                     + "; ".join(str(c) for c in self.details[:5])
+                     + ("…" if len(self.details) > 5 else ""))
         if self.recordings is not None:
             text += (f"; recordings: {len(self.recordings.copied)} shard(s) copied; "
                      f"{len(self.checkpoints_copied)} checkpoint(s) copied "
@@ -51,7 +56,7 @@ class MergeReport:
         self.copied += other.copied
         self.already_present += other.already_present
         self.conflicts += other.conflicts
-
+        self.details += other.details
 
 
 def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
@@ -59,8 +64,11 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     """Copy the shards of one or more stores into ``dest``.
 
     This is all merging takes: shard names never collide, and reading de-duplicates
-    points by key. The report lists points held by both with different results
-    (e.g. computed with different code); the newest ``done`` result is shown.
+    points by key. The runs of each source join ``dest``'s run order after its own (in
+    the order of ``sources``), so a read shows the version merged last, whatever the
+    clocks of the machines that computed them. Points held by both with different
+    values are conflicts: listed in the report, both versions kept in the shards until
+    :meth:`Store.resolve` picks one.
 
     A segmented store is merged whole: its points, its recordings (``segments/``) and
     its checkpoints (each copied atomically; one present in both stores is kept).
@@ -76,29 +84,32 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
             target.prepare(Layout.from_json(meta["layout"]), meta.get("names", []))
         else:
             os.makedirs(target.shards_dir, exist_ok=True)
-        before = _values_by_key(target)
-        for name in source.shard_files():
+        files, foreign = source._listing()  # the source is only read: nothing is moved
+        for name, reason in foreign.items():
+            raise StoreError(f"refusing to copy {os.path.join(source.shards_dir, name)}: it "
+                             f"is {reason}, and a store holds only its own regular files. "
+                             "Move it out of the source store and merge again.")
+        # the source's runs get their places in dest's order before its shards arrive
+        adopt_runs(target, source, _run_ids(source))
+        for name in files:
             if not _SAFE_NAME.match(name):
                 raise StoreError(f"refusing to copy the shard name {name!r}: not a plain file name")
             origin = os.path.join(source.shards_dir, name)
-            if os.path.islink(origin):
-                raise StoreError(f"refusing to copy {origin}: it is a symbolic link, and a store "
-                                 "holds only its own files")
-            destination = os.path.join(target.shards_dir, name)
-            if os.path.exists(destination):
-                report.already_present.append(name)
-                continue
-            tmp = os.path.join(target.shards_dir, f".tmp-merge-{uuid.uuid4().hex}")
-            shutil.copyfile(origin, tmp)
-            os.replace(tmp, destination)
-            report.copied.append(name)
+            try:
+                # a regular file only, copied, fsynced and renamed into place, then the
+                # directory fsynced: the report's shards are on disk when merge returns
+                copied = copy_into(origin, target.shards_dir, name)
+            except ForeignFile as exc:
+                raise StoreError(f"refusing to copy {origin}: it is {exc.strerror}, and a "
+                                 "store holds only its own regular files") from None
+            except FileNotFoundError:
+                continue  # compacted away in the source meanwhile: its points are copied too
+            (report.copied if copied else report.already_present).append(name)
         copy_records(source.path, target.path)  # so the merged runs' cells stay labelled
-        after = _values_by_key(source)
-        report.conflicts.extend(
-            key for key, value in after.items() if key in before and before[key] != value
-        )
         if os.path.isdir(os.path.join(source.path, SEGMENTS_DIR, SHARDS)):
             _merge_segment_parts(source.path, target.path, report)
+    report.details = target.conflicts()
+    report.conflicts = list(dict.fromkeys(c.key for c in report.details))
     return report
 
 
@@ -113,15 +124,12 @@ def _merge_segment_parts(source: str, dest: str, report: MergeReport) -> None:
     report.checkpoints_present += present
 
 
-def _values_by_key(store: Store) -> dict[str, tuple]:
-    """A comparable fingerprint of each done point's results (for merge conflicts)."""
-    if not store.shard_files():
-        return {}
-    table = store.table()
-    status = table.bookkeeping.get("status")
-    out = {}
-    for i, key in enumerate(table.bookkeeping["key"].tolist()):
-        if status is not None and status[i] != "done":
-            continue
-        out[key] = tuple(np.asarray(table.results[n][i]).tobytes() for n in sorted(table.results))
-    return out
+def _run_ids(store: Store) -> set[str]:
+    """The run ids of a store's rows (reads the ``run`` columns only)."""
+    ids: set[str] = set()
+    for shard in store._read_all(None, ["status", "run"], text_as_bytes=True):
+        column = shard.bookkeeping.get("run")
+        if column is not None:
+            ids.update(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                       for v in np.unique(column).tolist())
+    return ids

@@ -6,10 +6,13 @@ of the package, so any layer may use it.
 
 A store directory::
 
-    notebookscan.json        store metadata (META_FILE): format, parameter names, layout
+    notebookscan.json        store metadata (META_FILE): format, parameter names, layout,
+                             the form of each result variable ("results")
+    runs.json                the store's runs in the order they started (RUNS_FILE)
     scanned/*.json           which grid cells each run's space held (SCANNED)
     shards/*.nc              one NetCDF-4 file per flush (SHARDS)
     quarantine/              unreadable shards set aside, a .reason.txt beside each
+    superseded/              shards rewritten by Store.resolve, kept for recovery
 
 A shard holds one row per point along the ``point`` dimension: the parameters, the
 bookkeeping variables and the results.
@@ -46,6 +49,11 @@ SHARDS = "shards"
 QUARANTINE = "quarantine"
 SCANNED = "scanned"  # which grid cells the runs scanned (see store/scanned.py)
 LOCK_FILE = ".compact.lock"
+RUNS_FILE = "runs.json"  # run id -> ordinal: the order of the store's runs, clock-free
+RUNS_LOCK = ".runs.lock"
+META_LOCK = ".meta.lock"
+SUPERSEDED = "superseded"  # shards replaced by Store.resolve, kept for recovery
+FORM_SUFFIX = "__form"  # <name>__form2: rows of a result stored in another form
 STORE_FORMAT = 1  # the "format" of notebookscan.json
 # 2: bookkeeping text as char arrays, 1-D columns compressed; 3: bookkeeping under PREFIX.
 # Readers accept 1 and 2 too.

@@ -60,7 +60,9 @@ from typing import Any
 
 import numpy as np
 
+from ..keys import key_array, legacy_key_array
 from ..results import Value
+from .files import json_nesting_problem, open_regular
 from .schema import (
     BOOKKEEPING,
     CHARS_SUFFIX,
@@ -76,8 +78,10 @@ from .schema import STRING_BOOKKEEPING as _STRING_BOOKKEEPING
 
 __all__ = [
     "BOOKKEEPING",
+    "MalformedShard",
     "Record",
     "ShardData",
+    "check_rows",
     "read_shard",
     "shard_from_records",
     "write_shard",
@@ -220,6 +224,14 @@ def hdf5_lock() -> NetCDFLock:
     return _HDF5_LOCK
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+        return False
+    return True
+
+
 def _close_xarray_handles(path: str) -> None:
     """Close the handles xarray keeps open on ``path`` (its file cache; lazy opens).
 
@@ -257,24 +269,51 @@ def open_dataset(path: str, mode: str = "r", **kwargs: Any) -> Iterator[Any]:
     whichever thread drops the last reference, without the lock, racing with other
     threads' HDF5 calls (a segfault). Here the failed close is finished under the lock
     and the Dataset marked closed. Never let the Dataset escape the ``with`` block.
+
+    Read mode opens only a regular file, never through a link and never blocking (a
+    FIFO named ``*.nc`` raises :class:`~notebookscan.store.files.ForeignFile` at once).
     """
+    with _opened(path, mode, **kwargs) as (nc, _):
+        yield nc
+
+
+@contextlib.contextmanager
+def _opened(path: str, mode: str = "r", **kwargs: Any) -> Iterator[tuple[Any, int]]:
+    """:func:`open_dataset`, also giving the size of the file opened (reading only)."""
     import netCDF4
 
-    with hdf5_lock():  # netCDF4.Dataset() itself runs HDF5 code
-        _close_xarray_handles(path)
-        nc = netCDF4.Dataset(path, mode, **kwargs)
-        ok = False
-        try:
-            yield nc
-            ok = True
-        finally:
+    fd, size, where = -1, 0, path
+    proc = os.path.isdir("/proc/self/fd")
+    if mode == "r":
+        fd = open_regular(path)  # O_NOFOLLOW | O_NONBLOCK, then fstat: a regular file
+        size = os.fstat(fd).st_size
+        if proc:  # netCDF opens this very file, not the name
+            where = f"/proc/self/fd/{fd}"
+    elif proc and not _utf8(path):  # netCDF takes UTF-8 names only: go through the directory
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        where = f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    try:
+        with hdf5_lock():  # netCDF4.Dataset() itself runs HDF5 code
+            _close_xarray_handles(path)
             try:
-                nc.close()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    nc._close(False)  # nc_close once more, ignore its error, mark closed
-                if ok:
-                    raise  # the file is incomplete: the caller must know
+                nc = netCDF4.Dataset(where, mode, **kwargs)
+            except OSError as exc:  # name the file, not /proc/self/fd/N
+                raise OSError(exc.errno, exc.strerror or str(exc), path) from None
+            ok = False
+            try:
+                yield nc, size
+                ok = True
+            finally:
+                try:
+                    nc.close()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        nc._close(False)  # nc_close once more, ignore its error, mark closed
+                    if ok:
+                        raise  # the file is incomplete: the caller must know
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------- writing
@@ -655,17 +694,104 @@ def _read_var(var: Any, text_as_bytes: bool = False) -> np.ndarray:
     return data
 
 
+class MalformedShard(ValueError):
+    """A file named like a shard whose content breaks the shard format (the reason)."""
+
+
+# Bounded memory: a shard may declare no more data than its file can hold. An
+# uncompressed variable's bytes are in the file (plus this slack for fill values); all
+# variables together may expand to at most MAX_EXPANSION times the file's size (zlib
+# reaches ~1000:1, blosc-lz4 ~255:1), or DECLARED_FLOOR for small files.
+DECLARED_FLOOR = 256 * 2**20
+MAX_EXPANSION = 1024
+_VLEN_IN_FILE = 16  # bytes a variable-length string takes in the file at least (heap id)
+_VLEN_IN_MEMORY = 64  # bytes one takes in memory at least (a Python str)
+_COMPRESSORS = ("zlib", "szip", "zstd", "bzip2", "blosc")
+_TEXT_KINDS = {"key", "status", "error", "traceback", "host", "worker", "run"}
+_KINDS = {"seed": "iu", "started": "fiu", "finished": "fiu", "duration": "fiu",
+          "length": "iu", "parameter": "biufS", "result": "biufS", "coord": "biufS",
+          "coord2d": "biufS"}
+_STATUSES = ("done", "failed")
+
+
+def _check_declared(nc: Any, file_size: int) -> None:
+    """Refuse a file whose variables declare more data than it can hold (see above)."""
+    total = 0
+    for name, var in nc.variables.items():
+        count = 1
+        for size in var.shape:
+            count *= int(size)
+        dtype = var.datatype
+        vlen = not isinstance(dtype, np.dtype)
+        in_file = count * (_VLEN_IN_FILE if vlen else dtype.itemsize)
+        total += count * (max(_VLEN_IN_MEMORY, 8) if vlen else dtype.itemsize)
+        filters = var.filters() or {}
+        compressed = any(filters.get(f) for f in _COMPRESSORS)
+        if not compressed and in_file > file_size + DECLARED_FLOOR:
+            raise MalformedShard(
+                f"variable {name!r} declares {var.shape} values ({in_file} bytes) but the "
+                f"file holds {file_size} bytes")
+    allowed = max(DECLARED_FLOOR, MAX_EXPANSION * file_size)
+    if total > allowed:
+        raise MalformedShard(
+            f"its variables declare {total} bytes, more than {allowed} for a file of "
+            f"{file_size} bytes (a compression bomb or a forged dimension)")
+
+
+def _check_variable(name: str, var: Any, role: str | None, nc: Any,
+                    bookkeeping: bool = False) -> None:
+    """Refuse a variable of a type or shape no shard writer makes (before reading it)."""
+    dtype = var.dtype  # str for variable-length text
+    if not (dtype is str or isinstance(var.datatype, np.dtype)):
+        raise MalformedShard(f"variable {name!r} has the user-defined type {var.datatype!r}")
+    if var.dimensions[:1] != ("point",):
+        raise MalformedShard(f"variable {name!r} has the dims {var.dimensions}, not "
+                             "('point', ...): its rows would not line up with the points")
+    kind = "O" if dtype is str else dtype.kind
+    if bookkeeping and name in _TEXT_KINDS:
+        char = kind == "S" and dtype.itemsize == 1 and var.ndim == 2
+        if not ((kind == "O" and var.ndim == 1) or char):
+            raise MalformedShard(f"bookkeeping variable {name!r} is not text ({dtype}, "
+                                 f"{var.ndim}-D)")
+        return
+    expected = _KINDS.get(name if bookkeeping else role or "")
+    if (bookkeeping or role in ("parameter", "length")) and var.ndim != 1:
+        raise MalformedShard(f"variable {name!r} has {var.ndim} dims; it has one per point")
+    if expected and kind not in expected and not (kind == "O" and "S" in expected):
+        raise MalformedShard(f"variable {name!r} has the type {dtype}, not one of "
+                             f"{sorted(expected)}")
+    if role == "length":
+        dim = name[: -len("_length")]
+        limit = len(nc.dimensions[dim]) if dim in nc.dimensions else 0
+        if var.ndim == 1 and var.size:
+            values = np.asarray(var[...])
+            if values.min() < 0 or values.max() > limit:
+                raise MalformedShard(f"{name!r} holds lengths outside 0..{limit}")
+
+
 def read_shard(path: str, variables: Sequence[str] | None = None, *,
                text_as_bytes: bool = False) -> ShardData:
     """Read a shard into numpy columns (only ``variables`` plus ``key`` when given).
 
     Text is read as Python strings (object arrays), or with ``text_as_bytes`` short text
     as fixed-width UTF-8 bytes (numpy ``S``): a tenth of the memory, for compaction and
-    the store index, which only compare and copy it.
+    the store index, which only compare and copy it. The parameters are always read (a
+    row's key is checked against them, see :func:`check_rows`).
+
+    Only a regular file is opened (never a link, FIFO or device), and nothing is read
+    before the file's declared sizes are checked against its size. A file that breaks
+    the format raises :class:`MalformedShard` (a ``ValueError``) with the reason.
     """
-    with open_dataset(path, "r") as nc:
+    with _opened(path, "r") as (nc, file_size):
         nc.set_auto_maskandscale(False)
+        if "point" not in nc.dimensions:
+            raise MalformedShard("it has no 'point' dimension")
+        _check_declared(nc, file_size)
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        text = attrs.get("provenance")
+        problem = json_nesting_problem(text) if isinstance(text, str) else None
+        if problem:
+            raise MalformedShard(f"its provenance attribute is not plain data: {problem}")
         n = len(nc.dimensions["point"])
         shard = ShardData(n, {}, {}, {}, {}, {}, {}, {}, attrs)
         wanted = None if variables is None else {"key", *variables}
@@ -673,13 +799,19 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
         for stored, var in nc.variables.items():
             role = var.getncattr(ROLE) if ROLE in var.ncattrs() else None
             name = _short_name(stored, role)
-            if wanted is not None and name not in wanted and stored not in wanted:
+            if (wanted is not None and name not in wanted and stored not in wanted
+                    and role != "parameter"):
                 continue
+            bookkeeping = role == "bookkeeping" or (legacy and name in BOOKKEEPING)
+            if bookkeeping or role in ("parameter", "result", "length", "coord2d"):
+                _check_variable(name if bookkeeping else stored, var, role, nc, bookkeeping)
+            elif role == "coord" and (var.ndim != 1 or var.dimensions[0] != stored):
+                raise MalformedShard(f"coordinate {stored!r} has the dims {var.dimensions}")
             data = _read_var(var, text_as_bytes)
             if DTYPE_ATTR in var.ncattrs() and var.getncattr(DTYPE_ATTR) == "bool":
                 data = data.astype(np.int8)  # keep the -1 marker; decoded when combined
             var_attrs = {k: var.getncattr(k) for k in var.ncattrs()}
-            if role == "bookkeeping" or (legacy and name in BOOKKEEPING):
+            if bookkeeping:
                 shard.bookkeeping[name] = data
             elif role == "parameter":
                 shard.params[name] = data.astype(bool) if DTYPE_ATTR in var_attrs else data
@@ -693,6 +825,11 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
                 shard.coords[name] = data
             elif role == "coord2d":
                 shard.coords[name[: -len("_coord")]] = data
+    for name in ("key", "status"):
+        if name in shard.bookkeeping or (name == "status" and wanted is not None
+                                         and name not in wanted):
+            continue
+        raise MalformedShard(f"it lacks the variable {name!r}")
     return shard
 
 
@@ -710,6 +847,98 @@ def _short_name(stored: str, role: str | None) -> str:
     return stored
 
 
+def _as_bytes(column: np.ndarray) -> np.ndarray:
+    """A text column (str objects or UTF-8 bytes) as a numpy bytes array (no truncation)."""
+    if column.dtype.kind == "S":
+        return column
+    try:
+        return column.astype("S")  # ASCII, the common case: no Python object per row
+    except UnicodeEncodeError:
+        return np.char.encode(column.astype(str), "utf-8")
+
+
+def check_rows(shard: ShardData, *, keys: bool = True) -> None:
+    """Refuse a shard whose rows contradict themselves (:class:`MalformedShard`).
+
+    A shard holds each key once per run (compaction keeps one row per key, and the
+    versions of runs that conflict: see :mod:`.table`), with the status
+    ``done`` or ``failed``, and each row's key is the key of the row's parameters
+    (:func:`notebookscan.keys.key_array`): a row carrying one point's key with other
+    parameter values would hide that point and show a wrong one. ``keys=False`` skips
+    the key check (the caller remembers it passed for this very file).
+    """
+    stored = _as_bytes(shard.bookkeeping["key"])
+    if len(stored) != shard.n:
+        raise MalformedShard(f"its key column has {len(stored)} rows for {shard.n} points")
+    for name, column in shard.params.items():
+        if len(column) != shard.n:
+            raise MalformedShard(f"parameter {name!r} has {len(column)} rows for "
+                                 f"{shard.n} points")
+    # each (key, run) once: a compacted shard keeps the versions of conflicting runs
+    # side by side (see store.table), but never two rows of one run
+    runs = shard.bookkeeping.get("run")
+    pairs = (stored if runs is None else
+             np.char.add(np.char.add(stored, b"|"), _as_bytes(runs)))
+    ordered = np.sort(pairs)
+    twice = ordered[1:] == ordered[:-1]
+    if twice.any():
+        key = ordered[1:][twice][0].split(b"|")[0]
+        raise MalformedShard(f"the key {key.decode('utf-8', 'replace')} is stored "
+                             f"{int(np.sum(pairs == ordered[1:][twice][0]))} times in it "
+                             "for one run (a shard holds each point once per run)")
+    status = shard.bookkeeping.get("status")
+    if status is not None and len(status):
+        status = _as_bytes(status)
+        odd = (status != b"done") & (status != b"failed")
+        if odd.any():
+            raise MalformedShard(f"row {int(np.argmax(odd))} has the status "
+                                 f"{status[odd][0].decode('utf-8', 'replace')!r}, not done "
+                                 "or failed")
+    if keys and shard.params and shard.n:
+        bad = np.flatnonzero(_key_mismatches(shard, stored))
+        if len(bad):
+            row = int(bad[0])
+            values = ", ".join(f"{k}={v[row]!r}" for k, v in sorted(shard.params.items()))
+            raise MalformedShard(
+                f"{len(bad)} row(s) carry a key that is not their parameters' key (row "
+                f"{row}: key {stored[row].decode('utf-8', 'replace')} with {values})")
+
+
+def _key_mismatches(shard: ShardData, stored: np.ndarray) -> np.ndarray:
+    """A bool per row: its stored key (bytes) differs from its parameters' key."""
+    names = sorted(shard.params)
+    bad = key_array(names, shard.params) != stored
+    # a parameter of mixed values is stored as one type: (1, "a") as text, whose numbers
+    # and bools give their own keys; (2**60, 0.5) as floats, whose big integers do
+    text = [n for n in names if shard.params[n].dtype.kind in "OU"]
+    floats = [n for n in names if shard.params[n].dtype.kind == "f"]
+    for parsed in (text, floats, text + floats):
+        if not parsed or not bad.any():
+            continue
+        rows = np.flatnonzero(bad)
+        columns = {n: shard.params[n][rows] for n in names}
+        for n in parsed:
+            columns[n] = np.array([_parsed(v) for v in columns[n].tolist()], dtype=object)
+        bad[rows] = key_array(names, columns) != stored[rows]
+    if text and bad.any():  # text holding the key separator, keyed before it was doubled
+        rows = np.flatnonzero(bad)
+        columns = {n: shard.params[n][rows] for n in names}
+        bad[rows] = legacy_key_array(names, columns) != stored[rows]
+    return bad
+
+
+def _parsed(text: Any) -> Any:
+    """A value of a mixed parameter as it was before being stored as text or float."""
+    if isinstance(text, float):
+        return int(text) if text.is_integer() else text
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        with contextlib.suppress(ValueError, TypeError):
+            return kind(text)
+    return text
+
+
 def decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """Parse the JSON-valued attributes of a shard (provenance)."""
     out = dict(attrs)
@@ -718,3 +947,10 @@ def decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(ValueError):
                 out[name] = json.loads(out[name])
     return out
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why a shard cannot be read, for its ``.reason.txt`` and reports."""
+    if isinstance(exc, MalformedShard):
+        return f"malformed shard: {exc}"
+    return f"not a notebookscan shard: {type(exc).__name__}: {exc}"

@@ -3,15 +3,18 @@
 Shards are immutable and may overlap (two writers computed the same point, a merge
 copied a store in, compaction was killed between writing and deleting). Combining
 keeps one row per key: a ``done`` row wins over a ``failed`` one, and otherwise the
-row that finished last. Rows are then sorted by their parameter values, so the table
-does not depend on which shard holds which point.
+row of the run that started last in the store (its ordinal in ``runs.json``, never a
+wall clock). Done rows of one key with different values are *conflicts*: listed,
+warned about, and kept by compaction until :meth:`Store.resolve` picks one. Rows are
+then sorted by their parameter values, so the table does not depend on which shard
+holds which point.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +22,12 @@ import numpy as np
 
 from ..errors import StoreWarning
 from ..keys import SEPARATOR, key_array
+from .forms import Form, shard_forms, split_names
 from .schema import BOOKKEEPING, BOOKKEEPING_DTYPES, DTYPE_ATTR
 from .shards import ShardData
 
-__all__ = ["Table", "combine_shards", "typed_parts"]
+__all__ = ["Conflict", "ReadRules", "Table", "combine_shards", "typed_parts"]
+
 
 @dataclass
 class Table:
@@ -37,6 +42,7 @@ class Table:
     lengths: dict[str, np.ndarray]
     coords: dict[str, np.ndarray]
     runs: dict[str, Any] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.bookkeeping["key"])
@@ -49,7 +55,8 @@ class Table:
             dim: (c[index] if c.ndim == 2 else c) for dim, c in self.coords.items()
         }
         return Table(self.names, pick(self.params), pick(self.bookkeeping), pick(self.results),
-                     self.result_dims, self.result_attrs, pick(self.lengths), coords, self.runs)
+                     self.result_dims, self.result_attrs, pick(self.lengths), coords, self.runs,
+                     self.conflicts)
 
 
 _TYPED = {bool: np.dtype(bool), int: np.dtype(np.int64), float: np.dtype(np.float64)}
@@ -232,13 +239,52 @@ def _runs_of(shards: Sequence[ShardData]) -> dict[str, Any]:
     return runs
 
 
+@dataclass(frozen=True)
+class ReadRules:
+    """What a store tells the reader: the order of its runs and each result's form.
+
+    ``run_order`` maps a run id to its ordinal in the store (see :meth:`Store.run_order`);
+    ``forms`` maps a result name to the form that keeps its name (see :mod:`.forms`).
+    """
+
+    run_order: Mapping[str, int] = field(default_factory=dict)
+    forms: Mapping[str, Form] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two done versions of one point with different values, both kept in the shards.
+
+    ``shown`` is the run id of the version a read shows, ``other`` the run id of the
+    version kept beside it until :meth:`Store.resolve` picks one.
+    """
+
+    key: str
+    point: dict[str, Any]
+    shown: str
+    other: str
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{k}={v!r}" for k, v in self.point.items())
+        return f"{where} (key {self.key}): shown run {self.shown}, kept run {self.other}"
+
+
 def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = None, *,
-                   consume: bool = False) -> Table:
+                   consume: bool = False, rules: ReadRules | None = None,
+                   keep_conflicts: bool = False) -> Table:
     """Concatenate shards, keep one row per key, sort rows by parameter values.
+
+    The row kept for a key is a ``done`` one if any, then the one of the run with the
+    highest ordinal in ``rules.run_order`` (runs it does not list come first, in run id
+    order), then the one of the later shard. Done versions with other values are
+    listed in ``Table.conflicts`` (and reported with a ``StoreWarning``); with
+    ``keep_conflicts`` (compaction) they stay in the table as extra rows. A result
+    held in several forms is split into one variable per form (:mod:`.forms`).
 
     With ``consume``, each shard's columns are dropped from it as soon as they are
     combined, so the memory needed stays near one copy of the data (compaction).
     """
+    rules = rules or ReadRules()
     shards = [s for s in shards if s.n]
     if names is None:
         names = list(dict.fromkeys(n for s in shards for n in s.params))
@@ -249,6 +295,7 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
         bookkeeping = {b: np.array([], dtype=BOOKKEEPING_DTYPES.get(b, object))
                        for b in BOOKKEEPING}
         return Table(names, dict.fromkeys(names, empty), bookkeeping, {}, {}, {}, {}, {})
+    _split_forms(shards, rules.forms)
 
     def blocks(part: str, name: str) -> list[np.ndarray | None]:
         found = [getattr(s, part).get(name) for s in shards]
@@ -264,35 +311,21 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
         if any(b in s.bookkeeping for s in shards)
     }
     _migrate_separator_keys(bookkeeping, params)
-    best = _best_rows(bookkeeping, params, names)
-    for columns in (params, bookkeeping):
-        for name in list(columns):  # one column copied at a time
-            columns[name] = columns[name][best]
+    best, others, winners = _select_rows(bookkeeping, rules.run_order)
     result_dims: dict[str, tuple[str, ...]] = {}
     result_attrs: dict[str, dict[str, Any]] = {}
     for s in shards:
         for name, dims in s.result_dims.items():
-            known = result_dims.setdefault(name, dims)
-            if known != dims:
-                warnings.warn(
-                    f"result {name!r} has dims {dims} in some shards and {known} in others "
-                    "(did the function change?); only the rows with dims "
-                    f"{known} are kept. Store the other version under another name.",
-                    StoreWarning, stacklevel=3,
-                )
+            result_dims.setdefault(name, dims)
             result_attrs.setdefault(name, s.result_attrs.get(name, {}))
     dim_sizes: dict[str, int] = {}
     for s in shards:
         for name, dims in s.result_dims.items():
-            if result_dims[name] != dims:
-                continue
             for axis, dim in enumerate(dims):
                 dim_sizes[dim] = max(dim_sizes.get(dim, 0), s.results[name].shape[1 + axis])
-    results = {}
-    for name, dims in result_dims.items():
-        found = [
-            s.results.get(name) if s.result_dims.get(name) == dims else None for s in shards
-        ]
+
+    def result_column(name: str) -> np.ndarray:
+        found = blocks("results", name)
         is_bool = [b is not None and s.result_attrs.get(name, {}).get(DTYPE_ATTR) == "bool"
                    for b, s in zip(found, shards, strict=True)]
         if any(is_bool) and not all(f for b, f in zip(found, is_bool, strict=True)
@@ -300,23 +333,51 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
             found = _bools_among_others(found, is_bool)
             result_attrs[name] = {k: v for k, v in result_attrs[name].items()
                                   if k != DTYPE_ATTR}
-        if consume:
-            for s in shards:
-                s.results.pop(name, None)
-        results[name] = _concat_column(found, sizes, tuple(dim_sizes[d] for d in dims))[best]
-        del found
-    lengths = {dim: _concat_column([s.lengths.get(dim) for s in shards], sizes)[best]
-               for dim in dim_sizes}
-    for column in lengths.values():
+        dims = result_dims[name]
+        return _concat_column(found, sizes, tuple(dim_sizes[d] for d in dims))
+
+    def length_column(dim: str) -> np.ndarray:
+        column = _concat_column([s.lengths.get(dim) for s in shards], sizes)
         if column.dtype.kind == "i":
             column[column < 0] = 0
+        return column
+
+    # done versions of one key: compare their values (only rows of repeated keys)
+    candidates = np.concatenate([best, others])
+    stash: dict[tuple[str, str], np.ndarray] = {}
+    differs = np.zeros(len(others), dtype=bool)
+    if len(others):
+        for part, name, column in (
+                *(("results", n, result_column(n)) for n in result_dims),
+                *(("lengths", d, length_column(d)) for d in dim_sizes)):
+            if not name.startswith("__"):  # helper columns of readers, not values
+                differs |= ~_rows_equal(column[others], column[winners])
+            stash[(part, name)] = column[candidates]
+            del column
+    conflicts = _conflicts(bookkeeping, params, others[differs], winners[differs])
+    if conflicts and not keep_conflicts:
+        _warn_conflicts(conflicts)
+    kept = np.flatnonzero(np.concatenate(
+        [np.ones(len(best), dtype=bool), differs & keep_conflicts]))
+    kept = kept[_param_order(bookkeeping["key"], params, names, candidates[kept])]
+    rows = candidates[kept]
+    for columns in (params, bookkeeping):
+        for name in list(columns):  # one column copied at a time
+            columns[name] = columns[name][rows]
+
+    def pick(part: str, name: str, make: Any) -> np.ndarray:
+        column = stash.pop((part, name), None)
+        return make(name)[rows] if column is None else column[kept]
+
+    results = {name: pick("results", name, result_column) for name in result_dims}
+    lengths = {dim: pick("lengths", dim, length_column) for dim in dim_sizes}
     coords = {}
     for dim, size in dim_sizes.items():
         coord = _combine_coordinate(dim, shards, size)
         if coord is not None:
-            coords[dim] = coord[best] if coord.ndim == 2 else coord
+            coords[dim] = coord[rows] if coord.ndim == 2 else coord
     return Table(names, params, bookkeeping, results, result_dims, result_attrs, lengths,
-                 coords, _runs_of(shards))
+                 coords, _runs_of(shards), conflicts)
 
 
 def _migrate_separator_keys(bookkeeping: dict[str, np.ndarray],
@@ -345,20 +406,112 @@ def _migrate_separator_keys(bookkeeping: dict[str, np.ndarray],
     column[index] = keys
 
 
-def _best_rows(bookkeeping: dict[str, np.ndarray], params: dict[str, np.ndarray],
-               names: Sequence[str]) -> np.ndarray:
-    """Indices of one row per key (done beats failed, then latest finished), sorted by params."""
+def _split_forms(shards: Sequence[ShardData], primary: Mapping[str, Form]) -> None:
+    """Rename, in place, results held in a form other than the primary one (see
+    :func:`.forms.split_names`), so that no form's rows are dropped when combining."""
+    forms = [shard_forms(s) for s in shards]
+    first: dict[str, Form] = {}
+    if (all(first.setdefault(n, f) == f for found in forms for n, f in found.items())
+            and all(primary.get(n, f) == f for n, f in first.items())):
+        return  # one form per variable, the primary one: nothing to rename
+    names = split_names(forms, primary)
+    for shard, found in zip(shards, forms, strict=True):
+        for name, form in found.items():
+            new = names[(name, form)]
+            if new != name:
+                shard.results[new] = shard.results.pop(name)
+                shard.result_dims[new] = shard.result_dims.pop(name)
+                shard.result_attrs[new] = shard.result_attrs.pop(name, {})
+
+
+def _select_rows(bookkeeping: dict[str, np.ndarray], run_order: Mapping[str, int]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The row shown for each key; the other done rows of repeated keys, and their
+    shown row.
+
+    Shown: done before failed, then the run with the highest ordinal (runs without one
+    first, by run id), then the later row. Only rows of repeated keys are ranked.
+    """
     keys = bookkeeping["key"]
-    status = bookkeeping.get("status")
-    rank = (np.ones(len(keys), dtype=np.int8) if status is None else
-            (status == (b"done" if status.dtype.kind == "S" else "done")).astype(np.int8))
-    finished = bookkeeping.get("finished", np.zeros(len(keys)))
-    order = np.lexsort((finished, rank, keys))
+    n = len(keys)
+    order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = sorted_keys[1:] != sorted_keys[:-1]
-    best = order[last]
-    return best[_param_order(keys, params, names, best)]
+    first = np.ones(n, dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    empty = np.array([], dtype=np.intp)
+    if first.all():
+        return order, empty, empty
+    group = np.cumsum(first) - 1
+    repeated = np.bincount(group)[group] > 1
+    rows = order[repeated]
+    status = bookkeeping.get("status")
+    done = _is_done(status, rows)
+    ordinal, run_rank = _run_ranks(bookkeeping.get("run"), rows, run_order)
+    ranked = rows[np.lexsort((rows, run_rank, ordinal, done, keys[rows]))]
+    ranked_keys = keys[ranked]
+    last = np.ones(len(ranked), dtype=bool)
+    last[:-1] = ranked_keys[1:] != ranked_keys[:-1]
+    shown = ranked[last]
+    shown_of = shown[np.cumsum(np.r_[True, ranked_keys[1:] != ranked_keys[:-1]]) - 1]
+    other = ~last & _is_done(status, ranked)
+    return np.concatenate([order[~repeated], shown]), ranked[other], shown_of[other]
+
+
+def _is_done(status: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    if status is None:
+        return np.ones(len(rows), dtype=bool)
+    return np.asarray(status[rows] == (b"done" if status.dtype.kind == "S" else "done"))
+
+
+def _run_ranks(runs: np.ndarray | None, rows: np.ndarray, run_order: Mapping[str, int]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: its run's ordinal (-1 when the store does not list the run) and the
+    rank of its run id in text order."""
+    if runs is None:
+        zeros = np.zeros(len(rows), dtype=np.int64)
+        return zeros, zeros
+    unique, rank = np.unique(runs[rows], return_inverse=True)
+    ids = [u.decode("utf-8", "replace") if isinstance(u, bytes) else str(u)
+           for u in unique.tolist()]
+    ordinals = np.array([run_order.get(i, -1) for i in ids], dtype=np.int64)
+    return ordinals[rank], rank
+
+
+def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row: do ``a`` and ``b`` hold the same values (NaN equals NaN)?"""
+    same = a == b
+    if a.dtype.kind in "fc":
+        same = same | ((a != a) & (b != b))
+    same = np.asarray(same, dtype=bool)
+    return same.reshape(len(a), -1).all(axis=1) if same.ndim > 1 else same
+
+
+def _conflicts(bookkeeping: dict[str, np.ndarray], params: dict[str, np.ndarray],
+               losers: np.ndarray, winners: np.ndarray) -> list[Conflict]:
+    def text(value: Any) -> str:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    runs = bookkeeping.get("run")
+    out = []
+    for loser, winner in zip(losers.tolist(), winners.tolist(), strict=True):
+        out.append(Conflict(
+            text(bookkeeping["key"][loser]),
+            {name: column[loser].item() if hasattr(column[loser], "item") else column[loser]
+             for name, column in params.items()},
+            "" if runs is None else text(runs[winner]),
+            "" if runs is None else text(runs[loser])))
+    return out
+
+
+def _warn_conflicts(conflicts: Sequence[Conflict]) -> None:
+    listed = "; ".join(str(c) for c in conflicts[:5])
+    more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+    warnings.warn(
+        f"{len(conflicts)} point(s) are stored twice as done with different values: "
+        f"{listed}{more}. The version of the run that started (or was merged) last in "
+        "this store is shown; both are kept. Pick one with Store(path).resolve(keep=run_id) "
+        "(Store(path).conflicts() lists them).",
+        StoreWarning, stacklevel=4)
 
 
 def _param_order(keys: np.ndarray, params: dict[str, np.ndarray], names: Sequence[str],
