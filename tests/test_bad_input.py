@@ -92,7 +92,7 @@ def test_unicode_and_long_parameter_names_work_or_are_refused_up_front(name):
             return
         _healthy(store)
         ds = ns.open_store(store)
-        assert (ds.status == "done").all()
+        assert (ds.ns_status == "done").all()
         assert sorted(ds.result.values.ravel().tolist()) == [1.0, 2.0, 3.0]
 
 
@@ -148,9 +148,9 @@ def test_any_returned_values_fail_only_their_point(returns):
         assert progress.done + progress.failed == len(returns)
         _healthy(store)
         ds = ns.open_store(store)
-        status = ds.status.values.ravel().tolist()
+        status = ds.ns_status.values.ravel().tolist()
         assert set(status) <= {"done", "failed"} and len(status) == len(returns)
-        errors = ds.error.values.ravel().tolist()
+        errors = ds.ns_error.values.ravel().tolist()
         assert all(e for s, e in zip(status, errors, strict=True) if s == "failed")
 
 
@@ -167,7 +167,7 @@ def test_rejected_results_fail_only_their_point(tmp_path, returns):
     ns.Scan(lambda x: returns[x], ns.grid(x=list(range(len(returns)))), store=store).run(
         executor="serial", progress=False)
     ds = ns.open_store(store)
-    assert ds.status.sel(x=0).item() == "done"
+    assert ds.ns_status.sel(x=0).item() == "done"
 
 
 @pytest.mark.parametrize("name", ["status", "x"])
@@ -176,8 +176,8 @@ def test_reserved_result_name_as_a_scalar_fails_only_its_point(tmp_path, name):
     ns.Scan(lambda x: {name: 0.0} if x == 1 else {"y": 1.0}, ns.grid(x=[0, 1, 2]),
             store=store).run(executor="serial", progress=False)
     ds = ns.open_store(store)
-    assert ds.status.sel(x=1).item() == "failed"
-    assert (ds.status.sel(x=[0, 2]) == "done").all()
+    assert ds.ns_status.sel(x=1).item() == "failed"
+    assert (ds.ns_status.sel(x=[0, 2]) == "done").all()
 
 
 @pytest.mark.parametrize("name", BAD_NAMES[:14], ids=repr)
@@ -191,9 +191,9 @@ def test_result_names_netcdf_refuses_fail_their_point_with_a_clear_error(tmp_pat
     assert (progress.done, progress.failed) == (4 - len(bad), len(bad))
     _healthy(store)
     ds = ns.open_store(store)
-    assert [x for x in range(4) if ds.status.sel(x=x).item() == "failed"] == bad
+    assert [x for x in range(4) if ds.ns_status.sel(x=x).item() == "failed"] == bad
     for x in bad:
-        error = ds.error.sel(x=x).item()
+        error = ds.ns_error.sel(x=x).item()
         assert error.startswith("ResultError") and repr(name) in error, error
         assert "names must be" in error, error
 
@@ -214,8 +214,8 @@ def test_result_named_like_another_points_dim_fails_only_its_point(tmp_path, nam
                                                         chunk_size=3, flush_every=10)
     _healthy(store)
     ds = ns.open_store(store)
-    assert ds.status.values.tolist() == ["done", "failed", "done"]
-    assert repr(name) in ds.error.sel(x=1).item()
+    assert ds.ns_status.values.tolist() == ["done", "failed", "done"]
+    assert repr(name) in ds.ns_error.sel(x=1).item()
     np.testing.assert_array_equal(ds.y.sel(x=0), [0.0, 1.0, 2.0])
 
 
@@ -228,8 +228,8 @@ def test_result_named_like_its_own_dim_fails_its_point(tmp_path):
     ns.Scan(lambda x: returns[x], ns.grid(x=[0, 1, 2]), store=store).run(
         executor="serial", progress=False)
     ds = ns.open_store(store)
-    assert ds.status.values.tolist() == ["failed", "failed", "done"]
-    assert "'a_index_length'" in ds.error.sel(x=0).item()
+    assert ds.ns_status.values.tolist() == ["failed", "failed", "done"]
+    assert "'a_index_length'" in ds.ns_error.sel(x=0).item()
 
 
 @SETTINGS
@@ -254,7 +254,7 @@ def test_huge_and_empty_arrays(tmp_path):
     ns.Scan(f, ns.grid(i=[0, 1, 2, 3]), store=store).run(executor="serial", progress=False)
     _healthy(store)
     ds = ns.open_store(store)
-    assert (ds.status == "done").all()
+    assert (ds.ns_status == "done").all()
     assert int(ds.huge_index_length.sel(i=2)) == 3_000_000
 
 
@@ -309,9 +309,9 @@ def test_dangerous_function_on_processes(tmp_path, case):
     ).progress
     _healthy(store)
     ds = ns.open_store(store)
-    assert ds.status.sel(x=2).item() == "failed"
-    assert error in str(ds.error.sel(x=2).item())
-    assert set(ds.status.values.tolist()) <= {"done", "failed"}  # every point recorded
+    assert ds.ns_status.sel(x=2).item() == "failed"
+    assert error in str(ds.ns_error.sel(x=2).item())
+    assert set(ds.ns_status.values.tolist()) <= {"done", "failed"}  # every point recorded
     assert progress.done + progress.failed == 6 and progress.done >= 1
 
 
@@ -321,7 +321,7 @@ def test_megabytes_of_output_do_not_disturb_the_scan(tmp_path, capfd):
                                                             progress=False)
     capfd.readouterr()
     _healthy(store)
-    assert (ns.open_store(store).status == "done").all()
+    assert (ns.open_store(store).ns_status == "done").all()
 
 
 def test_os_exit_on_an_engine_is_recorded_and_the_rest_runs(tmp_path, ipp_executor):
@@ -335,6 +335,6 @@ def test_os_exit_on_an_engine_is_recorded_and_the_rest_runs(tmp_path, ipp_execut
         executor=ipp_executor, progress=False, max_retries=0, chunk_size=1)
     _healthy(store)
     ds = ns.open_store(store)
-    assert ds.status.sel(x=2).item() == "failed"
-    assert "WorkerLost" in str(ds.error.sel(x=2).item())
-    assert (ds.status.sel(x=[0, 1, 3, 4, 5]) == "done").all()
+    assert ds.ns_status.sel(x=2).item() == "failed"
+    assert "WorkerLost" in str(ds.ns_error.sel(x=2).item())
+    assert (ds.ns_status.sel(x=[0, 1, 3, 4, 5]) == "done").all()

@@ -192,7 +192,7 @@ def test_run_serial_records_failures_and_retries(scanned: Path, tmp_path: Path) 
     ds = ns.open_store(scanned)
     assert dict(ds.sizes) == {"x": 3, "mode": 2, "trial": 2}
     assert ds.x.values.tolist() == [1, 2, 3]
-    assert int((ds.status == "failed").sum()) == 2
+    assert int((ds.ns_status == "failed").sum()) == 2
     np.testing.assert_allclose(ds.y.sel(mode="a").values[:, 0], [1.0, 4.0, 9.0])
     store = copy_store(scanned, tmp_path)
     workdir = scanned.parent
@@ -231,7 +231,7 @@ def test_run_processes_with_a_module_from_the_current_directory(workdir: Path) -
     assert "computed 6 point(s)" in result.stdout and "6 done, 0 failed" in result.stdout
     ds = ns.open_store(workdir / "store")
     np.testing.assert_allclose(ds.y.sel(mode="a").values, [[0.25] * 3, [2.25] * 3])
-    assert all(w.startswith("pid ") for w in ds.worker.values.ravel())
+    assert all(w.startswith("pid ") for w in ds.ns_worker.values.ravel())
     runs = json.loads(ds.attrs["provenance"])
     assert [r["executor"] for r in runs.values()] == ["ProcessPoolExecutor"]
 
@@ -252,7 +252,7 @@ def test_run_from_a_toml_config_with_command_line_overrides(workdir: Path) -> No
     assert result.returncode == 1  # mode b fails at x = 4
     ds = ns.open_store(workdir / "from-config")
     assert dict(ds.sizes) == {"x": 1, "mode": 2, "trial": 1}
-    assert ds.status.values.ravel().tolist() == ["done", "failed"]
+    assert ds.ns_status.values.ravel().tolist() == ["done", "failed"]
 
 
 def test_run_from_a_yaml_config(workdir: Path) -> None:
@@ -345,17 +345,17 @@ def test_export_netcdf_and_csv(scanned: Path, tmp_path: Path) -> None:
     with xr.open_dataset(nc) as ds:
         original = ns.open_store(scanned)
         np.testing.assert_array_equal(ds.y.values, original.y.values)
-        assert ds.status.values.tolist() == original.status.values.tolist()
+        assert ds.ns_status.values.tolist() == original.ns_status.values.tolist()
     result = run_cli("export", str(scanned), str(csv))
     assert result.returncode == 0, result.stderr
     import pandas as pd
 
     frame = pd.read_csv(csv)
     assert len(frame) == 12
-    assert list(frame.columns[:4]) == ["x", "mode", "trial", "key"]
-    assert {"y", "noise", "status", "error", "seed", "duration"} <= set(frame.columns)
-    assert "traceback" not in frame.columns
-    assert sorted(frame.loc[frame.status == "failed", "x"]) == [3, 3]
+    assert list(frame.columns[:4]) == ["x", "mode", "trial", "ns_key"]
+    assert {"y", "noise", "ns_status", "ns_error", "ns_seed", "ns_duration"} <= set(frame.columns)
+    assert "ns_traceback" not in frame.columns
+    assert sorted(frame.loc[frame.ns_status == "failed", "x"]) == [3, 3]
     again = run_cli("export", str(scanned), str(csv))
     assert again.returncode == 2 and "--force" in again.stderr
     assert run_cli("export", str(scanned), str(csv), "--force").returncode == 0
@@ -375,7 +375,7 @@ def test_demo_quick_writes_a_store_and_a_png_and_computes_nothing_twice(tmp_path
     assert str(out / "store") in result.stdout and str(out / "firing_rate.png") in result.stdout
     assert (out / "firing_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ds = ns.open_store(out / "store")
-    assert dict(ds.sizes)["k"] == 5 and bool((ds.status == "done").all())
+    assert dict(ds.sizes)["k"] == 5 and bool((ds.ns_status == "done").all())
     assert ds.rate.sel(k=18).mean() > ds.rate.sel(k=2).mean()
     again = run_cli("demo", "--out", str(out), "--quick", "--executor", "processes")
     assert again.returncode == 0, again.stderr
@@ -389,4 +389,4 @@ def test_run_on_local_ipyparallel_engines(workdir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "computed 4 point(s)" in result.stdout
     ds = ns.open_store(workdir / "store")
-    assert all(w.startswith("engine ") for w in ds.worker.values.ravel())
+    assert all(w.startswith("engine ") for w in ds.ns_worker.values.ravel())

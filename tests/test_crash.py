@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent("""
             executor="serial", progress=False, flush_every=5, flush_interval=0.2)
 """)
 
-TIMING = ["started", "finished", "duration", "host", "worker", "run"]
+TIMING = ["ns_started", "ns_finished", "ns_duration", "ns_host", "ns_worker", "ns_run"]
 
 
 def _write_script(tmp_path, n=60, sleep=0.01):
@@ -71,7 +71,7 @@ def test_sigkill_mid_scan_loses_only_the_unflushed_batch(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     partial = ns.open_store(killed)
-    stored = int((partial.status == "done").sum())
+    stored = int((partial.ns_status == "done").sum())
     assert 0 < stored < 120, stored
     assert ns.verify(killed).healthy
 
@@ -94,7 +94,7 @@ def test_two_processes_scanning_one_store(tmp_path):
     assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
     assert ns.verify(store).healthy
     ds = ns.open_store(store)
-    assert (ds.status == "done").all() and ds.y.size == 100
+    assert (ds.ns_status == "done").all() and ds.y.size == 100
     ns.compact(store)
     assert _stored_rows(store) == 100  # nothing computed twice is stored twice
     clean = tmp_path / "clean"

@@ -38,7 +38,7 @@ def _status_json(path) -> dict:
 
 
 def _counts(ds) -> dict[str, int]:
-    values, counts = np.unique(ds.status.values.astype(str), return_counts=True)
+    values, counts = np.unique(ds.ns_status.values.astype(str), return_counts=True)
     return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
 
@@ -50,9 +50,9 @@ def test_every_reader_labels_dropped_cells_excluded(tmp_path):
     assert _counts(scan.results()) == expected
     eager, lazy = ns.open_store(store), ns.open_store(store, lazy=True)
     assert _counts(eager) == expected and _counts(lazy) == expected
-    assert eager.status.sel(amp=0.0, freq=2.0).item() == "excluded"
-    assert (eager.status.values == scan.results().status.values).all()
-    assert ns.Store(store).dataset(lazy=False).status.sel(amp=0.0, freq=4.0) == "excluded"
+    assert eager.ns_status.sel(amp=0.0, freq=2.0).item() == "excluded"
+    assert (eager.ns_status.values == scan.results().ns_status.values).all()
+    assert ns.Store(store).dataset(lazy=False).ns_status.sel(amp=0.0, freq=4.0) == "excluded"
     summary = _status_json(store)
     assert (summary["missing"], summary["excluded"], summary["grid_size"]) == (0, 3, 12)
     text = subprocess.run([sys.executable, "-m", "notebookscan", "status", str(store)],
@@ -72,12 +72,12 @@ def test_a_cell_dropped_by_one_run_and_scanned_by_another_is_missing(tmp_path):
     for name in set(os.listdir(store / "shards")) - before:
         os.remove(store / "shards" / name)
     ds = ns.open_store(store)
-    assert ds.status.sel(amp=0.0).values.tolist() == ["done", "missing", "excluded", "excluded"]
+    assert ds.ns_status.sel(amp=0.0).values.tolist() == ["done", "missing", "excluded", "excluded"]
     assert (_status_json(store)["missing"], _status_json(store)["excluded"]) == (1, 2)
     # run it now: done; the union of both spaces leaves two cells excluded
     ns.Scan(drive, ns.grid(amp=0.0, freq=2.0), store=store).run(executor="serial",
                                                                   progress=False)
-    assert ns.open_store(store).status.sel(amp=0.0).values.tolist() == [
+    assert ns.open_store(store).ns_status.sel(amp=0.0).values.tolist() == [
         "done", "done", "excluded", "excluded"]
 
 
@@ -140,7 +140,7 @@ def test_broadcast_fills_excluded_cells_along_the_named_dimension(tmp_path):
     scan.run(executor="serial", progress=False)
     filled = scan.results(broadcast="freq")
     assert filled.result.sel(amp=0.0).values.tolist() == [1.0, 1.0, 1.0, 1.0]
-    assert filled.status.sel(amp=0.0, freq=3.0).item() == "excluded"  # not computed there
+    assert filled.ns_status.sel(amp=0.0, freq=3.0).item() == "excluded"  # not computed there
     np.testing.assert_array_equal(filled.result.sel(amp=1.0), [2.0, 3.0, 4.0, 5.0])
     assert ns.open_store(store, broadcast="freq").identical(
         broadcast_excluded(ns.open_store(store), "freq"))

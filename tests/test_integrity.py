@@ -34,9 +34,9 @@ def done_values(path, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StoreWarning)
         ds = ns.open_store(path)
-    done = (ds.status == "done").values
+    done = (ds.ns_status == "done").values
     var = ds[name]
-    other = [d for d in var.dims if d not in ds.status.dims]
+    other = [d for d in var.dims if d not in ds.ns_status.dims]
     present = var.notnull().any(other) if other else var.notnull()
     return int(done.sum()), int((present.values & done).sum())
 
@@ -291,7 +291,7 @@ def test_index_sees_every_point_while_another_process_compacts(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error", StoreWarning)
             counts.append(len(Store(path).table()))
-            counts.append(int((Store(path).dataset().status == "done").sum()))
+            counts.append(int((Store(path).dataset().ns_status == "done").sum()))
     finally:
         stop.touch()
         compactor.wait(timeout=60)

@@ -370,13 +370,13 @@ def test_a_scan_ends_when_the_local_controller_dies_and_the_next_run_resumes(tmp
         kill_new_controllers(before)
         with pytest.raises(ExecutorError, match=r"stopped answering.*run\(\) again"):
             run.wait(timeout=30)
-        stored = int((ns.open_store(tmp_path / "s").status == "done").sum())
+        stored = int((ns.open_store(tmp_path / "s").ns_status == "done").sum())
         assert stored >= run.progress.done >= 10
         fresh = local_executor(2, quiet=True)
         assert fresh is not executor and not fresh.controller_lost
         progress = scan.run(executor=None, progress=False).progress
         assert progress.skipped == stored and progress.done == 200 - stored
-        assert (ns.open_store(tmp_path / "s").status == "done").all()
+        assert (ns.open_store(tmp_path / "s").ns_status == "done").all()
     finally:
         shutdown_local_executor()
         for proc in wait_for_no_session_processes(timeout=5, ignore=before):
@@ -433,7 +433,7 @@ def test_importing_the_executor_module_does_not_import_ipyparallel():
 
 # --------------------------------------------------------------------------- whole scans
 
-RUN_SPECIFIC = ["started", "finished", "duration", "host", "worker", "run"]
+RUN_SPECIFIC = ["ns_started", "ns_finished", "ns_duration", "ns_host", "ns_worker", "ns_run"]
 
 
 def oscillator(freq: float, damping: float, seed: int) -> dict:
@@ -530,7 +530,7 @@ def test_scan_survives_an_engine_killed_mid_scan(ipp_cluster, ipp_client, tmp_pa
     assert progress.done == 24 and progress.failed == 0, progress
     ds = scan.results()
     np.testing.assert_array_equal(ds.square.values.ravel(), np.arange(24) ** 2)
-    assert set(ds.status.values.ravel()) == {"done"}
+    assert set(ds.ns_status.values.ravel()) == {"done"}
     with open(log) as f:
         calls = [line.split() for line in f.read().split("\n")[:-1]]
     killed = [x for x, pid in calls if int(pid) == victim]

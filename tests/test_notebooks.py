@@ -119,7 +119,7 @@ def figures(nb: Any) -> int:
 
 def done(store: Path) -> int:
     ds = ns.open_store(store)
-    return int((ds.status == "done").sum())
+    return int((ds.ns_status == "done").sum())
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_01_quickstart(workdir: Path):
     nb = run_notebook("01-quickstart", workdir)
     assert done(workdir / "results/01-rates") == 6 * 3 * 3  # k × tau × trials
     failures = ns.open_store(workdir / "results/01-failures")
-    assert Counter(failures.status.values.ravel().tolist()) == {"done": 4, "failed": 2}
+    assert Counter(failures.ns_status.values.ravel().tolist()) == {"done": 4, "failed": 2}
     assert "tau must be > 0.0002 s" in tagged(nb, "failures")
     rerun = tagged(nb, "rerun")
     assert "finished: 0 done" in rerun and "(54 already stored)" in rerun, rerun
@@ -188,7 +188,7 @@ def test_01_quickstart(workdir: Path):
 def test_02_cellular_automata(workdir: Path):
     nb = run_notebook("02-cellular-automata", workdir)
     ds = ns.open_store(workdir / "results/02-automata")
-    assert int((ds.status == "done").sum()) == 14 * 2  # rules × initial conditions
+    assert int((ds.ns_status == "done").sum()) == 14 * 2  # rules × initial conditions
     assert ds.pattern.dtype.name == "uint8"
     assert "[184]" in tagged(nb, "conserving")
     assert figures(nb) >= 2
@@ -198,7 +198,7 @@ def test_02_cellular_automata(workdir: Path):
 def test_03_coarse_to_fine(workdir: Path):
     nb = run_notebook("03-coarse-to-fine", workdir)
     ds = ns.open_store(workdir / "results/03-modulation")
-    runs = Counter(ds.run.values[ds.status.values == "done"].tolist())
+    runs = Counter(ds.ns_run.values[ds.ns_status.values == "done"].tolist())
     # coarse: amp 0 at one frequency + 2 amplitudes × 4 frequencies, 2 trials = 18 points;
     # refined: 2 amplitudes × 5 frequencies × 3 trials, less the 4 stored at 300 Hz = 26
     assert sorted(runs.values()) == [18, 26], runs
@@ -212,7 +212,7 @@ def test_04_long_runs(workdir: Path):
     nb = run_notebook("04-long-runs", workdir)
     store = workdir / "results/04-network"
     points = ns.open_store(store)
-    assert (points.status == "done").all() and points.status.size == 3
+    assert (points.ns_status == "done").all() and points.ns_status.size == 3
     assert (points.link == 2).all() and (points.segments == 20).all()
     # per point: 40 segments + 10 added by extend in link 0, then 20 in links 1 and 2
     assert done(store / "segments") == 3 * (50 + 20 + 20)
@@ -226,6 +226,6 @@ def test_05_cluster(workdir: Path):
     assert done(workdir / "results/05-machine-a") == 6 * 2 * 2
     assert done(workdir / "results/05-machine-b") == 6 * 2 * 2
     merged = ns.open_store(workdir / "results/05-merged")
-    assert int((merged.status == "done").sum()) == 6 * 3 * 2  # tau = 10 ms only once
+    assert int((merged.ns_status == "done").sum()) == 6 * 3 * 2  # tau = 10 ms only once
     assert "'state': 'finished'" in tagged(nb, "detached")
     assert "0 conflicting point(s)" in tagged(nb, "merged")

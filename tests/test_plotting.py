@@ -113,7 +113,7 @@ def test_leftover_dimension_is_explained(grid_ds):
 def test_status_map_two_parameters(grid_ds):
     fig = plot_status(grid_ds)
     ax = fig.axes[0]
-    counts = {s: int((grid_ds.status == s).sum()) for s in ("done", "failed", "missing")}
+    counts = {s: int((grid_ds.ns_status == s).sum()) for s in ("done", "failed", "missing")}
     assert ax.get_title() == (f"status: {counts['done']} done, {counts['failed']} failed, "
                               f"{counts['missing']} missing")
     assert ax.get_xlabel() == "k" and ax.get_ylabel() == "tau"
@@ -136,7 +136,7 @@ def test_status_bars_one_parameter(grid_ds):
 def test_points_layout_scatter(points_ds):
     fig = plot_result(points_ds, "rate", x="k", y="tau")
     ax = fig.axes[0]
-    done = int((points_ds.status == "done").sum())
+    done = int((points_ds.ns_status == "done").sum())
     assert len(ax.collections[0].get_offsets()) == done
     assert ax.get_title() == "rate (24 points)"
     status = plot_status(points_ds)

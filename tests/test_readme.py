@@ -158,7 +158,7 @@ def test_readme_demo_command_works_in_a_fresh_clone(tmp_path: Path):
         import notebookscan as ns
 
         ds = ns.open_store(out / "store")
-        status = ds["status"].values.ravel().tolist()
+        status = ds["ns_status"].values.ravel().tolist()
         assert status and set(status) == {"done"}, sorted(set(status))
 
         # nothing from the clone (make, its venv's python, the engines) keeps running

@@ -88,7 +88,7 @@ _PROBE = _MEMORY + textwrap.dedent("""
     out["row_read"] = r2 - r1
     # one point of another row: bytes that the row's read did not already bring in
     a2 = (a + 1) % ds.sizes["a"]
-    point = ds.sel(a=a2, b=b)[["y", "s", "status"]].load()
+    point = ds.sel(a=a2, b=b)[["y", "s", "ns_status"]].load()
     out["point_read"] = proc.io_counters().read_chars - r2
     # peak RSS of the open and the loads, before the check below builds its own arrays
     out["peak_rss"] = vm("VmHWM")
@@ -97,7 +97,7 @@ _PROBE = _MEMORY + textwrap.dedent("""
                         for j in range(row.shape[0]))
     out["point_ok"] = bool(
         np.array_equal(point.y.values, np.random.default_rng(1000 * a2 + b).random(n))
-        and float(point.s) == 1000 * a2 + b and str(point.status.values) == "done")
+        and float(point.s) == 1000 * a2 + b and str(point.ns_status.values) == "done")
     print(json.dumps(out))
 """)
 
@@ -218,14 +218,14 @@ def test_eager_load_equals_the_table_path_for_ragged_failed_missing_and_duplicat
     assert len(store.shard_files()) >= 4
     ds = _same_as_through_the_table(path)
     _same_as_through_the_table(path, extra_coords={"x": [7]})
-    assert ds.status.sel(x=4, y=2.0) == "missing" and ds.status.sel(x=3, y=0.5) == "failed"
+    assert ds.ns_status.sel(x=4, y=2.0) == "missing" and ds.ns_status.sel(x=3, y=0.5) == "failed"
     assert np.isnan(ds.times.sel(x=3, y=0.5)).all()
     np.testing.assert_array_equal(ds.times.sel(x=2, y=1.0)[:3],
                                   np.sort(np.random.default_rng(2).random(3)))
     assert ds.u_coord.dims == ("x", "y", "u")  # per-point coordinate
     points = _same_as_through_the_table(path, Layout("points", ("x", "y")), pending={
         "x": [9], "y": [9.5], "key": [ns.point_key({"x": 9, "y": 9.5})], "seed": [1]})
-    assert points.status.values[-1] == "missing" and np.isnan(points.times.values[-1]).all()
+    assert points.ns_status.values[-1] == "missing" and np.isnan(points.times.values[-1]).all()
 
 
 def float_and_int_on_one_dim(x: int):

@@ -31,7 +31,7 @@ def test_the_issue_example_end_to_end(tmp_path):
     assert len(CALLS) == 200
     ds = scan.results()
     assert dict(ds.sizes) == {"k": 20, "tau": 2, "trial": 5}
-    assert (ds.status == "done").all()
+    assert (ds.ns_status == "done").all()
     scan.refine(k=np.linspace(5, 8, 31))
     CALLS.clear()
     progress = scan.run(executor="serial", progress=False).progress
@@ -49,7 +49,7 @@ def test_seeds_come_from_points_and_are_stored(tmp_path):
     ds = scan.results()
     expected = [[ns.point_seed(ns.point_key({"k": k, "trial": t})) for t in range(3)]
                 for k in (1.0, 2.0)]
-    assert ds.seed.values.tolist() == expected
+    assert ds.ns_seed.values.tolist() == expected
     assert sorted(c["seed"] for c in CALLS) == sorted(s for row in expected for s in row)
     assert "trial" not in CALLS[0]  # counted() does not take `trial`, so it is not passed
 
@@ -172,7 +172,7 @@ def test_failed_points_run_again_only_when_asked(tmp_path):
     with pytest.warns(UserWarning, match="retry_failed=True"):
         assert scan.run(executor="serial", progress=False).progress.total == 0
     assert scan.run(executor="serial", progress=False, retry_failed=True).progress.done == 1
-    assert scan.results().status.values.tolist() == ["done"] * 3
+    assert scan.results().ns_status.values.tolist() == ["done"] * 3
 
 
 def test_per_point_timeout_records_a_failure(tmp_path):
@@ -186,8 +186,8 @@ def test_per_point_timeout_records_a_failure(tmp_path):
     scan.run(executor="serial", progress=False, timeout=0.3)
     assert time.monotonic() - t0 < 3
     ds = scan.results()
-    assert ds.status.values.tolist() == ["done", "failed", "done"]
-    assert "PointTimeout" in ds.error.sel(x=1).item()
+    assert ds.ns_status.values.tolist() == ["done", "failed", "done"]
+    assert "PointTimeout" in ds.ns_error.sel(x=1).item()
 
 
 def test_samples_and_unions_use_a_point_dimension(tmp_path):
@@ -197,10 +197,10 @@ def test_samples_and_unions_use_a_point_dimension(tmp_path):
     space = ns.sample(20, method="sobol", seed=1, a=(0, 1), b=(1, 10, "log"))
     scan = ns.Scan(model, space, store=tmp_path / "s")
     before = scan.results()
-    assert before.sizes["point"] == 20 and (before.status == "missing").all()
+    assert before.sizes["point"] == 20 and (before.ns_status == "missing").all()
     scan.run(executor="serial", progress=False)
     ds = scan.results()
-    assert ds.sizes["point"] == 20 and (ds.status == "done").all()
+    assert ds.sizes["point"] == 20 and (ds.ns_status == "done").all()
     np.testing.assert_allclose(ds.result.values, ds.a.values + ds.b.values)
     xr.testing.assert_identical(ns.open_store(tmp_path / "s"), ds)
 
@@ -213,7 +213,7 @@ def test_grid_unions_show_missing_cells_and_to_grid_reshapes_points(tmp_path):
     scan = ns.Scan(model, space, store=tmp_path / "s")
     scan.run(executor="serial", progress=False)
     ds = scan.results()
-    assert ds.status.sel(a=2, b=0).item() == "excluded"  # no point of the space there
+    assert ds.ns_status.sel(a=2, b=0).item() == "excluded"  # no point of the space there
     assert ds.result.sel(a=2, b=5).item() == 25
     points = ns.Scan(model, ns.zip_(a=[0, 1, 2], b=[0, 1, 5]), store=tmp_path / "p")
     points.run(executor="serial", progress=False)
@@ -232,7 +232,7 @@ def test_singular_dimension_runs_once(tmp_path):
     assert sorted(c for c in CALLS if c[0] == 0.0) == [(0.0, 1.0)]
     ds = ns.open_store(tmp_path / "s")
     # dropped by where: excluded (no run's space holds them), not missing
-    assert ds.status.sel(amp=0.0).values.tolist() == ["done", "excluded", "excluded"]
+    assert ds.ns_status.sel(amp=0.0).values.tolist() == ["done", "excluded", "excluded"]
 
 
 def test_serial_and_process_pool_give_identical_datasets(tmp_path):
@@ -241,7 +241,7 @@ def test_serial_and_process_pool_give_identical_datasets(tmp_path):
     a.run(executor="serial", progress=False)
     b = ns.Scan(counted, space, store=tmp_path / "b")
     b.run(executor="processes", progress=False)
-    timing = ["started", "finished", "duration", "host", "worker", "run"]
+    timing = ["ns_started", "ns_finished", "ns_duration", "ns_host", "ns_worker", "ns_run"]
     xr.testing.assert_identical(
         a.results().drop_vars(timing).drop_attrs(),
         b.results().drop_vars(timing).drop_attrs(),
@@ -303,12 +303,12 @@ def test_results_before_running_show_every_point_missing(tmp_path):
     grid_scan = ns.Scan(counted, ns.grid(k=[1.0, 2.0], tau=[0.1]), store=tmp_path / "g")
     ds = grid_scan.results()
     assert dict(ds.sizes) == {"k": 2, "tau": 1}
-    assert ds.k.dtype == np.float64 and (ds.status == "missing").all()
-    assert ds.started.isnull().all()
+    assert ds.k.dtype == np.float64 and (ds.ns_status == "missing").all()
+    assert ds.ns_started.isnull().all()
     sampled = ns.Scan(counted, ns.sample(4, seed=3, k=(1, 2)), store=tmp_path / "p")
     ds = sampled.results()
     assert ds.sizes["point"] == 4 and ds.k.dtype == np.float64
-    assert ds.seed.values.tolist() == sampled.space.seeds()
+    assert ds.ns_seed.values.tolist() == sampled.space.seeds()
 
 
 def test_a_scan_where_every_point_fails_still_gives_a_dataset(tmp_path):
@@ -318,8 +318,8 @@ def test_a_scan_where_every_point_fails_still_gives_a_dataset(tmp_path):
     scan = ns.Scan(broken, ns.grid(k=[1.0, 2.0], flag=[True, False]), store=tmp_path / "s")
     scan.run(executor="serial", progress=False)
     ds = scan.results()
-    assert (ds.status == "failed").all() and ds.flag.dtype == bool
-    assert (ds.error == "ZeroDivisionError: nope").all()
+    assert (ds.ns_status == "failed").all() and ds.flag.dtype == bool
+    assert (ds.ns_error == "ZeroDivisionError: nope").all()
 
 
 def test_workers_can_write_their_own_shards(tmp_path):
@@ -333,7 +333,7 @@ def test_workers_can_write_their_own_shards(tmp_path):
     by_workers.run(executor="processes", progress=False, writer="workers")
     writers = {name.split(".")[2] for name in ns.Store(tmp_path / "workers").shard_files()}
     assert str(os.getpid()) not in writers  # every shard came from a pool process
-    timing = ["started", "finished", "duration", "host", "worker", "run"]
+    timing = ["ns_started", "ns_finished", "ns_duration", "ns_host", "ns_worker", "ns_run"]
     xr.testing.assert_identical(by_client.results().drop_vars(timing).drop_attrs(),
                                 by_workers.results().drop_vars(timing).drop_attrs())
     with pytest.raises(ns.ScanError, match="writer must be"):
@@ -347,10 +347,10 @@ def test_cells_outside_the_space_are_excluded_not_missing(tmp_path):
     space = ns.grid(amp=[0.0, 1.0], freq=[1.0, 2.0]).where(
         lambda p: p["amp"] > 0 or p["freq"] == 1.0)
     scan = ns.Scan(drive, space, store=tmp_path / "s")
-    assert scan.results().status.values.tolist() == [["missing", "excluded"],
+    assert scan.results().ns_status.values.tolist() == [["missing", "excluded"],
                                                       ["missing", "missing"]]
     scan.run(executor="serial", progress=False)
-    assert scan.results().status.values.tolist() == [["done", "excluded"], ["done", "done"]]
+    assert scan.results().ns_status.values.tolist() == [["done", "excluded"], ["done", "done"]]
     assert scan.status() == {"done": 3, "failed": 0, "missing": 0}
 
 

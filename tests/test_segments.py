@@ -112,7 +112,7 @@ def test_counter_recordings_are_continuous_and_extend_runs_only_new_segments(tmp
     assert ds.time.values.tolist() == list(range(25))
     rows = scan.results()
     assert rows.segments.values.tolist() == [5, 5] and rows.last.values.tolist() == [25.0, 62.5]
-    assert rows.status.values.tolist() == ["done", "done"]
+    assert rows.ns_status.values.tolist() == ["done", "done"]
 
     # a fresh scan object built the same way resumes the same plan
     fresh = SegmentedScan(counter, space, tmp_path / "s", segments=3)
@@ -126,7 +126,7 @@ def test_a_missing_point_row_is_rewritten_from_the_final_checkpoint(tmp_path):
     before = scan.results()
     for name in os.listdir(tmp_path / "s" / "shards"):  # as if killed before writing rows
         os.unlink(tmp_path / "s" / "shards" / name)
-    assert set(scan.results().status.values) == {"missing"}
+    assert set(scan.results().ns_status.values) == {"missing"}
     assert _serial(scan).segments_done == 0
     after = scan.results()
     for name in ("last", "index", "segments", "link", "status", "seed"):
@@ -274,15 +274,15 @@ def test_a_failing_segment_keeps_earlier_segments_and_retries_on_request(tmp_pat
     progress = _serial(broken)
     assert (progress.done, progress.failed, progress.segments_failed) == (1, 1, 1)
     rows = broken.results()
-    assert rows.status.sel(x=2).item() == "failed"
-    assert "broken in segment 2" in rows.error.sel(x=2).item()
+    assert rows.ns_status.sel(x=2).item() == "failed"
+    assert "broken in segment 2" in rows.ns_error.sel(x=2).item()
     assert broken.recordings().segments.values.tolist() == [4, 2]
     with pytest.warns(UserWarning, match="failed in earlier runs"):
         assert _serial(broken).segments_done == 0
     fixed = SegmentedScan(flaky, space, tmp_path / "s", segments=4)
     assert _serial(fixed, retry_failed=True).segments_done == 2  # from the checkpoint after 2
     np.testing.assert_array_equal(fixed.recordings().n.values, [[1, 2, 3, 4], [2, 4, 6, 8]])
-    assert fixed.results().status.values.tolist() == ["done", "done"]
+    assert fixed.results().ns_status.values.tolist() == ["done", "done"]
 
 
 def test_a_corrupt_checkpoint_is_set_aside_and_the_point_recomputes(tmp_path):
@@ -335,7 +335,7 @@ def test_a_segment_that_runs_too_long_fails_its_point_only(tmp_path):
     scan.events.on("progress", lambda **kw: updates.append(kw))
     progress = _serial(scan, timeout=0.3)
     assert (progress.done, progress.failed) == (1, 1)
-    assert "PointTimeout" in scan.results().error.sel(x=2).item()
+    assert "PointTimeout" in scan.results().ns_error.sel(x=2).item()
     assert scan.status() == {"complete": 1, "partial": 0, "failed": 1, "not_started": 0,
                              "segments_done": 4, "segments_total": 6}
     last = updates[-1]
@@ -379,7 +379,7 @@ def test_bad_segments_become_failures_with_a_reason(tmp_path, body, message):
     exec(f"def model(rate, segments):\n    for s in segments:\n        {body}", namespace)
     scan = SegmentedScan(namespace["model"], ns.grid(rate=[1.0]), tmp_path / "s", segments=1)
     assert _serial(scan).failed == 1
-    assert message in scan.results().error.item()
+    assert message in scan.results().ns_error.item()
 
 
 def test_merging_two_segmented_stores_continues_from_the_newest_checkpoints(tmp_path):
@@ -487,7 +487,7 @@ def test_recordings_of_a_points_space_line_up_with_results(tmp_path):
     scan = SegmentedScan(labelled, space, tmp_path / "s", segments=2)
     _serial(scan)
     ds, rows = scan.recordings(), scan.results()
-    assert ds.x.dims == ("point", "time") and ds.key.values.tolist() == rows.key.values.tolist()
+    assert ds.x.dims == ("point", "time") and ds.ns_key.values.tolist() == rows.ns_key.values.tolist()
     np.testing.assert_array_equal(ds.x.values, np.repeat(ds.a.values[:, None], 4, axis=1))
 
 

@@ -98,7 +98,7 @@ def test_a_segmented_scan_ends_when_its_controller_dies(tmp_path):
             run.wait(timeout=30)
         progress = scan.run(executor=None, progress=False).progress
         assert progress.error is None
-        assert (ns.open_store(tmp_path / "s").status == "done").all()
+        assert (ns.open_store(tmp_path / "s").ns_status == "done").all()
         n = scan.recordings().n.values.reshape(4, 12)
         np.testing.assert_array_equal(n, np.outer([1, 2, 3, 4], np.arange(1, 13)))
     finally:

@@ -71,7 +71,7 @@ def test_sigkill_in_the_seventh_segment_resumes_identically(tmp_path):
                    env={k: v for k, v in os.environ.items() if k != "HANG_AT"})
     segments = ns.open_store(killed / "segments")  # one row per point, link and segment
     of_g4 = segments.where(segments.g == 4.0, drop=True)
-    runs = {int(s): str(r) for s, r in zip(of_g4.segment.values, of_g4.run.values, strict=True)}
+    runs = {int(s): str(r) for s, r in zip(of_g4.segment.values, of_g4.ns_run.values, strict=True)}
     assert len({runs[s] for s in range(6)}) == 1 and runs[6] != runs[5]  # only 6..9 re-ran
     assert len({runs[s] for s in range(6, 10)}) == 1
 

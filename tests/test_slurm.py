@@ -201,10 +201,10 @@ def test_a_scan_on_slurm_engines(slurm_engines, tmp_path):
     progress = scan.run(executor=slurm_engines.client, progress=False).wait()
     assert progress.done == 15 and progress.failed == 0
     ds = scan.results()
-    assert set(ds.status.values.ravel()) == {"done"}
+    assert set(ds.ns_status.values.ravel()) == {"done"}
     np.testing.assert_allclose(ds.peak.values, np.exp(-np.outer([0.5, 1.0, 2.0],
                                                                 np.linspace(0.1, 0.5, 5))))
-    assert {w.split()[0] for w in ds.worker.values.ravel()} == {"engine"}
+    assert {w.split()[0] for w in ds.ns_worker.values.ravel()} == {"engine"}
 
 
 def test_start_cluster_submits_engines_with_batch_options(slurm, tmp_path, monkeypatch):

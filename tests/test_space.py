@@ -624,7 +624,7 @@ def test_table() -> None:
     space = grid(k=[1, 2], tau=[0.5])
     df = space.table()
     assert list(df.columns) == ["k", "tau", "key"]
-    assert df["key"].tolist() == space.keys()
+    assert df["ns_key"].tolist() == space.keys()
     assert df["k"].tolist() == [1, 2]
 
 

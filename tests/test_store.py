@@ -72,9 +72,9 @@ def test_failures_are_recorded_with_traceback_and_the_scan_goes_on(tmp_path):
 
     scan = run_serial(fragile, ns.grid(x=[1, 2, 3]), tmp_path / "s")
     ds = scan.results()
-    assert ds.status.values.tolist() == ["done", "failed", "done"]
-    assert ds.error.sel(x=2).item() == "ValueError: x=2 is singular"
-    assert "raise ValueError" in ds.traceback.sel(x=2).item()
+    assert ds.ns_status.values.tolist() == ["done", "failed", "done"]
+    assert ds.ns_error.sel(x=2).item() == "ValueError: x=2 is singular"
+    assert "raise ValueError" in ds.ns_traceback.sel(x=2).item()
     assert np.isnan(ds.result.sel(x=2))
     assert ds.result.sel(x=3) == 4.5
 
@@ -89,9 +89,9 @@ def test_unstorable_results_fail_only_that_point(tmp_path):
 
     scan = run_serial(odd, ns.grid(x=[1, 2, 3]), tmp_path / "s")
     ds = scan.results()
-    assert ds.status.values.tolist() == ["failed", "failed", "done"]
-    assert "cannot be stored" in ds.error.sel(x=1).item()
-    assert "complex" in ds.error.sel(x=2).item()
+    assert ds.ns_status.values.tolist() == ["failed", "failed", "done"]
+    assert "cannot be stored" in ds.ns_error.sel(x=1).item()
+    assert "complex" in ds.ns_error.sel(x=2).item()
 
 
 def test_provenance_is_kept(tmp_path):
@@ -102,7 +102,7 @@ def test_provenance_is_kept(tmp_path):
     ds = ns.open_store(tmp_path / "s")
     runs = json.loads(ds.attrs["provenance"])
     (run_id, record), = runs.items()
-    assert set(ds.run.values.tolist()) == {run_id}
+    assert set(ds.ns_run.values.tolist()) == {run_id}
     assert record["function"].endswith("model")
     assert len(record["source_sha256"]) == 64
     assert record["packages"]["numpy"] == np.__version__
@@ -110,8 +110,8 @@ def test_provenance_is_kept(tmp_path):
     assert record["packages"] == {p: metadata.version(p) for p in record["packages"]}
     assert {"notebookscan", "numpy", "xarray", "netCDF4"} <= set(record["packages"])
     assert record["host"] and record["created"]
-    assert (ds.duration >= 0).all() and ds.host.values.tolist()[0]
-    assert ds.finished.dtype.kind == "M"
+    assert (ds.ns_duration >= 0).all() and ds.ns_host.values.tolist()[0]
+    assert ds.ns_finished.dtype.kind == "M"
 
 
 def _shard_paths(path):
@@ -135,7 +135,7 @@ def test_a_truncated_shard_is_reported_set_aside_and_the_rest_loads(tmp_path):
         f.truncate(os.path.getsize(victim) // 2)
     with pytest.warns(ns.StoreWarning, match=os.path.basename(victim)):
         ds = ns.open_store(path)
-    assert (ds.status == "done").sum() == 6 - lost
+    assert (ds.ns_status == "done").sum() == 6 - lost
     quarantined = sorted(os.listdir(os.path.join(path, "quarantine")))
     assert quarantined == [os.path.basename(victim), os.path.basename(victim) + ".reason.txt"]
     # re-running computes exactly the lost points
@@ -254,7 +254,7 @@ def test_lazy_open_equals_eager_open(tmp_path):
     assert lazy.v.chunks is not None
     np.testing.assert_array_equal(lazy.z.values, eager.z.values)
     np.testing.assert_array_equal(lazy.v.values, eager.v.values)
-    assert lazy.status.values.tolist() == eager.status.values.tolist()
+    assert lazy.ns_status.values.tolist() == eager.ns_status.values.tolist()
 
 
 def test_warnings_do_not_fire_for_a_healthy_store(tmp_path):
@@ -274,7 +274,7 @@ def test_incompressible_and_small_noisy_arrays_are_stored(tmp_path):
     scan = ns.Scan(noisy, ns.grid(i=range(4)), store=tmp_path / "s")
     scan.run(executor="serial", progress=False)
     ds = ns.open_store(tmp_path / "s")
-    assert (ds.status == "done").all()
+    assert (ds.ns_status == "done").all()
     for i in range(4):
         rng = np.random.default_rng(i)
         np.testing.assert_array_equal(ds.small.sel(i=i).values, rng.normal(size=(10, 10)))
@@ -288,7 +288,7 @@ def test_runs_reads_provenance_without_loading_results(tmp_path):
     run_serial(lambda x: np.zeros(1000) + x, ns.grid(x=[3]), path)
     runs = Store(path).runs()
     assert len(runs) == 2 and all("source_sha256" in r for r in runs.values())
-    assert set(runs) == set(ns.open_store(path).run.values.tolist())
+    assert set(runs) == set(ns.open_store(path).ns_run.values.tolist())
 
 
 def _scalar_model(a: float, b: int):
@@ -318,11 +318,11 @@ def test_shards_in_the_first_format_still_load_next_to_new_ones(tmp_path, monkey
         assert old.variables["status"].dtype is str and old.notebookscan_format == 1
         assert new.variables["status"].dtype == "S1" and new.notebookscan_format == 2
     ds = ns.open_store(path)
-    assert (ds.status == "failed").sum() == 1
-    assert ds.error.sel(a=0.5, b=1).item().startswith("ValueError: a failure")
+    assert (ds.ns_status == "failed").sum() == 1
+    assert ds.ns_error.sel(a=0.5, b=1).item().startswith("ValueError: a failure")
     assert ds.label.sel(a=1.0, b=299).item() == "b=299"
-    assert ds.key.dtype == object and len(set(ds.key.values.ravel())) == 900
-    assert set(ds.host.values.ravel()) == {ds.host.values.ravel()[0]}
+    assert ds.ns_key.dtype == object and len(set(ds.ns_key.values.ravel())) == 900
+    assert set(ds.ns_host.values.ravel()) == {ds.ns_host.values.ravel()[0]}
     lazy = ns.open_store(path, lazy=True)
     np.testing.assert_array_equal(lazy.y.values, ds.y.values)
     for name in ("status", "error", "label", "key", "host"):
@@ -352,7 +352,7 @@ def test_provenance_is_stored_once_per_run(tmp_path):
                 held.append(json.loads(nc.provenance))
     assert len(_shard_paths(path)) > 2 and len(held) == 2  # several shards a run, one with it
     runs = Store(path).runs()
-    assert set(runs) == set(ns.open_store(path).run.values.tolist()) and len(runs) == 2
+    assert set(runs) == set(ns.open_store(path).ns_run.values.tolist()) and len(runs) == 2
     assert json.loads(ns.open_store(path).attrs["provenance"]).keys() == runs.keys()
     assert scan.store.runs() == runs
 
@@ -369,7 +369,7 @@ def test_big_float_results_of_a_failed_point_read_as_nan(tmp_path, lazy):
     path = tmp_path / "s"
     run_serial(f, ns.grid(x=range(3)), path)
     ds = ns.open_store(path, lazy=lazy).load()
-    assert ds.status.values.tolist() == ["done", "failed", "done"]
+    assert ds.ns_status.values.tolist() == ["done", "failed", "done"]
     trace = ds.trace.values
     assert np.isnan(trace[1]).all()
     assert (trace[0] == 0.0).all() and (trace[2] == 2.0).all()

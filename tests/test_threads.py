@@ -51,7 +51,7 @@ STRESS = textwrap.dedent('''
                 if kind == "results":
                     ds = scan.results()
                     if "v" in ds:
-                        done = ds.status == "done"
+                        done = ds.ns_status == "done"
                         first = ds.v.isel(v_index=0).where(done)
                         assert (first == ds.x.where(done)).sum() == done.sum()
                 elif kind == "table":
@@ -84,7 +84,7 @@ STRESS = textwrap.dedent('''
     for t in threads:
         t.join()
     assert not errors, errors[:5]
-    assert (scan.results().status == "done").all()
+    assert (scan.results().ns_status == "done").all()
     print("ok", reads[0], "reads")
 ''')
 

@@ -172,7 +172,7 @@ def test_an_old_store_with_the_separator_in_text_opens_and_is_migrated(tmp_path)
         {"result": ns_value(1.0)}, "", "", 0.0, 0.0, "h", "w", "old")], {}))
     ds = ns.open_store(path)
     assert ds.sizes["point"] == 3
-    assert sorted(ds.key.values.tolist()) == sorted(point_key(p) for p in [*points, {
+    assert sorted(ds.ns_key.values.tolist()) == sorted(point_key(p) for p in [*points, {
         "a": "z", "b": "z"}])
     ns.compact(path)
     calls = []
@@ -286,8 +286,8 @@ def test_results_the_store_cannot_keep_fail_only_their_point(tmp_path, bad, frag
     progress = _run(lambda x: {"y": bad if x == 1 else 1}, ns.grid(x=[0, 1, 2]), store)
     assert (progress.done, progress.failed) == (2, 1)
     ds = ns.open_store(store)
-    assert ds.status.values.tolist() == ["done", "failed", "done"]
-    error = ds.error.sel(x=1).item()
+    assert ds.ns_status.values.tolist() == ["done", "failed", "done"]
+    error = ds.ns_error.sel(x=1).item()
     assert error.startswith("ResultError"), error
     for fragment in fragments:
         assert fragment in error, error
@@ -299,7 +299,7 @@ def test_int64_extremes_and_text_round_trip(tmp_path):
     store = tmp_path / "s"
     _run(lambda x: returns[x], ns.grid(x=range(len(returns))), store)
     for ds in _opens_before_and_after_compaction(store):
-        assert ds.status.values.tolist() == ["done"] * 5
+        assert ds.ns_status.values.tolist() == ["done"] * 5
         assert [str(v) for v in ds.result.values.tolist()] == [str(v) for v in returns]
 
 

@@ -447,7 +447,7 @@ def test_refine_runs_only_new_points_into_the_same_store(finished_scan):
     assert monitor.total == expected and monitor.skipped == 4 * 2 * 3
     data = finished_scan.results()
     assert data.sizes["k"] == 7 and data.sizes["trial"] == 4
-    assert int(data.status.isin(["done", "failed"]).sum()) == 4 * 2 * 3 + 28
+    assert int(data.ns_status.isin(["done", "failed"]).sum()) == 4 * 2 * 3 + 28
     assert ex.view.sizes["k"] == 7  # the explorer shows old and new together
     assert refine.preview == 0
 

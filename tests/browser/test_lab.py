@@ -63,15 +63,15 @@ def _store_is_consistent(path: Path) -> int:
     keys: list[str] = []
     for shard in sorted((path / "shards").glob("*.nc")):
         with netCDF4.Dataset(shard) as ds:
-            keys += [str(k) for k in ds["key"][:]]
-            assert set(np.asarray(ds["status"][:]).astype(str)) <= {"done"}
+            keys += [str(k) for k in ds["ns_key"][:]]
+            assert set(np.asarray(ds["ns_status"][:]).astype(str)) <= {"done"}
     duplicates = [k for k, n in Counter(keys).items() if n > 1]
     assert not duplicates, f"points stored twice: {duplicates[:5]}"
     assert ns.verify(path).healthy
     data = ns.open_store(path)
-    assert int((data.status == "done").sum()) == len(keys)
-    assert np.isfinite(data.rate.where(data.status == "done").values[
-        (data.status == "done").values]).all()
+    assert int((data.ns_status == "done").sum()) == len(keys)
+    assert np.isfinite(data.rate.where(data.ns_status == "done").values[
+        (data.ns_status == "done").values]).all()
     return len(keys)
 
 

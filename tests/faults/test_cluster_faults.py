@@ -184,9 +184,9 @@ def test_a_worker_killed_by_one_point_costs_no_other_point(tmp_path, counts, chu
     executor = run.executor
     counts.fault(f"pool worker killed by its point ({how})", executor.workers_killed_by_tasks)
     ds = ns.open_store(store)
-    failed = ds.x.values[ds.status.values != "done"].tolist()
+    failed = ds.x.values[ds.ns_status.values != "done"].tolist()
     assert failed == [13]
-    error = str(ds.error.sel(x=13).item())
+    error = str(ds.ns_error.sel(x=13).item())
     assert "WorkerLost" in error and how in error, error
     assert (ds.y.sel(x=[x for x in range(61) if x != 13]).values
             == [x * x for x in range(61) if x != 13]).all()
