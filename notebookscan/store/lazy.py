@@ -7,13 +7,15 @@ order the points; result arrays stay on disk until a slice of them is computed.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .dataset import to_grid
-from .schema import Layout
-from .shards import hdf5_lock
+from . import ragged
+from .dataset import _Gone, _public_attrs, _shard_variables, _view_results, to_grid
+from .schema import DTYPE_ATTR, Layout
+from .shards import ShardVanished, hdf5_lock
 from .table import combine_shards
 
 __all__ = ["lazy_dataset"]
@@ -65,12 +67,12 @@ def _lazy_lock() -> _NoChunkCacheLock:
 _LOCK = _NoChunkCacheLock()
 
 
-def _open_lazily(path: str) -> Any:
+def _open_lazily(path: str, drop: Sequence[str] = ()) -> Any:
     import xarray as xr
 
     with _LOCK:
         return xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
-                               cache=False, lock=_LOCK)
+                               cache=False, lock=_LOCK, drop_variables=list(drop))
 
 
 def lazy_dataset(store: Any, layout: Layout) -> Any:
@@ -81,12 +83,28 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     index_parts = []
     datasets = []
     names = store.metadata().get("names")
+    paths, metas = [], []
     for name in files:
         part = store.read_shard(name, ["status", "finished", *(names or [])])
         if part is None:  # unreadable: already reported and set aside
             continue
+        path = os.path.join(store.shards_dir, name)
+        try:
+            meta = _shard_variables(path)
+        except _Gone as exc:
+            raise ShardVanished(name) from exc
+        if meta is None:
+            raise ShardVanished(name)  # readable a moment ago: open again
         index_parts.append(part)
-        datasets.append(_open_lazily(os.path.join(store.shards_dir, name)))
+        paths.append(path)
+        metas.append(meta)
+    # results of very different lengths: padded views built from the rows on demand
+    views = _view_results(metas, always=True)
+    for path, meta in zip(paths, metas, strict=True):
+        drop = [v for v in views if v in meta]
+        drop += [meta[v][4][ragged.COUNT_ATTR] for v in drop
+                 if ragged.COUNT_ATTR in meta[v][4]]
+        datasets.append(_open_lazily(path, drop))
     sizes: dict[str, int] = {}
     for ds in datasets:
         for dim, size in ds.sizes.items():
@@ -104,6 +122,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         # a dask take over thousands of one-point chunks costs a noticeable part of the
         # open; shards written in order with no point twice need none
         combined = combined.isel(point=order)
+    _add_views(combined, views, paths, metas, index_parts, order)
     for name in ("started", "finished"):
         if name in combined:
             combined[name] = (combined[name] * 1e9).astype("datetime64[ns]")
@@ -114,6 +133,25 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     if layout.kind == "grid":
         return to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
     return combined
+
+
+def _add_views(combined: Any, views: dict[str, Any], paths: list[str],
+               metas: list[dict[str, Any]], parts: list[Any], order: np.ndarray) -> None:
+    """Add each of ``views`` to ``combined`` as a padded view over its points, read from
+    the shards only for the chunks computed."""
+    offsets = np.cumsum([0, *(p.n for p in parts)])
+    shard_of = np.searchsorted(offsets, order, side="right") - 1
+    for v, (dims, rest, dtype) in views.items():
+        longest = max(m[v][2][0] for m in metas if v in m)
+        if dims[0] in combined.sizes:
+            longest = max(longest, combined.sizes[dims[0]])
+        source = ragged.file_source(v, paths, [m[v][5] if v in m else None for m in metas],
+                                    shard_of, order - offsets[shard_of], longest, rest, dtype,
+                                    lock=_LOCK)
+        attrs = next(m[v][4] for m in metas if v in m)
+        decode, out_dtype = ragged.decoder(dtype, attrs.get(DTYPE_ATTR) == "bool")
+        data = ragged.padded_view(source, np.arange(len(order)), decode, out_dtype)
+        combined[v] = (("point", *dims), data, _public_attrs(attrs))
 
 
 def _row_order(parts: list[Any], names: list[str] | None) -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreWarning
+from . import ragged
 from .schema import BOOKKEEPING, BOOKKEEPING_DTYPES
 from .shards import ShardData
 
@@ -203,7 +204,15 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
         if consume:
             for s in shards:
                 s.results.pop(name, None)
-        results[name] = _concat_column(found, sizes, tuple(dim_sizes[d] for d in dims))[best]
+        inner = tuple(dim_sizes[d] for d in dims)
+        # results whose lengths differ a lot stay flat values + counts (see ragged.py)
+        combined = ragged.concat(
+            found, sizes, [s.lengths.get(dims[0]) if dims else None for s in shards], inner,
+            _target_dtype([b.dtype for b in found if b is not None] or [np.dtype("f8")]),
+            _convert_block)
+        if combined is None:
+            combined = _concat_column(found, sizes, inner)
+        results[name] = combined[best]
         del found
     lengths = {dim: _concat_column([s.lengths.get(dim) for s in shards], sizes)[best]
                for dim in dim_sizes}
