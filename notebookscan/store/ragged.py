@@ -469,3 +469,25 @@ def decoder(dtype: np.dtype, is_bool: bool) -> tuple[Callable[[np.ndarray], np.n
         return out
 
     return decode, np.dtype(np.float64)
+
+
+def flat_parts(data: Any, lengths: np.ndarray, longest: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flat values and per-cell counts of a padded (possibly dask) array
+    ``(*cells, longest, *rest)``, cells in C order; ``lengths`` (cells) cut each row.
+
+    Reads one chunk of cells at a time (dask) and keeps only the samples.
+    """
+    cells = int(np.prod(lengths.shape))
+    counts = np.clip(np.nan_to_num(np.asarray(lengths, dtype=np.float64)).astype(np.int64),
+                     0, longest).reshape(-1)
+    flat = data.reshape((cells, *data.shape[lengths.ndim:]))
+    parts = []
+    step = max(1, CHUNK_BYTES * 4 // max(1, longest * int(np.prod(flat.shape[2:])) * 8))
+    for lo in range(0, cells, step):
+        c = counts[lo:lo + step]
+        w = int(c.max()) if len(c) else 0
+        block = np.asarray(flat[lo:lo + step, :w])
+        parts.append(block[np.arange(w) < c[:, None]])
+    values = (np.concatenate(parts) if parts else
+              np.zeros((0, *flat.shape[2:]), dtype=data.dtype))
+    return values, counts

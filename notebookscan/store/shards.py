@@ -574,8 +574,9 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
             else:
                 var = _put_array(nc, name, ("point", *dims), data, compress=compress)
             # attributes such as _FillValue belong to the library, set at creation
+            # the ragged layout's own attributes describe the file it was read from
             attrs = {k: v for k, v in shard.result_attrs.get(name, {}).items()
-                     if not k.startswith("_")}
+                     if not k.startswith("_") and k not in _RAGGED_ATTRS}
             var.setncatts({**attrs, ROLE: "result"})
         for dim, lengths in shard.lengths.items():
             _put_array(nc, f"{dim}_length", point, lengths, False).setncattr(ROLE, "length")
@@ -585,6 +586,9 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
             else:
                 var = _put_array(nc, f"{dim}_coord", ("point", dim), coord, False)
                 var.setncattr(ROLE, "coord2d")
+
+
+_RAGGED_ATTRS = (RAGGED_ATTR, COUNT_ATTR, LONGEST_ATTR)
 
 
 def _write_ragged(shard: ShardData, name: str, data: Ragged) -> bool:
