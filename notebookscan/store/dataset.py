@@ -411,7 +411,7 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
                 dim_sizes[dim] = max(dim_sizes.get(dim, 0), n)
         variables[v] = (dims, (), np.result_type(*(f[3] for f in found)))
         attrs[v] = found[0][4]
-    for v, (dims, rest, _) in views.items():
+    for dims, rest, _ in views.values():
         dim_sizes.setdefault(dims[0], 0)
         dim_sizes.update(zip(dims[1:], rest, strict=True))
     for v, (dims, _, _) in views.items():
@@ -476,7 +476,7 @@ def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:
             for name, var in nc.variables.items():
                 attrs = {k: var.getncattr(k) for k in var.ncattrs()}
                 dtype = var.dtype if isinstance(var.dtype, np.dtype) else np.dtype(object)
-                dims, shape, *extent = extents.get(
+                dims, shape, *_extent = extents.get(
                     name, (tuple(var.dimensions[1:]), tuple(var.shape[1:])))
                 out[name] = (attrs.get(ROLE), dims, shape, dtype, attrs, extents.get(name))
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
@@ -712,7 +712,7 @@ def to_ragged(ds: Any) -> Any:
         own = [d for d in var.dims if d not in cells]
         if not own or var.dtype.kind not in "fiub" or f"{own[0]}_length" not in ds:
             continue
-        lengths = ds[f"{own[0]}_length"].broadcast_like(var.isel({d: 0 for d in own}))
+        lengths = ds[f"{own[0]}_length"].broadcast_like(var.isel(dict.fromkeys(own, 0)))
         lengths = lengths.transpose(*cells).values
         counts = np.nan_to_num(np.asarray(lengths, dtype=np.float64)).astype(np.int64)
         row_bytes = int(np.prod([ds.sizes[d] for d in own[1:]])) * var.dtype.itemsize

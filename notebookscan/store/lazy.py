@@ -7,15 +7,14 @@ order the points; result arrays stay on disk until a slice of them is computed.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from . import ragged
-from .dataset import _Gone, _public_attrs, _shard_variables, _view_results, to_grid
-from .schema import DTYPE_ATTR, Layout
-from .shards import ShardVanished, hdf5_lock
+from .dataset import _public_attrs, _view_results, to_grid
+from .schema import DTYPE_ATTR, ROLE, Layout
+from .shards import hdf5_lock
 from .table import combine_shards
 
 __all__ = ["lazy_dataset"]
@@ -67,12 +66,12 @@ def _lazy_lock() -> _NoChunkCacheLock:
 _LOCK = _NoChunkCacheLock()
 
 
-def _open_lazily(path: str, drop: Sequence[str] = ()) -> Any:
+def _open_lazily(path: str) -> Any:
     import xarray as xr
 
     with _LOCK:
         return xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
-                               cache=False, lock=_LOCK, drop_variables=list(drop))
+                               cache=False, lock=_LOCK)
 
 
 def lazy_dataset(store: Any, layout: Layout) -> Any:
@@ -89,22 +88,17 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         if part is None:  # unreadable: already reported and set aside
             continue
         path = os.path.join(store.shards_dir, name)
-        try:
-            meta = _shard_variables(path)
-        except _Gone as exc:
-            raise ShardVanished(name) from exc
-        if meta is None:
-            raise ShardVanished(name)  # readable a moment ago: open again
         index_parts.append(part)
         paths.append(path)
-        metas.append(meta)
+        datasets.append(_open_lazily(path))
+        metas.append(_extents(datasets[-1]))
     # results of very different lengths: padded views built from the rows on demand
     views = _view_results(metas, always=True)
-    for path, meta in zip(paths, metas, strict=True):
+    for k, meta in enumerate(metas):
         drop = [v for v in views if v in meta]
         drop += [meta[v][4][ragged.COUNT_ATTR] for v in drop
                  if ragged.COUNT_ATTR in meta[v][4]]
-        datasets.append(_open_lazily(path, drop))
+        datasets[k] = datasets[k].drop_vars(drop)
     sizes: dict[str, int] = {}
     for ds in datasets:
         for dim, size in ds.sizes.items():
@@ -133,6 +127,30 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     if layout.kind == "grid":
         return to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
     return combined
+
+
+def _extents(ds: Any) -> dict[str, tuple[Any, ...]]:
+    """:func:`.dataset._shard_variables` of the results of a lazily opened shard, read
+    through the open file (a second open reads up to 4 MiB of it again)."""
+    out = {}
+    for name, var in ds.data_vars.items():
+        attrs = dict(var.attrs)
+        if attrs.get(ROLE) != "result":
+            continue
+        dtype = np.dtype(var.encoding.get("dtype", var.dtype))
+        dims, shape, extent = tuple(var.dims[1:]), tuple(var.shape[1:]), None
+        if ragged.RAGGED_ATTR in attrs:
+            counts = np.asarray(ds[attrs[ragged.COUNT_ATTR]].values, dtype=np.int64)
+            dims = (str(attrs[ragged.RAGGED_ATTR]), *var.dims[1:])
+            shape = (int(counts.max()) if len(counts) else 0, *var.shape[1:])
+            extent = (dims, shape, counts, True)
+        elif dims:
+            length = ds.get(f"{dims[0]}_length")
+            counts = (np.full(var.shape[0], shape[0], dtype=np.int64) if length is None else
+                      np.clip(np.nan_to_num(length.values).astype(np.int64), 0, shape[0]))
+            extent = (dims, shape, counts, False)
+        out[name] = ("result", dims, shape, dtype, attrs, extent)
+    return out
 
 
 def _add_views(combined: Any, views: dict[str, Any], paths: list[str],

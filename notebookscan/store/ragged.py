@@ -93,7 +93,8 @@ class Ragged:
         start = 0
         for row in rows:
             if row is not None and len(row):
-                values[(slice(start, start + len(row)), *(slice(0, s) for s in row.shape[1:]))] = row
+                inner = tuple(slice(0, s) for s in row.shape[1:])
+                values[(slice(start, start + len(row)), *inner)] = row
                 start += len(row)
         return cls(values, counts, fill)
 
