@@ -17,11 +17,20 @@ parameters     point                        one variable per parameter
 ``host``       point                        host name of the worker
 ``worker``     point                        ``engine 3`` / ``pid 1234``
 ``run``        point                        id of the run (its provenance is in attrs)
-results        point[, own dims]            padded to the longest in the shard
+results        point[, own dims]            padded to the longest in the shard, or:
+results        <name>_sample[, own dims]    ragged: the points' rows one after another
+<name>_count   point                        ragged: rows of each point (CF count var)
 <dim>_length   point                        per-point size of each own dim
 <dim>          <dim>                        coordinate of an own dim (when shared)
 <dim>_coord    point, <dim>                 per-point coordinate (when points differ)
 ============== ============================ =============================================
+
+A result with own dims whose first dim's length differs so much between the shard's
+points that padding would waste more than 1 MiB and more than the data is written as a
+CF contiguous ragged array (see :mod:`.ragged`): ``<name>`` over ``<name>_sample``
+with the attribute ``notebookscan_ragged = "<own dim>"``, and ``<name>_count``
+(``sample_dimension = "<name>_sample"``). In memory it is a :class:`.ragged.Ragged`
+where a padded array would be. Equal or nearly equal lengths keep the padded layout.
 
 Bools are stored as int8 with the attribute ``notebookscan_dtype = "bool"``; missing
 integers hold the smallest value of their type (``notebookscan_missing`` attribute).
