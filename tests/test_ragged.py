@@ -252,3 +252,17 @@ def test_points_layout_series_and_padded_view(tmp_path):
     assert series(ds, "v", point=0).size in (3, 4, 300_000)
     with pytest.raises(ns.errors.StoreError, match="matches 2 points"):
         series(ds, "v", a=0)
+
+
+def test_merge_compares_ragged_points_by_their_values(tmp_path):
+    def fn(k, shift=0.0):
+        n = 200_000 if k == 1 else 3
+        return {"v": np.arange(float(n)) + shift * (k == 2)}
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    ns.Scan(fn, ns.grid(k=list(range(20))), a).run(executor="serial", progress=False)
+    ns.Scan(fn, ns.grid(k=list(range(20))), b).run(executor="serial", progress=False)
+    ns.Scan(lambda k: fn(k, 1.0), ns.grid(k=list(range(20))), c).run(
+        executor="serial", progress=False)
+    assert not ns.merge(a, b).conflicts
+    assert len(ns.merge(c, b).conflicts) == 1

@@ -9,11 +9,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..errors import StoreError
 from .checkpoints import copy_checkpoints
 from .directory import Store, existing_store
+from .ragged import row_fingerprint
 from .schema import SEGMENTS_DIR, SHARDS, Layout
 
 __all__ = ["MergeReport", "merge"]
@@ -121,5 +120,5 @@ def _values_by_key(store: Store) -> dict[str, tuple]:
     for i, key in enumerate(table.bookkeeping["key"].tolist()):
         if status is not None and status[i] != "done":
             continue
-        out[key] = tuple(np.asarray(table.results[n][i]).tobytes() for n in sorted(table.results))
+        out[key] = tuple(row_fingerprint(table.results[n], i) for n in sorted(table.results))
     return out

@@ -492,3 +492,19 @@ def flat_parts(data: Any, lengths: np.ndarray, longest: int) -> tuple[np.ndarray
     values = (np.concatenate(parts) if parts else
               np.zeros((0, *flat.shape[2:]), dtype=data.dtype))
     return values, counts
+
+
+def row_fingerprint(column: Any, i: int) -> bytes:
+    """A digest of point ``i``'s values of a result, the same whether the column holds
+    them padded or ragged: trailing missing values along the first own dim (padding)
+    are left out."""
+    import hashlib
+
+    row = column.row(i) if isinstance(column, Ragged) else np.asarray(column[i])
+    if row.ndim and row.dtype.kind in "fiu" and len(row):
+        missing = np.isnan(row) if row.dtype.kind == "f" else row == missing_value(row.dtype)
+        if row.ndim > 1:
+            missing = missing.reshape(len(row), -1).all(axis=1)
+        present = np.flatnonzero(~missing)
+        row = row[: int(present[-1]) + 1 if len(present) else 0]
+    return hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest()
