@@ -45,7 +45,7 @@ def ragged_store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("ragged") / "store")
     # several flushes: several shards, one of them holding the long series
     ns.Scan(model, ns.grid(k=list(range(POINTS))), path).run(
-        executor="serial", progress=False, flush_every=64)
+        executor="serial", progress=False, flush_every=64, flush_interval=3600)
     return path
 
 
@@ -221,7 +221,8 @@ def test_ints_bools_failed_points_and_shared_dims_round_trip_ragged(tmp_path):
                 "f": xr.DataArray(np.ones((n, 2)) * k, dims=("t", "c"))}
 
     path = tmp_path / "mixed"
-    ns.Scan(mixed, ns.grid(k=list(range(40))), path).run(executor="serial", progress=False)
+    ns.Scan(mixed, ns.grid(k=list(range(40))), path).run(executor="serial", progress=False,
+                                                          flush_interval=3600)
     (name,) = Store(path).shard_files()
     with open_dataset(os.path.join(path, "shards", name)) as nc:
         assert nc.variables["i"].dimensions == ("i_sample",)
