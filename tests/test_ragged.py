@@ -223,10 +223,12 @@ def test_ints_bools_failed_points_and_shared_dims_round_trip_ragged(tmp_path):
     path = tmp_path / "mixed"
     ns.Scan(mixed, ns.grid(k=list(range(40))), path).run(executor="serial", progress=False,
                                                           flush_interval=3600)
-    (name,) = Store(path).shard_files()
-    with open_dataset(os.path.join(path, "shards", name)) as nc:
-        assert nc.variables["i"].dimensions == ("i_sample",)
-        assert nc.variables["f"].dimensions == ("f_sample", "c")
+    layouts = set()
+    for name in Store(path).shard_files():
+        with open_dataset(os.path.join(path, "shards", name)) as nc:
+            if "i" in nc.variables:
+                layouts.add((nc.variables["i"].dimensions, nc.variables["f"].dimensions))
+    assert (("i_sample",), ("f_sample", "c")) in layouts
     for lazy in (False, True):
         ds = ns.open_store(path, lazy=lazy)
         assert str(ds.status.sel(k=2).values) == "failed"
