@@ -16,7 +16,7 @@ from .dataset import _public_attrs, _view_results, label_excluded, to_grid
 from .scanned import records_for_runs
 from .schema import DTYPE_ATTR, ROLE, Layout
 from .shards import hdf5_lock
-from .table import combine_shards
+from .table import _runs_of, combine_shards
 
 __all__ = ["lazy_dataset"]
 
@@ -127,7 +127,9 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
             del var.attrs[attr]
     if layout.kind == "grid":
         grid = to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
-        return label_excluded(grid, layout.dims, records_for_runs(store.path, store.runs()))
+        # the runs' provenance came with the index columns: no second open of every shard
+        runs = _runs_of(index_parts)
+        return label_excluded(grid, layout.dims, records_for_runs(store.path, runs))
     return combined
 
 

@@ -816,6 +816,9 @@ def _check_variable(name: str, var: Any, role: str | None, nc: Any) -> None:
     dtype = var.dtype  # str for variable-length text
     if not (dtype is str or isinstance(var.datatype, np.dtype)):
         raise MalformedShard(f"variable {name!r} has the user-defined type {var.datatype!r}")
+    if role == "result" and RAGGED_ATTR in var.ncattrs():
+        _check_ragged(name, var, nc)
+        return
     if var.dimensions[:1] != ("point",):
         raise MalformedShard(f"variable {name!r} has the dims {var.dimensions}, not "
                              "('point', ...): its rows would not line up with the points")
@@ -905,6 +908,25 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
             continue
         raise MalformedShard(f"it lacks the variable {name!r}")
     return shard
+
+
+def _check_ragged(name: str, var: Any, nc: Any) -> None:
+    """Refuse a ragged result (flat values + per-point counts) whose counts do not add
+    up to its values, or that does not name its count variable along ``point``."""
+    sample = f"{name}{SAMPLE_SUFFIX}"
+    count_name = var.getncattr(COUNT_ATTR) if COUNT_ATTR in var.ncattrs() else None
+    if var.dimensions[:1] != (sample,) or count_name not in nc.variables:
+        raise MalformedShard(f"ragged result {name!r} has the dims {var.dimensions} and the "
+                             f"count variable {count_name!r}; expected ({sample!r}, ...) "
+                             "and a count variable along 'point'")
+    count = nc.variables[count_name]
+    if count.dimensions != ("point",) or count.dtype.kind not in "iu":
+        raise MalformedShard(f"the counts of ragged result {name!r} are not integers along "
+                             "'point'")
+    values = np.asarray(count[...])
+    if len(values) and (values.min() < 0 or int(values.sum()) != var.shape[0]):
+        raise MalformedShard(f"the counts of ragged result {name!r} add up to "
+                             f"{int(values.sum())}, not its {var.shape[0]} values")
 
 
 def _as_bytes(column: np.ndarray) -> np.ndarray:

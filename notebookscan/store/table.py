@@ -484,8 +484,12 @@ def _run_ranks(runs: np.ndarray | None, rows: np.ndarray, run_order: Mapping[str
     return ordinals[rank], rank
 
 
-def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _rows_equal(a: Any, b: Any) -> np.ndarray:
     """Per row: do ``a`` and ``b`` hold the same values (NaN equals NaN)?"""
+    if isinstance(a, ragged.Ragged) or isinstance(b, ragged.Ragged):
+        # only rows of repeated keys get here: a digest per row, padding left out
+        return np.array([ragged.row_fingerprint(a, i) == ragged.row_fingerprint(b, i)
+                         for i in range(len(a))], dtype=bool)
     same = a == b
     if a.dtype.kind in "fc":
         same = same | ((a != a) & (b != b))
