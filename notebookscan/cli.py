@@ -1137,7 +1137,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("FILE", f"the directory {parent!r} does not exist; create it first")
     t0 = time.perf_counter()
     if ext == ".nc":
-        ds = store.dataset(lazy=False)
+        from .store.dataset import to_ragged
+
+        # results of very different lengths go out as CF ragged arrays, not padded
+        ds = to_ragged(store.dataset(lazy=False))
         tmp = f"{output}.tmp-{os.getpid()}"
         try:
             ds.to_netcdf(tmp)

@@ -26,7 +26,7 @@ Nothing here imports the scan loop, the executors or the widgets.
 
 from __future__ import annotations
 
-from .dataset import to_grid
+from .dataset import padded, series, to_grid
 from .directory import Store, compact, open_store, verify
 from .index import StoreIndex
 from .maintenance import CompactReport, VerifyReport
@@ -43,6 +43,8 @@ __all__ = [
     "compact",
     "merge",
     "open_store",
+    "padded",
+    "series",
     "to_grid",
     "verify",
 ]

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..keys import canonical_token
+from . import ragged
 from .scanned import covered_cells, records_for_runs
 from .schema import (
     DESCRIPTIONS,
@@ -43,8 +44,8 @@ from .schema import (
 from .shards import ShardVanished, hdf5_lock, open_dataset, unwritten_as_nan
 from .table import Table, _combine_coordinate, _concat_column, _missing_for, combine_shards
 
-__all__ = ["broadcast_excluded", "grid_counts", "label_excluded", "load_dataset", "to_dataset",
-           "to_grid"]
+__all__ = ["broadcast_excluded", "grid_counts", "label_excluded", "load_dataset", "padded",
+           "series", "to_dataset", "to_grid", "to_ragged"]
 
 _STRING_VARS = STRING_BOOKKEEPING
 _DESCRIPTIONS = DESCRIPTIONS
@@ -88,9 +89,22 @@ class _Direct:
     """
 
     def __init__(self, variables: dict[str, tuple[tuple[str, ...], tuple[int, ...], Any]],
-                 paths: list[str], present: list[set[str]], offsets: np.ndarray):
+                 paths: list[str], present: list[set[str]], offsets: np.ndarray,
+                 sources: Mapping[str, ragged.RowSource] | None = None):
         self.variables = variables  # name -> (own dims, own shape, dtype)
         self.paths, self.present, self.offsets = paths, present, offsets
+        self.sources = dict(sources or {})  # results shown as lazy padded views
+
+    def views(self, cell_rows: np.ndarray, attrs: Mapping[str, Mapping[str, Any]]
+              ) -> dict[str, Any]:
+        """``name -> dask array (*cells, longest, ...)``: cell ``c`` shows table row
+        ``cell_rows[c]`` (-1: none), padded only in the chunks that are computed."""
+        out = {}
+        for name, source in self.sources.items():
+            is_bool = attrs.get(name, {}).get("notebookscan_dtype") == "bool"
+            decode, dtype = ragged.decoder(source.dtype, is_bool)
+            out[name] = ragged.padded_view(source, cell_rows, decode, dtype)
+        return out
 
     def place(self, rows: np.ndarray, dest: np.ndarray, size: int) -> dict[str, np.ndarray]:
         """``name -> (size, *shape)``: table row ``i`` (concatenated row ``rows[i]``) at
@@ -180,7 +194,7 @@ def _variables(table: Table, placed: Mapping[str, np.ndarray] | None = None,
         if name in placed:
             out[name] = (table.result_dims[name], placed[name], _public_attrs(attrs))
             continue
-        data = table.results[name]
+        data = np.asarray(table.results[name])  # a Ragged: padding is cheap here
         out[name] = (table.result_dims[name], _decode_result(data, attrs), _public_attrs(attrs))
     for dim, lengths in table.lengths.items():
         if len(lengths) and (lengths != lengths.max()).any():  # ragged: keep the true lengths
@@ -395,7 +409,15 @@ def _grid_dataset(table: Table, dims: Sequence[str],
     # rows sorted by parameters are already in grid order (the usual case): no copy
     in_order = complete and bool((flat == np.arange(size)).all())
     placed = direct.place(rows, flat, size) if direct else {}
-    for name, (own, data, attrs) in _variables(table, placed, order).items():
+    views = {}
+    if direct and direct.sources:
+        cell_rows = np.full(size, -1, dtype=np.int64)
+        cell_rows[flat] = np.arange(len(flat))
+        views = direct.views(cell_rows.reshape(shape), table.result_attrs)
+    for name, (own, data, attrs) in _variables(table, {**placed, **views}, order).items():
+        if name in views:
+            data_vars[name] = ((*dims, *own), data, attrs)
+            continue
         if name in placed:
             data_vars[name] = ((*dims, *own), data.reshape(*shape, *data.shape[1:]), attrs)
             continue
@@ -432,6 +454,9 @@ def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
     extra = 0 if not pending else len(pending["key"])
     # direct results are placed once, their pending rows (NaN) included
     placed = direct.place(rows, np.arange(len(table)), len(table) + extra) if direct else {}
+    if direct and direct.sources:
+        cell_rows = np.concatenate([np.arange(len(table)), np.full(extra, -1)])
+        placed.update(direct.views(cell_rows, table.result_attrs))
     variables = _variables(table, placed, order)
     params = dict(table.params)
     if extra:
@@ -512,10 +537,13 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     names = store.metadata().get("names") or list(layout.dims)
     files = store.shard_files()
     metas = [_shard_variables(os.path.join(store.shards_dir, f)) for f in files]
-    chosen = _direct_results([m for m in metas if m is not None])
+    views = _view_results([m for m in metas if m is not None])
+    chosen = _direct_results([{n: v for n, v in m.items() if n not in views}
+                              for m in metas if m is not None])
     shards, paths, present, kept = [], [], [], []
     for name, meta in zip(files, metas, strict=True):
-        wanted = None if meta is None else [v for v in meta if v not in chosen]
+        wanted = None if meta is None else [v for v in meta
+                                            if v not in chosen and v not in views]
         try:  # a shard whose metadata could not be read is read whole: _read reports it
             shard = store.read_shard(name, wanted)
         except ShardVanished as exc:
@@ -540,11 +568,17 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
         if not found:
             continue
         dims = found[0][1]
-        for _, _, shape, _, _ in found:
+        for _, _, shape, *_ in found:
             for dim, n in zip(dims, shape, strict=True):
                 dim_sizes[dim] = max(dim_sizes.get(dim, 0), n)
         variables[v] = (dims, (), np.result_type(*(f[3] for f in found)))
         attrs[v] = found[0][4]
+    for dims, rest, _ in views.values():
+        dim_sizes.setdefault(dims[0], 0)
+        dim_sizes.update(zip(dims[1:], rest, strict=True))
+    for v, (dims, _, _) in views.items():
+        dim_sizes[dims[0]] = max(dim_sizes[dims[0]], max(
+            m[v][2][0] for m in kept if v in m))
     variables = {v: (dims, tuple(dim_sizes[d] for d in dims), dtype)
                  for v, (dims, _, dtype) in variables.items()}
     offsets = np.cumsum([0, *(s.n for s in shards)])
@@ -560,6 +594,15 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     for v, (dims, _, _) in variables.items():
         table.result_dims[v] = dims
         table.result_attrs[v] = attrs[v]
+    shard_of = np.searchsorted(offsets, rows, side="right") - 1
+    sources = {}
+    for v, (dims, rest, dtype) in views.items():
+        table.result_dims[v] = dims
+        table.result_attrs[v] = next(m[v][4] for m in kept if v in m)
+        source = ragged.file_source(v, paths, [m[v][5] if v in m else None for m in kept],
+                                    shard_of, rows - offsets[shard_of], dim_sizes[dims[0]],
+                                    rest, dtype)
+        sources[v] = ragged.load_source(source)  # the rows' samples, not the padding
     # lengths and coordinates of the dims only direct results have, as combine_shards
     # would have built them, in the order it gives them
     sizes = [s.n for s in shards]
@@ -573,7 +616,8 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
             table.coords[dim] = coord[rows] if coord.ndim == 2 else coord
     table.lengths = {d: table.lengths[d] for d in dim_order if d in table.lengths}
     table.coords = {d: table.coords[d] for d in dim_order if d in table.coords}
-    direct = _Direct(variables, paths, present, offsets[:-1]) if variables else None
+    direct = (_Direct(variables, paths, present, offsets[:-1], sources)
+              if variables or sources else None)
     del shards
     if layout.kind == "grid":
         ds = _grid_dataset(table, layout.dims, extra_coords, direct, rows, order)
@@ -585,22 +629,68 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
 
 
 def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:
-    """``name -> (role, own dims, own shape, dtype, attrs)`` of every variable of a shard,
-    from its metadata alone; None when it cannot be opened (the read that follows
+    """``name -> (role, own dims, own shape, dtype, attrs, extent)`` of every variable of a
+    shard, from its metadata and small count columns (``extent``: see
+    :func:`.ragged.shard_extents`); None when it cannot be opened (the read that follows
     reports it)."""
     out: dict[str, tuple[Any, ...]] = {}
     try:
         with open_dataset(path) as nc:
+            extents = ragged.shard_extents(nc, ROLE)
             for name, var in nc.variables.items():
                 attrs = {k: var.getncattr(k) for k in var.ncattrs()}
                 dtype = var.dtype if isinstance(var.dtype, np.dtype) else np.dtype(object)
-                out[name] = (attrs.get(ROLE), tuple(var.dimensions[1:]),
-                             tuple(var.shape[1:]), dtype, attrs)
+                dims, shape, *_extent = extents.get(
+                    name, (tuple(var.dimensions[1:]), tuple(var.shape[1:])))
+                out[name] = (attrs.get(ROLE), dims, shape, dtype, attrs, extents.get(name))
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         if not os.path.exists(path):  # compacted away
             raise _Gone(path) from exc
         return None
     return out
+
+
+def _view_results(metas: Sequence[Mapping[str, tuple[Any, ...]]], always: bool = False
+                  ) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], np.dtype]]:
+    """Results shown as lazy padded views (``name -> (own dims, other own dims' sizes,
+    stored dtype)``): numeric, with own dims, whose padding to the longest would cost
+    over :data:`.ragged.VIEW_MIN_BYTES` and more than their data. Every result whose
+    first own dim is such a result's is a view too (one size per dim), unless one of
+    them cannot be (text): then none is. With ``always``, results stored ragged in some
+    shard are views whatever their size (a lazy Dataset cannot show them otherwise)."""
+    dims_of: dict[str, tuple[str, ...]] = {}
+    counts: dict[str, list[np.ndarray]] = {}
+    rest: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, list[np.dtype]] = {}
+    longest: dict[str, int] = {}
+    for meta in metas:
+        for name, (role, dims, shape, dtype, _, extent) in meta.items():
+            if role != "result" or dims_of.setdefault(name, dims) != dims:
+                continue
+            dtypes.setdefault(name, []).append(dtype)
+            if not dims:
+                continue
+            counts.setdefault(name, []).append(extent[2] if extent else
+                                               np.zeros(0, dtype=np.int64))
+            rest[name] = tuple(max(a, b) for a, b in zip(rest.get(name, shape[1:]), shape[1:],
+                                                           strict=True))
+            longest[dims[0]] = max(longest.get(dims[0], 0), shape[0])
+    numeric = {n for n, ds in dtypes.items() if dims_of[n] and all(d.kind in "fiub" for d in ds)}
+    big = set()
+    if always:
+        big = {dims_of[n][0] for m in metas for n, (_, _, _, _, attrs, _) in m.items()
+               if ragged.RAGGED_ATTR in attrs and n in numeric}
+    for name in numeric:
+        row_bytes = int(np.prod(rest[name])) * 8
+        if ragged.wasteful(np.concatenate(counts[name]), longest[dims_of[name][0]], row_bytes,
+                           ragged.VIEW_MIN_BYTES):
+            big.add(dims_of[name][0])
+    views = {}
+    for dim in big:
+        sharing = [n for n, dims in dims_of.items() if dim in dims]
+        if all(n in numeric and dims_of[n][0] == dim for n in sharing):
+            views.update({n: (dims_of[n], rest[n], np.result_type(*dtypes[n])) for n in sharing})
+    return views
 
 
 def _direct_results(metas: Sequence[Mapping[str, tuple[Any, ...]]]) -> set[str]:
@@ -610,10 +700,12 @@ def _direct_results(metas: Sequence[Mapping[str, tuple[Any, ...]]]) -> set[str]:
     dims_of: dict[str, set[tuple[str, ...]]] = {}
     kinds: dict[str, set[str]] = {}
     for meta in metas:
-        for name, (role, dims, _, dtype, _) in meta.items():
+        for name, (role, dims, _, dtype, attrs, _) in meta.items():
             if role == "result":
                 dims_of.setdefault(name, set()).add(dims)
-                kinds.setdefault(name, set()).add(dtype.kind)
+                # stored ragged somewhere: rows are not a block of the file
+                kinds.setdefault(name, set()).add("R" if ragged.RAGGED_ATTR in attrs else
+                                                  dtype.kind)
     direct = {name for name, dims in dims_of.items()
               if len(dims) == 1 and next(iter(dims)) and kinds[name] == {"f"}}
     while True:
@@ -659,4 +751,145 @@ def to_grid(ds: Any, dims: Sequence[str] | None = None) -> Any:
     out = index.unstack("point")
     if STATUS in out:
         out[STATUS] = out[STATUS].fillna(MISSING)
+    return out
+
+
+# ------------------------------------------------------------------ results of varying length
+
+
+def _cell_dims(ds: Any) -> list[str]:
+    """The dims that tell points apart (grid parameters, or ``point``)."""
+    layout = json.loads(ds.attrs.get("notebookscan_layout", "{}") or "{}")
+    if layout.get("kind") == "grid" and layout.get("dims"):
+        return [d for d in layout["dims"] if d in ds.dims]
+    return ["point"] if "point" in ds.dims else []
+
+
+def _open(data: Any) -> Any:
+    if hasattr(data, "data_vars"):
+        return data
+    from .directory import open_store
+
+    return open_store(data, lazy=True)  # reads only the cells asked for
+
+
+def _point_index(ds: Any, point: Mapping[str, Any]) -> dict[str, Any]:
+    """``isel`` indexers of the cell(s) ``point`` (parameter values) names."""
+    cells = _cell_dims(ds)
+    unknown = sorted(set(point) - set(cells) - {n for n in ds.coords if n != "key"})
+    if unknown:
+        raise StoreError(f"{unknown} are not parameters of this Dataset; give values of "
+                         f"{[n for n in ds.coords if n not in ds.dims or n in cells]}")
+    if cells != ["point"]:
+        return {d: int(ds.get_index(d).get_loc(v)) for d, v in point.items()}
+    mask = np.ones(ds.sizes["point"], dtype=bool)
+    for name, value in point.items():
+        column = np.arange(ds.sizes["point"]) if name == "point" else ds[name].values
+        mask &= column == value
+    found = np.flatnonzero(mask)
+    if len(found) != 1:
+        raise StoreError(f"{dict(point)} matches {len(found)} points; give parameter values "
+                         "that pick exactly one (or point=<position>)")
+    return {"point": int(found[0])}
+
+
+def series(data: Any, var: str, **point: Any) -> Any:
+    """One point's values of a result with its own dims, without padding.
+
+    In a Dataset, a result whose length differs from point to point is padded with NaN
+    to the longest (lazily, when padding would be big). ``series`` gives one point's
+    stored values only: the result cut to the point's ``<dim>_length``.
+
+    Parameters
+    ----------
+    data
+        A Dataset (:func:`~notebookscan.open_store`, ``Scan.results()``) or a store path
+        (opened lazily: only this point is read).
+    var
+        The result's name.
+    **point
+        The point's parameter values (every parameter of a grid; on a ``point``
+        layout, enough to pick one point, or ``point=<position>``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Over the result's own dims, loaded.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np, xarray as xr, notebookscan as ns
+    >>> def f(n):
+    ...     return {"v": xr.DataArray(np.arange(float(n)), dims=("time",))}
+    >>> path = tempfile.mkdtemp()
+    >>> _ = ns.Scan(f, ns.grid(n=[2, 5]), path).run(executor="serial", progress=False)
+    >>> series(path, "v", n=2).values.tolist()
+    [0.0, 1.0]
+    >>> padded(path, "v").sel(n=2).values.tolist()   # the padded view
+    [0.0, 1.0, nan, nan, nan]
+    """
+    ds = _open(data)
+    if var not in ds.data_vars:
+        raise StoreError(f"no result {var!r} in the Dataset; it has {sorted(ds.data_vars)}")
+    index = _point_index(ds, point)
+    one = ds[var].isel(index)
+    left = [d for d in _cell_dims(ds) if d in one.dims]
+    if left:
+        raise StoreError(f"give a value for {left} too: series() returns one point's values")
+    if one.dims and f"{one.dims[0]}_length" in ds:
+        n = float(ds[f"{one.dims[0]}_length"].isel(index).values)
+        one = one.isel({one.dims[0]: slice(0, int(n) if np.isfinite(n) else 0)})
+    return one.load()
+
+
+def padded(data: Any, var: str, **point: Any) -> Any:
+    """A result padded with NaN to the longest, loaded into memory.
+
+    Needs (points × longest) in memory: select first (``**point`` with some
+    parameters' values, or ``ds.v.sel(...)``) when the result is big. A result shown
+    lazily is a dask array; this computes it.
+
+    Parameters
+    ----------
+    data
+        A Dataset or a store path.
+    var
+        The result's name.
+    **point
+        Parameter values to select first (``sel``); none: every point.
+    """
+    ds = _open(data)
+    if var not in ds.data_vars:
+        raise StoreError(f"no result {var!r} in the Dataset; it has {sorted(ds.data_vars)}")
+    return ds[var].isel(_point_index(ds, point) if point else {}).load()
+
+
+def to_ragged(ds: Any) -> Any:
+    """``ds`` with each result whose padding would waste stored as a CF contiguous ragged
+    array (for writing to a file): ``<name>`` over ``<name>_sample`` (the cells' values
+    one after another, cells in C order of the parameter dims) and ``<name>_count`` over
+    the parameter dims (its ``sample_dimension`` attribute names ``<name>_sample``)."""
+    cells = _cell_dims(ds)
+    out = ds
+    for name, var in ds.data_vars.items():
+        own = [d for d in var.dims if d not in cells]
+        if not own or var.dtype.kind not in "fiub" or f"{own[0]}_length" not in ds:
+            continue
+        lengths = ds[f"{own[0]}_length"].broadcast_like(var.isel(dict.fromkeys(own, 0)))
+        lengths = lengths.transpose(*cells).values
+        counts = np.nan_to_num(np.asarray(lengths, dtype=np.float64)).astype(np.int64)
+        row_bytes = int(np.prod([ds.sizes[d] for d in own[1:]])) * var.dtype.itemsize
+        if not ragged.wasteful(counts.reshape(-1), ds.sizes[own[0]], row_bytes):
+            continue
+        values, counts = ragged.flat_parts(var.transpose(*cells, *own).data, lengths,
+                                           ds.sizes[own[0]])
+        count, sample = f"{name}{ragged.COUNT_SUFFIX}", f"{name}{ragged.SAMPLE_SUFFIX}"
+        while count in out.variables or sample in out.dims:
+            count, sample = f"{count}_", f"{sample}_"
+        out = out.drop_vars(name)
+        out[name] = ((sample, *own[1:]), values, dict(var.attrs))
+        out[count] = (tuple(cells), counts.reshape(lengths.shape), {
+            "sample_dimension": sample,
+            "long_name": f"number of {own[0]} samples of {name} for the point"})
     return out

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import label_excluded, to_grid
+from . import ragged
+from .dataset import _public_attrs, _view_results, label_excluded, to_grid
 from .scanned import records_for_runs
-from .schema import BOOKKEEPING, FINISHED, FORMAT_ATTR, KEY, STARTED, VARIABLE, Layout
+from .schema import BOOKKEEPING, DTYPE_ATTR, FINISHED, FORMAT_ATTR, KEY, ROLE, STARTED, VARIABLE, Layout
 from .shards import hdf5_lock
-from .table import combine_shards
+from .table import _runs_of, combine_shards
 
 __all__ = ["lazy_dataset"]
 
@@ -85,12 +86,23 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     index_parts = []
     datasets = []
     names = store.metadata().get("names")
+    paths, metas = [], []
     for name in files:
         part = store.read_shard(name, ["status", "run", *(names or [])])
         if part is None:  # unreadable: already reported and set aside
             continue
+        path = os.path.join(store.shards_dir, name)
         index_parts.append(part)
-        datasets.append(_open_lazily(os.path.join(store.shards_dir, name)))
+        paths.append(path)
+        datasets.append(_open_lazily(path))
+        metas.append(_extents(datasets[-1]))
+    # results of very different lengths: padded views built from the rows on demand
+    views = _view_results(metas, always=True)
+    for k, meta in enumerate(metas):
+        drop = [v for v in views if v in meta]
+        drop += [meta[v][4][ragged.COUNT_ATTR] for v in drop
+                 if ragged.COUNT_ATTR in meta[v][4]]
+        datasets[k] = datasets[k].drop_vars(drop)
     sizes: dict[str, int] = {}
     for ds in datasets:
         for dim, size in ds.sizes.items():
@@ -108,6 +120,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         # a dask take over thousands of one-point chunks costs a noticeable part of the
         # open; shards written in order with no point twice need none
         combined = combined.isel(point=order)
+    _add_views(combined, views, paths, metas, index_parts, order)
     for name in (STARTED, FINISHED):
         if name in combined:
             combined[name] = (combined[name] * 1e9).astype("datetime64[ns]")
@@ -117,8 +130,53 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
             del var.attrs[attr]
     if layout.kind == "grid":
         grid = to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
-        return label_excluded(grid, layout.dims, records_for_runs(store.path, store.runs()))
+        # the runs' provenance came with the index columns: no second open of every shard
+        runs = _runs_of(index_parts)
+        return label_excluded(grid, layout.dims, records_for_runs(store.path, runs))
     return combined
+
+
+def _extents(ds: Any) -> dict[str, tuple[Any, ...]]:
+    """:func:`.dataset._shard_variables` of the results of a lazily opened shard, read
+    through the open file (a second open reads up to 4 MiB of it again)."""
+    out = {}
+    for name, var in ds.data_vars.items():
+        attrs = dict(var.attrs)
+        if attrs.get(ROLE) != "result":
+            continue
+        dtype = np.dtype(var.encoding.get("dtype", var.dtype))
+        dims, shape, extent = tuple(var.dims[1:]), tuple(var.shape[1:]), None
+        if ragged.RAGGED_ATTR in attrs:
+            counts = np.asarray(ds[attrs[ragged.COUNT_ATTR]].values, dtype=np.int64)
+            dims = (str(attrs[ragged.RAGGED_ATTR]), *var.dims[1:])
+            shape = (int(counts.max()) if len(counts) else 0, *var.shape[1:])
+            extent = (dims, shape, counts, True)
+        elif dims:
+            length = ds.get(f"{dims[0]}_length")
+            counts = (np.full(var.shape[0], shape[0], dtype=np.int64) if length is None else
+                      np.clip(np.nan_to_num(length.values).astype(np.int64), 0, shape[0]))
+            extent = (dims, shape, counts, False)
+        out[name] = ("result", dims, shape, dtype, attrs, extent)
+    return out
+
+
+def _add_views(combined: Any, views: dict[str, Any], paths: list[str],
+               metas: list[dict[str, Any]], parts: list[Any], order: np.ndarray) -> None:
+    """Add each of ``views`` to ``combined`` as a padded view over its points, read from
+    the shards only for the chunks computed."""
+    offsets = np.cumsum([0, *(p.n for p in parts)])
+    shard_of = np.searchsorted(offsets, order, side="right") - 1
+    for v, (dims, rest, dtype) in views.items():
+        longest = max(m[v][2][0] for m in metas if v in m)
+        if dims[0] in combined.sizes:
+            longest = max(longest, combined.sizes[dims[0]])
+        source = ragged.file_source(v, paths, [m[v][5] if v in m else None for m in metas],
+                                    shard_of, order - offsets[shard_of], longest, rest, dtype,
+                                    lock=_LOCK)
+        attrs = next(m[v][4] for m in metas if v in m)
+        decode, out_dtype = ragged.decoder(dtype, attrs.get(DTYPE_ATTR) == "bool")
+        data = ragged.padded_view(source, np.arange(len(order)), decode, out_dtype)
+        combined[v] = (("point", *dims), data, _public_attrs(attrs))
 
 
 def _row_order(parts: list[Any], names: list[str] | None, rules: Any) -> np.ndarray:

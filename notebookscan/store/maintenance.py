@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import StoreError, StoreWarning
 from .files import exclusive_lock, set_aside
 from .forms import compatible, shard_forms
+from .ragged import Ragged
 from .schema import LOCK_FILE, SUPERSEDED
 from .shards import MalformedShard, ShardData, ShardVanished, read_shard, unreadable_reason
 from .table import Conflict, ReadRules, Table, combine_shards, typed_parts
@@ -248,6 +249,8 @@ def _as_bytes(column: np.ndarray) -> np.ndarray:
 def _checksum(column: Any) -> str:
     """A digest of a column's values that does not depend on how they were read:
     text as UTF-8 without padding, numbers as 64-bit, every NaN alike."""
+    if isinstance(column, Ragged):  # flat values and counts: never padded here
+        return f"ragged:{_checksum(column.counts)}:{_checksum(column.values)}"
     data = np.asarray(column)
     if data.dtype.kind in "OSU":
         text = _as_bytes(data.astype(object) if data.dtype.kind == "U" else data)

@@ -17,27 +17,36 @@ parameters        point                        one variable per parameter
 ``ns_host``       point                        host name of the worker
 ``ns_worker``     point                        ``engine 3`` / ``pid 1234``
 ``ns_run``        point                        id of the run (its provenance is in attrs)
-results           point[, own dims]            padded to the longest in the shard
+results           point[, own dims]            padded to the longest in the shard, or:
+results           <name>_sample[, own dims]    ragged: the points' rows one after another
+<name>_count      point                        ragged: rows of each point (CF count var)
 <dim>_length      point                        per-point size of each own dim
 <dim>             <dim>                        coordinate of an own dim (when shared)
 <dim>_coord       point, <dim>                 per-point coordinate (when points differ)
 ================= ============================ =============================================
 
-Bools             are stored as int8 with the attribute ``notebookscan_dtype = "bool"``; missing
-integers          hold the smallest value of their type (``notebookscan_missing`` attribute).
-No                pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
+A result with own dims whose first dim's length differs so much between the shard's
+points that padding would waste more than 1 MiB and more than the data is written as a
+CF contiguous ragged array (see :mod:`.ragged`): ``<name>`` over ``<name>_sample``
+with the attribute ``notebookscan_ragged = "<own dim>"``, and ``<name>_count``
+(``sample_dimension = "<name>_sample"``). In memory it is a :class:`.ragged.Ragged`
+where a padded array would be. Equal or nearly equal lengths keep the padded layout.
 
-Format            3 names the bookkeeping variables ``ns_key``, ``ns_status``, ... (role
+Bools are stored as int8 with the attribute ``notebookscan_dtype = "bool"``; missing
+integers hold the smallest value of their type (``notebookscan_missing`` attribute).
+No pickle, no code: a shard is plain NetCDF data that any NetCDF tool can read.
+
+Format 3 names the bookkeeping variables ``ns_key``, ``ns_status``, ... (role
 ``bookkeeping``), so parameters and results can take any other name; formats 1 and 2
-named             them ``key``, ``status``, ... and are read the same.
+named them ``key``, ``status``, ... and are read the same.
 
-Format            2 (``notebookscan_format`` attribute) keeps the bookkeeping text (``key``,
-``status``,       ``host``, ...) as fixed-width char arrays with an ``<name>_nchars`` dim and
-``_Encoding       = "utf-8"`` (netCDF4 and xarray read them as strings) when every value
-fits              in 64 bytes, else as variable-length strings like format 1; 1-D columns of 256
-points            or more are zlib-compressed. A run's provenance is in the attributes of the
-first             shard the run wrote (see :meth:`~notebookscan.store.Store.write`), not every
-one.              Readers accept formats 1, 2 and 3.
+Format 2 (``notebookscan_format`` attribute) keeps the bookkeeping text (``ns_key``,
+``ns_status``, ``ns_host``, ...) as fixed-width char arrays with an ``<name>_nchars``
+dim and ``_Encoding = "utf-8"`` (netCDF4 and xarray read them as strings) when every
+value fits in 64 bytes, else as variable-length strings like format 1; 1-D columns of
+256 points or more are zlib-compressed. A run's provenance is in the attributes of the
+first shard the run wrote (see :meth:`~notebookscan.store.Store.write`), not every
+one. Readers accept formats 1, 2 and 3.
 """
 
 from __future__ import annotations
@@ -63,6 +72,15 @@ import numpy as np
 from ..keys import key_array, legacy_key_array
 from ..results import Value
 from .files import json_nesting_problem, open_regular
+from .ragged import (
+    COUNT_ATTR,
+    COUNT_SUFFIX,
+    LONGEST_ATTR,
+    RAGGED_ATTR,
+    SAMPLE_SUFFIX,
+    Ragged,
+    wasteful,
+)
 from .schema import (
     BOOKKEEPING,
     CHARS_SUFFIX,
@@ -137,7 +155,7 @@ class ShardData:
     @property
     def nbytes(self) -> int:
         """Bytes of the columns in memory (text in object arrays counted as pointers)."""
-        return sum(int(np.asarray(column).nbytes) for part in (
+        return sum(int(column.nbytes) for part in (
             self.params, self.bookkeeping, self.results, self.lengths, self.coords)
             for column in part.values())
 
@@ -367,6 +385,11 @@ def _stack_values(name: str, values: list[Value | None]) -> tuple[np.ndarray, tu
     shape = tuple(max(np.shape(v.data)[i] for v in present) for i in range(len(dims)))
     n = len(values)
     row_bytes = int(np.prod(shape)) * dtype.itemsize
+    if dims and dtype.kind in "fiub":
+        counts = np.array([0 if v is None else np.shape(v.data)[0] for v in values])
+        if wasteful(counts, shape[0], int(np.prod(shape[1:])) * dtype.itemsize):
+            # lengths differ a lot: flat values + counts, not points x longest
+            return _ragged_values(values, dtype, shape[1:]), dims
     if dims and dtype.kind in "fiu" and row_bytes >= ROWS_DIRECT:
         # big arrays go to the file row by row: no padded copy of the whole batch
         rows = [None if v is None else np.asarray(v.data, dtype=dtype) for v in values]
@@ -385,6 +408,15 @@ def _stack_values(name: str, values: list[Value | None]) -> tuple[np.ndarray, tu
         else:
             out[i] = str(data) if dtype.kind == "O" else data  # a mix with strings: text
     return out, dims
+
+
+def _ragged_values(values: list[Value | None], dtype: np.dtype,
+                   rest: tuple[int, ...]) -> Ragged:
+    if dtype.kind == "b":  # bools as int8, -1 where missing (as in the padded layout)
+        rows = [None if v is None else np.asarray(v.data).astype(np.int8) for v in values]
+        return Ragged.from_rows(rows, np.dtype(np.int8), rest, fill=-1)
+    rows = [None if v is None else np.asarray(v.data, dtype=dtype) for v in values]
+    return Ragged.from_rows(rows, dtype, rest)
 
 
 class RowStack:
@@ -588,13 +620,19 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
                 var.setncattr("units", "s")
         for name, data in shard.results.items():
             dims = shard.result_dims[name]
+            if isinstance(data, Ragged) and not _write_ragged(shard, name, data):
+                data = np.asarray(data)  # padding costs little (or names are taken)
             for axis, dim in enumerate(dims):
                 if dim not in nc.dimensions:
                     nc.createDimension(dim, data.shape[1 + axis])
-            var = _put_array(nc, name, ("point", *dims), data, compress=compress)
+            if isinstance(data, Ragged):
+                var = _put_ragged(nc, name, dims, data, compress)
+            else:
+                var = _put_array(nc, name, ("point", *dims), data, compress=compress)
             # attributes such as _FillValue belong to the library, set at creation
+            # the ragged layout's own attributes describe the file it was read from
             attrs = {k: v for k, v in shard.result_attrs.get(name, {}).items()
-                     if not k.startswith("_")}
+                     if not k.startswith("_") and k not in _RAGGED_ATTRS}
             var.setncatts({**attrs, ROLE: "result"})
         for dim, lengths in shard.lengths.items():
             _put_array(nc, f"{dim}_length", point, lengths, False).setncattr(ROLE, "length")
@@ -604,6 +642,49 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
             else:
                 var = _put_array(nc, f"{dim}_coord", ("point", dim), coord, False)
                 var.setncattr(ROLE, "coord2d")
+
+
+_RAGGED_ATTRS = (RAGGED_ATTR, COUNT_ATTR, LONGEST_ATTR)
+
+
+def _write_ragged(shard: ShardData, name: str, data: Ragged) -> bool:
+    """Whether ``name`` goes to disk ragged: padding would waste, and its count variable
+    and sample dim are names no other variable or dim of the shard has."""
+    if not wasteful(data.counts, data.shape[1],
+                    int(np.prod(data.shape[2:])) * data.dtype.itemsize):
+        return False
+    taken = {*shard.params, *shard.bookkeeping, *shard.results, *shard.coords,
+             *(d for dims in shard.result_dims.values() for d in dims),
+             *(f"{d}_length" for d in shard.lengths), *(f"{d}_coord" for d in shard.coords),
+             *(f"{b}{CHARS_SUFFIX}" for b in shard.bookkeeping)}
+    return not taken & {f"{name}{COUNT_SUFFIX}", f"{name}{SAMPLE_SUFFIX}"}
+
+
+def _put_ragged(nc: Any, name: str, dims: tuple[str, ...], data: Ragged,
+                compress: bool) -> Any:
+    """``name`` as a CF contiguous ragged array: the points' rows one after another
+    along ``<name>_sample``, and ``<name>_count`` (per point) saying how many each has."""
+    sample = f"{name}{SAMPLE_SUFFIX}"
+    nc.createDimension(sample, len(data.values))
+    values = data.values
+    row_bytes = int(np.prod(values.shape[1:])) * values.dtype.itemsize
+    kwargs: dict[str, Any] = {}
+    if len(values):  # chunks of ~1 MiB: reading one point's samples reads little more
+        kwargs["chunksizes"] = (max(1, min(len(values), 2**20 // max(row_bytes, 1))),
+                                *values.shape[1:])
+        if compress and values.nbytes >= COMPRESS_MIN:
+            kwargs.update(compression="blosc_lz4", complevel=1, shuffle=True)
+    var = nc.createVariable(name, values.dtype, (sample, *dims[1:]),
+                            fill_value=data.fill, **kwargs)
+    if len(values):
+        var[...] = values
+    count_name = f"{name}{COUNT_SUFFIX}"
+    count = _put_array(nc, count_name, ("point",), data.counts, False)
+    count.setncatts({ROLE: "count", "sample_dimension": sample,
+                     "long_name": f"number of {dims[0]} samples of {name} for the point"})
+    var.setncatts({RAGGED_ATTR: dims[0], COUNT_ATTR: count_name,
+                   LONGEST_ATTR: np.int64(data.shape[1])})
+    return var
 
 
 def _clean(part: str) -> str:
@@ -744,6 +825,9 @@ def _check_variable(name: str, var: Any, role: str | None, nc: Any,
     dtype = var.dtype  # str for variable-length text
     if not (dtype is str or isinstance(var.datatype, np.dtype)):
         raise MalformedShard(f"variable {name!r} has the user-defined type {var.datatype!r}")
+    if role == "result" and RAGGED_ATTR in var.ncattrs():
+        _check_ragged(name, var, nc)
+        return
     if var.dimensions[:1] != ("point",):
         raise MalformedShard(f"variable {name!r} has the dims {var.dimensions}, not "
                              "('point', ...): its rows would not line up with the points")
@@ -815,6 +899,12 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
                 shard.bookkeeping[name] = data
             elif role == "parameter":
                 shard.params[name] = data.astype(bool) if DTYPE_ATTR in var_attrs else data
+            elif role == "result" and RAGGED_ATTR in var_attrs:
+                count = _read_var(nc.variables[var_attrs[COUNT_ATTR]])
+                shard.results[name] = Ragged(data, count)
+                shard.result_dims[name] = (str(var_attrs[RAGGED_ATTR]),
+                                           *var.dimensions[1:])
+                shard.result_attrs[name] = var_attrs
             elif role == "result":
                 shard.results[name] = data
                 shard.result_dims[name] = tuple(var.dimensions[1:])
@@ -845,6 +935,25 @@ def _short_name(stored: str, role: str | None) -> str:
     if role == "bookkeeping" and stored.startswith(PREFIX):
         return stored[len(PREFIX):]
     return stored
+
+
+def _check_ragged(name: str, var: Any, nc: Any) -> None:
+    """Refuse a ragged result (flat values + per-point counts) whose counts do not add
+    up to its values, or that does not name its count variable along ``point``."""
+    sample = f"{name}{SAMPLE_SUFFIX}"
+    count_name = var.getncattr(COUNT_ATTR) if COUNT_ATTR in var.ncattrs() else None
+    if var.dimensions[:1] != (sample,) or count_name not in nc.variables:
+        raise MalformedShard(f"ragged result {name!r} has the dims {var.dimensions} and the "
+                             f"count variable {count_name!r}; expected ({sample!r}, ...) "
+                             "and a count variable along 'point'")
+    count = nc.variables[count_name]
+    if count.dimensions != ("point",) or count.dtype.kind not in "iu":
+        raise MalformedShard(f"the counts of ragged result {name!r} are not integers along "
+                             "'point'")
+    values = np.asarray(count[...])
+    if len(values) and (values.min() < 0 or int(values.sum()) != var.shape[0]):
+        raise MalformedShard(f"the counts of ragged result {name!r} add up to "
+                             f"{int(values.sum())}, not its {var.shape[0]} values")
 
 
 def _as_bytes(column: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import StoreWarning
 from ..keys import SEPARATOR, key_array
+from . import ragged
 from .forms import Form, shard_forms, split_names
 from .schema import BOOKKEEPING, BOOKKEEPING_DTYPES, DTYPE_ATTR
 from .shards import ShardData
@@ -324,7 +325,7 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
             for axis, dim in enumerate(dims):
                 dim_sizes[dim] = max(dim_sizes.get(dim, 0), s.results[name].shape[1 + axis])
 
-    def result_column(name: str) -> np.ndarray:
+    def result_column(name: str) -> Any:
         found = blocks("results", name)
         is_bool = [b is not None and s.result_attrs.get(name, {}).get(DTYPE_ATTR) == "bool"
                    for b, s in zip(found, shards, strict=True)]
@@ -334,7 +335,13 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
             result_attrs[name] = {k: v for k, v in result_attrs[name].items()
                                   if k != DTYPE_ATTR}
         dims = result_dims[name]
-        return _concat_column(found, sizes, tuple(dim_sizes[d] for d in dims))
+        inner = tuple(dim_sizes[d] for d in dims)
+        # results whose lengths differ a lot stay flat values + counts (see ragged.py)
+        combined = ragged.concat(
+            found, sizes, [s.lengths.get(dims[0]) if dims else None for s in shards], inner,
+            _target_dtype([b.dtype for b in found if b is not None] or [np.dtype("f8")]),
+            _convert_block)
+        return _concat_column(found, sizes, inner) if combined is None else combined
 
     def length_column(dim: str) -> np.ndarray:
         column = _concat_column([s.lengths.get(dim) for s in shards], sizes)
@@ -477,8 +484,12 @@ def _run_ranks(runs: np.ndarray | None, rows: np.ndarray, run_order: Mapping[str
     return ordinals[rank], rank
 
 
-def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _rows_equal(a: Any, b: Any) -> np.ndarray:
     """Per row: do ``a`` and ``b`` hold the same values (NaN equals NaN)?"""
+    if isinstance(a, ragged.Ragged) or isinstance(b, ragged.Ragged):
+        # only rows of repeated keys get here: a digest per row, padding left out
+        return np.array([ragged.row_fingerprint(a, i) == ragged.row_fingerprint(b, i)
+                         for i in range(len(a))], dtype=bool)
     same = a == b
     if a.dtype.kind in "fc":
         same = same | ((a != a) & (b != b))
