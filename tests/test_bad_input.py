@@ -123,7 +123,7 @@ result_values = st.one_of(
 # names NetCDF refuses, names too long once the store appends '_index_length', names
 # of parameters, bookkeeping variables and of other results' dims, lengths, coordinates
 BAD_NAMES = [":", "/", "a/b", "", " a", "a ", "-a", "a\x01", "a\x7f", "\x00", "e\u0301",
-             "a" * 256, "λ" * 128, "a" * 250, "x", "seed", "point", "y_index",
+             "a" * 256, "λ" * 128, "a" * 250, "x", "ns_seed", "point", "y_index",
              "y_index_length", "y_index_coord", "result_index"]
 result_names = st.one_of(
     st.sampled_from(["y", "x_index", "y_length", "λ", "name with spaces", "_y", "a:b",
@@ -155,8 +155,8 @@ def test_any_returned_values_fail_only_their_point(returns):
 
 
 @pytest.mark.parametrize("returns", [
-    [{"y": 1.0}, {"status": np.zeros(2)}],
-    [{"y": 1.0}, {"key": np.zeros(2)}],
+    [{"y": 1.0}, {"ns_status": np.zeros(2)}],
+    [{"y": 1.0}, {"ns_key": np.zeros(2)}],
     [{}, 0.0, np.array([])],
     [{"y": 1.0}, {":": 0.0}],
     [0.0, ""],
@@ -170,7 +170,7 @@ def test_rejected_results_fail_only_their_point(tmp_path, returns):
     assert ds.ns_status.sel(x=0).item() == "done"
 
 
-@pytest.mark.parametrize("name", ["status", "x"])
+@pytest.mark.parametrize("name", ["ns_status", "x"])
 def test_reserved_result_name_as_a_scalar_fails_only_its_point(tmp_path, name):
     store = tmp_path / "s"
     ns.Scan(lambda x: {name: 0.0} if x == 1 else {"y": 1.0}, ns.grid(x=[0, 1, 2]),

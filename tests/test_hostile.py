@@ -55,7 +55,7 @@ def _values(ds):
     return {int(x): float(ds.result.sel(x=x)) for x in ds.x.values}
 
 
-def _garbage_shard(store, name="zz.host.1.0.deadbeef.nc"):
+def _garbage_shard(store, name="zz.ns_host.1.0.deadbeef.nc"):
     path = os.path.join(store, "shards", name)
     with open(path, "wb") as f:
         f.write(b"not a netcdf file")

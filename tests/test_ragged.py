@@ -231,7 +231,7 @@ def test_ints_bools_failed_points_and_shared_dims_round_trip_ragged(tmp_path):
     assert (("i_sample",), ("f_sample", "c")) in layouts
     for lazy in (False, True):
         ds = ns.open_store(path, lazy=lazy)
-        assert str(ds.status.sel(k=2).values) == "failed"
+        assert str(ds.ns_status.sel(k=2).values) == "failed"
         for k in (0, 1, 5, 39):
             n = 300_000 if k == 1 else k + 1
             assert np.array_equal(series(ds, "i", k=k).values, np.arange(n) + k)

@@ -129,7 +129,7 @@ def test_a_missing_point_row_is_rewritten_from_the_final_checkpoint(tmp_path):
     assert set(scan.results().ns_status.values) == {"missing"}
     assert _serial(scan).segments_done == 0
     after = scan.results()
-    for name in ("last", "index", "segments", "link", "status", "seed"):
+    for name in ("last", "index", "segments", "link", "ns_status", "ns_seed"):
         xr.testing.assert_identical(after[name], before[name])
 
 
@@ -487,7 +487,8 @@ def test_recordings_of_a_points_space_line_up_with_results(tmp_path):
     scan = SegmentedScan(labelled, space, tmp_path / "s", segments=2)
     _serial(scan)
     ds, rows = scan.recordings(), scan.results()
-    assert ds.x.dims == ("point", "time") and ds.ns_key.values.tolist() == rows.ns_key.values.tolist()
+    assert ds.x.dims == ("point", "time")
+    assert ds.ns_key.values.tolist() == rows.ns_key.values.tolist()
     np.testing.assert_array_equal(ds.x.values, np.repeat(ds.a.values[:, None], 4, axis=1))
 
 

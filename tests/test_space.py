@@ -521,19 +521,19 @@ def test_validate_positional_only() -> None:
 
 def test_validate_reports_every_problem_at_once() -> None:
     with pytest.raises(SpaceError) as info:
-        grid(k=["a"], status=[1], gamma=[1]).validate(model)
+        grid(k=["a"], ns_status=[1], gamma=[1]).validate(model)
     message = str(info.value)
     assert message.startswith("the space does not fit model():")
-    for fragment in ["'status' is reserved", "no parameter 'gamma'", "requires parameter 'tau'",
+    for fragment in ["'ns_status' is reserved", "no parameter 'gamma'", "requires parameter 'tau'",
                      "k='a'"]:
         assert fragment in message
-    assert message.count("\n  - ") == 5  # status: reserved + unknown; gamma; tau; k
+    assert message.count("\n  - ") == 5  # ns_status: reserved + unknown; gamma; tau; k
 
 
 def test_validate_without_a_signature_still_checks_names() -> None:
     grid(x=[1]).validate(max)
-    with pytest.raises(SpaceError, match="'run' is reserved"):
-        grid(run=[1]).validate(max)
+    with pytest.raises(SpaceError, match="'ns_run' is reserved"):
+        grid(ns_run=[1]).validate(max)
 
 
 # -- summaries ----------------------------------------------------------------------------------
@@ -624,7 +624,7 @@ def test_table() -> None:
     space = grid(k=[1, 2], tau=[0.5])
     df = space.table()
     assert list(df.columns) == ["k", "tau", "key"]
-    assert df["ns_key"].tolist() == space.keys()
+    assert df["key"].tolist() == space.keys()
     assert df["k"].tolist() == [1, 2]
 
 

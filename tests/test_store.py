@@ -240,7 +240,7 @@ def test_store_files_are_plain_netcdf_without_pickles(tmp_path):
         with open(shard, "rb") as f:
             assert f.read(8) == b"\x89HDF\r\n\x1a\n"
         with netCDF4.Dataset(shard) as nc:
-            assert {"key", "status", "seed", "x", "y"} <= set(nc.variables)
+            assert {"ns_key", "ns_status", "ns_seed", "x", "y"} <= set(nc.variables)
 
 
 def test_lazy_open_equals_eager_open(tmp_path):
@@ -316,7 +316,7 @@ def test_shards_in_the_first_format_still_load_next_to_new_ones(tmp_path, monkey
 
     with netCDF4.Dataset(files[0]) as old, netCDF4.Dataset(files[-1]) as new:
         assert old.variables["status"].dtype is str and old.notebookscan_format == 1
-        assert new.variables["status"].dtype == "S1" and new.notebookscan_format == 2
+        assert new.variables["ns_status"].dtype == "S1" and new.notebookscan_format == 3
     ds = ns.open_store(path)
     assert (ds.ns_status == "failed").sum() == 1
     assert ds.ns_error.sel(a=0.5, b=1).item().startswith("ValueError: a failure")

@@ -14,7 +14,17 @@ import numpy as np
 from . import ragged
 from .dataset import _public_attrs, _view_results, label_excluded, to_grid
 from .scanned import records_for_runs
-from .schema import BOOKKEEPING, DTYPE_ATTR, FINISHED, FORMAT_ATTR, KEY, ROLE, STARTED, VARIABLE, Layout
+from .schema import (
+    BOOKKEEPING,
+    DTYPE_ATTR,
+    FINISHED,
+    FORMAT_ATTR,
+    KEY,
+    ROLE,
+    STARTED,
+    VARIABLE,
+    Layout,
+)
 from .shards import hdf5_lock
 from .table import _runs_of, combine_shards
 

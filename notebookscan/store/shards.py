@@ -609,10 +609,11 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
                 var = _put_array(nc, name, point, column, False)
             var.setncattr(ROLE, "parameter")
         for name, column in shard.bookkeeping.items():
+            stored = VARIABLE[name] if FORMAT_VERSION >= 3 else name  # formats 1, 2: bare
             if name in _STRING_BOOKKEEPING and column.dtype.kind in "OS":
-                _put_text(nc, VARIABLE[name], column).setncattr(ROLE, "bookkeeping")
+                _put_text(nc, stored, column).setncattr(ROLE, "bookkeeping")
                 continue
-            var = _put_array(nc, VARIABLE[name], point, column, False)
+            var = _put_array(nc, stored, point, column, False)
             var.setncattr(ROLE, "bookkeeping")
             if name in ("started", "finished"):
                 var.setncattr("units", TIME_UNITS)
