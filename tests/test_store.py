@@ -325,7 +325,7 @@ def test_shards_in_the_first_format_still_load_next_to_new_ones(tmp_path, monkey
     assert set(ds.ns_host.values.ravel()) == {ds.ns_host.values.ravel()[0]}
     lazy = ns.open_store(path, lazy=True)
     np.testing.assert_array_equal(lazy.y.values, ds.y.values)
-    for name in ("status", "error", "label", "key", "host"):
+    for name in ("ns_status", "ns_error", "label", "ns_key", "ns_host"):
         assert lazy[name].values.tolist() == ds[name].values.tolist(), name
     ns.compact(path)
     xr.testing.assert_identical(ns.open_store(path), ds)
@@ -373,3 +373,27 @@ def test_big_float_results_of_a_failed_point_read_as_nan(tmp_path, lazy):
     trace = ds.trace.values
     assert np.isnan(trace[1]).all()
     assert (trace[0] == 0.0).all() and (trace[2] == 2.0).all()
+
+
+def test_bookkeeping_leaves_the_users_names_free(tmp_path):
+    # the package's own model scans `duration`; results may be called status or error, a
+    # space may set `seed` itself: none of them clashes with the store's ns_* bookkeeping
+    from notebookscan.models import firing_rate
+
+    path = tmp_path / "rates"
+    space = ns.grid(k=[0.0, 10.0], duration=[0.05, 0.1], n_neurons=5)
+    run_serial(firing_rate, space, path)
+    ds = ns.open_store(path)
+    assert ds.duration.values.tolist() == [0.05, 0.1]  # the parameter
+    assert (ds.ns_duration >= 0).all() and ds.ns_duration.attrs["units"] == "s"
+    assert (ds.ns_status == "done").all() and ds.rate.shape == (2, 2, 1)
+    other = tmp_path / "names"
+    run_serial(lambda x, seed: {"status": x + seed, "error": -x},
+               ns.grid(x=[1, 2], seed=[7]), other)
+    named = ns.open_store(other)
+    assert (named.ns_status == "done").all()
+    assert named.status.values.ravel().tolist() == [8, 9]  # the user's result
+    assert named.error.values.ravel().tolist() == [-1, -2]
+    assert named.seed.values.tolist() == [7]  # a parameter called seed is stored too
+    with pytest.raises(ns.SpaceError, match="'ns_status' is reserved"):
+        ns.Scan(lambda ns_status: 0, ns.grid(ns_status=[1]), store=tmp_path / "x")
