@@ -41,6 +41,7 @@ from .loop import LoopSettings, Progress, ScanLoop
 from .provenance import collect, run_id
 from .space import PASSED_IF_ACCEPTED
 from .store import Store, StoreIndex
+from .store.journal import fold_journals
 from .store.schema import Layout
 
 __all__ = ["DryRun", "Scan", "ScanRun"]
@@ -324,9 +325,11 @@ class Scan(RunControl):
             Also run points that failed before (by default they are kept as failed).
         flush_every, flush_interval, flush_bytes
             Write a shard every this many finished points, seconds or bytes of results,
-            whichever comes first (a killed process loses at most that much). The first
-            results are written at once, unless the whole scan is about to end (less
-            than a quarter second of work left).
+            whichever comes first. The first results are written at once, unless the
+            whole scan is about to end (less than a quarter second of work left). In
+            between, each received chunk is appended to the store's journal and fsynced
+            before it counts as done: a killed process recomputes only the points that
+            were running; the next run (or ``ns.compact``) folds the journal into a shard.
         max_retries
             How often a chunk whose worker died is re-submitted before its points are
             recorded as failed.
@@ -359,6 +362,9 @@ class Scan(RunControl):
                 "flush_bytes": flush_bytes,
                 "flush_interval": flush_interval, "max_retries": max_retries,
                 "timeout": timeout, "chunk_size": chunk_size, "writer": writer})
+        # what a killed writer had received is in its journal: store it before deciding
+        # what to compute
+        fold_journals(self.store)
         todo, stored, failed_before = self._pending(retry_failed)
         if dry_run:
             table = self.space.table()

@@ -9,6 +9,8 @@ A store directory::
     notebookscan.json        store metadata (META_FILE): format, parameter names, layout
     shards/*.nc              one NetCDF-4 file per flush (SHARDS)
     quarantine/              unreadable shards set aside, a .reason.txt beside each
+    journal/*.journal        chunks a running writer received since its last shard
+                             (JOURNAL; see store/journal.py)
 
 A shard holds one row per point along the ``point`` dimension: the parameters, the
 bookkeeping variables (:data:`BOOKKEEPING`) and the results.
@@ -33,6 +35,7 @@ __all__ = [
 META_FILE = "notebookscan.json"
 SHARDS = "shards"
 QUARANTINE = "quarantine"
+JOURNAL = "journal"
 LOCK_FILE = ".compact.lock"
 STORE_FORMAT = 1  # the "format" of notebookscan.json
 SHARD_FORMAT = 2  # 2: bookkeeping text as char arrays, 1-D columns compressed; reads 1 too
