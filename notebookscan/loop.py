@@ -294,10 +294,10 @@ class ScanLoop(StopControl):
                     chunk, attempt = inflight.pop(future)
                     progress.running -= len(chunk)
                     self._collect(future, chunk, attempt, inflight, chunker)
-                self._commit()  # one journal record and fsync for all that finished
-                if self._batch_full():
-                    self._fill_before_flush(todo, inflight, chunker)
-                    self._flush()
+                    if self._batch_full():  # however many chunks finished at once
+                        self._fill_before_flush(todo, inflight, chunker)
+                        self._flush()
+                self._commit()  # one journal record and fsync for the rest
                 self._maybe_emit_progress()
                 if self._flush_due(chunker.seconds_left(len(todo) + progress.running)):
                     self._fill_before_flush(todo, inflight, chunker)
@@ -315,7 +315,6 @@ class ScanLoop(StopControl):
             raise
         finally:
             try:
-                self._commit()
                 self._flush()
             finally:
                 self._journal.close()  # removed when empty; else the next run folds it
@@ -436,6 +435,7 @@ class ScanLoop(StopControl):
             del results.arrays[name]
         if results.written:
             self._count(chunk, results)
+            self._announce(chunk, results)
             results.forget()  # the worker stored it: only the counts were needed
         else:
             self._received.append((chunk, results))
@@ -457,15 +457,14 @@ class ScanLoop(StopControl):
                                    self.run_id, {} if self._provenance_stored else self.attrs)
             self._journal.append(shard)
             self._journal.sync()
-            flush = False
         except (JournalUnsupported, OSError) as exc:
             self._warn_journal(exc)
-            flush = True
+            self._flush()  # takes the received chunks into a shard
+            return
         self._received = []
         for chunk, results in received:
             self._count(chunk, results)
-        if flush:
-            self._flush()
+            self._announce(chunk, results)
 
     def _warn_journal(self, exc: Exception) -> None:
         if isinstance(exc, OSError) and not self._journal_warned:
@@ -475,7 +474,7 @@ class ScanLoop(StopControl):
                           "receives instead (slower, as safe).", StoreWarning, stacklevel=4)
 
     def _count(self, chunk: np.ndarray, results: ChunkResult) -> None:
-        """Count a durable chunk: progress, the batch of the next shard, point events."""
+        """Count a received chunk: progress, and the batch of the next shard."""
         done = int(results.done.sum())
         self.progress.done += done
         self.progress.failed += len(chunk) - done
@@ -486,6 +485,9 @@ class ScanLoop(StopControl):
             self.events.emit("flushed", shard=results.written, points=len(chunk))
         else:
             self._batch.add(chunk, results)
+
+    def _announce(self, chunk: np.ndarray, results: ChunkResult) -> None:
+        """``point_done``/``point_failed`` events of a durable chunk."""
         want_done, want_failed = self.events.wants("point_done"), self.events.wants("point_failed")
         if not (want_done or want_failed):
             return
@@ -544,9 +546,12 @@ class ScanLoop(StopControl):
     # ---------------------------------------------------------------- flushing
 
     def _batch_full(self) -> bool:
-        batch = self._batch
-        return bool(batch) and (batch.points >= self.settings.flush_every
-                                or batch.nbytes >= self.settings.flush_bytes)
+        """True when the batch and the chunks received since the last commit hold
+        ``flush_every`` points or ``flush_bytes`` of results."""
+        points = self._batch.points + sum(len(chunk) for chunk, _ in self._received)
+        nbytes = self._batch.nbytes + sum(r.nbytes for _, r in self._received)
+        return points > 0 and (points >= self.settings.flush_every
+                               or nbytes >= self.settings.flush_bytes)
 
     def _flush_due(self, seconds_left: float) -> bool:
         if not self._batch:
@@ -557,7 +562,12 @@ class ScanLoop(StopControl):
                 or time.monotonic() - self._last_flush >= self.settings.flush_interval)
 
     def _flush(self) -> None:
+        """Write the batch, with the chunks received since the last commit (the shard
+        makes them durable: they need no journal record), as one shard."""
         self._last_flush = time.monotonic()
+        received, self._received = self._received, []
+        for chunk, results in received:
+            self._count(chunk, results)
         if not self._batch:
             self._emit_progress()
             return
@@ -567,6 +577,8 @@ class ScanLoop(StopControl):
         with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
             shard = self.store.write(data)
         self._journal.discard()  # its records are in this shard (or earlier ones)
+        for chunk, results in received:
+            self._announce(chunk, results)
         batch.forget()
         self._seen_shards.add(shard)
         self._provenance_stored = True
