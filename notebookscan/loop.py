@@ -442,10 +442,13 @@ class ScanLoop(StopControl):
 
     def _commit(self) -> None:
         """Append the chunks received since the last commit to the journal as one record,
-        fsync it, then count them. Chunks the journal cannot hold (a column of objects
-        other than text; a journal that cannot be written) are written as a shard at
-        once instead."""
+        fsync it, then count them. Chunks of 1 MiB of results or more, and chunks the
+        journal cannot hold (a column of objects other than text; a journal that cannot
+        be written) are written as a shard at once instead."""
         if not self._received:
+            return
+        if sum(results.nbytes for _, results in self._received) >= WORKER_WRITE_BYTES:
+            self._flush()  # big results: written once into a shard, not journal then shard
             return
         received = self._received
         batch = Batch()
