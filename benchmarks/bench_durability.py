@@ -143,6 +143,26 @@ def run_case(code, workload, n, mode, repeats):
     raise RuntimeError(f"case {workload} {n} {mode} failed:\n{proc.stderr[-3000:]}")
 
 
+def render(doc, figdir, md_dir):
+    """The section of RESULTS.md (``report.SECTIONS["durability"]``)."""
+    import report
+
+    rows = []
+    for r in doc["results"]:
+        before, after = r["before"], r["after"]
+        rows.append([r["workload"], f"{r['n']:,}", r["mode"],
+                     report.fmt_s(before["best_seconds"]), report.fmt_s(after["best_seconds"]),
+                     f"{(after['best_seconds'] - before['best_seconds']) / r['n'] * 1e6:+.1f}",
+                     f"{r['cost'] * 100:+.0f} %", str(max(after["journal_syncs"]))])
+    return "\n".join([
+        "## Durability: the cost of the journal", "",
+        f"The same scans by this code and by `{doc['before']}` (no journal: received points "
+        "were written every 2 s, and a killed client recomputed everything since). Best "
+        f"of {doc['repeats']} runs; fsyncs of the journal per run in the last column.", "",
+        report.md_table(["workload", "N", "executor", "before [s]", "after [s]",
+                         "added µs/point", "cost", "journal fsyncs"], rows, left=3), ""])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
