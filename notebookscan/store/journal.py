@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import socket
 import stat
@@ -52,7 +53,7 @@ import numpy as np
 from ..errors import StoreError, StoreWarning
 from .files import pid_alive, set_aside
 from .schema import JOURNAL
-from .shards import RowStack, ShardData, _clean, fsync_directory, new_shard_name
+from .shards import ShardData, _clean, fsync_directory, new_shard_name
 from .table import combine_shards
 
 if TYPE_CHECKING:
@@ -89,8 +90,6 @@ class JournalCorrupt(ValueError):
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     raise JournalUnsupported(f"attribute value of type {type(value).__name__}")
@@ -102,8 +101,7 @@ def encode_record(shard: ShardData) -> bytes:
     columns, blobs = [], []
     for part in PARTS:
         for name, column in getattr(shard, part).items():
-            data = np.asarray(column) if isinstance(column, RowStack) else column
-            data = np.asarray(data)
+            data = np.asarray(column)  # a RowStack of big rows is stacked here
             entry: list[Any] = [part, name, data.dtype.str, list(data.shape)]
             if data.dtype.kind == "O":
                 values = data.ravel().tolist()
@@ -147,6 +145,8 @@ def _shape(value: Any, n: int, part: str) -> tuple[int, ...]:
         raise JournalCorrupt(f"shape {value!r}")
     if part != "coords" and value[0] != n:
         raise JournalCorrupt(f"a {part} column of {value[0]} rows in a record of {n}")
+    if len(value) > {"results": MAX_DIMS, "coords": 2}.get(part, 1):
+        raise JournalCorrupt(f"a {part} column of {len(value)} dims")
     return tuple(value)
 
 
@@ -165,7 +165,7 @@ def decode_body(body: bytearray) -> ShardData:
             if part not in PARTS or not isinstance(name, str):
                 raise JournalCorrupt(f"column {name!r} of part {part!r}")
             shape = _shape(shape_list, n, part)
-            count = int(np.prod(shape, dtype=np.int64))
+            count = math.prod(shape)
             if dtype_text == "text":
                 values = rest[0] if rest else None
                 if (not isinstance(values, list) or len(values) != count
@@ -197,7 +197,7 @@ def decode_body(body: bytearray) -> ShardData:
             raise JournalCorrupt("no key or status column")
     except JournalCorrupt:
         raise
-    except (KeyError, TypeError, ValueError, IndexError, struct.error) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError, struct.error) as exc:
         raise JournalCorrupt(f"{type(exc).__name__}: {exc}") from exc
     return shard
 
@@ -412,7 +412,8 @@ def _fold_one(store: Store, path: str, name: str) -> int:
                     points += _write_group(store, group, names, table_to_shard)
                     group, held = [], 0
             points += _write_group(store, group, names, table_to_shard)
-    except (JournalCorrupt, OSError) as exc:
+    except (JournalCorrupt, OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        # (records that decode but do not combine: hostile content, not a torn write)
         if isinstance(exc, OSError) and exc.errno not in (errno.ELOOP, errno.ENXIO):
             raise
         where = set_aside(path, store.quarantine_dir, name, f"not a journal: {exc}")
