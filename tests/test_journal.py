@@ -327,3 +327,26 @@ def test_record_round_trip_keeps_every_column(tmp_path):
         for name, column in getattr(shard, part).items():
             np.testing.assert_array_equal(getattr(back, part)[name], np.asarray(column))
     assert back.result_dims == shard.result_dims and back.attrs == shard.attrs
+
+
+def test_own_closed_journal_is_folded_by_the_same_process(tmp_path):
+    """A notebook kernel outlives a run whose last shard could not be written: its
+    journal, closed with records in it, is folded by the kernel's next run."""
+    store = tmp_path / "store"
+    ns.Scan(lambda x: x, ns.grid(x=[100.0]), store=store).run(executor="serial",
+                                                              progress=False)
+    journal = Journal(str(store))
+    cols = {"x": np.arange(4, dtype=float)}
+    chunk = run_chunk(lambda x: x, PointColumns(cols), np.arange(4), False)
+    batch = Batch()
+    batch.add(np.arange(4), chunk)
+    journal.append(batch.to_shard(["x"], cols, key_array(["x"], cols), np.arange(4), "r", {}))
+    journal.sync()
+    assert fold_journals(Store(store)) == 0  # open: in use by this process
+    journal.close()
+    assert os.path.exists(journal.path)
+    calls = []
+    ns.Scan(lambda x: calls.append(x) or x, ns.grid(x=[0.0, 1.0, 2.0, 3.0, 4.0]),
+            store=store).run(executor="serial", progress=False)
+    assert calls == [4.0]
+    assert journal_files(str(store)) == []
