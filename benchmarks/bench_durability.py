@@ -45,7 +45,7 @@ BEFORE = "1d5ab98"  # the last commit before the journal
 CASES = (("trivial", 10_000), ("per_run_float", 10_000), ("array", 100))
 QUICK_CASES = (("trivial", 2_000), ("per_run_float", 2_000), ("array", 20))
 MODES = ("serial", "engines")
-REPEATS = 3
+REPEATS = 5
 WORK = os.path.join(HERE, "_work", NAME)
 CASE_TIMEOUT = 1800.0
 
