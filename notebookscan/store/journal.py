@@ -234,7 +234,7 @@ def _checked_dir(directory: str, create: bool) -> bool:
             os.mkdir(directory, 0o755)
     try:
         st = os.lstat(directory)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no store yet (prepare says why)
         return False
     if not stat.S_ISDIR(st.st_mode):
         raise StoreError(
