@@ -3,6 +3,12 @@
 The loop is the single writer of its shards. It runs in the calling thread (scripts,
 the serial executor) or in a background thread (a Jupyter kernel, ``wait=False``) —
 the code is the same; only :class:`~notebookscan.scan.ScanRun` decides where.
+
+A received chunk counts (progress, ``point_done`` events, the batch of the next shard)
+only once it is durable: the chunks that arrive together are appended to the writer's
+journal as one record and fsynced (:mod:`notebookscan.store.journal`), so a killed
+client recomputes only the points that were still in flight. The shard written at the
+next flush empties the journal.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from .batch import Batch
-from .errors import ExecutorError, ScanError
+from .errors import ExecutorError, ScanError, StoreWarning
 from .events import Events
 from .executors.base import FORK_LOCK, ScanExecutor
 from .store import Store
+from .store.journal import Journal, JournalUnsupported
 from .store.schema import is_reserved
 from .store.shards import Record
 from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
@@ -250,6 +257,10 @@ class ScanLoop(StopControl):
         self._stop_now = threading.Event()
         self._schema: dict[str, tuple[str, ...]] = {}
         self._batch = Batch()
+        self._journal = Journal(store.path)
+        self._journal_warned = False
+        # chunks received but not yet durable (see _commit), with their positions
+        self._received: list[tuple[np.ndarray, ChunkResult]] = []
         self._last_flush = time.monotonic()
         self._last_progress = 0.0
         self._last_workers_check = time.monotonic()
@@ -286,6 +297,7 @@ class ScanLoop(StopControl):
                     if self._batch_full():  # however many chunks finished at once
                         self._fill_before_flush(todo, inflight, chunker)
                         self._flush()
+                self._commit()  # one journal record and fsync for the rest
                 self._maybe_emit_progress()
                 if self._flush_due(chunker.seconds_left(len(todo) + progress.running)):
                     self._fill_before_flush(todo, inflight, chunker)
@@ -302,7 +314,10 @@ class ScanLoop(StopControl):
             progress.error = exc
             raise
         finally:
-            self._flush()
+            try:
+                self._flush()
+            finally:
+                self._journal.close()  # removed when empty; else the next run folds it
             self._finish(todo)
         return progress
 
@@ -401,15 +416,15 @@ class ScanLoop(StopControl):
                     "pickled and that notebookscan is installed where the workers run."
                 ) from exc
         chunker.observe(results)
-        self._accept(chunk, results)
-        if results.written:
-            results.forget()  # the worker stored it: only the counts were needed
+        self._receive(chunk, results)
 
     def point(self, index: int) -> dict[str, Any]:
         """The parameters of the point at ``index`` of the space, as plain Python values."""
         return {name: self.columns[name].item(index) for name in self.names}
 
-    def _accept(self, chunk: np.ndarray, results: ChunkResult) -> None:
+    def _receive(self, chunk: np.ndarray, results: ChunkResult) -> None:
+        """Check a chunk's results; count them at once when the worker stored them, else
+        keep them until :meth:`_commit` has made them durable."""
         for i, problem in self._schema_problems(results):
             results.fail(i, problem)
         # a column no point still holds (its name clashes, its dims changed) is dropped
@@ -418,6 +433,51 @@ class ScanLoop(StopControl):
         for name in [n for n, values in results.arrays.items()
                      if all(v is None for v in values)]:
             del results.arrays[name]
+        if results.written:
+            self._count(chunk, results)
+            self._announce(chunk, results)
+            results.forget()  # the worker stored it: only the counts were needed
+        else:
+            self._received.append((chunk, results))
+
+    def _commit(self) -> None:
+        """Append the chunks received since the last commit to the journal as one record,
+        fsync it, then count them. Chunks of 1 MiB of results or more, and chunks the
+        journal cannot hold (a column of objects other than text; a journal that cannot
+        be written) are written as a shard at once instead."""
+        if not self._received:
+            return
+        if sum(results.nbytes for _, results in self._received) >= WORKER_WRITE_BYTES:
+            self._flush()  # big results: written once into a shard, not journal then shard
+            return
+        received = self._received
+        batch = Batch()
+        for chunk, results in received:
+            batch.add(chunk, results)
+        try:
+            # the record carries the run's provenance until a shard holds it
+            shard = batch.to_shard(self.names, self.columns, self.keys, self.seeds,
+                                   self.run_id, {} if self._provenance_stored else self.attrs)
+            self._journal.append(shard)
+            self._journal.sync()
+        except (JournalUnsupported, OSError) as exc:
+            self._warn_journal(exc)
+            self._flush()  # takes the received chunks into a shard
+            return
+        self._received = []
+        for chunk, results in received:
+            self._count(chunk, results)
+            self._announce(chunk, results)
+
+    def _warn_journal(self, exc: Exception) -> None:
+        if isinstance(exc, OSError) and not self._journal_warned:
+            self._journal_warned = True
+            warnings.warn(f"the journal of the store {self.store.path} cannot be written "
+                          f"({exc}); this run writes a shard for every group of chunks it "
+                          "receives instead (slower, as safe).", StoreWarning, stacklevel=4)
+
+    def _count(self, chunk: np.ndarray, results: ChunkResult) -> None:
+        """Count a received chunk: progress, and the batch of the next shard."""
         done = int(results.done.sum())
         self.progress.done += done
         self.progress.failed += len(chunk) - done
@@ -428,6 +488,9 @@ class ScanLoop(StopControl):
             self.events.emit("flushed", shard=results.written, points=len(chunk))
         else:
             self._batch.add(chunk, results)
+
+    def _announce(self, chunk: np.ndarray, results: ChunkResult) -> None:
+        """``point_done``/``point_failed`` events of a durable chunk."""
         want_done, want_failed = self.events.wants("point_done"), self.events.wants("point_failed")
         if not (want_done or want_failed):
             return
@@ -486,9 +549,12 @@ class ScanLoop(StopControl):
     # ---------------------------------------------------------------- flushing
 
     def _batch_full(self) -> bool:
-        batch = self._batch
-        return bool(batch) and (batch.points >= self.settings.flush_every
-                                or batch.nbytes >= self.settings.flush_bytes)
+        """True when the batch and the chunks received since the last commit hold
+        ``flush_every`` points or ``flush_bytes`` of results."""
+        points = self._batch.points + sum(len(chunk) for chunk, _ in self._received)
+        nbytes = self._batch.nbytes + sum(r.nbytes for _, r in self._received)
+        return points > 0 and (points >= self.settings.flush_every
+                               or nbytes >= self.settings.flush_bytes)
 
     def _flush_due(self, seconds_left: float) -> bool:
         if not self._batch:
@@ -499,7 +565,12 @@ class ScanLoop(StopControl):
                 or time.monotonic() - self._last_flush >= self.settings.flush_interval)
 
     def _flush(self) -> None:
+        """Write the batch, with the chunks received since the last commit (the shard
+        makes them durable: they need no journal record), as one shard."""
         self._last_flush = time.monotonic()
+        received, self._received = self._received, []
+        for chunk, results in received:
+            self._count(chunk, results)
         if not self._batch:
             self._emit_progress()
             return
@@ -511,6 +582,9 @@ class ScanLoop(StopControl):
             raise ScanError(problem)
         with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
             shard = self.store.write(data)
+        self._journal.discard()  # its records are in this shard (or earlier ones)
+        for chunk, results in received:
+            self._announce(chunk, results)
         batch.forget()
         self._seen_shards.add(shard)
         self._provenance_stored = True

@@ -43,6 +43,7 @@ from .space import PASSED_IF_ACCEPTED
 from .stale import StaleReport, check_stale_choice, find_stale
 from .store import Store, StoreIndex
 from .store.dataset import broadcast_excluded, label_excluded, store_records
+from .store.journal import fold_journals
 from .store.scanned import space_record, write_record
 from .store.schema import Layout
 
@@ -329,9 +330,11 @@ class Scan(RunControl):
             Also run points that failed before (by default they are kept as failed).
         flush_every, flush_interval, flush_bytes
             Write a shard every this many finished points, seconds or bytes of results,
-            whichever comes first (a killed process loses at most that much). The first
-            results are written at once, unless the whole scan is about to end (less
-            than a quarter second of work left).
+            whichever comes first. The first results are written at once, unless the
+            whole scan is about to end (less than a quarter second of work left). In
+            between, each received chunk is appended to the store's journal and fsynced
+            before it counts as done: a killed process recomputes only the points that
+            were running; the next run (or ``ns.compact``) folds the journal into a shard.
         max_retries
             How often a chunk whose worker died is re-submitted before its points are
             recorded as failed.
@@ -365,6 +368,9 @@ class Scan(RunControl):
         if writer not in ("auto", "client", "workers"):
             raise ScanError(f"writer must be 'auto', 'client' or 'workers', got {writer!r}")
         check_stale_choice(stale)
+        # what a killed writer had received is in its journal: store it before deciding
+        # what to compute
+        fold_journals(self.store)
         todo, stored, failed_before = self._pending(retry_failed)
         report = self.stale() if stored else StaleReport()
         if report and not dry_run:

@@ -48,6 +48,7 @@ class CompactReport:
     shards_after: int = 0
     points: int = 0
     removed_temporary: int = 0
+    folded: int = 0  # points folded in from the journals of dead writers
     skipped: str = ""
     recordings: CompactReport | None = None  # a segmented store's recordings
     problems: list[str] = field(default_factory=list)  # passes undone, and why
@@ -135,6 +136,9 @@ def compact_store(store: Store, *, max_shard_bytes: int = SMALL_SHARD,
             report.skipped = "another process is compacting this store"
             return report
         report.removed_temporary = remove_dead_temporaries(store)
+        from .journal import fold_journals  # journal.py builds on this module
+
+        report.folded = fold_journals(store)
         files = store.shard_files()
         report.shards_before = len(files)
         candidates, total = [], 0

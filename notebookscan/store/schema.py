@@ -13,6 +13,8 @@ A store directory::
     shards/*.nc              one NetCDF-4 file per flush (SHARDS)
     quarantine/              unreadable shards set aside, a .reason.txt beside each
     superseded/              shards rewritten by Store.resolve, kept for recovery
+    journal/*.journal        chunks a running writer received since its last shard
+                             (JOURNAL; see store/journal.py)
 
 A shard holds one row per point along the ``point`` dimension: the parameters, the
 bookkeeping variables and the results.
@@ -48,6 +50,7 @@ META_FILE = "notebookscan.json"
 SHARDS = "shards"
 QUARANTINE = "quarantine"
 SCANNED = "scanned"  # which grid cells the runs scanned (see store/scanned.py)
+JOURNAL = "journal"  # chunks received since the last shard (see store/journal.py)
 LOCK_FILE = ".compact.lock"
 RUNS_FILE = "runs.json"  # run id -> ordinal: the order of the store's runs, clock-free
 RUNS_LOCK = ".runs.lock"
