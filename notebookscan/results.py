@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .keys import INT_MAX, INT_MIN, text_problem
+
 __all__ = ["ResultError", "Value", "derived_names", "name_problem", "normalize_result"]
 
 DEFAULT_NAME = "result"
@@ -158,7 +160,7 @@ def _check_clashes(values: dict[str, Value]) -> None:
                 f"length or coordinate) of result {derived[name]!r}; rename one of them")
 
 
-INT_RANGE = (-(2**63), 2**63 - 1)  # NetCDF's widest signed integers
+INT_RANGE = (INT_MIN, INT_MAX)  # NetCDF's widest signed integers
 
 
 def _checked_scalar(name: str, value: Any) -> Any:
@@ -170,28 +172,17 @@ def _checked_scalar(name: str, value: Any) -> Any:
             f"stores ({INT_RANGE[0]} .. {INT_RANGE[1]}); return it as a float "
             f"(float(value)) or a str (str(value)).")
     if kind is str:
-        problem = _text_problem(value)
+        problem = text_problem(value)
         if problem:
             raise ResultError(f"result {name!r} is the text {value!r}: {problem}; remove "
                               "or replace that character (e.g. value.replace('\\x00', '')).")
     return value
 
 
-def _text_problem(value: str) -> str:
-    if "\x00" in value:
-        return "it contains a NUL character ('\\x00'), which NetCDF cuts the text at"
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "it is not valid Unicode (a lone surrogate), which UTF-8 cannot encode"
-    return ""
-
-
 def _check_text_array(name: str, array: np.ndarray) -> None:
-    """Refuse text arrays holding a NUL or a lone surrogate (see `_text_problem`)."""
+    """Refuse text arrays holding a NUL or a lone surrogate (see `keys.text_problem`)."""
     for text in array.ravel().tolist():
-        problem = _text_problem(text)
+        problem = text_problem(text)
         if problem:
             raise ResultError(f"result {name!r} holds the text {text!r}: {problem}; remove "
                               "or replace that character in every element.")

@@ -135,16 +135,20 @@ def _unique_name(dir_fd: int, name: str) -> str:
     return f"{stem}.{uuid.uuid4().hex[:8]}.{ext}" if dot else f"{name}.{uuid.uuid4().hex[:8]}"
 
 
-def write_new(dir_fd: int, name: str, data: bytes, *, sync: bool = False) -> None:
-    """Write ``data`` as ``name`` in the directory ``dir_fd``: a new file, renamed into place.
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
-    The rename replaces a directory entry (a planted link included), never a link's target.
-    """
-    tmp = f".tmp-{uuid.uuid4().hex}"
+
+def _new_file_as(dir_fd: int, name: str, tmp: str, fill: Any, *, sync: bool) -> None:
+    """Create ``tmp`` (never an existing entry or a link), let ``fill(fd)`` write it,
+    fsync it if ``sync``, and rename it to ``name``: a directory entry is replaced (a
+    planted link included), never a link's target. ``tmp`` is removed on failure."""
     fd = os.open(tmp, _CREATE_FLAGS, 0o644, dir_fd=dir_fd)
     try:
         try:
-            os.write(fd, data)
+            fill(fd)
             if sync:
                 os.fsync(fd)
         finally:
@@ -154,6 +158,15 @@ def write_new(dir_fd: int, name: str, data: bytes, *, sync: bool = False) -> Non
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise
+
+
+def write_new(dir_fd: int, name: str, data: bytes, *, sync: bool = False) -> None:
+    """Write ``data`` as ``name`` in the directory ``dir_fd``: a new file, renamed into place.
+
+    The rename replaces a directory entry (a planted link included), never a link's target.
+    """
+    _new_file_as(dir_fd, name, f".tmp-{uuid.uuid4().hex}",
+                 lambda fd: _write_all(fd, data), sync=sync)
 
 
 def set_aside(source: str, directory: str, name: str, reason: str) -> str:
@@ -195,25 +208,12 @@ def copy_into(origin: str, directory: str, name: str) -> bool:
             return False
         except FileNotFoundError:
             pass
-        tmp = f".tmp-merge-{_writer_tag()}.{uuid.uuid4().hex}"
-        dst = os.open(tmp, _CREATE_FLAGS, 0o644, dir_fd=dir_fd)
-        try:
-            try:
-                while True:
-                    chunk = os.read(src, 2**22)
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(dst, view):]
-                os.fsync(dst)
-            finally:
-                os.close(dst)
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
+        def fill(dst: int) -> None:
+            while chunk := os.read(src, 2**22):
+                _write_all(dst, chunk)
+
+        _new_file_as(dir_fd, name, f".tmp-merge-{_writer_tag()}.{uuid.uuid4().hex}", fill,
+                     sync=True)
         os.fsync(dir_fd)
         return True
     finally:
