@@ -33,7 +33,7 @@ import notebookscan as ns
 from notebookscan.store import Store
 from notebookscan.store.shards import read_shard
 
-TIMING = ["started", "finished", "duration", "host", "worker", "run"]
+TIMING = ["ns_started", "ns_finished", "ns_duration", "ns_host", "ns_worker", "ns_run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 SCAN_SCRIPT = textwrap.dedent('''

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +237,77 @@ def test_disk_full_error_names_the_full_disk(small_disk):
     error = _fill(small_disk / "store")
     text = f"{type(error).__name__}: {error}"
     assert getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text, text
+
+
+def _plant(store: Path, kind: str, outside: Path, name: str) -> None:
+    """One foreign entry in a store someone else can write (a group-shared store)."""
+    shards = store / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    if kind == "symlink to a file outside":
+        os.symlink(outside / "precious.nc", shards / f"{name}.nc")
+    elif kind == "fifo":
+        os.mkfifo(shards / f"{name}.nc")
+    elif kind == "garbage":
+        (shards / f"{name}.nc").write_bytes(os.urandom(2048))
+    elif kind == "directory":
+        (shards / f"{name}.nc").mkdir()
+    elif kind == "planted reason link":  # where a set-aside shard's reason would go
+        (store / "quarantine").mkdir(exist_ok=True)
+        os.symlink(outside / "precious.txt", store / "quarantine" / f"{name}.nc.reason.txt")
+        (shards / f"{name}.nc").write_bytes(b"not netcdf")
+
+
+PLANTED = ["symlink to a file outside", "fifo", "garbage", "directory", "planted reason link"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_foreign_files_planted_while_scans_are_killed(tmp_path, counts, variant):
+    """Another writer of the directory plants links, FIFOs and garbage while a scan runs
+    and is SIGKILLed: nothing outside the store changes, nothing acknowledged is lost,
+    no process hangs on a FIFO, and the finished scan equals a clean one."""
+    rng = rng_for(f"planted-{variant}")
+    clean = clean_store(tmp_path, N)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.nc").write_bytes(b"the user's own file\n")
+    (outside / "precious.txt").write_bytes(b"the user's own notes\n")
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    sleep = 0.02
+    full = ScanProcess(tmp_path, "timing", n=N, sleep=sleep).timed_run()
+    for campaign in range(3 * SCALE[variant]):
+        scan = ScanProcess(tmp_path, f"planted-{campaign}", n=N, sleep=sleep)
+        for attempt in range(3):
+            counts.runs += 1
+            proc = scan.start()
+            time.sleep(rng.uniform(0.0, full / 2))
+            kind = rng.choice(PLANTED)
+            _plant(Path(scan.store), kind, outside, f"z{campaign}-{attempt}")
+            counts.fault(f"planted {kind}")
+            if run_and_kill(proc, rng.uniform(0.05, full), counts):
+                counts.fault("sigkill client (planted files)")
+            lost = scan.lost()
+            counts.lost += len(lost)
+            assert not lost, f"lost {sorted(lost)[:5]}"
+            assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+        report = ns.verify(scan.store)  # names what was planted (if still there)
+        for name in report.corrupt:
+            assert name.startswith("z") or name.startswith("."), str(report)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ns.StoreWarning)
+            check_planted_and_finish(scan, clean, counts)
+        assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+
+
+def check_planted_and_finish(scan: ScanProcess, clean: Path, counts) -> None:
+    """Finish a scan whose store had foreign files planted: they end up set aside, and
+    the points equal a clean run's."""
+    scan.run()
+    counts.runs += 1
+    ns.open_store(scan.store)  # sets aside what a reader meets
+    ns.compact(scan.store)
+    assert not scan.lost()
+    assert ns.verify(scan.store).healthy, str(ns.verify(scan.store))
+    rows, distinct = stored_rows(scan.store)
+    counts.stored_twice_after_compaction += rows - distinct
+    assert rows == distinct == N
+    assert_same_as(scan.store, clean)
