@@ -125,9 +125,9 @@ print(progress)
 
 `scan.results()` reads the store and returns an `xarray.Dataset` with one dimension per
 parameter (`k`, `tau`, `trial`), plus the dimensions of array results (`time`, for the
-voltage trace). Besides the results, each point keeps its bookkeeping: `key`, `seed`,
-`status`, `error`, `traceback`, start and end time, `duration`, `host`, `worker`, and
-`run` (which run computed it; `ds.attrs["provenance"]` describes each run: code
+voltage trace). Besides the results, each point keeps its bookkeeping under names of its
+own (`ns_key`, `ns_seed`, `ns_status`, `ns_error`, `ns_traceback`, start and end time,
+`ns_duration`, `ns_host`, `ns_worker`, and `ns_run`: which run computed it; `ds.attrs["provenance"]` describes each run: code
 version, package versions, machine).
 
 # %% tags=["results"]
@@ -193,12 +193,12 @@ risky = ns.Scan(firing_rate, ns.grid(k=[10.0, 15.0], tau=[1e-4, 1e-3, 1e-2]),
                 store="results/01-failures")
 await risky.run()
 bad = risky.results()
-bad.status.to_pandas()
+bad.ns_status.to_pandas()
 
 # %% tags=["failures"]
 print(risky.status())
-print(bad.error.sel(k=10.0, tau=1e-4).item())
-print(*bad.traceback.sel(k=10.0, tau=1e-4).item().splitlines()[-3:], sep="\n")
+print(bad.ns_error.sel(k=10.0, tau=1e-4).item())
+print(*bad.ns_traceback.sel(k=10.0, tau=1e-4).item().splitlines()[-3:], sep="\n")
 
 # %% [markdown]
 Failed points stay failed: running the scan again does not retry them (it warns that
@@ -495,8 +495,8 @@ the coarse run's id, so none was computed again:
 
 # %% tags=["runs"]
 ds = scan.results()
-done = ds.status.values == "done"
-per_run = Counter(ds.run.values[done])
+done = ds.ns_status.values == "done"
+per_run = Counter(ds.ns_run.values[done])
 for run_id, count in per_run.items():
     print(f"run {run_id}: {count} points")
 assert sorted(per_run.values()) == sorted([before["done"], after["done"] - before["done"]])
@@ -842,7 +842,7 @@ shutil.copytree("results/05-machine-b", "results/05-from-machine-b", dirs_exist_
 report = ns.merge(["results/05-machine-a", "results/05-from-machine-b"], "results/05-merged")
 print(report)
 merged = ns.open_store("results/05-merged")
-(merged.status == "done").sum(["k", "trial"]).to_pandas().rename("points done")
+(merged.ns_status == "done").sum(["k", "trial"]).to_pandas().rename("points done")
 
 # %% [markdown]
 The points with `tau = 10 ms` were computed on both machines, and the results are
