@@ -28,10 +28,11 @@ from typing import Any
 
 from .errors import ScanError
 from .store.files import pid_alive
+from .store.schema import DETACHED_RUNS
 
 __all__ = ["DetachedRun", "attach"]
 
-RUNS = ".runs"
+RUNS = DETACHED_RUNS
 SPEC = "run.pkl"
 STATUS = "status.json"
 STOP = "stop"

@@ -126,7 +126,7 @@ def test_killed_client_recomputes_only_points_in_flight(tmp_path, executor, seed
     # the store holds every point once, with its values; no journal is left
     ds = ns.open_store(cfg["store"])
     k = ds.k.values
-    assert (ds.status.values == np.where(k % 97 == 0, "failed", "done")).all()
+    assert (ds.ns_status.values == np.where(k % 97 == 0, "failed", "done")).all()
     done = k % 97 != 0
     np.testing.assert_array_equal(ds.y.values[done], 2.0 * k[done])
     assert list(ds.tag.values[done]) == ["t" * (i % 3) for i in k[done]]
@@ -179,7 +179,7 @@ def _child_journal(tmp_path, how: str) -> tuple[subprocess.Popen, str]:
 
 def _done(tmp_path) -> list[float]:
     ds = ns.open_store(tmp_path / "store")
-    return sorted(ds.x.values[ds.status.values == "done"].tolist())
+    return sorted(ds.x.values[ds.ns_status.values == "done"].tolist())
 
 
 def test_dead_writers_journal_is_folded_and_removed(tmp_path):

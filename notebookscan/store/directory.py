@@ -67,8 +67,8 @@ from .maintenance import (
 )
 from .schema import (
     CHECKPOINTS_DIR,
-    LOCK_FILE,
     META_FILE,
+    OWN_ENTRIES,
     QUARANTINE,
     ROLE,
     SEGMENTS_DIR,
@@ -641,7 +641,7 @@ def _looks_like_store(path: str) -> bool:
         names = set(os.listdir(path))
     except OSError:
         return True  # the write that follows reports why
-    return not names or bool(names & {META_FILE, SHARDS, QUARANTINE, LOCK_FILE})
+    return not names or bool(names & OWN_ENTRIES)
 
 
 def _cannot_write(path: str, exc: OSError) -> str:

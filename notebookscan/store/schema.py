@@ -56,6 +56,7 @@ RUNS_FILE = "runs.json"  # run id -> ordinal: the order of the store's runs, clo
 RUNS_LOCK = ".runs.lock"
 META_LOCK = ".meta.lock"
 SUPERSEDED = "superseded"  # shards replaced by Store.resolve, kept for recovery
+DETACHED_RUNS = ".runs"  # a detached run's spec, status and log (see notebookscan.detached)
 FORM_SUFFIX = "__form"  # <name>__form2: rows of a result stored in another form
 STORE_FORMAT = 1  # the "format" of notebookscan.json
 # 2: bookkeeping text as char arrays, 1-D columns compressed; 3: bookkeeping under PREFIX.
@@ -126,6 +127,9 @@ SEGMENT_POINT_VALUES = ("segments", "link", "compute_seconds")
 SEGMENT_ROLE_ATTR = "notebookscan_segment_role"
 SEGMENTS_DIR = "segments"  # a segmented store's recordings: a plain store inside it
 CHECKPOINTS_DIR = "checkpoints"  # inside SEGMENTS_DIR: one directory per point and link
+#: Every entry a store's directory may hold: a directory holding anything else is not a store.
+OWN_ENTRIES = frozenset({META_FILE, SHARDS, QUARANTINE, SCANNED, JOURNAL, LOCK_FILE, RUNS_FILE,
+                         RUNS_LOCK, META_LOCK, SUPERSEDED, DETACHED_RUNS, SEGMENTS_DIR})
 #: Names a segmented scan's parameters cannot take (the protocol passes them).
 SEGMENT_RESERVED_PARAMETERS: frozenset[str] = frozenset(
     {"segment", "segments", "link", "state", "point_key"})
