@@ -465,7 +465,7 @@ def test_serial_processes_and_ipyparallel_give_identical_datasets(ipp_client, tm
         progress = scan.run(executor=executor, progress=False).wait()
         assert progress.done == 21 and progress.failed == 0, name
         datasets[name] = scan.results()
-    workers = {str(w).split()[0] for w in datasets["ipyparallel"].worker.values.ravel()}
+    workers = {str(w).split()[0] for w in datasets["ipyparallel"].ns_worker.values.ravel()}
     assert workers == {"engine"}
     for name in ("processes", "ipyparallel"):
         xr.testing.assert_identical(comparable(datasets["serial"]), comparable(datasets[name]))
