@@ -712,7 +712,7 @@ plasticity rule applied offline, a lesion, a change of input.
 and the last segment's summary.
 
 # %% tags=["results"]
-scan.results()[["link", "segments", "rate_hz", "w_max", "w_min", "status"]]
+scan.results()[["link", "segments", "rate_hz", "w_max", "w_min", "ns_status"]]
 '''
 
 CLUSTER = r'''
