@@ -135,8 +135,10 @@ def _check_lazy_slice(tmp_path, na: int, nb: int, min_bytes: int) -> dict:
     assert out["row_read"] < 1.1 * row_share + 2**20, out
     # one 1 MiB point (and its small columns)
     assert 0.5 * size / (na * nb) < out["point_read"] < 4 * 2**20, out
-    # what was read in all, and what the process ever held, is far below the store
-    assert out["open_read"] + out["row_read"] < size / 3, out
+    # what was read in all, and what the process ever held, is far below the store (big
+    # results reach the store one shard per received group of chunks, each journalled
+    # commit of 1 MiB or more being a shard: a few more headers to read than one shard)
+    assert out["open_read"] + out["row_read"] < size / 2, out
     return out
 
 
