@@ -354,7 +354,7 @@ class Store:
 
     def read_rules(self) -> ReadRules:
         """The run order and result forms reading this store follows."""
-        return ReadRules(run_order(self), recorded_forms(self))
+        return ReadRules(run_order(self), recorded_forms(self), supersede=self.segmented)
 
     def check_forms(self, shard: ShardData) -> str:
         """Why ``shard`` may not be written (a result in another form than the one the
@@ -583,10 +583,14 @@ class Store:
     # a segmented store keeps its recordings as a store of their own, plus checkpoints
 
     @property
+    def segmented(self) -> bool:
+        """True for a segmented store (its recordings are a store inside it)."""
+        return os.path.isdir(os.path.join(self.path, SEGMENTS_DIR, SHARDS))
+
+    @property
     def recordings(self) -> Store | None:
         """The store of a segmented store's recordings (``segments/``); None otherwise."""
-        path = os.path.join(self.path, SEGMENTS_DIR)
-        return Store(path) if os.path.isdir(os.path.join(path, SHARDS)) else None
+        return Store(os.path.join(self.path, SEGMENTS_DIR)) if self.segmented else None
 
     def compact(self, **limits: int) -> CompactReport:
         """Rewrite the small shards into as few as possible (see :func:`compact_store`);

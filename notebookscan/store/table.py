@@ -246,10 +246,13 @@ class ReadRules:
 
     ``run_order`` maps a run id to its ordinal in the store (see :meth:`Store.run_order`);
     ``forms`` maps a result name to the form that keeps its name (see :mod:`.forms`).
+    With ``supersede`` a later version replaces an earlier one without being a conflict:
+    a segmented store's row describes its point after the newest segment run.
     """
 
     run_order: Mapping[str, int] = field(default_factory=dict)
     forms: Mapping[str, Form] = field(default_factory=dict)
+    supersede: bool = False
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,7 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
     candidates = np.concatenate([best, others])
     stash: dict[tuple[str, str], np.ndarray] = {}
     differs = np.zeros(len(others), dtype=bool)
-    if len(others):
+    if len(others) and not rules.supersede:
         for part, name, column in (
                 *(("results", n, result_column(n)) for n in result_dims),
                 *(("lengths", d, length_column(d)) for d in dim_sizes)):
