@@ -852,7 +852,7 @@ the order of execution. Reading a store keeps one row per point.
 # %%
 a = ns.open_store("results/05-machine-a")
 b = ns.open_store("results/05-from-machine-b")
-both = sorted(set(a.key.values.ravel()) & set(b.key.values.ravel()))
+both = sorted(set(a.ns_key.values.ravel()) & set(b.ns_key.values.ravel()))
 same = np.array_equal(a.rate.sel(tau=0.01), b.rate.sel(tau=0.01))
 print(f"{len(both)} points computed on both machines; identical results: {same}")
 merged.rate.mean("trial").to_pandas().round(1).T
