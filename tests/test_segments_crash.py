@@ -39,7 +39,8 @@ SCRIPT = textwrap.dedent("""
         scan(sys.argv[1]).run(executor=sys.argv[2], progress=False, flush_interval=1e-9)
 """)
 
-TIMING = ["ns_started", "ns_finished", "ns_duration", "ns_host", "ns_worker", "ns_run", "compute_seconds"]
+TIMING = ["ns_started", "ns_finished", "ns_duration", "ns_host", "ns_worker", "ns_run",
+          "compute_seconds"]
 
 
 def _comparable(ds: xr.Dataset) -> xr.Dataset:
