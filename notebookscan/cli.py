@@ -929,6 +929,7 @@ def store_summary(store: Any, failures: int = 10) -> dict[str, Any]:
         "temporary": _leftovers(store),
     }
     summary["excluded"] = None
+    summary["segments"] = _segment_parts(store)
     if layout.kind == "grid" and layout.dims and len(status):
         from .store.dataset import grid_counts, store_records
 
@@ -1014,6 +1015,25 @@ def _report_started(store: Any, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _segment_parts(store: Any) -> dict[str, Any] | None:
+    """A segmented store's recordings and checkpoints (None for a plain store)."""
+    recordings = store.recordings
+    if recordings is None:
+        return None
+    from .store.checkpoints import CheckpointDirectory
+    from .store.schema import CHECKPOINTS_DIR
+
+    checkpoints = CheckpointDirectory(os.path.join(recordings.path, CHECKPOINTS_DIR),
+                                      os.path.join(recordings.quarantine_dir, CHECKPOINTS_DIR))
+    count = 0
+    points = checkpoints.keys()  # a directory per point
+    for key in points:
+        count += sum(len(checkpoints.counts(key, link)) for link in checkpoints.links(key))
+    return {"recordings": len(recordings.index().done_keys),
+            "recording_shards": len(recordings.shard_files()),
+            "recording_bytes": recordings.size_bytes(), "checkpoints": count}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``notebookscan status``."""
     started = _started_store(args.store) if os.path.isdir(args.store) else None
@@ -1041,6 +1061,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     _echo(f"on disk:    {_human_bytes(s['size_bytes'])} in {s['shards']} shard(s)"
           + (f"; {len(s['quarantined'])} corrupt shard(s) in quarantine/: "
              + ", ".join(s["quarantined"]) if s["quarantined"] else ""))
+    if s["segments"] is not None:
+        seg = s["segments"]
+        _echo(f"segments:   {seg['recordings']} segment recording(s) in "
+              f"{seg['recording_shards']} shard(s), {_human_bytes(seg['recording_bytes'])}; "
+              f"{seg['checkpoints']} checkpoint(s)")
     if s["temporary"]["files"]:
         _echo(f"leftovers:  {s['temporary']['files']} temporary file(s) of writers that are "
               f"gone, {_human_bytes(s['temporary']['bytes'])}; the next run, compact or verify "
@@ -1149,6 +1174,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         what = f"{len(ds.data_vars)} variable(s) over {dict(ds.sizes)}"
+        if store.segmented:  # a segmented store's recordings are part of it: beside it
+            from .store.recordings import open_recordings
+
+            beside = f"{os.path.splitext(output)[0]}.recordings.nc"
+            recordings = to_ragged(open_recordings(store.path))
+            recordings.to_netcdf(f"{beside}.tmp-{os.getpid()}")
+            os.replace(f"{beside}.tmp-{os.getpid()}", beside)
+            what += f"; recordings in {beside}"
     else:
         frame = export_table(store)
         frame.to_csv(output, index=False)

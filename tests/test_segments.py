@@ -514,3 +514,21 @@ def test_small_noisy_recordings_can_be_stored(tmp_path):
 
     scan = SegmentedScan(noisy, ns.grid(k=[0]), tmp_path / "s", segments=1)
     _serial(scan)
+
+
+def test_status_and_export_of_a_segmented_store_show_its_parts(tmp_path):
+    import subprocess
+    import sys
+
+    _serial(SegmentedScan(counter, ns.grid(rate=[1.0, 2.0]), tmp_path / "s", segments=3))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    status = subprocess.run([sys.executable, "-m", "notebookscan", "status", str(tmp_path / "s")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "6 segment recording(s)" in status.stdout and "checkpoint(s)" in status.stdout
+    out = tmp_path / "all.nc"
+    export = subprocess.run([sys.executable, "-m", "notebookscan", "export", str(tmp_path / "s"),
+                             str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert export.returncode == 0, export.stderr
+    recordings = xr.open_dataset(tmp_path / "all.recordings.nc")
+    np.testing.assert_array_equal(recordings.x.values, np.outer([1.0, 2.0], np.arange(1, 16)))
