@@ -3,16 +3,29 @@
 Guarantees
 ----------
 * Every flush writes a new shard under a temporary name and renames it into place, so a
-  shard is whole or absent, whatever gets killed. No file is appended or rewritten.
+  shard is whole or absent, whatever gets killed; no shard is appended or rewritten.
+* What a writer received is appended to its journal (checksummed records, one fsync per
+  turn of the loop) before it counts as done; the next run or compaction folds the
+  journal of a writer that is gone into a shard. A killed client recomputes at most
+  the points that were in flight.
 * Writers never collide: a shard's name holds user, host, process id and a random part.
   No lock is needed to write; two processes can scan into one store at once.
 * Reading combines all shards and keeps one row per point key (``done`` beats
-  ``failed``), so overlapping shards — from two writers, a merge, or a compaction
-  killed half-way — never show a point twice.
-* Merging two stores is copying shards from one directory into the other.
-* Compaction writes many shards into one new shard *before* deleting them: at every
-  moment each point is in at least one shard.
-* A shard that cannot be read is moved to ``quarantine/`` with the reason, reported by
+  ``failed``, then the run that started last in the store, by ordinal, never by
+  clock), so overlapping shards — from two writers, a merge, or a compaction killed
+  half-way — never show a point twice. Done versions with different values are
+  conflicts: reported, kept, and resolved only by :meth:`Store.resolve`.
+* A result keeps one form (dims, value family) per store: a run returning another is
+  refused before writing it; shards that hold several show each form under its name.
+* A read lists the shards again after reading them, until a listing holds nothing it
+  has not read: a shard compacted away meanwhile never hides its points.
+* Merging two stores is copying shards (and a segmented store's recordings and
+  checkpoints) from one directory into the other, fsynced before it returns.
+* Compaction writes many shards into one new shard and checks it *before* deleting
+  them: at every moment each point is in at least one shard.
+* Only regular files the store can parse are read, in bounded time and memory; nothing
+  outside the store's directory is written, moved or deleted (links are not followed).
+  A file that cannot be read is moved to ``quarantine/`` with the reason, reported by
   name, and the rest loads.
 * A store holds data only. Nothing in it is unpickled or executed when it is read.
 

@@ -1,27 +1,5 @@
-"""The result store: a directory of immutable NetCDF-4 shards.
-
-Guarantees
-----------
-* Every flush writes a new shard under a temporary name and renames it into place, so a
-  shard is whole or absent, whatever gets killed. No file is appended or rewritten.
-* Writers never collide: a shard's name holds user, host, process id and a random part.
-  No lock is needed to write; two processes can scan into one store at once.
-* Reading combines all shards and keeps one row per point key (``done`` beats
-  ``failed``, then the run that started last in the store, by ordinal, never by
-  clock), so overlapping shards — from two writers, a merge, or a compaction killed
-  half-way — never show a point twice. Done versions with different values are
-  conflicts: reported, kept, and resolved only by :meth:`Store.resolve`.
-* A result keeps one form (dims, value family) per store: a run returning another is
-  refused before writing it; shards that hold several show each form under its name.
-* A read lists the shards again after reading them, until a listing holds nothing it
-  has not read: a shard compacted away meanwhile never hides its points.
-* Merging two stores is copying shards from one directory into the other.
-* Compaction writes many shards into one new shard *before* deleting them: at every
-  moment each point is in at least one shard.
-* A shard that cannot be read is moved to ``quarantine/`` with the reason, reported by
-  name, and the rest loads.
-* A store holds data only. Nothing in it is unpickled or executed when it is read.
-"""
+"""The :class:`Store`: one result store directory — its metadata, reading, writing and
+quarantine. The guarantees it keeps are listed in :mod:`notebookscan.store`."""
 
 from __future__ import annotations
 
