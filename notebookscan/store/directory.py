@@ -72,6 +72,11 @@ from .versions import check_forms, recorded_forms, register_run, run_order
 __all__ = ["Store", "compact", "existing_store", "open_store", "verify"]
 
 _VANISH_RETRIES = 10
+# Shards whose rows' keys matched their parameters, in this process: a shard never
+# changes, so the hash per row is paid once per file (path, device, inode, size, ctime),
+# not once per open_store.
+_KEYS_CHECKED: set[tuple[str, int, int, int, int]] = set()
+_KEYS_CHECKED_MAX = 1_000_000
 _LISTING_ROUNDS = 1000  # listings a read takes at most while shards keep changing
 
 
@@ -104,8 +109,6 @@ class Store:
         self._provenance_in: dict[str, str] = {}  # provenance text -> shard holding it
         self._forms: dict[str, Form] = {}  # recorded result forms (see check_forms)
         self._runs_known: dict[str, int] = {}  # ordinals of the runs this object registered
-        # shards whose keys matched their parameters: (name, inode, size, mtime)
-        self._keys_checked: set[tuple[str, int, int, int]] = set()
         self._names_fix: list[str] | None = None  # the shards' names, when the metadata's are wrong
         self._names_checked = False
 
@@ -397,11 +400,14 @@ class Store:
         The key check (a hash per row) runs once per file: a shard never changes.
         """
         path = os.path.join(self.shards_dir, name)
-        st = os.lstat(path)
-        identity = (name, st.st_ino, st.st_size, st.st_mtime_ns)
+        identity = _identity(path)
         shard = read_shard(path, variables, text_as_bytes=text_as_bytes)
-        check_rows(shard, keys=identity not in self._keys_checked)
-        self._keys_checked.add(identity)
+        # the same file before and after the read (not swapped meanwhile), checked before
+        known = identity in _KEYS_CHECKED and _identity(path) == identity
+        check_rows(shard, keys=not known)
+        if len(_KEYS_CHECKED) > _KEYS_CHECKED_MAX:
+            _KEYS_CHECKED.clear()
+        _KEYS_CHECKED.add(identity)
         expected = self.metadata().get("names", [])
         if expected and set(shard.params) != set(expected) and not self._names_checked:
             self.check_metadata()  # the metadata may be what is wrong, not the shard
@@ -615,6 +621,13 @@ def _run_ids(column: np.ndarray) -> list[str]:
 def _writer() -> str:
     """``host.pid`` for temporary file names (their writer; see :func:`dead_temporaries`)."""
     return _writer_tag()
+
+
+def _identity(path: str) -> tuple[str, int, int, int, int]:
+    """What tells one file from another at ``path``; ctime because no one can set it back
+    after changing the file (mtime can be)."""
+    st = os.lstat(path)
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
 
 
 def _looks_like_store(path: str) -> bool:
