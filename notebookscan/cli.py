@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .errors import NotebookscanError
+from .stale import STALE_CHOICES
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -41,7 +42,6 @@ EXIT_INTERRUPTED = 130
 
 PROG = "notebookscan"
 EXECUTORS = ("local", "processes", "serial")
-STALE_CHOICES = ("reuse", "recompute", "error")  # as notebookscan.stale.STALE_CHOICES
 CONFIG_KEYS = ("function", "store", "axes", "log_axes", "trials", "executor", "engines",
                "profile", "cluster_id", "connection_file", "retry_failed", "stale")
 AXIS_SYNTAX = ("write NAME=START:STOP:NUM (NUM evenly spaced values, e.g. k=1:20:20), "
@@ -1020,11 +1020,7 @@ def _segment_parts(store: Any) -> dict[str, Any] | None:
     recordings = store.recordings
     if recordings is None:
         return None
-    from .store.checkpoints import CheckpointDirectory
-    from .store.schema import CHECKPOINTS_DIR
-
-    checkpoints = CheckpointDirectory(os.path.join(recordings.path, CHECKPOINTS_DIR),
-                                      os.path.join(recordings.quarantine_dir, CHECKPOINTS_DIR))
+    checkpoints = store.checkpoints
     count = 0
     points = checkpoints.keys()  # a directory per point
     for key in points:

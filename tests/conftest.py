@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -235,3 +236,22 @@ def ipp_executor(ipp_client: Any) -> Iterator[Any]:
         yield executor
     finally:
         executor.shutdown()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs (Linux, root), unmounted afterwards: a disk that fills up, or that
+    can be remounted read-only."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs Linux and root")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                      check=False, capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not allowed on this machine")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], check=False).returncode:
+            # a file a failed write left open keeps it busy: detach it anyway
+            subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -471,23 +471,6 @@ def test_merge_fsyncs_the_copies_and_the_directory(tmp_path):
 # ---------------------------------------------------------------- stores that cannot be written
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A small tmpfs (root only), unmounted afterwards."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs Linux and root")
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                      check=False, capture_output=True).returncode:
-        pytest.skip("mount is not allowed here")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def _remount(mount, mode):
     subprocess.run(["mount", "-o", f"remount,{mode}", str(mount)], check=True)
 
@@ -497,10 +480,10 @@ def _cli(*args, cwd=None):
                           cwd=cwd, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
 
 
-def test_read_only_store_is_refused_before_computing(tmpfs, tmp_path):
-    store = tmpfs / "s"
+def test_read_only_store_is_refused_before_computing(small_tmpfs, tmp_path):
+    store = small_tmpfs / "s"
     _good_store(store, xs=[0, 1])
-    _remount(tmpfs, "ro")
+    _remount(small_tmpfs, "ro")
     try:
         calls = []
         with pytest.raises(ns.StoreError, match=r"cannot write the store .*Read-only"):
@@ -515,22 +498,22 @@ def test_read_only_store_is_refused_before_computing(tmpfs, tmp_path):
         assert len(lines) == 1 and "Read-only file system" in lines[0], compacted.stderr
         assert "Traceback" not in compacted.stderr.decode()
     finally:
-        _remount(tmpfs, "rw")
+        _remount(small_tmpfs, "rw")
 
 
-def test_full_disk_on_a_new_store_is_one_line(tmpfs, tmp_path):
-    with open(tmpfs / "filler", "wb") as f, pytest.raises(OSError):
+def test_full_disk_on_a_new_store_is_one_line(small_tmpfs, tmp_path):
+    with open(small_tmpfs / "filler", "wb") as f, pytest.raises(OSError):
         while True:
             f.write(b"\0" * 65536)
             f.flush()
     model = tmp_path / "model.py"
     model.write_text("def f(x):\n    return x\n")
-    result = _cli("run", f"{model}:f", "--store", str(tmpfs / "new"), "--axis", "x=1,2",
+    result = _cli("run", f"{model}:f", "--store", str(small_tmpfs / "new"), "--axis", "x=1,2",
                   "--executor", "serial", "--no-progress")
     err = result.stderr.decode()
     assert result.returncode == 1, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert "no space left" in err.lower() and str(tmpfs / "new") in err
+    assert "no space left" in err.lower() and str(small_tmpfs / "new") in err
 
 
 def test_directory_that_is_not_a_store_and_path_under_a_file_are_refused(tmp_path):

@@ -40,7 +40,7 @@ from ..provenance import collect, run_id
 from ..scan import RunControl, ScanRun, feed_bar, in_event_loop, pending_columns
 from ..space import PASSED_IF_ACCEPTED
 from ..store import Store
-from ..store.checkpoints import Checkpoint, CheckpointDirectory
+from ..store.checkpoints import Checkpoint
 from ..store.schema import Layout
 from .loop import (
     SEGMENT_NAMES,
@@ -118,9 +118,7 @@ class SegmentedScan(RunControl):
         self.space = space
         self.store = Store(store)
         self.recordings_store = Store(os.path.join(self.store.path, SEGMENTS_DIR))
-        self.checkpoints = CheckpointDirectory(
-            os.path.join(self.recordings_store.path, "checkpoints"),
-            os.path.join(self.recordings_store.path, "quarantine", "checkpoints"))
+        self.checkpoints = self.store.checkpoints
         self.segment_duration = None if segment_duration is None else float(segment_duration)
         self.keep_checkpoints = keep_checkpoints
         self.links = [Link(int(segments))]

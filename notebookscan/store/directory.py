@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import StoreError, StoreWarning
 from .checkpoints import CheckpointDirectory
-from .dataset import load_dataset
+from .dataset import broadcast_excluded, load_dataset
 from .files import (
     ForeignFile,
     _writer_tag,
@@ -576,6 +576,14 @@ class Store:
         """The store of a segmented store's recordings (``segments/``); None otherwise."""
         return Store(os.path.join(self.path, SEGMENTS_DIR)) if self.segmented else None
 
+    @property
+    def checkpoints(self) -> CheckpointDirectory:
+        """A segmented store's checkpoints (``segments/checkpoints``, empty for a plain
+        store), set aside into ``segments/quarantine/checkpoints``."""
+        segments = os.path.join(self.path, SEGMENTS_DIR)
+        return CheckpointDirectory(os.path.join(segments, CHECKPOINTS_DIR),
+                                   os.path.join(segments, QUARANTINE, CHECKPOINTS_DIR))
+
     def compact(self, **limits: int) -> CompactReport:
         """Rewrite the small shards into as few as possible (see :func:`compact_store`);
         a segmented store's recordings too (their report is ``report.recordings``)."""
@@ -595,10 +603,7 @@ class Store:
             prefix = f"{SEGMENTS_DIR}/{SHARDS}/"
             report.ok += [prefix + name for name in part.ok]
             report.corrupt.update({prefix + n: why for n, why in part.corrupt.items()})
-            checkpoints = CheckpointDirectory(
-                os.path.join(recordings.path, CHECKPOINTS_DIR),
-                os.path.join(recordings.quarantine_dir, CHECKPOINTS_DIR))
-            ok, broken = checkpoints.verify_all()
+            ok, broken = self.checkpoints.verify_all()
             prefix = f"{SEGMENTS_DIR}/{CHECKPOINTS_DIR}/"
             report.checkpoints = len(ok)
             report.corrupt.update({prefix + label: why for label, why in broken.items()})
@@ -697,11 +702,7 @@ def open_store(path: str | os.PathLike[str], *, lazy: bool | None = None,
         (``excluded``, e.g. dropped by ``where``); ``error``/``traceback`` hold failures.
     """
     ds = existing_store(path).dataset(lazy=lazy)
-    if broadcast is None:
-        return ds
-    from .dataset import broadcast_excluded
-
-    return broadcast_excluded(ds, broadcast)
+    return ds if broadcast is None else broadcast_excluded(ds, broadcast)
 
 
 def compact(path: str | os.PathLike[str]) -> CompactReport:

@@ -184,22 +184,6 @@ def _big(k: float, seed: int):
     return {"noise": rng.random(40_000), "y": k}  # ~320 kB that hardly compresses
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs, unmounted afterwards."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs Linux and root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode:
-            # a file the failed write left open keeps it busy: detach it anyway
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 DISK_SPACE = ns.grid(k=[i / 10 for i in range(16)])
 
 
@@ -210,10 +194,10 @@ def _fill(store):
     return info.value
 
 
-def test_disk_full_while_writing(tmp_path, small_disk, counts):
+def test_disk_full_while_writing(tmp_path, small_tmpfs, counts):
     """A 2 MiB tmpfs fills up mid-scan: the scan fails, no corrupt or temporary shard is
     left, and a later run on a disk with room completes."""
-    store = small_disk / "store"
+    store = small_tmpfs / "store"
     counts.runs += 1
     _fill(store)
     counts.fault("disk full")
@@ -233,8 +217,8 @@ def test_disk_full_while_writing(tmp_path, small_disk, counts):
     assert_same_as(roomy, clean)
 
 
-def test_disk_full_error_names_the_full_disk(small_disk):
-    error = _fill(small_disk / "store")
+def test_disk_full_error_names_the_full_disk(small_tmpfs):
+    error = _fill(small_tmpfs / "store")
     text = f"{type(error).__name__}: {error}"
     assert getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text, text
 
