@@ -25,7 +25,7 @@ from .schema import (
     VARIABLE,
     Layout,
 )
-from .shards import hdf5_lock
+from .shards import close_cached_handles, hdf5_lock
 from .table import _runs_of, combine_shards
 
 __all__ = ["lazy_dataset"]
@@ -81,6 +81,9 @@ def _open_lazily(path: str) -> Any:
     import xarray as xr
 
     with _LOCK:
+        # a file open twice in this process (another lazy Dataset, a user's xarray) can
+        # crash HDF5 as handles come and go: the cached handles of other readers go first
+        close_cached_handles(path)
         ds = xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
                              cache=False, lock=_LOCK)
     if int(ds.attrs.get(FORMAT_ATTR, 1)) < 3:  # bookkeeping named without the ns_ prefix

@@ -250,7 +250,7 @@ def _utf8(path: str) -> bool:
     return True
 
 
-def _close_xarray_handles(path: str) -> None:
+def close_cached_handles(path: str) -> None:
     """Close the handles xarray keeps open on ``path`` (its file cache; lazy opens).
 
     The HDF5 in the netCDF4 wheels crashes when one file is open twice and handles come
@@ -312,7 +312,7 @@ def _opened(path: str, mode: str = "r", **kwargs: Any) -> Iterator[tuple[Any, in
         where = f"/proc/self/fd/{fd}/{os.path.basename(path)}"
     try:
         with hdf5_lock():  # netCDF4.Dataset() itself runs HDF5 code
-            _close_xarray_handles(path)
+            close_cached_handles(path)
             try:
                 nc = netCDF4.Dataset(where, mode, **kwargs)
             except OSError as exc:  # name the file, not /proc/self/fd/N
