@@ -4,7 +4,7 @@ In a fresh child process (its imports happen before any clock starts):
 
 1. ``ns.grid(i=range(N_GRID))``: the grid definition;
 2. ``space.keys()`` and ``space.seeds()``: every point's key and seed;
-3. ``ns.Scan(fn, space, store)`` and ``scan.run(dry_run=True)``: the skip-done check, which
+3. ``ns.Scan(fn, space, store)`` and ``scan.plan()``: the skip-done check, which
    reads the store's index and returns the points that would run (a pandas table),
    ``scan.status()`` (the same check, counted).
 
@@ -75,7 +75,7 @@ def child_check(n_grid, store):
     scan = ns.Scan(double, space, store=store)
     t["scan"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    dry = scan.run(dry_run=True)
+    dry = scan.plan()
     t["dry_run"] = time.perf_counter() - t1
     total = time.perf_counter() - t0
     t1 = time.perf_counter()

@@ -43,7 +43,7 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
                "point_key", "point_seed"]),
     "scan": ("Running a scan",
              "Run a function over a space, watch it, stop it, and come back to it later.",
-             ["Scan", "ScanRun", "DryRun", "Events", "attach", "DetachedRun"]),
+             ["Scan", "ScanRun", "Plan", "Events", "attach", "DetachedRun"]),
     "store": ("Result stores",
               "The NetCDF store a scan writes to, and the tools that read and repair it.",
               ["open_store", "Store", "merge", "compact", "verify"]),

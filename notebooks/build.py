@@ -469,7 +469,8 @@ instead of 3 to shrink the error bars.
 
 `scan.refine(...)` adds to the space the same grid with some axes replaced: here `freq`
 and the number of trials. The condition given to `where` is applied to the new points as
-well, so `amp = 0` gets no new frequencies. A dry run counts what would run:
+well, so `amp = 0` gets no new frequencies. `scan.plan()` counts what would run, running
+nothing:
 
 # %% tags=["before"]
 before = scan.status()
@@ -479,7 +480,7 @@ if SMALL:
 else:
     scan.refine(freq=np.geomspace(20, 300, 13), trials=6)
 print(scan.space)
-scan.run(dry_run=True)
+scan.plan()
 
 # %% [markdown]
 Only the new points run; every point of the coarse scan is read from the store:

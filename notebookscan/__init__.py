@@ -27,7 +27,8 @@ from .errors import (
 )
 from .events import Events
 from .keys import point_key, point_seed
-from .scan import DryRun, Scan, ScanRun
+from .scan import DryRun as DryRun  # the name of Plan before Scan.plan()
+from .scan import Plan, Scan, ScanRun
 from .segments import Segment, SegmentedScan, merge_segmented, open_recordings, segmented
 from .space import Layout, Space, grid, points, sample, trials, zip_
 from .store import Store, compact, merge, open_store, to_grid, verify
@@ -40,11 +41,11 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 __all__ = [
     "ClusterHandle",
     "DetachedRun",
-    "DryRun",
     "Events",
     "ExecutorError",
     "Layout",
     "NotebookscanError",
+    "Plan",
     "Scan",
     "ScanError",
     "ScanRun",

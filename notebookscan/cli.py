@@ -795,7 +795,7 @@ def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *
     """Run what is missing from ``scan``'s store and report; the exit code."""
     from .errors import NotebookscanError
 
-    planned = scan.run(dry_run=True, retry_failed=retry_failed, stale=stale)
+    planned = scan.plan(retry_failed=retry_failed, stale=stale)
     to_run = len(planned.to_run)
     store = scan.store.path
     if dry_run:

@@ -47,7 +47,7 @@ from .store.journal import fold_journals
 from .store.scanned import space_record, write_record
 from .store.schema import Layout
 
-__all__ = ["DryRun", "Scan", "ScanRun"]
+__all__ = ["Plan", "Scan", "ScanRun"]
 
 
 def in_event_loop() -> bool:
@@ -60,8 +60,8 @@ def in_event_loop() -> bool:
 
 
 @dataclass
-class DryRun:
-    """What :meth:`Scan.run` would do, without doing it."""
+class Plan:
+    """What :meth:`Scan.run` would do, without doing it (returned by :meth:`Scan.plan`)."""
 
     total: int
     stored: int
@@ -71,8 +71,11 @@ class DryRun:
 
     def __repr__(self) -> str:
         stale = f", {self.stale.count} from other code" if self.stale else ""
-        return (f"<DryRun: {len(self.to_run)} of {self.total} point(s) would run; "
+        return (f"<Plan: {len(self.to_run)} of {self.total} point(s) would run; "
                 f"{self.stored} already stored{stale}, {self.failed_before} failed before>")
+
+
+DryRun = Plan  # the name before Scan.plan() replaced run(dry_run=True)
 
 
 class ScanRun:
@@ -297,13 +300,15 @@ class Scan(RunControl):
 
     # ------------------------------------------------------------ running
 
-    def run(self, executor: Any = None, *, dry_run: bool = False, progress: bool | None = None,
+    def run(self, executor: Any = None, *, progress: bool | None = None,
             wait: bool | None = None, detach: bool = False, retry_failed: bool = False,
             flush_every: int = 10_000, flush_interval: float = 2.0,
             flush_bytes: int = 256 * 2**20, max_retries: int = 2,
             timeout: float | None = None, chunk_size: int | None = None,
-            writer: str = "auto", stale: str | None = None) -> ScanRun | DryRun | DetachedRun:
+            writer: str = "auto", stale: str | None = None) -> ScanRun | DetachedRun:
         """Run every point of the space that the store does not hold yet.
+
+        :meth:`plan` tells what this would run, without running it.
 
         Parameters
         ----------
@@ -312,8 +317,6 @@ class Scan(RunControl):
             ``"serial"`` — in this process, one point after another (debugging);
             ``"processes"`` — a process pool; or any ``concurrent.futures.Executor``,
             ipyparallel ``Client``/``View``/``Cluster``.
-        dry_run
-            Return a :class:`DryRun` listing what would run; run nothing.
         progress
             Show a text progress bar (default: yes, on a terminal or in a notebook).
         wait
@@ -373,13 +376,13 @@ class Scan(RunControl):
         fold_journals(self.store)
         todo, stored, failed_before = self._pending(retry_failed)
         report = self.stale() if stored else StaleReport()
-        if report and not dry_run:
+        if report:
             _settle_stale(report, stale)
         if report and stale == "recompute":
             again = np.flatnonzero(np.isin(self.space._keys(), report.keys))
             todo = np.union1d(todo, again)
             stored -= len(again)
-        if detach and not dry_run:
+        if detach:
             from . import detached
 
             return detached.start(self, executor, {
@@ -388,9 +391,6 @@ class Scan(RunControl):
                 "flush_interval": flush_interval, "max_retries": max_retries,
                 "timeout": timeout, "chunk_size": chunk_size, "writer": writer,
                 "stale": "reuse" if stale is None else stale})
-        if dry_run:
-            table = self.space.table()
-            return DryRun(len(self.space), stored, failed_before, table.iloc[todo], report)
         if failed_before and not retry_failed:
             warnings.warn(f"{failed_before} point(s) failed in earlier runs and are not run "
                           "again; pass retry_failed=True to run them.", stacklevel=2)
@@ -436,6 +436,36 @@ class Scan(RunControl):
             if bar is not None and not background:
                 bar.close()
         return self._run
+
+    def plan(self, retry_failed: bool = False, stale: str | None = None) -> Plan:
+        """What :meth:`run` with these arguments would do; runs nothing.
+
+        Points a killed run left in the store's journal are folded into a shard first,
+        as :meth:`run` does, so they count as stored.
+
+        Parameters
+        ----------
+        retry_failed, stale
+            As for :meth:`run`. ``stale="error"`` does not raise here: the returned
+            plan's ``stale`` report says which stored points other code computed.
+
+        Returns
+        -------
+        Plan
+            ``total``, ``stored`` and ``failed_before`` point counts, ``to_run`` (a
+            pandas DataFrame of the points that would run: parameters, ``key``,
+            ``seed``) and ``stale`` (a :class:`~notebookscan.stale.StaleReport`).
+        """
+        check_stale_choice(stale)
+        fold_journals(self.store)
+        todo, stored, failed_before = self._pending(retry_failed)
+        report = self.stale() if stored else StaleReport()
+        if report and stale == "recompute":
+            again = np.flatnonzero(np.isin(self.space._keys(), report.keys))
+            todo = np.union1d(todo, again)
+            stored -= len(again)
+        return Plan(len(self.space), stored, failed_before, self.space.table().iloc[todo],
+                    report)
 
     def widget(self, **kwargs: Any) -> Any:
         """Builder, run control, live plot and explorer for this scan, in JupyterLab.

@@ -408,8 +408,7 @@ def test_legit_mixed_type_parameters_pass_the_key_check(tmp_path):
         ns.compact(store)
         assert ns.verify(store).healthy, str(ns.verify(store))
         for space in spaces:
-            assert ns.Scan(lambda m, b: 1, space, store=store).run(
-                dry_run=True).stored == len(space)
+            assert ns.Scan(lambda m, b: 1, space, store=store).plan().stored == len(space)
 
 
 # ---------------------------------------------------------------- leftovers

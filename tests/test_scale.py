@@ -171,7 +171,7 @@ def test_million_point_grid_skips_100k_stored_points_fast(tmp_path):
     space = ns.grid(i=range(1_000_000))
     keys = space.keys()
     scan = ns.Scan(double, space, store=path)
-    plan = scan.run(dry_run=True)
+    plan = scan.plan()
     status = scan.status()
     elapsed = time.perf_counter() - t0
     print(f"\n1M-point grid, keys and skip-done check against 100k stored: {elapsed:.2f} s")

@@ -1,4 +1,4 @@
-"""The scan loop: skip done points, refine, dry runs, events, seeds, layouts, executors."""
+"""The scan loop: skip done points, refine, plans, events, seeds, layouts, executors."""
 
 from __future__ import annotations
 
@@ -63,16 +63,20 @@ def test_nothing_is_recomputed_after_a_restart(tmp_path):
     assert CALLS == [] and progress.total == 0 and progress.skipped == 3
 
 
-def test_dry_run_lists_what_would_run_and_writes_nothing(tmp_path):
+def test_plan_lists_what_would_run_and_writes_nothing(tmp_path):
     scan = ns.Scan(counted, ns.grid(k=[1.0, 2.0, 3.0]), store=tmp_path / "s")
-    plan = scan.run(dry_run=True)
+    plan = scan.plan()
+    assert isinstance(plan, ns.Plan)
     assert len(plan.to_run) == 3 and plan.stored == 0 and CALLS == []
     assert not os.path.exists(tmp_path / "s")
     scan.run(executor="serial", progress=False)
     scan.refine(k=[3.0, 4.0])
-    plan = scan.run(dry_run=True)
+    plan = scan.plan()
     assert plan.to_run.k.tolist() == [4.0] and plan.stored == 3
     assert "1 of 4 point(s) would run" in repr(plan)
+    # one method, one return type: run() always runs
+    with pytest.raises(TypeError, match="dry_run"):
+        scan.run(dry_run=True)
 
 
 def test_invalid_spaces_are_refused_before_any_work(tmp_path):
@@ -169,6 +173,8 @@ def test_failed_points_run_again_only_when_asked(tmp_path):
     scan = ns.Scan(sometimes, ns.grid(x=[0, 1, 2]), store=tmp_path / "s")
     scan.run(executor="serial", progress=False)
     flaky["fail"] = False
+    assert len(scan.plan().to_run) == 0 and scan.plan().failed_before == 1
+    assert scan.plan(retry_failed=True).to_run.x.tolist() == [1]
     with pytest.warns(UserWarning, match="retry_failed=True"):
         assert scan.run(executor="serial", progress=False).progress.total == 0
     assert scan.run(executor="serial", progress=False, retry_failed=True).progress.done == 1

@@ -71,7 +71,7 @@ def test_recompute_runs_them_again_and_the_new_versions_are_read(tmp_path):
     _run(_model(tmp_path, "x"), store)
     edited = _model(tmp_path, "10 * x")
     scan = ns.Scan(edited, SPACE + ns.grid(x=[4.0]), store=store)
-    planned = scan.run(dry_run=True, stale="recompute")
+    planned = scan.plan(stale="recompute")
     assert len(planned.to_run) == 4 and planned.stale.count == 3 and planned.stored == 0
     progress = scan.run(executor="serial", progress=False, stale="recompute").progress
     assert progress.done == 4
