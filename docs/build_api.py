@@ -67,9 +67,12 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
                 "ipywidgets front ends: define, run, monitor and explore a scan.",
                 ["scan_app", "ScanApp", "builder", "SweepBuilder", "RunMonitor", "LivePlot",
                  "Explorer", "RefinePanel"]),
-    "errors": ("Errors and warnings", "What notebookscan raises and warns.",
-               ["NotebookscanError", "SpaceError", "ScanError", "StoreError",
-                "ExecutorError", "StoreWarning"]),
+    "errors": ("Errors and warnings",
+               "What notebookscan raises and warns: every error is a NotebookscanError "
+               "(the hierarchy is in notebookscan.errors).",
+               ["NotebookscanError", "ArgumentError", "ArgumentTypeError", "UnknownNameError",
+                "SpaceError", "ResultError", "StoreError", "StoreFormatError", "ScanError",
+                "ExecutorError", "WaitTimeout", "StoreWarning", "StaleResultsWarning"]),
 }
 MODULE_PAGE = {"space": "space", "keys": "space", "layout": "space", "scan": "scan",
                "events": "scan", "detached": "scan", "store": "store", "cluster": "cluster",

@@ -17,13 +17,19 @@ from importlib import metadata as _metadata
 from .cluster import ClusterHandle, connect, start_cluster
 from .detached import DetachedRun, attach
 from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
     ExecutorError,
     NotebookscanError,
+    ResultError,
     ScanError,
     SpaceError,
     StaleResultsWarning,
     StoreError,
+    StoreFormatError,
     StoreWarning,
+    UnknownNameError,
+    WaitTimeout,
 )
 from .events import Events
 from .keys import point_key, point_seed
@@ -39,6 +45,8 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "ClusterHandle",
     "DetachedRun",
     "Events",
@@ -46,6 +54,7 @@ __all__ = [
     "Layout",
     "NotebookscanError",
     "Plan",
+    "ResultError",
     "Scan",
     "ScanError",
     "ScanRun",
@@ -56,7 +65,10 @@ __all__ = [
     "StaleResultsWarning",
     "Store",
     "StoreError",
+    "StoreFormatError",
     "StoreWarning",
+    "UnknownNameError",
+    "WaitTimeout",
     "__version__",
     "attach",
     "compact",

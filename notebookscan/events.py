@@ -22,6 +22,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from .errors import ArgumentError
+
 __all__ = ["EVENTS", "Events"]
 
 EVENTS = ("started", "point_done", "point_failed", "progress", "flushed", "finished",
@@ -47,7 +49,7 @@ class Events:
     def on(self, name: str, callback: Callable[..., Any]) -> None:
         """Call ``callback(**fields)`` on every event ``name`` (raises for unknown names)."""
         if name not in EVENTS:
-            raise ValueError(f"unknown event {name!r}; the events are {', '.join(EVENTS)}")
+            raise ArgumentError(f"unknown event {name!r}; the events are {', '.join(EVENTS)}")
         self._subscribers[name].append(callback)
 
     def off(self, name: str, callback: Callable[..., Any]) -> None:

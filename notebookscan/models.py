@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .errors import ArgumentError
+
 __all__ = ["cellular_automaton", "firing_rate"]
 
 #: Euler time step of :func:`firing_rate`, in seconds (0.1 ms).
@@ -107,13 +109,13 @@ def firing_rate(k: float, tau: float = 0.01, n_neurons: int = 100, duration: flo
     k, tau, duration = float(k), float(tau), float(duration)
     n_neurons = int(n_neurons)
     if not k >= 0:
-        raise ValueError(f"k must be >= 0, got {k!r}")
+        raise ArgumentError(f"k must be >= 0, got {k!r}")
     if not tau > 2 * DT:
-        raise ValueError(f"tau must be > {2 * DT} s (twice the time step), got {tau!r}")
+        raise ArgumentError(f"tau must be > {2 * DT} s (twice the time step), got {tau!r}")
     if n_neurons < 1:
-        raise ValueError(f"n_neurons must be >= 1, got {n_neurons!r}")
+        raise ArgumentError(f"n_neurons must be >= 1, got {n_neurons!r}")
     if not duration >= TRACE_DT:
-        raise ValueError(f"duration must be >= {TRACE_DT} s, got {duration!r}")
+        raise ArgumentError(f"duration must be >= {TRACE_DT} s, got {duration!r}")
 
     rng = np.random.default_rng(seed)
     steps = round(duration / DT)
@@ -216,19 +218,19 @@ def cellular_automaton(rule: int, initial: str = "single", width: int = 101, ste
     """
     rule_number = int(rule)
     if rule_number != rule or not 0 <= rule_number <= 255:
-        raise ValueError(f"rule must be an integer from 0 to 255, got {rule!r}")
+        raise ArgumentError(f"rule must be an integer from 0 to 255, got {rule!r}")
     width, steps = int(width), int(steps)
     if width < 3:
-        raise ValueError(f"width must be >= 3 cells, got {width!r}")
+        raise ArgumentError(f"width must be >= 3 cells, got {width!r}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
+        raise ArgumentError(f"steps must be >= 1, got {steps!r}")
     pattern = np.zeros((steps, width), dtype=np.uint8)
     if initial == "single":
         pattern[0, width // 2] = 1
     elif initial == "random":
         pattern[0] = np.random.default_rng(seed).integers(0, 2, width, dtype=np.uint8)
     else:
-        raise ValueError(f"initial must be 'single' or 'random', got {initial!r}")
+        raise ArgumentError(f"initial must be 'single' or 'random', got {initial!r}")
     table = np.array([(rule_number >> i) & 1 for i in range(8)], dtype=np.uint8)
     for t in range(1, steps):
         row = pattern[t - 1]

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import ArgumentError
 from .results import DIM_SUFFIXES
 from .store.schema import KEY, STATUS, is_reserved
 
@@ -133,7 +134,7 @@ def _status(ds: xr.Dataset, template: xr.DataArray | None = None) -> xr.DataArra
     if STATUS in ds:
         return ds[STATUS].astype(str)
     if template is None:
-        raise ValueError("the Dataset has no 'ns_status' variable; pass a result variable")
+        raise ArgumentError("the Dataset has no 'ns_status' variable; pass a result variable")
     finite = template.notnull()
     extra = [d for d in template.dims if d not in parameters(ds)]
     if extra:
@@ -143,13 +144,13 @@ def _status(ds: xr.Dataset, template: xr.DataArray | None = None) -> xr.DataArra
 
 def _check_dims(ds: xr.Dataset, var: str, dims: Sequence[str | None]) -> xr.DataArray:
     if var not in ds:
-        raise ValueError(f"the Dataset has no variable {var!r}; its results are "
-                         f"{', '.join(result_variables(ds)) or 'none'}")
+        raise ArgumentError(f"the Dataset has no variable {var!r}; its results are "
+                            f"{', '.join(result_variables(ds)) or 'none'}")
     array = ds[var]
     for dim in dims:
         if dim is not None and dim not in array.dims:
-            raise ValueError(f"{var!r} has no dimension {dim!r}; its dimensions are "
-                             f"{', '.join(map(str, array.dims))}")
+            raise ArgumentError(f"{var!r} has no dimension {dim!r}; its dimensions are "
+                                f"{', '.join(map(str, array.dims))}")
     return array
 
 
@@ -185,12 +186,12 @@ def _leftover(array: xr.DataArray, keep: Sequence[str | None]) -> list[str]:
     return [str(d) for d in array.dims if d not in keep]
 
 
-def _explain_leftover(var: str, left: Sequence[str], array: xr.DataArray) -> ValueError:
+def _explain_leftover(var: str, left: Sequence[str], array: xr.DataArray) -> ArgumentError:
     hints = ", ".join(f"{d!r}: {array[d].values[0].tolist()!r}" if d in array.coords
                       else f"{d!r}: 0"
                       for d in left)
-    return ValueError(f"{var!r} still varies along {', '.join(map(repr, left))}; pick a value "
-                      f"with slice={{{hints}}}, average with over=[...], or use it as x/y")
+    return ArgumentError(f"{var!r} still varies along {', '.join(map(repr, left))}; pick a value "
+                         f"with slice={{{hints}}}, average with over=[...], or use it as x/y")
 
 
 def _coord_values(array: xr.DataArray, dim: str) -> tuple[np.ndarray, list[str] | None]:
@@ -492,12 +493,12 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
                     logy: bool, figsize: tuple[float, float] | None,
                     title: str | None) -> Figure:
     if var not in ds:
-        raise ValueError(f"the Dataset has no variable {var!r}; its results are "
-                         f"{', '.join(result_variables(ds)) or 'none'}")
+        raise ArgumentError(f"the Dataset has no variable {var!r}; its results are "
+                            f"{', '.join(result_variables(ds)) or 'none'}")
     for dim in (x, y):
         if dim is not None and dim not in ds.coords:
-            raise ValueError(f"{dim!r} is not a parameter of this Dataset; its parameters are "
-                             f"{', '.join(parameters(ds))}")
+            raise ArgumentError(f"{dim!r} is not a parameter of this Dataset; its parameters are "
+                                f"{', '.join(parameters(ds))}")
     array = ds[var]
     own = [d for d in array.dims if d != "point"]
     array = _select(array, {k: v for k, v in slice.items() if k in own})
@@ -574,8 +575,8 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
     'status: 2 done, 1 failed, 1 missing'
     """
     if STATUS not in ds:
-        raise ValueError("plot_status needs a Dataset with a 'status' variable, such as "
-                         "scan.results() or open_store(path)")
+        raise ArgumentError("plot_status needs a Dataset with a 'status' variable, such as "
+                            "scan.results() or open_store(path)")
     if _is_points(ds):
         grid = _try_grid(ds)
         if grid is None:
@@ -583,7 +584,7 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         ds = grid
     params = [p for p in parameters(ds) if p in ds[STATUS].dims]
     if not params:
-        raise ValueError("the Dataset's status has no parameter dimensions")
+        raise ArgumentError("the Dataset's status has no parameter dimensions")
     if x is None and y is None and len(params) > 1:
         x, y = params[0], params[1]
     x = x or params[0]
@@ -591,8 +592,8 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
                                                 if k not in (x, y)})
     for dim in (x, y):
         if dim is not None and dim not in status.dims:
-            raise ValueError(f"{dim!r} is not a parameter of this Dataset; its parameters "
-                             f"are {', '.join(params)}")
+            raise ArgumentError(f"{dim!r} is not a parameter of this Dataset; its parameters "
+                                f"are {', '.join(params)}")
     counts = {s: (status == s) for s in ("done", "failed", "missing", "excluded")}
     totals = {s: int(c.sum()) for s, c in counts.items()}
     fig = _figure(figsize)

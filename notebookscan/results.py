@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ResultError
 from .keys import INT_MAX, INT_MIN, text_problem
 
 __all__ = ["ResultError", "Value", "derived_names", "name_problem", "normalize_result"]
@@ -40,10 +41,6 @@ ALLOWED_NAMES = (
     f"a space, and be at most {MAX_NAME_BYTES} bytes in UTF-8 (including the "
     f"'{DIM_SUFFIXES[0]}' the store appends to dim names)"
 )
-
-
-class ResultError(TypeError):
-    """A function returned something the store cannot keep (the point is recorded as failed)."""
 
 
 @dataclass(frozen=True, slots=True)

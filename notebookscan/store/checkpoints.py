@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError, StoreWarning
+from ..errors import ResultError, StoreError, StoreWarning
 from .files import set_aside
 from .schema import CHECKPOINTS_DIR, SEGMENTS_DIR
 from .shards import fsync_directory, hdf5_lock
@@ -74,8 +74,12 @@ META_FILE = "checkpoint.json"
 FILES_DIR = "files"
 
 
-class StateError(ValueError):
-    """A state (or a file handed over with it) cannot be kept in a checkpoint."""
+class StateError(ResultError, ValueError):
+    """A state (or a file handed over with it) cannot be kept in a checkpoint.
+
+    A :class:`~notebookscan.errors.ResultError` (the link is recorded as failed) and, as
+    before, a ``ValueError``.
+    """
 
 
 # ---------------------------------------------------------------------- encoding

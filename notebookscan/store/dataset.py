@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import ArgumentError, StoreError, StoreFormatError
 from ..keys import canonical_token
 from . import ragged
 from .scanned import covered_cells, records_for_runs
@@ -175,7 +175,7 @@ def _read_rows_into(path: str, names: Sequence[str], src: np.ndarray, cells: np.
             netCDF4.set_chunk_cache(*saved)
 
 
-class _Gone(Exception):
+class _Gone(StoreError):
     """A shard vanished between two reads of one load (compaction): load again."""
 
 
@@ -403,7 +403,8 @@ def _grid_dataset(table: Table, dims: Sequence[str],
     flat = np.ravel_multi_index(positions, shape) if len(table) else np.array([], dtype=int)
     size = int(np.prod(shape))
     if len(set(flat.tolist())) != len(flat):
-        raise ValueError("points do not form a grid: two points share a cell")
+        raise StoreFormatError("the stored points do not form the grid the store's layout "
+                               "says: two points share a cell")
     data_vars = {}
     complete = len(flat) == size  # every cell has a point: no NaN needed, dtypes stay
     # rows sorted by parameters are already in grid order (the usual case): no copy
@@ -720,8 +721,9 @@ def _direct_results(metas: Sequence[Mapping[str, tuple[Any, ...]]]) -> set[str]:
 def to_grid(ds: Any, dims: Sequence[str] | None = None) -> Any:
     """Reshape a ``point``-layout Dataset into one dimension per parameter.
 
-    Cells with no point become NaN (``ns_status == "missing"``). Raises ``ValueError``
-    when two points fall into the same cell (the parameters do not form a grid).
+    Cells with no point become NaN (``ns_status == "missing"``). Raises
+    :class:`~notebookscan.errors.ArgumentError` (a ``ValueError``) when two points fall
+    into the same cell (the parameters do not form a grid).
 
     Examples
     --------
@@ -740,11 +742,11 @@ def to_grid(ds: Any, dims: Sequence[str] | None = None) -> Any:
     if len(dims) == 1:  # one parameter: no MultiIndex to unstack, just rename the dim
         out = ds.swap_dims({"point": dims[0]})
         if not out.indexes[dims[0]].is_unique:
-            raise ValueError(f"the points do not form a grid over {dims}: values repeat")
+            raise ArgumentError(f"the points do not form a grid over {dims}: values repeat")
         return out.sortby(dims[0])
     index = ds.set_index(point=dims)
     if not index.indexes["point"].is_unique:
-        raise ValueError(
+        raise ArgumentError(
             f"the points do not form a grid over {dims}: some share all of these values. "
             "Add the parameter that tells them apart to dims."
         )

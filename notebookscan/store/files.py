@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreFormatError
 
 __all__ = [
     "ForeignFile",
@@ -54,8 +54,11 @@ JSON_MAX_DEPTH = 64  # nesting a store's JSON may have (ours is 3 deep)
 JSON_MAX_BYTES = 16 * 2**20  # metadata or provenance text larger than this is refused
 
 
-class ForeignFile(OSError):
-    """A store path that is not a regular file (a link, FIFO, device or directory)."""
+class ForeignFile(StoreError, OSError):
+    """A store path that is not a regular file (a link, FIFO, device or directory).
+
+    Also an ``OSError`` (with ``errno`` and ``filename``), as opening it would raise.
+    """
 
 
 def _kind(mode: int) -> str:
@@ -226,13 +229,14 @@ def read_json(path: str, max_bytes: int = JSON_MAX_BYTES) -> Any:
     """Parse the regular file ``path`` as JSON, in bounded time and memory.
 
     Raises ``FileNotFoundError`` when absent, :class:`ForeignFile` for a link, FIFO or
-    directory, ``ValueError`` for text that is not JSON, too large or too deeply nested.
+    directory, ``ValueError`` for text that is not JSON (a :class:`StoreFormatError` when
+    too large or too deeply nested).
     """
     fd = open_regular(path)
     try:
         size = os.fstat(fd).st_size
         if size > max_bytes:
-            raise ValueError(f"it holds {size} bytes, more than the {max_bytes} allowed")
+            raise StoreFormatError(f"it holds {size} bytes, more than the {max_bytes} allowed")
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(max_bytes + 1)
     finally:
@@ -269,7 +273,7 @@ def parse_json(text: str, max_bytes: int = JSON_MAX_BYTES) -> Any:
     """``json.loads`` that refuses text too large or nested too deeply (``ValueError``)."""
     problem = json_nesting_problem(text, max_bytes)
     if problem:
-        raise ValueError(problem)
+        raise StoreFormatError(problem)
     return json.loads(text)
 
 

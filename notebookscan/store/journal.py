@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import StoreError, StoreWarning
+from ..errors import StoreError, StoreFormatError, StoreWarning
 from .files import pid_alive, set_aside
 from .schema import JOURNAL
 from .shards import ShardData, _clean, fsync_directory, new_shard_name
@@ -76,11 +76,11 @@ MAX_DIMS = 32
 _OPEN: set[str] = set()
 
 
-class JournalUnsupported(ValueError):
+class JournalUnsupported(StoreError, ValueError):
     """A column the journal cannot hold as plain data (the loop writes a shard instead)."""
 
 
-class JournalCorrupt(ValueError):
+class JournalCorrupt(StoreFormatError):
     """A record whose digest matches but whose content is not a journal record."""
 
 

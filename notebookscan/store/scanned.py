@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError, StoreWarning
+from ..errors import StoreError, StoreFormatError, StoreWarning
 from ..keys import canonical_token
 from .schema import SCANNED
 
@@ -146,40 +146,40 @@ def _decode(rid: str, text: bytes) -> dict[str, Any]:
     """A record checked for shape and size; raises ValueError when it is not one."""
     record = json.loads(text)
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise ValueError("not a scan record of a known format")
+        raise StoreFormatError("not a scan record of a known format")
     dims, axes = record.get("dims"), record.get("axes")
     if (not isinstance(dims, list) or not isinstance(axes, dict)
             or sorted(map(str, dims)) != sorted(map(str, axes))):
-        raise ValueError("its dims and axes do not match")
+        raise StoreFormatError("its dims and axes do not match")
     for dim in dims:
         values = axes[dim]
         if not isinstance(values, list) or not all(
                 type(v) in (int, float, str, bool) for v in values):
-            raise ValueError(f"the values of {dim!r} are not a list of scalars")
+            raise StoreFormatError(f"the values of {dim!r} are not a list of scalars")
     shape = tuple(len(axes[d]) for d in dims)
     cells, points = math.prod(shape), record.get("points")
     if type(points) is not int or points < 0:
-        raise ValueError("its point count is not a whole number")
+        raise StoreFormatError("its point count is not a whole number")
     if record.get("encoding") == "mask":
         if cells > MAX_MASK_CELLS:
-            raise ValueError(f"its mask has {cells} cells, more than {MAX_MASK_CELLS}")
+            raise StoreFormatError(f"its mask has {cells} cells, more than {MAX_MASK_CELLS}")
         expected = (cells + 7) // 8
     elif record.get("encoding") == "cells":
         expected = 4 * len(dims) * points
     else:
-        raise ValueError("unknown encoding")
+        raise StoreFormatError("unknown encoding")
     inflate = zlib.decompressobj()
     raw = inflate.decompress(base64.b64decode(str(record.get("data", "")), validate=True),
                              expected + 1)
     if len(raw) != expected or inflate.unconsumed_tail:
-        raise ValueError("its data does not have the size its axes give")
+        raise StoreFormatError("its data does not have the size its axes give")
     if record["encoding"] == "mask":
         record["_cells"] = np.unpackbits(np.frombuffer(raw, np.uint8), count=cells)\
             .astype(bool).reshape(shape)
     else:
         index = np.frombuffer(raw, "<u4").reshape(len(dims), points)
         if points and any(int(index[i].max()) >= shape[i] for i in range(len(dims))):
-            raise ValueError("a cell index lies outside its axes")
+            raise StoreFormatError("a cell index lies outside its axes")
         record["_cells"] = index
     record["_id"] = rid
     return record
@@ -200,7 +200,7 @@ def read_records(store_path: str) -> dict[str, dict[str, Any]]:
         text = _read_regular(os.path.join(directory, name))
         try:
             if text is None:
-                raise ValueError("it is not a regular file of at most 64 MiB")
+                raise StoreFormatError("it is not a regular file of at most 64 MiB")
             records[rid] = _decode(rid, text)
         except (ValueError, TypeError, zlib.error, KeyError) as exc:
             warnings.warn(f"scan record {SCANNED}/{name} of the store {store_path} cannot be "

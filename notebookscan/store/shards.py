@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import StoreError, StoreFormatError
 from ..keys import key_array, legacy_key_array
 from ..results import Value
 from .files import json_nesting_problem, open_regular
@@ -116,7 +117,7 @@ COLUMN_COMPRESS_MIN = 256  # points from which 1-D columns are zlib-compressed
 ROWS_DIRECT = 2**16  # per-point arrays this big are written row by row, never stacked
 
 
-class ShardVanished(Exception):
+class ShardVanished(StoreError):
     """A shard disappeared while being read (compacted away): restart the read."""
 
 
@@ -776,7 +777,7 @@ def _read_var(var: Any, text_as_bytes: bool = False) -> np.ndarray:
     return data
 
 
-class MalformedShard(ValueError):
+class MalformedShard(StoreFormatError):
     """A file named like a shard whose content breaks the shard format (the reason)."""
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import traitlets as t
 
-from ..errors import NotebookscanError
+from ..errors import ArgumentError, NotebookscanError, UnknownNameError
 from ..space import PASSED_IF_ACCEPTED, Space, axis_from_description, grid, sample, trials, zip_
 from ..store import Store
 
@@ -49,7 +49,7 @@ def _round(value: float) -> float:
 
 
 def parse_scalar(text: str, kind: str) -> Any:
-    """One value of ``kind`` from text, or ``ValueError`` with a readable message.
+    """One value of ``kind`` from text, or an ``ArgumentError`` with a readable message.
 
     Examples
     --------
@@ -58,18 +58,18 @@ def parse_scalar(text: str, kind: str) -> Any:
     >>> parse_scalar("x", "float")
     Traceback (most recent call last):
     ...
-    ValueError: 'x' is not a number
+    notebookscan.errors.ArgumentError: 'x' is not a number
     """
     text = text.strip()
     if not text:
-        raise ValueError("enter a value")
+        raise ArgumentError("enter a value")
     if kind == "float":
         try:
             value = float(text)
         except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
+            raise ArgumentError(f"{text!r} is not a number") from None
         if not math.isfinite(value):
-            raise ValueError(f"{text!r} is not a finite number")
+            raise ArgumentError(f"{text!r} is not a finite number")
         return value
     if kind == "int":
         try:
@@ -78,17 +78,17 @@ def parse_scalar(text: str, kind: str) -> Any:
             try:
                 as_float = float(text)
             except ValueError:
-                raise ValueError(f"{text!r} is not a whole number") from None
+                raise ArgumentError(f"{text!r} is not a whole number") from None
             if as_float.is_integer():
                 return int(as_float)
-            raise ValueError(f"{text!r} is not a whole number") from None
+            raise ArgumentError(f"{text!r} is not a whole number") from None
     if kind == "bool":
         lowered = text.lower()
         if lowered in ("true", "yes", "1", "on"):
             return True
         if lowered in ("false", "no", "0", "off"):
             return False
-        raise ValueError(f"{text!r} is not True or False")
+        raise ArgumentError(f"{text!r} is not True or False")
     return text.strip("'\"")
 
 
@@ -105,12 +105,12 @@ def parse_list(text: str, kind: str) -> tuple[Any, ...]:
     separator = r"[,;]" if kind == "str" else r"[,;\s]+"
     parts = [p.strip() for p in re.split(separator, text) if p.strip()]
     if not parts:
-        raise ValueError("enter one or more values separated by commas")
+        raise ArgumentError("enter one or more values separated by commas")
     values = tuple(parse_scalar(p, kind) for p in parts)
     seen: set[Any] = set()
     for value in values:
         if value in seen:
-            raise ValueError(f"{value!r} is listed twice")
+            raise ArgumentError(f"{value!r} is listed twice")
         seen.add(value)
     return values
 
@@ -145,7 +145,7 @@ class Exclusion:
     >>> Exclusion("amp >> 2", names=("amp",))
     Traceback (most recent call last):
     ...
-    ValueError: rule 'amp >> 2': only comparisons (== != < <= > >=) joined by and/or/not ...
+    notebookscan.errors.ArgumentError: rule 'amp >> 2': only comparisons ...
     """
 
     def __init__(self, text: str, names: Sequence[str]) -> None:
@@ -165,8 +165,8 @@ class Exclusion:
             return None
 
     def _parse(self, rule: str) -> ast.AST:
-        def fail(what: str) -> ValueError:
-            return ValueError(f"rule {rule!r}: {what}")
+        def fail(what: str) -> ArgumentError:
+            return ArgumentError(f"rule {rule!r}: {what}")
 
         try:
             tree = ast.parse(rule, mode="eval").body
@@ -301,7 +301,7 @@ class ParameterSpec(t.HasTraits):
     def _check(self) -> None:
         try:
             if self.mode not in KIND_MODES[self.kind]:
-                raise ValueError(f"a {self.kind} parameter cannot be {MODE_LABELS[self.mode]}")
+                raise ArgumentError(f"a {self.kind} parameter cannot be {MODE_LABELS[self.mode]}")
             axis, bounds = self._compute()
             error = ""
         except ValueError as exc:
@@ -319,17 +319,17 @@ class ParameterSpec(t.HasTraits):
             return parse_list(self.values, kind), None
         low, high, count = self.low, self.high, self.count
         if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError("min and max must be finite numbers")
+            raise ArgumentError("min and max must be finite numbers")
         if not low < high:
-            raise ValueError("min must be below max")
+            raise ArgumentError("min must be below max")
         if mode == "random":
             return None, (low, high)
         if count < 1:
-            raise ValueError("count must be at least 1")
+            raise ArgumentError("count must be at least 1")
         if count > 1_000_000:
-            raise ValueError("count must be at most 1,000,000")
+            raise ArgumentError("count must be at most 1,000,000")
         if mode == "log" and low <= 0:
-            raise ValueError("a log range needs min > 0")
+            raise ArgumentError("a log range needs min > 0")
         raw = np.geomspace(low, high, count) if mode == "log" else np.linspace(low, high, count)
         if count == 1:
             raw = np.array([low])
@@ -465,8 +465,8 @@ class SweepSpec(t.HasTraits):
         for spec in self.parameters:
             if spec.name == name:
                 return spec
-        raise KeyError(f"no parameter {name!r}; the parameters are "
-                       f"{', '.join(p.name for p in self.parameters)}")
+        raise UnknownNameError(f"no parameter {name!r}; the parameters are "
+                               f"{', '.join(p.name for p in self.parameters)}")
 
     def _on_parameter(self, change: Any) -> None:
         if self.base_space is not None and change["name"] == "axis":

@@ -17,6 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..scan import Scan
 from ..space import Space
 from ..store import Store
@@ -147,7 +148,7 @@ class SweepBuilder(w.VBox):
     def __init__(self, function: Callable[..., Any], store: str | os.PathLike[str] | None = None,
                  *, space: Space | None = None, workers: int | None = None) -> None:
         if not callable(function):
-            raise TypeError(f"SweepBuilder needs the function to scan, got {function!r}")
+            raise ArgumentTypeError(f"SweepBuilder needs the function to scan, got {function!r}")
         self.function = function
         default_store = os.path.join("results", getattr(function, "__name__", "scan"))
         self.spec = SweepSpec.for_function(
@@ -320,12 +321,12 @@ class SweepBuilder(w.VBox):
 
         Raises
         ------
-        ValueError
+        ArgumentError
             When the form has an error (the message says which field).
         """
         space = self.spec.space
         if space is None:
-            raise ValueError(f"the form has an error: {self.spec.error or 'no space'}")
+            raise ArgumentError(f"the form has an error: {self.spec.error or 'no space'}")
         scan = self._scan
         if (scan is None or not _same_space(getattr(self, "_scan_space", None), space) or
                 os.path.abspath(self.spec.store) != scan.store.path):

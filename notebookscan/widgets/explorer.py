@@ -18,7 +18,7 @@ import ipywidgets as w
 import numpy as np
 import traitlets as t
 
-from ..errors import NotebookscanError
+from ..errors import ArgumentError, NotebookscanError
 from ..plotting import _try_grid, parameters, plot_result, plot_status, result_variables
 from ..scan import Scan
 from ..store import open_store
@@ -470,7 +470,7 @@ class RefinePanel(w.VBox):
         self._check()
 
     def refinement(self) -> dict[str, Any]:
-        """The ``scan.refine(**axes)`` arguments the form describes (may raise ValueError)."""
+        """The ``scan.refine(**axes)`` arguments the form describes (may raise ArgumentError)."""
         axes: dict[str, Any] = {}
         for name, row in self.axes.items():
             if not row["use"].value:
@@ -478,9 +478,9 @@ class RefinePanel(w.VBox):
             low, high = row["span"].value
             count, scale = row["count"].value, row["scale"].value
             if count > 1 and not low < high:
-                raise ValueError(f"{name}: choose a range with min below max")
+                raise ArgumentError(f"{name}: choose a range with min below max")
             if scale == "log" and low <= 0:
-                raise ValueError(f"{name}: a log range needs min > 0")
+                raise ArgumentError(f"{name}: a log range needs min > 0")
             values = (np.geomspace(low, high, count) if scale == "log"
                       else np.linspace(low, high, count))
             if row["integer"]:

@@ -22,7 +22,7 @@ from typing import Any
 import ipywidgets as w
 import traitlets as t
 
-from ..errors import NotebookscanError
+from ..errors import ArgumentTypeError, NotebookscanError, WaitTimeout
 from ..executors import resolve_executor
 from ..scan import Scan, ScanRun
 from ._ui import (
@@ -126,7 +126,7 @@ class RunMonitor(w.VBox):
                  scan_factory: Callable[[], Scan] | None = None,
                  executor: Any = "local") -> None:
         if scan is None and scan_factory is None:
-            raise TypeError("RunMonitor needs a scan (or a scan_factory that makes one)")
+            raise ArgumentTypeError("RunMonitor needs a scan (or a scan_factory that makes one)")
         self._factory = scan_factory if scan_factory is not None else (lambda: scan)
         self.scan: Scan | None = scan
         self.run_handle: ScanRun | None = None
@@ -408,15 +408,19 @@ class RunMonitor(w.VBox):
         """Block until the current run has ended and the display is updated (for scripts
         and tests; in a notebook, use ``await monitor.run_handle``).
 
-        Returns the run's :class:`~notebookscan.loop.Progress`."""
+        Returns the run's :class:`~notebookscan.loop.Progress`; raises
+        :class:`~notebookscan.errors.WaitTimeout` (a ``TimeoutError``) after ``timeout``
+        seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.state == "starting":
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError("the run did not start in time")
+                raise WaitTimeout(f"the run did not start within {timeout:g} s; call wait() "
+                                  "again, or stop()")
             time.sleep(0.01)
         if not self._ended.wait(timeout if deadline is None else
                                 max(0.0, deadline - time.monotonic())):
-            raise TimeoutError("the run did not end in time")
+            raise WaitTimeout(f"the run did not end within {timeout:g} s; it goes on: call "
+                              "wait() again, or stop()")
         return None if self.run_handle is None else self.run_handle.progress
 
     # ------------------------------------------------------------------ display
