@@ -936,7 +936,7 @@ def scale_section(doc, figdir, md_dir):
               "keys": "`space.keys()` (every point's key)",
               "seeds": "`space.seeds()`",
               "scan": "`ns.Scan(fn, space, store)`",
-              "dry_run": "`scan.run(dry_run=True)` (skip-done check against the store)",
+              "dry_run": "`scan.plan()` (skip-done check against the store)",
               "status": "`scan.status()` afterwards (keys cached)"}
     rows = [[labels[k], fmt_s(med[k])] for k in labels if k in med]
     rows.append(["**grid + keys + seeds + Scan + dry run**", f"**{fmt_s(total)}**"])

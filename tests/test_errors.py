@@ -164,6 +164,45 @@ def _raises(tree: ast.Module):
     yield from walk(tree, None)
 
 
+def _raised(exc: ast.expr, function: ast.AST | None) -> list[ast.expr]:
+    """The expressions that make what ``raise exc`` raises: both arms of ``a if c else b``,
+    and for a local name the calls assigned to it in the function (``err = X(...)``)."""
+    if isinstance(exc, ast.IfExp):
+        return _raised(exc.body, function) + _raised(exc.orelse, function)
+    if isinstance(exc, ast.Name) and function is not None:
+        made = [node.value for node in ast.walk(function)
+                if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+                and any(isinstance(t, ast.Name) and t.id == exc.id
+                        for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+                and isinstance(node.value, (ast.Call, ast.IfExp))]
+        if made:
+            return [e for value in made for e in _raised(value, function)]
+    return [exc]
+
+
+def _check(rel: str, line: int, exc: ast.expr, function: ast.AST | None,
+           resolve: _Resolver, raise_node: ast.Raise) -> Offence | None:
+    func = exc.func if isinstance(exc, ast.Call) else exc
+    try:
+        cls = resolve.raised_class(func)
+    except LookupError as why:
+        if not isinstance(exc, ast.Call):
+            return None  # raise exc: a caught exception (a local name), re-raised
+        return Offence(rel, line, f"cannot tell what it raises: {why}")
+    if not inspect.isclass(cls) or not issubclass(cls, BaseException):
+        if isinstance(exc, ast.Call):
+            return Offence(rel, line, f"raises {cls!r}, not an exception class")
+        return None
+    if issubclass(cls, NotebookscanError):
+        return None
+    where, _ = PASS_THROUGH.get(cls, (frozenset(), ""))
+    if cls in PASS_THROUGH and (where is None or getattr(function, "name", "") in where) and (
+            cls is not NotImplementedError or _is_abstract_body(function, raise_node)):
+        return None
+    return Offence(rel, line, f"raises {cls.__module__}.{cls.__qualname__}, "
+                   "not a NotebookscanError")
+
+
 def offences(rel: str, path: Path, module: str | None = None) -> list[Offence]:
     """The raises in ``path`` (module ``module``, default: its notebookscan name) that break
     the rule."""
@@ -173,27 +212,11 @@ def offences(rel: str, path: Path, module: str | None = None) -> list[Offence]:
     for node, function in _raises(tree):
         if node.exc is None:
             continue  # bare re-raise
-        func = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
-        try:
-            cls = resolve.raised_class(func)
-        except LookupError as exc:
-            if not isinstance(node.exc, ast.Call):
-                continue  # raise exc: a caught exception (a local name), re-raised
-            out.append(Offence(rel, node.lineno, f"cannot tell what it raises: {exc}"))
-            continue
-        if not inspect.isclass(cls) or not issubclass(cls, BaseException):
-            if isinstance(node.exc, ast.Call):
-                out.append(Offence(rel, node.lineno, f"raises {cls!r}, not an exception class"))
-            continue
-        if issubclass(cls, NotebookscanError):
-            continue
-        where, _ = PASS_THROUGH.get(cls, (frozenset(), ""))
-        name = getattr(function, "name", "")
-        if cls in PASS_THROUGH and (where is None or name in where) and (
-                cls is not NotImplementedError or _is_abstract_body(function, node)):
-            continue
-        out.append(Offence(rel, node.lineno, f"raises {cls.__module__}.{cls.__qualname__}, "
-                           "not a NotebookscanError"))
+        for exc in _raised(node.exc, function):
+            offence = _check(rel, node.lineno, exc, function, resolve, node)
+            if offence is not None:
+                out.append(offence)
+                break  # one line, one report
     return out
 
 
@@ -289,6 +312,18 @@ class Shape:
 
 def typed(text):
     raise argparse.ArgumentTypeError("fine: argparse's protocol")
+
+
+def either(flag):
+    raise ScanError("fine") if flag else KeyError("refused: one arm is a builtin")
+
+
+def kept(flag):
+    error = ValueError("made first")
+    if flag:
+        raise error  # refused: made here, not caught
+    problem = ScanError("fine")
+    raise problem
 '''
 
 
