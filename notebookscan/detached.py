@@ -236,8 +236,8 @@ class DetachedRun:
             elif status.get("state") in ACTIVE:
                 progress.error = ScanError(
                     f"the detached run {self.run_id} ended without a final status (its "
-                    "process was killed?); see its log(). Everything it wrote is in the "
-                    "store: run the scan again to compute the rest")
+                    "process was killed?). Everything it wrote is in the store: run the scan "
+                    f"again to compute the rest. The end of its log: {_tail(self._fd)}")
         return progress
 
     def _result(self) -> Progress:
@@ -390,6 +390,9 @@ def _launch(dir_fd: int, run_id: str, spec: bytes) -> None:
     finally:
         os.close(log_fd)
         os.close(ready_w)
+    # reaps the runner when it ends (no zombie in a long-lived kernel)
+    threading.Thread(target=process.wait, name="notebookscan-detached-reaper",
+                     daemon=True).start()
     try:
         readable, _, _ = select.select([ready_r], [], [], READY_TIMEOUT)
         ready = os.read(ready_r, 1) if readable else b""
