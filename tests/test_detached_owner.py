@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pickle
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,13 +173,34 @@ def test_a_planted_status_with_a_live_pid_does_not_make_wait_hang(tmp_path):
 
 def test_attach_picks_the_newest_run_by_ordinal_not_by_clock(tmp_path, monkeypatch):
     scan = ns.Scan(_slow_function(), ns.grid(x=range(2)), store=tmp_path / "s")
-    first = scan.run(executor="serial", detach=True)
-    first.wait(timeout=60)
-    # the clock (and the time zone) jumps back an hour, as when summer time ends
-    real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() - 3600)
-    monkeypatch.setattr(time, "localtime", lambda t=None: time.gmtime(real() - 7200))
-    second = scan.refine(x=[5, 6]).run(executor="serial", detach=True, stale="reuse")
-    assert ns.attach(tmp_path / "s").run_id == second.run_id != first.run_id
-    assert ns.attach(tmp_path / "s", first.run_id).run_id == first.run_id
-    second.wait(timeout=60)
+    try:
+        # the first run two hours ahead; then the time zone changes (a flight, summer
+        # time ending): local clock time goes back
+        monkeypatch.setenv("TZ", "UTC-2")
+        time.tzset()
+        first = scan.run(executor="serial", detach=True)
+        first.wait(timeout=60)
+        monkeypatch.setenv("TZ", "UTC")
+        time.tzset()
+        second = scan.refine(x=[5, 6]).run(executor="serial", detach=True, stale="reuse")
+        assert ns.attach(tmp_path / "s").run_id == second.run_id != first.run_id
+        assert ns.attach(tmp_path / "s", first.run_id).run_id == first.run_id
+        assert second.wait(timeout=60).done == 2
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_sigterm_to_the_runner_stops_the_run_keeping_every_finished_point(tmp_path):
+    scan = ns.Scan(_slow_function(), ns.grid(x=range(200)), store=tmp_path / "s")
+    run = scan.run(executor="serial", detach=True, flush_interval=0.2)
+    deadline = time.monotonic() + 60
+    while run.progress.done < 3:
+        assert time.monotonic() < deadline and not run.done(), run.log()
+        time.sleep(0.1)
+    with open(os.path.join(run.directory, "status.json")) as f:
+        pid = json.load(f)["pid"]
+    os.kill(pid, signal.SIGTERM)
+    progress = run.wait(timeout=60)
+    assert progress.stopped and 3 <= progress.done < 200, run.log()
+    assert scan.run(dry_run=True).stored == progress.done
