@@ -137,12 +137,13 @@ def test_ctrl_c_twice_in_quick_succession_leaves_no_traceback_and_no_processes(
 
 def test_sigterm_before_the_run_starts_exits_143(workdir: Path) -> None:
     # a function whose import takes a while: the signal arrives before any point runs
-    (workdir / "slowimport.py").write_text("import time\ntime.sleep(30)\n"
-                                           "def f(x: int):\n    return x\n")
+    (workdir / "slowimport.py").write_text(
+        "import sys, time\nprint('importing', file=sys.stderr, flush=True)\ntime.sleep(30)\n"
+        "def f(x: int):\n    return x\n")
     proc = subprocess.Popen([*COMMAND, "run", "slowimport.py:f", "--store", "s", "--axis",
                              "x=1,2", "--executor", "serial"], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    assert proc.stderr.readline().strip() == "importing"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, (out, err)
