@@ -175,8 +175,8 @@ config file (TOML; YAML with the same keys if PyYAML is installed):
 exit codes: 0 every point done (with --detach: the run started); 1 some points failed
 (see `notebookscan status`); 2 bad arguments; 130 interrupted (Ctrl-C); 143 terminated
 (SIGTERM: kill, scancel, a Slurm time limit). Ctrl-C or SIGTERM stops the scan keeping
-every finished point and stops the engines it started; a second one stops waiting for
-the points that were running.
+every finished point and stops the engines it started; a second one never cuts that
+short.
 """
 
 ATTACH_EXAMPLES = """\
