@@ -820,15 +820,15 @@ scan_b.run(detach=True,
            executor={"profile_dir": cluster.profile_dir, "cluster_id": cluster.cluster_id})
 
 # %% [markdown]
-Any process that can read the store, for instance a new kernel after the notebook was
-closed, attaches to the run with the store's path alone, and can watch it, stop it
-(`stop()`) or wait for it:
+Any process of the user who started it, for instance a new kernel after the notebook was
+closed, attaches to the run with the store's path alone. The handle is the one
+`scan.run()` returns: `progress`, `stop()`, `wait()`, `done()`, or `await` it:
 
 # %% tags=["detached"]
 detached = ns.attach("results/05-machine-b")
-print(detached.status()["state"])
+print(detached.run_id, detached.progress)
 final = await detached
-print({key: final[key] for key in ("state", "done", "failed", "total")})
+print(final)
 
 # %% [markdown]
 ## 4. Two machines, one result

@@ -1,12 +1,20 @@
 """The ``notebookscan`` command line: headless scans and store maintenance.
 
-Subcommands: ``run`` (scan a function over a grid of parameters), ``status``, ``merge``,
-``compact``, ``verify``, ``export`` and ``demo``. ``notebookscan --help`` and
+Subcommands: ``run`` (scan a function over a grid of parameters, here or ``--detach``ed),
+``attach``/``watch`` and ``stop`` (a detached run), ``status``, ``merge``, ``compact``,
+``verify``, ``export`` and ``demo``. ``notebookscan --help`` and
 ``notebookscan <command> --help`` show examples; ``docs/cli.md`` is the reference.
 
 Exit codes: 0 success; 1 the scan recorded failed points, ``verify`` found corrupt
 shards, or the work could not be done (an executor did not start, …); 2 bad arguments
-(the message names the argument and how to fix it); 130 interrupted.
+(the message names the argument and how to fix it); 3 the detached run that ``attach``
+followed was stopped before every point ran; 130 interrupted (Ctrl-C, SIGINT); 143
+terminated (SIGTERM: ``kill``, ``scancel``, a Slurm time limit, ``timeout``).
+
+SIGINT and SIGTERM during ``run`` stop the scan as one Ctrl-C does: points running are
+cancelled (they run again next time), every finished point is written to the store, the
+engines the command started are stopped, and stderr says so. Further signals while it
+stops only say that it is stopping: the final write and the clean-up are never cut.
 
 Heavy modules (numpy, xarray, the store) are imported only by the command that needs
 them, so ``--help`` answers at once.
@@ -23,7 +31,9 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -33,12 +43,15 @@ from typing import Any, NoReturn
 from .errors import NotebookscanError
 from .stale import STALE_CHOICES
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED", "EXIT_TERMINATED",
+           "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_STOPPED = 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 PROG = "notebookscan"
 EXECUTORS = ("local", "processes", "serial")
@@ -84,6 +97,27 @@ def _terminal_width() -> int:
         return 100
 
 
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; e.g. 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds; e.g. 600") \
+            from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -110,6 +144,15 @@ examples:
   # on a running cluster (`ipcluster start -n 64 --profile=hpc --cluster-id=scan`)
   notebookscan run model.py:simulate --config scan.toml --profile hpc --cluster-id scan
 
+  # engines still queued by Slurm: start with none, let them join (or wait 10 minutes)
+  notebookscan run model.py:simulate --config scan.toml --profile hpc --min-engines 0
+  notebookscan run model.py:simulate --config scan.toml --profile hpc --engine-timeout 600
+
+  # in the background, outliving this shell; follow it, stop it
+  notebookscan run model.py:simulate --config scan.toml --detach
+  notebookscan attach results/sim
+  notebookscan stop results/sim
+
 axes:
   NAME=START:STOP:NUM   NUM evenly spaced values from START to STOP (both included);
                         with --log-axis, spaced evenly on a log scale
@@ -129,8 +172,30 @@ config file (TOML; YAML with the same keys if PyYAML is installed):
   stale.
   Command-line options override the file; --axis NAME overrides the file's NAME.
 
-exit codes: 0 every point done; 1 some points failed (see `notebookscan status`);
-2 bad arguments.
+exit codes: 0 every point done (with --detach: the run started); 1 some points failed
+(see `notebookscan status`); 2 bad arguments; 130 interrupted (Ctrl-C); 143 terminated
+(SIGTERM: kill, scancel, a Slurm time limit). Ctrl-C or SIGTERM stops the scan keeping
+every finished point and stops the engines it started; a second one never cuts that
+short.
+"""
+
+ATTACH_EXAMPLES = """\
+examples:
+  notebookscan attach results/rates              # the newest detached run you started
+  notebookscan watch results/rates --run 3-1a2b3c
+
+Shows the run's progress until it ends. Ctrl-C stops watching, not the run.
+exit codes: 0 every point done; 1 some points failed, or the run failed or was killed;
+3 the run was stopped before every point ran (run again to resume); 130/143 stopped
+watching (the run goes on).
+"""
+
+STOP_EXAMPLES = """\
+examples:
+  notebookscan stop results/rates          # points running now finish first
+  notebookscan stop results/rates --now    # cancel them too (they run next time)
+
+Every finished point is kept; `notebookscan run` later resumes with what is left.
 """
 
 STATUS_EXAMPLES = """\
@@ -200,7 +265,8 @@ examples:
   notebookscan export results/rates rates.csv
 
 Run `notebookscan <command> --help` for each command's options and examples.
-exit codes: 0 ok; 1 failed points or corrupt shards; 2 bad arguments.
+exit codes: 0 ok; 1 failed points or corrupt shards; 2 bad arguments; 3 a detached run
+was stopped; 130 interrupted; 143 terminated (SIGTERM).
 """
 
 
@@ -219,6 +285,12 @@ def _add_executor_options(p: argparse.ArgumentParser, *, cluster: bool) -> None:
                            help="the cluster id of that cluster (see `ipcluster list`)")
         group.add_argument("--connection-file", default=None, metavar="F",
                            help="the controller's ipcontroller-*-client.json file")
+        group.add_argument("--min-engines", type=_whole_number, default=None, metavar="N",
+                           help="with a running cluster: engines to wait for before the scan "
+                                "starts (default 1; 0 starts at once, engines join later)")
+        group.add_argument("--engine-timeout", type=_positive_float, default=None,
+                           metavar="S", help="with a running cluster: seconds to wait for "
+                                             "the controller and --min-engines (default 30)")
     group.add_argument("--no-progress", action="store_true",
                        help="no progress bar (default: a bar when stderr is a terminal)")
 
@@ -259,8 +331,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stored points computed by other code (the function's source "
                         "changed): reuse them (default, with a note), recompute them, or "
                         "error (stop; then use a new --store)")
+    p.add_argument("--detach", action="store_true",
+                   help="run in a background process that outlives this shell; prints the "
+                        "run id (follow it with `notebookscan attach`, stop it with "
+                        "`notebookscan stop`)")
     _add_executor_options(p, cluster=True)
     p.set_defaults(handler=cmd_run)
+
+    for name in ("attach", "watch"):
+        p = command(name, "follow a detached run of a store until it ends", ATTACH_EXAMPLES)
+        p.add_argument("store", metavar="DIR", help="the store directory")
+        p.add_argument("--run", default=None, metavar="ID",
+                       help="the run id (default: the newest run you started)")
+        p.add_argument("--interval", type=_positive_float, default=2.0, metavar="S",
+                       help="seconds between progress lines (default 2)")
+        p.set_defaults(handler=cmd_attach)
+
+    p = command("stop", "stop a detached run of a store, keeping every finished point",
+                STOP_EXAMPLES)
+    p.add_argument("store", metavar="DIR", help="the store directory")
+    p.add_argument("--run", default=None, metavar="ID",
+                   help="the run id (default: the newest run you started)")
+    p.add_argument("--now", action="store_true",
+                   help="cancel the points running now too (they run next time)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="return at once instead of waiting for the run to end")
+    p.set_defaults(handler=cmd_stop)
 
     p = command("status", "summarise a store: points by status, failures, runs, size",
                 STATUS_EXAMPLES)
@@ -307,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``notebookscan`` command with ``argv`` (default ``sys.argv[1:]``).
 
     Returns the exit code: 0 ok, 1 failed points / corrupt shards / work not done,
-    2 bad arguments, 130 interrupted.
+    2 bad arguments, 3 a followed detached run was stopped, 130 interrupted (SIGINT),
+    143 terminated (SIGTERM).
     """
     for stream in (sys.stdout, sys.stderr):  # paths that are not UTF-8 print as they are
         with contextlib.suppress(AttributeError, ValueError):
@@ -315,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"{PROG} {args.command}"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), Signals(prog):
         warnings.showwarning = _show_warning
         try:
             return int(args.handler(args))
@@ -326,17 +423,73 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (CommandFailed, NotebookscanError) as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        except OSError as exc:  # a read-only store, a full disk: one line, no traceback
-            print(f"{prog}: error: {_os_error(exc)}", file=sys.stderr)
-            return EXIT_FAILED
-        except KeyboardInterrupt:
-            print(f"\n{prog}: interrupted; every point finished so far is in the store.",
-                  file=sys.stderr)
-            return EXIT_INTERRUPTED
         except BrokenPipeError:  # `notebookscan status ... | head`
             with contextlib.suppress(OSError):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
             return EXIT_OK
+        except OSError as exc:  # a read-only store, a full disk: one line, no traceback
+            print(f"{prog}: error: {_os_error(exc)}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print(f"\n{prog}: {_signal_words(signum)}; every point finished so far is in the "
+                  "store.", file=sys.stderr)
+            return 128 + signum
+
+
+# ====================================================================== signals
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C (the scan loop stops on it, writing every
+    finished point), remembering which signal it was."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _signal_words(signum: int) -> str:
+    return ("terminated (SIGTERM)" if signum == signal.SIGTERM
+            else f"interrupted ({signal.Signals(signum).name})")
+
+
+class Signals:
+    """SIGINT and SIGTERM for the whole command, handled alike.
+
+    The first signal raises :class:`Interrupted` (a ``KeyboardInterrupt``): the scan
+    loop stops now on it and writes every finished point, as on Ctrl-C. Later signals
+    raise nothing (the final write and the clean-up of engines must not be cut); they
+    only say that the command is stopping. ``signum`` is the first signal received; the
+    exit code is 128 + it.
+    """
+
+    def __init__(self, prog: str):
+        self.prog = prog
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            # once stopping, the process is about to end: more signals must not raise in
+            # the clean-up at exit
+            signal.signal(signum, self._late if self.signum else handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            raise Interrupted(signum)
+        self._late(signum, frame)
+
+    def _late(self, signum: int, frame: Any) -> None:
+        _note(f"{self.prog}: {_signal_words(signum)} again; still stopping (writing what "
+              "finished, stopping the engines), a moment")
 
 
 def _os_error(exc: OSError) -> str:
@@ -661,15 +814,23 @@ def _make_executor(args: argparse.Namespace, settings: Mapping[str, Any]) -> _Ex
     kind = settings.get("executor") or "local"
     engines = settings.get("engines")
     t0 = time.perf_counter()
-    connect_to = {k: settings.get(k) for k in ("profile", "cluster_id", "connection_file")}
-    if any(v is not None for v in connect_to.values()):
+    connect_to = _connect_arguments(settings)
+    if connect_to is not None:
         from .cluster import connect
+        from .errors import ExecutorError
 
         try:
             executor = connect(**connect_to)
+        except ExecutorError as exc:
+            if "engine(s) registered within" in str(exc):  # the cluster is there, engines not
+                raise CommandFailed(_cli_wording(str(exc), connect_to["timeout"])) from exc
+            given = "/".join(f"--{k.replace('_', '-')}" for k in CONNECT_KEYS
+                             if connect_to.get(k) is not None)
+            raise UsageError(given, f"cannot connect to that ipyparallel cluster: "
+                                    f"{_cli_wording(str(exc), connect_to['timeout'])}") from exc
         except Exception as exc:
-            given = "/".join(f"--{k.replace('_', '-')}" for k, v in connect_to.items()
-                             if v is not None)
+            given = "/".join(f"--{k.replace('_', '-')}" for k in CONNECT_KEYS
+                             if connect_to.get(k) is not None)
             raise UsageError(given, f"cannot connect to that ipyparallel cluster: {exc}") from exc
         return _Executor(executor, executor.shutdown, time.perf_counter() - t0)
     if kind == "serial":
@@ -680,13 +841,40 @@ def _make_executor(args: argparse.Namespace, settings: Mapping[str, Any]) -> _Ex
         executor = process_pool(engines)
         return _Executor(executor, executor.shutdown)
     from .errors import ExecutorError
-    from .executors.ipyparallel import local_executor
+    from .executors.ipyparallel import local_executor, shutdown_local_executor
 
     try:
         executor = local_executor(engines)
     except ExecutorError as exc:
         raise CommandFailed(f"{exc}\nOr run with --executor processes.") from exc
-    return _Executor(executor, None, time.perf_counter() - t0)
+    # stopped by the command itself (not only at exit), while its signal handlers hold
+    return _Executor(executor, shutdown_local_executor, time.perf_counter() - t0)
+
+
+CONNECT_KEYS = ("profile", "cluster_id", "connection_file")
+DEFAULT_ENGINE_TIMEOUT = 30.0
+
+
+def _connect_arguments(settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The arguments of :func:`notebookscan.cluster.connect` the options ask for, or None
+    (no running cluster named)."""
+    if all(settings.get(k) is None for k in CONNECT_KEYS):
+        return None
+    arguments = {k: settings.get(k) for k in CONNECT_KEYS}
+    arguments["timeout"] = settings.get("engine_timeout") or DEFAULT_ENGINE_TIMEOUT
+    if settings.get("min_engines") is not None:
+        arguments["min_engines"] = settings["min_engines"]
+    return arguments
+
+
+def _cli_wording(message: str, timeout: float) -> str:
+    """An executor's message with the command-line flags in place of the arguments."""
+    message = message.replace("pass min_engines=0", "pass --min-engines 0")
+    message = message.replace("min_engines=", "--min-engines ")
+    message = message.replace("raise timeout", "raise --engine-timeout")
+    if "--engine-timeout" not in message and "registered within" in message:
+        message += f" Or wait longer: --engine-timeout SECONDS (now {timeout:g})."
+    return message
 
 
 def _check_executor_options(settings: Mapping[str, Any]) -> None:
@@ -697,6 +885,13 @@ def _check_executor_options(settings: Mapping[str, Any]) -> None:
         raise UsageError(connecting[0], f"{connecting[0]} connects to a running ipyparallel "
                                         f"cluster; it cannot be combined with --executor {kind}. "
                                         "Drop one of them.")
+    for option in ("min_engines", "engine_timeout"):
+        if settings.get(option) is not None and not connecting:
+            flag = f"--{option.replace('_', '-')}"
+            raise UsageError(flag, f"{flag} applies to a running ipyparallel cluster (a Slurm "
+                                   "job's engines, say); name it with --profile/--cluster-id or "
+                                   "--connection-file. Local engines and processes start here "
+                                   "and are waited for anyway.")
     if connecting and settings.get("engines") is not None:
         raise UsageError("--engines", "--engines starts engines on this machine; with "
                                       f"{connecting[0]} the running cluster's engines are used. "
@@ -730,7 +925,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     settings = dict(config.values)
     for key in ("function", "store", "trials", "executor", "engines", "profile", "cluster_id",
-                "connection_file", "retry_failed", "stale"):
+                "connection_file", "retry_failed", "stale", "min_engines", "engine_timeout"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
@@ -768,6 +963,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     stale = settings.get("stale")
     if stale is not None and stale not in STALE_CHOICES:
         raise UsageError("--stale", f"{stale!r} is not one of {', '.join(STALE_CHOICES)}")
+    if args.detach and not args.dry_run:
+        return _detach(scan, settings, retry_failed=bool(settings.get("retry_failed")),
+                       stale=stale)
     return _execute(scan, args, settings, retry_failed=bool(settings.get("retry_failed")),
                     stale=stale,
                     dry_run=args.dry_run)
@@ -820,17 +1018,22 @@ def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *
         _echo(f"nothing to compute: all {planned.total} point(s) are already in {store}")
     else:
         executor = _make_executor(args, settings)
+        interrupted: Interrupted | None = None
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*failed in earlier runs")
-                run = scan.run(executor.spec, retry_failed=retry_failed, stale=stale or "reuse",
-                               progress=_show_progress(args), wait=True)
+                scan.run(executor.spec, retry_failed=retry_failed, stale=stale or "reuse",
+                         progress=_show_progress(args), wait=True)
+        except Interrupted as exc:
+            if scan.progress is None:  # before the loop started: nothing ran
+                raise
+            interrupted = exc
         except NotebookscanError as exc:
             raise CommandFailed(str(exc)) from exc
         finally:
             if executor.close is not None:
                 executor.close()
-        progress = run.progress
+        progress = scan.progress
         took = time.perf_counter() - t0
         extra = (f" (of which {executor.startup:.1f} s starting/connecting engines)"
                  if executor.startup >= 0.1 else "")
@@ -838,12 +1041,106 @@ def _execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *
               f"{progress.done} done, {progress.failed} failed; "
               f"{planned.stored} already stored before")
         _echo(f"store: {store}")
+        if interrupted is not None:
+            left = progress.total - progress.done - progress.failed
+            _note(f"{PROG} run: {_signal_words(interrupted.signum)}: stopped the scan; the "
+                  f"{progress.done + progress.failed} point(s) finished in this run are in the "
+                  f"store; the other {left} run when the same command runs again. The engines "
+                  "it started are stopped.")
+            return 128 + interrupted.signum
     counts = scan.status()
     if counts["failed"]:
         _echo(f"{counts['failed']} of {sum(counts.values())} point(s) are failed; see "
               f"`notebookscan status {_quote(store)}`, fix the cause and rerun with "
               "--retry-failed")
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _detach(scan: Any, settings: Mapping[str, Any], *, retry_failed: bool,
+            stale: str | None) -> int:
+    """``run --detach``: start the scan in a background process; say how to follow it."""
+    from .errors import NotebookscanError
+
+    kind = settings.get("executor") or "local"
+    spec: Any = _connect_arguments(settings) or (None if kind == "local" else kind)
+    if settings.get("engines") is not None:
+        # the runner creates its own engines or processes; this is how many it makes
+        os.environ["NOTEBOOKSCAN_WORKERS"] = str(settings["engines"])
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*failed in earlier runs")
+            run = scan.run(spec, detach=True, retry_failed=retry_failed, stale=stale or "reuse")
+    except NotebookscanError as exc:
+        raise CommandFailed(str(exc)) from exc
+    store = _quote(scan.store.path)
+    _echo(f"started detached run {run.run_id} into {scan.store.path}")
+    _echo(f"  follow it:  {PROG} attach {store}")
+    _echo(f"  stop it:    {PROG} stop {store}   (--now cancels the points running)")
+    _echo(f"  in Python:  notebookscan.attach({scan.store.path!r})")
+    return EXIT_OK
+
+
+# ====================================================================== detached runs
+
+
+def _attach(args: argparse.Namespace) -> Any:
+    from .detached import attach
+
+    if not os.path.isdir(args.store):
+        raise UsageError("DIR", f"{args.store!r} is not a directory; give the store a detached "
+                                "run writes to")
+    try:
+        return attach(args.store, args.run)
+    except NotebookscanError as exc:
+        raise UsageError("--run" if args.run else "DIR", str(exc)) from None
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """``notebookscan attach`` / ``watch``: follow a detached run until it ends."""
+    run = _attach(args)
+    _echo(f"run {run.run_id} of {os.path.abspath(args.store)}")
+    last = ""
+    try:
+        while True:
+            ended = run.done()
+            line = str(run.progress)
+            if line != last or ended:
+                _echo(line)
+                last = line
+            if ended:
+                break
+            time.sleep(args.interval)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _note(f"\n{PROG} {args.command}: {_signal_words(signum)}: stopped watching; the run "
+              f"goes on (`{PROG} stop {_quote(args.store)}` stops it)")
+        return 128 + signum
+    try:
+        progress = run.wait()
+    except NotebookscanError as exc:
+        raise CommandFailed(f"{exc}") from None
+    if progress.failed:
+        _echo(f"{progress.failed} point(s) failed; see `{PROG} status {_quote(args.store)}`")
+        return EXIT_FAILED
+    if progress.stopped:
+        _echo(f"the run was stopped before every point ran; `{PROG} run` with the same "
+              "arguments resumes it")
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """``notebookscan stop``: ask a detached run to stop; wait until it has."""
+    run = _attach(args)
+    if run.done():
+        _echo(f"run {run.run_id} has already ended: {run.progress}")
+        return EXIT_OK
+    how = "cancelling the points running now" if args.now else "letting running points finish"
+    _echo(f"stopping run {run.run_id} ({how}); every finished point is kept")
+    progress = run.stop(now=args.now, wait=not args.no_wait)
+    _echo(str(progress) if run.done() else "asked; the run stops shortly (`notebookscan "
+                                           f"attach {_quote(args.store)}` follows it)")
     return EXIT_OK
 
 

@@ -19,7 +19,8 @@ from notebookscan import cli
 
 BIN = Path(sys.executable).parent / "notebookscan"
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "notebookscan"]
-SUBCOMMANDS = ("run", "status", "merge", "compact", "verify", "export", "demo")
+SUBCOMMANDS = ("run", "attach", "watch", "stop", "status", "merge", "compact", "verify", "export",
+               "demo")
 
 MODEL = textwrap.dedent('''\
     def simulate(x: float, mode: str = "a", seed: int = 0):

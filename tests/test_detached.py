@@ -12,6 +12,7 @@ import time
 import pytest
 
 import notebookscan as ns
+from notebookscan.loop import Progress
 
 STARTER = textwrap.dedent("""
     import sys, time
@@ -23,7 +24,7 @@ STARTER = textwrap.dedent("""
 
     scan = ns.Scan(slow_square, ns.grid(x=range(40)), store=sys.argv[1])
     run = scan.run(executor="processes", detach=True, flush_interval=0.2)
-    print("started", run.id, flush=True)
+    print("started", run.run_id, flush=True)
     time.sleep(60)   # killed by the test long before
 """)
 
@@ -39,13 +40,14 @@ def test_a_detached_scan_survives_its_starter_and_is_attached_from_another_proce
     starter.send_signal(signal.SIGKILL)
     starter.wait()
     run = ns.attach(store)
-    assert run.id == line.split()[1]
-    status = run.wait(timeout=120)
-    assert status["state"] == "finished", (status, run.log())
-    assert status["done"] == 40
+    assert run.run_id == line.split()[1]
+    progress = run.wait(timeout=120)
+    assert isinstance(progress, Progress)
+    assert run.done() and not progress.stopped and progress.finished_at, run.log()
+    assert progress.done == 40
     ds = ns.open_store(store)
     assert ds.result.values.tolist() == [x * x for x in range(40)]
-    assert not os.path.exists(os.path.join(run.directory, "run.pkl"))
+    assert not any(name.endswith(".pkl") for _, _, names in os.walk(store) for name in names)
 
 
 def test_a_detached_scan_can_be_stopped_and_resumed(tmp_path):
@@ -56,11 +58,12 @@ def test_a_detached_scan_can_be_stopped_and_resumed(tmp_path):
     scan = ns.Scan(slow, ns.grid(x=range(60)), store=tmp_path / "s")
     run = scan.run(executor="serial", detach=True, flush_interval=0.2)
     deadline = time.monotonic() + 60
-    while run.status().get("done", 0) < 3 and time.monotonic() < deadline:
+    while run.progress.done < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
-    run.stop()
+    stopped = run.stop()
+    assert isinstance(stopped, Progress) and run.done()
     status = run.wait(timeout=60)
-    assert status["state"] == "stopped", (status, run.log())
+    assert status.stopped, (status, run.log())
     stored = scan.status()["done"]
     assert 3 <= stored < 60
     progress = scan.run(executor="serial", progress=False).progress

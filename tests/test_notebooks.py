@@ -227,5 +227,5 @@ def test_05_cluster(workdir: Path):
     assert done(workdir / "results/05-machine-b") == 6 * 2 * 2
     merged = ns.open_store(workdir / "results/05-merged")
     assert int((merged.ns_status == "done").sum()) == 6 * 3 * 2  # tau = 10 ms only once
-    assert "'state': 'finished'" in tagged(nb, "detached")
+    assert "finished: " in tagged(nb, "detached")
     assert "0 conflicting point(s)" in tagged(nb, "merged")
