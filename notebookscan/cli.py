@@ -61,7 +61,7 @@ AXIS_SYNTAX = ("write NAME=START:STOP:NUM (NUM evenly spaced values, e.g. k=1:20
                "NAME=V1,V2,... (e.g. tau=0.005,0.01) or NAME=VALUE (one fixed value)")
 
 
-class UsageError(Exception):
+class UsageError(NotebookscanError):
     """A bad command-line argument: exit code 2, the message names the argument."""
 
     def __init__(self, argument: str, message: str):
@@ -69,7 +69,7 @@ class UsageError(Exception):
         self.argument = argument
 
 
-class CommandFailed(Exception):
+class CommandFailed(NotebookscanError):
     """The command could not do its work (exit code 1)."""
 
 
@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: error: {exc}\nRun `{prog} --help` for the options and examples.",
                   file=sys.stderr)
             return EXIT_USAGE
-        except (CommandFailed, NotebookscanError) as exc:
+        except NotebookscanError as exc:  # CommandFailed and every error of the package
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         except BrokenPipeError:  # `notebookscan status ... | head`

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Generator
 from typing import Any
 
-from .errors import ScanError
+from .errors import ScanError, StoreFormatError, WaitTimeout
 from .loop import Progress
 from .store.schema import DETACHED_RUNS
 
@@ -82,7 +82,7 @@ def _read_json_at(dir_fd: int, name: str) -> Any:
                  dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ValueError(f"{name} is not a regular file")
+            raise StoreFormatError(f"{name} is not a regular file")
         return json.loads(f.read(1 << 20))
 
 
@@ -249,13 +249,15 @@ class DetachedRun:
     def wait(self, timeout: float | None = None, poll: float = 0.2) -> Progress:
         """Block until the run ends and return its progress.
 
-        Raises ``TimeoutError`` after ``timeout`` seconds, and
+        Raises :class:`~notebookscan.errors.WaitTimeout` (a ``TimeoutError``) after
+        ``timeout`` seconds, and
         :class:`~notebookscan.errors.ScanError` if the run failed or was killed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the detached run {self.run_id} is still running")
+                raise WaitTimeout(f"the detached run {self.run_id} is still running after "
+                                  f"{timeout} s; wait longer, or stop it with run.stop()")
             time.sleep(poll)
         return self._result()
 
