@@ -42,6 +42,7 @@ from typing import Any
 
 from .errors import ScanError, StoreFormatError, WaitTimeout
 from .loop import Progress
+from .provenance import function_identity
 from .store.schema import DETACHED_RUNS
 
 __all__ = ["DetachedRun", "attach"]
@@ -342,6 +343,7 @@ def start(scan: Any, executor: Any, run_kwargs: dict[str, Any]) -> DetachedRun:
             "notebookscan.cluster.connect() as a dict, e.g. executor={'profile': 'mpi', "
             "'cluster_id': 'nightly'}; got " + type(executor).__name__
         )
+    function_identity(scan.function)  # kept on the function: the runner has no source file
     spec = cloudpickle.dumps({"function": scan.function, "space": scan.space,
                               "store": scan.store.path, "executor": executor,
                               "run_kwargs": run_kwargs})

@@ -5,6 +5,7 @@ Collected once per run (not per point) and stored in every shard the run writes.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import inspect
@@ -19,6 +20,8 @@ from importlib import metadata
 from typing import Any
 
 __all__ = ["collect", "function_identity", "git_state"]
+
+IDENTITY_ATTR = "__notebookscan_identity__"  # kept on the function (see function_identity)
 
 PACKAGES = ("notebookscan", "numpy", "xarray", "netCDF4", "scipy", "ipyparallel", "cloudpickle")
 
@@ -54,8 +57,16 @@ def git_state(directory: str | None = None) -> dict[str, Any]:
 
 
 def function_identity(fn: Callable[..., Any]) -> dict[str, str]:
-    """Name, module and a hash of the source of the scanned function."""
+    """Name, module and a hash of the source of the scanned function.
+
+    The first answer is kept on the function: a function pickled by value into another
+    process (a detached runner, an engine) has no source file there, and must keep the
+    identity it had where it was written.
+    """
     target = inspect.unwrap(fn)
+    known = getattr(target, IDENTITY_ATTR, None)
+    if isinstance(known, dict):
+        return dict(known)
     try:
         source = inspect.getsource(target)
     except (OSError, TypeError):
@@ -63,11 +74,14 @@ def function_identity(fn: Callable[..., Any]) -> dict[str, str]:
     code = getattr(target, "__code__", None)
     if not source and code is not None:
         source = repr(code.co_code)
-    return {
+    identity = {
         "function": getattr(target, "__qualname__", repr(target)),
         "module": getattr(target, "__module__", "") or "",
         "source_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
     }
+    with contextlib.suppress(AttributeError, TypeError):  # builtins take no attributes
+        setattr(target, IDENTITY_ATTR, dict(identity))
+    return identity
 
 
 def collect(fn: Callable[..., Any], *, executor: str = "", space: Any = None) -> dict[str, Any]:
