@@ -45,6 +45,7 @@ from .maintenance import (
 )
 from .schema import (
     CHECKPOINTS_DIR,
+    LEASES,
     META_FILE,
     OWN_ENTRIES,
     QUARANTINE,
@@ -285,13 +286,20 @@ class Store:
 
     def leftovers(self) -> list[str]:
         """Paths of temporary files whose writer is gone (see :func:`files.dead_temporaries`)."""
-        return [os.path.join(directory, name) for directory in (self.path, self.shards_dir)
+        return [os.path.join(directory, name) for directory in self._temporaries_dirs()
                 for name in dead_temporaries(directory)]
 
     def remove_leftovers(self) -> int:
         """Delete the temporary files of writers that are gone; how many were removed."""
         return sum(remove_entries(directory, dead_temporaries(directory))
-                   for directory in (self.path, self.shards_dir))
+                   for directory in self._temporaries_dirs())
+
+    def _temporaries_dirs(self) -> tuple[str, ...]:
+        """Where writers leave temporary files: the store, shards/, leases/ (only when
+        it is a real directory: a link there is not followed)."""
+        leases = os.path.join(self.path, LEASES)
+        real = os.path.isdir(leases) and not os.path.islink(leases)
+        return (self.path, self.shards_dir, *((leases,) if real else ()))
 
     def write(self, shard: ShardData, *, register_runs: bool = True) -> str:
         """Write one shard atomically and return its file name.

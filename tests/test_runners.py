@@ -1,0 +1,255 @@
+"""Runners on one store share the work: leases, heartbeats, takeover, live status.
+
+Real processes on one store: each key is computed once while both runners live; a
+killed runner's points are computed by the survivor once its leases expire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import notebookscan as ns
+from notebookscan.keys import KEY_DTYPE
+from notebookscan.store import Store
+from notebookscan.store.leases import Runner, Watch, runner_states
+from notebookscan.store.schema import LEASES, Layout
+
+GRID = Layout("grid", ("x",))
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+RUNNER = textwrap.dedent("""
+    import os, sys, time
+    import notebookscan as ns
+
+    store, calls, start, stop, pause = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:6])
+
+    def f(x):
+        with open(calls, "a") as out:  # one line per call, appended whole
+            out.write(f"{x}\\n")
+        time.sleep(pause)
+        return {"y": x * 2.0}
+
+    ns.Scan(f, ns.grid(x=[float(v) for v in range(int(start), int(stop))]),
+            store=store).run(executor="serial", progress=False, flush_interval=0.2)
+""")
+
+
+def _start(tmp_path: Path, name: str, store: Path, start: int, stop: int,
+           pause: float = 0.05, ttl: float = 30.0) -> tuple[subprocess.Popen, Path]:
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    calls = tmp_path / f"{name}.calls"
+    env = {**os.environ, "PYTHONPATH": ROOT, "NOTEBOOKSCAN_LEASE_TTL": str(ttl)}
+    proc = subprocess.Popen([sys.executable, str(script), str(store), str(calls), str(start),
+                             str(stop), str(pause)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    return proc, calls
+
+
+def _calls(path: Path) -> list[float]:
+    if not path.exists():
+        return []
+    return [float(line) for line in path.read_text().split()]
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _records_per_key(store: Path) -> dict[str, int]:
+    """Rows of every shard, counted per key (the store keeps duplicates)."""
+    counts: dict[str, int] = {}
+    s = Store(store)
+    for name in s.shard_files():
+        shard = s.read_shard(name)
+        for key in shard.bookkeeping["key"].astype(str).tolist():
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+
+
+def test_two_live_runners_compute_each_key_once(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    a, calls_a = _start(tmp_path, "a", store, 0, 60)
+    _wait_for(lambda: len(_calls(calls_a)) >= 3)  # a is under way when b starts
+    b, calls_b = _start(tmp_path, "b", store, 20, 80)
+    _finish(a)
+    _finish(b)
+    done_a, done_b = _calls(calls_a), _calls(calls_b)
+    assert sorted(done_a + done_b) == [float(v) for v in range(80)]  # once each, all
+    assert done_b  # b did share the work
+    counts = _records_per_key(store)
+    assert len(counts) == 80 and set(counts.values()) == {1}  # records == keys
+    assert sorted(os.listdir(store / LEASES)) in ([], [".lock"])  # nothing left behind
+
+
+def test_a_killed_runners_points_are_taken_over(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    a, calls_a = _start(tmp_path, "a", store, 0, 60, pause=0.1, ttl=1.0)
+    _wait_for(lambda: len(_calls(calls_a)) >= 5)
+    b, calls_b = _start(tmp_path, "b", store, 30, 70, pause=0.05, ttl=1.0)
+    _wait_for(lambda: len(_calls(calls_b)) >= 3)
+    held = {f for f in os.listdir(store / LEASES) if f.endswith(".lease")}
+    a.send_signal(signal.SIGKILL)
+    a.communicate(timeout=30)
+    _finish(b)
+    ds = ns.open_store(store)
+    # b stored its own points and the points of a it overlaps: every key of 30..69 is done
+    assert int((ds.ns_status.sel(x=slice(30, 69)) == "done").sum()) == 40
+    assert held  # a held leases when it was killed ...
+    assert not any(f.endswith(".lease") or f.endswith(".runner")
+                   for f in os.listdir(store / LEASES))  # ... removed by b
+    # the points a left unstored and b's space holds were computed by b
+    stored_by_a = set(_calls(calls_a)) & set(range(30, 70))
+    assert set(_calls(calls_b)) | stored_by_a >= set(map(float, range(30, 70)))
+
+
+def _foreign(store: Path, runner: str, keys: np.ndarray, beat: int) -> None:
+    """Write a runner record and a lease as a runner of another host would."""
+    directory = store / LEASES
+    directory.mkdir(exist_ok=True)
+    (directory / f"{runner}.1.lease").write_bytes(keys.astype(KEY_DTYPE).tobytes())
+    # its clock is far off: nothing compares it
+    record = {"format": 1, "runner": runner, "run": "other", "beat": beat,
+              "updated": time.time() + 86400 * 365, "started": 0.0, "host": "elsewhere",
+              "pid": 1, "state": "running", "done": 1, "failed": 0, "total": 9,
+              "running": 2, "workers": 2, "rate": 0.5, "ttl": 1.0, "period": 0.25}
+    tmp = directory / ".tmp-x"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, directory / f"{runner}.runner")
+
+
+def test_a_runner_of_another_host_is_dead_only_after_its_counter_stops_for_the_ttl(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTEBOOKSCAN_LEASE_TTL", "1.0")
+    store = tmp_path / "store"
+    space = ns.grid(x=[float(v) for v in range(6)])
+    keys = space._keys()
+    runner = "elsewhere.1.abcdef"
+    stop_beating = threading.Event()
+    calls: list[tuple[float, float]] = []
+
+    def beat() -> None:  # the other runner beats for 1.5 s, then dies
+        count = 0
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            count += 1
+            _foreign(store, runner, keys[:3], count)
+            time.sleep(0.2)
+        stop_beating.set()
+
+    Store(store).prepare(GRID, ["x"])
+    _foreign(store, runner, keys[:3], 0)
+    thread = threading.Thread(target=beat)
+    start = time.monotonic()
+    thread.start()
+    ns.Scan(lambda x: calls.append((x, time.monotonic())) or x, space, store=store).run(
+        executor="serial", progress=False)
+    thread.join()
+    held = [t - start for x, t in calls if x < 3]
+    free = [t - start for x, t in calls if x >= 3]
+    assert len(held) == 3 and len(free) == 3  # each once
+    assert max(free) < 1.0  # the free points ran at once
+    assert min(held) >= 1.5 + 1.0 - 0.3  # the held ones after the last beat + ttl
+    assert not any(n.startswith(runner) for n in os.listdir(store / LEASES))
+
+
+def test_runner_record_exists_from_start_and_counts_beats(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    Store(store).prepare(GRID, ["x"])
+    runner = Runner(str(store), "run-1", ttl=5.0)
+    runner.start({"done": 0, "total": 4})
+    name = f"{runner.id}.runner"
+    first = json.loads((store / LEASES / name).read_text())
+    assert first["state"] == "starting" and first["beat"] == 1
+    assert runner.beat({"done": 1, "total": 4}, force=True)
+    assert json.loads((store / LEASES / name).read_text())["beat"] == 2
+    free, names = runner.claim(np.array([b"a" * 20, b"b" * 20], dtype=KEY_DTYPE))
+    assert free.all() and (store / LEASES / names[0]).read_bytes() == b"a" * 20 + b"b" * 20
+    # a second runner of this process sees the keys leased
+    other = Runner(str(store), "run-2", ttl=5.0)
+    other.start({})
+    free2, _ = other.claim(np.array([b"b" * 20, b"c" * 20], dtype=KEY_DTYPE))
+    assert free2.tolist() == [False, True]
+    runner.close()
+    other.close()
+    assert sorted(os.listdir(store / LEASES)) == [".lock"]
+
+
+def test_hostile_lease_files_are_read_as_data_or_ignored(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    Store(store).prepare(GRID, ["x"])
+    directory = store / LEASES
+    directory.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"k" * 20)
+    os.symlink(outside, directory / "elsewhere.1.aaa.1.lease")  # a link: not followed
+    os.mkfifo(directory / "elsewhere.1.bbb.1.lease")  # a FIFO: never blocks
+    (directory / "elsewhere.1.ccc.1.lease").write_bytes(b"x" * 21)  # not whole keys
+    (directory / "elsewhere.1.ddd.runner").write_text("[" * 100000)  # deep JSON
+    watch = Runner(str(store), "run", ttl=30.0)
+    assert len(watch.held_elsewhere()) == 0
+    assert outside.read_bytes() == b"k" * 20
+
+
+def test_watch_needs_no_clock_but_its_own() -> None:
+    watch = Watch(ttl=0.2)
+    record = {"beat": 5, "updated": -1e12}
+    assert not watch.dead("elsewhere.1.x", record)
+    time.sleep(0.1)
+    assert not watch.dead("elsewhere.1.x", {"beat": 6, "updated": 1e12})  # it beat
+    time.sleep(0.25)
+    assert watch.dead("elsewhere.1.x", {"beat": 6, "updated": 1e12})
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "notebookscan", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def test_status_shows_live_progress_starting_and_stopped_runs(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    # starting: a record and no shard yet
+    Store(store).prepare(GRID, ["x"])
+    runner = Runner(str(store), "run-starting", ttl=30.0)
+    runner.start({"done": 0, "total": 10})
+    out = _cli("status", str(store))
+    assert out.returncode == 0, out.stderr
+    assert "starting" in out.stdout and "run-starting" in out.stdout
+    runner.close()
+    # running: live progress of a real run, then stopped once it is killed
+    proc, calls = _start(tmp_path, "a", store, 0, 400, pause=0.02)
+    _wait_for(lambda: len(_calls(calls)) >= 10)
+    data = json.loads(_cli("status", str(store), "--json").stdout)
+    (live,) = [r for r in data["live_runs"] if r["state"] == "running"]
+    assert live["total"] == 400 and 10 <= live["done"] < 400 and live["workers"] == 1
+    assert live["rate"] > 0 and live["eta_seconds"] > 0
+    text = _cli("status", str(store)).stdout
+    assert "live runs (1):" in text and "running" in text and "points/s, ETA" in text
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    out = _cli("status", str(store))
+    assert "stopped (no heartbeat for" in out.stdout, out.stdout
+    assert not any(n.endswith(".runner") or n.endswith(".lease")
+                   for n in os.listdir(store / LEASES))  # cleaned
+    assert "live runs" not in _cli("status", str(store)).stdout
+    assert runner_states(str(store)) == []
