@@ -31,7 +31,7 @@ from .errors import ExecutorError, ScanError, StoreWarning
 from .events import Events
 from .executors.base import FORK_LOCK, ScanExecutor
 from .store import Store
-from .store.journal import Journal, JournalUnsupported
+from .store.journal import Journal, JournalUnsupported, fold_journals
 from .store.leases import LEASE_KEYS, Runner
 from .store.schema import is_reserved
 from .store.shards import Record
@@ -672,6 +672,7 @@ class ScanLoop(StopControl):
             self._elsewhere = np.concatenate([self._elsewhere, chunk[~free]])
         # leases first, then shards: a runner releases a lease only after its shard is
         # in place, so a point not leased any more is found stored here
+        self._fold_taken_over()
         stored = self._drop_done_elsewhere(todo, mine)
         if stored.any():
             self._lease_stored(mine[stored])
@@ -724,11 +725,19 @@ class ScanLoop(StopControl):
         """Drop the held points other runners stored; take back those no live runner
         holds any more (their runner died: its leases expired and were removed)."""
         held = self._runner.held_elsewhere()  # leases first, then shards (see _claim)
+        self._fold_taken_over()
         self._drop_done_elsewhere(todo)
         free = ~np.isin(self.keys[self._elsewhere], held)
         if free.any():
             todo.add(self._elsewhere[free])
             self._elsewhere = self._elsewhere[~free]
+
+    def _fold_taken_over(self) -> None:
+        """A runner found dead may have received points it never wrote to a shard: its
+        journal (on this host) is folded into a shard, so they are not computed again."""
+        if self._runner.pop_taken_over():
+            with FORK_LOCK:
+                fold_journals(self.store)
 
     def _wait_for_others(self, todo: _Pending) -> bool:
         """Nothing of this run is in flight, but other runners hold some of its points:

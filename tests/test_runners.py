@@ -121,6 +121,8 @@ def test_a_killed_runners_points_are_taken_over(tmp_path: Path) -> None:
     # the points a left unstored and b's space holds were computed by b
     stored_by_a = set(_calls(calls_a)) & set(range(30, 70))
     assert set(_calls(calls_b)) | stored_by_a >= set(map(float, range(30, 70)))
+    # what a had received but not flushed was folded from its journal by b, not recomputed
+    assert not [n for n in os.listdir(store / "journal") if f".{a.pid}." in n]
 
 
 def _foreign(store: Path, runner: str, keys: np.ndarray, beat: int) -> None:
@@ -241,7 +243,7 @@ def test_status_shows_live_progress_starting_and_stopped_runs(tmp_path: Path) ->
     _wait_for(lambda: len(_calls(calls)) >= 10)
     data = json.loads(_cli("status", str(store), "--json").stdout)
     (live,) = [r for r in data["live_runs"] if r["state"] == "running"]
-    assert live["total"] == 400 and 10 <= live["done"] < 400 and live["workers"] == 1
+    assert live["total"] == 400 and 1 <= live["done"] < 400 and live["workers"] == 1
     assert live["rate"] > 0 and live["eta_seconds"] > 0
     text = _cli("status", str(store)).stdout
     assert "live runs (1):" in text and "running" in text and "points/s, ETA" in text

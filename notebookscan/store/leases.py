@@ -38,7 +38,8 @@ The time to live is :data:`DEFAULT_TTL` seconds, or the environment variable
 are then computed twice, which the store keeps as duplicates — never a loss.
 
 Files follow the store's rules (:mod:`notebookscan.store.files`): written to a temporary
-name, fsynced and renamed into place through a descriptor of ``leases/`` (never a link);
+name and renamed into place through a descriptor of ``leases/`` (never a link; not
+fsynced, see :meth:`Runner._write`);
 only regular files are read, each of bounded size; records are JSON, leases raw bytes —
 nothing read is executed. A file that is neither is ignored. Where ``flock`` does not work
 across machines, two runners claiming at the same moment may both compute a chunk:
@@ -317,6 +318,7 @@ class Runner:
         self._cache: dict[str, tuple[tuple[int, int, int], np.ndarray]] = {}
         self._started = time.time()
         self._status: dict[str, Any] = {}
+        self.taken_over: list[str] = []  # dead runners whose leases this one removed
         self._identity = {"host": socket.gethostname(), "user": _user(), "pid": os.getpid(),
                           "pid_start": _process_start(os.getpid()), "boot": _boot_id()}
         self.active = False
@@ -328,6 +330,7 @@ class Runner:
         _ACTIVE.add(self.id)
         self.active = True
         self.beat({**status, "state": "starting"}, force=True)
+        self._last_beat = -float("inf")  # the loop's first look makes it "running"
 
     def seconds_to_beat(self) -> float:
         """Seconds until the next beat is due (the loop waits no longer than this)."""
@@ -348,11 +351,17 @@ class Runner:
         return True
 
     def _write(self, name: str, data: bytes) -> None:
-        """Write ``data`` as ``leases/name``: temporary file, fsync, rename."""
+        """Write ``data`` as ``leases/name``: a temporary file renamed into place.
+
+        Not fsynced: a lease or record matters only while its runner lives, and a crash
+        of the machine ends the runner too; what such a crash may leave (an empty or cut
+        file) reads as no keys, or no record, which expires like a dead runner's. An
+        fsync would cost ~5 ms per chunk on a disk.
+        """
         dir_fd = _open_dir(self.directory, create=True)
         try:
             tmp = f".tmp-{_clean(_user())}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}"
-            _new_file_as(dir_fd, name, tmp, lambda fd: _write_all(fd, data), sync=True)
+            _new_file_as(dir_fd, name, tmp, lambda fd: _write_all(fd, data), sync=False)
         finally:
             os.close(dir_fd)
 
@@ -409,6 +418,12 @@ class Runner:
         for name in leases:
             self._cache.pop(name, None)
         self.watch.forget(runner)
+        self.taken_over.append(runner)
+
+    def pop_taken_over(self) -> list[str]:
+        """The runners taken over since the last call (their journals may be folded)."""
+        taken, self.taken_over = self.taken_over, []
+        return taken
 
     def claim(self, keys: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Lease the ``keys`` no other live runner holds.
