@@ -292,7 +292,9 @@ class ScanLoop(StopControl):
         inflight: dict[Future, tuple[np.ndarray, int]] = {}
         chunker = _Chunker(self.settings, self.executor.worker_count(),
                            MIN_CHUNK_SECONDS if self.executor.needs_pickled_function else 0.0)
-        self._seen_shards = set(self.store.shard_files())
+        # the shards the points to run were decided from: any other is read for points
+        # another writer stored meanwhile (a shard may land between that and this)
+        self._seen_shards = self.store.indexed_shards()
         self.store.register_run(self.run_id)  # its place in the store's order of runs
         self._runner.start(self._runner_status())  # LEASES: status shows the run at once
         try:
@@ -670,6 +672,8 @@ class ScanLoop(StopControl):
             self._held.append([part, name, len(part)])
         if not free.all():
             self._elsewhere = np.concatenate([self._elsewhere, chunk[~free]])
+        if not self._runner.others:
+            return mine  # no other runner seen this run: no shard to look for
         # leases first, then shards: a runner releases a lease only after its shard is
         # in place, so a point not leased any more is found stored here
         self._fold_taken_over()

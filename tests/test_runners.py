@@ -255,3 +255,62 @@ def test_status_shows_live_progress_starting_and_stopped_runs(tmp_path: Path) ->
                    for n in os.listdir(store / LEASES))  # cleaned
     assert "live runs" not in _cli("status", str(store)).stdout
     assert runner_states(str(store)) == []
+
+
+def test_a_linked_leases_directory_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    Store(store).prepare(GRID, ["x"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, store / LEASES)
+    calls: list[float] = []
+    with pytest.raises(ns.StoreError, match="symbolic link, not a directory"):
+        ns.Scan(lambda x: calls.append(x) or x, ns.grid(x=[1.0, 2.0]), store=store).run(
+            executor="serial", progress=False)
+    assert calls == [] and os.listdir(elsewhere) == []
+
+
+def test_status_tells_a_silent_runner_of_another_host_from_a_beating_one(
+        tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    Store(store).prepare(GRID, ["x"])
+    keys = ns.grid(x=[1.0, 2.0])._keys()
+    _foreign(store, "elsewhere.1.silent", keys[:1], 7)
+    stop = threading.Event()
+
+    def beat() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+            _foreign(store, "elsewhere.2.beating", keys[1:], count)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    _wait_for(lambda: (store / LEASES / "elsewhere.2.beating.runner").exists())
+    try:
+        states = {s.runner: s for s in runner_states(str(store))}
+    finally:
+        stop.set()
+        thread.join()
+    assert states["elsewhere.2.beating"].alive
+    assert not states["elsewhere.1.silent"].alive
+    names = os.listdir(store / LEASES)
+    assert not any(n.startswith("elsewhere.1.silent") for n in names)  # cleaned
+    assert any(n.startswith("elsewhere.2.beating") for n in names)  # kept
+
+
+def test_leases_are_the_stores_own_and_never_merged_or_verified_as_shards(
+        tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ns.Scan(lambda x: x, ns.grid(x=[1.0, 2.0]), store=store).run(executor="serial",
+                                                                   progress=False)
+    _foreign(store, "elsewhere.1.left", ns.grid(x=[1.0])._keys(), 1)
+    assert ns.verify(store).healthy
+    ns.merge(store, tmp_path / "dest")
+    assert not (tmp_path / "dest" / LEASES).exists()
+    # a directory holding only leases/ is taken for a store (a run is starting there)
+    only = tmp_path / "only"
+    (only / LEASES).mkdir(parents=True)
+    Store(only).prepare(GRID, ["x"])
+    assert (only / "notebookscan.json").exists()

@@ -497,6 +497,11 @@ class Store:
             entry = self._index_cache[name] = index_entry(shard)
         return entry
 
+    def indexed_shards(self) -> set[str]:
+        """The shards whose keys this object's :meth:`index` has read (what a scan that
+        decided its points from the index knows to be stored)."""
+        return set(self._index_cache)
+
     def new_shards(self, seen: set[str]) -> list[str]:
         """Shards not in ``seen`` (e.g. written by another scan since the last look)."""
         return [name for name in self.shard_files() if name not in seen]

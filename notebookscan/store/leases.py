@@ -319,6 +319,7 @@ class Runner:
         self._started = time.time()
         self._status: dict[str, Any] = {}
         self.taken_over: list[str] = []  # dead runners whose leases this one removed
+        self.others = False  # another runner has been seen on the store during this run
         self._identity = {"host": socket.gethostname(), "user": _user(), "pid": os.getpid(),
                           "pid_start": _process_start(os.getpid()), "boot": _boot_id()}
         self.active = False
@@ -378,6 +379,7 @@ class Runner:
         for runner in sorted(set(leases) | set(records)):
             if runner == self.id:
                 continue
+            self.others = True
             record = _read_record(self.directory, records[runner]) if runner in records else None
             if self.watch.dead(runner, record):
                 self._take_over(runner, leases.get(runner, []), records.get(runner))
@@ -528,7 +530,7 @@ def runner_states(store_path: str, *, watch: float | None = None,
     while time.monotonic() - start < limit and set(runners) - beaten - gone:
         time.sleep(min(0.1, period / 4))
         for r in set(runners) - beaten - gone:
-            record = _read_record(directory, records[r]) if r in records else None
+            record = _read_record(directory, r + RUNNER_SUFFIX)  # listed or not (yet)
             if observer.silent_for(r, record) == 0.0:
                 beaten.add(r)
                 read[r] = record or read[r]
@@ -538,7 +540,7 @@ def runner_states(store_path: str, *, watch: float | None = None,
         silent = 0.0 if alive else _silence(directory, records.get(r), time.monotonic() - start)
         states.append(RunnerState(r, read[r] or {}, alive, silent))
         if not alive and clean:
-            _remove(directory, [*leases.get(r, []), *([records[r]] if r in records else [])])
+            _remove(directory, [*leases.get(r, []), r + RUNNER_SUFFIX])
     return states
 
 
