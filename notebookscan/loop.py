@@ -279,6 +279,7 @@ class ScanLoop(StopControl):
         self._held: list[list[Any]] = []
         self._unflushed: list[np.ndarray] = []
         self._elsewhere = np.empty(0, dtype=np.int64)
+        self._leases_warned = False
 
     # ---------------------------------------------------------------- main loop
 
@@ -665,7 +666,11 @@ class ScanLoop(StopControl):
     def _claim(self, chunk: np.ndarray, todo: _Pending) -> np.ndarray:
         """The points of ``chunk`` this runner now holds a lease on, and no one stored;
         the points other runners hold are kept aside (``_elsewhere``)."""
-        free, names = self._runner.claim(self.keys[chunk])
+        try:
+            free, names = self._runner.claim(self.keys[chunk])
+        except OSError as exc:  # leases/ cannot be written (full, read-only): run anyway
+            self._warn_leases(exc)
+            return chunk
         mine = chunk[free]
         for i, name in enumerate(names):  # a lease file per LEASE_KEYS keys
             part = np.sort(mine[i * LEASE_KEYS:(i + 1) * LEASE_KEYS])
@@ -682,6 +687,14 @@ class ScanLoop(StopControl):
             self._lease_stored(mine[stored])
             mine = mine[~stored]
         return mine
+
+    def _warn_leases(self, exc: OSError) -> None:
+        if not self._leases_warned:
+            self._leases_warned = True
+            warnings.warn(f"the leases of the store {self.store.path} cannot be written "
+                          f"({exc}); this run computes its points without telling other "
+                          "runs on the store, which may compute some of them too.",
+                          StoreWarning, stacklevel=4)
 
     def _lease_counted(self, chunk: np.ndarray, stored: bool) -> None:
         """A chunk is durable: in a shard already (``stored``) or in the next one."""

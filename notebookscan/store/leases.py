@@ -32,10 +32,19 @@ shown, never compared. On the runner's own host the check is faster: a runner wh
 process (pid, with its start time) no longer runs is dead at once.
 
 The time to live is :data:`DEFAULT_TTL` seconds, or the environment variable
-``NOTEBOOKSCAN_LEASE_TTL``; a runner beats every ``ttl / 4`` seconds (at most every
-:data:`MAX_BEAT_PERIOD`), from its loop's thread. A runner blocked for longer than the
+``NOTEBOOKSCAN_LEASE_TTL``; a runner beats every ``ttl / 4`` seconds (at least every
+:data:`MAX_BEAT_PERIOD`), from its loop's thread, which never waits longer than the time
+to its next beat. A runner blocked for longer than the
 ``ttl`` (one point running longer in the serial executor) is taken for dead: its points
 are then computed twice, which the store keeps as duplicates — never a loss.
+
+``notebookscan status`` (:func:`runner_states`) shows each runner's last record. A runner
+of this host is alive while its process runs; one of another host is watched for up to
+2.5 beat periods, on the status process's own clock, and is alive if its counter moves.
+A dead runner is shown as stopped, "no heartbeat for N s" — N from the file system's own
+timestamps (the record's modification time against a file status writes, both stamped
+by the same file system), which is a figure to show only, not a rule anything obeys —
+and its record and leases are removed.
 
 Files follow the store's rules (:mod:`notebookscan.store.files`): written to a temporary
 name and renamed into place through a descriptor of ``leases/`` (never a link; not
