@@ -761,6 +761,8 @@ class ScanLoop(StopControl):
         wait a moment and look again. False when there is nothing to wait for."""
         if self.stopping or not len(self._elsewhere):
             return False
+        if self._batch or self._received:
+            self._flush()  # our leases go before we wait: the others may wait for them
         self._stop.wait(min(self._runner.period, 0.25))
         self._beat(todo)
         self._take_back(todo)

@@ -33,7 +33,7 @@ RUNNER = textwrap.dedent("""
     import os, sys, time
     import notebookscan as ns
 
-    store, calls, start, stop, pause = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:6])
+    store, calls, start, stop, pause, flush = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:7])
 
     def f(x):
         with open(calls, "a") as out:  # one line per call, appended whole
@@ -42,18 +42,19 @@ RUNNER = textwrap.dedent("""
         return {"y": x * 2.0}
 
     ns.Scan(f, ns.grid(x=[float(v) for v in range(int(start), int(stop))]),
-            store=store).run(executor="serial", progress=False, flush_interval=0.2)
+            store=store).run(executor="serial", progress=False, flush_interval=flush)
 """)
 
 
 def _start(tmp_path: Path, name: str, store: Path, start: int, stop: int,
-           pause: float = 0.05, ttl: float = 30.0) -> tuple[subprocess.Popen, Path]:
+           pause: float = 0.05, ttl: float = 30.0,
+           flush: float = 0.2) -> tuple[subprocess.Popen, Path]:
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     calls = tmp_path / f"{name}.calls"
     env = {**os.environ, "PYTHONPATH": ROOT, "NOTEBOOKSCAN_LEASE_TTL": str(ttl)}
     proc = subprocess.Popen([sys.executable, str(script), str(store), str(calls), str(start),
-                             str(stop), str(pause)], env=env, stdout=subprocess.PIPE,
+                             str(stop), str(pause), str(flush)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     return proc, calls
 
@@ -82,8 +83,13 @@ def _records_per_key(store: Path) -> dict[str, int]:
     return counts
 
 
-def _finish(proc: subprocess.Popen) -> None:
-    _out, err = proc.communicate(timeout=60)
+def _finish(proc: subprocess.Popen, timeout: float = 60) -> None:
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:  # hung: leave no process behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
 
 
@@ -100,6 +106,18 @@ def test_two_live_runners_compute_each_key_once(tmp_path: Path) -> None:
     counts = _records_per_key(store)
     assert len(counts) == 80 and set(counts.values()) == {1}  # records == keys
     assert sorted(os.listdir(store / LEASES)) in ([], [".lock"])  # nothing left behind
+
+
+def test_runners_waiting_for_each_other_first_store_what_they_hold(tmp_path: Path) -> None:
+    # same space, started together, flushing rarely: each ends up waiting for points the
+    # other holds; a runner releases its (received, unflushed) points before it waits
+    store = tmp_path / "store"
+    a, calls_a = _start(tmp_path, "a", store, 0, 40, pause=0.02, flush=60.0)
+    b, calls_b = _start(tmp_path, "b", store, 0, 40, pause=0.02, flush=60.0)
+    for proc in (a, b):
+        _finish(proc, timeout=40)
+    assert sorted(_calls(calls_a) + _calls(calls_b)) == [float(v) for v in range(40)]
+    assert set(_records_per_key(store).values()) == {1}
 
 
 def test_a_killed_runners_points_are_taken_over(tmp_path: Path) -> None:
