@@ -6,6 +6,7 @@ killed runner's points are computed by the survivor once its leases expire.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -332,3 +333,36 @@ def test_leases_are_the_stores_own_and_never_merged_or_verified_as_shards(
     (only / LEASES).mkdir(parents=True)
     Store(only).prepare(GRID, ["x"])
     assert (only / "notebookscan.json").exists()
+
+
+def test_the_loop_beats_while_a_slow_point_runs_elsewhere(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # flush_interval far above the ttl: the loop still wakes for every beat while a
+    # worker process computes one long point
+    monkeypatch.setenv("NOTEBOOKSCAN_LEASE_TTL", "0.8")  # a beat every 0.2 s
+    store = tmp_path / "store"
+    beats: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for name in os.listdir(store / LEASES) if (store / LEASES).exists() else []:
+                if name.endswith(".runner"):
+                    with contextlib.suppress(OSError, ValueError):
+                        beats.append(json.loads((store / LEASES / name).read_text())["beat"])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        ns.Scan(_slow, ns.grid(x=[1.0]), store=store).run(
+            executor="processes", progress=False, flush_interval=60.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert max(beats) - min(beats) >= 5  # >= 1.5 s of point at a beat per 0.2 s
+
+
+def _slow(x: float) -> float:
+    time.sleep(2.0)
+    return x

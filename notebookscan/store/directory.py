@@ -247,6 +247,7 @@ class Store:
                 "as the store")
         check_own_directory(self.shards_dir, "shards/")
         check_own_directory(self.quarantine_dir, "quarantine/")
+        check_own_directory(os.path.join(path, LEASES), "leases/")  # the run's record goes there
         try:
             os.makedirs(self.shards_dir, exist_ok=True)
             probe_writable(path)
