@@ -1064,8 +1064,9 @@ def _live_runs(path: str) -> list[dict[str, Any]]:
             "pid": record.get("pid"), "silent_seconds": round(state.silent_for, 1)}
         for name in ("done", "failed", "running", "total", "skipped", "workers", "rate",
                      "held_elsewhere"):
-            value = record.get(name)
-            run[name] = value if isinstance(value, (int, float)) else None
+            value = record.get(name)  # data written by another process: numbers only
+            finite = type(value) in (int, float) and math.isfinite(value)
+            run[name] = value if finite else None
         left = (run["total"] or 0) - (run["done"] or 0) - (run["failed"] or 0)
         rate = run["rate"] or 0.0
         run["eta_seconds"] = round(left / rate, 1) if rate > 0 and left >= 0 else None

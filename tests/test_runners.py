@@ -366,3 +366,18 @@ def test_the_loop_beats_while_a_slow_point_runs_elsewhere(tmp_path: Path,
 def _slow(x: float) -> float:
     time.sleep(2.0)
     return x
+
+
+def test_status_reads_a_hostile_record_as_data_in_bounded_time(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    Store(store).prepare(GRID, ["x"])
+    (store / LEASES).mkdir()
+    (store / LEASES / "elsewhere.1.bad.runner").write_text(
+        '{"beat": 1, "ttl": "x", "period": 1e9, "total": Infinity, "rate": NaN, '
+        '"done": [1], "user": {"a": 1}, "state": "running"}')
+    start = time.monotonic()
+    out = _cli("status", str(store), "--json")
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - start < 20
+    (run,) = json.loads(out.stdout)["live_runs"]
+    assert run["state"] == "stopped" and run["total"] is None and run["done"] is None

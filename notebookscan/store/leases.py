@@ -524,10 +524,11 @@ def runner_states(store_path: str, *, watch: float | None = None,
     if not runners:
         return []
     read = {r: (_read_record(directory, records[r]) if r in records else None) for r in runners}
-    ttl = min((float(rec.get("ttl", DEFAULT_TTL)) for rec in read.values() if rec),
-              default=lease_ttl())
-    period = max((float(rec.get("period", MAX_BEAT_PERIOD)) for rec in read.values() if rec),
-                 default=MAX_BEAT_PERIOD)
+    # what the records say of their timing, within sane bounds (a record is data only)
+    ttl = min((_seconds(rec.get("ttl"), DEFAULT_TTL) for rec in read.values() if rec),
+              default=DEFAULT_TTL)
+    period = max((_seconds(rec.get("period"), MAX_BEAT_PERIOD, MAX_BEAT_PERIOD)
+                  for rec in read.values() if rec), default=MAX_BEAT_PERIOD)
     limit = min(ttl, 2.5 * period) if watch is None else watch
     observer = Watch(limit)
     beaten: set[str] = set()
@@ -551,6 +552,13 @@ def runner_states(store_path: str, *, watch: float | None = None,
         if not alive and clean:
             _remove(directory, [*leases.get(r, []), r + RUNNER_SUFFIX])
     return states
+
+
+def _seconds(value: Any, default: float, most: float = 3600.0) -> float:
+    """A record's number of seconds, if it is a finite one in (0, most]; else default."""
+    if type(value) not in (int, float) or not 0 < value <= most:
+        return default
+    return float(value)
 
 
 def _silence(directory: str, record: str | None, watched: float) -> float:
