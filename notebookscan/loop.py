@@ -9,6 +9,10 @@ only once it is durable: the chunks that arrive together are appended to the wri
 journal as one record and fsynced (:mod:`notebookscan.store.journal`), so a killed
 client recomputes only the points that were still in flight. The shard written at the
 next flush empties the journal.
+
+Runs on one store share the work (:mod:`notebookscan.store.leases`): a chunk's keys are
+leased before it is submitted and released once stored; the points another live run
+holds wait for it (the call sites are marked ``LEASES``).
 """
 
 from __future__ import annotations

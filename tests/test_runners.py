@@ -325,7 +325,15 @@ def test_leases_are_the_stores_own_and_never_merged_or_verified_as_shards(
     ns.Scan(lambda x: x, ns.grid(x=[1.0, 2.0]), store=store).run(executor="serial",
                                                                    progress=False)
     _foreign(store, "elsewhere.1.left", ns.grid(x=[1.0])._keys(), 1)
-    assert ns.verify(store).healthy
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    from notebookscan.store.files import _writer_tag
+
+    host = _writer_tag().rsplit(".", 1)[0]
+    leftover = store / LEASES / f".tmp-user.{host}.{gone}.abc"  # a killed runner's
+    leftover.write_text("{")
+    report = ns.verify(store)
+    assert report.healthy and report.removed_temporary == 1 and not leftover.exists()
     ns.merge(store, tmp_path / "dest")
     assert not (tmp_path / "dest" / LEASES).exists()
     # a directory holding only leases/ is taken for a store (a run is starting there)
