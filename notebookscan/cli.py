@@ -1297,19 +1297,30 @@ def _started_store(path: str) -> Any:
     return store
 
 
-def _report_started(store: Any, as_json: bool) -> int:
+def _report_started(store: Any, as_json: bool, live: list[dict[str, Any]] = ()) -> int:
     """What ``status`` says of a store whose first shard is not written yet."""
     meta = store.metadata()
     if as_json:
         _echo(json.dumps({"store": store.path, "parameters": meta.get("names", []),
                           "layout": meta.get("layout"), "created": meta.get("created", ""),
-                          "points": 0, "done": 0, "failed": 0, "started": True}, indent=2))
+                          "points": 0, "done": 0, "failed": 0, "started": True,
+                          "live_runs": list(live)}, indent=2))
         return EXIT_OK
     _echo(f"store:      {store.path}")
     _echo(f"parameters: {', '.join(meta.get('names', [])) or '-'}")
     _echo(f"points:     none stored yet (store created {meta.get('created') or '?'}): a run "
-          "has started and not written its first results; look again in a moment")
+          "is starting and has not written its first results; look again in a moment")
     return EXIT_OK
+
+
+def _echo_live(live: list[dict[str, Any]]) -> None:
+    """The live runs, first: what a running scan is doing now."""
+    if live:
+        stopped = sum(run["state"] == "stopped" for run in live)
+        _echo(f"live runs ({len(live) - stopped}"
+              + (f"; {stopped} stopped" if stopped else "") + "):")
+        for run in live:
+            _echo(_live_run_line(run))
 
 
 def _segment_parts(store: Any) -> dict[str, Any] | None:
@@ -1327,13 +1338,81 @@ def _segment_parts(store: Any) -> dict[str, Any] | None:
             "recording_bytes": recordings.size_bytes(), "checkpoints": count}
 
 
+def _live_runs(path: str) -> list[dict[str, Any]]:
+    """The runs working on a store now, from their heartbeat records (see
+    :mod:`notebookscan.store.leases`): each one's progress, workers and ETA, or that it
+    stopped (its record is then removed)."""
+    from .errors import StoreError
+    from .store.leases import runner_states
+
+    if not os.path.isdir(path):
+        return []
+    try:
+        states = runner_states(path)
+    except (StoreError, OSError):
+        return []  # a leases/ that is not a directory: no live run can be told
+    runs = []
+    for state in states:
+        record = state.record
+        run: dict[str, Any] = {
+            "runner": state.runner, "run": record.get("run", ""),
+            "state": (record.get("state", "running") if state.alive else "stopped"),
+            "host": record.get("host", ""), "user": record.get("user", ""),
+            "pid": record.get("pid"), "silent_seconds": round(state.silent_for, 1)}
+        for name in ("done", "failed", "running", "total", "skipped", "workers", "rate",
+                     "held_elsewhere"):
+            value = record.get(name)  # data written by another process: numbers only
+            finite = type(value) in (int, float) and math.isfinite(value)
+            run[name] = value if finite else None
+        left = (run["total"] or 0) - (run["done"] or 0) - (run["failed"] or 0)
+        rate = run["rate"] or 0.0
+        run["eta_seconds"] = round(left / rate, 1) if rate > 0 and left >= 0 else None
+        runs.append(run)
+    return runs
+
+
+def _live_run_line(run: dict[str, Any]) -> str:
+    who = f"{run['user'] or '?'}@{run['host'] or '?'} pid {run['pid']}"
+    if run["state"] == "stopped":
+        return (f"  {run['run'] or '?'} ({who}): stopped (no heartbeat for "
+                f"{run['silent_seconds']:.0f} s); its record and leases are removed, its "
+                "points not stored run again with the next run")
+    if run["state"] == "starting":
+        return f"  {run['run'] or '?'} ({who}): starting"
+    eta = (f", ETA {_format_seconds(run['eta_seconds'])}" if run["eta_seconds"] is not None
+           else "")
+    waits = (f", waiting for {run['held_elsewhere']} point(s) other runs compute"
+             if run["held_elsewhere"] else "")
+    return (f"  {run['run'] or '?'} ({who}): running, {run['done']} done, {run['failed']} "
+            f"failed, {run['running']} running of {run['total']}; {run['workers']} "
+            f"worker(s), {run['rate'] or 0:.3g} points/s{eta}{waits}")
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``notebookscan status``."""
+    live = _live_runs(args.store)
     started = _started_store(args.store) if os.path.isdir(args.store) else None
+    if started is None and any(run["state"] != "stopped" for run in live):
+        from .store import Store
+
+        if not Store(args.store).shard_files():
+            started = Store(args.store)  # a run started: its record came before any shard
     if started is not None:
-        return _report_started(started, args.json)
+        code = _report_started(started, args.json, live)
+        if not args.json:
+            _echo_live(live)
+        return code
     store = _existing_store(args.store)
     summary = store_summary(store, args.failures)
+    summary["live_runs"] = live
     if args.json:
         _echo(json.dumps(summary, indent=2, default=str))
         return EXIT_OK
@@ -1363,6 +1442,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _echo(f"leftovers:  {s['temporary']['files']} temporary file(s) of writers that are "
               f"gone, {_human_bytes(s['temporary']['bytes'])}; the next run, compact or verify "
               "removes them")
+    _echo_live(live)
     if s["runs"]:
         _echo(f"runs ({len(s['runs'])}):")
         for run in s["runs"]:

@@ -9,6 +9,10 @@ only once it is durable: the chunks that arrive together are appended to the wri
 journal as one record and fsynced (:mod:`notebookscan.store.journal`), so a killed
 client recomputes only the points that were still in flight. The shard written at the
 next flush empties the journal.
+
+Runs on one store share the work (:mod:`notebookscan.store.leases`): a chunk's keys are
+leased before it is submitted and released once stored; the points another live run
+holds wait for it (the call sites are marked ``LEASES``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from .errors import ExecutorError, ScanError, StoreWarning
 from .events import Events
 from .executors.base import FORK_LOCK, ScanExecutor
 from .store import Store
-from .store.journal import Journal, JournalUnsupported
+from .store.journal import Journal, JournalUnsupported, fold_journals
+from .store.leases import LEASE_KEYS, Runner
 from .store.schema import is_reserved
 from .store.shards import Record
 from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
@@ -182,6 +187,10 @@ class _Pending:
     def rest(self) -> np.ndarray:
         return self._positions[self._next:]
 
+    def add(self, positions: np.ndarray) -> None:
+        """Put ``positions`` back (points to run after all)."""
+        self._positions, self._next = np.concatenate([self.rest(), positions]), 0
+
     def drop(self, mask: np.ndarray) -> int:
         """Forget the remaining points where ``mask`` (aligned with :meth:`rest`) is true."""
         dropped = int(mask.sum())
@@ -267,6 +276,14 @@ class ScanLoop(StopControl):
         self._no_workers_since: float | None = None
         self._warned_no_workers = False
         self._seen_shards: set[str] = set()  # shards whose points are known to this loop
+        # LEASES: runners sharing the store (see store/leases.py): this run's runner,
+        # the leases it holds [sorted positions, lease file, points not yet in a shard],
+        # the chunks counted since the last flush, and the points other runners hold
+        self._runner = Runner(store.path, run_id)
+        self._held: list[list[Any]] = []
+        self._unflushed: list[np.ndarray] = []
+        self._elsewhere = np.empty(0, dtype=np.int64)
+        self._leases_warned = False
 
     # ---------------------------------------------------------------- main loop
 
@@ -280,15 +297,22 @@ class ScanLoop(StopControl):
         inflight: dict[Future, tuple[np.ndarray, int]] = {}
         chunker = _Chunker(self.settings, self.executor.worker_count(),
                            MIN_CHUNK_SECONDS if self.executor.needs_pickled_function else 0.0)
-        self._seen_shards = set(self.store.shard_files())
+        # the shards the points to run were decided from: any other is read for points
+        # another writer stored meanwhile (a shard may land between that and this)
+        self._seen_shards = self.store.indexed_shards()
         self.store.register_run(self.run_id)  # its place in the store's order of runs
+        self._runner.start(self._runner_status())  # LEASES: status shows the run at once
         try:
-            while (todo or inflight) and not (self._stop_now.is_set() and not inflight):
+            while ((todo or inflight or len(self._elsewhere))
+                   and not (self._stop_now.is_set() and not inflight)):
                 self._fill(todo, inflight, chunker)
                 if not inflight:
+                    if self._wait_for_others(todo):  # LEASES: points other runners hold
+                        continue
                     break
                 timeout = max(0.0, self.settings.flush_interval -
                               (time.monotonic() - self._last_flush))
+                timeout = min(timeout, self._runner.seconds_to_beat())  # LEASES
                 finished, _ = wait(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in finished:
                     chunk, attempt = inflight.pop(future)
@@ -306,6 +330,7 @@ class ScanLoop(StopControl):
                 self._check_alive(inflight, chunker)
                 if time.monotonic() - self._last_workers_check >= WORKER_CHECK_INTERVAL:
                     chunker.workers = self._check_workers()
+                self._beat(todo)  # LEASES
         except KeyboardInterrupt:
             self.request_stop(now=True)
             progress.stopped = True
@@ -318,6 +343,7 @@ class ScanLoop(StopControl):
                 self._flush()
             finally:
                 self._journal.close()  # removed when empty; else the next run folds it
+                self._runner.close()  # LEASES: its leases and record go
             self._finish(todo)
         return progress
 
@@ -325,7 +351,9 @@ class ScanLoop(StopControl):
               chunker: _Chunker) -> None:
         """Submit chunks until every worker has two (one running, one queued)."""
         while todo and not self.stopping and len(inflight) < 2 * chunker.workers:
-            self._submit(todo.take(chunker.next_size(len(todo))), 0, inflight)
+            chunk = self._claim(todo.take(chunker.next_size(len(todo))), todo)  # LEASES
+            if len(chunk):
+                self._submit(chunk, 0, inflight)
 
     def _fill_before_flush(self, todo: _Pending, inflight: dict[Future, tuple[np.ndarray, int]],
                            chunker: _Chunker) -> None:
@@ -481,6 +509,7 @@ class ScanLoop(StopControl):
         done = int(results.done.sum())
         self.progress.done += done
         self.progress.failed += len(chunk) - done
+        self._lease_counted(chunk, stored=bool(results.written))  # LEASES
         if results.written:  # the worker stored this chunk itself
             self._seen_shards.add(results.written)
             self._provenance_stored = True  # the first chunks' sinks carry it
@@ -583,6 +612,7 @@ class ScanLoop(StopControl):
         with FORK_LOCK:  # no pool worker is forked while this thread is inside HDF5
             shard = self.store.write(data)
         self._journal.discard()  # its records are in this shard (or earlier ones)
+        self._lease_flushed()  # LEASES: these points are in a shard now
         for chunk, results in received:
             self._announce(chunk, results)
         batch.forget()
@@ -602,23 +632,146 @@ class ScanLoop(StopControl):
         if self.events.wants("progress"):
             self.events.emit("progress", **self.progress.as_dict())
 
-    def _drop_done_elsewhere(self, todo: _Pending) -> None:
+    def _drop_done_elsewhere(self, todo: _Pending, chunk: np.ndarray | None = None) -> np.ndarray:
         """Skip points that another writer stored meanwhile (two scans, one store).
 
-        Only shards new since the last look are read (this loop's own are known).
+        Only shards new since the last look are read (this loop's own are known). The
+        points other runners held (LEASES) go when stored done or failed; returns which
+        points of ``chunk`` (taken from ``todo`` to be submitted) are stored done.
         """
-        if not todo:
-            return
+        stored = np.zeros(0 if chunk is None else len(chunk), dtype=bool)
+        if not (todo or len(self._elsewhere) or len(stored)):
+            return stored
         new = self.store.new_shards(self._seen_shards)
         if not new:
-            return
+            return stored
         self._seen_shards.update(new)
         with FORK_LOCK:
             done_elsewhere = self.store.index_of(new)
         dropped = todo.drop(done_elsewhere.is_done(self.keys[todo.rest()]))
+        if len(self._elsewhere):
+            keys = self.keys[self._elsewhere]
+            gone = done_elsewhere.is_done(keys) | done_elsewhere.is_failed(keys)
+            self._elsewhere = self._elsewhere[~gone]
+            dropped += int(gone.sum())
+        if chunk is not None:
+            stored = done_elsewhere.is_done(self.keys[chunk])
+            dropped += int(stored.sum())
         if dropped:
             self.progress.total -= dropped
             self.progress.skipped += dropped
+        return stored
+
+    # ---------------------------------------------------------------- LEASES
+    # Runners on one store share the work (see notebookscan.store.leases): a chunk's keys
+    # are claimed before it is submitted, released once its points are in a shard; the
+    # points other live runners hold wait until they are stored, or their runner dies.
+
+    def _claim(self, chunk: np.ndarray, todo: _Pending) -> np.ndarray:
+        """The points of ``chunk`` this runner now holds a lease on, and no one stored;
+        the points other runners hold are kept aside (``_elsewhere``)."""
+        try:
+            free, names = self._runner.claim(self.keys[chunk])
+        except OSError as exc:  # leases/ cannot be written (full, read-only): run anyway
+            self._warn_leases(exc)
+            return chunk
+        mine = chunk[free]
+        for i, name in enumerate(names):  # a lease file per LEASE_KEYS keys
+            part = np.sort(mine[i * LEASE_KEYS:(i + 1) * LEASE_KEYS])
+            self._held.append([part, name, len(part)])
+        if not free.all():
+            self._elsewhere = np.concatenate([self._elsewhere, chunk[~free]])
+        if not self._runner.others:
+            return mine  # no other runner seen this run: no shard to look for
+        # leases first, then shards: a runner releases a lease only after its shard is
+        # in place, so a point not leased any more is found stored here
+        self._fold_taken_over()
+        stored = self._drop_done_elsewhere(todo, mine)
+        if stored.any():
+            self._lease_stored(mine[stored])
+            mine = mine[~stored]
+        return mine
+
+    def _warn_leases(self, exc: OSError) -> None:
+        if not self._leases_warned:
+            self._leases_warned = True
+            warnings.warn(f"the leases of the store {self.store.path} cannot be written "
+                          f"({exc}); this run computes its points without telling other "
+                          "runs on the store, which may compute some of them too.",
+                          StoreWarning, stacklevel=4)
+
+    def _lease_counted(self, chunk: np.ndarray, stored: bool) -> None:
+        """A chunk is durable: in a shard already (``stored``) or in the next one."""
+        if stored:
+            self._lease_stored(chunk)
+        else:
+            self._unflushed.append(chunk)
+
+    def _lease_flushed(self) -> None:
+        """The shard just written holds the chunks counted since the last flush."""
+        unflushed, self._unflushed = self._unflushed, []
+        for chunk in unflushed:
+            self._lease_stored(chunk)
+
+    def _lease_stored(self, positions: np.ndarray) -> None:
+        """Release the leases all of whose points are now in shards."""
+        released = []
+        for entry in self._held:
+            held = entry[0]
+            at = np.searchsorted(held, positions).clip(0, max(len(held) - 1, 0))
+            entry[2] -= int(np.sum(held[at] == positions)) if len(held) else 0
+            if entry[2] <= 0:
+                released.append(entry[1])
+        if released:
+            self._held = [e for e in self._held if e[2] > 0]
+            self._runner.release(released)
+
+    def _runner_status(self) -> dict[str, Any]:
+        """What this runner's heartbeat record carries (``notebookscan status`` shows it)."""
+        progress = self.progress
+        return {**progress.as_dict(), "skipped": progress.skipped,
+                "elapsed": progress.elapsed, "held_elsewhere": len(self._elsewhere)}
+
+    def _beat(self, todo: _Pending) -> None:
+        """Beat when due (the loop wakes at least this often); then take over the points
+        of runners found dead."""
+        try:
+            beaten = self._runner.beat(self._runner_status())
+        except OSError:  # a missed beat: other runners may compute our points too
+            beaten = False
+        if beaten and len(self._elsewhere):
+            self._take_back(todo)
+
+    def _take_back(self, todo: _Pending) -> None:
+        """Drop the held points other runners stored; take back those no live runner
+        holds any more (their runner died: its leases expired and were removed)."""
+        held = self._runner.held_elsewhere()  # leases first, then shards (see _claim)
+        self._fold_taken_over()
+        self._drop_done_elsewhere(todo)
+        free = ~np.isin(self.keys[self._elsewhere], held)
+        if free.any():
+            todo.add(self._elsewhere[free])
+            self._elsewhere = self._elsewhere[~free]
+
+    def _fold_taken_over(self) -> None:
+        """A runner found dead may have received points it never wrote to a shard: its
+        journal (on this host) is folded into a shard, so they are not computed again."""
+        if self._runner.pop_taken_over():
+            with FORK_LOCK:
+                fold_journals(self.store)
+
+    def _wait_for_others(self, todo: _Pending) -> bool:
+        """Nothing of this run is in flight, but other runners hold some of its points:
+        wait a moment and look again. False when there is nothing to wait for."""
+        if self.stopping or not len(self._elsewhere):
+            return False
+        if self._batch or self._received:
+            self._flush()  # our leases go before we wait: the others may wait for them
+        self._stop.wait(min(self._runner.period, 0.25))
+        self._beat(todo)
+        self._take_back(todo)
+        self._maybe_emit_progress()
+        return bool(todo or len(self._elsewhere))
 
     def _finish(self, todo: _Pending) -> None:
         progress = self.progress

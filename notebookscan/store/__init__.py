@@ -10,6 +10,10 @@ Guarantees
   the points that were in flight.
 * Writers never collide: a shard's name holds user, host, process id and a random part.
   No lock is needed to write; two processes can scan into one store at once.
+* Runs on one store share the work: each leases the keys it computes and beats a
+  heartbeat counter (``leases/``, :mod:`.leases`); the others skip leased keys and take
+  them over once the runner is dead — its counter unchanged for the ttl on the
+  observer's own clock, never comparing two machines' clocks.
 * Reading combines all shards and keeps one row per point key (``done`` beats
   ``failed``, then the run that started last in the store, by ordinal, never by
   clock), so overlapping shards — from two writers, a merge, or a compaction killed
@@ -33,7 +37,8 @@ Modules: :mod:`.schema` (every name the store uses), :mod:`.shards` (one file),
 :mod:`.table` (shards combined into one row per point), :mod:`.index` (which keys are
 stored), :mod:`.dataset` and :mod:`.lazy` (the labelled Dataset view),
 :mod:`.directory` (the :class:`Store`), :mod:`.maintenance` (compaction, verification),
-:mod:`.merging` and :mod:`.files` (file operations inside the store's directory).
+:mod:`.merging`, :mod:`.files` (file operations inside the store's directory) and
+:mod:`.leases` (runners sharing a store).
 Nothing here imports the scan loop, the executors or the widgets.
 """
 

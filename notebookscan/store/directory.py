@@ -45,6 +45,7 @@ from .maintenance import (
 )
 from .schema import (
     CHECKPOINTS_DIR,
+    LEASES,
     META_FILE,
     OWN_ENTRIES,
     QUARANTINE,
@@ -246,6 +247,7 @@ class Store:
                 "as the store")
         check_own_directory(self.shards_dir, "shards/")
         check_own_directory(self.quarantine_dir, "quarantine/")
+        check_own_directory(os.path.join(path, LEASES), "leases/")  # the run's record goes there
         try:
             os.makedirs(self.shards_dir, exist_ok=True)
             probe_writable(path)
@@ -285,13 +287,20 @@ class Store:
 
     def leftovers(self) -> list[str]:
         """Paths of temporary files whose writer is gone (see :func:`files.dead_temporaries`)."""
-        return [os.path.join(directory, name) for directory in (self.path, self.shards_dir)
+        return [os.path.join(directory, name) for directory in self._temporaries_dirs()
                 for name in dead_temporaries(directory)]
 
     def remove_leftovers(self) -> int:
         """Delete the temporary files of writers that are gone; how many were removed."""
         return sum(remove_entries(directory, dead_temporaries(directory))
-                   for directory in (self.path, self.shards_dir))
+                   for directory in self._temporaries_dirs())
+
+    def _temporaries_dirs(self) -> tuple[str, ...]:
+        """Where writers leave temporary files: the store, shards/, leases/ (only when
+        it is a real directory: a link there is not followed)."""
+        leases = os.path.join(self.path, LEASES)
+        real = os.path.isdir(leases) and not os.path.islink(leases)
+        return (self.path, self.shards_dir, *((leases,) if real else ()))
 
     def write(self, shard: ShardData, *, register_runs: bool = True) -> str:
         """Write one shard atomically and return its file name.
@@ -488,6 +497,11 @@ class Store:
                 return None
             entry = self._index_cache[name] = index_entry(shard)
         return entry
+
+    def indexed_shards(self) -> set[str]:
+        """The shards whose keys this object's :meth:`index` has read (what a scan that
+        decided its points from the index knows to be stored)."""
+        return set(self._index_cache)
 
     def new_shards(self, seen: set[str]) -> list[str]:
         """Shards not in ``seen`` (e.g. written by another scan since the last look)."""

@@ -377,8 +377,12 @@ def probe_writable(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``path`` (created, never followed); yields whether held."""
+def exclusive_lock(path: str, wait: float = 0.0) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created, never followed); yields whether held.
+
+    ``wait``: seconds to keep trying while another process holds it (0: try once).
+    A file system without locks (``ENOLCK``) yields False at once.
+    """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                      | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -391,9 +395,7 @@ def exclusive_lock(path: str) -> Iterator[bool]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StoreError(f"{path} is not a regular file; remove it (it is the store's "
                              "lock file)")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _flock(fd, wait):
             yield False
             return
         try:
@@ -402,3 +404,18 @@ def exclusive_lock(path: str) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, wait: float) -> bool:
+    """Take an exclusive flock on ``fd``, trying for up to ``wait`` seconds."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                return False
+        time.sleep(0.005)

@@ -15,6 +15,9 @@ A store directory::
     superseded/              shards rewritten by Store.resolve, kept for recovery
     journal/*.journal        chunks a running writer received since its last shard
                              (JOURNAL; see store/journal.py)
+    leases/                  the runners working on the store now: one heartbeat record
+                             each (*.runner) and the keys of their chunks in flight
+                             (*.lease) (LEASES; see store/leases.py)
 
 A shard holds one row per point along the ``point`` dimension: the parameters, the
 bookkeeping variables and the results.
@@ -51,6 +54,10 @@ SHARDS = "shards"
 QUARANTINE = "quarantine"
 SCANNED = "scanned"  # which grid cells the runs scanned (see store/scanned.py)
 JOURNAL = "journal"  # chunks received since the last shard (see store/journal.py)
+LEASES = "leases"  # runners' heartbeats and the keys they compute now (see store/leases.py)
+RUNNER_SUFFIX = ".runner"  # leases/<runner>.runner: a runner's heartbeat record (JSON)
+LEASE_SUFFIX = ".lease"  # leases/<runner>.<n>.lease: keys in flight (raw 20-byte keys)
+LEASES_LOCK = ".lock"  # leases/.lock: held while a runner claims keys
 LOCK_FILE = ".compact.lock"
 RUNS_FILE = "runs.json"  # run id -> ordinal: the order of the store's runs, clock-free
 RUNS_LOCK = ".runs.lock"
@@ -128,8 +135,9 @@ SEGMENT_ROLE_ATTR = "notebookscan_segment_role"
 SEGMENTS_DIR = "segments"  # a segmented store's recordings: a plain store inside it
 CHECKPOINTS_DIR = "checkpoints"  # inside SEGMENTS_DIR: one directory per point and link
 #: Every entry a store's directory may hold: a directory holding anything else is not a store.
-OWN_ENTRIES = frozenset({META_FILE, SHARDS, QUARANTINE, SCANNED, JOURNAL, LOCK_FILE, RUNS_FILE,
-                         RUNS_LOCK, META_LOCK, SUPERSEDED, DETACHED_RUNS, SEGMENTS_DIR})
+OWN_ENTRIES = frozenset({META_FILE, SHARDS, QUARANTINE, SCANNED, JOURNAL, LEASES, LOCK_FILE,
+                         RUNS_FILE, RUNS_LOCK, META_LOCK, SUPERSEDED, DETACHED_RUNS,
+                         SEGMENTS_DIR})
 #: Names a segmented scan's parameters cannot take (the protocol passes them).
 SEGMENT_RESERVED_PARAMETERS: frozenset[str] = frozenset(
     {"segment", "segments", "link", "state", "point_key"})
