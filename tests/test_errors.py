@@ -47,7 +47,7 @@ NOT_YET = {
     "loop.py", "scan.py", "worker.py", "cluster.py",
     "segments/loop.py", "segments/scan.py", "segments/worker.py",
     "executors/__init__.py", "executors/base.py", "executors/futures.py",
-    "executors/ipyparallel.py", "executors/serial.py", "store/leases.py",
+    "executors/ipyparallel.py", "executors/serial.py",
 }
 
 # builtin class -> (functions it may be raised in, None: anywhere; why it passes through)

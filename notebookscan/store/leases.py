@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import ArgumentTypeError, StoreError
 from ..keys import KEY_DTYPE
 from .files import (
     _clean,
@@ -492,7 +492,7 @@ def _plain(value: Any) -> Any:
     """numpy scalars in a status, as JSON numbers."""
     if isinstance(value, np.generic):
         return value.item()
-    raise TypeError(f"{type(value).__name__} in a runner record")
+    raise ArgumentTypeError(f"{type(value).__name__} in a runner record")  # json wants a TypeError
 
 
 # ---------------------------------------------------------------- observers (status)
