@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .errors import NotebookscanError
+from .executors.registry import EXECUTOR_HELP, EXECUTOR_NAMES
 from .stale import STALE_CHOICES
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -41,7 +42,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 PROG = "notebookscan"
-EXECUTORS = ("local", "processes", "serial")
+EXECUTORS = EXECUTOR_NAMES
 CONFIG_KEYS = ("function", "store", "axes", "log_axes", "trials", "executor", "engines",
                "profile", "cluster_id", "connection_file", "retry_failed", "stale")
 AXIS_SYNTAX = ("write NAME=START:STOP:NUM (NUM evenly spaced values, e.g. k=1:20:20), "
@@ -207,8 +208,7 @@ exit codes: 0 ok; 1 failed points or corrupt shards; 2 bad arguments.
 def _add_executor_options(p: argparse.ArgumentParser, *, cluster: bool) -> None:
     group = p.add_argument_group("where the points run")
     group.add_argument("--executor", choices=EXECUTORS, default=None,
-                       help="local: ipyparallel engines on this machine (default); processes: "
-                            "a process pool; serial: one after another in this process")
+                       help=EXECUTOR_HELP)
     group.add_argument("--engines", type=_positive_int, default=None, metavar="N",
                        help="engines or processes to start (default: one per core)")
     if cluster:
