@@ -1,0 +1,161 @@
+"""Nothing left running: the local engines and controller of a process die with it,
+whether it is SIGKILLed or interrupted twice with Ctrl-C while it stops them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from conftest import describe, session_processes, wait_for_no_session_processes
+
+pytestmark = pytest.mark.cluster
+
+SCAN = textwrap.dedent(
+    """
+    import sys, time
+    import notebookscan as ns
+
+    def f(x):
+        import os, time
+        open(os.path.join(__TMP__, "started"), "a").close()
+        time.sleep(__SLEEP__)
+        return {"y": x}
+
+    if __name__ == "__main__":
+        scan = ns.Scan(f, ns.grid(x=range(__N__)), store=sys.argv[1])
+        try:
+            scan.run(progress=False)  # the default executor: local engines
+        except KeyboardInterrupt:
+            print("INTERRUPTED", flush=True)
+        else:
+            print("DONE", flush=True)
+            time.sleep(120)
+    """
+)
+
+
+def start_script(tmp_path, code: str) -> subprocess.Popen:
+    script = tmp_path / "script.py"
+    script.write_text(code.replace("__TMP__", repr(str(tmp_path))))
+    env = {**os.environ, "NOTEBOOKSCAN_WORKERS": "2"}
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "store")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(child: subprocess.Popen, word: str, timeout: float = 60.0) -> None:
+    timer = threading.Timer(timeout, child.kill)  # never hang on a child that stays silent
+    timer.start()
+    try:
+        for line in child.stdout:
+            if line.strip() == word:
+                return
+    finally:
+        timer.cancel()
+    raise AssertionError(f"the child ended before printing {word}: {child.stderr.read()}")
+
+
+def new_processes(before: set[int], child: subprocess.Popen) -> list:
+    return [p for p in session_processes() if p.pid not in before and p.pid != child.pid]
+
+
+def watchdogs_of(profile_dirs: set[str]) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if "ipp_watchdog.py" in cmdline and any(d in cmdline for d in profile_dirs):
+            found.append(proc)
+    return found
+
+
+def profile_dirs_of(processes: list) -> set[str]:
+    """The profile directories of these cluster processes (each must carry the marker the
+    watchdog finds them by)."""
+    from notebookscan.executors.ipp_watchdog import MARKER
+
+    tokens = {proc.environ().get(MARKER) for proc in processes}
+    assert None not in tokens, describe(processes)
+    return {os.path.dirname(token) for token in tokens}
+
+
+def test_sigkilled_scan_leaves_no_engine_or_controller(tmp_path):
+    before = {p.pid for p in session_processes()}
+    child = start_script(tmp_path, SCAN.replace("__SLEEP__", "0.05").replace("__N__", "8"))
+    try:
+        wait_for_line(child, "DONE")
+        cluster = new_processes(before, child)
+        assert len(cluster) >= 3, describe(cluster)  # a controller, two engines (+ nannies)
+        dirs = profile_dirs_of(cluster)
+        assert dirs and all(os.path.isdir(d) for d in dirs)
+    finally:
+        child.kill()  # SIGKILL: no exit hook runs
+        child.wait()
+    t0 = time.monotonic()
+    left = wait_for_no_session_processes(timeout=10, ignore=before)
+    assert not left, describe(left)
+    assert time.monotonic() - t0 < 10
+    deadline = time.monotonic() + 5
+    while (watchdogs_of(dirs) or any(os.path.exists(d) for d in dirs)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not watchdogs_of(dirs)
+    assert not any(os.path.exists(d) for d in dirs)  # the temporary profile is removed
+    child.stdout.close()
+    child.stderr.close()
+
+
+def test_sigkilled_start_cluster_leaves_nothing_running(tmp_path):
+    before = {p.pid for p in session_processes()}
+    code = textwrap.dedent(
+        """
+        import time
+        import notebookscan as ns
+        handle = ns.start_cluster(1, quiet=True, profile_dir=__PROFILE__)
+        print("READY", flush=True)
+        time.sleep(120)
+        """
+    ).replace("__PROFILE__", repr(str(tmp_path / "profile")))
+    child = start_script(tmp_path, code)
+    try:
+        wait_for_line(child, "READY")
+        assert new_processes(before, child)
+    finally:
+        child.kill()
+        child.wait()
+    left = wait_for_no_session_processes(timeout=10, ignore=before)
+    assert not left, describe(left)
+    assert os.path.isdir(tmp_path / "profile")  # the user's profile directory stays
+    child.stdout.close()
+    child.stderr.close()
+
+
+@pytest.mark.parametrize("second", ["during clean-up", "right after the first"])
+def test_ctrl_c_twice_prints_no_traceback_and_leaves_nothing(tmp_path, second):
+    before = {p.pid for p in session_processes()}
+    child = start_script(tmp_path, SCAN.replace("__SLEEP__", "2").replace("__N__", "40"))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():  # points are running on the engines
+        assert time.monotonic() < deadline and child.poll() is None, "no point started"
+        time.sleep(0.05)
+    assert new_processes(before, child)
+    child.send_signal(signal.SIGINT)
+    if second == "during clean-up":
+        wait_for_line(child, "INTERRUPTED")  # the exit hooks stop the engines now
+        time.sleep(0.05)
+    else:
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert second == "during clean-up" or "INTERRUPTED" in out  # the scan was interrupted
+    assert "DONE" not in out
+    assert "Traceback" not in err, err
+    assert "KeyboardInterrupt" not in err, err
+    left = wait_for_no_session_processes(timeout=10, ignore=before)
+    assert not left, describe(left)
