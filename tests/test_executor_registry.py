@@ -6,9 +6,15 @@ import pytest
 
 from notebookscan import cli
 from notebookscan.errors import ExecutorError
-from notebookscan.executors import EXECUTOR_KINDS, EXECUTOR_NAMES, resolve_executor
+from notebookscan.executors import resolve_executor
 from notebookscan.executors.futures import FuturesExecutor
-from notebookscan.executors.registry import EXECUTOR_HELP, WIDGET_OPTIONS, executor_kind
+from notebookscan.executors.registry import (
+    EXECUTOR_HELP,
+    EXECUTOR_KINDS,
+    EXECUTOR_NAMES,
+    WIDGET_OPTIONS,
+    executor_kind,
+)
 from notebookscan.executors.serial import SerialExecutor
 
 

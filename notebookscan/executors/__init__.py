@@ -11,12 +11,11 @@ from typing import Any
 
 from ..errors import ExecutorError
 from .base import ScanExecutor
-from .futures import FuturesExecutor, process_pool
-from .registry import EXECUTOR_KINDS, EXECUTOR_NAMES, executor_kind
+from .futures import FuturesExecutor, process_pool  # noqa: F401 - the cli imports it here
+from .registry import EXECUTOR_NAMES, executor_kind
 from .serial import SerialExecutor
 
-__all__ = ["EXECUTOR_KINDS", "EXECUTOR_NAMES", "FuturesExecutor", "ScanExecutor",
-           "SerialExecutor", "process_pool", "resolve_executor"]
+__all__ = ["FuturesExecutor", "ScanExecutor", "SerialExecutor", "resolve_executor"]
 
 
 def _is_ipyparallel(obj: Any) -> bool:
