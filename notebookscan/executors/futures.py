@@ -201,7 +201,9 @@ class FuturesExecutor(ScanExecutor):
             max_workers or getattr(executor, "_max_workers", None) or usable_cores()
         )
         self.owned = owned
-        self.description = type(executor).__name__
+        # a private subclass (the tracked pool) is named by its public base
+        self.description = next(cls.__name__ for cls in type(executor).__mro__
+                                if not cls.__name__.startswith("_"))
         # a process pool runs on this machine; other executors (dask, MPI) may not
         self.shares_filesystem = isinstance(executor, ProcessPoolExecutor)
         self.factory = factory if owned else None
