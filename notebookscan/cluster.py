@@ -385,9 +385,10 @@ class ClusterHandle:
             if self.stopped:
                 return
             self.stopped = True
-        _stop_cluster(self.cluster, self.client, self.executor, self._loop,
-                      self.profile_dir if self._remove_profile_dir else None, self._watch)
         _live_handles.discard(self)
+        run_to_the_end(lambda: _stop_cluster(  # a Ctrl-C meanwhile must not cut it short
+            self.cluster, self.client, self.executor, self._loop,
+            self.profile_dir if self._remove_profile_dir else None, self._watch))
 
     def __enter__(self) -> ClusterHandle:
         return self

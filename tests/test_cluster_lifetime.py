@@ -159,3 +159,21 @@ def test_ctrl_c_twice_prints_no_traceback_and_leaves_nothing(tmp_path, second):
     assert "KeyboardInterrupt" not in err, err
     left = wait_for_no_session_processes(timeout=10, ignore=before)
     assert not left, describe(left)
+
+
+def test_a_stop_is_not_cut_short_by_ctrl_c_and_the_interrupt_comes_after():
+    from notebookscan.executors.ipp_local import run_to_the_end
+
+    steps = []
+
+    def slow_stop():
+        for i in range(10):
+            time.sleep(0.05)
+            steps.append(i)
+
+    timer = threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_to_the_end(slow_stop)
+    timer.join()
+    assert steps == list(range(10))  # it ran to its end, then the interrupt was raised

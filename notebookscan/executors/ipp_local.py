@@ -219,12 +219,15 @@ class OwnerWatch:
         self.token = self.lease  # unique per cluster
         self.environment = {MARKER: self.token}
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ipp_watchdog.py")
+        # this process may itself be an engine of another cluster (a scan inside a scan):
+        # its watchdog must not carry that cluster's token, or it would die with it first
+        env = {k: v for k, v in os.environ.items() if k != MARKER}
         self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
             [sys.executable, script, str(os.getpid()), self.token, self.lease, profile_dir,
              "remove" if remove_dir else "keep"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal is not for it
-            close_fds=True,
+            close_fds=True, env=env,
         )
 
     @property
@@ -260,12 +263,13 @@ def run_to_the_end(fn: Callable[[], None], *, at_exit: bool = False) -> None:
 
     Stopping a cluster takes a second or two; a KeyboardInterrupt raised half-way would
     leave engines running and, in an atexit hook, print a traceback. So ``fn`` runs in
-    a thread (signals only interrupt the main thread) and the caller waits for it,
-    swallowing interrupts. ``at_exit``: the interpreter is exiting, so SIGINT is ignored
-    from here on (the exit goes ahead; nothing is left to interrupt). Errors of ``fn``
-    are logged, never raised.
+    a thread (signals only interrupt the main thread) and the caller waits for it; an
+    interrupt meanwhile is raised once ``fn`` is done. ``at_exit``: the interpreter is
+    exiting, so SIGINT is ignored from here on and interrupts are swallowed (the exit
+    goes ahead; nothing is left to interrupt). Errors of ``fn`` are logged, never raised.
     """
     done = threading.Event()
+    interrupted = False
 
     def target() -> None:
         try:
@@ -284,10 +288,14 @@ def run_to_the_end(fn: Callable[[], None], *, at_exit: bool = False) -> None:
             thread.start()
             break
         except KeyboardInterrupt:
-            continue
+            interrupted = True
     while not done.is_set():
-        with contextlib.suppress(KeyboardInterrupt):
+        try:
             done.wait(0.1)
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted and not at_exit:
+        raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------- orphans
@@ -498,11 +506,15 @@ class _LocalCluster:
         threading.Thread(target=replace, name="notebookscan-engine-replace", daemon=True).start()
 
     def stop(self) -> None:
-        """Stop the engines and the controller, remove the profile; safe to call twice."""
+        """Stop the engines and the controller, remove the profile; safe to call twice,
+        and a Ctrl-C meanwhile does not cut it short (see :func:`run_to_the_end`)."""
         with self._stop_lock:
             if self.stopped:
                 return
             self.stopped = True
+        run_to_the_end(self._stop)
+
+    def _stop(self) -> None:
         if self.executor is not None:
             self.executor.shutdown()
         if self.client is not None:
