@@ -200,7 +200,7 @@ class OwnerWatch:
     Starts the watchdog script (:mod:`.ipp_watchdog`) and hands out :attr:`environment`,
     which the cluster's launchers must pass to the controller and engines: the watchdog
     finds them by it (engines restarted later and processes they start carry it too).
-    :meth:`release` (a normal stop) lets the watchdog exit without touching anything.
+    :meth:`release` (a normal stop) ends the watchdog without it touching anything.
 
     Parameters
     ----------
@@ -236,17 +236,14 @@ class OwnerWatch:
         return None if self._process is None else self._process.pid
 
     def release(self) -> None:
-        """The cluster is stopped: let the watchdog exit (and reap it). Idempotent."""
+        """The cluster is stopped: end the watchdog (and reap it). Idempotent."""
         process, self._process = self._process, None
         with contextlib.suppress(OSError):
             os.unlink(self.lease)
-        if process is not None:
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=2)
+        if process is not None:  # its owner lives: it has nothing to do, end it now
+            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
 
 
 def forget_watch_in_child(watch: OwnerWatch | None) -> None:
