@@ -31,6 +31,14 @@ def stuck_in_native_code(pid_file: str) -> str:
     return "returned"
 
 
+def exit_soon() -> None:
+    import os
+    import time
+
+    time.sleep(0.5)
+    os._exit(1)
+
+
 def pid_and_double(x: int) -> tuple[int, int]:
     import os
     import time
@@ -114,6 +122,30 @@ def test_process_pool_does_not_end_a_queued_task_or_a_foreign_pool(tmp_path):
         future = foreign.submit(pid_and_double, 1)
         assert foreign.end_worker(future) is False
         future.result(timeout=20)
+
+
+def test_a_stuck_task_rerun_alone_after_a_crash_can_be_ended(tmp_path):
+    """Another task kills its worker: the pool's tasks are re-run one at a time to find
+    the culprit; a stuck one among them can still be ended (else the recovery waits)."""
+    executor = process_pool(2)
+    try:
+        stuck = executor.submit(stuck_in_native_code, str(tmp_path / "pid"))
+        first = wait_for_pid(str(tmp_path / "pid"))
+        os.unlink(tmp_path / "pid")
+        crash = executor.submit(exit_soon)
+        second = wait_for_pid(str(tmp_path / "pid"))  # the stuck task, run again alone
+        assert second != first
+        assert executor.end_worker(stuck) is True
+        with pytest.raises(WorkerEnded):
+            stuck.result(timeout=10)
+        assert gone(second)
+        with pytest.raises(Exception) as info:  # then the culprit is found
+            crash.result(timeout=20)
+        assert "exit code 1" in str(info.value)
+        assert executor.submit(pid_and_double, 5).result(timeout=20)[1] == 10
+        assert executor.workers_killed_by_tasks == 1  # the crash, not the ended task
+    finally:
+        executor.shutdown()
 
 
 @pytest.mark.cluster

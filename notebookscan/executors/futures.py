@@ -111,6 +111,8 @@ class _TrackedPool(ProcessPoolExecutor):
     """A process pool whose workers record the task they run (see :func:`_tracked_call`)."""
 
     def __init__(self, workers: int):
+        #: set by end_worker: this pool broke because a worker was killed on purpose
+        self.ended = False
         self.slots = multiprocessing.Array("q", 2 * workers, lock=False)
         taken = multiprocessing.Value("i", 0)
         super().__init__(max_workers=workers, initializer=_init_worker,
@@ -216,6 +218,7 @@ class FuturesExecutor(ScanExecutor):
         self._recovery: threading.Thread | None = None
         self._closed = False
         self._ids = itertools.count(1)
+        self._alone: tuple[_Task, Executor] | None = None  # the task recovery runs alone
         #: pools rebuilt after a worker died, and tasks found to kill their worker
         self.pool_breaks = 0
         self.workers_killed_by_tasks = 0
@@ -307,7 +310,7 @@ class FuturesExecutor(ScanExecutor):
             suspects, self._casualties = self._casualties, []
             broken = self.executor
             self.pool_breaks += 1
-        if any(task.ended for task in suspects):
+        if getattr(broken, "ended", False):
             # end_worker broke it: the ended task is known, the others simply run again
             for task in suspects:
                 if task.ended:
@@ -343,7 +346,9 @@ class FuturesExecutor(ScanExecutor):
     def _run_alone(self, task: _Task) -> None:
         pool = self.factory(1)
         try:
-            inner = _submit_tracked(pool, task)
+            with self._lock:
+                inner = _submit_tracked(pool, task)
+                self._alone = (task, pool)
             task.outer.add_done_callback(lambda outer: outer.cancelled() and inner.cancel())
             while not inner.done() and not self._closed:
                 with contextlib.suppress(TimeoutError):
@@ -355,9 +360,15 @@ class FuturesExecutor(ScanExecutor):
             else:
                 _settle(task.outer, inner)
         finally:
+            with self._lock:
+                self._alone = None
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _blame(self, task: _Task, pool: Executor) -> None:
+        if task.ended:  # killed on purpose by end_worker, not by its own doing
+            with contextlib.suppress(Exception):
+                task.outer.set_exception(WorkerEnded(task.ended))
+            return
         self.workers_killed_by_tasks += 1
         with contextlib.suppress(Exception):
             task.outer.set_exception(WorkerDied(
@@ -379,11 +390,14 @@ class FuturesExecutor(ScanExecutor):
         with self._lock:
             task = next((t for t in self._live.values() if t.outer is future), None)
             pool = self.executor
+            if task is None and self._alone is not None and self._alone[0].outer is future:
+                task, pool = self._alone  # re-run alone while recovering from a break
             pid = pool.pid_running(task.tid) if task and isinstance(pool, _TrackedPool) else None
             if task is None or pid is None:
                 return False
             task.ended = (f"worker process (pid {pid}) ended by end_worker: the task did not "
                           "return in time")
+            pool.ended = True
         with contextlib.suppress(ProcessLookupError):  # died meanwhile: the pool breaks too
             os.kill(pid, signal.SIGKILL)
         return True

@@ -378,12 +378,8 @@ class _LocalExecutor(IPyParallelExecutor):
     def _maintain(self) -> None:
         self._local.replace_lost_engines(wait=False)
 
-    def end_worker(self, future: Any) -> bool:
-        """Kill the engine running ``future`` and start a new engine in its place."""
-        if not super().end_worker(future):
-            return False
-        self._local.replace_when_gone(self.engine_of(future))
-        return True
+    def _engine_ended(self, engine: int) -> None:
+        self._local.replace_when_gone(engine)  # the cluster keeps its n engines
 
 
 class _LocalCluster:
@@ -483,7 +479,7 @@ class _LocalCluster:
             future.result(60)
             self.client.wait_for_engines(self.n, timeout=60, interactive=False)
 
-    def replace_when_gone(self, engine_id: int | None, timeout: float = 30.0) -> None:
+    def replace_when_gone(self, engine_id: int, timeout: float = 30.0) -> None:
         """In the background: once ``engine_id`` has left the cluster, start a new engine."""
 
         def replace() -> None:

@@ -660,7 +660,11 @@ class IPyParallelExecutor(TaskPurging, ScanExecutor):
         if engine is None or engine not in self.client.ids:
             return False
         self._signal_engines(signal.SIGKILL, [engine])
+        self._engine_ended(engine)
         return True
+
+    def _engine_ended(self, engine: int) -> None:
+        """Hook run after :meth:`end_worker` killed ``engine`` (the local cluster replaces it)."""
 
     # ------------------------------------------------------------------ lifetime
 
