@@ -266,9 +266,12 @@ def run_to_the_end(fn: Callable[[], None], *, at_exit: bool = False) -> None:
     goes ahead; nothing is left to interrupt). Errors of ``fn`` are logged, never raised.
     """
     done = threading.Event()
+    once = threading.Lock()
     interrupted = False
 
     def target() -> None:
+        if not once.acquire(blocking=False):
+            return  # started twice: an interrupt came between start() and the break
         try:
             fn()
         except Exception:
