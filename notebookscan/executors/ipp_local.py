@@ -91,13 +91,13 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
+        """Stop the loop and its thread (idempotent)."""
         if self.loop.is_closed():
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         if not self.thread.is_alive():
             self.loop.close()
-
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -188,7 +188,6 @@ def _wait_gone(procs: list[Any], timeout: float) -> list[Any]:
         psutil.wait_procs(alive, timeout=0.05)  # reaps our own children
         alive = [p for p in alive if running(p)]
     return alive
-
 
 
 # --------------------------------------------------------------------------- owner watch

@@ -142,9 +142,6 @@ def is_worker_lost(exc: BaseException) -> bool:
     return any(part and part[0] in _LOST_NAMES for part in parts)
 
 
-
-
-
 def _cloudpickle_dumps(obj: Any) -> bytes:
     import cloudpickle
 
