@@ -75,6 +75,16 @@ def watchdogs_of(profile_dirs: set[str]) -> list:
     return found
 
 
+def running(proc) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def profile_dirs_of(processes: list) -> set[str]:
     """The profile directories of these cluster processes (each must carry the marker the
     watchdog finds them by)."""
@@ -177,3 +187,61 @@ def test_a_stop_is_not_cut_short_by_ctrl_c_and_the_interrupt_comes_after():
         run_to_the_end(slow_stop)
     timer.join()
     assert steps == list(range(10))  # it ran to its end, then the interrupt was raised
+
+
+def test_the_watchdog_kills_what_carries_its_token_when_the_owner_dies(tmp_path):
+    """The mechanism alone, without ipyparallel: a process started with the watch's
+    environment (and its own child) dies within seconds of its owner's SIGKILL."""
+    import psutil
+
+    code = textwrap.dedent(
+        """
+        import os, subprocess, sys, time
+        from notebookscan.executors.ipp_local import OwnerWatch
+        watch = OwnerWatch(sys.argv[1], "c1", remove_dir=False)
+        env = {**os.environ, **watch.environment}
+        worker = subprocess.Popen([sys.executable, "-c",
+            "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(120)']); time.sleep(120)"], env=env)
+        print(worker.pid, watch.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    (tmp_path / "profile").mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "profile")],
+                             stdout=subprocess.PIPE, text=True)
+    worker_pid, watchdog_pid = map(int, owner.stdout.readline().split())
+    worker = psutil.Process(worker_pid)
+    deadline = time.monotonic() + 10
+    while not worker.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = worker.children()[0]
+    owner.kill()
+    owner.wait()
+    owner.stdout.close()
+    procs = [worker, grandchild, psutil.Process(watchdog_pid)]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(running(p) for p in procs):
+        time.sleep(0.05)
+    assert not [p for p in procs if running(p)]
+    assert not (tmp_path / "profile" / "notebookscan-watch-c1").exists()
+    assert (tmp_path / "profile").is_dir()  # not a temporary directory: kept
+
+
+def test_a_released_watch_ends_its_watchdog_and_never_inherits_a_token(tmp_path,
+                                                                      monkeypatch):
+    import psutil
+
+    from notebookscan.executors.ipp_local import OwnerWatch
+    from notebookscan.executors.ipp_watchdog import MARKER
+
+    monkeypatch.setenv(MARKER, "token-of-the-cluster-this-process-is-an-engine-of")
+    watch = OwnerWatch(str(tmp_path), "c2", remove_dir=False)
+    process = psutil.Process(watch.pid)
+    assert MARKER not in process.environ()
+    assert watch.environment[MARKER] != os.environ[MARKER]
+    watch.release()
+    watch.release()  # idempotent
+    assert not running(process)
+    assert not (tmp_path / "notebookscan-watch-c2").exists()
+    assert watch.pid is None
