@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .errors import NotebookscanError
+from .executors.registry import EXECUTOR_HELP, EXECUTOR_NAMES
 from .stale import STALE_CHOICES
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED", "EXIT_TERMINATED",
@@ -54,7 +55,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 PROG = "notebookscan"
-EXECUTORS = ("local", "processes", "serial")
+EXECUTORS = EXECUTOR_NAMES
 CONFIG_KEYS = ("function", "store", "axes", "log_axes", "trials", "executor", "engines",
                "profile", "cluster_id", "connection_file", "retry_failed", "stale")
 AXIS_SYNTAX = ("write NAME=START:STOP:NUM (NUM evenly spaced values, e.g. k=1:20:20), "
@@ -273,8 +274,7 @@ was stopped; 130 interrupted; 143 terminated (SIGTERM).
 def _add_executor_options(p: argparse.ArgumentParser, *, cluster: bool) -> None:
     group = p.add_argument_group("where the points run")
     group.add_argument("--executor", choices=EXECUTORS, default=None,
-                       help="local: ipyparallel engines on this machine (default); processes: "
-                            "a process pool; serial: one after another in this process")
+                       help=EXECUTOR_HELP)
     group.add_argument("--engines", type=_positive_int, default=None, metavar="N",
                        help="engines or processes to start (default: one per core)")
     if cluster:

@@ -45,15 +45,17 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ExecutorError
 from .executors.base import usable_cores
-from .executors.ipyparallel import (
+from .executors.ipp_local import (
     LOCAL_HEARTBEAT_MS,
     TEMP_PROFILE_PREFIXES,
-    IPyParallelExecutor,
-    _claim,
-    _engine_logs,
-    _LoopThread,
-    _stop_and_wait,
+    LoopThread,
+    OwnerWatch,
+    claim,
+    engine_logs,
+    run_to_the_end,
+    stop_and_wait,
 )
+from .executors.ipyparallel import IPyParallelExecutor
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
@@ -359,7 +361,8 @@ class ClusterHandle:
     """
 
     def __init__(self, *, cluster: ipp.Cluster, client: ipp.Client, executor: IPyParallelExecutor,
-                 loop: _LoopThread, engines: str, n: int, remove_profile_dir: bool):
+                 loop: LoopThread, engines: str, n: int, remove_profile_dir: bool,
+                 watch: OwnerWatch | None = None):
         self.cluster = cluster
         self.client = client
         self.executor = executor
@@ -372,6 +375,7 @@ class ClusterHandle:
         )
         self._loop = loop
         self._remove_profile_dir = remove_profile_dir
+        self._watch = watch
         self._lock = threading.Lock()
         self.stopped = False
 
@@ -381,9 +385,10 @@ class ClusterHandle:
             if self.stopped:
                 return
             self.stopped = True
-        _stop_cluster(self.cluster, self.client, self.executor, self._loop,
-                      self.profile_dir if self._remove_profile_dir else None)
         _live_handles.discard(self)
+        run_to_the_end(lambda: _stop_cluster(  # a Ctrl-C meanwhile must not cut it short
+            self.cluster, self.client, self.executor, self._loop,
+            self.profile_dir if self._remove_profile_dir else None, self._watch))
 
     def __enter__(self) -> ClusterHandle:
         return self
@@ -398,27 +403,35 @@ class ClusterHandle:
 
 
 def _stop_cluster(cluster: Any, client: Any, executor: IPyParallelExecutor | None,
-                  loop: _LoopThread, remove_dir: str | None) -> None:
+                  loop: LoopThread, remove_dir: str | None,
+                  watch: OwnerWatch | None = None) -> None:
     if executor is not None:
         with contextlib.suppress(Exception):
             executor.shutdown()
     if client is not None:
         with contextlib.suppress(Exception):
             client.close()
-    _stop_and_wait(cluster, loop)
+    stop_and_wait(cluster, loop)
     loop.close()
     if remove_dir:
         shutil.rmtree(remove_dir, ignore_errors=True)
+    if watch is not None:
+        watch.release()
 
 
 _live_handles: weakref.WeakSet[ClusterHandle] = weakref.WeakSet()
 
 
-@atexit.register
 def _stop_live_handles() -> None:
     for handle in list(_live_handles):
         with contextlib.suppress(Exception):
             handle.stop()
+
+
+@atexit.register
+def _stop_live_handles_at_exit() -> None:
+    if _live_handles:  # a second Ctrl-C must not cut the stop short
+        run_to_the_end(_stop_live_handles, at_exit=True)
 
 
 if hasattr(os, "register_at_fork"):  # a forked child must not stop its parent's clusters
@@ -580,7 +593,7 @@ def start_cluster(
             pdir = tempfile.mkdtemp(prefix=TEMP_PROFILE_PREFIXES[1])
             remove_dir = True
             if stop_at_exit:  # a process killed before stopping it: the next one cleans up
-                _claim(pdir)
+                claim(pdir)
         else:
             pdir = os.path.join(_ipython_dir(), f"profile_{DEFAULT_PROFILE}")
     else:
@@ -610,6 +623,13 @@ def start_cluster(
     if remove_dir and "environment" not in options:
         # engines' IPython would otherwise create ~/.ipython/profile_default
         section["environment"] = {"IPYTHONDIR": os.path.join(pdir, "ipython")}
+    watch = None
+    if stop_at_exit:  # its processes here die with this one, even when it is SIGKILLed
+        watch = OwnerWatch(pdir, cluster.cluster_id, remove_dir=remove_dir)
+        if local:
+            section["environment"] = {**section.get("environment", {}), **watch.environment}
+        if controller_cls.__name__ == "LocalControllerLauncher":
+            cluster.config.LocalControllerLauncher.environment = dict(watch.environment)
     # batch scripts go to the profile, not the current directory ('.' is hard-coded)
     for cls in (engine_cls, controller_cls):
         traits = cls.class_traits(config=True)
@@ -620,7 +640,7 @@ def start_cluster(
                 batch_dir, f"{cluster.cluster_id}-{traits['batch_file_name'].default()}"
             )
 
-    loop = _LoopThread(f"notebookscan-cluster-{cluster.cluster_id}")
+    loop = LoopThread(f"notebookscan-cluster-{cluster.cluster_id}")
     word = "engine" if n == 1 else "engines"
     if not quiet:
         print(f"Starting {n} {engines_name} ipyparallel {word} (cluster {cluster.cluster_id!r})…",
@@ -634,8 +654,8 @@ def start_cluster(
             client.wait_for_engines(min_engines, timeout=timeout, interactive=False)
     except BaseException as exc:
         have = len(client.ids) if client is not None else 0
-        logs = _engine_logs(pdir)
-        _stop_cluster(cluster, client, None, loop, pdir if remove_dir else None)
+        logs = engine_logs(pdir)
+        _stop_cluster(cluster, client, None, loop, pdir if remove_dir else None, watch)
         if isinstance(exc, KeyboardInterrupt):
             raise
         batch = "" if local else (
@@ -650,7 +670,7 @@ def start_cluster(
     handle = ClusterHandle(
         cluster=cluster, client=client,
         executor=IPyParallelExecutor(client.load_balanced_view(), cluster=cluster),
-        loop=loop, engines=engines_name, n=n, remove_profile_dir=remove_dir,
+        loop=loop, engines=engines_name, n=n, remove_profile_dir=remove_dir, watch=watch,
     )
     handle.executor.description = (
         f"ipyparallel ({engines_name}, cluster {cluster.cluster_id!r})"

@@ -185,6 +185,27 @@ def test_cancel_pending_and_interrupt_running(ipp_executor, tmp_path):
     assert ipp_executor.submit(pow, 3, 2).result(timeout=30) == 9
 
 
+def test_interrupt_reaches_tasks_whose_engine_the_client_has_not_heard_of(ipp_executor,
+                                                                          tmp_path):
+    """Under load the client learns late which engine runs a task: the controller is
+    asked, and the interrupt is repeated until the task ends."""
+    running = [ipp_executor.submit(sleep_and_report, 30, str(tmp_path / f"pid{i}"))
+               for i in range(2)]
+    for i in range(2):
+        wait_for_pid(str(tmp_path / f"pid{i}"))
+    for future in running:  # as if the engine's first messages were still on the way
+        for mid in future.msg_ids:
+            ipp_executor.client.metadata[mid]["engine_id"] = None
+    t0 = time.monotonic()
+    ipp_executor.interrupt_running()
+    for future in running:
+        with pytest.raises(Exception) as info:
+            future.result(timeout=20)
+        assert getattr(info.value, "ename", None) == "KeyboardInterrupt"
+    assert time.monotonic() - t0 < 15
+    assert ipp_executor.submit(pow, 3, 2).result(timeout=30) == 9
+
+
 def test_retries_stay_zero_so_a_failing_task_does_not_hang(ipp_client):
     view = ipp_client.load_balanced_view()
     view.set_flags(retries=3)
@@ -539,6 +560,8 @@ def test_scan_survives_an_engine_killed_mid_scan(ipp_cluster, ipp_client, tmp_pa
 
 
 def test_cluster_of_a_killed_process_is_stopped_by_the_next_one(tmp_path):
+    """The fallback when the watchdog that stops it at once was killed as well."""
+    import psutil
     from conftest import describe, session_processes, wait_for_no_session_processes
 
     from notebookscan.executors.ipyparallel import reap_orphan_clusters
@@ -558,6 +581,13 @@ def test_cluster_of_a_killed_process_is_stopped_by_the_next_one(tmp_path):
         assert profile_dir not in reap_orphan_clusters()  # its owner is alive: left alone
         orphans = {p.pid for p in session_processes()} - before - {child.pid}
         assert orphans, "the child's engines should be running"
+        watchdogs = [p for p in psutil.Process(child.pid).children()
+                     if "ipp_watchdog.py" in " ".join(p.cmdline())]
+        assert len(watchdogs) == 1
+        watchdogs[0].kill()
+        deadline = time.monotonic() + 5  # a zombie until the sleeping child reaps it
+        while watchdogs[0].status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         child.kill()  # like a kernel killed by the OOM killer: no exit hooks run
         child.wait()

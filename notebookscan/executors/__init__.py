@@ -11,12 +11,11 @@ from typing import Any
 
 from ..errors import ExecutorError
 from .base import ScanExecutor
-from .futures import FuturesExecutor, process_pool
+from .futures import FuturesExecutor, process_pool  # noqa: F401 - the cli imports it here
+from .registry import EXECUTOR_NAMES, executor_kind
 from .serial import SerialExecutor
 
 __all__ = ["FuturesExecutor", "ScanExecutor", "SerialExecutor", "resolve_executor"]
-
-NAMED = ("serial", "processes", "local")
 
 
 def _is_ipyparallel(obj: Any) -> bool:
@@ -29,26 +28,23 @@ def resolve_executor(spec: Any = None) -> tuple[ScanExecutor, bool]:
     ``owned`` is true when notebookscan created the executor for this run and shuts it
     down afterwards (a shared local ipyparallel cluster is reused, never owned by one run).
 
-    Accepted: ``None`` or ``"local"`` (local ipyparallel engines, one per core),
-    ``"serial"``, ``"processes"``, a :class:`ScanExecutor`, any
+    Accepted: ``None`` (the same as ``"local"``: local ipyparallel engines, one per
+    core), a name of :data:`~notebookscan.executors.registry.EXECUTOR_KINDS`
+    (``"local"``, ``"processes"``, ``"serial"``), a :class:`ScanExecutor`, any
     :class:`concurrent.futures.Executor`, an ipyparallel ``Client``, ``View`` or
     ``Cluster``.
+
+    Raises
+    ------
+    ExecutorError
+        An unknown name (the message lists the known ones) or an object that cannot run
+        a scan.
     """
     if isinstance(spec, ScanExecutor):
         return spec, False
-    if spec is None or spec == "local":
-        from .ipyparallel import local_executor
-
-        return local_executor(), False
-    if isinstance(spec, str):
-        if spec == "serial":
-            return SerialExecutor(), True
-        if spec == "processes":
-            return process_pool(), True
-        raise ExecutorError(
-            f"executor={spec!r} is not known; use one of {', '.join(map(repr, NAMED))}, "
-            "a concurrent.futures.Executor, or an ipyparallel Client/View/Cluster."
-        )
+    if spec is None or isinstance(spec, str):
+        kind = executor_kind(EXECUTOR_NAMES[0] if spec is None else spec)
+        return kind.factory(None), kind.owned
     if _is_ipyparallel(spec):
         from .ipyparallel import IPyParallelExecutor
 

@@ -89,6 +89,17 @@ class ScanExecutor(abc.ABC):
     def interrupt_running(self) -> None:  # noqa: B027 - optional hook
         """Best effort: interrupt tasks that are running (used by ``stop(now=True)``)."""
 
+    def end_worker(self, future: Future) -> bool:
+        """End the worker running ``future`` and start a replacement if this executor
+        manages its workers.
+
+        For a task past its timeout that is stuck where Python cannot interrupt it
+        (``ctypes``, a long numpy call). The future then fails with an error for which
+        :meth:`is_worker_lost` is true (the scan loop resubmits the chunk). Returns False
+        when that is impossible (serial, threads): the default.
+        """
+        return False
+
     def worker_count(self) -> int:
         """Workers available now (engines may come and go); defaults to ``max_workers``."""
         return self.max_workers

@@ -10,13 +10,19 @@ extra guarantees:
   :class:`WorkerDied`, naming the exit code or signal); the others get their results.
 * **Workers do not outlive the scan's process.** Each worker watches its parent and exits
   when it is gone (a SIGKILLed kernel or script cannot shut its pool down).
+* **A stuck task can be ended.** Each worker records in shared memory which task it
+  runs, so :meth:`FuturesExecutor.end_worker` kills exactly that worker (a task stuck in
+  native code ignores every Python-level interrupt); its future fails with
+  :class:`WorkerEnded` and the pool is replaced, the pool's other tasks re-run in it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -29,7 +35,7 @@ from typing import Any
 
 from .base import FORK_LOCK, ScanExecutor, usable_cores
 
-__all__ = ["FuturesExecutor", "WorkerDied", "process_pool"]
+__all__ = ["FuturesExecutor", "WorkerDied", "WorkerEnded", "process_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,11 @@ PARENT_CHECK_INTERVAL = 0.5
 class WorkerDied(BrokenProcessPool):
     """The worker process running this task died while running it alone (the task's own
     doing: ``os._exit``, a crash in native code, running out of memory)."""
+
+
+class WorkerEnded(BrokenProcessPool):
+    """The worker process running this task was killed on purpose by
+    :meth:`FuturesExecutor.end_worker` (the task was stuck past its timeout)."""
 
 
 # --------------------------------------------------------------------------- worker side
@@ -64,8 +75,60 @@ def _exit_with_parent(interval: float = PARENT_CHECK_INTERVAL) -> None:
     threading.Thread(target=watch, name="notebookscan-parent-watch", daemon=True).start()
 
 
+# worker side of the task table: (shared array, this worker's slot)
+_slot: tuple[Any, int] | None = None
+
+
+def _init_worker(slots: Any, taken: Any) -> None:
+    """Pool initializer: watch the parent, take a slot of the task table, record the pid.
+
+    ``slots`` holds two integers per worker: its pid and the id of the task it runs
+    (0 when idle); ``taken`` counts the slots handed out.
+    """
+    global _slot
+    _exit_with_parent()
+    with taken.get_lock():
+        index = taken.value
+        taken.value += 1
+    if 2 * index + 1 < len(slots):
+        slots[2 * index] = os.getpid()
+        _slot = (slots, index)
+
+
+def _tracked_call(task_id: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` with ``task_id`` in this worker's slot, so it can be ended."""
+    if _slot is None:
+        return fn(*args)
+    slots, index = _slot
+    slots[2 * index + 1] = task_id
+    try:
+        return fn(*args)
+    finally:
+        slots[2 * index + 1] = 0
+
+
+class _TrackedPool(ProcessPoolExecutor):
+    """A process pool whose workers record the task they run (see :func:`_tracked_call`)."""
+
+    def __init__(self, workers: int):
+        #: set by end_worker: this pool broke because a worker was killed on purpose
+        self.ended = False
+        self.slots = multiprocessing.Array("q", 2 * workers, lock=False)
+        taken = multiprocessing.Value("i", 0)
+        super().__init__(max_workers=workers, initializer=_init_worker,
+                         initargs=(self.slots, taken))
+
+    def pid_running(self, task_id: int) -> int | None:
+        """The pid of the worker running task ``task_id`` now, or None."""
+        values = list(self.slots)
+        for pid, running in zip(values[::2], values[1::2], strict=True):
+            if running == task_id and pid > 0:
+                return pid
+        return None
+
+
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent)
+    return _TrackedPool(workers)
 
 
 def _how_it_died(pool: Executor) -> str:
@@ -96,6 +159,8 @@ class _Task:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     outer: Future  # what submit() returned
+    tid: int = 0  # its id in the workers' task table
+    ended: str = ""  # set by end_worker: how its worker was ended
 
 
 def _settle(outer: Future, inner: Future) -> None:
@@ -138,7 +203,9 @@ class FuturesExecutor(ScanExecutor):
             max_workers or getattr(executor, "_max_workers", None) or usable_cores()
         )
         self.owned = owned
-        self.description = type(executor).__name__
+        # a private subclass (the tracked pool) is named by its public base
+        self.description = next(cls.__name__ for cls in type(executor).__mro__
+                                if not cls.__name__.startswith("_"))
         # a process pool runs on this machine; other executors (dask, MPI) may not
         self.shares_filesystem = isinstance(executor, ProcessPoolExecutor)
         self.factory = factory if owned else None
@@ -150,6 +217,8 @@ class FuturesExecutor(ScanExecutor):
         self._recovering = False  # new tasks wait in _held while this is true
         self._recovery: threading.Thread | None = None
         self._closed = False
+        self._ids = itertools.count(1)
+        self._alone: tuple[_Task, Executor] | None = None  # the task recovery runs alone
         #: pools rebuilt after a worker died, and tasks found to kill their worker
         self.pool_breaks = 0
         self.workers_killed_by_tasks = 0
@@ -159,7 +228,7 @@ class FuturesExecutor(ScanExecutor):
             future = self.executor.submit(fn, *args)
         else:
             future = Future()
-            task = _Task(fn, args, future)
+            task = _Task(fn, args, future, next(self._ids))
             with self._lock:
                 if self._recovering:
                     self._held.append(task)
@@ -174,8 +243,7 @@ class FuturesExecutor(ScanExecutor):
         if task.outer.done():  # cancelled while held back
             return
         try:
-            with FORK_LOCK:  # the first submit to a pool forks its workers
-                inner = self.executor.submit(task.fn, *task.args)
+            inner = _submit_tracked(self.executor, task)
         except BrokenExecutor:
             if self._live:  # their failures start the recovery, which runs this task too
                 self._held.append(task)
@@ -183,8 +251,7 @@ class FuturesExecutor(ScanExecutor):
                 return
             # a worker died while idle: nobody else will notice, rebuild now
             self._replace_pool()
-            with FORK_LOCK:
-                inner = self.executor.submit(task.fn, *task.args)
+            inner = _submit_tracked(self.executor, task)
         self._live[inner] = task
         task.outer.add_done_callback(lambda outer, inner=inner: outer.cancelled()
                                      and inner.cancel())
@@ -243,7 +310,16 @@ class FuturesExecutor(ScanExecutor):
             suspects, self._casualties = self._casualties, []
             broken = self.executor
             self.pool_breaks += 1
-        if len(suspects) == 1:
+        if getattr(broken, "ended", False):
+            # end_worker broke it: the ended task is known, the others simply run again
+            for task in suspects:
+                if task.ended:
+                    with contextlib.suppress(Exception):
+                        task.outer.set_exception(WorkerEnded(task.ended))
+            with self._lock:
+                self._held.extendleft(reversed([t for t in suspects if not t.ended]))
+            suspects = []
+        elif len(suspects) == 1:
             # the pool ran this task alone: it is the one that killed its worker
             self._blame(suspects[0], broken)
             suspects = []
@@ -270,8 +346,9 @@ class FuturesExecutor(ScanExecutor):
     def _run_alone(self, task: _Task) -> None:
         pool = self.factory(1)
         try:
-            with FORK_LOCK:
-                inner = pool.submit(task.fn, *task.args)
+            with self._lock:
+                inner = _submit_tracked(pool, task)
+                self._alone = (task, pool)
             task.outer.add_done_callback(lambda outer: outer.cancelled() and inner.cancel())
             while not inner.done() and not self._closed:
                 with contextlib.suppress(TimeoutError):
@@ -283,9 +360,15 @@ class FuturesExecutor(ScanExecutor):
             else:
                 _settle(task.outer, inner)
         finally:
+            with self._lock:
+                self._alone = None
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _blame(self, task: _Task, pool: Executor) -> None:
+        if task.ended:  # killed on purpose by end_worker, not by its own doing
+            with contextlib.suppress(Exception):
+                task.outer.set_exception(WorkerEnded(task.ended))
+            return
         self.workers_killed_by_tasks += 1
         with contextlib.suppress(Exception):
             task.outer.set_exception(WorkerDied(
@@ -293,6 +376,31 @@ class FuturesExecutor(ScanExecutor):
 
     def is_worker_lost(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenExecutor)
+
+    def end_worker(self, future: Future) -> bool:
+        """Kill the worker process running ``future`` (SIGKILL) and replace the pool.
+
+        For a task stuck past its timeout where Python cannot interrupt it. The future
+        fails with :class:`WorkerEnded` (a lost worker); the other tasks of the pool run
+        again in a new pool, their futures untouched. Returns False when the task is not
+        running (queued, done), or for pools this adapter did not create.
+        """
+        if self.factory is None or future.done():
+            return False
+        with self._lock:
+            task = next((t for t in self._live.values() if t.outer is future), None)
+            pool = self.executor
+            if task is None and self._alone is not None and self._alone[0].outer is future:
+                task, pool = self._alone  # re-run alone while recovering from a break
+            pid = pool.pid_running(task.tid) if task and isinstance(pool, _TrackedPool) else None
+            if task is None or pid is None:
+                return False
+            task.ended = (f"worker process (pid {pid}) ended by end_worker: the task did not "
+                          "return in time")
+            pool.ended = True
+        with contextlib.suppress(ProcessLookupError):  # died meanwhile: the pool breaks too
+            os.kill(pid, signal.SIGKILL)
+        return True
 
     def cancel_pending(self) -> None:
         for future in list(self._futures):
@@ -308,6 +416,14 @@ class FuturesExecutor(ScanExecutor):
         for task in held:
             task.outer.cancel()
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit_tracked(pool: Executor, task: _Task) -> Future:
+    """Submit a task to a pool, through :func:`_tracked_call` when the pool tracks tasks."""
+    with FORK_LOCK:  # the first submit to a pool forks its workers
+        if isinstance(pool, _TrackedPool):
+            return pool.submit(_tracked_call, task.tid, task.fn, *task.args)
+        return pool.submit(task.fn, *task.args)
 
 
 def process_pool(max_workers: int | None = None) -> FuturesExecutor:

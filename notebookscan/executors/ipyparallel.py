@@ -1,9 +1,14 @@
-"""Run scans on ipyparallel engines: local cores by default, any ipcluster when asked.
+"""Run scans on ipyparallel engines: the executor itself.
 
 :class:`IPyParallelExecutor` adapts a load-balanced view to the executor contract of
-:class:`~notebookscan.executors.base.ScanExecutor`. :func:`local_executor` starts (once
-per process) a private local cluster with one engine per core and reuses it for every
-later scan; it is stopped when the interpreter exits.
+:class:`~notebookscan.executors.base.ScanExecutor`. Engines import this module by name
+(it holds the task wrapper). Where the engines come from lives elsewhere:
+
+- :mod:`notebookscan.executors.ipp_local`: the shared local cluster behind
+  ``executor="local"`` (:func:`~notebookscan.executors.ipp_local.local_executor`), its
+  start, reuse and stop, and that its processes never outlive their owner;
+- :mod:`notebookscan.cluster`: joining a running cluster (``connect``) and starting one
+  through a launcher (``start_cluster``).
 
 ipyparallel is imported only when an executor is built, so :func:`is_worker_lost` can be
 used without paying for it.
@@ -11,52 +16,39 @@ used without paying for it.
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import collections
 import contextlib
 import functools
 import logging
 import os
 import pickle
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExecutorError
-from .base import ScanExecutor, usable_cores
+from .base import ScanExecutor
+from .ipp_purge import TaskPurging
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
 
-__all__ = [
-    "IPyParallelExecutor",
-    "is_worker_lost",
-    "local_executor",
-    "reap_orphan_clusters",
-    "shutdown_local_executor",
-]
+__all__ = ["IPyParallelExecutor", "is_worker_lost"]
+
+# kept importable from here (older code and scripts); they live in ipp_local
+_MOVED_TO_IPP_LOCAL = frozenset({"local_executor", "reap_orphan_clusters",
+                                 "shutdown_local_executor"})
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-#: Heartbeat period (ms) of the clusters notebookscan starts on this machine. The
-#: default (3000 ms) makes engines wait ~6 s to register; 500 ms brings a 2-engine
-#: start-up from ~7 s down to ~3 s. Keep the default on busy shared HPC nodes.
-LOCAL_HEARTBEAT_MS = 500
 
 # ipyparallel exception names that mean "the engine running this task is gone".
 _LOST_NAMES = frozenset({"EngineError"})
-# seconds a finished task may wait for its engine's last output message before purging
-_OUTPUT_WAIT = 60.0
 
 #: Seconds the controller may stay silent (a liveness query unanswered, no task
 #: finishing) before a scan gives up on it; see :meth:`IPyParallelExecutor.check_alive`.
@@ -64,7 +56,10 @@ _OUTPUT_WAIT = 60.0
 CONTROLLER_TIMEOUT = 10.0
 #: Seconds between two liveness queries to the controller while a scan runs.
 CONTROLLER_CHECK_INTERVAL = 1.0
-HUB_PURGE_TRIES = 5  # purge requests per task id before leaving it to the hub's own culling
+#: Seconds between two interrupts of an engine whose task has not ended yet, and how long
+#: :meth:`IPyParallelExecutor.interrupt_running` keeps trying.
+INTERRUPT_RETRY = 2.0
+INTERRUPT_PATIENCE = 60.0
 
 
 def _default_controller_timeout() -> float:
@@ -147,137 +142,10 @@ def is_worker_lost(exc: BaseException) -> bool:
     return any(part and part[0] in _LOST_NAMES for part in parts)
 
 
-class _LoopThread:
-    """A private asyncio loop in a daemon thread, to drive ipyparallel's async API.
-
-    Starting and stopping a cluster from the same loop works the same in a script, in a
-    thread and inside a running event loop (a Jupyter kernel), where blocking the
-    kernel's own loop would deadlock.
-    """
-
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def main() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(started.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=main, name=name, daemon=True)
-        self.thread.start()
-        started.wait(10)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result."""
-        if self.loop.is_closed():
-            coro.close()
-            raise ExecutorError("the cluster's event loop is closed; start a new cluster.")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
 def _cloudpickle_dumps(obj: Any) -> bytes:
     import cloudpickle
 
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _tail(path: str, lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(collections.deque(f, lines))
-    except OSError:
-        return ""
-
-
-def _engine_logs(profile_dir: str | None, lines: int = 15) -> str:
-    """The end of the newest engine/controller logs of a profile, for error messages."""
-    if not profile_dir:
-        return ""
-    log_dir = os.path.join(profile_dir, "log")
-    try:
-        names = sorted(
-            (os.path.join(log_dir, n) for n in os.listdir(log_dir) if n.endswith(".log")),
-            key=os.path.getmtime,
-        )[-3:]
-    except OSError:
-        return ""
-    parts = [f"--- {p}\n{_tail(p, lines)}" for p in names if os.path.getsize(p)]
-    return "\n".join(parts)
-
-
-def _process_tree(cluster: Any) -> list[Any]:
-    """The local processes of a cluster (controller, engines, nannies, mpiexec), if any."""
-    import psutil
-
-    pids = []
-    launchers = [cluster.controller] if cluster.controller is not None else []
-    for engine_set in cluster.engines.values():
-        launchers.append(engine_set)
-        launchers.extend(getattr(engine_set, "launchers", {}).values())
-    for launcher in launchers:
-        pid = getattr(launcher, "pid", -1)
-        if isinstance(pid, int) and pid > 0:
-            pids.append(pid)
-    procs: dict[int, Any] = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(pid)
-            procs[pid] = proc
-            for child in proc.children(recursive=True):
-                procs[child.pid] = child
-    return list(procs.values())
-
-
-def _stop_and_wait(cluster: Any, loop: _LoopThread, timeout: float = 10.0) -> None:
-    """Stop a cluster and wait until its local processes are gone (SIGKILL stragglers).
-
-    ipyparallel's stop only signals local processes; waiting here means a stopped
-    cluster really leaves nothing running, even when the interpreter exits right after.
-    """
-    import psutil
-
-    procs = _process_tree(cluster)
-    nannies = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            if "ipyparallel.engine.nanny" in " ".join(proc.cmdline()):
-                nannies.append(proc)
-    with contextlib.suppress(Exception):
-        loop.run(cluster.stop_cluster(), timeout=60)
-    alive = _wait_gone([p for p in procs if p not in nannies], timeout)
-    # a nanny outlives its engine by ~4 s (and relays SIGTERM to it); once the engine has
-    # exited it has nothing left to do, so it is killed like any straggler
-    for proc in [*alive, *nannies]:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    _wait_gone([*alive, *nannies], 5)
-
-
-def _wait_gone(procs: list[Any], timeout: float) -> list[Any]:
-    """Wait until processes have exited; zombies count as gone (init reaps them later)."""
-    import psutil
-
-    def running(proc: Any) -> bool:
-        try:
-            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    deadline = time.monotonic() + timeout
-    alive = [p for p in procs if running(p)]
-    while alive and time.monotonic() < deadline:
-        psutil.wait_procs(alive, timeout=0.05)  # reaps our own children
-        alive = [p for p in alive if running(p)]
-    return alive
 
 
 # --------------------------------------------------------------------------- executor
@@ -288,7 +156,7 @@ def _this_host() -> str:
     return socket.gethostname()  # asked once per submitted chunk: a system call each time
 
 
-class IPyParallelExecutor(ScanExecutor):
+class IPyParallelExecutor(TaskPurging, ScanExecutor):
     """Runs tasks on ipyparallel engines through a load-balanced view.
 
     Each task goes to whichever engine is free. Functions and arguments are sent as
@@ -363,6 +231,7 @@ class IPyParallelExecutor(ScanExecutor):
         self._closed = False
         self._checked: set[int] = set()
         self._hosts: dict[int, str] = {}  # engine id -> host name, from the engine check
+        self._pids: dict[int, int] = {}  # engine id -> pid, from the engine check
         self._check_failures: dict[int, dict[str, Any]] = {}
         self._probes: set[int] = set()
         self.hub_purge_failures = 0
@@ -503,6 +372,8 @@ class IPyParallelExecutor(ScanExecutor):
             else:
                 self._checked.add(eid)
                 self._hosts[eid] = report.get("host", "")
+                if isinstance(report.get("pid"), int):
+                    self._pids[eid] = report["pid"]
 
     def _raise_check_failures(self) -> None:
         if not self._check_failures:
@@ -656,146 +527,141 @@ class IPyParallelExecutor(ScanExecutor):
         """Send SIGINT to the engines running this executor's tasks (``KeyboardInterrupt``).
 
         Engines stay alive; the interrupted tasks fail with a ``RemoteError`` named
-        ``KeyboardInterrupt``. Tasks whose engine is not yet known are aborted instead.
+        ``KeyboardInterrupt``; queued tasks are aborted. An engine on this host is
+        signalled directly (its pid is known from the engine check), others through the
+        controller and the engine's nanny. Under load the client may not know yet which
+        engine runs a task, and a signal may come before the task has started: a
+        background thread asks the controller and repeats the interrupt every
+        ``INTERRUPT_RETRY`` s for tasks still running, for up to ``INTERRUPT_PATIENCE`` s
+        (an idle engine ignores SIGINT, so a late repeat does no harm).
         """
         with self._lock:
-            engines = {self._engine_of(mid) for mid in self._pending}
-        engines.discard(None)
-        registered = set(self.client.ids)
-        targets = sorted(e for e in engines if e in registered)
-        if targets:
-            with contextlib.suppress(Exception):
-                self.client.send_signal(signal.SIGINT, targets=targets, block=False)
+            ids = set(self._pending)
+        if not ids or self._controller_lost:
+            return
+        engines = self._engines_running(ids, ask_hub=False)
+        self._signal_engines(signal.SIGINT, engines)
         self.cancel_pending()
+        now = time.monotonic()
+        threading.Thread(
+            target=self._keep_interrupting, args=(ids, dict.fromkeys(engines, now)),
+            name="notebookscan-ipp-interrupt", daemon=True,
+        ).start()
+
+    def _keep_interrupting(self, ids: set[str], signalled: dict[int, float]) -> None:
+        deadline = time.monotonic() + INTERRUPT_PATIENCE
+        while time.monotonic() < deadline and not self._closed and not self._controller_lost:
+            time.sleep(0.25)
+            with self._lock:
+                left = ids & self._pending
+            if not left:
+                return
+            now = time.monotonic()
+            due = [e for e in self._engines_running(left, ask_hub=True)
+                   if now - signalled.get(e, -INTERRUPT_RETRY) >= INTERRUPT_RETRY]
+            if due:
+                self._signal_engines(signal.SIGINT, due)
+                signalled.update(dict.fromkeys(due, now))
 
     def _engine_of(self, msg_id: str) -> int | None:
         md = self.client.metadata.get(msg_id)  # .get: never create entries in the defaultdict
         return None if md is None else md.get("engine_id")
 
-    # ------------------------------------------------------------------ purging
+    def _engines_running(self, ids: set[str], *, ask_hub: bool) -> list[int]:
+        """The registered engines running (or holding) these tasks; the controller is asked
+        about tasks the client has no engine for yet (``ask_hub``)."""
+        engines = {self._engine_of(mid) for mid in ids}
+        unknown = {mid for mid in ids if self._engine_of(mid) is None}
+        if unknown and ask_hub:
+            engines.update(self._hub_task_engines(unknown).values())
+        registered = set(self.client.ids)
+        return sorted(e for e in engines if e is not None and e in registered)
 
-    def purge(self, grace: float = 0.0) -> int:
-        """Forget finished tasks: client caches, histories and the controller's database.
-
-        Runs by itself in a background thread (every ``purge_every`` tasks or
-        ``purge_interval`` seconds); call it to purge now. Returns how many task ids
-        were purged. ``grace`` keeps tasks finished less than that many seconds ago (their
-        last output messages may still be on the way).
-        """
-        now = time.monotonic()
-        cutoff = now - grace
-        client = self.client
-        # ipyparallel drops a task from its own caches once both the reply and the
-        # engine's last output message ("idle") have arrived; the output can lag behind
-        # the result. Removing the metadata before that would make the late message
-        # recreate it, so such tasks wait for the next round (at most `_OUTPUT_WAIT` s).
-        unresolved = getattr(client, "_futures", {})
-        with self._lock:
-            ids: list[str] = []
-            later: list[tuple[float, str]] = []
-            while self._finished and self._finished[0][0] <= cutoff:
-                done_at, mid = self._finished.popleft()
-                if mid in unresolved and now - done_at < _OUTPUT_WAIT:
-                    later.append((done_at, mid))
-                else:
-                    ids.append(mid)
-            self._finished.extendleft(reversed(later))
-            retry = bool(self._hub_refused)
-            drop = set(ids)
-            for mid in ids:
-                client.results.pop(mid, None)
-                client.metadata.pop(mid, None)
-                unresolved.pop(mid, None)
-                getattr(client, "_output_futures", {}).pop(mid, None)
-            # ipyparallel 9 records one stray entry under this key on every send
-            client.metadata.pop("submitted", None)
-            # in place, under the lock that also covers apply_async (which reads history)
-            if drop:
-                client.history[:] = [m for m in client.history if m not in drop]
-                self.view.history[:] = [m for m in self.view.history if m not in drop]
-        if ids or retry:
-            self._purge_hub(ids)
-        return len(ids)
-
-    def _purge_hub(self, ids: list[str]) -> None:
-        if getattr(self.client, "_closed", False) or self._controller_lost:
-            return
-        # the hub refuses ids it has not yet seen finish (it can lag behind the client
-        # under load): those are tried again in the next rounds
-        with self._lock:
-            ids = [*ids, *self._hub_refused]
-        if not ids:
-            return
+    def _hub_task_engines(self, ids: set[str], wait: float = 5.0) -> dict[str, int]:
+        """Ask the controller which engine each of these tasks was sent to."""
         try:
-            if self._hub_purge(ids):
-                with self._lock:
-                    self._hub_refused.clear()
-                return
-        except TimeoutError:
-            return  # the controller does not answer: check_alive() tells the scan
+            with self._lock:
+                reply = self.client._send(self.client._query_stream, "queue_request",
+                                          content={"targets": None, "verbose": True})
+            if not reply.wait(wait):
+                return {}
+            content = reply.result()["content"]
         except Exception:
-            pass  # one id the hub still counts as pending fails the whole batch
-        for mid in ids:
+            log.debug("asking the controller where tasks run failed", exc_info=True)
+            return {}
+        found = {}
+        for key, queues in content.items():
+            if key.isdigit() and isinstance(queues, dict):
+                for mid in (*queues.get("tasks", ()), *queues.get("queue", ())):
+                    if mid in ids:
+                        found[mid] = int(key)
+        return found
+
+    def _signal_engines(self, sig: int, engines: list[int]) -> None:
+        """Signal engines: by pid when they run on this host, else through the controller
+        (the engine's nanny delivers it, even while the engine is stuck in native code)."""
+        remote = []
+        here = _this_host()
+        for eid in engines:
+            pid = self._pids.get(eid)
+            if pid is None or self._hosts.get(eid) != here:
+                remote.append(eid)
+                continue
             try:
-                purged = self._hub_purge([mid])
-            except TimeoutError:
-                return
-            except Exception:
-                purged = False
-            with self._lock:
-                if purged:
-                    self._hub_refused.pop(mid, None)
-                    continue
-                tries = self._hub_refused[mid] = self._hub_refused.get(mid, 0) + 1
-                if tries >= HUB_PURGE_TRIES:
-                    del self._hub_refused[mid]
-                    self.hub_purge_failures += 1  # the hub culls old records itself eventually
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass  # gone already
+            except OSError:
+                remote.append(eid)
+        if remote:
+            with contextlib.suppress(Exception), self._lock:  # the controller may be gone
+                self.client.send_signal(sig, targets=remote, block=False)
 
-    def _hub_purge(self, ids: list[str]) -> bool:
-        """``client.purge_hub_results(jobs=ids)`` with a bounded wait.
+    # ------------------------------------------------------------------ ending workers
 
-        The public call waits forever for the reply, so a dead controller would hang
-        :meth:`shutdown` (and ``ClusterHandle.stop``). Returns False when the hub refused.
+    def engine_of(self, future: Any) -> int | None:
+        """The id of the engine running ``future`` (returned by :meth:`submit`), if known.
+
+        Asks the controller when the client has not heard from the engine yet.
         """
-        future = self.client._send(self.client._query_stream, "purge_request",
-                                   content={"engine_ids": [], "msg_ids": list(ids)})
-        wait = self.controller_timeout if self.controller_timeout > 0 else 60.0
-        if not future.wait(wait):
-            raise TimeoutError(f"the controller did not answer a purge request in {wait:g} s")
-        return future.result()["content"].get("status") == "ok"
+        ids = list(getattr(future, "msg_ids", None) or [])
+        for mid in ids:
+            engine = self._engine_of(mid)
+            if engine is not None:
+                return engine
+        return next(iter(self._hub_task_engines(set(ids)).values()), None) if ids else None
 
-    def _start_purger(self) -> None:
-        if self._purger is not None and self._purger.is_alive():
-            return
-        with self._lock:
-            if self._purger is not None and self._purger.is_alive():
-                return
-            self._purger = threading.Thread(
-                target=self._purge_loop, name="notebookscan-ipp-purge", daemon=True
-            )
-            self._purger.start()
+    def end_worker(self, future: Any) -> bool:
+        """End the engine running ``future``: a task past its timeout that is stuck where
+        Python cannot interrupt it (native code, ``ctypes``, a long numpy call).
 
-    def _purge_loop(self) -> None:
-        idle_since = time.monotonic()
-        while not self._closed and not getattr(self.client, "_closed", False):
-            self._wake.wait(self.purge_interval)
-            self._wake.clear()
-            if self._closed:
-                break
-            try:
-                purged = self.purge(grace=0.5)
-            except Exception:  # never let bookkeeping kill the thread silently mid-scan
-                log.debug("purging finished ipyparallel tasks failed", exc_info=True)
-                purged = 0
-            with self._lock:
-                busy = bool(self._pending or self._finished or self._hub_refused)
-            if purged or busy:
-                idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > 10 * self.purge_interval:
-                with self._lock:  # idle: exit; the next submit starts a new thread
-                    if not (self._pending or self._finished or self._hub_refused):
-                        self._purger = None
-                        return
+        The engine gets SIGKILL: directly when it runs on this host, else through the
+        controller and the engine's nanny (ipyparallel starts one per engine; without a
+        nanny the engine itself must handle the request, which a stuck engine may not).
+        The future then fails with an error for which :func:`is_worker_lost` is true
+        once the controller notices the engine is gone. The shared local cluster
+        (``executor="local"``) starts a new engine in its place; other clusters lose one
+        engine (start another with ``cluster.start_engines_sync(n=1)``).
+
+        Returns
+        -------
+        bool
+            True when the kill was sent; False when the future is done, not from this
+            executor, its engine is not known, or the controller is gone.
+        """
+        if self._closed or self._controller_lost or future.done():
+            return False
+        if not set(getattr(future, "msg_ids", None) or ()) & self._pending:
+            return False
+        engine = self.engine_of(future)
+        if engine is None or engine not in self.client.ids:
+            return False
+        self._signal_engines(signal.SIGKILL, [engine])
+        self._engine_ended(engine)
+        return True
+
+    def _engine_ended(self, engine: int) -> None:
+        """Hook run after :meth:`end_worker` killed ``engine`` (the local cluster replaces it)."""
 
     # ------------------------------------------------------------------ lifetime
 
@@ -836,7 +702,9 @@ def _executor_for_cluster(cluster: ipp.Cluster, **kwargs: Any) -> IPyParallelExe
             "(cluster.start_cluster_sync(), or `await cluster.start_cluster()` in a notebook), "
             "or let notebookscan start one: notebookscan.start_cluster(n=..., engines=...)."
         )
-    loop = _LoopThread("notebookscan-ipp-connect")
+    from .ipp_local import LoopThread
+
+    loop = LoopThread("notebookscan-ipp-connect")
     try:
         client = loop.run(cluster.connect_client(), timeout=60)
     except Exception as exc:
@@ -853,271 +721,9 @@ def _executor_for_cluster(cluster: ipp.Cluster, **kwargs: Any) -> IPyParallelExe
     return executor
 
 
-# --------------------------------------------------------------------------- orphans
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_IPP_LOCAL:
+        from . import ipp_local
 
-#: prefixes of the temporary profile directories of clusters notebookscan starts
-TEMP_PROFILE_PREFIXES = ("notebookscan-ipp-", "notebookscan-cluster-")
-_OWNER_FILE = "notebookscan-owner.json"
-
-
-def _claim(profile_dir: str) -> None:
-    """Record which process owns a temporary cluster, for :func:`reap_orphan_clusters`."""
-    import json
-
-    import psutil
-
-    me = psutil.Process()
-    with open(os.path.join(profile_dir, _OWNER_FILE), "w") as f:
-        json.dump({"pid": me.pid, "create_time": me.create_time(),
-                   "host": socket.gethostname()}, f)
-
-
-def _owner_alive(info: dict[str, Any]) -> bool:
-    import psutil
-
-    if info.get("host") != socket.gethostname():
-        return True  # another machine or container sharing this directory: not ours to judge
-    try:
-        return abs(psutil.Process(int(info["pid"])).create_time() - info["create_time"]) < 1
-    except (psutil.Error, KeyError, TypeError, ValueError):
-        return False
-
-
-def reap_orphan_clusters(loop: _LoopThread | None = None) -> list[str]:
-    """Stop clusters whose notebookscan process died without stopping them.
-
-    A killed kernel (``kill -9``, out of memory) cannot run its exit hooks, so its
-    private local cluster keeps running. Each temporary profile directory records its
-    owner process; when that process is gone, its cluster is stopped and the directory
-    removed. Only this user's directories with an owner record are considered; clusters
-    started with ``stop_at_exit=False`` have none. Returns the directories cleaned up.
-    """
-    import glob
-    import json
-
-    import ipyparallel as ipp
-
-    cleaned = []
-    for prefix in TEMP_PROFILE_PREFIXES:
-        for directory in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
-            owner = os.path.join(directory, _OWNER_FILE)
-            try:
-                if os.stat(directory).st_uid != os.getuid():
-                    continue
-                with open(owner) as f:
-                    info = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if _owner_alive(info):
-                continue
-            own_loop = loop or _LoopThread("notebookscan-reaper")
-            try:
-                for state in glob.glob(os.path.join(directory, "security", "cluster-*.json")):
-                    with contextlib.suppress(Exception):
-                        cluster = ipp.Cluster.from_file(state, log_level=logging.ERROR)
-                        cluster.shutdown_atexit = False
-                        _stop_and_wait(cluster, own_loop)
-            finally:
-                if loop is None:
-                    own_loop.close()
-            shutil.rmtree(directory, ignore_errors=True)
-            cleaned.append(directory)
-    return cleaned
-
-
-# --------------------------------------------------------------------------- local cluster
-
-
-class _LocalExecutor(IPyParallelExecutor):
-    """The executor of the shared local cluster: replaces engines that died."""
-
-    _local: _LocalCluster
-
-    def _maintain(self) -> None:
-        self._local.replace_lost_engines(wait=False)
-
-
-class _LocalCluster:
-    """The process-wide local cluster behind :func:`local_executor`."""
-
-    #: seconds between two attempts to replace dead engines during a scan
-    replace_interval = 10.0
-
-    def __init__(self, n: int):
-        import ipyparallel as ipp
-
-        self.n = n
-        self.profile_dir = tempfile.mkdtemp(prefix=TEMP_PROFILE_PREFIXES[0])
-        _claim(self.profile_dir)
-        self.loop = _LoopThread("notebookscan-local-cluster")
-        self.cluster = ipp.Cluster(
-            n=n,
-            profile_dir=self.profile_dir,
-            controller_ip="127.0.0.1",
-            log_level=logging.ERROR,
-            controller_args=[f"--HeartMonitor.period={LOCAL_HEARTBEAT_MS}"],
-            shutdown_atexit=False,  # stopped by our own atexit hook, on our own loop
-            parent=None,  # never inherit the user's IPython profile configuration
-        )
-        # the engines' IPython would otherwise create ~/.ipython/profile_default
-        self.cluster.config.LocalEngineSetLauncher.environment = {
-            "IPYTHONDIR": os.path.join(self.profile_dir, "ipython")
-        }
-        self.client: ipp.Client | None = None
-        self.executor: _LocalExecutor | None = None
-        self.started_in = 0.0
-        self._last_replace = 0.0
-        self._replace_lock = threading.Lock()
-
-    def start(self, quiet: bool = False, timeout: float = 120.0) -> None:
-        word = "engine" if self.n == 1 else "engines"
-        if not quiet:
-            print(f"Starting {self.n} local ipyparallel {word}… (a few seconds)",
-                  file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            self.loop.run(self.cluster.start_cluster(self.n), timeout=timeout)
-            self.client = self.loop.run(self.cluster.connect_client(), timeout=timeout)
-            self.client.wait_for_engines(self.n, timeout=timeout, interactive=False)
-        except BaseException as exc:
-            logs = _engine_logs(self.profile_dir)
-            self.stop()
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise ExecutorError(
-                f"could not start {self.n} local ipyparallel {word} within {timeout:.0f} s: "
-                f"{type(exc).__name__}: {exc}. Check that `{sys.executable} -m "
-                "ipyparallel.engine --help` works, or pass executor='processes'."
-                + (f"\nLast log lines:\n{logs}" if logs else "")
-            ) from exc
-        self.started_in = time.perf_counter() - t0
-        executor = _LocalExecutor(self.client.load_balanced_view(), cluster=self.cluster)
-        executor._local = self
-        executor.description = f"ipyparallel (local, {self.n} {word})"
-        self.executor = executor
-        if not quiet:
-            print(f"{self.n} local {word} ready in {self.started_in:.1f} s.",
-                  file=sys.stderr, flush=True)
-
-    def alive(self) -> bool:
-        controller = self.cluster.controller
-        return (
-            self.client is not None
-            and not self.client._closed
-            and controller is not None
-            and getattr(controller, "running", False)
-            # a scan found it silent: the next scan starts a fresh cluster
-            and not (self.executor is not None and self.executor.controller_lost)
-        )
-
-    def replace_lost_engines(self, wait: bool) -> None:
-        """Start engines for those that died, so the cluster keeps ``n`` engines."""
-        if self.client is None:
-            return
-        with self._replace_lock:
-            missing = self.n - len(self.client.ids)
-            now = time.monotonic()
-            if missing <= 0 or (not wait and now - self._last_replace < self.replace_interval):
-                return
-            self._last_replace = now
-            future = asyncio.run_coroutine_threadsafe(
-                self.cluster.start_engines(n=missing), self.loop.loop
-            )
-        if wait:
-            future.result(60)
-            self.client.wait_for_engines(self.n, timeout=60, interactive=False)
-
-    def stop(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown()
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                self.client.close()
-        _stop_and_wait(self.cluster, self.loop)
-        self.loop.close()
-        shutil.rmtree(self.profile_dir, ignore_errors=True)
-
-
-_local_lock = threading.Lock()
-_local: _LocalCluster | None = None
-_atexit_registered = False
-
-
-def local_executor(n: int | None = None, *, quiet: bool = False) -> IPyParallelExecutor:
-    """The shared local cluster's executor: one engine per core, started on first use.
-
-    The first call starts an ipyparallel controller and ``n`` engines on this machine
-    (a few seconds; a message says so) in a private temporary profile directory, never
-    the user's ``~/.ipython/profile_default``. Later calls in the same process reuse it,
-    restarting engines that died; it is stopped when the interpreter exits. Works in
-    scripts and inside a running event loop (a Jupyter kernel).
-
-    Parameters
-    ----------
-    n
-        Engines to start; default: the cores this process may use
-        (:func:`~notebookscan.executors.base.usable_cores`, which honours CPU affinity,
-        container quotas and ``NOTEBOOKSCAN_WORKERS``). Only used when the cluster starts.
-    quiet
-        Do not print the start-up message.
-
-    Raises
-    ------
-    ExecutorError
-        The engines did not start (the message has the end of their logs).
-
-    Examples
-    --------
-    .. code-block:: python
-
-        ex = local_executor()
-        # Starting 8 local ipyparallel engines… (a few seconds)
-        # 8 local engines ready in 3.1 s.
-    """
-    global _local, _atexit_registered
-    with _local_lock:
-        if _local is not None and _local.alive() and _local.executor is not None:
-            _local.replace_lost_engines(wait=True)
-            return _local.executor
-        if _local is not None:
-            _local.stop()
-            _local = None
-        count = int(n or usable_cores())
-        if count < 1:
-            raise ExecutorError(
-                f"n={n!r} engines: pass a positive number, or None for one per core."
-            )
-        with contextlib.suppress(Exception):
-            orphans = reap_orphan_clusters()
-            if orphans and not quiet:
-                print(f"Stopped {len(orphans)} local cluster(s) left running by a process "
-                      "that ended without stopping them.", file=sys.stderr, flush=True)
-        cluster = _LocalCluster(count)
-        if not _atexit_registered:
-            atexit.register(shutdown_local_executor)
-            _atexit_registered = True
-        cluster.start(quiet=quiet)
-        _local = cluster
-        assert cluster.executor is not None
-        return cluster.executor
-
-
-def shutdown_local_executor() -> None:
-    """Stop the shared local cluster now (it is also stopped at interpreter exit)."""
-    global _local
-    with _local_lock:
-        if _local is not None:
-            _local.stop()
-            _local = None
-
-
-def _forget_in_child() -> None:
-    # a forked child shares the parent's cluster but not its sockets or threads: it must
-    # neither use it nor stop it at its own exit
-    global _local, _local_lock
-    _local = None
-    _local_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
+        return getattr(ipp_local, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

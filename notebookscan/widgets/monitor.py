@@ -24,6 +24,7 @@ import traitlets as t
 
 from ..errors import ArgumentTypeError, NotebookscanError, WaitTimeout
 from ..executors import resolve_executor
+from ..executors.registry import WIDGET_OPTIONS
 from ..scan import Scan, ScanRun
 from ._ui import (
     MUTED_COLOR,
@@ -39,8 +40,7 @@ from ._ui import (
 __all__ = ["RunMonitor"]
 
 #: Executors offered in the drop-down (label, value passed to ``Scan.run``).
-EXECUTORS = (("local engines (ipyparallel)", "local"), ("process pool", "processes"),
-             ("in this kernel, one by one", "serial"))
+EXECUTORS = WIDGET_OPTIONS
 PROGRESS_INTERVAL = 0.25  # s between progress redraws
 FAILURES_INTERVAL = 1.0  # s between failure-table redraws
 MAX_FAILURE_ROWS = 50  # rows shown; the rest are counted
