@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any
 
+from ..errors import WaitTimeout
+
 log = logging.getLogger(__name__)
 
 # seconds a finished task may wait for its engine's last output message before purging
@@ -132,7 +134,7 @@ class TaskPurging:
                                    content={"engine_ids": [], "msg_ids": list(ids)})
         wait = self.controller_timeout if self.controller_timeout > 0 else 60.0
         if not future.wait(wait):
-            raise TimeoutError(f"the controller did not answer a purge request in {wait:g} s")
+            raise WaitTimeout(f"the controller did not answer a purge request in {wait:g} s")
         return future.result()["content"].get("status") == "ok"
 
     def _start_purger(self) -> None:
