@@ -287,6 +287,26 @@ def test_stop_keeps_finished_points_and_run_resumes(tmp_path):
     assert scan.results().result.values.tolist() == list(range(40))
 
 
+def _slow_point(x: int):
+    time.sleep(0.2)
+    return x
+
+
+def test_stop_now_on_a_process_pool_returns_and_keeps_what_finished(tmp_path):
+    scan = ns.Scan(_slow_point, ns.grid(x=range(16)), store=tmp_path / "s")
+    run = scan.run(executor="processes", progress=False, wait=False, flush_interval=0.2)
+    deadline = time.monotonic() + 30
+    while run.progress.done < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    run.stop(now=True, wait=False)
+    progress = run.wait(timeout=20)  # cancelled tasks count as ended: no hang
+    assert time.monotonic() - started < 10
+    assert progress.stopped and 2 <= progress.done < 16
+    assert scan.status()["done"] == progress.done
+    assert scan.run(executor="serial", progress=False).progress.done == 16 - progress.done
+
+
 def test_background_run_can_be_awaited(tmp_path):
     import asyncio
 

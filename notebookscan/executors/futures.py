@@ -404,7 +404,10 @@ class FuturesExecutor(ScanExecutor):
 
     def cancel_pending(self) -> None:
         for future in list(self._futures):
-            future.cancel()
+            # the handed-out futures are plain Futures: cancel() alone leaves them CANCELLED
+            # but not notified, and concurrent.futures.wait() never counts them as done
+            if future.cancel():
+                future.set_running_or_notify_cancel()
 
     def shutdown(self) -> None:
         if not self.owned:
