@@ -484,8 +484,9 @@ def _summary(obj: Any, conv: Converter) -> str:
 def render_cli(index: dict[str, tuple[str, str]]) -> str:
     """The command line, from the argparse parser itself (the same text as --help)."""
     from notebookscan import cli
+    from notebookscan.cli.parser import build_parser
 
-    parser = cli.build_parser()
+    parser = build_parser()
     conv = Converter(index, "cli")
     out = [_HEADER, "# Command line", "",
            "`notebookscan COMMAND ...` (also `python -m notebookscan`). "

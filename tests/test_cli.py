@@ -15,7 +15,8 @@ import pytest
 import xarray as xr
 
 import notebookscan as ns
-from notebookscan import cli
+from notebookscan.cli import UsageError, main
+from notebookscan.cli.inputs import parse_axis
 
 BIN = Path(sys.executable).parent / "notebookscan"
 COMMAND = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "notebookscan"]
@@ -159,7 +160,7 @@ def test_yaml_without_pyyaml_says_how_to_fix(tmp_path: Path, monkeypatch: pytest
                                              capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "scan.yaml").write_text("axes: {x: [1, 2]}\n")
     monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml now raises ImportError
-    code = cli.main(["run", "m:f", "--store", str(tmp_path / "s"),
+    code = main(["run", "m:f", "--store", str(tmp_path / "s"),
                      "--config", str(tmp_path / "scan.yaml")])
     assert code == 2
     assert "PyYAML" in capsys.readouterr().err
@@ -169,21 +170,21 @@ def test_yaml_without_pyyaml_says_how_to_fix(tmp_path: Path, monkeypatch: pytest
 
 
 def test_axis_syntax() -> None:
-    assert cli.parse_axis("k=1:20:20") == ("k", list(range(1, 21)))
-    assert cli.parse_axis("k=0:1:3") == ("k", [0.0, 0.5, 1.0])
-    assert cli.parse_axis("tau=0.005,0.01") == ("tau", [0.005, 0.01])
-    assert cli.parse_axis("flag=true,false") == ("flag", [True, False])
-    assert cli.parse_axis("method=rk4") == ("method", "rk4")
-    assert cli.parse_axis("n=5") == ("n", 5)
-    name, values = cli.parse_axis("dt=1e-4:1e-2:3", log=True)
+    assert parse_axis("k=1:20:20") == ("k", list(range(1, 21)))
+    assert parse_axis("k=0:1:3") == ("k", [0.0, 0.5, 1.0])
+    assert parse_axis("tau=0.005,0.01") == ("tau", [0.005, 0.01])
+    assert parse_axis("flag=true,false") == ("flag", [True, False])
+    assert parse_axis("method=rk4") == ("method", "rk4")
+    assert parse_axis("n=5") == ("n", 5)
+    name, values = parse_axis("dt=1e-4:1e-2:3", log=True)
     assert name == "dt"
     np.testing.assert_allclose(values, [1e-4, 1e-3, 1e-2])
     for bad in ["k", "=1", "k=", "k=1:2", "k=1:2:3:4", "k=1:2:0", "k=1:2:1.5", "k=1,,2",
                 "1k=2", "k=a:b:3"]:
-        with pytest.raises(cli.UsageError, match="--axis"):
-            cli.parse_axis(bad)
-    with pytest.raises(cli.UsageError, match="log axis"):
-        cli.parse_axis("dt=1,2", log=True, option="--log-axis")
+        with pytest.raises(UsageError, match="--axis"):
+            parse_axis(bad)
+    with pytest.raises(UsageError, match="log axis"):
+        parse_axis("dt=1,2", log=True, option="--log-axis")
 
 
 # ------------------------------------------------------------------ run

@@ -46,7 +46,7 @@ def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedPro
 def _stored(store: Path) -> int:
     """Points done in the store, the journal folded in (as the next run sees them)."""
     scan = ns.Scan(_model(store.parent), ns.grid(x=list(range(POINTS))), store=store)
-    return scan.run(dry_run=True).stored
+    return scan.plan().stored
 
 
 def _model(workdir: Path):

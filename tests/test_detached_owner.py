@@ -203,4 +203,4 @@ def test_sigterm_to_the_runner_stops_the_run_keeping_every_finished_point(tmp_pa
     os.kill(pid, signal.SIGTERM)
     progress = run.wait(timeout=60)
     assert progress.stopped and 3 <= progress.done < 200, run.log()
-    assert scan.run(dry_run=True).stored == progress.done
+    assert scan.plan().stored == progress.done

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from notebookscan import cli
+from notebookscan.cli.common import EXECUTORS
+from notebookscan.cli.parser import build_parser
 from notebookscan.errors import ExecutorError
 from notebookscan.executors import resolve_executor
 from notebookscan.executors.futures import FuturesExecutor
@@ -20,11 +22,11 @@ from notebookscan.executors.serial import SerialExecutor
 
 def test_every_front_end_offers_exactly_the_registered_names():
     assert EXECUTOR_NAMES == ("local", "processes", "serial")
-    run = cli.build_parser()._subparsers._group_actions[0].choices["run"]
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
     action = next(a for a in run._actions if "--executor" in a.option_strings)
     assert tuple(action.choices) == EXECUTOR_NAMES
     assert action.help == EXECUTOR_HELP
-    assert cli.EXECUTORS == EXECUTOR_NAMES
+    assert EXECUTORS == EXECUTOR_NAMES
     assert tuple(name for _, name in WIDGET_OPTIONS) == EXECUTOR_NAMES
     for name, kind in EXECUTOR_KINDS.items():
         assert kind.name == name and kind.description in EXECUTOR_HELP

@@ -116,9 +116,10 @@ def test_cli_run_offers_the_choice(tmp_path):
     assert run("--stale=recompute").returncode == 0
     assert _values(tmp_path / "s") == [10.0, 20.0, 30.0]
     assert "other code" not in run().stderr
-    from notebookscan import cli, stale
+    from notebookscan import stale
+    from notebookscan.cli import parser, running
 
-    assert cli.STALE_CHOICES == stale.STALE_CHOICES
+    assert parser.STALE_CHOICES is running.STALE_CHOICES is stale.STALE_CHOICES
 
 
 def test_run_monitor_shows_the_notice_and_passes_the_choice(tmp_path):
