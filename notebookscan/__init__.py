@@ -28,7 +28,7 @@ from .errors import (
 from .events import Events
 from .keys import point_key, point_seed
 from .scan import DryRun, Scan, ScanRun
-from .segments import Segment, SegmentedScan, merge_segmented, open_recordings, segmented
+from .segments import Segment, SegmentedScan, merge_segmented, open_recordings
 from .space import Layout, Space, grid, points, sample, trials, zip_
 from .store import Store, compact, merge, open_store, to_grid, verify
 
@@ -69,7 +69,6 @@ __all__ = [
     "point_seed",
     "points",
     "sample",
-    "segmented",
     "start_cluster",
     "to_grid",
     "trials",

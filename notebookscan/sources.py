@@ -1,0 +1,399 @@
+"""The point-chunk source: a plain scan's points, run in chunks by the run loop.
+
+Points go out in chunks whose size adapts to the measured time per point
+(:class:`_Chunker`); a chunk's results come back as columns
+(:class:`~notebookscan.worker.ChunkResult`) and wait in a :class:`~notebookscan.batch.Batch`
+for the next shard.
+
+A received chunk counts (progress, ``point_done`` events, the batch of the next shard)
+only once it is durable: the chunks that arrive together are appended to the writer's
+journal as one record and fsynced (:mod:`notebookscan.store.journal`), so a killed
+client recomputes only the points that were still in flight. The shard written at the
+next flush empties the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .batch import Batch
+from .errors import ScanError, StoreWarning
+from .events import Events
+from .loop import LoopSettings, Progress, Task
+from .store import Store
+from .store.journal import Journal, JournalUnsupported
+from .store.schema import is_reserved
+from .store.shards import Record
+from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
+
+__all__ = ["PointSource"]
+
+MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
+MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
+CHUNK_BYTES = 64 * 2**20  # results per task at most (big arrays: fewer points per task)
+WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
+
+
+class _Chunker:
+    """Chunk sizes that adapt to the measured time per point (aiming at ~0.2 s a chunk)."""
+
+    def __init__(self, settings: LoopSettings, workers: int, min_seconds: float = 0.0):
+        self.target = settings.chunk_seconds
+        self.min_seconds = min_seconds  # the least work worth a task (shipping costs)
+        self.fixed = settings.chunk_size
+        self.workers = max(1, workers)
+        self.seconds_per_point: float | None = None
+        self.bytes_per_point = 0.0
+
+    def observe(self, results: ChunkResult) -> None:
+        if not len(results):
+            return
+        elapsed = max(float(results.finished[-1] - results.started[0]), 1e-7)
+        per_point = elapsed / len(results)
+        old = self.seconds_per_point
+        self.seconds_per_point = per_point if old is None else 0.5 * (old + per_point)
+        self.bytes_per_point = max(self.bytes_per_point, results.nbytes / len(results))
+
+    def seconds_left(self, points: int) -> float:
+        """Estimated time the workers need for ``points`` more points (inf until measured)."""
+        if self.seconds_per_point is None:
+            return math.inf
+        return self.seconds_per_point * points / self.workers
+
+    def next_size(self, remaining: int) -> int:
+        if self.fixed:
+            return self.fixed
+        if self.seconds_per_point is None:
+            return 1
+        per_point = max(self.seconds_per_point, 1e-7)
+        size = int(self.target / per_point)
+        fair = math.ceil(remaining / (2 * self.workers))  # keep every worker busy to the end
+        # ...but a task of less work than min_seconds costs more to ship than it saves
+        fair = max(fair, math.ceil(self.min_seconds / per_point))
+        by_bytes = int(CHUNK_BYTES / self.bytes_per_point) if self.bytes_per_point else size
+        return max(1, min(size, fair, by_bytes, MAX_CHUNK, remaining))
+
+
+class _Pending:
+    """Positions of the points not yet submitted, taken from the front a chunk at a time."""
+
+    def __init__(self, positions: np.ndarray):
+        self._positions = positions
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._positions) - self._next
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def take(self, size: int) -> np.ndarray:
+        chunk = self._positions[self._next:self._next + size]
+        self._next += len(chunk)
+        return chunk
+
+    def rest(self) -> np.ndarray:
+        return self._positions[self._next:]
+
+    def drop(self, mask: np.ndarray) -> int:
+        """Forget the remaining points where ``mask`` (aligned with :meth:`rest`) is true."""
+        dropped = int(mask.sum())
+        if dropped:
+            self._positions, self._next = self.rest()[~mask], 0
+        return dropped
+
+
+class PointSource:
+    """The pending points of one plain scan, as chunks for the run loop (a ``Source``).
+
+    A task's tag is the positions of its points in the space's arrays.
+    """
+
+    task_name = "a chunk of points"
+    early_first_flush = True
+
+    def __init__(self, *, payload: Callable[..., Any] | bytes, names: Sequence[str],
+                 columns: Mapping[str, np.ndarray], keys: np.ndarray, seeds: np.ndarray,
+                 todo: np.ndarray, pass_seed: bool, hidden: frozenset[str], store: Store,
+                 settings: LoopSettings, events: Events, provenance: dict[str, Any],
+                 run_id: str, skipped: int, failed_before: int = 0, in_process: bool = False,
+                 shares_filesystem: bool = False):
+        self.payload = payload
+        self.names = tuple(names)
+        # the space's own arrays (columns, 20-byte keys, uint32 seeds) and the positions
+        # of the points to run: chunks are slices of these, shipped as columns, so the
+        # client holds no Python object per point
+        self.columns, self.keys, self.seeds = columns, keys, seeds
+        self.pass_seed = pass_seed
+        self.hidden = hidden  # parameters stored but not passed (e.g. `trial`)
+        self.store = store
+        self.settings = settings
+        self.events = events
+        self.run_id = run_id
+        self.in_process, self.shares_filesystem = in_process, shares_filesystem
+        self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
+        # once a shard holds the run's provenance, workers' shards need not carry it (it
+        # lists every axis value, and would travel with every chunk)
+        self._provenance_stored = False
+        self.progress = Progress(total=len(todo), skipped=skipped, failed_before=failed_before)
+        self._todo = _Pending(np.asarray(todo, dtype=np.int64))
+        self._chunker = _Chunker(settings, 1, 0.0 if in_process else MIN_CHUNK_SECONDS)
+        self._schema: dict[str, tuple[str, ...]] = {}
+        self._batch = Batch()
+        self._journal = Journal(store.path)
+        self._journal_warned = False
+        # chunks received but not yet durable (see commit), with their positions
+        self._received: list[tuple[np.ndarray, ChunkResult]] = []
+        self._seen_shards: set[str] = set()  # shards whose points are known to this run
+
+    # ---------------------------------------------------------------- handing out
+
+    def start(self) -> dict[str, Any]:
+        self._seen_shards = set(self.store.shard_files())
+        self.store.register_run(self.run_id)  # its place in the store's order of runs
+        return {}
+
+    def pending(self) -> bool:
+        return bool(self._todo)
+
+    def next_tasks(self, slots: int, workers: int) -> list[Task]:
+        self._chunker.workers = max(1, workers)
+        tasks = []
+        while len(tasks) < slots:
+            chunk = self._choose(self._chunker.next_size(len(self._todo)))
+            if not len(chunk):
+                break
+            tasks.append(self._task(chunk))
+        return tasks
+
+    def _choose(self, size: int) -> np.ndarray:
+        """The positions of the next chunk's points (at most ``size``; none when done)."""
+        return self._todo.take(size)
+
+    def _task(self, chunk: np.ndarray) -> Task:
+        points = PointColumns({name: self.columns[name][chunk] for name in self.names})
+        return Task(run_chunk, (self.payload, points, self.seeds[chunk], self.pass_seed,
+                                self.settings.timeout, self.hidden, self._sink(chunk)),
+                    chunk, len(chunk))
+
+    def _sink(self, chunk: np.ndarray) -> ShardSink | None:
+        """Where the worker writes its results itself, if it should (see ``writer``)."""
+        writer = self.settings.writer
+        if writer == "client" or self.in_process:
+            return None  # in-process workers gain nothing from writing themselves
+        if writer == "auto" and not self.shares_filesystem:
+            return None
+        return ShardSink(self.store.shards_dir, self.names, self.keys[chunk],
+                         self.run_id, {} if self._provenance_stored else self.attrs,
+                         0 if writer == "workers" else WORKER_WRITE_BYTES)
+
+    def split(self, chunk: np.ndarray) -> list[Task]:
+        if len(chunk) < 2:
+            return []
+        half = len(chunk) // 2
+        return [self._task(chunk[:half]), self._task(chunk[half:])]
+
+    def fail(self, chunk: np.ndarray, error: str) -> None:
+        self.receive(chunk, ChunkResult.failed(len(chunk), error, time.time()))
+
+    def seconds_left(self) -> float:
+        return self._chunker.seconds_left(len(self._todo) + self.progress.running)
+
+    # ---------------------------------------------------------------- receiving
+
+    def point(self, index: int) -> dict[str, Any]:
+        """The parameters of the point at ``index`` of the space, as plain Python values."""
+        return {name: self.columns[name].item(index) for name in self.names}
+
+    def receive(self, chunk: np.ndarray, results: ChunkResult) -> None:
+        """Check a chunk's results; count them at once when the worker stored them, else
+        keep them until :meth:`commit` has made them durable."""
+        self._chunker.observe(results)
+        for i, problem in self._schema_problems(results):
+            results.fail(i, problem)
+        # a column no point still holds (its name clashes, its dims changed) is dropped
+        for name in [n for n, (_, present) in results.scalars.items() if not present.any()]:
+            del results.scalars[name]
+        for name in [n for n, values in results.arrays.items()
+                     if all(v is None for v in values)]:
+            del results.arrays[name]
+        if results.written:
+            self._count(chunk, results)
+            self._announce(chunk, results)
+            results.forget()  # the worker stored it: only the counts were needed
+        else:
+            self._received.append((chunk, results))
+
+    def commit(self) -> None:
+        """Append the chunks received since the last commit to the journal as one record,
+        fsync it, then count them. Chunks of 1 MiB of results or more, and chunks the
+        journal cannot hold (a column of objects other than text; a journal that cannot
+        be written) are written as a shard at once instead."""
+        if not self._received:
+            return
+        if sum(results.nbytes for _, results in self._received) >= WORKER_WRITE_BYTES:
+            self.flush()  # big results: written once into a shard, not journal then shard
+            return
+        received = self._received
+        batch = Batch()
+        for chunk, results in received:
+            batch.add(chunk, results)
+        try:
+            # the record carries the run's provenance until a shard holds it
+            shard = batch.to_shard(self.names, self.columns, self.keys, self.seeds,
+                                   self.run_id, {} if self._provenance_stored else self.attrs)
+            self._journal.append(shard)
+            self._journal.sync()
+        except (JournalUnsupported, OSError) as exc:
+            self._warn_journal(exc)
+            self.flush()  # takes the received chunks into a shard
+            return
+        self._received = []
+        for chunk, results in received:
+            self._count(chunk, results)
+            self._announce(chunk, results)
+
+    def _warn_journal(self, exc: Exception) -> None:
+        if isinstance(exc, OSError) and not self._journal_warned:
+            self._journal_warned = True
+            warnings.warn(f"the journal of the store {self.store.path} cannot be written "
+                          f"({exc}); this run writes a shard for every group of chunks it "
+                          "receives instead (slower, as safe).", StoreWarning, stacklevel=5)
+
+    def _count(self, chunk: np.ndarray, results: ChunkResult) -> None:
+        """Count a received chunk: progress, and the batch of the next shard."""
+        done = int(results.done.sum())
+        self.progress.done += done
+        self.progress.failed += len(chunk) - done
+        if results.written:  # the worker stored this chunk itself
+            self._seen_shards.add(results.written)
+            self._provenance_stored = True  # the first chunks' sinks carry it
+            self.progress.shards += 1
+            self.events.emit("flushed", shard=results.written, points=len(chunk))
+        else:
+            self._batch.add(chunk, results)
+
+    def _announce(self, chunk: np.ndarray, results: ChunkResult) -> None:
+        """``point_done``/``point_failed`` events of a durable chunk."""
+        want_done, want_failed = self.events.wants("point_done"), self.events.wants("point_failed")
+        if not (want_done or want_failed):
+            return
+        for i, index in enumerate(chunk.tolist()):
+            result = results[i]
+            record = Record(self.keys[index].decode(), self.point(index), int(self.seeds[index]),
+                            result.status, result.values, result.error, result.traceback,
+                            result.started, result.finished, result.host, result.worker,
+                            self.run_id)
+            if result.status == "done" and want_done:
+                self.events.emit("point_done", point=record.params, key=record.key, record=record)
+            elif result.status != "done" and want_failed:
+                self.events.emit("point_failed", point=record.params, key=record.key,
+                                 record=record)
+
+    def _schema_problems(self, results: ChunkResult) -> list[tuple[int, str]]:
+        """Points whose results clash with parameters or with earlier points' dims."""
+        problems: list[tuple[int, str]] = []
+        for name, (_, present) in results.scalars.items():
+            problem = self._check_name(name, ())
+            if problem:
+                problems.extend((int(i), problem) for i in np.flatnonzero(present))
+        for i in range(len(results)):
+            if not results.done[i] or not results.arrays:
+                continue
+            sizes: dict[str, int] = {}
+            for name, values in results.arrays.items():
+                value = values[i]
+                if value is None:
+                    continue
+                problem = self._check_name(name, value.dims)
+                for dim, size in zip(value.dims, np.shape(value.data), strict=False):
+                    if problem:
+                        break
+                    if dim in self.names or is_reserved(dim):
+                        problem = (f"ResultError: result {name!r} has a dim named {dim!r}, "
+                                   "which is a parameter or a reserved name; rename the dim")
+                    elif sizes.setdefault(dim, size) != size:
+                        problem = (f"ResultError: dim {dim!r} has size {size} in {name!r} but "
+                                   f"{sizes[dim]} in another result of the same point")
+                if problem:
+                    problems.append((i, problem))
+                    break
+        return problems
+
+    def _check_name(self, name: str, dims: tuple[str, ...]) -> str:
+        if name in self.names or is_reserved(name):
+            return (f"ResultError: the result name {name!r} is also a parameter or a "
+                    "reserved name; rename it in the returned dict")
+        known = self._schema.setdefault(name, dims)
+        if known != dims:
+            return (f"ResultError: result {name!r} has dims {dims}, but earlier "
+                    f"points returned {known}; return the same dims for every point")
+        return ""
+
+    # ---------------------------------------------------------------- flushing
+
+    def buffered(self) -> tuple[int, int]:
+        points = self._batch.points + sum(len(chunk) for chunk, _ in self._received)
+        nbytes = self._batch.nbytes + sum(r.nbytes for _, r in self._received)
+        return points, nbytes
+
+    def flush(self) -> None:
+        """Write the batch, with the chunks received since the last commit (the shard
+        makes them durable: they need no journal record), as one shard."""
+        received, self._received = self._received, []
+        for chunk, results in received:
+            self._count(chunk, results)
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, Batch()
+        data = batch.to_shard(self.names, self.columns, self.keys, self.seeds, self.run_id,
+                              self.attrs)
+        problem = self.store.check_forms(data)  # a result whose form changed: stop first
+        if problem:
+            raise ScanError(problem)
+        shard = self.store.write(data)
+        self._journal.discard()  # its records are in this shard (or earlier ones)
+        for chunk, results in received:
+            self._announce(chunk, results)
+        batch.forget()
+        self._seen_shards.add(shard)
+        self._provenance_stored = True
+        self.progress.shards += 1
+        self.events.emit("flushed", shard=shard, points=batch.points)
+
+    def refresh(self) -> None:
+        self._drop_done_elsewhere()
+
+    def _drop_done_elsewhere(self) -> None:
+        """Skip points that another writer stored meanwhile (two scans, one store).
+
+        Only shards new since the last look are read (this run's own are known).
+        """
+        if not self._todo:
+            return
+        new = self.store.new_shards(self._seen_shards)
+        if not new:
+            return
+        self._seen_shards.update(new)
+        done_elsewhere = self.store.index_of(new)
+        dropped = self._todo.drop(done_elsewhere.is_done(self.keys[self._todo.rest()]))
+        if dropped:
+            self.progress.total -= dropped
+            self.progress.skipped += dropped
+
+    def compact(self) -> None:
+        if self.store.small_shards() > self.settings.compact_above:
+            self.store.compact()
+
+    def close(self) -> None:
+        self._journal.close()  # removed when empty; else the next run folds it
+
+    def summary(self) -> dict[str, Any]:
+        return {}
