@@ -89,6 +89,13 @@ class ScanExecutor(abc.ABC):
     def interrupt_running(self) -> None:  # noqa: B027 - optional hook
         """Best effort: interrupt tasks that are running (used by ``stop(now=True)``)."""
 
+    def end_worker(self, future: Future) -> bool:
+        """End the worker running ``future`` (stuck past its deadline, e.g. inside a C call
+        that never returns to Python) and start a replacement if this executor manages
+        its workers; the future then fails as worker-lost. Returns False when it cannot
+        (the default; e.g. serial: the task runs in this thread)."""
+        return False
+
     def worker_count(self) -> int:
         """Workers available now (engines may come and go); defaults to ``max_workers``."""
         return self.max_workers
