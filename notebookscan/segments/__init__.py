@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from ..store.checkpoints import Checkpoint, StateError, decode_state, encode_state, states_equal
 from ..store.recordings import open_recordings
-from .source import SegmentEvents, SegmentProgress
 from .maintenance import SegmentedMergeReport, merge_segmented
 from .protocol import (
     Segment,
@@ -36,6 +35,7 @@ from .protocol import (
 )
 from .recording import Recorder
 from .scan import SegmentedScan
+from .source import SegmentEvents, SegmentProgress
 
 __all__ = [
     "Checkpoint",

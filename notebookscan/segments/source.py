@@ -114,7 +114,6 @@ class Work:
     needs_transform: bool = False  # link is complete; start link + 1 first
     started: float = 0.0  # when the link's first segment started
     compute: float = 0.0  # seconds spent in the link's segments so far
-    attempt: int = 0
 
 
 @dataclass
