@@ -369,16 +369,9 @@ class Scan(RunControl):
             them with a :class:`~notebookscan.errors.StaleResultsWarning` saying how
             many there are; :meth:`stale` tells without running.
         """
-        if self._run is not None and not self._run.done():
-            raise ScanError("this scan is already running; call scan.stop() or await it first")
-        _check_positive(flush_every=flush_every, flush_interval=flush_interval,
-                        flush_bytes=flush_bytes,
-                        timeout=timeout, chunk_size=chunk_size)
-        if max_retries < 0:
-            raise ScanError(f"max_retries must be >= 0, got {max_retries}")
-        if writer not in ("auto", "client", "workers"):
-            raise ScanError(f"writer must be 'auto', 'client' or 'workers', got {writer!r}")
-        check_stale_choice(stale)
+        self._check_run(flush_every=flush_every, flush_interval=flush_interval,
+                        flush_bytes=flush_bytes, timeout=timeout, chunk_size=chunk_size,
+                        max_retries=max_retries, writer=writer, stale=stale)
         # what a killed writer had received is in its journal: store it before deciding
         # what to compute
         fold_journals(self.store)
@@ -427,6 +420,18 @@ class Scan(RunControl):
             shares_filesystem=executor_obj.shares_filesystem)
         del record  # the source keeps it as JSON; the dict lists every axis value
         return self._launch(source, executor_obj, owned, settings, wait, progress)
+
+    def _check_run(self, *, max_retries: int, writer: str, stale: str | None,
+                   **positive: float | None) -> None:
+        """Refuse a second run at once and run options out of range."""
+        if self._run is not None and not self._run.done():
+            raise ScanError("this scan is already running; call scan.stop() or await it first")
+        _check_positive(**positive)
+        if max_retries < 0:
+            raise ScanError(f"max_retries must be >= 0, got {max_retries}")
+        if writer not in ("auto", "client", "workers"):
+            raise ScanError(f"writer must be 'auto', 'client' or 'workers', got {writer!r}")
+        check_stale_choice(stale)
 
     def _payload(self, executor: Any) -> Any:
         """The function as workers receive it (cloudpickle bytes for other processes)."""

@@ -9,6 +9,7 @@ failed with its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -267,6 +268,36 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class _Alarm:
+    """Whether the running guarded call may be interrupted, and whether it was."""
+
+    __slots__ = ("armed", "fired")
+
+    def __init__(self) -> None:
+        self.armed = self.fired = False
+
+
+_ALARM = _Alarm()
+
+
+def _expire(signum: int, frame: Any) -> None:
+    if _ALARM.armed:  # a signal handled after the call ended raises nothing
+        _ALARM.fired = True
+        raise PointTimeout()
+
+
+@contextlib.contextmanager
+def timeout_handler(use: bool) -> Iterator[None]:
+    """Install the timeout's signal handler for a block of guarded calls (once, not per
+    call: it costs microseconds)."""
+    previous = signal.signal(signal.SIGALRM, _expire) if use else None
+    try:
+        yield
+    finally:
+        if use:
+            signal.signal(signal.SIGALRM, previous)
+
+
 def guarded_call(call: Callable[..., Any], args: tuple[Any, ...], timeout: float | None,
                  quiet: tuple[type[BaseException], ...] = (ResultError,)
                  ) -> tuple[Any, tuple[str, str] | None]:
@@ -291,32 +322,28 @@ def guarded_call(call: Callable[..., Any], args: tuple[Any, ...], timeout: float
     (0.25, None)
     """
     use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
-    fired = False
-
-    def expire(signum: int, frame: Any) -> None:
-        nonlocal fired
-        fired = True
-        raise PointTimeout()
-
-    previous = signal.signal(signal.SIGALRM, expire) if use_alarm else None
+    if use_alarm and signal.getsignal(signal.SIGALRM) is not _expire:
+        with timeout_handler(True):
+            return guarded_call(call, args, timeout, quiet)
+    alarm = _ALARM
+    alarm.fired = False
     try:
         if use_alarm:
+            alarm.armed = True
             signal.setitimer(signal.ITIMER_REAL, timeout, TIMEOUT_REPEAT)
         try:
             value = call(*args)
         finally:
             if use_alarm:
+                alarm.armed = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
     except KeyboardInterrupt:
         raise  # a stop(now=True): the task is abandoned, not recorded as failed
     except BaseException as exc:  # every failure of the user's code
-        if fired or isinstance(exc, PointTimeout):
+        if alarm.fired or isinstance(exc, PointTimeout):
             return None, (_timed_out(timeout), "")
         return None, (_describe(exc), "" if isinstance(exc, quiet) else tb.format_exc())
-    finally:
-        if use_alarm:
-            signal.signal(signal.SIGALRM, previous)
-    if fired:
+    if alarm.fired:
         return None, (_timed_out(timeout), "")
     return value, None
 
@@ -374,17 +401,19 @@ def run_chunk(
     outcomes: list[dict[str, Value] | None] = [None] * n
     failures: dict[int, tuple[str, str]] = {}
     clock = time.time
-    for i, (point, seed) in enumerate(zip(points, seeds, strict=True)):
-        kwargs = {k: v for k, v in point.items() if k not in hidden} if hidden else point
-        if pass_seed:
-            kwargs = {**kwargs, "seed": seed}
-        started[i] = clock()
-        outcomes[i], failure = guarded_call(_call_point, (fn, kwargs), timeout)
-        if failure is None:
-            done[i] = True
-        else:
-            failures[i] = failure
-        finished[i] = clock()
+    use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
+    with timeout_handler(use_alarm):
+        for i, (point, seed) in enumerate(zip(points, seeds, strict=True)):
+            kwargs = {k: v for k, v in point.items() if k not in hidden} if hidden else point
+            if pass_seed:
+                kwargs = {**kwargs, "seed": seed}
+            started[i] = clock()
+            outcomes[i], failure = guarded_call(_call_point, (fn, kwargs), timeout)
+            if failure is None:
+                done[i] = True
+            else:
+                failures[i] = failure
+            finished[i] = clock()
     scalars, arrays = _columns(outcomes)
     nbytes = sum(data.nbytes for data, _ in scalars.values()) + sum(
         np.asarray(v.data).nbytes for values in arrays.values() for v in values if v is not None)

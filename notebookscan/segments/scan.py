@@ -37,7 +37,7 @@ from ..executors import resolve_executor
 from ..keys import point_key
 from ..loop import LoopSettings
 from ..provenance import collect, run_id
-from ..scan import Scan, ScanRun, _check_positive, feed_bar
+from ..scan import Scan, ScanRun, _settle_stale, feed_bar
 from ..store import Store
 from ..store.checkpoints import Checkpoint
 from ..store.schema import Layout
@@ -213,48 +213,50 @@ class SegmentedScan(Scan):
 
     # ------------------------------------------------------------ running
 
-    def run(self, executor: Any = None, *, progress: bool | None = None,  # type: ignore[override]
-            wait: bool | None = None, retry_failed: bool = False, flush_interval: float = 2.0,
-            flush_bytes: int = 8 * 2**20, max_retries: int = 2,
-            timeout: float | None = None, dry_run: bool = False,
-            detach: bool = False) -> ScanRun:
+    def run(self, executor: Any = None, *, dry_run: bool = False,  # type: ignore[override]
+            progress: bool | None = None, wait: bool | None = None, detach: bool = False,
+            retry_failed: bool = False, flush_every: int = 10_000, flush_interval: float = 2.0,
+            flush_bytes: int = 8 * 2**20, max_retries: int = 2, timeout: float | None = None,
+            chunk_size: int | None = None, writer: str = "auto",
+            stale: str | None = None) -> ScanRun:
         """Bring every point of the space to its target number of segments.
 
         Points continue from their newest checkpoint (after a crash, a ``stop()``, or on
-        another machine); complete points are skipped.
+        another machine); complete points are skipped. The options are those of
+        :meth:`notebookscan.Scan.run`, with these differences:
 
         Parameters
         ----------
-        executor
-            As for :meth:`notebookscan.Scan.run`: ``None`` (local ipyparallel engines),
-            ``"serial"``, ``"processes"``, a ``concurrent.futures.Executor`` or an
-            ipyparallel ``Client``/``View``/``Cluster``.
         progress
             Show a progress bar counting segments.
-        wait
-            Block until the run ends (default: yes, except in a Jupyter kernel with a
-            parallel executor, where ``await scan`` waits).
         retry_failed
             Also run points whose next segment failed before.
-        flush_interval, flush_bytes
-            Write recordings, checkpoints and finished points every this many seconds,
-            or as soon as this many bytes are buffered (the client holds at most about
-            that much, or one segment if it is bigger).
+        flush_every, flush_interval, flush_bytes
+            Write recordings, checkpoints and finished points every this many segments,
+            seconds, or as soon as this many bytes are buffered (the client holds at most
+            about that much, or one segment if it is bigger).
         max_retries
             How often a segment whose worker died is re-submitted.
         timeout
             Seconds after which a segment is stopped and its point recorded as failed.
-        dry_run, detach
-            Not available for segmented scans yet (raise :class:`ScanError`).
+        dry_run, detach, chunk_size, writer, stale
+            Not available for segmented scans yet: ``dry_run``, ``detach``, a
+            ``chunk_size`` (a task is one segment), ``writer="workers"`` (the client
+            writes everything) and ``stale="recompute"`` raise :class:`ScanError`.
         """
-        if self._run is not None and not self._run.done():
-            raise ScanError("this scan is already running; call scan.stop() or await it first")
-        if dry_run or detach:
-            raise ScanError("dry_run= and detach= are not available for segmented scans yet; "
-                            "run it in this process (scan.run()) or from a script")
-        _check_positive(flush_interval=flush_interval, flush_bytes=flush_bytes, timeout=timeout)
-        if max_retries < 0:
-            raise ScanError(f"max_retries must be >= 0, got {max_retries}")
+        self._check_run(flush_every=flush_every, flush_interval=flush_interval,
+                        flush_bytes=flush_bytes, timeout=timeout, chunk_size=chunk_size,
+                        max_retries=max_retries, writer=writer, stale=stale)
+        refused = {"dry_run": dry_run, "detach": detach, "chunk_size": chunk_size is not None,
+                   "writer='workers'": writer == "workers", "stale='recompute'":
+                   stale == "recompute"}
+        if any(refused.values()):
+            raise ScanError(f"{', '.join(k for k, v in refused.items() if v)}: not available "
+                            "for segmented scans yet; run without it (scan.run())")
+        if stale != "reuse" and self.store.shard_files():
+            report = self.stale()
+            if report:
+                _settle_stale(report, stale)
         self.store.prepare(self.layout, self.space.names)
         self.recordings_store.prepare(Layout("points", (*self.space.names, *SEGMENT_NAMES)),
                                       [*self.space.names, *SEGMENT_NAMES])
@@ -269,7 +271,8 @@ class SegmentedScan(Scan):
                               "segment_duration": self.segment_duration,
                               "transforms": [getattr(link.transform, "__qualname__", "")
                                              for link in self.links]}
-        settings = LoopSettings(flush_interval=flush_interval, flush_bytes=int(flush_bytes),
+        settings = LoopSettings(flush_every=flush_every, flush_interval=flush_interval,
+                                flush_bytes=int(flush_bytes),
                                 max_retries=max_retries, timeout=timeout, compact_above=8,
                                 keep_checkpoints=self.keep_checkpoints)
         source = SegmentSource(
