@@ -242,3 +242,130 @@ def test_a_point_stuck_in_c_is_ended_and_recorded_as_timed_out(kind, tmp_path):
     assert run.progress.failed == 1 and run.progress.done == 2
     error = str(scan.results().ns_error.sel(x=1).squeeze().item())
     assert "timed out" in error, error
+
+
+# ------------------------------------------------------------------ one scan class
+
+
+def exiting(x: int):
+    if x == 1:
+        raise SystemExit(3)
+    return {"y": float(x)}
+
+
+def exiting_model(x: int, segments):
+    for segment in segments:
+        if x == 1:
+            raise SystemExit(3)
+        yield Segment({"v": np.array([1.0])}, state={}, time=np.array([float(segment.index)]))
+
+
+@pytest.mark.parametrize("executor", ["serial", "processes"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_sys_exit_in_user_code_fails_only_its_point(kind, executor, tmp_path):
+    space = ns.grid(x=[0, 1, 2])
+    scan = ns.Scan(exiting, space, tmp_path / "s") if kind == "plain" else \
+        ns.Scan(exiting_model, space, tmp_path / "s", segments=2)
+    run = scan.run(executor=executor, progress=False)
+    assert (run.progress.done, run.progress.failed) == (2, 1)
+    assert "SystemExit" in str(scan.results().ns_error.sel(x=1).item())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_refine_adds_points_and_only_they_run(kind, tmp_path):
+    scan = _scan(kind, tmp_path, 2)
+    scan.run(executor="serial", progress=False)
+    before = len(_calls(tmp_path))
+    run = scan.refine(x=[0, 1, 2, 3]).run(executor="serial", progress=False)
+    assert run.progress.skipped == 2 and run.progress.done == 2
+    per_point = 1 if kind == "plain" else SEGMENTS
+    assert len(_calls(tmp_path)) == before + 2 * per_point
+    _check_complete(scan, kind, 4)
+
+
+def test_segments_is_the_only_spelling(tmp_path):
+    assert not hasattr(ns, "segmented")
+    with pytest.raises(ns.ScanError, match="segments=N"):
+        ns.Scan(stepped, ns.grid(x=[1], marks=["m"], delay=[0.0], how=[""]), tmp_path / "s")
+    with pytest.raises(ns.ScanError, match="only apply to segmented models"):
+        ns.Scan(plain, ns.grid(x=[1], marks=["m"], delay=[0.0], how=[""]), tmp_path / "s",
+                segments=2)
+
+
+# ------------------------------------------------------------------ a third source
+
+
+def halve(x: float) -> float:
+    return x / 2
+
+
+class HalvingSource:
+    """A sampler: each result decides the next point (none known in advance), until
+    the value is small. What python-adaptive's learners look like to the loop."""
+
+    task_name = "a point"
+    early_first_flush = False
+
+    def __init__(self, starts):
+        from notebookscan.loop import Progress
+
+        self.progress = Progress()
+        self.ready = list(starts)
+        self.seen: list[float] = []
+
+    def start(self):
+        return {}
+
+    def next_tasks(self, slots, workers):
+        from notebookscan.loop import Task
+
+        tasks = [Task(halve, (x,), x) for x in self.ready[:slots]]
+        self.ready = self.ready[slots:]
+        self.progress.total += len(tasks)  # the total is only known as it grows
+        return tasks
+
+    def pending(self):
+        return bool(self.ready)
+
+    def receive(self, tag, result):
+        self.seen.append(result)
+        self.progress.done += 1
+        if result > 1e-3:
+            self.ready.append(result)
+
+    def split(self, tag):
+        return []
+
+    def fail(self, tag, error):
+        self.progress.failed += 1
+
+    def commit(self):
+        pass
+
+    def buffered(self):
+        return 0, 0
+
+    def seconds_left(self):
+        return float("inf")
+
+    def flush(self):
+        pass
+
+    refresh = compact = close = flush
+
+    def summary(self):
+        return {}
+
+
+def test_a_source_with_no_task_until_results_arrive_runs_to_its_end():
+    from notebookscan.executors import process_pool
+    from notebookscan.loop import LoopSettings, RunLoop
+
+    source = HalvingSource([1.0, 3.0])
+    executor = process_pool(2)
+    try:
+        progress = RunLoop(source, executor, LoopSettings(), ns.Events()).run()
+    finally:
+        executor.shutdown()
+    assert progress.done == progress.total == len(source.seen) == 22  # 10 + 12 halvings
+    assert min(source.seen) <= 1e-3 and not progress.stopped
