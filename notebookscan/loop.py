@@ -139,61 +139,32 @@ class Task:
 class Source(Protocol):
     """What a run loop runs: the work of one scan, handed out as :class:`Task` s.
 
-    The loop calls these from its own thread only. A source may have no task now and
-    more later (a sampler that picks points from the results so far): the loop asks
-    again after every result, and ends when nothing is in flight and no task comes.
-    Methods that touch the store are called under :data:`FORK_LOCK`
-    (``start``, ``next_tasks``, ``commit``, ``flush``, ``refresh``, ``compact``), so
-    they must not submit work or take that lock themselves.
+    The loop calls it from its own thread only (docs/architecture.md has a table of the
+    methods). A source may have no task now and more later (a sampler that picks points
+    from the results so far): the loop asks again after every result, and ends when
+    nothing is in flight and no task comes. ``start``, ``next_tasks``, ``commit``,
+    ``flush``, ``refresh`` and ``compact`` run under :data:`FORK_LOCK` (they may read or
+    write the store), so they must neither submit work nor take that lock.
     """
 
     progress: Progress
-    #: what the loop says when the executor cannot run a task at all ("a chunk of points")
-    task_name: str
-    #: write the first results at once (unless the whole run is about to end)
-    early_first_flush: bool
+    task_name: str  # for errors: "a chunk of points", "a segment"
+    early_first_flush: bool  # write the first results at once (unless the run ends soon)
 
-    def start(self) -> dict[str, Any]:
-        """Set up before the first task; return extra fields of the ``started`` event."""
-
-    def next_tasks(self, slots: int, workers: int) -> list[Task]:
-        """Up to ``slots`` tasks to submit now (none: nothing to do until results come)."""
-
-    def pending(self) -> bool:
-        """True while work not yet handed out remains (a stop then leaves it for later)."""
-
-    def receive(self, tag: Any, result: Any) -> None:
-        """A task's result came back."""
-
-    def split(self, tag: Any) -> list[Task]:
-        """The task's worker died: the task as smaller tasks, or [] when it is one item."""
-
-    def fail(self, tag: Any, error: str) -> None:
-        """Record every item of the task as failed with ``error``."""
-
-    def commit(self) -> None:
-        """Make what was received since the last call durable (e.g. a journal record)."""
-
-    def buffered(self) -> tuple[int, int]:
-        """Items and bytes received but not yet flushed."""
-
-    def seconds_left(self) -> float:
-        """Estimated seconds of work left (``inf`` when unknown)."""
-
-    def flush(self) -> None:
-        """Write everything buffered into the store."""
-
-    def refresh(self) -> None:
-        """After a flush: catch up with what other writers stored meanwhile."""
-
-    def compact(self) -> None:
-        """At the end of a run without error: compact what this run wrote."""
-
-    def close(self) -> None:
-        """Release what the source holds (after the last flush; also after an error)."""
-
-    def summary(self) -> dict[str, Any]:
-        """Extra fields of the ``finished`` event."""
+    def start(self) -> dict[str, Any]: ...  # set-up; extra fields of the "started" event
+    def next_tasks(self, slots: int, workers: int) -> list[Task]: ...  # at most `slots`
+    def pending(self) -> bool: ...  # work not handed out yet (a stop leaves it for later)
+    def receive(self, tag: Any, result: Any) -> None: ...
+    def split(self, tag: Any) -> list[Task]: ...  # after its worker died; [] for one item
+    def fail(self, tag: Any, error: str) -> None: ...  # record the task's items as failed
+    def commit(self) -> None: ...  # make what was received durable (a journal record)
+    def buffered(self) -> tuple[int, int]: ...  # items and bytes not yet flushed
+    def seconds_left(self) -> float: ...  # estimated work left (inf when unknown)
+    def flush(self) -> None: ...  # write what is buffered into the store
+    def refresh(self) -> None: ...  # after a flush: catch up with other writers
+    def compact(self) -> None: ...  # end of a run without error
+    def close(self) -> None: ...  # after the last flush, also after an error
+    def summary(self) -> dict[str, Any]: ...  # extra fields of the "finished" event
 
 
 @dataclass

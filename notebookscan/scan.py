@@ -200,11 +200,12 @@ class Scan(RunControl):
         Checked against ``function``'s signature before anything runs.
     store
         Directory of the result store. Points already in it are never run again.
-    segments, segment_duration
+    segments, segment_duration, keep_checkpoints
         Only for segmented models — a generator function that yields one
         :class:`~notebookscan.segments.Segment` at a time, or a class with ``init`` and
-        ``advance``: ``Scan`` then returns a :class:`~notebookscan.segments.SegmentedScan`
-        (see docs/segments.md).
+        ``advance``: ``Scan(model, space, store, segments=N)`` then returns a
+        :class:`~notebookscan.segments.SegmentedScan`, a ``Scan`` that runs each point
+        in ``N`` segments (the one way to make one; see docs/segments.md).
     """
 
     def __new__(cls, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],

@@ -18,7 +18,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from .store.schema import is_reserved
 from .store.shards import Record
 from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
 
-__all__ = ["PointSource"]
+__all__ = ["PointSource", "ResultNames"]
 
 MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
 MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
@@ -110,6 +110,38 @@ class _Pending:
         return dropped
 
 
+class ResultNames:
+    """The names and dims of a run's results so far, checked as results arrive.
+
+    A result keeps its dims (and its role: result, recording, summary) from one point
+    or segment to the next; neither it nor its dims may be named like a parameter
+    (``taken``) or a reserved name.
+    """
+
+    def __init__(self, taken: Iterable[str]):
+        self.taken = frozenset(taken)
+        self.dims: dict[str, tuple[str, ...]] = {}
+        self.roles: dict[str, str] = {}
+
+    def problem(self, name: str, dims: tuple[str, ...], role: str = "result") -> str:
+        """Why ``name`` with ``dims`` cannot be stored ("" when it can)."""
+        if name in self.taken or is_reserved(name):
+            return (f"ResultError: the {role} name {name!r} is also a parameter or a "
+                    "reserved name; rename it in what the function returns")
+        if self.roles.setdefault(name, role) != role:
+            return (f"ResultError: {name!r} is a {role} here but was a {self.roles[name]} "
+                    "before; keep each name in one role")
+        known = self.dims.setdefault(name, dims)
+        if known != dims:
+            return (f"ResultError: {role} {name!r} has dims {dims}, but it had {known} "
+                    "before; return the same dims every time")
+        for dim in dims:
+            if dim in self.taken or is_reserved(dim):
+                return (f"ResultError: {role} {name!r} has a dim named {dim!r}, which is a "
+                        "parameter or a reserved name; rename the dim")
+        return ""
+
+
 class PointSource:
     """The pending points of one plain scan, as chunks for the run loop (a ``Source``).
 
@@ -145,7 +177,7 @@ class PointSource:
         self.progress = Progress(total=len(todo), skipped=skipped, failed_before=failed_before)
         self._todo = _Pending(np.asarray(todo, dtype=np.int64))
         self._chunker = _Chunker(settings, 1, 0.0 if in_process else MIN_CHUNK_SECONDS)
-        self._schema: dict[str, tuple[str, ...]] = {}
+        self._names = ResultNames(self.names)
         self._batch = Batch()
         self._journal = Journal(store.path)
         self._journal_warned = False
@@ -301,7 +333,7 @@ class PointSource:
         """Points whose results clash with parameters or with earlier points' dims."""
         problems: list[tuple[int, str]] = []
         for name, (_, present) in results.scalars.items():
-            problem = self._check_name(name, ())
+            problem = self._names.problem(name, ())
             if problem:
                 problems.extend((int(i), problem) for i in np.flatnonzero(present))
         for i in range(len(results)):
@@ -312,30 +344,15 @@ class PointSource:
                 value = values[i]
                 if value is None:
                     continue
-                problem = self._check_name(name, value.dims)
+                problem = self._names.problem(name, value.dims)
                 for dim, size in zip(value.dims, np.shape(value.data), strict=False):
-                    if problem:
-                        break
-                    if dim in self.names or is_reserved(dim):
-                        problem = (f"ResultError: result {name!r} has a dim named {dim!r}, "
-                                   "which is a parameter or a reserved name; rename the dim")
-                    elif sizes.setdefault(dim, size) != size:
+                    if not problem and sizes.setdefault(dim, size) != size:
                         problem = (f"ResultError: dim {dim!r} has size {size} in {name!r} but "
                                    f"{sizes[dim]} in another result of the same point")
                 if problem:
                     problems.append((i, problem))
                     break
         return problems
-
-    def _check_name(self, name: str, dims: tuple[str, ...]) -> str:
-        if name in self.names or is_reserved(name):
-            return (f"ResultError: the result name {name!r} is also a parameter or a "
-                    "reserved name; rename it in the returned dict")
-        known = self._schema.setdefault(name, dims)
-        if known != dims:
-            return (f"ResultError: result {name!r} has dims {dims}, but earlier "
-                    f"points returned {known}; return the same dims for every point")
-        return ""
 
     # ---------------------------------------------------------------- flushing
 

@@ -35,13 +35,13 @@ from ..events import EVENTS, Events
 from ..keys import point_key
 from ..loop import LoopSettings, Progress, Task
 from ..results import Value
+from ..sources import ResultNames
 from ..store import Store
 from ..store.checkpoints import CheckpointDirectory, StateError, encode_state
 from ..store.schema import (
     SEGMENT_PARAMETERS,
     SEGMENT_POINT_VALUES,
     SEGMENT_ROLE_ATTR,
-    is_reserved,
 )
 from ..store.shards import Record, shard_from_records
 from .protocol import segment_seed
@@ -178,8 +178,7 @@ class SegmentSource:
         self._checkpoints: list[tuple[str, int, int, bytes, dict[str, bytes], dict[str, Any]]] = []
         self._points: list[Record] = list(repaired)
         self._bytes = 0
-        self._roles: dict[str, str] = {}
-        self._schema: dict[str, tuple[str, ...]] = {}
+        self._names = ResultNames({*self.names, *SEGMENT_NAMES, "point_key", *POINT_VALUES})
 
     def _remaining(self, work: Work) -> int:
         left = 0 if work.needs_transform else max(0, self.links[work.link].segments - work.count)
@@ -351,27 +350,11 @@ class SegmentSource:
             self.events.emit("point_failed", point=work.params, key=work.key, record=record)
 
     def _check_schema(self, out: SegmentOutcome) -> str:
-        taken = {*self.names, *SEGMENT_NAMES, "point_key", *POINT_VALUES}
-
-        def reserved(name: str) -> bool:
-            return name in taken or is_reserved(name)
-
         for role, values in (("recording", out.recordings), ("summary", out.summary)):
             for name, value in values.items():
-                if reserved(name):
-                    return (f"ResultError: the {role} name {name!r} is also a parameter or a "
-                            "reserved name; rename it")
-                if self._roles.setdefault(name, role) != role:
-                    return (f"ResultError: {name!r} is a {role} here but was a "
-                            f"{self._roles[name]} in an earlier segment")
-                known = self._schema.setdefault(name, value.dims)
-                if known != value.dims:
-                    return (f"ResultError: {role} {name!r} has dims {value.dims}, but earlier "
-                            f"segments had {known}; keep the same dims in every segment")
-                for dim in value.dims:
-                    if reserved(dim):
-                        return (f"ResultError: {role} {name!r} has a dim named {dim!r}, which "
-                                "is a parameter or a reserved name; rename the dim")
+                problem = self._names.problem(name, value.dims, role)
+                if problem:
+                    return problem
         return ""
 
     # ---------------------------------------------------------------- flushing
@@ -389,7 +372,7 @@ class SegmentSource:
         if rows:
             data = shard_from_records((*self.names, *SEGMENT_NAMES), rows, self.attrs)
             for name in data.results:
-                data.result_attrs[name][ROLE_ATTR] = self._roles.get(name, "point")
+                data.result_attrs[name][ROLE_ATTR] = self._names.roles.get(name, "point")
             shard = self.recordings.write(data)
             del data
         for key, link, count, state, files, meta in checkpoints:
