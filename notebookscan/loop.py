@@ -317,7 +317,7 @@ class RunLoop:
                     "workers run."
                 ) from exc
             self._lost(flight, inflight, f"WorkerLost: the worker died {flight.attempt + 1} "
-                       f"time(s) while running this point ({exc})", retry=True)
+                       f"time(s) while running it ({exc})", retry=True)
             return
         self.source.receive(flight.task.tag, result)
 
