@@ -5,14 +5,16 @@ Examples
 >>> import tempfile
 >>> import numpy as np
 >>> import notebookscan as ns
->>> from notebookscan.segments import Segment, SegmentedScan
+>>> from notebookscan.segments import Segment
 >>> def ramp(rate: float, segments):
 ...     total = 0.0 if segments.state is None else segments.state["total"]
 ...     for segment in segments:
 ...         x = total + rate * np.arange(1, 5)
 ...         total = float(x[-1])
 ...         yield Segment({"x": x}, state={"total": total}, time=4 * segment.index + np.arange(4))
->>> scan = SegmentedScan(ramp, ns.grid(rate=[1.0, 2.0]), tempfile.mkdtemp(), segments=3)
+>>> scan = ns.Scan(ramp, ns.grid(rate=[1.0, 2.0]), tempfile.mkdtemp(), segments=3)
+>>> type(scan).__name__, isinstance(scan, ns.Scan)
+('SegmentedScan', True)
 >>> print(scan.run(executor="serial", progress=False).progress)
 finished: 6/6 segments; 2 done, 0 failed, 0 running, 0 remaining of 2 points (0 already complete)
 >>> scan.recordings().x.sel(rate=2.0).values[-3:].tolist()
