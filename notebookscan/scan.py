@@ -351,7 +351,11 @@ class Scan(RunControl):
             How often a chunk whose worker died is re-submitted before its points are
             recorded as failed.
         timeout
-            Seconds after which a point is stopped and recorded as failed.
+            Seconds after which a point is stopped and recorded as failed ("timed out").
+            It holds when the function catches ``Exception`` (the timeout is raised as a
+            ``BaseException``, again until the call returns); a point stuck where Python
+            cannot interrupt it (inside a C call) has its worker ended and replaced a
+            few seconds later, on executors that manage their workers.
         chunk_size
             Points per task; default adapts to the measured time per point.
         writer

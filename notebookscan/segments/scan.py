@@ -240,7 +240,8 @@ class SegmentedScan(Scan):
         max_retries
             How often a segment whose worker died is re-submitted.
         timeout
-            Seconds after which a segment is stopped and its point recorded as failed.
+            Seconds after which a segment is stopped and its point recorded as failed
+            (as for :meth:`notebookscan.Scan.run`).
         dry_run, detach, chunk_size, writer, stale
             Not available for segmented scans yet: ``dry_run``, ``detach``, a
             ``chunk_size`` (a task is one segment), ``writer="workers"`` (the client
