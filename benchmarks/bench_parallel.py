@@ -401,6 +401,7 @@ def _instrument():
     import notebookscan.batch as batch_mod
     import notebookscan.loop as loop_mod
     import notebookscan.scan as scan_mod
+    import notebookscan.sources as sources_mod
     import notebookscan.space as space_mod
     import notebookscan.store as store_mod
 
@@ -425,14 +426,14 @@ def _instrument():
     wrap(space_mod.Space, "_build_keys", "  point keys (hashing)")
     wrap(space_mod.Space, "_seed_array", "point seeds")
     wrap(scan_mod, "collect", "provenance record")
-    wrap(loop_mod.ScanLoop, "_submit", "submit chunks (columns, pickling, send)")
+    wrap(loop_mod.RunLoop, "_submit", "submit chunks (columns, pickling, send)")
     wrap(loop_mod, "wait", "waiting for results (idle main thread)")
-    wrap(loop_mod.ScanLoop, "_collect", "collect results (incl. the next)")
-    wrap(loop_mod.ScanLoop, "_accept", "  result checks and events")
-    wrap(loop_mod.ScanLoop, "_flush", "flush (incl. the next two)")
+    wrap(loop_mod.RunLoop, "_collect", "collect results (incl. the next)")
+    wrap(sources_mod.PointSource, "receive", "  result checks and events")
+    wrap(loop_mod.RunLoop, "_flush", "flush (incl. the next two)")
     wrap(batch_mod.Batch, "to_shard", "  chunks -> shard columns")
     wrap(store_mod.Store, "write", "  shard write (NetCDF + fsync; also inside compaction)")
-    wrap(loop_mod.ScanLoop, "_drop_done_elsewhere", "drop points stored by others")
+    wrap(sources_mod.PointSource, "_drop_done_elsewhere", "drop points stored by others")
     wrap(store_mod.Store, "compact", "compaction at the end")
     return totals, calls
 

@@ -35,7 +35,7 @@ from .events import Events
 from .keys import point_key, point_seed
 from .scan import DryRun as DryRun  # the name of Plan before Scan.plan()
 from .scan import Plan, Scan, ScanRun
-from .segments import Segment, SegmentedScan, merge_segmented, open_recordings, segmented
+from .segments import Segment, SegmentedScan, merge_segmented, open_recordings
 from .space import Layout, Space, grid, points, sample, trials, zip_
 from .store import Store, compact, merge, open_store, to_grid, verify
 
@@ -82,7 +82,6 @@ __all__ = [
     "point_seed",
     "points",
     "sample",
-    "segmented",
     "start_cluster",
     "to_grid",
     "trials",

@@ -37,8 +37,9 @@ from .detached import DetachedRun
 from .errors import ScanError, StaleResultsWarning
 from .events import Events
 from .executors import resolve_executor
-from .loop import LoopSettings, Progress, ScanLoop
+from .loop import LoopSettings, Progress, RunLoop
 from .provenance import collect, run_id
+from .sources import PointSource
 from .space import PASSED_IF_ACCEPTED
 from .stale import StaleReport, check_stale_choice, find_stale
 from .store import Store, StoreIndex
@@ -85,7 +86,7 @@ class ScanRun:
     ``stop()`` stops it keeping everything finished, ``progress`` says how far it got.
     """
 
-    def __init__(self, loop: ScanLoop, executor_owned: bool):
+    def __init__(self, loop: RunLoop, executor_owned: bool):
         self._loop = loop
         self._owned = executor_owned
         self._future: Future = Future()
@@ -202,21 +203,23 @@ class Scan(RunControl):
         Checked against ``function``'s signature before anything runs.
     store
         Directory of the result store. Points already in it are never run again.
-    segments, segment_duration
+    segments, segment_duration, keep_checkpoints
         Only for segmented models — a generator function that yields one
         :class:`~notebookscan.segments.Segment` at a time, or a class with ``init`` and
-        ``advance``: ``Scan`` then returns a :class:`~notebookscan.segments.SegmentedScan`
-        (see docs/segments.md).
+        ``advance``: ``Scan(model, space, store, segments=N)`` then returns a
+        :class:`~notebookscan.segments.SegmentedScan`, a ``Scan`` that runs each point
+        in ``N`` segments (the one way to make one; see docs/segments.md).
     """
 
     def __new__(cls, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],
                 **segmented: Any) -> Any:
-        # a generator function (or a class with init/advance) runs in segments
+        # a generator function (or a class with init/advance) runs in segments; Python
+        # then calls SegmentedScan.__init__ with the same arguments
         if cls is Scan:
             from .segments import SegmentedScan, is_segmented_model
 
             if is_segmented_model(function):
-                return SegmentedScan(function, space, store, **segmented)
+                return super().__new__(SegmentedScan)
         return super().__new__(cls)
 
     def __init__(self, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],
@@ -228,13 +231,22 @@ class Scan(RunControl):
             )
         if not callable(function):
             raise ScanError(f"function must be callable, got {type(function).__name__}")
-        space.validate(function)
+        self._bind(function, space, store, Events())
+
+    def _bind(self, function: Any, space: Any, store: str | os.PathLike[str],
+              events: Events) -> None:
+        """Check the space against the function and keep the scan's parts."""
         self.function = function
+        space.validate(self._signature())
         self.space = space
         self.store = Store(store)
-        self.events = Events()
+        self.events = events
         self._run: ScanRun | None = None
         self._check_store_fits()
+
+    def _signature(self) -> Any:
+        """What the space's parameters are checked against (the function itself)."""
+        return self.function
 
     def __repr__(self) -> str:
         name = getattr(self.function, "__qualname__", repr(self.function))
@@ -270,7 +282,7 @@ class Scan(RunControl):
         if space is not None and axes:
             raise ScanError("refine() takes a space or axes=values, not both")
         extra = space if space is not None else self.space.refine(**axes)
-        extra.validate(self.function)
+        extra.validate(self._signature())
         self.space = self.space + extra
         return self
 
@@ -282,6 +294,22 @@ class Scan(RunControl):
         skip = index.is_done(keys) if retry_failed else index.is_done(keys) | failed
         todo = np.flatnonzero(~skip)
         return todo, len(keys) - len(todo), int(failed.sum())
+
+    def _to_run(self, retry_failed: bool, stale: str | None
+                ) -> tuple[np.ndarray, int, int, StaleReport]:
+        """What a run would compute: positions of the points, how many are stored, how
+        many failed before, and the stored points other code computed (run again with
+        ``stale="recompute"``)."""
+        # what a killed writer had received is in its journal: store it before deciding
+        # what to compute
+        fold_journals(self.store)
+        todo, stored, failed_before = self._pending(retry_failed)
+        report = self.stale() if stored else StaleReport()
+        if report and stale == "recompute":
+            again = np.flatnonzero(np.isin(self.space._keys(), report.keys))
+            todo = np.union1d(todo, again)
+            stored -= len(again)
+        return todo, stored, failed_before, report
 
     def _accepts(self, name: str) -> bool:
         try:
@@ -342,7 +370,11 @@ class Scan(RunControl):
             How often a chunk whose worker died is re-submitted before its points are
             recorded as failed.
         timeout
-            Seconds after which a point is stopped and recorded as failed.
+            Seconds after which a point is stopped and recorded as failed ("timed out").
+            It holds when the function catches ``Exception`` (the timeout is raised as a
+            ``BaseException``, again until the call returns); a point stuck where Python
+            cannot interrupt it (inside a C call) has its worker ended and replaced a
+            few seconds later, on executors that manage their workers.
         chunk_size
             Points per task; default adapts to the measured time per point.
         writer
@@ -361,27 +393,12 @@ class Scan(RunControl):
             them with a :class:`~notebookscan.errors.StaleResultsWarning` saying how
             many there are; :meth:`stale` tells without running.
         """
-        if self._run is not None and not self._run.done():
-            raise ScanError("this scan is already running; call scan.stop() or await it first")
-        _check_positive(flush_every=flush_every, flush_interval=flush_interval,
-                        flush_bytes=flush_bytes,
-                        timeout=timeout, chunk_size=chunk_size)
-        if max_retries < 0:
-            raise ScanError(f"max_retries must be >= 0, got {max_retries}")
-        if writer not in ("auto", "client", "workers"):
-            raise ScanError(f"writer must be 'auto', 'client' or 'workers', got {writer!r}")
-        check_stale_choice(stale)
-        # what a killed writer had received is in its journal: store it before deciding
-        # what to compute
-        fold_journals(self.store)
-        todo, stored, failed_before = self._pending(retry_failed)
-        report = self.stale() if stored else StaleReport()
+        self._check_run(flush_every=flush_every, flush_interval=flush_interval,
+                        flush_bytes=flush_bytes, timeout=timeout, chunk_size=chunk_size,
+                        max_retries=max_retries, writer=writer, stale=stale)
+        todo, stored, failed_before, report = self._to_run(retry_failed, stale)
         if report:
             _settle_stale(report, stale)
-        if report and stale == "recompute":
-            again = np.flatnonzero(np.isin(self.space._keys(), report.keys))
-            todo = np.union1d(todo, again)
-            stored -= len(again)
         if detach:
             from . import detached
 
@@ -400,35 +417,55 @@ class Scan(RunControl):
                                 max_retries=max_retries, timeout=timeout, chunk_size=chunk_size)
         self.store.prepare(self.layout if self.store.metadata() else self.space_layout(),
                            self.space.names)
-        # the space's own arrays: no per-point Python objects held for the run
-        columns = self.space._columns()
-        keys = self.space._keys()
-        seeds = self.space._seed_array()
-        names = list(self.space.names)
         record = collect(self.function, executor=executor_obj.description, space=self.space)
         if self.space.layout.kind == "grid" and self.layout.kind == "grid":
             # which grid cells this run's space holds: readers tell dropped from missing
             record["scanned"] = write_record(self.store.path, self._space_record())
-        payload: Any = self.function
-        if executor_obj.needs_pickled_function:
-            import cloudpickle
+        # the space's own arrays: no per-point Python objects held for the run
+        source = PointSource(
+            payload=self._payload(executor_obj), names=list(self.space.names),
+            columns=self.space._columns(), keys=self.space._keys(),
+            seeds=self.space._seed_array(), todo=todo, pass_seed=self._pass_seed(),
+            hidden=self._hidden(), store=self.store, settings=settings, events=self.events,
+            provenance=record, run_id=run_id(record), skipped=stored,
+            failed_before=0 if retry_failed else failed_before,
+            in_process=not executor_obj.needs_pickled_function,
+            shares_filesystem=executor_obj.shares_filesystem)
+        del record  # the source keeps it as JSON; the dict lists every axis value
+        return self._launch(source, executor_obj, owned, settings, wait, progress)
 
-            payload = cloudpickle.dumps(self.function)
-        loop = ScanLoop(function=self.function, payload=payload, names=names, columns=columns,
-                        keys=keys, seeds=seeds, todo=todo,
-                        pass_seed=self._pass_seed(), hidden=self._hidden(), store=self.store,
-                        executor=executor_obj, settings=settings, events=self.events,
-                        provenance=record, run_id=run_id(record), skipped=stored,
-                        failed_before=0 if retry_failed else failed_before)
-        del record  # the loop keeps it as JSON; the dict lists every axis value
+    def _check_run(self, *, max_retries: int, writer: str, stale: str | None,
+                   **positive: float | None) -> None:
+        """Refuse a second run at once and run options out of range."""
+        if self._run is not None and not self._run.done():
+            raise ScanError("this scan is already running; call scan.stop() or await it first")
+        _check_positive(**positive)
+        if max_retries < 0:
+            raise ScanError(f"max_retries must be >= 0, got {max_retries}")
+        if writer not in ("auto", "client", "workers"):
+            raise ScanError(f"writer must be 'auto', 'client' or 'workers', got {writer!r}")
+        check_stale_choice(stale)
+
+    def _payload(self, executor: Any) -> Any:
+        """The function as workers receive it (cloudpickle bytes for other processes)."""
+        if not executor.needs_pickled_function:
+            return self.function
+        import cloudpickle
+
+        return cloudpickle.dumps(self.function)
+
+    def _launch(self, source: Any, executor: Any, owned: bool, settings: LoopSettings,
+                wait: bool | None, progress: bool | None) -> ScanRun:
+        """Run ``source`` on ``executor``: here, or in a background thread."""
+        loop = RunLoop(source, executor, settings, self.events)
         background = wait is False or (wait is None and in_event_loop() and
-                                       executor_obj.max_workers > 1 and
-                                       executor_obj.description != "serial (in this process)")
-        if timeout and background and not executor_obj.needs_pickled_function:
+                                       executor.max_workers > 1 and
+                                       executor.description != "serial (in this process)")
+        if settings.timeout and background and not executor.needs_pickled_function:
             warnings.warn("timeout= needs the worker's main thread; this run executes points in "
                           "a background thread of this process, where it cannot stop them. Use "
-                          "executor='processes' or engines for timeouts.", stacklevel=2)
-        bar = _progress_bar(self.events) if (progress or progress is None) else None
+                          "executor='processes' or engines for timeouts.", stacklevel=3)
+        bar = self._progress_bar() if (progress or progress is None) else None
         self._run = ScanRun(loop, owned)
         try:
             self._run.start(background)
@@ -457,15 +494,12 @@ class Scan(RunControl):
             ``seed``) and ``stale`` (a :class:`~notebookscan.stale.StaleReport`).
         """
         check_stale_choice(stale)
-        fold_journals(self.store)
-        todo, stored, failed_before = self._pending(retry_failed)
-        report = self.stale() if stored else StaleReport()
-        if report and stale == "recompute":
-            again = np.flatnonzero(np.isin(self.space._keys(), report.keys))
-            todo = np.union1d(todo, again)
-            stored -= len(again)
+        todo, stored, failed_before, report = self._to_run(retry_failed, stale)
         return Plan(len(self.space), stored, failed_before, self.space.table().iloc[todo],
                     report)
+
+    def _progress_bar(self) -> Any:
+        return _progress_bar(self.events)
 
     def widget(self, **kwargs: Any) -> Any:
         """Builder, run control, live plot and explorer for this scan, in JupyterLab.

@@ -1,12 +1,15 @@
 """What runs on a worker: call the user's function on a chunk of points.
 
 This module is imported on engines and pool processes, so it stays small and imports
-nothing heavy. Nothing the user's function raises escapes :func:`run_chunk`: every
-point comes back as a :class:`PointResult`, done or failed with its traceback.
+nothing heavy. User code runs only inside :func:`guarded_call` (here for each point of
+a chunk, in :mod:`notebookscan.segments.worker` for each segment): nothing it raises
+escapes, a timeout holds, and every point comes back as a :class:`PointResult`, done or
+failed with its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -23,14 +26,24 @@ import numpy as np
 
 from .results import ResultError, Value, normalize_result
 
-__all__ = ["ChunkResult", "PointColumns", "PointResult", "PointTimeout", "run_chunk"]
+__all__ = ["ChunkResult", "PointColumns", "PointResult", "PointTimeout", "guarded_call",
+           "run_chunk"]
 
 _HOST = socket.gethostname()
 _FUNCTION_CACHE: dict[str, Callable[..., Any]] = {}
 
 
-class PointTimeout(Exception):
-    """A point ran longer than the scan's ``timeout``."""
+#: seconds between repeated timeouts once the first one was swallowed by the user's code
+TIMEOUT_REPEAT = 0.1
+
+
+class PointTimeout(BaseException):
+    """A point ran longer than the scan's ``timeout``.
+
+    A :class:`BaseException`, so the user's ``except Exception`` (a retry loop) does not
+    swallow it; one that catches everything gets it again every :data:`TIMEOUT_REPEAT`
+    seconds until the call returns, and the point is recorded as timed out anyway.
+    """
 
 
 @dataclass(slots=True)
@@ -248,15 +261,99 @@ def load_function(function: Callable[..., Any] | bytes) -> Callable[..., Any]:
     return cached
 
 
-def _raise_timeout(signum: int, frame: Any) -> None:
-    raise PointTimeout()
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"SystemExit: the function called sys.exit({exc.code!r})"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Alarm:
+    """Whether the running guarded call may be interrupted, and whether it was."""
+
+    __slots__ = ("armed", "fired")
+
+    def __init__(self) -> None:
+        self.armed = self.fired = False
+
+
+_ALARM = _Alarm()
+
+
+def _expire(signum: int, frame: Any) -> None:
+    if _ALARM.armed:  # a signal handled after the call ended raises nothing
+        _ALARM.fired = True
+        raise PointTimeout()
+
+
+@contextlib.contextmanager
+def timeout_handler(use: bool) -> Iterator[None]:
+    """Install the timeout's signal handler for a block of guarded calls (once, not per
+    call: it costs microseconds)."""
+    previous = signal.signal(signal.SIGALRM, _expire) if use else None
+    try:
+        yield
+    finally:
+        if use:
+            signal.signal(signal.SIGALRM, previous)
+
+
+def guarded_call(call: Callable[..., Any], args: tuple[Any, ...], timeout: float | None,
+                 quiet: tuple[type[BaseException], ...] = (ResultError,)
+                 ) -> tuple[Any, tuple[str, str] | None]:
+    """Run user code ``call(*args)``: ``(value, None)``, or ``(None, (error, traceback))``.
+
+    Everything the code raises is caught and described — ``SystemExit`` too — except
+    ``KeyboardInterrupt``, which is how ``stop(now=True)`` interrupts a worker: it
+    propagates and the task is abandoned, not recorded. Exceptions in ``quiet`` (the
+    user's result was refused) come without a traceback.
+
+    With ``timeout`` (seconds; needs this thread to be the main thread, as on engines
+    and pool processes), :class:`PointTimeout` is raised in the code after ``timeout``
+    seconds and again every :data:`TIMEOUT_REPEAT` s until the call ends; once it was
+    raised, the call counts as timed out even if the code swallowed it and returned.
+    Code stuck outside Python never sees it: the run loop ends such a worker.
+
+    Examples
+    --------
+    >>> guarded_call(lambda x: 1 / x, (0,), None)[1][0]
+    'ZeroDivisionError: division by zero'
+    >>> guarded_call(lambda x: 1 / x, (4,), None)
+    (0.25, None)
+    """
+    use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
+    if use_alarm and signal.getsignal(signal.SIGALRM) is not _expire:
+        with timeout_handler(True):
+            return guarded_call(call, args, timeout, quiet)
+    alarm = _ALARM
+    alarm.fired = False
+    try:
+        if use_alarm:
+            alarm.armed = True
+            signal.setitimer(signal.ITIMER_REAL, timeout, TIMEOUT_REPEAT)
+        try:
+            value = call(*args)
+        finally:
+            if use_alarm:
+                alarm.armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    except KeyboardInterrupt:
+        raise  # a stop(now=True): the task is abandoned, not recorded as failed
+    except BaseException as exc:  # every failure of the user's code
+        if alarm.fired or isinstance(exc, PointTimeout):
+            return None, (_timed_out(timeout), "")
+        return None, (_describe(exc), "" if isinstance(exc, quiet) else tb.format_exc())
+    if alarm.fired:
+        return None, (_timed_out(timeout), "")
+    return value, None
+
+
+def _timed_out(timeout: float | None) -> str:
+    return f"PointTimeout: timed out: ran longer than timeout={timeout} s"
+
+
+def _call_point(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Value]:
+    return normalize_result(fn(**kwargs))
 
 
 def run_chunk(
@@ -298,42 +395,25 @@ def run_chunk(
     n = len(points)
     if isinstance(seeds, np.ndarray):
         seeds = seeds.tolist()  # the function gets Python ints, as in a serial call
-    use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGALRM, _raise_timeout) if use_alarm else None
     done = np.zeros(n, dtype=bool)
     started = np.zeros(n)
     finished = np.zeros(n)
     outcomes: list[dict[str, Value] | None] = [None] * n
     failures: dict[int, tuple[str, str]] = {}
     clock = time.time
-    try:
+    use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
+    with timeout_handler(use_alarm):
         for i, (point, seed) in enumerate(zip(points, seeds, strict=True)):
             kwargs = {k: v for k, v in point.items() if k not in hidden} if hidden else point
             if pass_seed:
                 kwargs = {**kwargs, "seed": seed}
             started[i] = clock()
-            try:
-                if use_alarm:
-                    signal.setitimer(signal.ITIMER_REAL, timeout)
-                try:
-                    returned = fn(**kwargs)
-                finally:
-                    if use_alarm:
-                        signal.setitimer(signal.ITIMER_REAL, 0)
-                outcomes[i] = normalize_result(returned)
+            outcomes[i], failure = guarded_call(_call_point, (fn, kwargs), timeout)
+            if failure is None:
                 done[i] = True
-            except KeyboardInterrupt:
-                raise  # a stop(now=True): the chunk is abandoned, not recorded as failed
-            except PointTimeout:
-                failures[i] = (f"PointTimeout: the point ran longer than timeout={timeout} s", "")
-            except ResultError as exc:
-                failures[i] = (_describe(exc), "")
-            except BaseException as exc:  # every other failure of the user's code
-                failures[i] = (_describe(exc), tb.format_exc())
+            else:
+                failures[i] = failure
             finished[i] = clock()
-    finally:
-        if use_alarm:
-            signal.signal(signal.SIGALRM, previous_handler)
     scalars, arrays = _columns(outcomes)
     nbytes = sum(data.nbytes for data, _ in scalars.values()) + sum(
         np.asarray(v.data).nbytes for values in arrays.values() for v in values if v is not None)

@@ -8,8 +8,9 @@ crash, on any engine, with results identical to an uninterrupted run.
 
 .. code-block:: python
 
-    from notebookscan.segments import SegmentedScan, open_recordings
-    scan = SegmentedScan(model, space, "results/net", segments=40)
+    import notebookscan as ns
+    from notebookscan.segments import open_recordings
+    scan = ns.Scan(model, space, "results/net", segments=40)   # a SegmentedScan
     scan.run()
     scan.extend(segments=10)           # only the 10 new segments run
     scan.chain(rebalance, runs=3)      # run k+1 starts from run k's transformed state
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 from ..store.checkpoints import Checkpoint, StateError, decode_state, encode_state, states_equal
 from ..store.recordings import open_recordings
-from .loop import SegmentEvents, SegmentProgress
 from .maintenance import SegmentedMergeReport, merge_segmented
 from .protocol import (
     Segment,
@@ -34,7 +34,8 @@ from .protocol import (
     segment_seed,
 )
 from .recording import Recorder
-from .scan import SegmentedScan, segmented
+from .scan import SegmentedScan
+from .source import SegmentEvents, SegmentProgress
 
 __all__ = [
     "Checkpoint",
@@ -55,6 +56,5 @@ __all__ = [
     "merge_segmented",
     "open_recordings",
     "segment_seed",
-    "segmented",
     "states_equal",
 ]

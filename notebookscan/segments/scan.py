@@ -5,14 +5,16 @@ Examples
 >>> import tempfile
 >>> import numpy as np
 >>> import notebookscan as ns
->>> from notebookscan.segments import Segment, SegmentedScan
+>>> from notebookscan.segments import Segment
 >>> def ramp(rate: float, segments):
 ...     total = 0.0 if segments.state is None else segments.state["total"]
 ...     for segment in segments:
 ...         x = total + rate * np.arange(1, 5)
 ...         total = float(x[-1])
 ...         yield Segment({"x": x}, state={"total": total}, time=4 * segment.index + np.arange(4))
->>> scan = SegmentedScan(ramp, ns.grid(rate=[1.0, 2.0]), tempfile.mkdtemp(), segments=3)
+>>> scan = ns.Scan(ramp, ns.grid(rate=[1.0, 2.0]), tempfile.mkdtemp(), segments=3)
+>>> type(scan).__name__, isinstance(scan, ns.Scan)
+('SegmentedScan', True)
 >>> print(scan.run(executor="serial", progress=False).progress)
 finished: 6/6 segments; 2 done, 0 failed, 0 running, 0 remaining of 2 points (0 already complete)
 >>> scan.recordings().x.sel(rate=2.0).values[-3:].tolist()
@@ -25,7 +27,6 @@ finished: 2/2 segments; 2 done, 0 failed, 0 running, 0 remaining of 2 points (0 
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -36,32 +37,36 @@ import numpy as np
 from ..errors import ScanError
 from ..executors import resolve_executor
 from ..keys import point_key
+from ..loop import LoopSettings
 from ..provenance import collect, run_id
-from ..scan import RunControl, ScanRun, feed_bar, in_event_loop, pending_columns
-from ..space import PASSED_IF_ACCEPTED
+from ..scan import Scan, ScanRun, _settle_stale, feed_bar
 from ..store import Store
 from ..store.checkpoints import Checkpoint
 from ..store.schema import Layout
-from .loop import (
+from .protocol import RESERVED_PARAMETERS, model_form, signature_for_space
+from .source import (
     SEGMENT_NAMES,
     Link,
-    LoopSettings,
     SegmentEvents,
-    SegmentLoop,
+    SegmentSource,
     Work,
     point_row,
     recording_key,
     summary_from_json,
 )
-from .protocol import RESERVED_PARAMETERS, model_form, signature_for_space
 
-__all__ = ["SegmentedScan", "segmented"]
+__all__ = ["SegmentedScan"]
 
 SEGMENTS_DIR = "segments"
 
 
-class SegmentedScan(RunControl):
+class SegmentedScan(Scan):
     """Run a segmented model over every point of a space, segment by segment.
+
+    Made by ``ns.Scan(model, space, store, segments=N)`` when ``model`` is segmented; it
+    is a :class:`~notebookscan.Scan` (``refine``, ``results``, ``stale``, ``widget``,
+    ``stop``/``wait``/``await`` work as there) with segments, checkpoints, recordings,
+    ``extend`` and ``chain`` added.
 
     Parameters
     ----------
@@ -90,8 +95,8 @@ class SegmentedScan(RunControl):
     >>> import tempfile
     >>> import notebookscan as ns
     >>> from notebookscan.demo_network import lif_network, rebalance
-    >>> scan = SegmentedScan(lif_network, ns.grid(g=[3.0, 5.0]), tempfile.mkdtemp(),
-    ...                      segments=3, segment_duration=0.01)
+    >>> scan = ns.Scan(lif_network, ns.grid(g=[3.0, 5.0]), tempfile.mkdtemp(),
+    ...                segments=3, segment_duration=0.01)
     >>> scan.run(executor="serial", progress=False).progress.done
     2
     >>> scan.recordings().v.sizes["time"]
@@ -99,9 +104,12 @@ class SegmentedScan(RunControl):
     """
 
     def __init__(self, function: Any, space: Any, store: str | os.PathLike[str], *,
-                 segments: int, segment_duration: float | None = None,
+                 segments: int | None = None, segment_duration: float | None = None,
                  keep_checkpoints: int | None = 1):
         self.form = model_form(function)
+        if segments is None:
+            raise ScanError("a segmented model needs the number of segments per point: "
+                            "ns.Scan(model, space, store, segments=N)")
         _check_count("segments", segments)
         if segment_duration is not None and not segment_duration > 0:
             raise ScanError(f"segment_duration must be a positive model time, got "
@@ -113,22 +121,15 @@ class SegmentedScan(RunControl):
             raise ScanError(f"the space sets {clash}, which a segmented scan uses itself "
                             f"({', '.join(sorted(RESERVED_PARAMETERS))}); rename them, e.g. "
                             f"{clash[0]}_.")
-        space.validate(signature_for_space(function))
-        self.function = function
-        self.space = space
-        self.store = Store(store)
+        self._bind(function, space, store, SegmentEvents())
         self.recordings_store = Store(os.path.join(self.store.path, SEGMENTS_DIR))
         self.checkpoints = self.store.checkpoints
         self.segment_duration = None if segment_duration is None else float(segment_duration)
         self.keep_checkpoints = keep_checkpoints
         self.links = [Link(int(segments))]
-        self.events = SegmentEvents()
-        self._run: ScanRun | None = None
-        stored = self.store.metadata().get("names")
-        if stored is not None and sorted(stored) != sorted(space.names):
-            raise ScanError(f"the store {self.store.path} holds parameters {stored}, but the "
-                            f"space has {list(space.names)}; use another store or the same "
-                            "parameters")
+
+    def _signature(self) -> Any:
+        return signature_for_space(self.function)
 
     def __repr__(self) -> str:
         name = getattr(self.function, "__qualname__", repr(self.function))
@@ -142,18 +143,6 @@ class SegmentedScan(RunControl):
         return self.links[0].segments
 
     # ------------------------------------------------------------ planning
-
-    def _accepts(self, name: str) -> bool:
-        try:
-            target = self.function
-            parameters = inspect.signature(target).parameters
-        except (TypeError, ValueError):
-            return True
-        return name in parameters or any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-
-    def _pass_seed(self) -> bool:
-        return "seed" not in self.space.names and self._accepts("seed")
 
     def _done_rows(self) -> dict[str, tuple[int, int]]:
         """Key -> (link, segments) of the points' rows in the main store."""
@@ -182,7 +171,7 @@ class SegmentedScan(RunControl):
         seeds = self.space.seeds()
         columns = self.space.columns()
         names = list(self.space.names)
-        hidden = {n for n in PASSED_IF_ACCEPTED if n in names and not self._accepts(n)}
+        hidden = self._hidden()
         failed_rows = self.recordings_store.index().failed if self.recordings_store.exists \
             else set()
         rows = self._done_rows()
@@ -226,46 +215,52 @@ class SegmentedScan(RunControl):
 
     # ------------------------------------------------------------ running
 
-    def run(self, executor: Any = None, *, progress: bool | None = None,
-            wait: bool | None = None, retry_failed: bool = False, flush_interval: float = 2.0,
-            flush_bytes: int = 8 * 2**20, max_retries: int = 2,
-            timeout: float | None = None) -> ScanRun:
+    def run(self, executor: Any = None, *, dry_run: bool = False,  # type: ignore[override]
+            progress: bool | None = None, wait: bool | None = None, detach: bool = False,
+            retry_failed: bool = False, flush_every: int = 10_000, flush_interval: float = 2.0,
+            flush_bytes: int = 8 * 2**20, max_retries: int = 2, timeout: float | None = None,
+            chunk_size: int | None = None, writer: str = "auto",
+            stale: str | None = None) -> ScanRun:
         """Bring every point of the space to its target number of segments.
 
         Points continue from their newest checkpoint (after a crash, a ``stop()``, or on
-        another machine); complete points are skipped.
+        another machine); complete points are skipped. The options are those of
+        :meth:`notebookscan.Scan.run`, with these differences:
 
         Parameters
         ----------
-        executor
-            As for :meth:`notebookscan.Scan.run`: ``None`` (local ipyparallel engines),
-            ``"serial"``, ``"processes"``, a ``concurrent.futures.Executor`` or an
-            ipyparallel ``Client``/``View``/``Cluster``.
         progress
             Show a progress bar counting segments.
-        wait
-            Block until the run ends (default: yes, except in a Jupyter kernel with a
-            parallel executor, where ``await scan`` waits).
         retry_failed
             Also run points whose next segment failed before.
-        flush_interval, flush_bytes
-            Write recordings, checkpoints and finished points every this many seconds,
-            or as soon as this many bytes are buffered (the client holds at most about
-            that much, or one segment if it is bigger).
+        flush_every, flush_interval, flush_bytes
+            Write recordings, checkpoints and finished points every this many segments,
+            seconds, or as soon as this many bytes are buffered (the client holds at most
+            about that much, or one segment if it is bigger).
         max_retries
             How often a segment whose worker died is re-submitted.
         timeout
-            Seconds after which a segment is stopped and its point recorded as failed.
+            Seconds after which a segment is stopped and its point recorded as failed
+            (as for :meth:`notebookscan.Scan.run`).
+        dry_run, detach, chunk_size, writer, stale
+            Not available for segmented scans yet: ``dry_run``, ``detach``, a
+            ``chunk_size`` (a task is one segment), ``writer="workers"`` (the client
+            writes everything) and ``stale="recompute"`` raise :class:`ScanError`.
         """
-        if self._run is not None and not self._run.done():
-            raise ScanError("this scan is already running; call scan.stop() or await it first")
-        for name, value in (("flush_interval", flush_interval), ("flush_bytes", flush_bytes),
-                            ("timeout", timeout)):
-            if value is not None and not value > 0:
-                raise ScanError(f"{name} must be a positive number, got {value!r}")
-        if max_retries < 0:
-            raise ScanError(f"max_retries must be >= 0, got {max_retries}")
-        self.store.prepare(self._layout(), self.space.names)
+        self._check_run(flush_every=flush_every, flush_interval=flush_interval,
+                        flush_bytes=flush_bytes, timeout=timeout, chunk_size=chunk_size,
+                        max_retries=max_retries, writer=writer, stale=stale)
+        refused = {"dry_run": dry_run, "detach": detach, "chunk_size": chunk_size is not None,
+                   "writer='workers'": writer == "workers", "stale='recompute'":
+                   stale == "recompute"}
+        if any(refused.values()):
+            raise ScanError(f"{', '.join(k for k, v in refused.items() if v)}: not available "
+                            "for segmented scans yet; run without it (scan.run())")
+        if stale != "reuse" and self.store.shard_files():
+            report = self.stale()
+            if report:
+                _settle_stale(report, stale)
+        self.store.prepare(self.layout, self.space.names)
         self.recordings_store.prepare(Layout("points", (*self.space.names, *SEGMENT_NAMES)),
                                       [*self.space.names, *SEGMENT_NAMES])
         self.checkpoints.remove_dead_temporaries()
@@ -274,37 +269,26 @@ class SegmentedScan(RunControl):
             warnings.warn(f"{failed_before} point(s) failed in earlier runs and are not run "
                           "again; pass retry_failed=True to run them.", stacklevel=2)
         executor_obj, owned = resolve_executor(executor)
-        payload: Any = self.function
-        if executor_obj.needs_pickled_function:
-            import cloudpickle
-
-            payload = cloudpickle.dumps(self.function)
         record = collect(self.function, executor=executor_obj.description, space=self.space)
         record["segments"] = {"links": [link.segments for link in self.links],
                               "segment_duration": self.segment_duration,
                               "transforms": [getattr(link.transform, "__qualname__", "")
                                              for link in self.links]}
-        settings = LoopSettings(flush_interval=flush_interval, flush_bytes=int(flush_bytes),
-                                max_retries=max_retries, timeout=timeout,
+        settings = LoopSettings(flush_every=flush_every, flush_interval=flush_interval,
+                                flush_bytes=int(flush_bytes),
+                                max_retries=max_retries, timeout=timeout, compact_above=8,
                                 keep_checkpoints=self.keep_checkpoints)
-        loop = SegmentLoop(payload=payload, form=self.form, names=self.space.names, works=works,
-                           links=self.links, pass_seed=self._pass_seed(),
-                           duration=self.segment_duration, store=self.store,
-                           recordings=self.recordings_store, checkpoints=self.checkpoints,
-                           executor=executor_obj, settings=settings, events=self.events,
-                           provenance=record, run_id=run_id(record), skipped=complete,
-                           repaired=repaired)
-        background = wait is False or (wait is None and in_event_loop() and
-                                       executor_obj.max_workers > 1 and
-                                       executor_obj.description != "serial (in this process)")
-        bar = _progress_bar(self.events) if (progress or progress is None) else None
-        self._run = ScanRun(loop, owned)  # type: ignore[arg-type]
-        try:
-            self._run.start(background)
-        finally:
-            if bar is not None and not background:
-                bar.close()
-        return self._run
+        source = SegmentSource(
+            payload=self._payload(executor_obj), form=self.form, names=self.space.names,
+            works=works, links=self.links, pass_seed=self._pass_seed(),
+            duration=self.segment_duration, store=self.store,
+            recordings=self.recordings_store, checkpoints=self.checkpoints,
+            settings=settings, events=self.events, provenance=record,
+            run_id=run_id(record), skipped=complete, repaired=repaired)
+        return self._launch(source, executor_obj, owned, settings, wait, progress)
+
+    def _progress_bar(self) -> Any:
+        return _progress_bar(self.events)
 
     def extend(self, segments: int | None = None, *, duration: float | None = None,
                **run_options: Any) -> ScanRun:
@@ -368,32 +352,7 @@ class SegmentedScan(RunControl):
             self.links.append(Link(size, transform))
         return self.run(**run_options)
 
-    # ------------------------------------------------------------ control
-
-
     # ------------------------------------------------------------ results
-
-    def _layout(self) -> Layout:
-        if self.store.metadata():
-            stored = self.store.layout()
-            if stored.kind == "grid" and self.space.layout.kind == "grid":
-                return stored
-            return Layout("points", stored.dims)
-        return Layout(self.space.layout.kind, tuple(self.space.layout.dims))
-
-    def results(self) -> Any:
-        """One row per point: the last segment's summary, ``segments``, ``link``, status.
-
-        Like :meth:`notebookscan.Scan.results`; points not finished yet are ``missing``.
-        """
-        layout = self._layout()
-        if not self.store.exists:
-            os.makedirs(self.store.shards_dir, exist_ok=True)
-        if layout.kind == "grid":
-            return self.store.dataset(lazy=False, layout=layout,
-                                      extra_coords=self.space.grid_coords())
-        return self.store.dataset(lazy=False, layout=layout,
-                                  pending=pending_columns(self.space, self.store.index()))
 
     def recordings(self, *, link: int | None = None,
                    variables: list[str] | None = None) -> Any:
@@ -453,12 +412,6 @@ class SegmentedScan(RunControl):
             else:
                 out["not_started"] += 1
         return out
-
-
-def segmented(function: Any, space: Any, store: str | os.PathLike[str], *, segments: int,
-              **options: Any) -> SegmentedScan:
-    """Shorthand for :class:`SegmentedScan` (``ns.segmented(model, space, store, segments=)``)."""
-    return SegmentedScan(function, space, store, segments=segments, **options)
 
 
 def _check_count(name: str, value: Any) -> None:

@@ -6,20 +6,18 @@ into a fresh ``restore_dir``, runs the model for exactly one segment, encodes th
 state, collects what the model wrote into ``save_dir``, and sends everything back. It
 never touches the store: the client stays its single writer.
 
-Nothing the model raises escapes :func:`run_segment`; a failure comes back as a
-``failed`` :class:`SegmentOutcome` with its traceback.
+Nothing the model raises escapes :func:`run_segment` (it runs inside
+:func:`notebookscan.worker.guarded_call`); a failure comes back as a ``failed``
+:class:`SegmentOutcome` with its traceback.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import tempfile
-import threading
 import time
-import traceback as tb
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +26,7 @@ import numpy as np
 
 from ..results import ResultError, Value, normalize_result
 from ..store.checkpoints import StateError, decode_state, encode_state, read_files, write_files
-from ..worker import PointTimeout, load_function, worker_name
+from ..worker import guarded_call, load_function, worker_name
 from .protocol import Segment, SegmentContext, Segments, open_model
 
 __all__ = ["SegmentOutcome", "SegmentTask", "recording_values", "run_segment"]
@@ -84,7 +82,7 @@ class SegmentOutcome:
         return size
 
 
-class SegmentError(ValueError):
+class SegmentError(ResultError, ValueError):
     """A model handed over something a segment cannot hold (recorded as a failure)."""
 
 
@@ -150,12 +148,11 @@ def _check_dims(values: Mapping[str, Value]) -> None:
                                        "another recording; use different dim names")
 
 
-def _raise_timeout(signum: int, frame: Any) -> None:
-    raise PointTimeout()
-
-
 def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> SegmentOutcome:
     """Run one segment of one point and return its :class:`SegmentOutcome`.
+
+    The model runs inside :func:`~notebookscan.worker.guarded_call` (timeout, every
+    failure caught) as each point of a plain scan does.
 
     Parameters
     ----------
@@ -164,63 +161,47 @@ def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> Segm
     task
         The point, the segment and the checkpoint to start from.
     """
-    fn = load_function(function)
-    worker = worker_name()
     started = time.time()
     workdir = tempfile.mkdtemp(prefix="notebookscan-segment-")
-    use_alarm = bool(task.timeout) and threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGALRM, _raise_timeout) if use_alarm else None
     try:
-        restore_dir = None
-        if task.files:
-            restore_dir = os.path.join(workdir, "restore")
-            os.makedirs(restore_dir)
-            write_files(restore_dir, task.files)
-        save_dir = os.path.join(workdir, "save")
-        os.makedirs(save_dir)
-        state = decode_state(task.state) if task.state is not None else None
-        context = SegmentContext(task.index, task.link, task.seed, task.point_seed, task.key,
-                                 task.duration, save_dir, restore_dir)
-        plan = Segments([context], state=state, first=task.index, restore_dir=restore_dir)
-        kwargs = {**task.point, "seed": task.point_seed} if task.pass_seed else task.point
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, task.timeout)
-        try:
-            out = _one_segment(fn, task.form, kwargs, plan)
-        finally:
-            if use_alarm:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        recordings = recording_values(out.recordings, out.time)
-        summary = normalize_result(dict(out.summary or {}))
-        clash = sorted(set(summary) & set(recordings))
-        if clash:
-            raise SegmentError(f"the names {clash} are both recordings and summary values; "
-                               "rename one of them")
-        if out.state is None:
-            raise SegmentError("the segment handed over no state; return Segment(..., state="
-                               "{...}) (an empty dict when the model keeps its state in files)")
-        state_bytes = encode_state(out.state)
-        files = read_files(save_dir)
-        return SegmentOutcome("done", recordings, summary, state_bytes, files, "", "", started,
-                              time.time(), _HOST, worker)
-    except KeyboardInterrupt:
-        raise
-    except PointTimeout:
-        return SegmentOutcome("failed", error=f"PointTimeout: the segment ran longer than "
-                              f"timeout={task.timeout} s", started=started, finished=time.time(),
-                              host=_HOST, worker=worker)
-    except (SegmentError, StateError, ResultError) as exc:
-        return SegmentOutcome("failed", error=f"{type(exc).__name__}: {exc}", started=started,
-                              finished=time.time(), host=_HOST, worker=worker)
-    except BaseException as exc:  # every other failure of the model's code
-        text = str(exc)
-        return SegmentOutcome("failed", error=f"{type(exc).__name__}: {text}" if text else
-                              type(exc).__name__, traceback=tb.format_exc(), started=started,
-                              finished=time.time(), host=_HOST, worker=worker)
+        out, failure = guarded_call(_segment, (load_function(function), task, workdir),
+                                    task.timeout, (SegmentError, StateError, ResultError))
     finally:
-        if use_alarm:
-            signal.signal(signal.SIGALRM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
+    if failure is not None:
+        return SegmentOutcome("failed", error=failure[0], traceback=failure[1],
+                              started=started, finished=time.time(), host=_HOST,
+                              worker=worker_name())
+    out.started = started
+    return out
+
+
+def _segment(fn: Any, task: SegmentTask, workdir: str) -> SegmentOutcome:
+    """The user's segment and what is made of it (all of it inside the guarded call)."""
+    restore_dir = None
+    if task.files:
+        restore_dir = os.path.join(workdir, "restore")
+        os.makedirs(restore_dir)
+        write_files(restore_dir, task.files)
+    save_dir = os.path.join(workdir, "save")
+    os.makedirs(save_dir)
+    state = decode_state(task.state) if task.state is not None else None
+    context = SegmentContext(task.index, task.link, task.seed, task.point_seed, task.key,
+                             task.duration, save_dir, restore_dir)
+    plan = Segments([context], state=state, first=task.index, restore_dir=restore_dir)
+    kwargs = {**task.point, "seed": task.point_seed} if task.pass_seed else task.point
+    out = _one_segment(fn, task.form, kwargs, plan)
+    recordings = recording_values(out.recordings, out.time)
+    summary = normalize_result(dict(out.summary or {}))
+    clash = sorted(set(summary) & set(recordings))
+    if clash:
+        raise SegmentError(f"the names {clash} are both recordings and summary values; "
+                           "rename one of them")
+    if out.state is None:
+        raise SegmentError("the segment handed over no state; return Segment(..., state="
+                           "{...}) (an empty dict when the model keeps its state in files)")
+    return SegmentOutcome("done", recordings, summary, encode_state(out.state),
+                          read_files(save_dir), "", "", 0.0, time.time(), _HOST, worker_name())
 
 
 def _one_segment(fn: Any, form: str, kwargs: dict[str, Any], plan: Segments) -> Segment:

@@ -1,9 +1,11 @@
-"""The segment loop: one task per segment, recordings and checkpoints written by the client.
+"""The segment source: one task per segment, recordings and checkpoints written by the client.
+
+The run loop (:mod:`notebookscan.loop`) runs it, as it runs a plain scan's points.
 
 Points run one segment at a time; a point's next segment is submitted as soon as its
 previous one comes back (with the new state in hand), so up to two segments per worker
 are in flight, each of a different point. What comes back is buffered and flushed in
-this order:
+this order (the run loop decides when):
 
 1. the recordings of the buffered segments, as one shard of ``segments/shards/``
    (one row per point, link and segment);
@@ -13,44 +15,40 @@ this order:
 
 A checkpoint is written only after its segment's recordings are safely stored, so a
 resumed point never misses a segment's recordings; at worst a segment runs twice and
-its identical rows are de-duplicated by key. The loop is the single writer of all of it.
+its identical rows are de-duplicated by key. The client is the single writer of all of it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import ScanError
+from ..errors import ArgumentError, ScanError
 from ..events import EVENTS, Events
-from ..executors.base import ScanExecutor
 from ..keys import point_key
-from ..loop import Progress, StopControl
+from ..loop import LoopSettings, Progress, Task
 from ..results import Value
+from ..sources import ResultNames
 from ..store import Store
 from ..store.checkpoints import CheckpointDirectory, StateError, encode_state
 from ..store.schema import (
     SEGMENT_PARAMETERS,
     SEGMENT_POINT_VALUES,
     SEGMENT_ROLE_ATTR,
-    is_reserved,
 )
 from ..store.shards import Record, shard_from_records
 from .protocol import segment_seed
 from .worker import SegmentOutcome, SegmentTask, run_segment
 
-__all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentLoop", "SegmentProgress"]
+__all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentProgress", "SegmentSource"]
 
 SEGMENT_EVENTS = (*EVENTS, "segment_done")
 SEGMENT_NAMES = SEGMENT_PARAMETERS  # extra parameters of the recordings store
@@ -65,7 +63,8 @@ class SegmentEvents(Events):
 
     def on(self, name: str, callback: Callable[..., Any]) -> None:
         if name not in SEGMENT_EVENTS:
-            raise ValueError(f"unknown event {name!r}; the events are {', '.join(SEGMENT_EVENTS)}")
+            raise ArgumentError(f"unknown event {name!r}; the events are "
+                                f"{', '.join(SEGMENT_EVENTS)}")
         self._subscribers[name].append(callback)
 
 
@@ -101,18 +100,6 @@ class SegmentProgress(Progress):
                 f"remaining of {self.total} points ({self.skipped} already complete)")
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    """How a segmented run behaves (see :meth:`SegmentedScan.run`)."""
-
-    flush_interval: float = 2.0
-    flush_bytes: int = 8 * 2**20
-    max_retries: int = 2
-    timeout: float | None = None
-    keep_checkpoints: int | None = 1
-    compact_above: int = 8
-
-
 @dataclass
 class Work:
     """One point's way through its links: where it is, and the state to continue from."""
@@ -129,7 +116,6 @@ class Work:
     needs_transform: bool = False  # link is complete; start link + 1 first
     started: float = 0.0  # when the link's first segment started
     compute: float = 0.0  # seconds spent in the link's segments so far
-    attempt: int = 0
 
 
 @dataclass
@@ -165,87 +151,59 @@ def summary_from_json(data: dict[str, Any]) -> dict[str, Value]:
     return out
 
 
-class SegmentLoop(StopControl):
-    """Runs the pending segments of one segmented scan on one executor into one store."""
+class SegmentSource:
+    """The pending segments of one segmented scan, as tasks for the run loop (a
+    ``Source``): one task per segment, a point's next segment handed out as soon as its
+    previous one came back. A task's tag is the point's :class:`Work`."""
+
+    task_name = "a segment"
+    early_first_flush = False
 
     def __init__(self, *, payload: Any, form: str, names: Sequence[str], works: list[Work],
                  links: list[Link], pass_seed: bool, duration: float | None, store: Store,
-                 recordings: Store, checkpoints: CheckpointDirectory, executor: ScanExecutor,
+                 recordings: Store, checkpoints: CheckpointDirectory,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
                  run_id: str, skipped: int, repaired: list[Record]):
         self.payload, self.form = payload, form
         self.names = tuple(names)
-        self.works, self.links = works, links
+        self.links = links
         self.pass_seed, self.duration = pass_seed, duration
         self.store, self.recordings, self.checkpoints = store, recordings, checkpoints
-        self.executor, self.settings, self.events = executor, settings, events
+        self.settings, self.events = settings, events
         self.run_id = run_id
         self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
         self.progress = SegmentProgress(total=len(works), skipped=skipped)
         self.progress.segments_total = sum(self._remaining(w) for w in works)
         self.progress.segments_stored = sum(w.count for w in works)
-        self._stop = threading.Event()
-        self._stop_now = threading.Event()
+        self._ready: deque[Work] = deque(works)
         self._rows: list[Record] = []
         self._checkpoints: list[tuple[str, int, int, bytes, dict[str, bytes], dict[str, Any]]] = []
         self._points: list[Record] = list(repaired)
         self._bytes = 0
-        self._roles: dict[str, str] = {}
-        self._schema: dict[str, tuple[str, ...]] = {}
-        self._last_flush = time.monotonic()
-        self._last_progress = 0.0
+        self._names = ResultNames({*self.names, *SEGMENT_NAMES, "point_key", *POINT_VALUES})
 
     def _remaining(self, work: Work) -> int:
         left = 0 if work.needs_transform else max(0, self.links[work.link].segments - work.count)
         return left + sum(link.segments for link in self.links[work.link + 1:])
 
-    # ---------------------------------------------------------------- main loop
+    # ---------------------------------------------------------------- handing out
 
-    def run(self) -> SegmentProgress:
-        progress = self.progress
-        self.events.emit("started", total=progress.total, skipped=progress.skipped,
-                         to_run=progress.total, segments=progress.segments_total)
-        ready: deque[Work] = deque(self.works)
-        inflight: dict[Future, Work] = {}
-        workers = max(1, self.executor.worker_count())
-        try:
-            while (ready or inflight) and not (self._stop_now.is_set() and not inflight):
-                while ready and not self.stopping and len(inflight) < 2 * workers:
-                    self._submit(ready.popleft(), inflight, ready)
-                if not inflight:
-                    break
-                timeout = max(0.0, self.settings.flush_interval -
-                              (time.monotonic() - self._last_flush))
-                finished, _ = wait(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    work = inflight.pop(future)
-                    progress.running -= 1
-                    self._collect(future, work, inflight, ready)
-                finished, future = set(), None  # a done future holds a segment: drop it
-                self._maybe_emit_progress()
-                if self._flush_due():
-                    self._flush()
-                self._check_alive(inflight)
-        except KeyboardInterrupt:
-            self.request_stop(now=True)
-            progress.stopped = True
-            raise
-        except BaseException as exc:
-            progress.error = exc
-            raise
-        finally:
-            self._flush()
-            self._finish(bool(ready))
-        return progress
+    def start(self) -> dict[str, Any]:
+        return {"segments": self.progress.segments_total}
 
-    def _check_alive(self, inflight: dict[Future, Work]) -> None:
-        def collect(future: Future, work: Work) -> None:
-            self.progress.running -= 1
-            self._collect(future, work, {}, deque())
+    def pending(self) -> bool:
+        return bool(self._ready)
 
-        self._stop_if_executor_is_gone(inflight, collect)
+    def next_tasks(self, slots: int, workers: int) -> list[Task]:
+        tasks: list[Task] = []
+        while self._ready and len(tasks) < slots:
+            task = self._task(self._ready.popleft())
+            if task is not None:
+                tasks.append(task)
+        return tasks
 
-    def _submit(self, work: Work, inflight: dict[Future, Work], ready: deque[Work]) -> None:
+    def _task(self, work: Work) -> Task | None:
+        """The task of a point's next segment (None: the point failed before it)."""
         try:
             if not work.loaded:
                 self._locate(work)
@@ -253,13 +211,21 @@ class SegmentLoop(StopControl):
                 self._start_next_link(work)
         except _PointFailed as failure:
             self._fail_point(work, failure.error, failure.traceback)
-            return
+            return None
         task = SegmentTask(work.call, self.pass_seed, work.seed, work.key, work.link, work.count,
                            segment_seed(work.seed, work.count, work.link), work.state,
                            work.files, self.duration, self.form, self.settings.timeout)
-        future = self.executor.submit(run_segment, self.payload, task)
-        inflight[future] = work
-        self.progress.running += 1
+        return Task(run_segment, (self.payload, task), work)
+
+    def split(self, work: Work) -> list[Task]:
+        return []  # one segment: nothing to split
+
+    def fail(self, work: Work, error: str) -> None:
+        now = time.time()
+        self.receive(work, SegmentOutcome("failed", error=error, started=now, finished=now))
+
+    def seconds_left(self) -> float:
+        return math.inf
 
     def _locate(self, work: Work) -> None:
         """Load the checkpoint a resumed point continues from (just before it runs).
@@ -315,37 +281,12 @@ class SegmentLoop(StopControl):
         work.needs_transform, work.loaded = False, True
         work.started, work.compute = now, 0.0
 
-    def _collect(self, future: Future, work: Work, inflight: dict[Future, Work],
-                 ready: deque[Work]) -> None:
-        try:
-            out: SegmentOutcome = future.result()
-        except (CancelledError, KeyboardInterrupt):
-            if self.stopping:
-                return  # stopped: the point continues from its checkpoint next time
-            raise
-        except BaseException as exc:
-            if self._stop_now.is_set():
-                return
-            if not self.executor.is_worker_lost(exc):
-                raise ScanError(
-                    f"the executor {self.executor.description!r} could not run a segment: "
-                    f"{type(exc).__name__}: {exc}. Nothing of the model ran; everything "
-                    "finished so far is stored. Check that the model can be pickled and that "
-                    "notebookscan is installed where the workers run."
-                ) from exc
-            if work.attempt < self.settings.max_retries:
-                work.attempt += 1
-                self._submit(work, inflight, ready)
-                return
-            now = time.time()
-            out = SegmentOutcome("failed", error=f"WorkerLost: the worker died "
-                                 f"{work.attempt + 1} time(s) while running this segment ({exc})",
-                                 started=now, finished=now)
-        work.attempt = 0
-        self._accept(work, out, ready)
+    def receive(self, work: Work, out: SegmentOutcome) -> None:
+        """Keep a segment's rows and checkpoint; hand out the point's next segment."""
+        self._accept(work, out)
         out.forget()  # its rows and the work's state hold what is still needed
 
-    def _accept(self, work: Work, out: SegmentOutcome, ready: deque[Work]) -> None:
+    def _accept(self, work: Work, out: SegmentOutcome) -> None:
         index = work.count
         if out.status == "done":
             problem = self._check_schema(out)
@@ -382,14 +323,14 @@ class SegmentLoop(StopControl):
             self.events.emit("segment_done", point=work.params, key=work.key, link=work.link,
                              segment=index, seconds=out.finished - out.started)
         if work.count < self.links[work.link].segments:
-            ready.appendleft(work)  # depth first: finish started points before new ones
+            self._ready.appendleft(work)  # depth first: finish started points before new ones
             return
         record = point_row(work, out.summary, out.finished, out.host, out.worker, self.run_id,
                            self.names)
         self._points.append(record)
         if work.link + 1 < len(self.links):
             work.needs_transform = True
-            ready.appendleft(work)
+            self._ready.appendleft(work)
             return
         self.progress.done += 1
         work.state, work.files = None, {}
@@ -411,39 +352,19 @@ class SegmentLoop(StopControl):
             self.events.emit("point_failed", point=work.params, key=work.key, record=record)
 
     def _check_schema(self, out: SegmentOutcome) -> str:
-        taken = {*self.names, *SEGMENT_NAMES, "point_key", *POINT_VALUES}
-
-        def reserved(name: str) -> bool:
-            return name in taken or is_reserved(name)
-
         for role, values in (("recording", out.recordings), ("summary", out.summary)):
             for name, value in values.items():
-                if reserved(name):
-                    return (f"ResultError: the {role} name {name!r} is also a parameter or a "
-                            "reserved name; rename it")
-                if self._roles.setdefault(name, role) != role:
-                    return (f"ResultError: {name!r} is a {role} here but was a "
-                            f"{self._roles[name]} in an earlier segment")
-                known = self._schema.setdefault(name, value.dims)
-                if known != value.dims:
-                    return (f"ResultError: {role} {name!r} has dims {value.dims}, but earlier "
-                            f"segments had {known}; keep the same dims in every segment")
-                for dim in value.dims:
-                    if reserved(dim):
-                        return (f"ResultError: {role} {name!r} has a dim named {dim!r}, which "
-                                "is a parameter or a reserved name; rename the dim")
+                problem = self._names.problem(name, value.dims, role)
+                if problem:
+                    return problem
         return ""
 
     # ---------------------------------------------------------------- flushing
 
-    def _flush_due(self) -> bool:
-        if not (self._rows or self._checkpoints or self._points):
-            return False
-        return (self._bytes >= self.settings.flush_bytes or
-                time.monotonic() - self._last_flush >= self.settings.flush_interval)
+    def buffered(self) -> tuple[int, int]:
+        return len(self._rows) + len(self._checkpoints) + len(self._points), self._bytes
 
-    def _flush(self) -> None:
-        self._last_flush = time.monotonic()
+    def flush(self) -> None:
         rows, self._rows = self._rows, []
         checkpoints, self._checkpoints = self._checkpoints, []
         points, self._points = self._points, []
@@ -453,7 +374,7 @@ class SegmentLoop(StopControl):
         if rows:
             data = shard_from_records((*self.names, *SEGMENT_NAMES), rows, self.attrs)
             for name in data.results:
-                data.result_attrs[name][ROLE_ATTR] = self._roles.get(name, "point")
+                data.result_attrs[name][ROLE_ATTR] = self._names.roles.get(name, "point")
             shard = self.recordings.write(data)
             del data
         for key, link, count, state, files, meta in checkpoints:
@@ -474,36 +395,38 @@ class SegmentLoop(StopControl):
         if shard is not None or points:
             self.events.emit("flushed", shard=shard, points=len(points), segments=n_rows,
                              checkpoints=n_checkpoints)
-        self._emit_progress()
 
-    def _maybe_emit_progress(self) -> None:
-        now = time.monotonic()
-        if now - self._last_progress >= PROGRESS_INTERVAL:
-            self._last_progress = now
-            self._emit_progress()
+    def refresh(self) -> None:
+        pass  # segmented stores have one writer
 
-    def _emit_progress(self) -> None:
-        if self.events.wants("progress"):
-            self.events.emit("progress", **self.progress.as_dict())
+    def commit(self) -> None:
+        pass  # no journal yet: a killed client re-runs the segments since the last flush
 
-    def _finish(self, left: bool) -> None:
-        progress = self.progress
-        progress.finished_at = time.time()
-        progress.stopped = progress.stopped or (self.stopping and (left or progress.remaining > 0))
-        if progress.error is None:
-            with contextlib.suppress(Exception):
-                if len(self.store.shard_files()) > self.settings.compact_above:
-                    self.store.compact()
-                if len(self.recordings.shard_files()) > 8 * self.settings.compact_above:
-                    # only small shards, so compaction never holds much in memory
-                    self.recordings.compact(max_shard_bytes=2 * 2**20,
-                                            max_total_bytes=self.settings.flush_bytes)
-        self.events.emit("finished", done=progress.done, failed=progress.failed,
-                         stopped=progress.stopped, elapsed=progress.elapsed,
-                         segments=progress.segments_done)
+    def compact(self) -> None:
+        if len(self.store.shard_files()) > self.settings.compact_above:
+            self.store.compact()
+        if len(self.recordings.shard_files()) > 8 * self.settings.compact_above:
+            # only small shards, so compaction never holds much in memory
+            self.recordings.compact(max_shard_bytes=2 * 2**20,
+                                    max_total_bytes=self.settings.flush_bytes)
+
+    def close(self) -> None:
+        pass
+
+    def waiting(self) -> float:
+        return 0.0  # segmented runs take no leases: nothing held elsewhere to wait for
+
+    def seconds_to_beat(self) -> float:
+        return math.inf
+
+    def heartbeat(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {"segments": self.progress.segments_done}
 
 
-class _PointFailed(Exception):
+class _PointFailed(ScanError):
     def __init__(self, error: str, traceback: str):
         super().__init__(error)
         self.error, self.traceback = error, traceback
