@@ -398,10 +398,10 @@ def child_cost(costs_us, repeats, workdir):
 
 def _instrument():
     """Wrap the scan's stages with wall-clock timers (inclusive times, main thread)."""
-    import notebookscan.batch as batch_mod
-    import notebookscan.loop as loop_mod
+    import notebookscan.run.batch as batch_mod
+    import notebookscan.run.loop as loop_mod
+    import notebookscan.run.points as sources_mod
     import notebookscan.scan as scan_mod
-    import notebookscan.sources as sources_mod
     import notebookscan.space as space_mod
     import notebookscan.store as store_mod
 
@@ -444,7 +444,7 @@ def _transport(n_points):
     import numpy as np
     from ipyparallel.serialize import deserialize_object, serialize_object
 
-    from notebookscan.worker import PointColumns, run_chunk
+    from notebookscan.run.worker import PointColumns, run_chunk
 
     points = PointColumns({"i": np.arange(n_points)})
     seeds = np.arange(n_points, dtype=np.uint32)

@@ -69,7 +69,7 @@ def _run_notebookscan(workload, n, workdir, executor_name):
     fn = wl.function_for(workload)
     extra = {}
     if executor_name == "engines":
-        from notebookscan.executors.ipyparallel import local_executor
+        from notebookscan.executors.local_cluster import local_executor
 
         t0 = time.perf_counter()
         executor = local_executor(WORKERS, quiet=True)
@@ -89,7 +89,7 @@ def _run_notebookscan(workload, n, workdir, executor_name):
     wl.check_values(workload, values, n)
     apparent, _, files = wl.tree_size(path)
     if executor_name == "engines":
-        from notebookscan.executors.ipyparallel import shutdown_local_executor
+        from notebookscan.executors.local_cluster import shutdown_local_executor
 
         shutdown_local_executor()
     return {"wall_seconds": wall, "store_bytes": apparent, "store_files": files,

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from .cluster import ClusterHandle, connect, start_cluster
-from .detached import DetachedRun, attach
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -31,8 +29,10 @@ from .errors import (
     UnknownNameError,
     WaitTimeout,
 )
-from .events import Events
+from .executors.cluster import ClusterHandle, connect, start_cluster
 from .keys import point_key, point_seed
+from .run.detached import DetachedRun, attach
+from .run.events import Events
 from .scan import DryRun as DryRun  # the name of Plan before Scan.plan()
 from .scan import Plan, Scan, ScanRun
 from .segments import Segment, SegmentedScan, merge_segmented, open_recordings

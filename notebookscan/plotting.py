@@ -112,7 +112,7 @@ def _is_points(ds: xr.Dataset) -> bool:
     return "point" in ds.dims
 
 
-def _try_grid(ds: xr.Dataset) -> xr.Dataset | None:
+def try_grid(ds: xr.Dataset) -> xr.Dataset | None:
     """A points-layout Dataset reshaped onto its parameters, when they form a grid."""
     from .store.dataset import to_grid
 
@@ -301,7 +301,7 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
     2
     """
     if _is_points(ds):
-        grid = _try_grid(ds)
+        grid = try_grid(ds)
         if grid is None:
             return _scatter_result(ds, var, x, y, slice=slice or {}, logx=logx, logy=logy,
                                    figsize=figsize, title=title)
@@ -578,7 +578,7 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         raise ArgumentError("plot_status needs a Dataset with a 'status' variable, such as "
                             "scan.results() or open_store(path)")
     if _is_points(ds):
-        grid = _try_grid(ds)
+        grid = try_grid(ds)
         if grid is None:
             return _scatter_status(ds, x, y, slice=slice or {}, figsize=figsize)
         ds = grid

@@ -19,29 +19,29 @@ finished: 1 done, 0 failed, 0 running, 0 remaining of 1 (3 already stored)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import importlib
 import inspect
 import json
 import os
-import threading
 import warnings
-from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .detached import DetachedRun
 from .errors import ScanError, StaleResultsWarning
-from .events import Events
 from .executors import resolve_executor
-from .loop import LoopSettings, Progress, RunLoop
-from .provenance import collect, run_id
-from .sources import PointSource
+from .run import detached
+from .run.bars import progress_bar
+from .run.detached import DetachedRun
+from .run.events import Events
+from .run.handle import RunControl, ScanRun, in_event_loop
+from .run.loop import LoopSettings, RunLoop
+from .run.points import PointSource
+from .run.provenance import collect, run_id
+from .run.stale import StaleReport, check_stale_choice, find_stale
 from .space import PASSED_IF_ACCEPTED
-from .stale import StaleReport, check_stale_choice, find_stale
 from .store import Store, StoreIndex
 from .store.dataset import broadcast_excluded, label_excluded, store_records
 from .store.journal import fold_journals
@@ -49,15 +49,6 @@ from .store.scanned import space_record, write_record
 from .store.schema import Layout
 
 __all__ = ["Plan", "Scan", "ScanRun"]
-
-
-def in_event_loop() -> bool:
-    """True inside a running asyncio loop in this thread (a Jupyter kernel cell)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 @dataclass
@@ -78,116 +69,9 @@ class Plan:
 
 DryRun = Plan  # the name before Scan.plan() replaced run(dry_run=True)
 
-
-class ScanRun:
-    """A handle on a running (or finished) scan.
-
-    ``wait()`` blocks until it ends, ``await run`` waits without blocking a notebook,
-    ``stop()`` stops it keeping everything finished, ``progress`` says how far it got.
-    """
-
-    def __init__(self, loop: RunLoop, executor_owned: bool):
-        self._loop = loop
-        self._owned = executor_owned
-        self._future: Future = Future()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def progress(self) -> Progress:
-        """Live counters of this run (done, failed, running, remaining, rate, eta)."""
-        return self._loop.progress
-
-    @property
-    def executor(self) -> Any:
-        """The :class:`~notebookscan.executors.ScanExecutor` this run uses."""
-        return self._loop.executor
-
-    def _body(self) -> None:
-        try:
-            self._future.set_result(self._loop.run())
-        except BaseException as exc:
-            self._future.set_exception(exc)
-        finally:
-            if self._owned:
-                self._loop.executor.shutdown()
-
-    def start(self, background: bool) -> ScanRun:
-        """Run the loop in a background thread, or here until it ends (``background=False``)."""
-        if background:
-            # import xarray here, not first in the loop thread while a notebook cell may be
-            # importing it too (a half-initialised module fails the other import)
-            import xarray  # noqa: F401
-
-            self._thread = threading.Thread(target=self._body, name="notebookscan-loop",
-                                            daemon=True)
-            self._thread.start()
-        else:
-            self._body()
-            self._future.result()  # re-raise errors (and KeyboardInterrupt) in the caller
-        return self
-
-    def done(self) -> bool:
-        """True once the run has ended (finished, stopped or failed)."""
-        return self._future.done()
-
-    def wait(self, timeout: float | None = None) -> Progress:
-        """Block until the run ends and return its progress (re-raises a scan error).
-
-        Inside a Jupyter kernel this blocks the notebook; ``await run`` waits without
-        blocking widgets and other cells.
-        """
-        if in_event_loop() and not self.done():
-            warnings.warn("wait() blocks this kernel until the scan ends; use `await scan` "
-                          "(or `await run`) to keep the notebook responsive.", stacklevel=2)
-        return self._future.result(timeout)
-
-    def __await__(self) -> Generator[Any, None, Progress]:
-        return asyncio.wrap_future(self._future).__await__()
-
-    def stop(self, now: bool = False, *, wait: bool = True) -> Progress:
-        """Stop submitting points; finished points are flushed to the store.
-
-        Points running now finish first (``now=False``) or are cancelled (``now=True``);
-        either way ``run()`` later resumes with what is left.
-        """
-        self._loop.request_stop(now)
-        if wait and not self._is_loop_thread():
-            with contextlib.suppress(Exception):
-                self._future.result()
-        return self.progress
-
-    def _is_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
-
-    def __repr__(self) -> str:
-        return f"<ScanRun {self.progress}>"
-
-
-class RunControl:
-    """``wait``, ``stop``, ``await`` and ``progress`` of a scan's current run."""
-
-    _run: ScanRun | None
-
-    def wait(self, timeout: float | None = None) -> Progress:
-        """Block until the current run ends (see :meth:`ScanRun.wait`)."""
-        return self._current().wait(timeout)
-
-    def stop(self, now: bool = False, *, wait: bool = True) -> Progress:
-        """Stop the current run; everything finished is kept (see :meth:`ScanRun.stop`)."""
-        return self._current().stop(now, wait=wait)
-
-    def __await__(self) -> Generator[Any, None, Progress]:
-        return self._current().__await__()
-
-    def _current(self) -> ScanRun:
-        if self._run is None:
-            raise ScanError("this scan has not been started; call scan.run() first")
-        return self._run
-
-    @property
-    def progress(self) -> Progress | None:
-        """Counters of the current or last run of this scan (``None`` before any run)."""
-        return self._run.progress if self._run else None
+#: the module :meth:`Scan.widget` opens (``scan_app(scan, **kwargs)``): the widgets sit
+#: above the scan and import it, so the scan names them instead of importing them
+FRONT_END = "notebookscan.widgets"
 
 
 class Scan(RunControl):
@@ -211,15 +95,27 @@ class Scan(RunControl):
         in ``N`` segments (the one way to make one; see docs/segments.md).
     """
 
-    def __new__(cls, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],
-                **segmented: Any) -> Any:
-        # a generator function (or a class with init/advance) runs in segments; Python
-        # then calls SegmentedScan.__init__ with the same arguments
-        if cls is Scan:
-            from .segments import SegmentedScan, is_segmented_model
+    #: subclasses that take over some functions: ``Scan(f, ...)`` makes the first whose
+    #: ``handles(f)`` is true (a segmented model makes a SegmentedScan), registered by
+    #: subclassing with ``handles`` defined (the scan itself knows none of them)
+    _kinds: ClassVar[list[type[Scan]]] = []
 
-            if is_segmented_model(function):
-                return super().__new__(SegmentedScan)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "handles" in vars(cls):
+            Scan._kinds.append(cls)
+
+    @classmethod
+    def handles(cls, function: Any) -> bool:
+        """True when ``Scan(function, ...)`` should make this class."""
+        return False
+
+    def __new__(cls, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],
+                **options: Any) -> Any:
+        # Python then calls the chosen class's __init__ with the same arguments
+        if cls is Scan:
+            kind = next((k for k in Scan._kinds if k.handles(function)), Scan)
+            return super().__new__(kind)
         return super().__new__(cls)
 
     def __init__(self, function: Callable[..., Any], space: Any, store: str | os.PathLike[str],
@@ -288,7 +184,7 @@ class Scan(RunControl):
 
     def _pending(self, retry_failed: bool) -> tuple[np.ndarray, int, int]:
         """Positions of the points to run, how many are stored, how many failed before."""
-        keys = self.space._keys()
+        keys = self.space.key_array()
         index = self.store.index()
         failed = index.is_failed(keys)
         skip = index.is_done(keys) if retry_failed else index.is_done(keys) | failed
@@ -306,7 +202,7 @@ class Scan(RunControl):
         todo, stored, failed_before = self._pending(retry_failed)
         report = self.stale() if stored else StaleReport()
         if report and stale == "recompute":
-            again = np.flatnonzero(np.isin(self.space._keys(), report.keys))
+            again = np.flatnonzero(np.isin(self.space.key_array(), report.keys))
             todo = np.union1d(todo, again)
             stored -= len(again)
         return todo, stored, failed_before, report
@@ -354,9 +250,9 @@ class Scan(RunControl):
         detach
             Run the scan loop in a background process that outlives this one (closing
             the notebook or the ssh session does not stop it). Returns a
-            :class:`~notebookscan.detached.DetachedRun`; any process attaches with
+            :class:`~notebookscan.run.detached.DetachedRun`; any process attaches with
             ``ns.attach(store)``. ``executor`` must then be ``None``, a name, or
-            :func:`notebookscan.cluster.connect` arguments as a dict.
+            :func:`notebookscan.executors.cluster.connect` arguments as a dict.
         retry_failed
             Also run points that failed before (by default they are kept as failed).
         flush_every, flush_interval, flush_bytes
@@ -398,10 +294,8 @@ class Scan(RunControl):
                         max_retries=max_retries, writer=writer, stale=stale)
         todo, stored, failed_before, report = self._to_run(retry_failed, stale)
         if report:
-            _settle_stale(report, stale)
+            settle_stale(report, stale)
         if detach:
-            from . import detached
-
             return detached.start(self, executor, {
                 "retry_failed": retry_failed, "flush_every": flush_every,
                 "flush_bytes": flush_bytes,
@@ -424,8 +318,8 @@ class Scan(RunControl):
         # the space's own arrays: no per-point Python objects held for the run
         source = PointSource(
             payload=self._payload(executor_obj), names=list(self.space.names),
-            columns=self.space._columns(), keys=self.space._keys(),
-            seeds=self.space._seed_array(), todo=todo, pass_seed=self._pass_seed(),
+            columns=self.space.column_arrays(), keys=self.space.key_array(),
+            seeds=self.space.seed_array(), todo=todo, pass_seed=self._pass_seed(),
             hidden=self._hidden(), store=self.store, settings=settings, events=self.events,
             provenance=record, run_id=run_id(record), skipped=stored,
             failed_before=0 if retry_failed else failed_before,
@@ -491,7 +385,7 @@ class Scan(RunControl):
         Plan
             ``total``, ``stored`` and ``failed_before`` point counts, ``to_run`` (a
             pandas DataFrame of the points that would run: parameters, ``key``,
-            ``seed``) and ``stale`` (a :class:`~notebookscan.stale.StaleReport`).
+            ``seed``) and ``stale`` (a :class:`~notebookscan.run.stale.StaleReport`).
         """
         check_stale_choice(stale)
         todo, stored, failed_before, report = self._to_run(retry_failed, stale)
@@ -499,21 +393,20 @@ class Scan(RunControl):
                     report)
 
     def _progress_bar(self) -> Any:
-        return _progress_bar(self.events)
+        return progress_bar(self.events)
 
     def widget(self, **kwargs: Any) -> Any:
         """Builder, run control, live plot and explorer for this scan, in JupyterLab.
 
-        The widgets live in :mod:`notebookscan.widgets` (imported only here); see
+        The widgets live in :mod:`notebookscan.widgets`, a front end above the scan,
+        imported by name (:data:`FRONT_END`) only when asked for; see
         :class:`~notebookscan.widgets.ScanApp` for the options.
         """
-        from .widgets import scan_app
-
-        return scan_app(self, **kwargs)
+        return importlib.import_module(FRONT_END).scan_app(self, **kwargs)
 
     def attach(self, run_id: str | None = None) -> DetachedRun:
         """The latest detached run of this scan's store (see ``run(detach=True)``)."""
-        from .detached import attach
+        from .run.detached import attach
 
         return attach(self.store.path, run_id)
 
@@ -577,18 +470,18 @@ class Scan(RunControl):
         cached = getattr(self, "_record_cache", None)
         if cached is not None and cached[0] is self.space:
             return cached[1]
-        record = space_record(self.layout.dims, self.space._columns())
+        record = space_record(self.layout.dims, self.space.column_arrays())
         self._record_cache = (self.space, record)
         return record
 
     def stale(self) -> StaleReport:
         """Stored points of this scan's space that other code computed (the function's
         source differs from the run's that stored them); see ``run(stale=...)``."""
-        return find_stale(self.store, self.function, self.space._keys())
+        return find_stale(self.store, self.function, self.space.key_array())
 
     def status(self) -> dict[str, int]:
         """Counts of the space's points by status: done, failed, missing."""
-        keys = self.space._keys()
+        keys = self.space.key_array()
         index = self.store.index()
         done = int(index.is_done(keys).sum())
         failed = int(index.is_failed(keys).sum())
@@ -598,17 +491,17 @@ class Scan(RunControl):
 def pending_columns(space: Any, index: StoreIndex) -> dict[str, list[Any]]:
     """Parameters, ``key`` and ``seed`` of the points of ``space`` that ``index`` does not
     hold, column by column (what ``Store.dataset(pending=...)`` shows as missing)."""
-    keys = space._keys()
+    keys = space.key_array()
     missing = np.flatnonzero(~(index.is_done(keys) | index.is_failed(keys)))
-    columns = space._columns()
+    columns = space.column_arrays()
     pending: dict[str, list[Any]] = {name: columns[name][missing].tolist()
                                      for name in space.names}
     pending["key"] = keys[missing].astype(str).tolist()
-    pending["seed"] = space._seed_array()[missing].tolist()
+    pending["seed"] = space.seed_array()[missing].tolist()
     return pending
 
 
-def _settle_stale(report: StaleReport, stale: str | None) -> None:
+def settle_stale(report: StaleReport, stale: str | None) -> None:
     """Warn about (``None``) or refuse (``"error"``) stored points from other code."""
     choices = ("stale='reuse' keeps them, stale='recompute' runs them again, or give the "
                "scan a new store")
@@ -632,40 +525,3 @@ def _check_positive(**values: float | None) -> None:
     for name, value in values.items():
         if value is not None and not value > 0:
             raise ScanError(f"{name} must be a positive number, got {value!r}")
-
-
-def _progress_bar(events: Events) -> Any:
-    """A tqdm bar fed by the scan's events (plain text: works in terminals and notebooks)."""
-    from tqdm.std import tqdm
-
-    bar = tqdm(total=0, unit="pt", desc="scan", dynamic_ncols=True, leave=True, mininterval=0.5)
-
-    def started(total: int, skipped: int, **_: Any) -> None:
-        bar.reset(total=total)
-        if skipped:
-            bar.set_postfix_str(f"{skipped} already stored")
-
-    def progress(done: int, failed: int, total: int, **_: Any) -> None:
-        bar.total = total
-        bar.n = done + failed
-        if failed:
-            bar.set_postfix_str(f"{failed} failed", refresh=False)
-        bar.refresh()
-
-    return feed_bar(bar, events, started, progress)
-
-
-def feed_bar(bar: Any, events: Events, started: Callable[..., None],
-             progress: Callable[..., None]) -> Any:
-    """Subscribe a progress bar's ``started`` and ``progress`` handlers; close the bar
-    and unsubscribe everything when the run finishes."""
-    def finished(**_: Any) -> None:
-        bar.close()
-        for name, callback in (("started", started), ("progress", progress),
-                               ("finished", finished)):
-            events.off(name, callback)
-
-    events.on("started", started)
-    events.on("progress", progress)
-    events.on("finished", finished)
-    return bar

@@ -369,7 +369,7 @@ class Space(metaclass=_Frozen):
     def _refine(self, changes: Mapping[str, object]) -> Space: ...
 
     def _build_keys(self) -> np.ndarray:
-        return key_array(self._names, self._columns())
+        return key_array(self._names, self.column_arrays())
 
     def _kinds(self) -> dict[str, Kind]:
         """Each parameter's `Kind` (see `_kind_of`), without building the columns."""
@@ -378,14 +378,15 @@ class Space(metaclass=_Frozen):
         return self._cache["kinds"]
 
     def _build_kinds(self) -> dict[str, Kind]:
-        return {name: _kind_of(name, column) for name, column in self._columns().items()}
+        return {name: _kind_of(name, column) for name, column in self.column_arrays().items()}
 
-    def _columns(self) -> dict[str, np.ndarray]:
+    def column_arrays(self) -> dict[str, np.ndarray]:
+        """The points column by column as numpy arrays (cached; do not modify)."""
         if "columns" not in self._cache:
             self._cache["columns"] = self._build_columns()
         return self._cache["columns"]
 
-    def _keys(self) -> np.ndarray:
+    def key_array(self) -> np.ndarray:
         """The points' keys as 20-byte ASCII (``keys.KEY_DTYPE``): 20 bytes a point."""
         if "keys" not in self._cache:
             self._cache["keys"] = self._build_keys()
@@ -394,25 +395,26 @@ class Space(metaclass=_Frozen):
     # public API
     def columns(self) -> dict[str, list[Scalar]]:
         """The points column by column (plain Python scalars), in iteration order."""
-        return {name: column.tolist() for name, column in self._columns().items()}
+        return {name: column.tolist() for name, column in self.column_arrays().items()}
 
     def __iter__(self) -> Iterator[Point]:
         names = self._names
-        for row in zip(*(c.tolist() for c in self._columns().values()), strict=True):
+        for row in zip(*(c.tolist() for c in self.column_arrays().values()), strict=True):
             yield dict(zip(names, row, strict=True))
 
     def keys(self) -> list[str]:
         """Stable keys of the points (see `notebookscan.keys.point_key`), in order."""
-        return self._keys().astype(str).tolist()
+        return self.key_array().astype(str).tolist()
 
     def seeds(self) -> list[int]:
         """Per-point 32-bit seeds derived from the keys, so independent of run order."""
-        return self._seed_array().tolist()
+        return self.seed_array().tolist()
 
-    def _seed_array(self) -> np.ndarray:
+    def seed_array(self) -> np.ndarray:
+        """The per-point seeds as a uint32 array (cached; see :meth:`seeds`)."""
         # 4 bytes a point, where a list of Python ints costs ~36: a scan keeps them all
         if "seeds" not in self._cache:
-            self._cache["seeds"] = seed_array(self._keys())
+            self._cache["seeds"] = seed_array(self.key_array())
         return self._cache["seeds"]
 
     def grid_coords(self) -> dict[str, list[Scalar]]:
@@ -428,7 +430,7 @@ class Space(metaclass=_Frozen):
                              "points layout (it contains zip_(), points() or sample()); use "
                              "columns() instead.")
         coords: dict[str, list[Scalar]] = {}
-        for dim, column in self._columns().items():
+        for dim, column in self.column_arrays().items():
             values = column.tolist()
             distinct: dict[str, Scalar] = {}
             for _, value in dict.fromkeys(zip(map(type, values), values, strict=True)):
@@ -547,7 +549,7 @@ class Space(metaclass=_Frozen):
             problems.append(f"{fname}() requires parameter {p.name!r}, which the space does not "
                             f"set; add it, e.g. space * grid({p.name}=...), or give it a default "
                             f"in {fname}().")
-        for name, column in self._columns().items():
+        for name, column in self.column_arrays().items():
             expected = _simple_type(params[name].annotation) if name in params else None
             if expected is None:
                 continue
@@ -593,7 +595,7 @@ class Space(metaclass=_Frozen):
 
     def _repr_html_(self) -> str:
         rows = []
-        for name, column in self._columns().items():
+        for name, column in self.column_arrays().items():
             values = [v for _, v in {(type(v), v) for v in column.tolist()}]
             numeric = bool(values) and all(type(v) in (int, float) for v in values)
             low, high = (min(values), max(values)) if numeric else ("", "")
@@ -672,7 +674,7 @@ class _Explicit(Space):
         self._cols = {name: _column(name, values) for name, values in cols.items()}
         if check_duplicates:
             seen: dict[bytes, int] = {}
-            for i, key in enumerate(self._keys().tolist()):
+            for i, key in enumerate(self.key_array().tolist()):
                 if key in seen:
                     point = {name: col[i] for name, col in self._cols.items()}
                     raise SpaceError(f"{self.kind}(): the point {point} occurs more than once "
@@ -772,8 +774,9 @@ class _Product(_Binary):
 
     def _build_columns(self) -> dict[str, np.ndarray]:
         n_left, n_right = len(self._left), len(self._right)
-        cols = {name: np.repeat(col, n_right) for name, col in self._left._columns().items()}
-        cols.update({name: np.tile(col, n_left) for name, col in self._right._columns().items()})
+        left, right = self._left.column_arrays(), self._right.column_arrays()
+        cols = {name: np.repeat(col, n_right) for name, col in left.items()}
+        cols.update({name: np.tile(col, n_left) for name, col in right.items()})
         return cols
 
     def _expr(self) -> str:
@@ -798,10 +801,10 @@ class _Union(_Binary):
     def _keep(self) -> np.ndarray:
         """Indices of the right-hand points whose keys are not already in the union."""
         if "keep" not in self._cache:
-            right = self._right._keys()
+            right = self._right.key_array()
             first = np.zeros(len(right), dtype=bool)  # a key's first occurrence on the right
             first[np.unique(right, return_index=True)[1]] = True
-            new = ~np.isin(right, self._left._keys())
+            new = ~np.isin(right, self._left.key_array())
             self._cache["keep"] = np.flatnonzero(first & new)
         return self._cache["keep"]
 
@@ -809,11 +812,11 @@ class _Union(_Binary):
         return len(self._left) + len(self._keep())
 
     def _build_columns(self) -> dict[str, np.ndarray]:
-        keep, left, right = self._keep(), self._left._columns(), self._right._columns()
+        keep, left, right = self._keep(), self._left.column_arrays(), self._right.column_arrays()
         return {name: _concatenate([left[name], right[name][keep]]) for name in self._names}
 
     def _build_keys(self) -> np.ndarray:
-        return np.concatenate([self._left._keys(), self._right._keys()[self._keep()]])
+        return np.concatenate([self._left.key_array(), self._right.key_array()[self._keep()]])
 
     def _expr(self) -> str:
         return f"{self._left._expr()} + {self._right._expr()}"
@@ -842,11 +845,11 @@ class _Where(Space):
         return len(self._index)
 
     def _build_columns(self) -> dict[str, np.ndarray]:
-        return {name: col[self._index] for name, col in self._base._columns().items()}
+        return {name: col[self._index] for name, col in self._base.column_arrays().items()}
 
     def _build_keys(self) -> np.ndarray:
         if "keys" in self._base._cache:  # filtering is cheaper than hashing again
-            return self._base._keys()[self._index]
+            return self._base.key_array()[self._index]
         return super()._build_keys()
 
     def _expr(self) -> str:

@@ -120,10 +120,10 @@ def describe(processes: list[Any]) -> str:
 def _no_cluster_processes_left() -> Iterator[None]:
     """Set up first, torn down last: fail the session if it leaves ipyparallel running."""
     yield
-    local = sys.modules.get("notebookscan.executors.ipyparallel")
+    local = sys.modules.get("notebookscan.executors.local_cluster")
     if local is not None:
         local.shutdown_local_executor()
-    cluster_module = sys.modules.get("notebookscan.cluster")
+    cluster_module = sys.modules.get("notebookscan.executors.cluster")
     if cluster_module is not None:
         cluster_module._stop_live_handles()
     left = wait_for_no_session_processes()

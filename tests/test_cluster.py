@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from notebookscan.cluster import ClusterHandle, connect, engine_launchers, start_cluster
 from notebookscan.errors import ExecutorError
+from notebookscan.executors.cluster import ClusterHandle, connect, engine_launchers, start_cluster
 from notebookscan.executors.ipyparallel import IPyParallelExecutor
 
 pytestmark = pytest.mark.cluster

@@ -172,7 +172,7 @@ def test_ctrl_c_twice_prints_no_traceback_and_leaves_nothing(tmp_path, second):
 
 
 def test_a_stop_is_not_cut_short_by_ctrl_c_and_the_interrupt_comes_after():
-    from notebookscan.executors.ipp_local import run_to_the_end
+    from notebookscan.executors.local_cluster import run_to_the_end
 
     steps = []
 
@@ -197,7 +197,7 @@ def test_the_watchdog_kills_what_carries_its_token_when_the_owner_dies(tmp_path)
     code = textwrap.dedent(
         """
         import os, subprocess, sys, time
-        from notebookscan.executors.ipp_local import OwnerWatch
+        from notebookscan.executors.local_cluster import OwnerWatch
         watch = OwnerWatch(sys.argv[1], "c1", remove_dir=False)
         env = {**os.environ, **watch.environment}
         worker = subprocess.Popen([sys.executable, "-c",
@@ -232,8 +232,8 @@ def test_a_released_watch_ends_its_watchdog_and_never_inherits_a_token(tmp_path,
                                                                       monkeypatch):
     import psutil
 
-    from notebookscan.executors.ipp_local import OwnerWatch
     from notebookscan.executors.ipp_watchdog import MARKER
+    from notebookscan.executors.local_cluster import OwnerWatch
 
     monkeypatch.setenv(MARKER, "token-of-the-cluster-this-process-is-an-engine-of")
     watch = OwnerWatch(str(tmp_path), "c2", remove_dir=False)

@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 import notebookscan as ns
-from notebookscan.loop import Progress
+from notebookscan.run.loop import Progress
 
 STARTER = textwrap.dedent("""
     import sys, time

@@ -150,8 +150,8 @@ def test_a_stuck_task_rerun_alone_after_a_crash_can_be_ended(tmp_path):
 
 @pytest.mark.cluster
 def test_engine_stuck_in_native_code_is_ended_and_replaced(tmp_path):
-    from notebookscan.executors.ipp_local import local_executor, shutdown_local_executor
     from notebookscan.executors.ipyparallel import is_worker_lost
+    from notebookscan.executors.local_cluster import local_executor, shutdown_local_executor
 
     executor = local_executor(2, quiet=True)
     try:

@@ -122,7 +122,7 @@ def test_space_records_stay_small(tmp_path):
     """One bit a cell: a 250 000-cell grid costs kilobytes on disk, not a key a point."""
     axes = {"a": np.arange(500.0), "b": np.arange(500.0)}
     space = ns.grid(**axes)
-    record = space_record(["a", "b"], space._columns())
+    record = space_record(["a", "b"], space.column_arrays())
     size = len(json.dumps({k: v for k, v in record.items() if k != "_cells"}))
     assert record["encoding"] == "mask" and size < 64 * 1024
     sparse = space_record(["a", "b"], {"a": np.arange(1000.0), "b": np.arange(1000.0)})

@@ -18,13 +18,9 @@ import pytest
 
 from notebookscan.errors import ExecutorError
 from notebookscan.executors import resolve_executor
-from notebookscan.executors.ipyparallel import (
-    IPyParallelExecutor,
-    is_worker_lost,
-    local_executor,
-    shutdown_local_executor,
-)
-from notebookscan.worker import run_chunk
+from notebookscan.executors.ipyparallel import IPyParallelExecutor, is_worker_lost
+from notebookscan.executors.local_cluster import local_executor, shutdown_local_executor
+from notebookscan.run.worker import run_chunk
 
 pytestmark = pytest.mark.cluster
 
@@ -423,7 +419,7 @@ def test_local_executor_in_a_jupyter_kernel_stops_with_the_kernel():
         code = (
             "import asyncio, os\n"
             "asyncio.get_running_loop()\n"
-            "from notebookscan.executors.ipyparallel import local_executor\n"
+            "from notebookscan.executors.local_cluster import local_executor\n"
             "ex = local_executor(2)\n"
             "print('RESULT', ex.submit(pow, 3, 4).result(timeout=30), ex.worker_count())\n"
         )
@@ -443,7 +439,7 @@ def test_local_executor_in_a_jupyter_kernel_stops_with_the_kernel():
 
 def test_importing_the_executor_module_does_not_import_ipyparallel():
     code = (
-        "import sys, notebookscan.executors.ipyparallel as m, notebookscan.cluster\n"
+        "import sys, notebookscan.executors.ipyparallel as m, notebookscan.executors.cluster\n"
         "assert not m.is_worker_lost(ValueError())\n"
         "print('ipyparallel' in sys.modules)"
     )
@@ -502,7 +498,7 @@ def test_results_do_not_outlive_their_flush_in_the_client(ipp_client, tmp_path):
     import gc
 
     import notebookscan as ns
-    from notebookscan.worker import ChunkResult
+    from notebookscan.run.worker import ChunkResult
 
     n = 40_000
     gc.collect()
@@ -564,12 +560,12 @@ def test_cluster_of_a_killed_process_is_stopped_by_the_next_one(tmp_path):
     import psutil
     from conftest import describe, session_processes, wait_for_no_session_processes
 
-    from notebookscan.executors.ipyparallel import reap_orphan_clusters
+    from notebookscan.executors.local_cluster import reap_orphan_clusters
 
     before = {p.pid for p in session_processes()}
     code = (
         "import sys, time\n"
-        "from notebookscan.executors.ipyparallel import local_executor\n"
+        "from notebookscan.executors.local_cluster import local_executor\n"
         "ex = local_executor(1, quiet=True)\n"
         "print(ex.cluster.profile_dir, flush=True)\n"
         "time.sleep(120)\n"

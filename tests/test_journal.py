@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 import notebookscan as ns
-from notebookscan.batch import Batch
 from notebookscan.keys import key_array
+from notebookscan.run.batch import Batch
+from notebookscan.run.worker import PointColumns, run_chunk
 from notebookscan.store import Store
 from notebookscan.store.journal import (
     FILE_MAGIC,
@@ -34,7 +35,6 @@ from notebookscan.store.journal import (
     journal_files,
     read_journal,
 )
-from notebookscan.worker import PointColumns, run_chunk
 
 SCRIPT = textwrap.dedent('''
     import json, os, sys, time
@@ -139,11 +139,11 @@ def test_killed_client_recomputes_only_points_in_flight(tmp_path, executor, seed
 JOURNAL_CHILD = textwrap.dedent('''
     import os, signal, sys, time
     import numpy as np
-    from notebookscan.batch import Batch
+    from notebookscan.run.batch import Batch
     from notebookscan.keys import key_array
     from notebookscan.store import Store
     from notebookscan.store.journal import Journal
-    from notebookscan.worker import PointColumns, run_chunk
+    from notebookscan.run.worker import PointColumns, run_chunk
 
     store = Store(sys.argv[1])
     store.prepare(__import__("notebookscan").store.schema.Layout("points", ("x",)), ["x"])

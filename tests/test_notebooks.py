@@ -32,7 +32,7 @@ NOTEBOOKS = ROOT / "notebooks"
 NAMES = sorted(path.stem for path in NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT = 300  # seconds per cell
 _MARKERS = ("ipyparallel", "ipengine", "ipcontroller", "ipcluster", "ipykernel_launcher",
-            "notebookscan.detached")
+            "notebookscan.run.detached")
 
 
 # --------------------------------------------------------------------------- helpers

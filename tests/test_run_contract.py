@@ -293,7 +293,7 @@ class HalvingSource:
     early_first_flush = False
 
     def __init__(self, starts):
-        from notebookscan.loop import Progress
+        from notebookscan.run.loop import Progress
 
         self.progress = Progress()
         self.ready = list(starts)
@@ -303,7 +303,7 @@ class HalvingSource:
         return {}
 
     def next_tasks(self, slots, workers):
-        from notebookscan.loop import Task
+        from notebookscan.run.loop import Task
 
         tasks = [Task(halve, (x,), x) for x in self.ready[:slots]]
         self.ready = self.ready[slots:]
@@ -350,7 +350,7 @@ class HalvingSource:
 
 def test_a_source_with_no_task_until_results_arrive_runs_to_its_end():
     from notebookscan.executors import process_pool
-    from notebookscan.loop import LoopSettings, RunLoop
+    from notebookscan.run.loop import LoopSettings, RunLoop
 
     source = HalvingSource([1.0, 3.0])
     executor = process_pool(2)

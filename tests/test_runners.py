@@ -164,7 +164,7 @@ def test_a_runner_of_another_host_is_dead_only_after_its_counter_stops_for_the_t
     monkeypatch.setenv("NOTEBOOKSCAN_LEASE_TTL", "1.0")
     store = tmp_path / "store"
     space = ns.grid(x=[float(v) for v in range(6)])
-    keys = space._keys()
+    keys = space.key_array()
     runner = "elsewhere.1.abcdef"
     stop_beating = threading.Event()
     calls: list[tuple[float, float]] = []
@@ -293,7 +293,7 @@ def test_status_tells_a_silent_runner_of_another_host_from_a_beating_one(
         tmp_path: Path) -> None:
     store = tmp_path / "store"
     Store(store).prepare(GRID, ["x"])
-    keys = ns.grid(x=[1.0, 2.0])._keys()
+    keys = ns.grid(x=[1.0, 2.0]).key_array()
     _foreign(store, "elsewhere.1.silent", keys[:1], 7)
     stop = threading.Event()
 
@@ -324,12 +324,12 @@ def test_leases_are_the_stores_own_and_never_merged_or_verified_as_shards(
     store = tmp_path / "store"
     ns.Scan(lambda x: x, ns.grid(x=[1.0, 2.0]), store=store).run(executor="serial",
                                                                    progress=False)
-    _foreign(store, "elsewhere.1.left", ns.grid(x=[1.0])._keys(), 1)
+    _foreign(store, "elsewhere.1.left", ns.grid(x=[1.0]).key_array(), 1)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    from notebookscan.store.files import _writer_tag
+    from notebookscan.store.files import writer_tag
 
-    host = _writer_tag().rsplit(".", 1)[0]
+    host = writer_tag().rsplit(".", 1)[0]
     leftover = store / LEASES / f".tmp-user.{host}.{gone}.abc"  # a killed runner's
     leftover.write_text("{")
     report = ns.verify(store)

@@ -381,9 +381,9 @@ def test_cells_outside_the_space_are_excluded_not_missing(tmp_path):
 
 
 def _observed_chunker(seconds_per_point: float, points: int = 100):
-    from notebookscan.loop import LoopSettings
-    from notebookscan.sources import MIN_CHUNK_SECONDS, _Chunker
-    from notebookscan.worker import ChunkResult
+    from notebookscan.run.loop import LoopSettings
+    from notebookscan.run.points import MIN_CHUNK_SECONDS, _Chunker
+    from notebookscan.run.worker import ChunkResult
 
     chunker = _Chunker(LoopSettings(), workers=2, min_seconds=MIN_CHUNK_SECONDS)
     assert chunker.next_size(10_000) == 1  # nothing measured yet: one point probes
@@ -394,7 +394,7 @@ def _observed_chunker(seconds_per_point: float, points: int = 100):
 
 
 def test_chunk_sizes_follow_the_time_per_point():
-    from notebookscan.sources import MAX_CHUNK, MIN_CHUNK_SECONDS
+    from notebookscan.run.points import MAX_CHUNK, MIN_CHUNK_SECONDS
 
     slow = _observed_chunker(0.01)  # 10 ms a point: ~0.2 s chunks, shared fairly at the end
     assert slow.next_size(10_000) == 20

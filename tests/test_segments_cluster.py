@@ -79,7 +79,7 @@ def test_a_segmented_scan_ends_when_its_controller_dies(tmp_path):
     from conftest import kill_new_controllers, session_processes, wait_for_no_session_processes
 
     from notebookscan.errors import ExecutorError
-    from notebookscan.executors.ipyparallel import local_executor, shutdown_local_executor
+    from notebookscan.executors.local_cluster import local_executor, shutdown_local_executor
 
     before = {p.pid for p in session_processes()}
     log = str(tmp_path / "calls.log")

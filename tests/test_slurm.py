@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import notebookscan as ns
-from notebookscan.cluster import start_cluster
+from notebookscan.executors.cluster import start_cluster
 from notebookscan.executors.ipyparallel import IPyParallelExecutor
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slurm]

@@ -9,7 +9,7 @@ import sys
 from typing import NoReturn
 
 from ..executors.registry import EXECUTOR_HELP
-from ..stale import STALE_CHOICES
+from ..run.stale import STALE_CHOICES
 from .common import EXECUTORS, EXIT_USAGE, PROG
 from .demo import cmd_demo
 from .running import cmd_attach, cmd_run, cmd_stop

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NotebookscanError
-from ..stale import STALE_CHOICES
+from ..run.stale import STALE_CHOICES
 from .common import (
     EXECUTORS,
     EXIT_FAILED,
@@ -46,8 +46,8 @@ def _make_executor(args: argparse.Namespace, settings: Mapping[str, Any]) -> _Ex
     t0 = time.perf_counter()
     connect_to = _connect_arguments(settings)
     if connect_to is not None:
-        from ..cluster import connect
         from ..errors import ExecutorError
+        from ..executors.cluster import connect
 
         try:
             executor = connect(**connect_to)
@@ -71,7 +71,7 @@ def _make_executor(args: argparse.Namespace, settings: Mapping[str, Any]) -> _Ex
         executor = process_pool(engines)
         return _Executor(executor, executor.shutdown)
     from ..errors import ExecutorError
-    from ..executors.ipyparallel import local_executor, shutdown_local_executor
+    from ..executors.local_cluster import local_executor, shutdown_local_executor
 
     try:
         executor = local_executor(engines)
@@ -86,7 +86,7 @@ DEFAULT_ENGINE_TIMEOUT = 30.0
 
 
 def _connect_arguments(settings: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The arguments of :func:`notebookscan.cluster.connect` the options ask for, or None
+    """The arguments of :func:`notebookscan.executors.cluster.connect` the options ask for, or None
     (no running cluster named)."""
     if all(settings.get(k) is None for k in CONNECT_KEYS):
         return None
@@ -315,7 +315,7 @@ def _detach(scan: Any, settings: Mapping[str, Any], *, retry_failed: bool,
 
 
 def _attach(args: argparse.Namespace) -> Any:
-    from ..detached import attach
+    from ..run.detached import attach
 
     if not os.path.isdir(args.store):
         raise UsageError("DIR", f"{args.store!r} is not a directory; give the store a detached "

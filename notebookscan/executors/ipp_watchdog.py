@@ -13,7 +13,7 @@ Ctrl-C in the terminal does not reach it). It polls cheaply:
 
 It runs as a plain script (``python ipp_watchdog.py OWNER TOKEN LEASE PROFILE_DIR
 keep|remove``), without importing notebookscan, so it starts in a fraction of a second;
-:mod:`notebookscan.executors.ipp_local` imports it for :data:`MARKER` and
+:mod:`notebookscan.executors.local_cluster` imports it for :data:`MARKER` and
 :func:`marked_processes`.
 """
 

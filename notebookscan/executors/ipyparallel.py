@@ -4,10 +4,10 @@
 :class:`~notebookscan.executors.base.ScanExecutor`. Engines import this module by name
 (it holds the task wrapper). Where the engines come from lives elsewhere:
 
-- :mod:`notebookscan.executors.ipp_local`: the shared local cluster behind
-  ``executor="local"`` (:func:`~notebookscan.executors.ipp_local.local_executor`), its
+- :mod:`notebookscan.executors.local_cluster`: the shared local cluster behind
+  ``executor="local"`` (:func:`~notebookscan.executors.local_cluster.local_executor`), its
   start, reuse and stop, and that its processes never outlive their owner;
-- :mod:`notebookscan.cluster`: joining a running cluster (``connect``) and starting one
+- :mod:`notebookscan.executors.cluster`: joining a running cluster (``connect``) and starting one
   through a launcher (``start_cluster``).
 
 ipyparallel is imported only when an executor is built, so :func:`is_worker_lost` can be
@@ -34,16 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ExecutorError
 from .base import ScanExecutor
+from .ipp_loop import LoopThread
 from .ipp_purge import TaskPurging
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
 
 __all__ = ["IPyParallelExecutor", "is_worker_lost"]
-
-# kept importable from here (older code and scripts); they live in ipp_local
-_MOVED_TO_IPP_LOCAL = frozenset({"local_executor", "reap_orphan_clusters",
-                                 "shutdown_local_executor"})
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +98,18 @@ def _probe_engine() -> dict[str, Any]:  # pragma: no cover - runs on the engines
         "error": "",
     }
     try:
+        # on the engine: can it import the package, the task wrapper (here) and the
+        # worker side? A check there, not a dependency of this module (this function
+        # travels by value: it imports what it uses itself)
+        import importlib
+
         import cloudpickle  # noqa: F401 - functions defined in a notebook need it
 
-        import notebookscan
-        import notebookscan.executors.ipyparallel  # the task wrapper lives here
-        import notebookscan.worker
+        package = importlib.import_module("notebookscan")
+        importlib.import_module("notebookscan.executors.ipyparallel")
+        importlib.import_module("notebookscan.run.worker")
 
-        report["notebookscan"] = os.path.dirname(notebookscan.__file__ or "")
+        report["notebookscan"] = os.path.dirname(package.__file__ or "")
     except Exception as exc:
         report["error"] = f"{type(exc).__name__}: {exc}"
         report["sys_path"] = list(sys.path)
@@ -702,8 +704,6 @@ def _executor_for_cluster(cluster: ipp.Cluster, **kwargs: Any) -> IPyParallelExe
             "(cluster.start_cluster_sync(), or `await cluster.start_cluster()` in a notebook), "
             "or let notebookscan start one: notebookscan.start_cluster(n=..., engines=...)."
         )
-    from .ipp_local import LoopThread
-
     loop = LoopThread("notebookscan-ipp-connect")
     try:
         client = loop.run(cluster.connect_client(), timeout=60)
@@ -719,11 +719,3 @@ def _executor_for_cluster(cluster: ipp.Cluster, **kwargs: Any) -> IPyParallelExe
     )
     _cluster_executors[cluster] = executor
     return executor
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_IPP_LOCAL:
-        from . import ipp_local
-
-        return getattr(ipp_local, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,7 +49,7 @@ class ExecutorKind:
 
 
 def _local(workers: int | None) -> ScanExecutor:
-    from .ipp_local import local_executor  # ipyparallel is imported only when asked for
+    from .local_cluster import local_executor  # ipyparallel is imported only when asked for
 
     return local_executor(workers)
 

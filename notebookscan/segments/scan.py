@@ -37,13 +37,15 @@ import numpy as np
 from ..errors import ScanError
 from ..executors import resolve_executor
 from ..keys import point_key
-from ..loop import LoopSettings
-from ..provenance import collect, run_id
-from ..scan import Scan, ScanRun, _settle_stale, feed_bar
+from ..run.bars import feed_bar
+from ..run.handle import ScanRun
+from ..run.loop import LoopSettings
+from ..run.provenance import collect, run_id
+from ..scan import Scan, settle_stale
 from ..store import Store
 from ..store.checkpoints import Checkpoint
 from ..store.schema import Layout
-from .protocol import RESERVED_PARAMETERS, model_form, signature_for_space
+from .protocol import RESERVED_PARAMETERS, is_segmented_model, model_form, signature_for_space
 from .source import (
     SEGMENT_NAMES,
     Link,
@@ -102,6 +104,11 @@ class SegmentedScan(Scan):
     >>> scan.recordings().v.sizes["time"]
     30
     """
+
+    @classmethod
+    def handles(cls, function: Any) -> bool:
+        """A generator function or a class with ``init``/``advance`` runs in segments."""
+        return is_segmented_model(function)
 
     def __init__(self, function: Any, space: Any, store: str | os.PathLike[str], *,
                  segments: int | None = None, segment_duration: float | None = None,
@@ -259,7 +266,7 @@ class SegmentedScan(Scan):
         if stale != "reuse" and self.store.shard_files():
             report = self.stale()
             if report:
-                _settle_stale(report, stale)
+                settle_stale(report, stale)
         self.store.prepare(self.layout, self.space.names)
         self.recordings_store.prepare(Layout("points", (*self.space.names, *SEGMENT_NAMES)),
                                       [*self.space.names, *SEGMENT_NAMES])

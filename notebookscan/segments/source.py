@@ -1,6 +1,6 @@
 """The segment source: one task per segment, recordings and checkpoints written by the client.
 
-The run loop (:mod:`notebookscan.loop`) runs it, as it runs a plain scan's points.
+The run loop (:mod:`notebookscan.run.loop`) runs it, as it runs a plain scan's points.
 
 Points run one segment at a time; a point's next segment is submitted as soon as its
 previous one comes back (with the new state in hand), so up to two segments per worker
@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError, ScanError
-from ..events import EVENTS, Events
 from ..keys import point_key
-from ..loop import LoopSettings, Progress, Task
 from ..results import Value
-from ..sources import ResultNames
+from ..run.events import EVENTS, Events
+from ..run.loop import LoopSettings, Progress, Task
+from ..run.points import ResultNames
 from ..store import Store
 from ..store.checkpoints import CheckpointDirectory, StateError, encode_state
 from ..store.schema import (

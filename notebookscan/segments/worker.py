@@ -7,7 +7,7 @@ state, collects what the model wrote into ``save_dir``, and sends everything bac
 never touches the store: the client stays its single writer.
 
 Nothing the model raises escapes :func:`run_segment` (it runs inside
-:func:`notebookscan.worker.guarded_call`); a failure comes back as a ``failed``
+:func:`notebookscan.run.worker.guarded_call`); a failure comes back as a ``failed``
 :class:`SegmentOutcome` with its traceback.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..results import ResultError, Value, normalize_result
+from ..run.worker import guarded_call, load_function, worker_name
 from ..store.checkpoints import StateError, decode_state, encode_state, read_files, write_files
-from ..worker import guarded_call, load_function, worker_name
 from .protocol import Segment, SegmentContext, Segments, open_model
 
 __all__ = ["SegmentOutcome", "SegmentTask", "recording_values", "run_segment"]
@@ -151,7 +151,7 @@ def _check_dims(values: Mapping[str, Value]) -> None:
 def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> SegmentOutcome:
     """Run one segment of one point and return its :class:`SegmentOutcome`.
 
-    The model runs inside :func:`~notebookscan.worker.guarded_call` (timeout, every
+    The model runs inside :func:`~notebookscan.run.worker.guarded_call` (timeout, every
     failure caught) as each point of a plain scan does.
 
     Parameters

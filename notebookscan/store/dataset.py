@@ -42,7 +42,7 @@ from .schema import (
     is_reserved,
 )
 from .shards import ShardVanished, hdf5_lock, open_dataset, unwritten_as_nan
-from .table import Table, _combine_coordinate, _concat_column, _missing_for, combine_shards
+from .table import Table, combine_coordinate, combine_shards, concat_column, missing_for
 
 __all__ = ["broadcast_excluded", "grid_counts", "label_excluded", "load_dataset", "padded",
            "series", "to_dataset", "to_grid", "to_ragged"]
@@ -59,7 +59,7 @@ def _times(seconds: np.ndarray) -> np.ndarray:
     return out
 
 
-def _decode_result(data: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
+def decode_result(data: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
     """Missing ints/bools become NaN floats only when something is really missing."""
     if attrs.get("notebookscan_dtype") == "bool" and data.dtype.kind in "iu":
         if (data < 0).any():
@@ -68,7 +68,7 @@ def _decode_result(data: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
             return out
         return data.astype(bool)
     if data.dtype.kind in "iu":
-        missing = data == _missing_for(data.dtype)
+        missing = data == missing_for(data.dtype)
         if missing.any():
             out = data.astype(np.float64)
             out[missing] = np.nan
@@ -76,7 +76,7 @@ def _decode_result(data: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
     return data
 
 
-def _public_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+def public_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if not k.startswith(("notebookscan_", "_Fill"))}
 
 
@@ -192,10 +192,10 @@ def _variables(table: Table, placed: Mapping[str, np.ndarray] | None = None,
     for name in order or table.results:
         attrs = table.result_attrs.get(name, {})
         if name in placed:
-            out[name] = (table.result_dims[name], placed[name], _public_attrs(attrs))
+            out[name] = (table.result_dims[name], placed[name], public_attrs(attrs))
             continue
         data = np.asarray(table.results[name])  # a Ragged: padding is cheap here
-        out[name] = (table.result_dims[name], _decode_result(data, attrs), _public_attrs(attrs))
+        out[name] = (table.result_dims[name], decode_result(data, attrs), public_attrs(attrs))
     for dim, lengths in table.lengths.items():
         if len(lengths) and (lengths != lengths.max()).any():  # ragged: keep the true lengths
             out[f"{dim}_length"] = ((), lengths, {"long_name": f"length of {dim} for the point"})
@@ -246,7 +246,7 @@ def _with_extra(column: np.ndarray, extra: list[Any]) -> np.ndarray:
     return out
 
 
-def _canonical_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def canonical_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and each value's index, merging float noise (0.1 vs 0.1+1e-17)."""
     if values.dtype.kind == "O":
         values = _labels(values)
@@ -265,7 +265,7 @@ def _canonical_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _empty_like(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if data.dtype.kind in "iub":
         return np.full(shape, np.nan)
-    return np.full(shape, _missing_for(data.dtype), dtype=data.dtype)
+    return np.full(shape, missing_for(data.dtype), dtype=data.dtype)
 
 
 def grid_axes(params: Mapping[str, np.ndarray], dims: Sequence[str],
@@ -278,7 +278,7 @@ def grid_axes(params: Mapping[str, np.ndarray], dims: Sequence[str],
     for dim in dims:
         column = params[dim]
         combined = _with_extra(column, list((extra_coords or {}).get(dim, [])))
-        unique, inverse = _canonical_unique(combined)
+        unique, inverse = canonical_unique(combined)
         coords[dim] = unique
         positions.append(inverse[: len(column)])
     return coords, positions, tuple(len(coords[d]) for d in dims)
@@ -538,7 +538,7 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     names = store.metadata().get("names") or list(layout.dims)
     files = store.shard_files()
     metas = [_shard_variables(os.path.join(store.shards_dir, f)) for f in files]
-    views = _view_results([m for m in metas if m is not None])
+    views = view_results([m for m in metas if m is not None])
     chosen = _direct_results([{n: v for n, v in m.items() if n not in views}
                               for m in metas if m is not None])
     shards, paths, present, kept = [], [], [], []
@@ -608,11 +608,11 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     # would have built them, in the order it gives them
     sizes = [s.n for s in shards]
     for dim, size in dim_sizes.items():
-        lengths = _concat_column([s.lengths.get(dim) for s in shards], sizes)
+        lengths = concat_column([s.lengths.get(dim) for s in shards], sizes)
         if lengths.dtype.kind == "i":
             lengths[lengths < 0] = 0
         table.lengths[dim] = lengths[rows]
-        coord = _combine_coordinate(dim, shards, size)
+        coord = combine_coordinate(dim, shards, size)
         if coord is not None:
             table.coords[dim] = coord[rows] if coord.ndim == 2 else coord
     table.lengths = {d: table.lengths[d] for d in dim_order if d in table.lengths}
@@ -651,7 +651,7 @@ def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:
     return out
 
 
-def _view_results(metas: Sequence[Mapping[str, tuple[Any, ...]]], always: bool = False
+def view_results(metas: Sequence[Mapping[str, tuple[Any, ...]]], always: bool = False
                   ) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], np.dtype]]:
     """Results shown as lazy padded views (``name -> (own dims, other own dims' sizes,
     stored dtype)``): numeric, with own dims, whose padding to the longest would cost

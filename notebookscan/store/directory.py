@@ -21,7 +21,6 @@ from .checkpoints import CheckpointDirectory
 from .dataset import broadcast_excluded, load_dataset
 from .files import (
     ForeignFile,
-    _writer_tag,
     check_own_directory,
     dead_temporaries,
     entry_problem,
@@ -30,6 +29,7 @@ from .files import (
     read_json,
     remove_entries,
     set_aside,
+    writer_tag,
 )
 from .forms import Form
 from .index import StoreIndex, index_entry
@@ -639,7 +639,7 @@ def _run_ids(column: np.ndarray) -> list[str]:
 
 def _writer() -> str:
     """``host.pid`` for temporary file names (their writer; see :func:`dead_temporaries`)."""
-    return _writer_tag()
+    return writer_tag()
 
 
 def _identity(path: str) -> tuple[str, int, int, int, int]:

@@ -114,7 +114,7 @@ def check_own_directory(path: str, what: str) -> None:
             "never writes through links) and try again.")
 
 
-def _open_dir(path: str, create: bool) -> int:
+def open_dir(path: str, create: bool) -> int:
     """A descriptor of the directory ``path`` (its last part must not be a link)."""
     if create:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -138,13 +138,13 @@ def _unique_name(dir_fd: int, name: str) -> str:
     return f"{stem}.{uuid.uuid4().hex[:8]}.{ext}" if dot else f"{name}.{uuid.uuid4().hex[:8]}"
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _new_file_as(dir_fd: int, name: str, tmp: str, fill: Any, *, sync: bool) -> None:
+def new_file_as(dir_fd: int, name: str, tmp: str, fill: Any, *, sync: bool) -> None:
     """Create ``tmp`` (never an existing entry or a link), let ``fill(fd)`` write it,
     fsync it if ``sync``, and rename it to ``name``: a directory entry is replaced (a
     planted link included), never a link's target. ``tmp`` is removed on failure."""
@@ -168,8 +168,8 @@ def write_new(dir_fd: int, name: str, data: bytes, *, sync: bool = False) -> Non
 
     The rename replaces a directory entry (a planted link included), never a link's target.
     """
-    _new_file_as(dir_fd, name, f".tmp-{uuid.uuid4().hex}",
-                 lambda fd: _write_all(fd, data), sync=sync)
+    new_file_as(dir_fd, name, f".tmp-{uuid.uuid4().hex}",
+                 lambda fd: write_all(fd, data), sync=sync)
 
 
 def set_aside(source: str, directory: str, name: str, reason: str) -> str:
@@ -182,8 +182,8 @@ def set_aside(source: str, directory: str, name: str, reason: str) -> str:
     """
     src_fd = dst_fd = -1
     try:
-        src_fd = _open_dir(os.path.dirname(source), create=False)
-        dst_fd = _open_dir(directory, create=True)
+        src_fd = open_dir(os.path.dirname(source), create=False)
+        dst_fd = open_dir(directory, create=True)
         name = _unique_name(dst_fd, name)
         os.rename(os.path.basename(source), name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
         write_new(dst_fd, name + ".reason.txt", (reason + "\n").encode("utf-8", "replace"))
@@ -205,7 +205,7 @@ def copy_into(origin: str, directory: str, name: str) -> bool:
     src = open_regular(origin)
     dir_fd = -1
     try:
-        dir_fd = _open_dir(directory, create=False)
+        dir_fd = open_dir(directory, create=False)
         try:
             os.lstat(name, dir_fd=dir_fd)
             return False
@@ -213,9 +213,9 @@ def copy_into(origin: str, directory: str, name: str) -> bool:
             pass
         def fill(dst: int) -> None:
             while chunk := os.read(src, 2**22):
-                _write_all(dst, chunk)
+                write_all(dst, chunk)
 
-        _new_file_as(dir_fd, name, f".tmp-merge-{_writer_tag()}.{uuid.uuid4().hex}", fill,
+        new_file_as(dir_fd, name, f".tmp-merge-{writer_tag()}.{uuid.uuid4().hex}", fill,
                      sync=True)
         os.fsync(dir_fd)
         return True
@@ -292,13 +292,13 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _clean(part: str) -> str:
+def name_part(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9_+-]", "-", part) or "x"
 
 
-def _writer_tag() -> str:
+def writer_tag() -> str:
     """``host.pid`` of this process, as temporary names carry it (see :func:`dead_temporaries`)."""
-    return f"{_clean(socket.gethostname())}.{os.getpid()}"
+    return f"{name_part(socket.gethostname())}.{os.getpid()}"
 
 
 def _temporary_writer(name: str) -> tuple[str, int] | None:
@@ -329,7 +329,7 @@ def dead_temporaries(directory: str, *, unnamed_age: float = 24 * 3600) -> list[
     """
     import time
 
-    host = _clean(socket.gethostname())
+    host = name_part(socket.gethostname())
     out = []
     try:
         entries = list(os.scandir(directory))
@@ -352,7 +352,7 @@ def remove_entries(directory: str, names: list[str]) -> int:
     """Unlink ``names`` from ``directory`` (entries only: links are not followed)."""
     removed = 0
     try:
-        dir_fd = _open_dir(directory, create=False)
+        dir_fd = open_dir(directory, create=False)
     except (FileNotFoundError, NotADirectoryError):
         return 0
     try:
@@ -367,9 +367,9 @@ def remove_entries(directory: str, names: list[str]) -> int:
 
 def probe_writable(directory: str) -> None:
     """Raise ``OSError`` unless a file can be created (and removed) in ``directory``."""
-    dir_fd = _open_dir(directory, create=False)
+    dir_fd = open_dir(directory, create=False)
     try:
-        name = f".tmp-probe-{_writer_tag()}.{uuid.uuid4().hex}"
+        name = f".tmp-probe-{writer_tag()}.{uuid.uuid4().hex}"
         os.close(os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd))
         os.unlink(name, dir_fd=dir_fd)
     finally:

@@ -43,7 +43,7 @@ class StoreIndex:
         is_done = np.concatenate([d for _, d in entries])
         done = np.unique(keys[is_done])
         failed = np.unique(keys[~is_done])
-        return cls(done, failed[~_sorted_isin(failed, done)])
+        return cls(done, failed[~sorted_isin(failed, done)])
 
     @functools.cached_property
     def done(self) -> set[str]:
@@ -57,17 +57,17 @@ class StoreIndex:
 
     def is_done(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
         """A bool per key: is it stored as done?"""
-        return _sorted_isin(as_key_array(keys), self.done_keys)
+        return sorted_isin(as_key_array(keys), self.done_keys)
 
     def is_failed(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
         """A bool per key: is it stored as failed (and never done)?"""
-        return _sorted_isin(as_key_array(keys), self.failed_keys)
+        return sorted_isin(as_key_array(keys), self.failed_keys)
 
     def __len__(self) -> int:
         return len(self.done_keys) + len(self.failed_keys)
 
 
-def _sorted_isin(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+def sorted_isin(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     """``np.isin(keys, sorted_keys)`` by binary search (no copy of the stored keys)."""
     if not len(sorted_keys):
         return np.zeros(len(keys), dtype=bool)

@@ -51,9 +51,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import StoreError, StoreFormatError, StoreWarning
-from .files import pid_alive, set_aside
+from .files import name_part, pid_alive, set_aside
 from .schema import JOURNAL
-from .shards import ShardData, _clean, fsync_directory, new_shard_name
+from .shards import ShardData, fsync_directory, new_shard_name
 from .table import combine_shards
 
 if TYPE_CHECKING:
@@ -328,7 +328,7 @@ def writer_is_gone(name: str, directory: str) -> bool:
     """True for a journal of this host whose writer no longer runs (or is this process,
     which no longer has it open). Journals of other hosts are left to their hosts."""
     parts = name.split(".")
-    if len(parts) < 6 or parts[1] != _clean(socket.gethostname()):
+    if len(parts) < 6 or parts[1] != name_part(socket.gethostname()):
         return False
     try:
         pid = int(parts[2])

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import ragged
-from .dataset import _public_attrs, _view_results, label_excluded, to_grid
+from .dataset import label_excluded, public_attrs, to_grid, view_results
 from .scanned import records_for_runs
 from .schema import (
     BOOKKEEPING,
@@ -26,7 +26,7 @@ from .schema import (
     Layout,
 )
 from .shards import close_cached_handles, hdf5_lock
-from .table import _runs_of, combine_shards
+from .table import combine_shards, runs_of
 
 __all__ = ["lazy_dataset"]
 
@@ -110,7 +110,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
         datasets.append(_open_lazily(path))
         metas.append(_extents(datasets[-1]))
     # results of very different lengths: padded views built from the rows on demand
-    views = _view_results(metas, always=True)
+    views = view_results(metas, always=True)
     for k, meta in enumerate(metas):
         drop = [v for v in views if v in meta]
         drop += [meta[v][4][ragged.COUNT_ATTR] for v in drop
@@ -144,7 +144,7 @@ def lazy_dataset(store: Any, layout: Layout) -> Any:
     if layout.kind == "grid":
         grid = to_grid(combined, list(layout.dims)).transpose(*layout.dims, ...)
         # the runs' provenance came with the index columns: no second open of every shard
-        runs = _runs_of(index_parts)
+        runs = runs_of(index_parts)
         return label_excluded(grid, layout.dims, records_for_runs(store.path, runs))
     return combined
 
@@ -189,7 +189,7 @@ def _add_views(combined: Any, views: dict[str, Any], paths: list[str],
         attrs = next(m[v][4] for m in metas if v in m)
         decode, out_dtype = ragged.decoder(dtype, attrs.get(DTYPE_ATTR) == "bool")
         data = ragged.padded_view(source, np.arange(len(order)), decode, out_dtype)
-        combined[v] = (("point", *dims), data, _public_attrs(attrs))
+        combined[v] = (("point", *dims), data, public_attrs(attrs))
 
 
 def _row_order(parts: list[Any], names: list[str] | None, rules: Any) -> np.ndarray:

@@ -74,15 +74,15 @@ import numpy as np
 from ..errors import ArgumentTypeError, StoreError
 from ..keys import KEY_DTYPE
 from .files import (
-    _clean,
-    _new_file_as,
-    _open_dir,
-    _write_all,
     check_own_directory,
     exclusive_lock,
+    name_part,
+    new_file_as,
+    open_dir,
     open_regular,
     parse_json,
     pid_alive,
+    write_all,
 )
 from .schema import LEASE_SUFFIX, LEASES, LEASES_LOCK, RUNNER_SUFFIX
 
@@ -150,7 +150,7 @@ def _boot_id() -> str:
         return ""
 
 
-_HOST = _clean(socket.gethostname())
+_HOST = name_part(socket.gethostname())
 
 
 def _runner_of(name: str) -> str:
@@ -282,7 +282,7 @@ class Watch:
 def _remove(directory: str, names: Iterable[str]) -> None:
     """Unlink entries of ``leases/`` (entries only: links are not followed)."""
     try:
-        dir_fd = _open_dir(directory, create=False)
+        dir_fd = open_dir(directory, create=False)
     except OSError:
         return
     try:
@@ -368,10 +368,10 @@ class Runner:
         file) reads as no keys, or no record, which expires like a dead runner's. An
         fsync would cost ~5 ms per chunk on a disk.
         """
-        dir_fd = _open_dir(self.directory, create=True)
+        dir_fd = open_dir(self.directory, create=True)
         try:
-            tmp = f".tmp-{_clean(_user())}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}"
-            _new_file_as(dir_fd, name, tmp, lambda fd: _write_all(fd, data), sync=False)
+            tmp = f".tmp-{name_part(_user())}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}"
+            new_file_as(dir_fd, name, tmp, lambda fd: write_all(fd, data), sync=False)
         finally:
             os.close(dir_fd)
 
@@ -450,7 +450,7 @@ class Runner:
         return free, names
 
     def _checked_dir(self) -> str:
-        os.close(_open_dir(self.directory, create=True))  # a real directory, never a link
+        os.close(open_dir(self.directory, create=True))  # a real directory, never a link
         return self.directory
 
     def _write_leases(self, keys: np.ndarray) -> list[str]:
@@ -568,12 +568,12 @@ def _silence(directory: str, record: str | None, watched: float) -> float:
         return watched
     probe = f".tmp-probe-{_HOST}.{os.getpid()}.{uuid.uuid4().hex}"
     try:
-        dir_fd = _open_dir(directory, create=False)
+        dir_fd = open_dir(directory, create=False)
     except OSError:
         return watched
     try:
         before = os.lstat(record, dir_fd=dir_fd).st_mtime
-        _new_file_as(dir_fd, probe, probe + ".tmp", lambda fd: None, sync=False)
+        new_file_as(dir_fd, probe, probe + ".tmp", lambda fd: None, sync=False)
         now = os.lstat(probe, dir_fd=dir_fd).st_mtime
         os.unlink(probe, dir_fd=dir_fd)
     except OSError:

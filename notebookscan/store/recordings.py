@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
-from .dataset import _decode_result, to_dataset
+from .dataset import decode_result, to_dataset
 from .directory import Store
 from .schema import SEGMENT_PARAMETERS as SEGMENT_NAMES
 from .schema import SEGMENT_ROLE_ATTR as ROLE_ATTR
@@ -161,7 +161,7 @@ def open_recordings(path: str | os.PathLike[str], *, link: int | None = None,
                 time_blocks.append(np.concatenate(times) if times else np.zeros(0))
         if not blocks:
             continue
-        decoded = [_decode_result(b, attrs) for b in blocks]
+        decoded = [decode_result(b, attrs) for b in blocks]
         stacked, first = _stack(decoded, np.result_type(*[b.dtype for b in decoded]))
         own = ("segment", *dims) if roles[name] == "summary" else dims
         results[name] = stacked

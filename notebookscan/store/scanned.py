@@ -51,9 +51,9 @@ _NAME = re.compile(r"^[0-9a-f]{32}\.json$")
 def _unique_positions(column: np.ndarray) -> tuple[list[Any], np.ndarray]:
     """Sorted distinct values (float noise merged, as the Dataset's coordinates) and each
     point's position among them."""
-    from .dataset import _canonical_unique
+    from .dataset import canonical_unique
 
-    unique, inverse = _canonical_unique(np.asarray(column))
+    unique, inverse = canonical_unique(np.asarray(column))
     return unique.tolist(), inverse.astype(np.int64, copy=False)
 
 

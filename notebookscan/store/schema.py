@@ -63,7 +63,7 @@ RUNS_FILE = "runs.json"  # run id -> ordinal: the order of the store's runs, clo
 RUNS_LOCK = ".runs.lock"
 META_LOCK = ".meta.lock"
 SUPERSEDED = "superseded"  # shards replaced by Store.resolve, kept for recovery
-DETACHED_RUNS = ".runs"  # a detached run's spec, status and log (see notebookscan.detached)
+DETACHED_RUNS = ".runs"  # a detached run's spec, status and log (see notebookscan.run.detached)
 FORM_SUFFIX = "__form"  # <name>__form2: rows of a result stored in another form
 STORE_FORMAT = 1  # the "format" of notebookscan.json
 # 2: bookkeeping text as char arrays, 1-D columns compressed; 3: bookkeeping under PREFIX.

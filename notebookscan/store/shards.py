@@ -56,7 +56,6 @@ import errno
 import getpass
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -72,7 +71,7 @@ import numpy as np
 from ..errors import StoreError, StoreFormatError
 from ..keys import key_array, legacy_key_array
 from ..results import Value
-from .files import json_nesting_problem, open_regular
+from .files import json_nesting_problem, name_part, open_regular
 from .ragged import (
     COUNT_ATTR,
     COUNT_SUFFIX,
@@ -338,7 +337,7 @@ def _opened(path: str, mode: str = "r", **kwargs: Any) -> Iterator[tuple[Any, in
 # ---------------------------------------------------------------- writing
 
 
-def _column_for(values: Sequence[Any]) -> np.ndarray:
+def column_for(values: Sequence[Any]) -> np.ndarray:
     """A numpy column for parameter values (bool, int, float, str, or a mix)."""
     if isinstance(values, np.ndarray):
         if values.dtype.kind in "bf":
@@ -541,7 +540,7 @@ def shard_from_records(names: Sequence[str], records: Sequence[Record],
                        attrs: dict[str, Any]) -> ShardData:
     """Turn a batch of records into columns (results padded to the longest in the batch)."""
     n = len(records)
-    params = {name: _column_for([r.params[name] for r in records]) for name in names}
+    params = {name: column_for([r.params[name] for r in records]) for name in names}
     bookkeeping: dict[str, np.ndarray] = {
         name: np.array([getattr(r, name) for r in records], dtype=object)
         for name in _STRING_BOOKKEEPING
@@ -689,17 +688,13 @@ def _put_ragged(nc: Any, name: str, dims: tuple[str, ...], data: Ragged,
     return var
 
 
-def _clean(part: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_+-]", "-", part) or "x"
-
-
 def new_shard_name() -> str:
     """A shard name no other writer can produce: user.host.pid.time.random.nc."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers
         user = f"uid{os.getuid()}"
-    return (f"{_clean(user)}.{_clean(socket.gethostname())}.{os.getpid()}."
+    return (f"{name_part(user)}.{name_part(socket.gethostname())}.{os.getpid()}."
             f"{time.time_ns():x}.{uuid.uuid4().hex[:8]}.nc")
 
 

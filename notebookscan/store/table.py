@@ -89,7 +89,7 @@ def typed_parts(table: Table) -> list[Table]:
     return parts
 
 
-def _missing_for(dtype: np.dtype) -> Any:
+def missing_for(dtype: np.dtype) -> Any:
     if dtype.kind == "f":
         return np.nan
     if dtype.kind == "M":
@@ -171,7 +171,7 @@ def _convert_block(block: np.ndarray, target: np.dtype, exact: bool = False) -> 
         return block.astype(object)
     if target.kind == "f" and block.dtype.kind in "iu":
         out = block.astype(target)
-        out[block == _missing_for(block.dtype)] = np.nan
+        out[block == missing_for(block.dtype)] = np.nan
         return out
     if target.kind == "O":
         if block.dtype.kind == "S":  # text read as UTF-8 bytes
@@ -180,7 +180,7 @@ def _convert_block(block: np.ndarray, target: np.dtype, exact: bool = False) -> 
     return block.astype(target)
 
 
-def _concat_column(blocks: list[np.ndarray | None], sizes: list[int],
+def concat_column(blocks: list[np.ndarray | None], sizes: list[int],
                    inner: tuple[int, ...] = (), *, exact: bool = False) -> np.ndarray:
     """Concatenate per-shard blocks along points, padding inner dims and absent blocks.
 
@@ -194,7 +194,7 @@ def _concat_column(blocks: list[np.ndarray | None], sizes: list[int],
         dtype = _exact_dtype(present) if exact else _target_dtype([b.dtype for b in present])
     if not inner and all(b is not None and b.dtype == dtype for b in blocks):
         return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-    out = np.full((sum(sizes), *inner), _missing_for(dtype), dtype=dtype)
+    out = np.full((sum(sizes), *inner), missing_for(dtype), dtype=dtype)
     start = 0
     for block, size in zip(blocks, sizes, strict=True):
         if block is not None:
@@ -204,7 +204,7 @@ def _concat_column(blocks: list[np.ndarray | None], sizes: list[int],
     return out
 
 
-def _combine_coordinate(dim: str, shards: Sequence[ShardData], size: int) -> np.ndarray | None:
+def combine_coordinate(dim: str, shards: Sequence[ShardData], size: int) -> np.ndarray | None:
     shared = [s.coords[dim] for s in shards if dim in s.coords and s.coords[dim].ndim == 1]
     per_point = [s for s in shards if dim in s.coords and s.coords[dim].ndim == 2]
     if not shared and not per_point:
@@ -227,7 +227,7 @@ def _combine_coordinate(dim: str, shards: Sequence[ShardData], size: int) -> np.
     return out
 
 
-def _runs_of(shards: Sequence[ShardData]) -> dict[str, Any]:
+def runs_of(shards: Sequence[ShardData]) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for s in shards:
         text = s.attrs.get("provenance")
@@ -308,9 +308,9 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
                 getattr(s, part).pop(name, None)
         return found
 
-    params = {n: _concat_column(blocks("params", n), sizes, exact=True) for n in names}
+    params = {n: concat_column(blocks("params", n), sizes, exact=True) for n in names}
     bookkeeping = {
-        b: _concat_column(blocks("bookkeeping", b), sizes)
+        b: concat_column(blocks("bookkeeping", b), sizes)
         for b in BOOKKEEPING
         if any(b in s.bookkeeping for s in shards)
     }
@@ -344,10 +344,10 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
             found, sizes, [s.lengths.get(dims[0]) if dims else None for s in shards], inner,
             _target_dtype([b.dtype for b in found if b is not None] or [np.dtype("f8")]),
             _convert_block)
-        return _concat_column(found, sizes, inner) if combined is None else combined
+        return concat_column(found, sizes, inner) if combined is None else combined
 
     def length_column(dim: str) -> np.ndarray:
-        column = _concat_column([s.lengths.get(dim) for s in shards], sizes)
+        column = concat_column([s.lengths.get(dim) for s in shards], sizes)
         if column.dtype.kind == "i":
             column[column < 0] = 0
         return column
@@ -383,11 +383,11 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
     lengths = {dim: pick("lengths", dim, length_column) for dim in dim_sizes}
     coords = {}
     for dim, size in dim_sizes.items():
-        coord = _combine_coordinate(dim, shards, size)
+        coord = combine_coordinate(dim, shards, size)
         if coord is not None:
             coords[dim] = coord[rows] if coord.ndim == 2 else coord
     return Table(names, params, bookkeeping, results, result_dims, result_attrs, lengths,
-                 coords, _runs_of(shards), conflicts)
+                 coords, runs_of(shards), conflicts)
 
 
 def _migrate_separator_keys(bookkeeping: dict[str, np.ndarray],

@@ -19,7 +19,7 @@ import numpy as np
 import traitlets as t
 
 from ..errors import ArgumentError, NotebookscanError
-from ..plotting import _try_grid, parameters, plot_result, plot_status, result_variables
+from ..plotting import parameters, plot_result, plot_status, result_variables, try_grid
 from ..scan import Scan
 from ..store import open_store
 from ..store.schema import STATUS
@@ -34,7 +34,7 @@ NONE = "—"
 def _grid_view(ds: Any) -> Any:
     """The dataset with one dimension per parameter when possible."""
     if "point" in ds.dims:
-        gridded = _try_grid(ds)
+        gridded = try_grid(ds)
         return gridded if gridded is not None else ds
     return ds
 

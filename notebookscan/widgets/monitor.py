@@ -25,7 +25,8 @@ import traitlets as t
 from ..errors import ArgumentTypeError, NotebookscanError, WaitTimeout
 from ..executors import resolve_executor
 from ..executors.registry import WIDGET_OPTIONS
-from ..scan import Scan, ScanRun
+from ..run.handle import ScanRun
+from ..scan import Scan
 from ._ui import (
     MUTED_COLOR,
     Throttle,
@@ -312,7 +313,7 @@ class RunMonitor(w.VBox):
     def _resolve_in_background(self, scan: Scan, spec: Any) -> None:
         try:
             if spec in ("local", None):  # the shared local cluster; the message says so
-                from ..executors.ipyparallel import local_executor
+                from ..executors.local_cluster import local_executor
 
                 executor, owned = local_executor(quiet=True), False
             else:
@@ -408,7 +409,7 @@ class RunMonitor(w.VBox):
         """Block until the current run has ended and the display is updated (for scripts
         and tests; in a notebook, use ``await monitor.run_handle``).
 
-        Returns the run's :class:`~notebookscan.loop.Progress`; raises
+        Returns the run's :class:`~notebookscan.run.loop.Progress`; raises
         :class:`~notebookscan.errors.WaitTimeout` (a ``TimeoutError``) after ``timeout``
         seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -1,6 +1,6 @@
 """Detached scans: the scan loop in a background process that outlives the notebook.
 
-``scan.run(detach=True)`` starts ``python -m notebookscan.detached`` in a new session.
+``scan.run(detach=True)`` starts ``python -m notebookscan.run.detached`` in a new session.
 Closing the notebook, restarting the kernel or losing the ssh connection does not stop
 it. Any process of the same user can then attach to it from the store path alone:
 ``ns.attach("results/rates")`` gives the same handle as ``scan.run()`` — ``progress``,
@@ -40,10 +40,10 @@ import uuid
 from collections.abc import Generator
 from typing import Any
 
-from .errors import ScanError, StoreFormatError, WaitTimeout
+from ..errors import ScanError, StoreFormatError, WaitTimeout
+from ..store.schema import DETACHED_RUNS
 from .loop import Progress
 from .provenance import function_identity
-from .store.schema import DETACHED_RUNS
 
 __all__ = ["DetachedRun", "attach"]
 
@@ -340,11 +340,13 @@ def start(scan: Any, executor: Any, run_kwargs: dict[str, Any]) -> DetachedRun:
         raise ScanError(
             "detach=True needs an executor the background process can create itself: None "
             "(local engines), 'processes', 'serial', or the arguments of "
-            "notebookscan.cluster.connect() as a dict, e.g. executor={'profile': 'mpi', "
+            "notebookscan.executors.cluster.connect() as a dict, e.g. executor={'profile': 'mpi', "
             "'cluster_id': 'nightly'}; got " + type(executor).__name__
         )
     function_identity(scan.function)  # kept on the function: the runner has no source file
-    spec = cloudpickle.dumps({"function": scan.function, "space": scan.space,
+    # the scan's class goes by reference (its module is imported in the runner): this
+    # module sits below the scans and does not import them
+    spec = cloudpickle.dumps({"kind": type(scan), "function": scan.function, "space": scan.space,
                               "store": scan.store.path, "executor": executor,
                               "run_kwargs": run_kwargs})
     dir_fd, run_id = _new_run_dir(scan.store.path)
@@ -386,7 +388,7 @@ def _launch(dir_fd: int, run_id: str, spec: bytes) -> None:
     ready_r, ready_w = os.pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from notebookscan.detached import main; "
+            [sys.executable, "-c", "import sys; from notebookscan.run.detached import main; "
              "sys.exit(main(int(sys.argv[1]), int(sys.argv[2])))", str(dir_fd), str(ready_w)],
             stdin=subprocess.PIPE, stdout=log_fd, stderr=subprocess.STDOUT,
             pass_fds=(dir_fd, ready_w), start_new_session=True, cwd=os.getcwd(),
@@ -430,7 +432,7 @@ def _tail(dir_fd: int) -> str:
 
 def _resolve(executor: Any) -> Any:
     if isinstance(executor, dict):
-        from .cluster import connect
+        from ..executors.cluster import connect
 
         return connect(**executor)
     return executor
@@ -499,10 +501,8 @@ def _take_lock(dir_fd: int) -> int:
 
 
 def _serve(runner: _Runner, spec: dict[str, Any]) -> int:
-    from .scan import Scan
-
     runner.write(force=True)
-    scan = Scan(spec["function"], spec["space"], store=spec["store"])
+    scan = spec["kind"](spec["function"], spec["space"], store=spec["store"])
     scan.events.on("progress", runner.on_progress)
     scan.events.on("started", runner.on_started)
     runner.scan = scan

@@ -2,7 +2,7 @@
 
 Points go out in chunks whose size adapts to the measured time per point
 (:class:`_Chunker`); a chunk's results come back as columns
-(:class:`~notebookscan.worker.ChunkResult`) and wait in a :class:`~notebookscan.batch.Batch`
+(:class:`~notebookscan.run.worker.ChunkResult`) and wait in a :class:`~notebookscan.run.batch.Batch`
 for the next shard.
 
 A received chunk counts (progress, ``point_done`` events, the batch of the next shard)
@@ -27,16 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from .batch import Batch
-from .errors import ScanError, StoreWarning
+from ..errors import ScanError, StoreWarning
+from ..store import Store
+from ..store.journal import Journal, JournalUnsupported, fold_journals
+from ..store.leases import LEASE_KEYS, Runner
+from ..store.schema import is_reserved
+from ..store.shards import Record
+from .batch import Batch, ShardSink
 from .events import Events
 from .loop import LoopSettings, Progress, Task
-from .store import Store
-from .store.journal import Journal, JournalUnsupported, fold_journals
-from .store.leases import LEASE_KEYS, Runner
-from .store.schema import is_reserved
-from .store.shards import Record
-from .worker import ChunkResult, PointColumns, ShardSink, run_chunk
+from .worker import ChunkResult, PointColumns, run_chunk
 
 __all__ = ["PointSource", "ResultNames"]
 

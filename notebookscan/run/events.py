@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 
 __all__ = ["EVENTS", "Events"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ScanError
-from .keys import KEY_DTYPE
+from ..errors import ScanError
+from ..keys import KEY_DTYPE
 from .provenance import function_identity
 
 __all__ = ["STALE_CHOICES", "StaleReport", "check_stale_choice", "find_stale"]
@@ -86,8 +86,8 @@ def find_stale(store: Any, function: Callable[..., Any], keys: np.ndarray) -> St
     ``status`` and ``run`` columns only when some run used other code.
     The version of a point looked at is the one every reader shows.
     """
-    from .store.index import _sorted_isin
-    from .store.table import combine_shards
+    from ..store.index import sorted_isin
+    from ..store.table import combine_shards
 
     current = function_identity(function)
     report = StaleReport(current=f"{current['module'] or '?'}:{current['function']}")
@@ -111,7 +111,7 @@ def find_stale(store: Any, function: Callable[..., Any], keys: np.ndarray) -> St
     from_other = np.array([n in other for n in names], dtype=bool)[which.reshape(-1)]
     stale = done & from_other
     rows = np.flatnonzero(stale)
-    stale[rows] = _sorted_isin(table.bookkeeping["key"][rows].astype(KEY_DTYPE), np.sort(keys))
+    stale[rows] = sorted_isin(table.bookkeeping["key"][rows].astype(KEY_DTYPE), np.sort(keys))
     if not stale.any():
         return report
     per_run = np.bincount(which.reshape(-1)[stale], minlength=len(names))

@@ -6,15 +6,24 @@ a point that takes microseconds costs microseconds of bookkeeping, not tens.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .results import Value, derived_names
-from .store.schema import DTYPE_ATTR, is_reserved
-from .store.shards import ShardData, _column_for, add_results
-from .worker import ChunkResult
+from ..results import Value, derived_names
+from ..store.directory import Store
+from ..store.schema import DTYPE_ATTR, is_reserved
+from ..store.shards import (
+    ShardData,
+    add_results,
+    column_for,
+    new_shard_name,
+    write_shard_atomically,
+)
+from .worker import ChunkResult, PointColumns
 
 __all__ = ["Batch"]
 
@@ -74,7 +83,7 @@ class Batch:
             "finished": np.concatenate([c.finished for c in chunks]),
         }
         bookkeeping["duration"] = bookkeeping["finished"] - bookkeeping["started"]
-        params = {name: _column_for(columns[name][index]) for name in names}
+        params = {name: column_for(columns[name][index]) for name in names}
         shard = ShardData(n, params, bookkeeping, {}, {}, {}, {}, {}, dict(attrs))
         self._add_scalars(shard, chunks)
         return shard
@@ -212,3 +221,43 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
         for name in [n for n, vs in chunk.arrays.items() if all(v is None for v in vs)]:
             del chunk.arrays[name]
     return failed
+
+
+def point_columns(points: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    if isinstance(points, PointColumns):
+        return points.columns
+    columns = {}
+    for name in names:
+        column = np.empty(len(points), dtype=object)
+        column[:] = [p[name] for p in points]
+        columns[name] = column
+    return columns
+
+
+@dataclass(frozen=True)
+class ShardSink:
+    """Lets a worker write its chunk into the store itself instead of sending it back.
+
+    Used when the worker sees the store's directory (same host or a shared file system)
+    and the chunk's results are big: they then cross no network and no pickling, and
+    the shard is written atomically like any other (temporary name, fsync, rename).
+    """
+
+    shards_dir: str
+    names: tuple[str, ...]
+    keys: np.ndarray  # the chunk's keys (``keys.KEY_DTYPE``)
+    run_id: str
+    attrs: dict[str, Any]
+    min_bytes: int
+
+    def write(self, points: Sequence[dict[str, Any]], seeds: Sequence[int],
+              chunk: ChunkResult) -> str:
+        batch = Batch()
+        batch.add(np.arange(len(points)), chunk)
+        shard = batch.to_shard(self.names, point_columns(points, self.names), self.keys,
+                               np.asarray(seeds), self.run_id, self.attrs)
+        if Store(os.path.dirname(self.shards_dir)).check_forms(shard):
+            return ""  # a result changed form: the client refuses it, nothing is written
+        name = new_shard_name()
+        write_shard_atomically(self.shards_dir, name, shard)
+        return name

@@ -2,7 +2,7 @@
 
 One loop runs every kind of scan. What it runs comes from a *source* of work
 (:class:`Source`): the point-chunk source of a plain scan
-(:class:`notebookscan.sources.PointSource`) or the segment source of a segmented scan
+(:class:`notebookscan.run.points.PointSource`) or the segment source of a segmented scan
 (:class:`notebookscan.segments.source.SegmentSource`). The loop never knows what a
 task computes; it owns what every scan needs alike:
 
@@ -37,9 +37,9 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ExecutorError, ScanError
+from ..errors import ExecutorError, ScanError
+from ..executors.base import FORK_LOCK, ScanExecutor
 from .events import Events
-from .executors.base import FORK_LOCK, ScanExecutor
 
 __all__ = ["LoopSettings", "Progress", "RunLoop", "Source", "Task"]
 

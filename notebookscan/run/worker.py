@@ -20,11 +20,11 @@ import time
 import traceback as tb
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .results import ResultError, Value, normalize_result
+from ..results import ResultError, Value, normalize_result
 
 __all__ = ["ChunkResult", "PointColumns", "PointResult", "PointTimeout", "guarded_call",
            "run_chunk"]
@@ -193,48 +193,14 @@ class PointColumns(Sequence):
             yield dict(zip(names, row, strict=True))
 
 
-def _point_columns(points: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
-    if isinstance(points, PointColumns):
-        return points.columns
-    columns = {}
-    for name in names:
-        column = np.empty(len(points), dtype=object)
-        column[:] = [p[name] for p in points]
-        columns[name] = column
-    return columns
+class ChunkSink(Protocol):
+    """Where a worker stores a chunk's results itself (:class:`~notebookscan.run.batch.ShardSink`):
+    ``write`` returns the shard's name, or "" when it stored nothing."""
 
-
-@dataclass(frozen=True)
-class ShardSink:
-    """Lets a worker write its chunk into the store itself instead of sending it back.
-
-    Used when the worker sees the store's directory (same host or a shared file system)
-    and the chunk's results are big: they then cross no network and no pickling, and
-    the shard is written atomically like any other (temporary name, fsync, rename).
-    """
-
-    shards_dir: str
-    names: tuple[str, ...]
-    keys: np.ndarray  # the chunk's keys (``keys.KEY_DTYPE``)
-    run_id: str
-    attrs: dict[str, Any]
     min_bytes: int
 
     def write(self, points: Sequence[dict[str, Any]], seeds: Sequence[int],
-              chunk: ChunkResult) -> str:
-        from .batch import Batch
-        from .store.directory import Store
-        from .store.shards import new_shard_name, write_shard_atomically
-
-        batch = Batch()
-        batch.add(np.arange(len(points)), chunk)
-        shard = batch.to_shard(self.names, _point_columns(points, self.names), self.keys,
-                               np.asarray(seeds), self.run_id, self.attrs)
-        if Store(os.path.dirname(self.shards_dir)).check_forms(shard):
-            return ""  # a result changed form: the client refuses it, nothing is written
-        name = new_shard_name()
-        write_shard_atomically(self.shards_dir, name, shard)
-        return name
+              chunk: ChunkResult) -> str: ...
 
 
 def worker_name() -> str:
@@ -363,7 +329,7 @@ def run_chunk(
     pass_seed: bool,
     timeout: float | None = None,
     hidden: frozenset[str] = frozenset(),
-    sink: ShardSink | None = None,
+    sink: ChunkSink | None = None,
 ) -> ChunkResult:
     """Run ``function(**point)`` for each point; return the outcomes as a :class:`ChunkResult`.
 

@@ -2,7 +2,7 @@
 
 :func:`local_executor` starts (once per process) a private cluster with one engine per
 core and reuses it for every later scan. This module also holds what every cluster
-started on this machine needs (:func:`notebookscan.cluster.start_cluster` uses it too):
+started on this machine needs (:func:`notebookscan.executors.cluster.start_cluster` uses it too):
 
 - :class:`LoopThread`, a private event loop that drives ipyparallel's async API;
 - :func:`stop_and_wait`: stop a cluster and wait until its processes are gone;
@@ -28,11 +28,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExecutorError
 from .base import usable_cores
+from .ipp_loop import LoopThread
 from .ipp_watchdog import MARKER
 from .ipyparallel import IPyParallelExecutor
 
@@ -54,50 +55,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: Heartbeat period (ms) of the clusters notebookscan starts on this machine. The
 #: default (3000 ms) makes engines wait ~6 s to register; 500 ms brings a 2-engine
 #: start-up from ~7 s down to ~3 s. Keep the default on busy shared HPC nodes.
 LOCAL_HEARTBEAT_MS = 500
-
-
-class LoopThread:
-    """A private asyncio loop in a daemon thread, to drive ipyparallel's async API.
-
-    Starting and stopping a cluster from the same loop works the same in a script, in a
-    thread and inside a running event loop (a Jupyter kernel), where blocking the
-    kernel's own loop would deadlock.
-    """
-
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def main() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(started.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=main, name=name, daemon=True)
-        self.thread.start()
-        started.wait(10)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result."""
-        if self.loop.is_closed():
-            coro.close()
-            raise ExecutorError("the cluster's event loop is closed; start a new cluster.")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        """Stop the loop and its thread (idempotent)."""
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 def _tail(path: str, lines: int = 15) -> str:

@@ -43,19 +43,19 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExecutorError
-from .executors.base import usable_cores
-from .executors.ipp_local import (
+from ..errors import ExecutorError
+from .base import usable_cores
+from .ipp_loop import LoopThread
+from .ipyparallel import IPyParallelExecutor
+from .local_cluster import (
     LOCAL_HEARTBEAT_MS,
     TEMP_PROFILE_PREFIXES,
-    LoopThread,
     OwnerWatch,
     claim,
     engine_logs,
     run_to_the_end,
     stop_and_wait,
 )
-from .executors.ipyparallel import IPyParallelExecutor
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
