@@ -73,6 +73,7 @@ from .errors import SpaceError
 
 __all__ = [
     "canonical_token",
+    "canonical_unique",
     "check_value",
     "key_array",
     "key_from_tokens",
@@ -336,3 +337,29 @@ def seed_array(keys: np.ndarray) -> np.ndarray:
             int.from_bytes(blake(b"seed:" + key, digest_size=4).digest(), "little")
             for key in keys[start:start + _KEY_BLOCK].tolist()]
     return out
+
+
+def _labels(values: np.ndarray) -> np.ndarray:
+    """Text of an object column's values, telling kinds apart: where a parameter is text
+    in some shards and numbers or bools in others, the text is quoted (``'1'``, not
+    ``1``), so no two points fall into one cell."""
+    items = values.tolist()
+    if all(type(v) is str for v in items):
+        return values.astype(str)
+    return np.array([repr(v) if type(v) is str else str(v) for v in items], dtype=str)
+
+
+def canonical_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and each value's index, merging float noise (0.1 vs 0.1+1e-17)."""
+    if values.dtype.kind == "O":
+        values = _labels(values)
+    elif values.dtype.kind == "U":
+        values = values.astype(str)
+    unique, inverse = np.unique(values, return_inverse=True)
+    if unique.dtype.kind != "f" or len(unique) < 2:
+        return unique, inverse.reshape(-1)
+    tokens = [canonical_token(v) for v in unique.tolist()]
+    first: dict[str, int] = {}
+    remap = np.array([first.setdefault(t, len(first)) for t in tokens])
+    keep = np.unique(remap, return_index=True)[1]
+    return unique[keep], remap[inverse.reshape(-1)]

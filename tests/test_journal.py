@@ -230,9 +230,10 @@ def test_live_writers_journal_is_left_alone(tmp_path):
 def _fake_journal_name(store, pid: int) -> str:
     import socket
 
-    from notebookscan.store.shards import _clean
+    from notebookscan.store.files import name_part
+
     return os.path.join(journal_dir(str(store)),
-                        f"u.{_clean(socket.gethostname())}.{pid}.1.abcd.journal")
+                        f"u.{name_part(socket.gethostname())}.{pid}.1.abcd.journal")
 
 
 def _dead_pid() -> int:

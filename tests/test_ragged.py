@@ -21,8 +21,8 @@ import xarray as xr
 
 import notebookscan as ns
 from notebookscan.store import Store
-from notebookscan.store.dataset import padded, series
 from notebookscan.store.shards import open_dataset, read_shard, write_shard
+from notebookscan.store.varying import padded, series
 
 LONG_K, LONG_N, SHORT_N, POINTS = 7, 2_000_000, 10, 300
 PADDED_BYTES = POINTS * LONG_N * 8  # 4.5 GiB
@@ -56,7 +56,7 @@ def run_limited(code: str | tuple[str, ...], *args: str) -> dict:
         resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
         import numpy as np
         import notebookscan as ns
-        from notebookscan.store.dataset import series
+        from notebookscan.store.varying import series
         LONG_K, LONG_N, SHORT_N = {long_k}, {long_n}, {short_n}
         def values_of(k):
             n = LONG_N if k == LONG_K else SHORT_N

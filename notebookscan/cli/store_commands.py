@@ -380,7 +380,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("FILE", f"the directory {parent!r} does not exist; create it first")
     t0 = time.perf_counter()
     if ext == ".nc":
-        from ..store.dataset import to_ragged
+        from ..store.varying import to_ragged
 
         # results of very different lengths go out as CF ragged arrays, not padded
         ds = to_ragged(store.dataset(lazy=False))

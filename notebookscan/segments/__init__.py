@@ -28,12 +28,12 @@ from .protocol import (
     Segment,
     SegmentContext,
     Segments,
-    check_resumable,
     is_segmented_model,
     iterate,
     segment_seed,
 )
 from .recording import Recorder
+from .resumable import check_resumable
 from .scan import SegmentedScan
 from .source import SegmentEvents, SegmentProgress
 

@@ -72,10 +72,11 @@ __all__ = [
     "Segment",
     "SegmentContext",
     "Segments",
-    "check_resumable",
+    "call_kwargs",
     "is_segmented_model",
     "iterate",
     "model_form",
+    "model_target",
     "segment_seed",
 ]
 
@@ -249,7 +250,7 @@ class Segments:
 # ---------------------------------------------------------------------- model forms
 
 
-def _target(function: Any) -> Any:
+def model_target(function: Any) -> Any:
     while isinstance(function, functools.partial):
         function = function.func
     return inspect.unwrap(function)
@@ -269,7 +270,7 @@ def model_form(function: Any) -> str:
     ...
     notebookscan.errors.ScanError: a segmented scan needs a generator function ...
     """
-    target = _target(function)
+    target = model_target(function)
     if inspect.isclass(target):
         missing = [m for m in ("init", "advance") if not callable(getattr(target, m, None))]
         if missing:
@@ -317,7 +318,7 @@ def is_segmented_model(function: Any) -> bool:
     try:
         model_form(function)
     except ScanError:
-        target = _target(function)  # near misses go to SegmentedScan, which says what to fix
+        target = model_target(function)  # near misses go to SegmentedScan, which says what to fix
         return inspect.isgeneratorfunction(target) or (
             inspect.isclass(target) and callable(getattr(target, "advance", None)))
     return True
@@ -338,7 +339,7 @@ def signature_for_space(function: Any) -> Callable[..., Any]:
         return None
 
     stand_in.__signature__ = signature  # type: ignore[attr-defined]
-    stand_in.__name__ = getattr(_target(function), "__name__", "model")
+    stand_in.__name__ = getattr(model_target(function), "__name__", "model")
     return stand_in
 
 
@@ -399,7 +400,7 @@ def iterate(function: Any, point: Mapping[str, Any], *, segments: int, seed: int
     form = model_form(function)
     key = point_key(point)
     seed = point_seed(key) if seed is None else seed
-    kwargs = _call_kwargs(function, point, seed)
+    kwargs = call_kwargs(function, point, seed)
     workdir = tempfile.mkdtemp(prefix="notebookscan-segments-")
     try:
         previous: list[str | None] = [None]
@@ -421,7 +422,7 @@ def iterate(function: Any, point: Mapping[str, Any], *, segments: int, seed: int
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _call_kwargs(function: Any, point: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def call_kwargs(function: Any, point: Mapping[str, Any], seed: int) -> dict[str, Any]:
     kwargs = dict(point)
     try:
         params = inspect.signature(function).parameters
@@ -431,76 +432,3 @@ def _call_kwargs(function: Any, point: Mapping[str, Any], seed: int) -> dict[str
     if takes and "seed" not in kwargs:
         kwargs["seed"] = seed
     return kwargs
-
-
-def check_resumable(function: Any, point: Mapping[str, Any], *, segments: int = 3,
-                    seed: int | None = None, segment_duration: float | None = None) -> None:
-    """Check that a model continues from its state exactly as it would without stopping.
-
-    Runs ``point`` twice in this process: straight through (:func:`iterate`) and the way
-    the scan does, one segment per call starting from the decoded checkpoint of the
-    previous one. Raises :class:`ScanError` naming the first recording, summary or state
-    entry that differs — usually something the model keeps outside ``state``.
-
-    Examples
-    --------
-    >>> def leaky(segments: Segments):
-    ...     rng = np.random.default_rng(0)          # not in the state: restarts each segment
-    ...     for segment in segments:
-    ...         yield Segment({"x": rng.random(2)}, state={}, time=[0, 1])
-    >>> check_resumable(leaky, {}, segments=2)
-    Traceback (most recent call last):
-    ...
-    notebookscan.errors.ScanError: leaky() does not continue from its state: ...
-    """
-    from ..keys import point_key, point_seed
-    from .worker import SegmentTask, run_segment
-
-    form = model_form(function)
-    key = point_key(point)
-    seed = point_seed(key) if seed is None else seed
-    name = getattr(_target(function), "__name__", "model")
-    straight = [_snapshot(out) for out in iterate(function, point, segments=segments,
-                                                  seed=seed, segment_duration=segment_duration)]
-    state: bytes | None = None
-    files: dict[str, bytes] = {}
-    for index in range(segments):
-        task = SegmentTask(_call_kwargs(function, point, seed), False, seed, key, 0, index,
-                           segment_seed(seed, index, 0), state, files, segment_duration,
-                           form, None)
-        out = run_segment(function, task)
-        if out.status != "done":
-            raise ScanError(f"{name}() failed in segment {index} when resumed from its "
-                            f"checkpoint: {out.error}\n{out.traceback}")
-        problem = _compare_segment(straight[index], out, index)
-        if problem:
-            raise ScanError(f"{name}() does not continue from its state: {problem}. Put "
-                            "everything the next segment needs into Segment(state=...) (or "
-                            "files in segment.save_dir), including random generators' "
-                            "state or draw from segment.rng().")
-        state, files = out.state, out.files
-
-
-def _snapshot(out: Segment) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Copies of a yielded segment's recordings and state (the model may reuse its arrays)."""
-    from ..store.checkpoints import decode_state, encode_state
-    from .worker import recording_values
-
-    values = recording_values(out.recordings, out.time)
-    recordings = {name: np.array(value.data, copy=True) for name, value in values.items()}
-    return recordings, decode_state(encode_state(out.state or {}))
-
-
-def _compare_segment(expected: tuple[dict[str, Any], dict[str, Any]], out: Any,
-                     index: int) -> str:
-    from ..store.checkpoints import decode_state, states_equal
-
-    recordings, state = expected
-    for name, data in recordings.items():
-        got = out.recordings.get(name)
-        if got is None or not np.array_equal(np.asarray(got.data), data, equal_nan=True):
-            return f"recording {name!r} of segment {index} differs"
-    problem = states_equal(state, decode_state(out.state))
-    if problem:
-        return f"the state after segment {index} differs ({problem})"
-    return ""

@@ -44,12 +44,13 @@ Nothing here imports the scan loop, the executors or the widgets.
 
 from __future__ import annotations
 
-from .dataset import padded, series, to_grid
+from .dataset import to_grid
 from .directory import Store, compact, open_store, verify
 from .index import StoreIndex
 from .maintenance import CompactReport, VerifyReport
 from .merging import MergeReport, merge
 from .schema import Layout
+from .varying import padded, series
 
 __all__ = [
     "CompactReport",

@@ -54,7 +54,7 @@ from ..errors import StoreError, StoreFormatError, StoreWarning
 from .files import name_part, pid_alive, set_aside
 from .schema import JOURNAL
 from .shards import ShardData, fsync_directory, new_shard_name
-from .table import combine_shards
+from .table import combine_shards, table_to_shard
 
 if TYPE_CHECKING:
     from .directory import Store
@@ -397,7 +397,6 @@ def fold_journals(store: Store) -> int:
 def _fold_one(store: Store, path: str, name: str) -> int:
     """Write the records of the claimed journal ``path`` as shards, then remove it;
     records are read and written ``FOLD_BYTES`` at a time (bounded memory)."""
-    from .maintenance import table_to_shard
 
     names = store.metadata().get("names")
     points = 0

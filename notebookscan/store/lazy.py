@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ragged
+from . import ragged, ragged_files
 from .dataset import label_excluded, public_attrs, to_grid, view_results
 from .scanned import records_for_runs
 from .schema import (
@@ -183,7 +183,7 @@ def _add_views(combined: Any, views: dict[str, Any], paths: list[str],
         longest = max(m[v][2][0] for m in metas if v in m)
         if dims[0] in combined.sizes:
             longest = max(longest, combined.sizes[dims[0]])
-        source = ragged.file_source(v, paths, [m[v][5] if v in m else None for m in metas],
+        source = ragged_files.file_source(v, paths, [m[v][5] if v in m else None for m in metas],
                                     shard_of, order - offsets[shard_of], longest, rest, dtype,
                                     lock=_LOCK)
         attrs = next(m[v][4] for m in metas if v in m)

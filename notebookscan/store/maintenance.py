@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -25,10 +24,11 @@ import numpy as np
 from ..errors import StoreError, StoreWarning
 from .files import exclusive_lock, set_aside
 from .forms import compatible, shard_forms
+from .journal import fold_journals
 from .ragged import Ragged
 from .schema import LOCK_FILE, SUPERSEDED
 from .shards import MalformedShard, ShardData, ShardVanished, read_shard, unreadable_reason
-from .table import Conflict, ReadRules, Table, combine_shards, typed_parts
+from .table import Conflict, ReadRules, combine_shards, table_to_shard, typed_parts
 
 if TYPE_CHECKING:
     from .directory import Store
@@ -136,8 +136,6 @@ def compact_store(store: Store, *, max_shard_bytes: int = SMALL_SHARD,
             report.skipped = "another process is compacting this store"
             return report
         report.removed_temporary = remove_dead_temporaries(store)
-        from .journal import fold_journals  # journal.py builds on this module
-
         report.folded = fold_journals(store)
         files = store.shard_files()
         report.shards_before = len(files)
@@ -384,18 +382,5 @@ def _take_rows(shard: ShardData, rows: np.ndarray) -> ShardData:
     return ShardData(int(rows.sum()), pick(shard.params), pick(shard.bookkeeping),
                      pick(shard.results), dict(shard.result_dims), dict(shard.result_attrs),
                      pick(shard.lengths), coords, dict(shard.attrs))
-
-
-def table_to_shard(table: Table) -> ShardData:
-    """A combined table as one shard (used by compaction)."""
-    result_attrs = {
-        name: {k: v for k, v in attrs.items() if k != "notebookscan_role"}
-        for name, attrs in table.result_attrs.items()
-    }
-    return ShardData(
-        len(table), dict(table.params), dict(table.bookkeeping), dict(table.results),
-        dict(table.result_dims), result_attrs, dict(table.lengths), dict(table.coords),
-        {"provenance": json.dumps(table.runs, sort_keys=True)},
-    )
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError, StoreFormatError, StoreWarning
-from ..keys import canonical_token
+from ..keys import canonical_token, canonical_unique
 from .schema import SCANNED
 
 __all__ = ["copy_records", "covered_cells", "read_records", "records_for_runs",
@@ -51,7 +51,6 @@ _NAME = re.compile(r"^[0-9a-f]{32}\.json$")
 def _unique_positions(column: np.ndarray) -> tuple[list[Any], np.ndarray]:
     """Sorted distinct values (float noise merged, as the Dataset's coordinates) and each
     point's position among them."""
-    from .dataset import canonical_unique
 
     unique, inverse = canonical_unique(np.asarray(column))
     return unique.tolist(), inverse.astype(np.int64, copy=False)

@@ -538,3 +538,16 @@ def _param_order(keys: np.ndarray, params: dict[str, np.ndarray], names: Sequenc
             column = column.astype(str)
         columns.append(column)
     return np.lexsort(columns)
+
+
+def table_to_shard(table: Table) -> ShardData:
+    """A combined table as one shard (compaction, folding journals)."""
+    result_attrs = {
+        name: {k: v for k, v in attrs.items() if k != "notebookscan_role"}
+        for name, attrs in table.result_attrs.items()
+    }
+    return ShardData(
+        len(table), dict(table.params), dict(table.bookkeeping), dict(table.results),
+        dict(table.result_dims), result_attrs, dict(table.lengths), dict(table.coords),
+        {"provenance": json.dumps(table.runs, sort_keys=True)},
+    )
