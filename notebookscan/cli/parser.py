@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from ..executors.registry import EXECUTOR_HELP
@@ -37,14 +38,24 @@ def _terminal_width() -> int:
         return 100
 
 
-def _whole_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; e.g. 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+def _int_at_least(least: int, example: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; e.g. {example}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be {'0 or more' if least == 0 else f'at least {least}'}")
+        return value
+
+    return parse
+
+
+_whole_number = _int_at_least(0, 0)
+_positive_int = _int_at_least(1, 4)
 
 
 def _positive_float(text: str) -> float:
@@ -55,16 +66,6 @@ def _positive_float(text: str) -> float:
             from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; e.g. 4") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
 
 
