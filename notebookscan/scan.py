@@ -140,6 +140,14 @@ class Scan(RunControl):
         self._run: ScanRun | None = None
         self._check_store_fits()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """What a copy in another process gets (a detached run): the scan, without this
+        process's run and event subscribers (made without calling ``__new__`` again)."""
+        state = dict(self.__dict__)
+        state["_run"] = None
+        state["events"] = type(self.events)()
+        return (object.__new__, (type(self),), state)
+
     def _signature(self) -> Any:
         """What the space's parameters are checked against (the function itself)."""
         return self.function

@@ -20,6 +20,7 @@ import pytest
 
 import notebookscan as ns
 from notebookscan.executors import FuturesExecutor
+from notebookscan.run.loop import Progress
 from notebookscan.segments import Segment, SegmentedScan
 
 KINDS = ["plain", "segmented"]
@@ -128,6 +129,27 @@ def test_a_scan_is_a_scan(kind, tmp_path):
     scan = _scan(kind, tmp_path, 2)
     assert isinstance(scan, ns.Scan)
     assert isinstance(scan, SegmentedScan) == (kind == "segmented")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_detached_run_completes_and_its_handle_is_the_same(kind, tmp_path):
+    import sys
+
+    import cloudpickle
+
+    scan = _scan(kind, tmp_path, 4)
+    # the runner cannot import this test module: its functions travel by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        run = scan.run(executor="serial", detach=True, flush_interval=0.2)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    progress = run.wait(timeout=60)
+    assert isinstance(progress, Progress) and run.done(), run.log()
+    assert progress.done == 4 and not progress.stopped, run.log()
+    assert ns.attach(scan.store.path).run_id == run.run_id
+    _check_complete(scan, kind, 4)
+    assert sorted(name for name, _, _ in _calls(tmp_path)) == sorted(_items(kind, 4))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -344,11 +344,9 @@ def start(scan: Any, executor: Any, run_kwargs: dict[str, Any]) -> DetachedRun:
             "'cluster_id': 'nightly'}; got " + type(executor).__name__
         )
     function_identity(scan.function)  # kept on the function: the runner has no source file
-    # the scan's class goes by reference (its module is imported in the runner): this
-    # module sits below the scans and does not import them
-    spec = cloudpickle.dumps({"kind": type(scan), "function": scan.function, "space": scan.space,
-                              "store": scan.store.path, "executor": executor,
-                              "run_kwargs": run_kwargs})
+    # the scan itself (its class by reference, imported in the runner: this module sits
+    # below the scans and imports none), with its function, space and settings
+    spec = cloudpickle.dumps({"scan": scan, "executor": executor, "run_kwargs": run_kwargs})
     dir_fd, run_id = _new_run_dir(scan.store.path)
     try:
         _launch(dir_fd, run_id, spec)
@@ -502,7 +500,7 @@ def _take_lock(dir_fd: int) -> int:
 
 def _serve(runner: _Runner, spec: dict[str, Any]) -> int:
     runner.write(force=True)
-    scan = spec["kind"](spec["function"], spec["space"], store=spec["store"])
+    scan = spec["scan"]
     scan.events.on("progress", runner.on_progress)
     scan.events.on("started", runner.on_started)
     runner.scan = scan

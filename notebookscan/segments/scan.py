@@ -37,7 +37,9 @@ import numpy as np
 from ..errors import ScanError
 from ..executors import resolve_executor
 from ..keys import point_key
+from ..run import detached
 from ..run.bars import feed_bar
+from ..run.detached import DetachedRun
 from ..run.handle import ScanRun
 from ..run.loop import LoopSettings
 from ..run.provenance import collect, run_id
@@ -222,12 +224,12 @@ class SegmentedScan(Scan):
 
     # ------------------------------------------------------------ running
 
-    def run(self, executor: Any = None, *, dry_run: bool = False,  # type: ignore[override]
+    def run(self, executor: Any = None, *,  # type: ignore[override]
             progress: bool | None = None, wait: bool | None = None, detach: bool = False,
             retry_failed: bool = False, flush_every: int = 10_000, flush_interval: float = 2.0,
             flush_bytes: int = 8 * 2**20, max_retries: int = 2, timeout: float | None = None,
             chunk_size: int | None = None, writer: str = "auto",
-            stale: str | None = None) -> ScanRun:
+            stale: str | None = None) -> ScanRun | DetachedRun:
         """Bring every point of the space to its target number of segments.
 
         Points continue from their newest checkpoint (after a crash, a ``stop()``, or on
@@ -249,20 +251,29 @@ class SegmentedScan(Scan):
         timeout
             Seconds after which a segment is stopped and its point recorded as failed
             (as for :meth:`notebookscan.Scan.run`).
-        dry_run, detach, chunk_size, writer, stale
-            Not available for segmented scans yet: ``dry_run``, ``detach``, a
-            ``chunk_size`` (a task is one segment), ``writer="workers"`` (the client
-            writes everything) and ``stale="recompute"`` raise :class:`ScanError`.
+        detach
+            As for :meth:`notebookscan.Scan.run`: the run goes on in a background process
+            that outlives this one; ``ns.attach(store)`` gives its handle.
+        chunk_size, writer, stale
+            Not available for segmented scans: a ``chunk_size`` (a task is one segment),
+            ``writer="workers"`` (the client writes everything) and
+            ``stale="recompute"`` raise :class:`ScanError`.
         """
         self._check_run(flush_every=flush_every, flush_interval=flush_interval,
                         flush_bytes=flush_bytes, timeout=timeout, chunk_size=chunk_size,
                         max_retries=max_retries, writer=writer, stale=stale)
-        refused = {"dry_run": dry_run, "detach": detach, "chunk_size": chunk_size is not None,
+        refused = {"chunk_size": chunk_size is not None,
                    "writer='workers'": writer == "workers", "stale='recompute'":
                    stale == "recompute"}
         if any(refused.values()):
             raise ScanError(f"{', '.join(k for k, v in refused.items() if v)}: not available "
-                            "for segmented scans yet; run without it (scan.run())")
+                            "for segmented scans; run without it (scan.run())")
+        if detach:
+            return detached.start(self, executor, {
+                "retry_failed": retry_failed, "flush_every": flush_every,
+                "flush_interval": flush_interval, "flush_bytes": flush_bytes,
+                "max_retries": max_retries, "timeout": timeout,
+                "stale": "reuse" if stale is None else stale})
         if stale != "reuse" and self.store.shard_files():
             report = self.stale()
             if report:
