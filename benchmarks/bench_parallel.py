@@ -140,7 +140,7 @@ class Cluster:
     """The local engines of a case: notebookscan's shared local cluster (2 engines)."""
 
     def __init__(self):
-        from notebookscan.executors import ipyparallel as nsipp
+        from notebookscan.executors import local_cluster as nsipp
 
         self._mod = nsipp
         t0 = time.perf_counter()
@@ -345,7 +345,7 @@ def child_coldstart(workdir):
     t0 = time.perf_counter()
     run = scan.run(progress=False)
     total = time.perf_counter() - t0
-    from notebookscan.executors import ipyparallel as nsipp
+    from notebookscan.executors import local_cluster as nsipp
 
     local = getattr(nsipp, "_local", None)
     out = {"import_seconds": import_seconds, "run_seconds": total,
