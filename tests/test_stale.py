@@ -116,8 +116,8 @@ def test_cli_run_offers_the_choice(tmp_path):
     assert run("--stale=recompute").returncode == 0
     assert _values(tmp_path / "s") == [10.0, 20.0, 30.0]
     assert "other code" not in run().stderr
-    from notebookscan.run import stale
     from notebookscan.cli import parser, running
+    from notebookscan.run import stale
 
     assert parser.STALE_CHOICES is running.STALE_CHOICES is stale.STALE_CHOICES
 
