@@ -256,6 +256,8 @@ def describe_axis(values: np.ndarray) -> list[Scalar] | dict[str, list[Scalar]]:
                 return {"range": [first, last + step, step]}
         elif values.dtype.kind == "f":
             for rule, make in _SPACINGS.items():
+                if rule == "geomspace" and not bool((values > 0).all()):
+                    continue  # geomspace cannot include zero; negative runs stay lists
                 with np.errstate(all="ignore"):
                     again = make(first, last, n)
                 if np.array_equal(again.view(np.int64), values.view(np.int64)):

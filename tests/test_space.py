@@ -649,3 +649,29 @@ def test_million_point_grid_is_fast() -> None:
     assert keys[123_456] == point_key({"a": cols["a"][123_456], "b": cols["b"][123_456],
                                        "c": cols["c"][123_456]})
     assert elapsed < 10, f"1M-point grid took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("values", [
+    [round(v, 12) for v in np.linspace(0.0, 1.0, 120)],  # the builder's rounded 0-1 range
+    [0.0, *np.geomspace(1e-3, 10.0, 99)],                 # zero in front of a geometric run
+    np.linspace(-5.0, 0.0, 200)[::-1] + 1e-9,              # crosses zero, not a linspace
+    -np.geomspace(1e-3, 10.0, 80),                         # geometric but negative
+    np.concatenate([np.geomspace(-10.0, -1e-3, 40), np.geomspace(1e-3, 10.0, 40)]),
+])
+def test_describing_an_axis_never_raises_and_gives_back_its_values(values) -> None:
+    space = grid(x=values)
+    axis = json.loads(json.dumps(space.describe()))["node"]["axes"]["x"]
+    assert isinstance(axis, list) or "geomspace" not in axis
+    again = grid(x=axis_from_description(axis))
+    assert again.keys() == space.keys()
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=DESCRIBE_LIST_UP_TO + 1,
+                max_size=DESCRIBE_LIST_UP_TO + 20, unique=True))
+def test_any_valid_float_axis_can_be_described(values) -> None:
+    try:
+        space = grid(x=values)
+    except SpaceError:
+        return  # repeats to 12 digits: not a valid axis
+    axis = space.describe()["node"]["axes"]["x"]
+    assert grid(x=axis_from_description(axis)).keys() == space.keys()

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import notebookscan as ns
+import notebookscan.models as models
 
 pytest.importorskip("ipywidgets")
 
@@ -128,8 +129,8 @@ def test_trials_samples_and_exclusions(tmp_path):
     b.trials.value = 2
     space = b.space
     assert len(space) == 16 and space.layout.kind == "points"
-    assert space.keys() == (ns.grid(tau=0.01, method="rk4")
-                            * ns.sample(8, method="sobol", seed=3, k=(0.0, 1.0))
+    # tau and method are at their defaults: the function supplies them
+    assert space.keys() == (ns.sample(8, method="sobol", seed=3, k=(0.0, 1.0))
                             * ns.trials(2)).keys()
     b.trials.value = 0
     assert "trials must be at least 1" in b.trials_error.value and b.space is None
@@ -236,7 +237,7 @@ def test_the_builder_rejects_a_store_of_other_parameters(tmp_path):
     assert b.spec.stored == 0
     monitor = RunMonitor(scan_factory=b.scan, executor="serial")
     monitor.run_button.click()
-    assert monitor.state == "idle"
+    assert monitor.state == "error"
     assert "holds parameters" in monitor.message_html.value
 
 
@@ -244,7 +245,7 @@ def test_sweepspec_without_widgets():
     spec = SweepSpec.for_function(lambda a, b=2, flag=True: a)
     assert [(p.name, p.kind, p.mode) for p in spec.parameters] == [
         ("a", "float", "linear"), ("b", "int", "fixed"), ("flag", "bool", "fixed")]
-    assert spec.space.names == ("a", "b", "flag")
+    assert spec.space.names == ("a",)  # b and flag are left at their defaults
 
 
 # --------------------------------------------------------------------------- running
@@ -319,8 +320,9 @@ def test_errors_are_shown_not_raised(tmp_path):
 
     monitor = RunMonitor(scan_factory=broken_factory, executor="serial")
     monitor.run_button.click()
-    assert monitor.state == "idle"
+    assert monitor.state == "error"  # in the error style, not a grey note
     assert "fix the field of k" in monitor.message_html.value
+    assert "nbscan-error" in monitor.message_html.value
     scan = ns.Scan(slow, ns.grid(k=[1.0], delay=0.0), tmp_path / "s")
     odd = RunMonitor(scan, executor=object())
     odd.run_button.click()
@@ -509,3 +511,65 @@ def test_core_does_not_import_widgets():
             "import notebookscan.plotting; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# --------------------------------------------------------------------------- issue 15
+
+@pytest.mark.parametrize("name", models.__all__)
+def test_every_public_model_builds_a_valid_scan(tmp_path, name):
+    function = getattr(models, name)
+    spec = SweepSpec.for_function(function, store=str(tmp_path / "s"))
+    assert spec.error == "" and spec.space is not None and spec.size > 0
+    spec.space.validate(function)
+    spec.space.describe()
+    # the parameters left at their defaults are not one-value axes
+    at_default = {p.name for p in spec.parameters if p.at_default}
+    assert at_default and not at_default & set(spec.space.names)
+    assert all(len(set(values)) > 1 for values in spec.space.columns().values())
+    app = ScanApp(function, store=tmp_path / "s", executor="serial")
+    assert app.builder.spec.error == "" and not app.run_shortcut.disabled
+    assert not app.monitor.run_button.disabled
+
+
+def test_defaults_are_fixed_values_not_length_one_dims(tmp_path):
+    b = SweepBuilder(model, store=tmp_path / "s")
+    b.rows["k"].count.value = 3
+    b.scan().run(executor="serial", progress=False)
+    ds = ns.open_store(tmp_path / "s")
+    assert dict(ds.sizes) == {"k": 3}  # tau and method came from the function's defaults
+    assert "tau" not in ds.coords and "method" not in ds.coords
+    np.testing.assert_allclose(ds["cv"].values, 1.0 / (1.0 + np.array([0.0, 0.5, 1.0])))
+    # a default changed in the form is an axis; a store of earlier runs keeps its names
+    b.rows["tau"].value.value = "0.02"
+    assert b.space.names == ("k", "tau")
+    old = tmp_path / "old"
+    ns.Scan(model, ns.grid(k=[1.0], tau=0.01), old).run(executor="serial", progress=False)
+    again = SweepBuilder(model, store=old)
+    assert again.space.names == ("k", "tau") and again.spec.stored == 1
+
+
+def test_widget_shows_the_scans_own_space(tmp_path):
+    space = ns.grid(k=np.linspace(1, 20, 20), tau=[0.005, 0.01])
+    scan = ns.Scan(models.firing_rate, space, tmp_path / "s")
+    app = scan.widget(executor="serial")
+    spec = app.builder.spec
+    k, tau = spec.parameter("k"), spec.parameter("tau")
+    assert (k.mode, k.low, k.high, k.count) == ("linear", 1.0, 20.0, 20)
+    assert tau.mode == "list" and tau.axis == (0.005, 0.01)
+    assert spec.base_space is None  # the form says it all
+    assert spec.size == len(scan.space) == 40
+    assert 'data-size="40"' in app.builder.summary.value
+    assert spec.space.keys() == scan.space.keys() and app.builder.scan() is scan
+    # a scan naming a parameter at its default keeps it: the form gives the same space
+    fixed = ns.Scan(model, ns.grid(k=[1.0, 2.0], tau=0.01), tmp_path / "t")
+    same = ScanApp(fixed, executor="serial").builder.spec
+    assert same.space.keys() == fixed.space.keys() and same.space.names == ("k", "tau")
+
+
+def test_a_linear_range_from_zero_runs(tmp_path):
+    b = SweepBuilder(model, store=tmp_path / "s")
+    b.rows["k"].low.value, b.rows["k"].high.value, b.rows["k"].count.value = 0.0, 1.0, 120
+    assert b.spec.error == "" and len(b.space) == 120
+    b.space.describe()  # raised "Geometric sequence cannot include zero"
+    b.scan().run(executor="serial", progress=False)
+    assert ns.Scan(model, b.space, tmp_path / "s").status()["done"] == 120

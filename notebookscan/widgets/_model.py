@@ -264,7 +264,8 @@ class ParameterSpec(t.HasTraits):
 
     ``axis`` holds the values the parameter takes (``None`` for random samples or when
     the form is invalid), ``bounds`` the ``(low, high)`` of random samples, and
-    ``error`` a one-line message to show next to the field ("" when fine).
+    ``error`` a one-line message to show next to the field ("" when fine). ``default``
+    is the text of the function's default value (``None`` when it has none).
 
     Examples
     --------
@@ -285,6 +286,7 @@ class ParameterSpec(t.HasTraits):
     high = t.Float(1.0)
     count = t.Int(5)
     annotation = t.Unicode("")
+    default = t.Unicode(None, allow_none=True)
 
     axis = t.Any(None, allow_none=True, read_only=True)
     bounds = t.Any(None, allow_none=True, read_only=True)
@@ -337,6 +339,23 @@ class ParameterSpec(t.HasTraits):
             ints = tuple(dict.fromkeys(round(v) for v in raw))
             return ints, None
         return tuple(_round(v) for v in raw), None
+
+    @property
+    def at_default(self) -> bool:
+        """True when the form is the function's default value as a fixed value: the
+        function then uses its default and the space leaves the parameter out."""
+        if self.default is None or self.mode != "fixed" or self.axis is None:
+            return False
+        try:
+            default = parse_scalar(self.default, self.kind)
+        except ValueError:
+            return False
+        return bool(self.axis[0] == default and type(self.axis[0]) is type(default))
+
+    def show_default(self) -> None:
+        """Fill the form with the function's default value (a fixed value)."""
+        if self.default is not None:
+            self.set(mode="fixed", value=self.default)
 
     def form(self) -> dict[str, Any]:
         """The form's fields as a plain dict (for saving and restoring)."""
@@ -415,6 +434,8 @@ class SweepSpec(t.HasTraits):
     base_space = t.Any(None, allow_none=True)
     #: while True the store is not read (a run is writing it): counts are updated after
     paused = t.Bool(False)
+    #: parameters that stay in the space at their default (those of a space shown)
+    keep = t.Set(t.Unicode())
 
     space = t.Any(None, allow_none=True, read_only=True)
     error = t.Unicode("", read_only=True)
@@ -447,9 +468,10 @@ class SweepSpec(t.HasTraits):
             has_default = param.default is not inspect.Parameter.empty
             annotation = "" if param.annotation is inspect.Parameter.empty else (
                 getattr(param.annotation, "__name__", None) or str(param.annotation))
-            spec = ParameterSpec(name=param.name, kind=kind, annotation=annotation)
+            spec = ParameterSpec(name=param.name, kind=kind, annotation=annotation,
+                                 default=_text(param.default) if has_default else None)
             if has_default:
-                spec.set(mode="fixed", value=_text(param.default))
+                spec.show_default()
             elif kind == "float":
                 spec.set(mode="linear", low=0.0, high=1.0, count=5)
             elif kind == "int":
@@ -475,9 +497,13 @@ class SweepSpec(t.HasTraits):
 
     @t.observe("store", "paused")
     def _on_store(self, change: Any) -> None:
-        self._count_stored()
+        if change["name"] == "store":
+            self._rebuild()  # the store's parameters decide which defaults stay in
+        else:
+            self._count_stored()
 
-    @t.observe("trials", "samples", "method", "seed", "exclusions", "base_space", "function")
+    @t.observe("trials", "samples", "method", "seed", "exclusions", "base_space", "function",
+               "keep")
     def _on_change(self, change: Any) -> None:
         if self.base_space is not None and change["name"] in (
                 "trials", "samples", "method", "seed", "exclusions"):
@@ -502,6 +528,13 @@ class SweepSpec(t.HasTraits):
         if trials_error or samples_error:
             return None, trials_error or samples_error
         axes = {p.name: p.axis for p in self.parameters if p.mode != "random"}
+        # parameters at their default are left to the function (no length-1 dims),
+        # unless the store already holds them (its points keep their parameters)
+        kept = self._stored_names() | set(self.keep)
+        varied = {name: axis for name, axis in axes.items()
+                  if name in kept or not self.parameter(name).at_default}
+        if varied or randoms or self.trials > 1:
+            axes = varied
         space: Space | None = grid(**axes) if axes else None
         if randoms:
             drawn = sample(self.samples, method=self.method, seed=self.seed,
@@ -550,6 +583,16 @@ class SweepSpec(t.HasTraits):
         if path not in self._stores:
             self._stores[path] = Store(path)
         return self._stores[path]
+
+    def _stored_names(self) -> set[str]:
+        """The parameter names the store records ("" store or a new one: none)."""
+        store = self._store()
+        if store is None or not store.exists:
+            return set()
+        try:
+            return set(store.metadata().get("names", []))
+        except (NotebookscanError, OSError, ValueError):
+            return set()
 
     def _count_stored(self) -> None:
         if self.paused:
@@ -611,11 +654,14 @@ class SweepSpec(t.HasTraits):
         """Fill the form from a space; returns False (keeping it as ``base_space``) when
         the form cannot express it, e.g. a union made by refining."""
         node = node or space.describe()["node"]
-        form = _form_of(node, [p.name for p in self.parameters])
+        names = [p.name for p in self.parameters]
+        optional = {p.name for p in self.parameters if p.default is not None}
+        self.keep = set(space.names) & set(names)  # the form gives back the same names
+        form = _form_of(node, names, optional)
         if form is None:
             first = _first_part(node)
             if first is not None:
-                self._fill(_form_of(first, [p.name for p in self.parameters]))
+                self._fill(_form_of(first, names, optional))
             self.base_space = space
             return False
         self._fill(form)
@@ -626,6 +672,9 @@ class SweepSpec(t.HasTraits):
         if not form:
             return
         with self.hold_trait_notifications():
+            for spec in self.parameters:  # a parameter the space leaves out is at its default
+                if spec.name not in form["axes"] and spec.name not in form["random"]:
+                    spec.show_default()
             for name, values in form["axes"].items():
                 self.parameter(name).show_values(values)
             for name, (low, high) in form["random"].items():
@@ -643,8 +692,10 @@ def _first_part(node: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return node if node.get("kind") != "union" else None
 
 
-def _form_of(node: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any] | None:
-    """The builder form that produces ``node``, or None when there is none."""
+def _form_of(node: Mapping[str, Any], names: Sequence[str],
+             optional: set[str] | frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """The builder form that produces ``node``, or None when there is none (``optional``
+    names, those with a default, may be missing from the space)."""
     form: dict[str, Any] = {"axes": {}, "random": {}, "samples": None, "trials": 1,
                             "exclusions": ""}
     if node.get("kind") == "where":
@@ -677,7 +728,7 @@ def _form_of(node: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any] | 
     if not walk(node):
         return None
     covered = set(form["axes"]) | set(form["random"])
-    if covered != set(names):
+    if not covered <= set(names) or set(names) - covered - set(optional):
         return None
     return form
 

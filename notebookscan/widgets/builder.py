@@ -300,7 +300,9 @@ class SweepBuilder(w.VBox):
             return
         if space is None:
             return
-        if set(space.names) - {"trial"} != {p.name for p in self.spec.parameters}:
+        names = set(space.names) - {"trial"}
+        required = {p.name for p in self.spec.parameters if p.default is None}
+        if not required <= names <= {p.name for p in self.spec.parameters}:
             return  # another function's store: the counts will say nothing is stored
         filled = self.spec.show_space(space, node)
         self.restored = ("Form filled from the store's last run." if filled else

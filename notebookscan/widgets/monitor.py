@@ -290,9 +290,11 @@ class RunMonitor(w.VBox):
         try:
             scan = self._factory()
         except (NotebookscanError, ValueError, TypeError) as exc:
+            self.state = "error"  # shown as an error, not as a note on the last run
             self.message = str(exc)
             return
         if scan is None:
+            self.state = "error"
             self.message = "there is no scan to run"
             return
         spec = self.executor.value
