@@ -573,3 +573,12 @@ def test_a_linear_range_from_zero_runs(tmp_path):
     b.space.describe()  # raised "Geometric sequence cannot include zero"
     b.scan().run(executor="serial", progress=False)
     assert ns.Scan(model, b.space, tmp_path / "s").status()["done"] == 120
+
+
+def test_a_space_the_form_cannot_show_is_named_in_the_summary(tmp_path):
+    space = ns.grid(k=[1.0, 2.0]) + ns.grid(k=[3.0])
+    app = ScanApp(ns.Scan(model, space, tmp_path / "s"), executor="serial")
+    assert app.builder.spec.base_space is space and app.builder.spec.size == 3
+    assert "more than the form can show" in app.builder.summary.value
+    app.builder.rows["k"].values.value = "1, 2, 5, 6"  # an edit replaces it, as the note says
+    assert app.builder.spec.base_space is None and app.builder.spec.size == 4

@@ -160,8 +160,8 @@ class SweepBuilder(w.VBox):
         self.add_class("nbscan-builder")
         self._wire()
         self._scan: Scan | None = None
-        if space is not None:
-            self.spec.show_space(space)
+        if space is not None and not self.spec.show_space(space):
+            self.restored = "The scan's space is more than the form can show; it runs as is:"
         elif store is not None:
             self._restore_from_store()
         self.spec.measure_from_store()
