@@ -582,3 +582,15 @@ def test_a_space_the_form_cannot_show_is_named_in_the_summary(tmp_path):
     assert "more than the form can show" in app.builder.summary.value
     app.builder.rows["k"].values.value = "1, 2, 5, 6"  # an edit replaces it, as the note says
     assert app.builder.spec.base_space is None and app.builder.spec.size == 4
+
+
+def test_a_default_the_form_cannot_hold_is_left_to_the_function():
+    def f(k: float, x=None, arr=(0.0, 1.0), n: int = 3):
+        return k
+    spec = SweepSpec.for_function(f)
+    assert spec.error == "" and spec.space.names == ("k",)
+    assert spec.parameter("x").error == "" and spec.parameter("x").at_default
+    spec.parameter("n").value = "4"  # a value other than the default is part of the space
+    assert spec.space.names == ("k", "n") and spec.space.columns()["n"] == [4] * 5
+    spec.parameter("x").value = "none"
+    assert "not a number" in spec.parameter("x").error and spec.space is None

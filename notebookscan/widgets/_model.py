@@ -316,6 +316,8 @@ class ParameterSpec(t.HasTraits):
     def _compute(self) -> tuple[tuple[Any, ...] | None, tuple[float, float] | None]:
         mode, kind = self.mode, self.kind
         if mode == "fixed":
+            if self.value.strip() == self.default and not _parses(self.default, kind):
+                return None, None  # a default such as None: the function supplies it
             return (parse_scalar(self.value, kind),), None
         if mode == "list":
             return parse_list(self.values, kind), None
@@ -344,7 +346,11 @@ class ParameterSpec(t.HasTraits):
     def at_default(self) -> bool:
         """True when the form is the function's default value as a fixed value: the
         function then uses its default and the space leaves the parameter out."""
-        if self.default is None or self.mode != "fixed" or self.axis is None:
+        if self.default is None or self.mode != "fixed":
+            return False
+        if self.value.strip() == self.default:
+            return True
+        if self.axis is None:
             return False
         try:
             default = parse_scalar(self.default, self.kind)
@@ -390,6 +396,14 @@ class ParameterSpec(t.HasTraits):
             for name, value in values.items():
                 setattr(self, name, value)
         self._check()
+
+
+def _parses(text: str, kind: str) -> bool:
+    try:
+        parse_scalar(text, kind)
+    except ValueError:
+        return False
+    return True
 
 
 def _text(value: Any) -> str:
@@ -535,6 +549,7 @@ class SweepSpec(t.HasTraits):
                   if name in kept or not self.parameter(name).at_default}
         if varied or randoms or self.trials > 1:
             axes = varied
+        axes = {name: axis for name, axis in axes.items() if axis is not None}
         space: Space | None = grid(**axes) if axes else None
         if randoms:
             drawn = sample(self.samples, method=self.method, seed=self.seed,
