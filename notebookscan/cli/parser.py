@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..executors.registry import EXECUTOR_HELP
 from ..run.stale import STALE_CHOICES
-from .common import EXECUTORS, EXIT_USAGE, PROG
+from .common import EXECUTORS, EXIT_USAGE, PROG, did_you_mean
 from .demo import cmd_demo
 from .running import cmd_attach, cmd_run, cmd_stop
 from .store_commands import cmd_compact, cmd_export, cmd_merge, cmd_status, cmd_verify
@@ -20,10 +21,43 @@ from .store_commands import cmd_compact, cmd_export, cmd_merge, cmd_status, cmd_
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's wording: every error ends with where to find help."""
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        # A stray option after a subcommand is reported by that subcommand, with its usage.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._subcommand(parsed) or self
+            parser.error(_unrecognized(extras, parser))
+        return parsed
+
+    def _subcommand(self, parsed: argparse.Namespace) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest or "", None) or "")
+        return None
+
     def error(self, message: str) -> NoReturn:
+        message = _suggest_choice(message)
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n"
                               f"Run `{self.prog} --help` for the options and examples.\n")
+
+
+def _unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """argparse's 'unrecognized arguments' with the nearest known option of ``parser``."""
+    options = [o for action in parser._actions for o in action.option_strings
+               if o.startswith("--")]
+    first = next((e for e in extras if e.startswith("-")), None)
+    hint = did_you_mean(first.split("=", 1)[0], options) if first else ""
+    return f"unrecognized arguments: {' '.join(extras)}{hint}"
+
+
+def _suggest_choice(message: str) -> str:
+    """A mistyped subcommand or choice: add the nearest valid one."""
+    match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not match:
+        return message
+    choices = re.findall(r"'([^']*)'", match.group(2))
+    return message + did_you_mean(match.group(1), choices)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -301,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "summarise a store: points by status, failures, runs, size",
                 STATUS_EXAMPLES)
     p.add_argument("store", metavar="DIR", help="the store directory")
-    p.add_argument("--failures", type=int, default=10, metavar="N",
+    p.add_argument("--failures", type=_whole_number, default=10, metavar="N",
                    help="failed points to list with their errors (default 10; 0 for none)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_status)
