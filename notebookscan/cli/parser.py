@@ -133,6 +133,8 @@ axes:
                         with --log-axis, spaced evenly on a log scale
   NAME=V1,V2,...        these values (numbers, true/false, or text)
   NAME=VALUE            one fixed value
+  Numbers and true/false are read as such; quote a value to keep it text, with the
+  quotes inside the shell's: --axis 'id="007"' (the text 007).
 
 config file (TOML; YAML with the same keys if PyYAML is installed):
   function = "model.py:simulate"    # optional, like MODULE:FUNCTION
@@ -146,6 +148,8 @@ config file (TOML; YAML with the same keys if PyYAML is installed):
   Other keys: executor, engines, profile, cluster_id, connection_file, retry_failed,
   stale.
   Command-line options override the file; --axis NAME overrides the file's NAME.
+  Paths in the file (function, store, connection_file) are relative to the current
+  directory, not to the file's.
 
 exit codes: 0 every point done (with --detach: the run started); 1 some points failed
 (see `notebookscan status`); 2 bad arguments; 130 interrupted (Ctrl-C); 143 terminated
@@ -222,6 +226,8 @@ examples:
 Scans notebookscan.models.firing_rate (leaky integrate-and-fire neurons) over the input
 strength k, the membrane time constant tau and 5 trials, then plots rate against k.
 Running it again computes nothing: every point is already in the store.
+exit codes: 0 every point done; 1 some points failed; 2 bad arguments; 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM).
 """
 
 MAIN_DESCRIPTION = """\
