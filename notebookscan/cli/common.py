@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import NotebookscanError
@@ -29,14 +30,31 @@ AXIS_SYNTAX = ("write NAME=START:STOP:NUM (NUM evenly spaced values, e.g. k=1:20
 class UsageError(NotebookscanError):
     """A bad command-line argument: exit code 2, the message names the argument."""
 
-    def __init__(self, argument: str, message: str):
-        super().__init__(f"argument {argument}: {message}")
+    def __init__(self, argument: str, message: str, *, config: str | None = None):
+        # A value read from a config file names that file and key, not a flag never typed.
+        where = f"config file {config}, key {argument}" if config else f"argument {argument}"
+        super().__init__(f"{where}: {message}")
         self.argument = argument
+        self.config = config
+
+
+def did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    """``"; did you mean X?"`` for the candidates closest to a mistyped ``word``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def option_name(key: str, origins: Mapping[str, str] | None = None) -> str:
+    """How the user gave setting ``key``: ``--key-name``, or ``key (in FILE)`` from a config."""
+    if origins and key in origins:
+        return f"{key} (in {origins[key]})"
+    return "--" + key.replace("_", "-")
 
 
 class CommandFailed(NotebookscanError):
     """The command could not do its work (exit code 1)."""
-
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import AXIS_SYNTAX, CONFIG_KEYS, UsageError
+from .common import AXIS_SYNTAX, CONFIG_KEYS, UsageError, did_you_mean
 
 
 def parse_value(text: str) -> bool | int | float | str:
@@ -188,7 +188,8 @@ def load_config(path: str) -> Config:
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise UsageError(where, f"{path!r} has unknown key(s) {', '.join(map(repr, unknown))}; "
-                                f"known keys: {', '.join(CONFIG_KEYS)}")
+                                f"known keys: {', '.join(CONFIG_KEYS)}"
+                                f"{did_you_mean(str(unknown[0]), CONFIG_KEYS)}")
     config = Config(path=path)
     for table, log in (("axes", False), ("log_axes", True)):
         axes = data.pop(table, {})

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..executors.registry import EXECUTOR_HELP
 from ..run.stale import STALE_CHOICES
-from .common import EXECUTORS, EXIT_USAGE, PROG
+from .common import EXECUTORS, EXIT_USAGE, PROG, did_you_mean
 from .demo import cmd_demo
 from .running import cmd_attach, cmd_run, cmd_stop
 from .store_commands import cmd_compact, cmd_export, cmd_merge, cmd_status, cmd_verify
@@ -20,10 +21,43 @@ from .store_commands import cmd_compact, cmd_export, cmd_merge, cmd_status, cmd_
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's wording: every error ends with where to find help."""
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        # A stray option after a subcommand is reported by that subcommand, with its usage.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._subcommand(parsed) or self
+            parser.error(_unrecognized(extras, parser))
+        return parsed
+
+    def _subcommand(self, parsed: argparse.Namespace) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest or "", None) or "")
+        return None
+
     def error(self, message: str) -> NoReturn:
+        message = _suggest_choice(message)
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n"
                               f"Run `{self.prog} --help` for the options and examples.\n")
+
+
+def _unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """argparse's 'unrecognized arguments' with the nearest known option of ``parser``."""
+    options = [o for action in parser._actions for o in action.option_strings
+               if o.startswith("--")]
+    first = next((e for e in extras if e.startswith("-")), None)
+    hint = did_you_mean(first.split("=", 1)[0], options) if first else ""
+    return f"unrecognized arguments: {' '.join(extras)}{hint}"
+
+
+def _suggest_choice(message: str) -> str:
+    """A mistyped subcommand or choice: add the nearest valid one."""
+    match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not match:
+        return message
+    choices = re.findall(r"'([^']*)'", match.group(2))
+    return message + did_you_mean(match.group(1), choices)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -99,6 +133,8 @@ axes:
                         with --log-axis, spaced evenly on a log scale
   NAME=V1,V2,...        these values (numbers, true/false, or text)
   NAME=VALUE            one fixed value
+  Numbers and true/false are read as such; quote a value to keep it text, with the
+  quotes inside the shell's: --axis 'id="007"' (the text 007).
 
 config file (TOML; YAML with the same keys if PyYAML is installed):
   function = "model.py:simulate"    # optional, like MODULE:FUNCTION
@@ -112,6 +148,8 @@ config file (TOML; YAML with the same keys if PyYAML is installed):
   Other keys: executor, engines, profile, cluster_id, connection_file, retry_failed,
   stale.
   Command-line options override the file; --axis NAME overrides the file's NAME.
+  Paths in the file (function, store, connection_file) are relative to the current
+  directory, not to the file's.
 
 exit codes: 0 every point done (with --detach: the run started); 1 some points failed
 (see `notebookscan status`); 2 bad arguments; 130 interrupted (Ctrl-C); 143 terminated
@@ -188,6 +226,8 @@ examples:
 Scans notebookscan.models.firing_rate (leaky integrate-and-fire neurons) over the input
 strength k, the membrane time constant tau and 5 trials, then plots rate against k.
 Running it again computes nothing: every point is already in the store.
+exit codes: 0 every point done; 1 some points failed; 2 bad arguments; 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM).
 """
 
 MAIN_DESCRIPTION = """\
@@ -301,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "summarise a store: points by status, failures, runs, size",
                 STATUS_EXAMPLES)
     p.add_argument("store", metavar="DIR", help="the store directory")
-    p.add_argument("--failures", type=int, default=10, metavar="N",
+    p.add_argument("--failures", type=_whole_number, default=10, metavar="N",
                    help="failed points to list with their errors (default 10; 0 for none)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_status)

@@ -22,8 +22,10 @@ from .common import (
     PROG,
     CommandFailed,
     UsageError,
+    did_you_mean,
     echo,
     note,
+    option_name,
     quote_path,
 )
 from .inputs import Config, load_config, load_function, parse_axis
@@ -107,40 +109,58 @@ def _cli_wording(message: str, timeout: float) -> str:
     return message
 
 
-def check_executor_options(settings: Mapping[str, Any]) -> None:
+def setting_error(key: str, message: str, origins: Mapping[str, str] | None = None) -> UsageError:
+    """A bad value of setting ``key``, blamed on the flag or on the config file that gave it."""
+    if origins and key in origins:
+        return UsageError(key, message, config=origins[key])
+    return UsageError(option_name(key), message)
+
+
+def check_executor_options(settings: Mapping[str, Any],
+                           origins: Mapping[str, str] | None = None) -> None:
+    """Refuse contradictory or bad executor settings; ``origins`` maps keys read from a config
+    file to that file, so that the message names the file and key instead of a flag."""
+    def name(key: str) -> str:
+        return option_name(key, origins)
+
     kind = settings.get("executor")
-    connecting = [f"--{k.replace('_', '-')}" for k in ("profile", "cluster_id", "connection_file")
+    connecting = [k for k in ("profile", "cluster_id", "connection_file")
                   if settings.get(k) is not None]
     if connecting and kind not in (None, "local"):
-        raise UsageError(connecting[0], f"{connecting[0]} connects to a running ipyparallel "
-                                        f"cluster; it cannot be combined with --executor {kind}. "
-                                        "Drop one of them.")
+        raise setting_error(connecting[0], f"{name(connecting[0])} connects to a running "
+                                           "ipyparallel cluster; it cannot be combined with "
+                                           f"{name('executor')} {kind}. Drop one of them.",
+                            origins)
     for option in ("min_engines", "engine_timeout"):
         if settings.get(option) is not None and not connecting:
-            flag = f"--{option.replace('_', '-')}"
-            raise UsageError(flag, f"{flag} applies to a running ipyparallel cluster (a Slurm "
-                                   "job's engines, say); name it with --profile/--cluster-id or "
-                                   "--connection-file. Local engines and processes start here "
-                                   "and are waited for anyway.")
+            raise setting_error(option, f"{name(option)} applies to a running ipyparallel "
+                                        "cluster (a Slurm job's engines, say); name it with "
+                                        "--profile/--cluster-id or --connection-file. Local "
+                                        "engines and processes start here and are waited for "
+                                        "anyway.", origins)
     if connecting and settings.get("engines") is not None:
-        raise UsageError("--engines", "--engines starts engines on this machine; with "
-                                      f"{connecting[0]} the running cluster's engines are used. "
-                                      "Drop --engines (start more with `ipcluster engines`).")
+        raise setting_error("engines", f"{name('engines')} starts engines on this machine; with "
+                                       f"{name(connecting[0])} the running cluster's engines "
+                                       f"are used. Drop {name('engines')} (start more with "
+                                       "`ipcluster engines`).", origins)
     if settings.get("connection_file") is not None and len(connecting) > 1:
-        raise UsageError("--connection-file", "give either --connection-file or --profile/"
-                                              "--cluster-id, not both")
+        raise setting_error("connection_file", "give either --connection-file or --profile/"
+                                               "--cluster-id, not both", origins)
     path = settings.get("connection_file")
-    if path is not None and not os.path.isfile(os.path.expanduser(path)):
-        raise UsageError("--connection-file", f"{path!r} does not exist; it is the controller's "
-                                              "security/ipcontroller-<cluster-id>-client.json")
+    if path is not None and not os.path.isfile(os.path.expanduser(str(path))):
+        raise setting_error("connection_file", f"{path!r} does not exist; it is the "
+                                               "controller's security/ipcontroller-<cluster-id>-"
+                                               "client.json", origins)
     if kind is not None and kind not in EXECUTORS:
-        raise UsageError("--executor", f"{kind!r} is not one of {', '.join(EXECUTORS)}")
+        raise setting_error("executor", f"{kind!r} is not one of {', '.join(EXECUTORS)}"
+                                        f"{did_you_mean(kind, EXECUTORS)}", origins)
     engines = settings.get("engines")
     if engines is not None and (isinstance(engines, bool) or not isinstance(engines, int)
                                 or engines < 1):
-        raise UsageError("--engines", f"{engines!r} must be a whole number >= 1")
+        raise setting_error("engines", f"{engines!r} must be a whole number >= 1 (in a config "
+                                       "file without quotes, e.g. engines = 4)", origins)
     if kind == "serial" and engines is not None:
-        note("note: --engines is ignored with --executor serial (one point at a time)")
+        note(f"note: {name('engines')} is ignored with --executor serial (one point at a time)")
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -154,11 +174,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``notebookscan run``."""
     config = load_config(args.config) if args.config else Config()
     settings = dict(config.values)
+    origins = dict.fromkeys(settings, config.path)  # which settings the config file gave
     for key in ("function", "store", "trials", "executor", "engines", "profile", "cluster_id",
                 "connection_file", "retry_failed", "stale", "min_engines", "engine_timeout"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
+            origins.pop(key, None)
     if not settings.get("function"):
         raise UsageError("MODULE:FUNCTION", "no function to scan; give MODULE:FUNCTION (e.g. "
                                             "notebookscan.models:firing_rate) or function = "
@@ -166,11 +188,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not settings.get("store"):
         raise UsageError("--store", "no store given; add --store DIR (a new or existing store "
                                     "directory) or store = \"...\" in --config")
-    check_executor_options(settings)
+    check_executor_options(settings, origins)
     trials = settings.get("trials")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
                                or trials < 1):
-        raise UsageError("--trials", f"{trials!r} must be a whole number >= 1")
+        raise setting_error("trials", f"{trials!r} must be a whole number >= 1 (in a config "
+                                      "file without quotes, e.g. trials = 5)", origins)
 
     axes = dict(config.axes)
     seen: set[str] = set()
@@ -185,14 +208,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--axis", "no parameters to scan; add --axis NAME=VALUES (e.g. "
                                    "--axis k=1:20:20) or [axes] in --config")
 
-    function = load_function(str(settings["function"]))
-    store = str(settings["store"])
+    for key in ("function", "store"):
+        if not isinstance(settings[key], str):
+            raise setting_error(key, f"{settings[key]!r} must be text (in a config file in "
+                                     f"quotes, e.g. {key} = \"...\")", origins)
+    try:
+        function = load_function(settings["function"])
+    except UsageError as exc:
+        if "function" not in origins:
+            raise
+        raise setting_error("function", str(exc).split(": ", 1)[1], origins) from None
+    store = settings["store"]
     if os.path.exists(store) and not os.path.isdir(store):
-        raise UsageError("--store", f"{store!r} is a file; give a directory")
-    scan = _make_scan(function, axes, trials, store)
+        raise setting_error("store", f"{store!r} is a file; give a directory", origins)
     stale = settings.get("stale")
     if stale is not None and stale not in STALE_CHOICES:
-        raise UsageError("--stale", f"{stale!r} is not one of {', '.join(STALE_CHOICES)}")
+        raise setting_error("stale", f"{stale!r} is not one of {', '.join(STALE_CHOICES)}"
+                                     f"{did_you_mean(str(stale), STALE_CHOICES)}", origins)
+    retry = settings.get("retry_failed")
+    if retry is not None and not isinstance(retry, bool):
+        raise setting_error("retry_failed", f"{retry!r} must be true or false (without "
+                                            "quotes)", origins)
+    scan = _make_scan(function, axes, trials, store)
     if args.detach and not args.dry_run:
         return _detach(scan, settings, retry_failed=bool(settings.get("retry_failed")),
                        stale=stale)
@@ -213,9 +250,27 @@ def _make_scan(function: Callable[..., Any], axes: Mapping[str, Any], trials: in
             space = trials_space(trials) if space is None else space * trials_space(trials)
         return Scan(function, space, store)
     except SpaceError as exc:
-        raise UsageError("--axis", str(exc)) from None
+        raise UsageError("--axis", cli_space_wording(str(exc))) from None
     except NotebookscanError as exc:  # the store holds other parameters, or is unreadable
-        raise UsageError("--store", str(exc)) from None
+        raise UsageError("--store", cli_space_wording(str(exc))) from None
+
+
+_SPACE_TO_CLI = (  # Python advice in the space's messages, and the same advice as options
+    (r"space \* grid\((\w+)=\.\.\.\)", r"--axis \1=VALUES"),
+    (r"remove '(\w+)' from the space", r"remove --axis \1"),
+    (r"\b(?:grid|zip_)\(\): axis '(\w+)'", r"--axis \1"),
+    (r"\bgrid\((\w+)=", r"--axis \1="),
+)
+
+
+def cli_space_wording(message: str) -> str:
+    """A space or scan message with its Python advice (``space * grid(x=...)``) as the
+    command-line options that do the same (``--axis x=VALUES``)."""
+    import re
+
+    for pattern, replacement in _SPACE_TO_CLI:
+        message = re.sub(pattern, replacement, message)
+    return message
 
 
 def execute(scan: Any, args: argparse.Namespace, settings: Mapping[str, Any], *,
