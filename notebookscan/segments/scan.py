@@ -46,10 +46,9 @@ from ..run.provenance import collect, run_id
 from ..scan import Scan, settle_stale
 from ..store import Store
 from ..store.checkpoints import Checkpoint
-from ..store.schema import Layout
+from ..store.schema import SEGMENT_PARAMETERS, Layout
 from .protocol import RESERVED_PARAMETERS, is_segmented_model, model_form, signature_for_space
 from .source import (
-    SEGMENT_NAMES,
     Link,
     SegmentEvents,
     SegmentSource,
@@ -279,8 +278,8 @@ class SegmentedScan(Scan):
             if report:
                 settle_stale(report, stale)
         self.store.prepare(self.layout, self.space.names)
-        self.recordings_store.prepare(Layout("points", (*self.space.names, *SEGMENT_NAMES)),
-                                      [*self.space.names, *SEGMENT_NAMES])
+        self.recordings_store.prepare(Layout("points", (*self.space.names, *SEGMENT_PARAMETERS)),
+                                      [*self.space.names, *SEGMENT_PARAMETERS])
         self.checkpoints.remove_dead_temporaries()
         works, complete, failed_before, repaired = self._plan(retry_failed)
         if failed_before:

@@ -51,10 +51,6 @@ from .worker import SegmentOutcome, SegmentTask, run_segment
 __all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentProgress", "SegmentSource"]
 
 SEGMENT_EVENTS = (*EVENTS, "segment_done")
-SEGMENT_NAMES = SEGMENT_PARAMETERS  # extra parameters of the recordings store
-ROLE_ATTR = SEGMENT_ROLE_ATTR
-POINT_VALUES = SEGMENT_POINT_VALUES  # added to each finished point's row
-PROGRESS_INTERVAL = 0.2
 
 
 class SegmentEvents(Events):
@@ -180,7 +176,8 @@ class SegmentSource:
         self._checkpoints: list[tuple[str, int, int, bytes, dict[str, bytes], dict[str, Any]]] = []
         self._points: list[Record] = list(repaired)
         self._bytes = 0
-        self._names = ResultNames({*self.names, *SEGMENT_NAMES, "point_key", *POINT_VALUES})
+        self._names = ResultNames({*self.names, *SEGMENT_PARAMETERS, "point_key",
+                                   *SEGMENT_POINT_VALUES})
 
     def _remaining(self, work: Work) -> int:
         left = 0 if work.needs_transform else max(0, self.links[work.link].segments - work.count)
@@ -372,9 +369,9 @@ class SegmentSource:
         n_rows, n_checkpoints = len(rows), len(checkpoints)
         shard = None
         if rows:
-            data = shard_from_records((*self.names, *SEGMENT_NAMES), rows, self.attrs)
+            data = shard_from_records((*self.names, *SEGMENT_PARAMETERS), rows, self.attrs)
             for name in data.results:
-                data.result_attrs[name][ROLE_ATTR] = self._names.roles.get(name, "point")
+                data.result_attrs[name][SEGMENT_ROLE_ATTR] = self._names.roles.get(name, "point")
             shard = self.recordings.write(data)
             del data
         for key, link, count, state, files, meta in checkpoints:
