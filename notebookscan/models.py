@@ -42,6 +42,18 @@ DRIVE_PER_K = 0.1
 NOISE = 0.2
 #: Sampling interval of the returned voltage trace, in seconds (1 ms).
 TRACE_DT = 1e-3
+#: The units and names :func:`firing_rate` declares for its results and parameters (the
+#: store keeps them; plots label their axes with them).
+RATE_ATTRS = {"units": "Hz", "long_name": "firing rate"}
+CV_ATTRS = {"units": "1", "long_name": "CV of inter-spike intervals"}
+#: Units and names of :func:`firing_rate`'s parameters, for
+#: ``space.with_attrs(**{n: FIRING_RATE_PARAMETERS[n] for n in space.names})``.
+FIRING_RATE_PARAMETERS = {
+    "k": {"units": "1", "long_name": "input strength"},
+    "tau": {"units": "s", "long_name": "membrane time constant"},
+    "n_neurons": {"long_name": "neurons"},
+    "duration": {"units": "s", "long_name": "simulated time"},
+}
 
 
 def firing_rate(k: float, tau: float = 0.01, n_neurons: int = 100, duration: float = 1.0,
@@ -77,9 +89,11 @@ def firing_rate(k: float, tau: float = 0.01, n_neurons: int = 100, duration: flo
     Returns
     -------
     dict
-        ``"rate"``: mean firing rate over neurons in Hz (float);
+        ``"rate"``: mean firing rate over neurons in Hz (a 0-d :class:`xarray.DataArray`
+        with ``units`` and ``long_name``: see :data:`RATE_ATTRS`);
         ``"cv"``: coefficient of variation of the inter-spike intervals, the mean of the
-        per-neuron CVs over neurons with at least 3 spikes (NaN when no neuron has);
+        per-neuron CVs over neurons with at least 3 spikes (NaN when no neuron has; a
+        0-d DataArray too);
         ``"v"``: :class:`xarray.DataArray` of neuron 0's membrane potential sampled every
         1 ms from ``t = 0``, dims ``("time",)``, coordinate ``time`` in seconds.
 
@@ -94,16 +108,18 @@ def firing_rate(k: float, tau: float = 0.01, n_neurons: int = 100, duration: flo
     >>> out = firing_rate(k=15, tau=0.01, seed=1)
     >>> sorted(out)
     ['cv', 'rate', 'v']
-    >>> 50 < out["rate"] < 200 and out["cv"] < 0.5
+    >>> 50 < float(out["rate"]) < 200 and float(out["cv"]) < 0.5
     True
-    >>> firing_rate(k=15, tau=0.005, seed=1)["rate"] > 1.5 * out["rate"]
+    >>> out["rate"].attrs["units"]
+    'Hz'
+    >>> float(firing_rate(k=15, tau=0.005, seed=1)["rate"]) > 1.5 * float(out["rate"])
     True
     >>> out["v"].dims, out["v"].sizes["time"], float(out["v"].time[1])
     (('time',), 1000, 0.001)
-    >>> firing_rate(k=15, seed=1)["rate"] == out["rate"]
+    >>> float(firing_rate(k=15, seed=1)["rate"]) == float(out["rate"])
     True
     >>> import math
-    >>> firing_rate(k=0)["rate"], math.isnan(firing_rate(k=0)["cv"])
+    >>> float(firing_rate(k=0)["rate"]), math.isnan(firing_rate(k=0)["cv"])
     (0.0, True)
     """
     k, tau, duration = float(k), float(tau), float(duration)
@@ -146,7 +162,8 @@ def firing_rate(k: float, tau: float = 0.01, n_neurons: int = 100, duration: flo
                         attrs={"long_name": "membrane potential of neuron 0",
                                "units": "threshold"})
     v_da.time.attrs["units"] = "s"
-    return {"rate": float(rate), "cv": cv, "v": v_da}
+    return {"rate": xr.DataArray(float(rate), attrs=RATE_ATTRS),
+            "cv": xr.DataArray(cv, attrs=CV_ATTRS), "v": v_da}
 
 
 def _mean_cv(neuron: np.ndarray, step: np.ndarray, n_neurons: int) -> float:
@@ -194,7 +211,8 @@ def cellular_automaton(rule: int, initial: str = "single", width: int = 101, ste
     dict
         ``"pattern"``: ``uint8`` :class:`xarray.DataArray` of shape ``(steps, width)``
         with dims ``("step", "cell")`` and integer coordinates; row 0 is the initial state.
-        ``"density"``: fraction of live cells in the last row (float).
+        ``"density"``: fraction of live cells in the last row (a 0-d DataArray with
+        ``units`` and ``long_name``).
 
     Raises
     ------
@@ -210,7 +228,7 @@ def cellular_automaton(rule: int, initial: str = "single", width: int = 101, ste
     ---#-#---
     --#---#--
     -#-#-#-#-
-    >>> out["pattern"].dims, out["pattern"].dtype.name, out["density"]
+    >>> out["pattern"].dims, out["pattern"].dtype.name, float(out["density"])
     (('step', 'cell'), 'uint8', 0.4444444444444444)
     >>> a = cellular_automaton(30, initial="random", seed=3)["pattern"]
     >>> bool((a == cellular_automaton(30, initial="random", seed=3)["pattern"]).all())
@@ -238,5 +256,7 @@ def cellular_automaton(rule: int, initial: str = "single", width: int = 101, ste
         pattern[t] = table[neighbourhood]
     da = xr.DataArray(pattern, dims=("step", "cell"),
                       coords={"step": np.arange(steps), "cell": np.arange(width)},
-                      name="pattern", attrs={"long_name": f"rule {rule_number} cell states"})
-    return {"pattern": da, "density": float(pattern[-1].mean())}
+                      name="pattern", attrs={"long_name": "cell state"})
+    density = xr.DataArray(float(pattern[-1].mean()), attrs={
+        "units": "1", "long_name": "fraction of live cells in the last row"})
+    return {"pattern": da, "density": density}

@@ -242,8 +242,28 @@ def _figure(figsize: tuple[float, float] | None) -> Figure:
 
 
 def _label(array: xr.DataArray, name: str) -> str:
-    units = array.attrs.get("units")
-    return f"{name} [{units}]" if units else name
+    """An axis or colorbar label as xarray makes it: the ``long_name`` (else the
+    ``standard_name``, else ``name``) and the ``units`` in brackets.
+
+    >>> import xarray as xr
+    >>> _label(xr.DataArray(1.0, attrs={"units": "Hz", "long_name": "firing rate"}), "rate")
+    'firing rate [Hz]'
+    >>> _label(xr.DataArray(1.0), "rate")
+    'rate'
+    """
+    attrs = getattr(array, "attrs", None) or {}
+    text = attrs.get("long_name") or attrs.get("standard_name") or name
+    units = attrs.get("units")
+    return f"{text} [{units}]" if units else str(text)
+
+
+def _axis_label(source: xr.Dataset | xr.DataArray, name: str) -> str:
+    """The label of the axis ``name`` (a coordinate or variable of ``source``, with its
+    units when declared); ``name`` itself when ``source`` does not hold it."""
+    try:
+        return _label(source[name], name)
+    except KeyError:
+        return name
 
 
 # --------------------------------------------------------------------------- results
@@ -332,7 +352,7 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
         ylabel += f" (mean over {'×'.join(averaged)}, {n} points)"
     if y is None:
         _line(ax, mean, sem, x, hue, status, over_dims, logx, logy)
-        ax.set_xlabel(_label(ds[x], x) if x in ds.coords else x)
+        ax.set_xlabel(_axis_label(ds, x))
         ax.set_ylabel(ylabel)
     else:
         failed = None
@@ -454,8 +474,8 @@ def _heatmap(fig: Any, ax: Any, values: xr.DataArray, x: str, y: str, label: str
         ax.set_xticks(xs, [xlabels[i] for i in xo])
     if ylabels is not None:
         ax.set_yticks(ys, [ylabels[i] for i in yo])
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(_axis_label(values, x))
+    ax.set_ylabel(_axis_label(values, y))
     bar = fig.colorbar(mesh, ax=ax)
     bar.set_label(label)
     handles = []
@@ -528,14 +548,14 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
         ax.scatter(xv[failed], yv[failed], marker="x", color=STATUS_COLORS["failed"], s=30,
                    label="failed")
         fig.colorbar(points, ax=ax).set_label(_label(ds[var], var))
-        ax.set_ylabel(y)
+        ax.set_ylabel(_axis_label(ds, y))
         if logy or _looks_log(np.unique(yv)):
             ax.set_yscale("log")
     if logx or (logx is None and _looks_log(np.unique(xv))):
         ax.set_xscale("log")
     if logy and y is None:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
+    ax.set_xlabel(_axis_label(ds, x))
     if (~ok).any():
         ax.legend(fontsize="small", frameon=False)
     ax.grid(True, alpha=0.3)
@@ -621,7 +641,7 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
             bottom += heights
         if labels is not None:
             ax.set_xticks(positions, labels)
-        ax.set_xlabel(x)
+        ax.set_xlabel(_axis_label(status, x))
         ax.set_ylabel("points" + (f" (over {'×'.join(others)})" if others else ""))
         fig.legend(fontsize="small", frameon=False, ncols=4, loc="outside lower center")
     else:
@@ -673,8 +693,8 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
     ax.set_yticks(range(len(ys)), (ylabels and [ylabels[i] for i in yo])
                   or [_fmt(v) for v in ys[yo]])
     _thin_ticks(ax, len(xs), len(ys))
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(_axis_label(per_cell["done"], x))
+    ax.set_ylabel(_axis_label(per_cell["done"], y))
     handles = [Patch(color=STATUS_COLORS["done"], label="done"),
                Patch(color=STATUS_COLORS["failed"], label="failed"),
                Patch(facecolor="#a6cfa6", hatch=_MISSING_HATCH, edgecolor="#777777",
@@ -722,9 +742,9 @@ def _scatter_status(ds: xr.Dataset, x: str | None, y: str | None, *,
                  {"marker": "o", "edgecolors": "#999999" if name == "missing" else "none"})
         ax.scatter(xv[mask], yv[mask], s=28, label=f"{name} ({mask.sum()})",
                    color=STATUS_COLORS[name], **style)
-    ax.set_xlabel(x)
+    ax.set_xlabel(_axis_label(ds, x))
     if y:
-        ax.set_ylabel(y)
+        ax.set_ylabel(_axis_label(ds, y))
     else:
         ax.set_yticks([])
     fig.legend(fontsize="small", frameon=False, ncols=3, loc="outside lower center")

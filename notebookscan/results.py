@@ -1,7 +1,9 @@
 """Turn what a simulation function returns into named arrays the store can keep.
 
 A function may return a scalar, a numpy array, an :class:`xarray.DataArray` (its own
-dims and index coordinates are kept), a dict of these, or ``None`` (nothing to store).
+dims and index coordinates are kept, and its CF attributes ``units``, ``long_name`` and
+``standard_name``: see :data:`KEPT_ATTRS`), a dict of these, or ``None`` (nothing to
+store).
 A bare scalar or array becomes the variable ``result``. Anything else — Python objects,
 complex numbers, ragged lists — is refused with a message that says what to return
 instead; the scan records that point as failed and goes on.
@@ -28,7 +30,8 @@ import numpy as np
 from .errors import ResultError
 from .keys import INT_MAX, INT_MIN, text_problem
 
-__all__ = ["ResultError", "Value", "derived_names", "name_problem", "normalize_result"]
+__all__ = ["KEPT_ATTRS", "STRICT_ATTRS", "ResultError", "Value", "attrs_conflict",
+           "derived_names", "joined_attrs", "kept_attrs", "name_problem", "normalize_result"]
 
 DEFAULT_NAME = "result"
 # NC_MAX_NAME is 256 bytes, but netCDF4-python cannot read back a name of exactly 256
@@ -43,20 +46,79 @@ ALLOWED_NAMES = (
 )
 
 
+#: The attributes of a returned DataArray (and of a parameter, see
+#: :meth:`notebookscan.Space.with_attrs`) the store keeps: the CF names and units that
+#: xarray and :mod:`notebookscan.plotting` put on axis and colorbar labels. Others are
+#: dropped; these must be text.
+KEPT_ATTRS = ("units", "long_name", "standard_name")
+#: The attributes that must agree wherever a variable is declared: values in two units
+#: cannot share a variable. Of the others (names only), the first declared is kept.
+STRICT_ATTRS = ("units",)
+MAX_ATTR_CHARS = 1000  # a label, not a document
+
+
+def attrs_conflict(old: Mapping[str, str], new: Mapping[str, str]) -> str:
+    """The first of :data:`STRICT_ATTRS` that ``old`` and ``new`` both give, differently
+    (``""`` when none: they may be joined, see :func:`joined_attrs`)."""
+    return next((k for k in STRICT_ATTRS if k in old and k in new and old[k] != new[k]), "")
+
+
+def joined_attrs(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str]:
+    """``old`` with the attributes only ``new`` gives added (the first declared wins)."""
+    return {**new, **old}
+
+
 @dataclass(frozen=True, slots=True)
 class Value:
     """One result variable of one point: data plus the names of its own dims.
 
-    ``coords`` maps some of ``dims`` to 1-D coordinate arrays (e.g. ``time``).
+    ``coords`` maps some of ``dims`` to 1-D coordinate arrays (e.g. ``time``);
+    ``attrs`` holds the kept attributes (see :data:`KEPT_ATTRS`), or ``None``.
     """
 
     data: Any  # a Python scalar (fast path) or a numpy array
     dims: tuple[str, ...] = ()
     coords: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, str] | None = field(default=None, repr=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # pickling a slots dataclass goes through dataclasses.fields() per object: slow
-        return (Value, (self.data, self.dims, self.coords))
+        if self.attrs is None:
+            return (Value, (self.data, self.dims, self.coords))
+        return (Value, (self.data, self.dims, self.coords, self.attrs))
+
+
+def kept_attrs(attrs: Mapping[Any, Any], *, strict: bool = False) -> tuple[dict[str, str], str]:
+    """The :data:`KEPT_ATTRS` of ``attrs`` (in that order), and the problem (``""`` if none).
+
+    With ``strict``, any other attribute is a problem too (a declaration, not a
+    DataArray's attributes that may hold anything).
+
+    >>> kept_attrs({"units": "Hz", "long_name": "firing rate", "note": 1})
+    ({'units': 'Hz', 'long_name': 'firing rate'}, '')
+    >>> kept_attrs({"units": 3})[1]
+    "its 'units' is the int 3, not text"
+    """
+    if strict:
+        other = [k for k in attrs if k not in KEPT_ATTRS]
+        if other:
+            return {}, (f"{other[0]!r} is not an attribute the store keeps (it keeps "
+                        f"{', '.join(KEPT_ATTRS)})")
+    kept: dict[str, str] = {}
+    for key in KEPT_ATTRS:
+        if key not in attrs:
+            continue
+        value = attrs[key]
+        if not isinstance(value, str):
+            return {}, f"its {key!r} is the {type(value).__name__} {value!r}, not text"
+        problem = text_problem(value) or (
+            f"it is {len(value)} characters long (at most {MAX_ATTR_CHARS})"
+            if len(value) > MAX_ATTR_CHARS else "")
+        if problem:
+            return {}, f"its {key!r} {value[:80]!r} cannot be stored: {problem}"
+        if value:
+            kept[key] = value
+    return kept, ""
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
@@ -202,9 +264,10 @@ def _normalize_one(name: str, value: Any) -> Value:
             for dim in dims
             if dim in value.coords and value.coords[dim].ndim == 1
         }
+        attrs = _result_attrs(name, value.attrs) if value.attrs else None
         if data.ndim == 0:
-            return Value(_checked_scalar(name, data.item()))
-        return Value(data, dims, coords)
+            return Value(_checked_scalar(name, data.item()), attrs=attrs)
+        return Value(data, dims, coords, attrs)
     data = _as_array(name, value)
     if data.ndim == 0:
         return Value(_checked_scalar(name, data.item()))
@@ -213,6 +276,14 @@ def _normalize_one(name: str, value: Any) -> Value:
     else:
         dims = tuple(f"{name}_dim_{i}" for i in range(data.ndim))
     return Value(data, dims)
+
+
+def _result_attrs(name: str, attrs: Mapping[Any, Any]) -> dict[str, str] | None:
+    kept, problem = kept_attrs(attrs)
+    if problem:
+        raise ResultError(f"result {name!r}: {problem}; give {', '.join(KEPT_ATTRS)} as "
+                          "short text, e.g. attrs={'units': 'Hz', 'long_name': 'rate'}.")
+    return kept or None
 
 
 def _dataarray_type() -> type | None:

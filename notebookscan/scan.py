@@ -43,6 +43,7 @@ from .run.provenance import collect, run_id
 from .run.stale import StaleReport, check_stale_choice, find_stale
 from .space import PASSED_IF_ACCEPTED
 from .store import Store, StoreIndex
+from .store.attrs import check_parameter_attrs
 from .store.dataset import broadcast_excluded, label_excluded, store_records
 from .store.journal import fold_journals
 from .store.scanned import space_record, write_record
@@ -303,6 +304,8 @@ class Scan(RunControl):
         todo, stored, failed_before, report = self._to_run(retry_failed, stale)
         if report:
             settle_stale(report, stale)
+        # units that differ from the store's are refused here, before a detached run starts
+        check_parameter_attrs(self.store, self.store.metadata(), self.space.attrs)
         if detach:
             return detached.start(self, executor, {
                 "retry_failed": retry_failed, "flush_every": flush_every,
@@ -318,7 +321,7 @@ class Scan(RunControl):
                                 flush_bytes=flush_bytes, writer=writer,
                                 max_retries=max_retries, timeout=timeout, chunk_size=chunk_size)
         self.store.prepare(self.layout if self.store.metadata() else self.space_layout(),
-                           self.space.names)
+                           self.space.names, self.space.attrs)
         record = collect(self.function, executor=executor_obj.description, space=self.space)
         if self.space.layout.kind == "grid" and self.layout.kind == "grid":
             # which grid cells this run's space holds: readers tell dropped from missing

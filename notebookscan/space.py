@@ -33,12 +33,14 @@ import numpy as np
 
 from .errors import SpaceError
 from .keys import canonical_token, check_value, floats_as_float64, key_array, seed_array
+from .results import KEPT_ATTRS, attrs_conflict, joined_attrs, kept_attrs
 from .store.schema import RESERVED_PARAMETERS, RESERVED_RULE, Layout, is_reserved
 
 __all__ = ["RESERVED_NAMES", "Layout", "Space", "grid", "points", "sample", "trials", "zip_"]
 
 Scalar = bool | int | float | str
 Point = dict[str, Scalar]
+Attrs = dict[str, dict[str, str]]  # parameter -> its units, long_name, standard_name
 Predicate = Callable[[Point], object]
 
 #: Names of the store's bookkeeping variables; parameters cannot use them.
@@ -373,6 +375,46 @@ class Space(metaclass=_Frozen):
     def _build_keys(self) -> np.ndarray:
         return key_array(self._names, self.column_arrays())
 
+    def _build_attrs(self) -> Attrs:
+        return {}
+
+    @property
+    def attrs(self) -> Attrs:
+        """Each parameter's declared units and names (:meth:`with_attrs`), a copy.
+
+        Examples
+        --------
+        >>> grid(tau=[0.01, 0.02]).with_attrs(tau={"units": "s"}).attrs
+        {'tau': {'units': 's'}}
+        """
+        if "attrs" not in self._cache:
+            self._cache["attrs"] = self._build_attrs()
+        return {name: dict(a) for name, a in self._cache["attrs"].items()}
+
+    def with_attrs(self, **attrs: Mapping[str, str]) -> Space:
+        """The same points, with units and long names declared for some parameters.
+
+        Each keyword is a parameter name; its value a dict of CF attributes
+        (``units``, ``long_name``, ``standard_name``, text). They are kept through
+        ``*``, ``+``, `where` and `refine`, recorded in the store (``notebookscan.json``)
+        and put on the parameter's coordinate when the store is read, so that xarray's
+        and :mod:`notebookscan.plotting`'s axis labels read e.g. "membrane time
+        constant [s]". They are not part of the points' keys. A parameter declared in
+        two units is refused, here and by a store that records other units for it (a
+        second ``long_name`` is not: the first declared is kept). A grid or zip_ axis
+        given as an :class:`xarray.DataArray` declares its ``attrs`` the same way.
+
+        Examples
+        --------
+        >>> space = grid(tau=[0.01, 0.02], k=[1, 2]).with_attrs(
+        ...     tau={"units": "s", "long_name": "membrane time constant"})
+        >>> space.refine(tau=[0.01, 0.015, 0.02]).attrs["tau"]["units"]
+        's'
+        >>> space.keys() == grid(tau=[0.01, 0.02], k=[1, 2]).keys()
+        True
+        """
+        return _Attrs(self, _checked_attrs(self._names, attrs, "with_attrs()")) if attrs else self
+
     def _kinds(self) -> dict[str, Kind]:
         """Each parameter's `Kind` (see `_kind_of`), without building the columns."""
         if "kinds" not in self._cache:
@@ -572,9 +614,12 @@ class Space(metaclass=_Frozen):
         >>> d["size"], d["layout"], [part["kind"] for part in d["node"]["parts"]]
         (6, {'kind': 'grid', 'dims': ['k', 'trial']}, ['grid', 'trials'])
         """
-        return {"names": list(self._names), "size": len(self),
-                "layout": {"kind": self._layout.kind, "dims": list(self._layout.dims)},
-                "node": self._node()}
+        described = {"names": list(self._names), "size": len(self),
+                     "layout": {"kind": self._layout.kind, "dims": list(self._layout.dims)},
+                     "node": self._node()}
+        if self.attrs:
+            described["attrs"] = self.attrs
+        return described
 
     def table(self) -> Any:
         """The points as a pandas DataFrame (one column per name, plus ``key``), for dry runs.
@@ -737,6 +782,10 @@ class _Binary(Space):
     def __init__(self, left: Space, right: Space, names: tuple[str, ...]) -> None:
         super().__init__(names, on_grid=left.layout.kind == right.layout.kind == "grid")
         self._left, self._right = left, right
+        self.attrs  # noqa: B018  (units that disagree are refused before any work)
+
+    def _build_attrs(self) -> Attrs:
+        return _joined_attrs(self._left.attrs, self._right.attrs, f"a {self.kind} of spaces")
 
     def _node(self) -> dict[str, Any]:
         return {"kind": self.kind, "size": len(self),
@@ -867,12 +916,101 @@ class _Where(Space):
     def _build_kinds(self) -> dict[str, Kind]:
         return self._base._kinds()
 
+    def _build_attrs(self) -> Attrs:
+        return self._base.attrs
+
     def _holders(self) -> dict[str, set[str]]:
         return self._base._holders()
 
     def _refine(self, changes: Mapping[str, object]) -> Space:
         base = self._base._refine(changes)
         return self if base is self._base else _Where(base, self._predicate)
+
+
+class _Attrs(Space):
+    """A space with units and names declared for some of its parameters (see
+    :meth:`Space.with_attrs`): the base's points, unchanged."""
+
+    def __init__(self, base: Space, attrs: Attrs) -> None:
+        super().__init__(base.names, on_grid=base.layout.kind == "grid")
+        self._base, self._own = base, attrs
+        self.attrs  # noqa: B018  (a parameter declared twice differently is refused now)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def _build_columns(self) -> dict[str, np.ndarray]:
+        return self._base.column_arrays()
+
+    def _build_keys(self) -> np.ndarray:
+        return self._base.key_array()
+
+    def _expr(self) -> str:
+        return self._base._expr()
+
+    def _node(self) -> dict[str, Any]:
+        return {**self._base._node(), "attrs": {n: dict(a) for n, a in self._own.items()}}
+
+    def _build_kinds(self) -> dict[str, Kind]:
+        return self._base._kinds()
+
+    def _build_attrs(self) -> Attrs:
+        return _joined_attrs(self._base.attrs, self._own, "with_attrs()")
+
+    def _holders(self) -> dict[str, set[str]]:
+        return self._base._holders()
+
+    def _refine(self, changes: Mapping[str, object]) -> Space:
+        base = self._base._refine(changes)
+        return self if base is self._base else _Attrs(base, self._own)
+
+
+def _checked_attrs(names: Sequence[str], attrs: Mapping[str, object], where: str) -> Attrs:
+    """``attrs`` ({parameter: {attribute: text}}) checked: known names, kept attributes."""
+    out: Attrs = {}
+    for name, declared in attrs.items():
+        if name not in names:
+            raise SpaceError(f"{where}: {name!r} is not a parameter of the space (it has "
+                             f"{', '.join(names)}); declare units for those.")
+        if not isinstance(declared, Mapping):
+            raise SpaceError(f"{where}: {name}= takes a dict of attributes, e.g. "
+                             f"{name}={{'units': 's', 'long_name': '...'}}; got {declared!r}.")
+        kept, problem = kept_attrs(declared, strict=True)
+        if problem:
+            raise SpaceError(f"{where}: parameter {name!r}: {problem}; give "
+                             f"{', '.join(KEPT_ATTRS)} as text.")
+        if kept:
+            out[name] = kept
+    return out
+
+
+def _joined_attrs(first: Attrs, second: Attrs, where: str) -> Attrs:
+    """Both declarations in one, the first's names winning; a parameter declared in two
+    units is refused (one parameter, one unit)."""
+    out = {name: dict(a) for name, a in first.items()}
+    for name, attrs in second.items():
+        key = attrs_conflict(out.get(name, {}), attrs)
+        if key:
+            raise SpaceError(f"{where}: parameter {name!r} is declared with {key} "
+                             f"{out[name][key]!r} and with {key} {attrs[key]!r}; one parameter "
+                             "has one unit: give its values in one of them and declare it once.")
+        out[name] = joined_attrs(out.get(name, {}), attrs)
+    return out
+
+
+def _axis_attrs(axes: Mapping[str, object], where: str) -> Attrs:
+    """The kept attributes of axes given as xarray objects (``DataArray.attrs``)."""
+    found = {}
+    for name, values in axes.items():
+        attrs = getattr(values, "attrs", None)
+        if isinstance(attrs, Mapping) and attrs and hasattr(values, "__array__"):
+            kept, problem = kept_attrs(attrs)
+            if problem:
+                raise SpaceError(f"{where}: axis {name!r}: {problem}; give "
+                                 f"{', '.join(KEPT_ATTRS)} as text.")
+            if kept:
+                found[name] = kept
+    return found
 
 
 # -- constructors -------------------------------------------------------------------------------
@@ -884,7 +1022,9 @@ def grid(**axes: object) -> Space:
     **axes
         Each a 1-D sequence, numpy array or range of values (int, float, bool or str),
         or a scalar meaning one fixed value. Values must be finite and distinct
-        (compared to 12 significant digits).
+        (compared to 12 significant digits). An :class:`xarray.DataArray` axis also
+        declares the parameter's ``units`` and ``long_name`` from its ``attrs`` (see
+        :meth:`Space.with_attrs`).
 
     Examples
     --------
@@ -907,7 +1047,7 @@ def grid(**axes: object) -> Space:
             raise SpaceError(f"grid(): axis {name!r} has the value {value!r} twice"
                              f"{'' if same else f' (as {first!r} and {value!r})'}; values are "
                              "compared to 12 significant digits. Remove the repeat.")
-    return _Grid(checked)
+    return _Grid(checked).with_attrs(**_axis_attrs(axes, "grid()"))
 
 
 def trials(n: int) -> Space:
@@ -949,7 +1089,7 @@ def zip_(**axes: object) -> Space:
     if len({len(values) for values in cols.values()}) > 1:
         raise SpaceError(f"zip_() needs axes of equal length, got {lengths}; make them the "
                          "same length, or use grid() for an outer product.")
-    return _Zip(cols)
+    return _Zip(cols).with_attrs(**_axis_attrs(axes, "zip_()"))
 
 
 def points(points: Iterable[Mapping[str, object]]) -> Space:

@@ -16,8 +16,9 @@ from notebookscan.models import cellular_automaton, firing_rate
 def test_firing_rate_outputs_match_the_docstring() -> None:
     out = firing_rate(k=15, tau=0.01, duration=0.5, seed=3)
     assert sorted(out) == ["cv", "rate", "v"]
-    assert isinstance(out["rate"], float)
-    assert isinstance(out["cv"], float)
+    assert isinstance(float(out["rate"]), float) and out["rate"].ndim == 0
+    assert out["rate"].attrs == {"units": "Hz", "long_name": "firing rate"}
+    assert isinstance(float(out["cv"]), float) and out["cv"].attrs["units"] == "1"
     v = out["v"]
     assert isinstance(v, xr.DataArray)
     assert v.dims == ("time",)

@@ -15,10 +15,13 @@ from .running import check_executor_options, execute
 def demo_space(quick: bool) -> Any:
     """The demo's points: the quick scan is a subset of the full one (same store)."""
     from .. import grid, trials
+    from ..models import FIRING_RATE_PARAMETERS as UNITS
 
     if quick:
-        return grid(k=[2, 6, 10, 14, 18], tau=[0.005, 0.01]) * trials(2)
-    return grid(k=list(range(1, 21)), tau=[0.005, 0.01, 0.02]) * trials(5)
+        space = grid(k=[2, 6, 10, 14, 18], tau=[0.005, 0.01]) * trials(2)
+    else:
+        space = grid(k=list(range(1, 21)), tau=[0.005, 0.01, 0.02]) * trials(5)
+    return space.with_attrs(k=UNITS["k"], tau=UNITS["tau"])  # axis labels with units
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

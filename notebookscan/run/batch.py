@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..results import Value, derived_names
+from ..results import Value, attrs_conflict, derived_names, joined_attrs
 from ..store.directory import Store
 from ..store.schema import DTYPE_ATTR, is_reserved
 from ..store.shards import (
@@ -23,7 +23,7 @@ from ..store.shards import (
     new_shard_name,
     write_shard_atomically,
 )
-from .worker import ChunkResult, PointColumns
+from .worker import ChunkResult, PointColumns, attrs_mismatch
 
 __all__ = ["Batch"]
 
@@ -86,6 +86,9 @@ class Batch:
         params = {name: column_for(columns[name][index]) for name in names}
         shard = ShardData(n, params, bookkeeping, {}, {}, {}, {}, {}, dict(attrs))
         self._add_scalars(shard, chunks)
+        for name, declared in _declared(chunks).items():
+            if name in shard.result_attrs:
+                shard.result_attrs[name] = {**shard.result_attrs[name], **declared}
         return shard
 
     @staticmethod
@@ -139,6 +142,16 @@ class Batch:
             add_results(shard, as_values)
 
 
+def _declared(chunks: Sequence[ChunkResult]) -> dict[str, dict[str, str]]:
+    """Each result's attributes as the chunks declare them, the first declared winning
+    (their units agree: see :func:`fail_clashes`)."""
+    out: dict[str, dict[str, str]] = {}
+    for chunk in chunks:
+        for name, attrs in chunk.attrs.items():
+            out[name] = joined_attrs(out.get(name, {}), attrs)
+    return out
+
+
 def _ascii_or_text(values: Sequence[str]) -> np.ndarray:
     """A few strings as fixed-width bytes when they are ASCII (cheap to repeat and write),
     else as objects."""
@@ -167,8 +180,9 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
 
     A result may not share its name with a parameter, a bookkeeping variable, or a dim
     (or its ``_length``/``_coord`` variable) of another result in the same shard, and
-    keeps the dims it first had. Such points become failed with the reason; writing
-    them would make the whole flush fail. Returns how many points were failed.
+    keeps the dims and the attributes (units, ...) it first had. Such points become
+    failed with the reason; writing them would make the whole flush fail. Returns how
+    many points were failed.
     """
     taken = set(names)  # and every name is_reserved() refuses: the store's own
     dims_of: dict[str, tuple[str, ...]] = {}
@@ -199,9 +213,20 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
                     f"returned {dims_of[name]}; return the same dims for every point")
         return ""
 
+    declared: dict[str, dict[str, str]] = {}
     failed = 0
     for chunk in chunks:
         bad: dict[int, str] = {}
+        for name, attrs in list(chunk.attrs.items()):
+            if not attrs_conflict(declared.get(name, {}), attrs):
+                declared[name] = joined_attrs(declared.get(name, {}), attrs)
+            else:  # the whole chunk declares other units
+                reason = attrs_mismatch(name, attrs, declared[name], "another point")
+                column = chunk.scalars.get(name)
+                rows = (np.flatnonzero(column[1]).tolist() if column is not None else
+                        [i for i, v in enumerate(chunk.arrays.get(name, ())) if v is not None])
+                bad.update((i, reason) for i in rows if i not in bad)
+                del chunk.attrs[name]
         for name, (_, present) in chunk.scalars.items():
             reason = problem(name, ())
             if reason:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..results import ResultError, Value, normalize_result
+from ..results import ResultError, Value, attrs_conflict, joined_attrs, normalize_result
 
 __all__ = ["ChunkResult", "PointColumns", "PointResult", "PointTimeout", "guarded_call",
            "run_chunk"]
@@ -69,13 +69,14 @@ class ChunkResult:
     Indexing and iteration give :class:`PointResult` views.
     """
 
-    __slots__ = ("arrays", "done", "failures", "finished", "host", "nbytes", "scalars",
-                 "started", "worker", "written")
+    __slots__ = ("arrays", "attrs", "done", "failures", "finished", "host", "nbytes",
+                 "scalars", "started", "worker", "written")
 
     def __init__(self, done: np.ndarray, started: np.ndarray, finished: np.ndarray,
                  scalars: dict[str, tuple[np.ndarray, np.ndarray]],
                  arrays: dict[str, list[Value | None]], failures: dict[int, tuple[str, str]],
-                 host: str, worker: str, written: str = "", nbytes: int = 0):
+                 host: str, worker: str, written: str = "", nbytes: int = 0,
+                 attrs: dict[str, dict[str, str]] | None = None):
         self.done = done  # bool per point
         self.started = started
         self.finished = finished
@@ -86,18 +87,19 @@ class ChunkResult:
         self.worker = worker
         self.written = written  # name of the shard the worker wrote itself ("" if none)
         self.nbytes = nbytes  # bytes of results (whether sent back or written)
+        self.attrs = attrs or {}  # result name -> its units etc. (once per chunk)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ChunkResult, (self.done, self.started, self.finished, self.scalars,
                               self.arrays, self.failures, self.host, self.worker,
-                              self.written, self.nbytes))
+                              self.written, self.nbytes, self.attrs or None))
 
     def __len__(self) -> int:
         return len(self.done)
 
     def values(self, i: int) -> dict[str, Value]:
-        out = {name: Value(data[i].item()) for name, (data, present) in self.scalars.items()
-               if present[i]}
+        out = {name: Value(data[i].item(), attrs=self.attrs.get(name))
+               for name, (data, present) in self.scalars.items() if present[i]}
         out.update({name: v[i] for name, v in self.arrays.items() if v[i] is not None})
         return out
 
@@ -136,6 +138,40 @@ class ChunkResult:
         times = np.full(n, now)
         return cls(np.zeros(n, dtype=bool), times, times.copy(), {}, {},
                    dict.fromkeys(range(n), (error, "")), "", "")
+
+
+def declared_attrs(outcomes: list[dict[str, Value] | None],
+                   failures: dict[int, tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """Each result's attributes (units, long_name) as the chunk's points declare them,
+    the first declared winning; a point declaring other units than an earlier one is
+    failed (added to ``failures``, its outcome set to ``None``): one result holds
+    values in one unit."""
+    found: dict[str, dict[str, str]] = {}
+    for i, values in enumerate(outcomes):
+        if not values:
+            continue
+        for name, value in values.items():
+            if value.attrs is None:
+                continue
+            old = found.get(name, {})
+            if attrs_conflict(old, value.attrs):
+                failures[i] = (attrs_mismatch(name, value.attrs, old, "an earlier point"), "")
+                outcomes[i] = None
+                break
+        else:
+            for name, value in values.items():
+                if value.attrs is not None:
+                    found[name] = joined_attrs(found.get(name, {}), value.attrs)
+    return found
+
+
+def attrs_mismatch(name: str, new: dict[str, str], old: dict[str, str], holder: str) -> str:
+    """The error of a point whose result ``name`` declares ``new`` where ``holder`` has
+    ``old`` (see :func:`declared_attrs`)."""
+    key = attrs_conflict(old, new)
+    return (f"ResultError: result {name!r} has {key} {new[key]!r}, but {holder} returned it "
+            f"with {key} {old[key]!r}; one result holds values in one unit: convert the "
+            "values, or return them under another result name.")
 
 
 def _columns(outcomes: list[dict[str, Value] | None]) -> tuple[
@@ -380,11 +416,14 @@ def run_chunk(
             else:
                 failures[i] = failure
             finished[i] = clock()
+    attrs = declared_attrs(outcomes, failures)
+    for i in failures:
+        done[i] = False
     scalars, arrays = _columns(outcomes)
     nbytes = sum(data.nbytes for data, _ in scalars.values()) + sum(
         np.asarray(v.data).nbytes for values in arrays.values() for v in values if v is not None)
     chunk = ChunkResult(done, started, finished, scalars, arrays, failures, _HOST,
-                        worker_name(), nbytes=nbytes)
+                        worker_name(), nbytes=nbytes, attrs=attrs)
     if sink is not None and nbytes >= sink.min_bytes:
         chunk.written = sink.write(points, seeds, chunk)
         if chunk.written:  # else the client stores (or refuses) the results itself

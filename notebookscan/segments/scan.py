@@ -277,9 +277,10 @@ class SegmentedScan(Scan):
             report = self.stale()
             if report:
                 settle_stale(report, stale)
-        self.store.prepare(self.layout, self.space.names)
+        self.store.prepare(self.layout, self.space.names, self.space.attrs)
         self.recordings_store.prepare(Layout("points", (*self.space.names, *SEGMENT_PARAMETERS)),
-                                      [*self.space.names, *SEGMENT_PARAMETERS])
+                                      [*self.space.names, *SEGMENT_PARAMETERS],
+                                      self.space.attrs)
         self.checkpoints.remove_dead_temporaries()
         works, complete, failed_before, repaired = self._plan(retry_failed)
         if failed_before:

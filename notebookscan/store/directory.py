@@ -11,12 +11,13 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
+from .attrs import apply_attrs, check_parameter_attrs, check_result_attrs
 from .checkpoints import CheckpointDirectory
 from .dataset import broadcast_excluded, load_dataset
 from .files import (
@@ -109,6 +110,7 @@ class Store:
         self._index_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._provenance_in: dict[str, str] = {}  # provenance text -> shard holding it
         self._forms: dict[str, Form] = {}  # recorded result forms (see check_forms)
+        self._result_attrs: dict[str, dict[str, str]] = {}  # recorded units (see .attrs)
         self._runs_known: dict[str, int] = {}  # ordinals of the runs this object registered
         self._names_fix: list[str] | None = None  # the shards' names, when the metadata's are wrong
         self._names_checked = False
@@ -201,7 +203,8 @@ class Store:
             os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.path, META_FILE))
 
-    def prepare(self, layout: Layout, names: Sequence[str]) -> None:
+    def prepare(self, layout: Layout, names: Sequence[str],
+                attrs: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Create the directories and metadata, or check an existing store fits ``names``.
 
         A store holds one set of parameter names. Adding a points-layout space to a
@@ -209,17 +212,23 @@ class Store:
         written, a directory that holds other things than a store, and a path under a
         file are refused here, before anything is computed. Temporary files of writers
         that are gone are removed.
+
+        ``attrs`` are the parameters' declared units and long names
+        (:attr:`Space.attrs <notebookscan.Space.attrs>`): recorded when the store has
+        none for a parameter, refused when they differ from those it records (see
+        :mod:`notebookscan.store.attrs`).
         """
         self._create()
         self.remove_leftovers()
+        declared = {str(k): dict(v) for k, v in (attrs or {}).items() if v}
         meta = self.metadata()
         names = list(names)
         if not meta:
+            meta = {"format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            check_parameter_attrs(self, meta, declared)
             try:
-                self._write_metadata({
-                    "format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                })
+                self._write_metadata(meta)
             except OSError as exc:
                 raise StoreError(_cannot_write(self.path, exc)) from None
             return
@@ -230,9 +239,12 @@ class Store:
                 f"space has {names}. Use another store, or give the space the same parameters "
                 "(fixed values are fine: grid(..., tau=0.01))."
             )
+        changed = check_parameter_attrs(self, meta, declared)
         old = Layout.from_json(meta.get("layout", {"kind": "points", "dims": stored}))
         if old.kind == "grid" and layout.kind != "grid":
             meta["layout"] = Layout("points", tuple(stored)).to_json()
+            changed = True
+        if changed:
             self._write_metadata(meta)
 
     # -------------------------------------------------------------- shards
@@ -348,8 +360,10 @@ class Store:
 
     def check_forms(self, shard: ShardData) -> str:
         """Why ``shard`` may not be written (a result in another form than the one the
-        store records), else ``""`` after recording the forms of its new results."""
-        return check_forms(self, shard, self._forms)
+        store records, or with other units: see :mod:`.attrs`), else ``""`` after
+        recording the forms and units of its new results."""
+        return (check_forms(self, shard, self._forms)
+                or check_result_attrs(self, shard, self._result_attrs))
 
     def conflicts(self) -> list[Conflict]:
         """Points stored as done twice with different values (both kept; one shown)."""
@@ -539,12 +553,13 @@ class Store:
             for _ in range(_VANISH_RETRIES):
                 try:
                     with hdf5_lock(), dask.config.set(scheduler="synchronous"):
-                        return lazy_dataset(self, layout)
+                        return apply_attrs(lazy_dataset(self, layout), self.metadata())
                 except (ShardVanished, FileNotFoundError):
                     continue
             raise StoreError(f"shards of {self.path} kept vanishing while being opened; "
                              "try again")
-        return load_dataset(self, layout, extra_coords=extra_coords, pending=pending)
+        return apply_attrs(load_dataset(self, layout, extra_coords=extra_coords,
+                                        pending=pending), self.metadata())
 
     def runs(self) -> dict[str, Any]:
         """Provenance of every run that wrote to the store (run id -> record), read from

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import StoreError
+from .attrs import merge_attrs
 from .checkpoints import copy_checkpoints
 from .directory import Store, existing_store
 from .files import ForeignFile, copy_into
@@ -82,6 +83,7 @@ def merge(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
         meta = source.metadata()
         if meta:
             target.prepare(Layout.from_json(meta["layout"]), meta.get("names", []))
+            merge_attrs(target, meta)  # units agree, or nothing is copied
         else:
             os.makedirs(target.shards_dir, exist_ok=True)
         files, foreign = source._listing()  # the source is only read: nothing is moved

@@ -119,6 +119,10 @@ RESERVED_PARAMETERS: frozenset[str] = frozenset({POINT_DIM, *VARIABLE.values()})
 RESERVED_RESULTS = RESERVED_PARAMETERS
 
 # ------------------------------------------------------------------ attributes
+#: Keys of ``notebookscan.json``: the units and names declared for parameters (by the
+#: space) and results (by the returned DataArrays), ``{name: {"units": ..., ...}}``.
+PARAMETER_ATTRS = "parameter_attrs"
+RESULT_ATTRS = "result_attrs"
 ROLE = "notebookscan_role"
 DTYPE_ATTR = "notebookscan_dtype"
 MISSING_ATTR = "notebookscan_missing"

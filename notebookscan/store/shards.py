@@ -566,7 +566,9 @@ def add_results(shard: ShardData, columns: dict[str, list[Value | None]]) -> Non
         shard.result_dims[name] = dims
         is_bool = data.dtype == np.int8 and any(
             v is not None and np.asarray(v.data).dtype == bool for v in values)
-        shard.result_attrs[name] = {DTYPE_ATTR: "bool"} if is_bool else {}
+        declared = next((v.attrs for v in values if v is not None and v.attrs), None)
+        shard.result_attrs[name] = {**({DTYPE_ATTR: "bool"} if is_bool else {}),
+                                    **(declared or {})}
         for dim in dims:
             by_dim.setdefault(dim, []).extend(values)
     for dim, values in by_dim.items():
