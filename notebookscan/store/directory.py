@@ -729,6 +729,10 @@ def open_store(path: str | os.PathLike[str], *, lazy: bool | None = None,
         dimension with the parameters as coordinates. ``status`` says which points are
         ``done``, ``failed`` or ``missing``, and which grid cells no run's space held
         (``excluded``, e.g. dropped by ``where``); ``error``/``traceback`` hold failures.
+        Declared units and long names (:meth:`Space.with_attrs
+        <notebookscan.Space.with_attrs>`, a returned DataArray's ``attrs``) are the
+        ``attrs`` of the parameter coordinates and result variables, so plots label
+        their axes with them.
     """
     ds = existing_store(path).dataset(lazy=lazy)
     return ds if broadcast is None else broadcast_excluded(ds, broadcast)
