@@ -73,19 +73,21 @@ class Value:
     """One result variable of one point: data plus the names of its own dims.
 
     ``coords`` maps some of ``dims`` to 1-D coordinate arrays (e.g. ``time``);
-    ``attrs`` holds the kept attributes (see :data:`KEPT_ATTRS`), or ``None``.
+    ``attrs`` holds the kept attributes (see :data:`KEPT_ATTRS`), or ``None``, and
+    ``coord_attrs`` those of the coordinates (``{"time": {"units": "s"}}``), or ``None``.
     """
 
     data: Any  # a Python scalar (fast path) or a numpy array
     dims: tuple[str, ...] = ()
     coords: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, str] | None = field(default=None, repr=False)
+    coord_attrs: dict[str, dict[str, str]] | None = field(default=None, repr=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # pickling a slots dataclass goes through dataclasses.fields() per object: slow
-        if self.attrs is None:
+        if self.attrs is None and self.coord_attrs is None:
             return (Value, (self.data, self.dims, self.coords))
-        return (Value, (self.data, self.dims, self.coords, self.attrs))
+        return (Value, (self.data, self.dims, self.coords, self.attrs, self.coord_attrs))
 
 
 def kept_attrs(attrs: Mapping[Any, Any], *, strict: bool = False) -> tuple[dict[str, str], str]:
@@ -267,7 +269,10 @@ def _normalize_one(name: str, value: Any) -> Value:
         attrs = _result_attrs(name, value.attrs) if value.attrs else None
         if data.ndim == 0:
             return Value(_checked_scalar(name, data.item()), attrs=attrs)
-        return Value(data, dims, coords, attrs)
+        coord_attrs = {dim: found for dim in coords if value.coords[dim].attrs and
+                       (found := _result_attrs(f"{name}'s coordinate {dim}",
+                                               value.coords[dim].attrs))}
+        return Value(data, dims, coords, attrs, coord_attrs or None)
     data = _as_array(name, value)
     if data.ndim == 0:
         return Value(_checked_scalar(name, data.item()))

@@ -28,7 +28,8 @@ TAU = {"units": "s", "long_name": "membrane time constant"}
 def model(tau: float, k: int) -> dict[str, xr.DataArray]:
     return {"rate": xr.DataArray(k / tau, attrs=RATE),
             "v": xr.DataArray(np.arange(3.0) * k, dims="time",
-                              coords={"time": [0.0, 1.0, 2.0]}, attrs={"units": "mV"}),
+                              coords={"time": ("time", [0.0, 1.0, 2.0], {"units": "ms"})},
+                              attrs={"units": "mV"}),
             "plain": float(k)}
 
 
@@ -46,7 +47,7 @@ def run(fn, sp, store, **kw):
 
 def check_opened(ds: xr.Dataset) -> None:
     assert ds.rate.attrs["units"] == "Hz" and ds.rate.attrs["long_name"] == "firing rate"
-    assert ds.v.attrs["units"] == "mV"
+    assert ds.v.attrs["units"] == "mV" and ds.time.attrs["units"] == "ms"
     assert ds.tau.attrs["units"] == "s"
     assert ds.tau.attrs["long_name"] == "membrane time constant"
     assert "units" not in ds.k.attrs and "units" not in ds.plain.attrs
@@ -65,11 +66,12 @@ def test_units_round_trip_through_shards_and_open_eager_and_lazy(tmp_path: Path)
     # each shard's result variable carries them too (any NetCDF tool shows them)
     shard = next((store / "shards").glob("*.nc"))
     with netCDF4.Dataset(shard) as nc:
-        assert nc["rate"].getncattr("units") == "Hz"
+        assert nc["rate"].getncattr("units") == "Hz" and nc["time"].getncattr("units") == "ms"
         assert nc["rate"].getncattr("long_name") == "firing rate"
     recorded = meta(store)
     assert recorded["parameter_attrs"] == {"tau": TAU}
     assert recorded["result_attrs"]["rate"] == RATE
+    assert recorded["result_attrs"]["time"] == {"units": "ms"}
 
 
 def test_a_returned_dataset_keeps_its_variables_units(tmp_path: Path) -> None:
@@ -157,6 +159,19 @@ def test_a_point_returning_other_units_fails_and_nothing_is_mixed(tmp_path: Path
     assert "units 'kHz'" in error and "'Hz'" in error
 
 
+def test_a_point_whose_coordinate_has_other_units_fails(tmp_path: Path) -> None:
+    def trace(k: int) -> xr.DataArray:
+        units = "ms" if k == 2 else "s"
+        return xr.DataArray([0.0, 1.0], dims="time",
+                            coords={"time": ("time", [0.0, 1.0], {"units": units})})
+
+    run(trace, ns.grid(k=[1, 2]), tmp_path / "s")
+    ds = ns.open_store(tmp_path / "s")
+    assert ds.time.attrs["units"] == "s"
+    assert list(ds.ns_status.values) == ["done", "failed"]
+    assert "'time' has units 'ms'" in str(ds.ns_error.sel(k=2).values)
+
+
 def test_a_later_run_returning_other_units_stops_and_keeps_the_store(tmp_path: Path) -> None:
     store = tmp_path / "s"
     run(model, space(), store)
@@ -225,6 +240,9 @@ def test_plots_label_axes_and_colorbars_with_long_names_and_units(tmp_path: Path
     assert ax.get_ylabel() == "firing rate [Hz]"
     mesh = ds.rate.plot(ax=Figure().add_subplot())
     assert mesh.colorbar.ax.get_ylabel() == "firing rate [Hz]"
+    ax = Figure().add_subplot()
+    ds.v.sel(tau=0.01, k=2).plot(ax=ax)  # a result's own dim: its coordinate's units
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("time [ms]", "v [mV]")
 
 
 def test_the_package_models_declare_their_units(tmp_path: Path) -> None:
@@ -236,5 +254,5 @@ def test_the_package_models_declare_their_units(tmp_path: Path) -> None:
         tmp_path / "s")
     ds = ns.open_store(tmp_path / "s")
     assert ds.rate.attrs == RATE and ds.cv.attrs["units"] == "1"
-    assert ds.v.attrs["units"] == "threshold"
+    assert ds.v.attrs["units"] == "threshold" and ds.time.attrs["units"] == "s"
     assert ds.tau.attrs["units"] == "s" and ds.k.attrs["long_name"] == "input strength"

@@ -89,6 +89,8 @@ class Batch:
         for name, declared in _declared(chunks).items():
             if name in shard.result_attrs:
                 shard.result_attrs[name] = {**shard.result_attrs[name], **declared}
+            elif name in shard.lengths:  # an own dim: its coordinate's units
+                shard.coord_attrs[name] = declared
         return shard
 
     @staticmethod
@@ -150,6 +152,17 @@ def _declared(chunks: Sequence[ChunkResult]) -> dict[str, dict[str, str]]:
         for name, attrs in chunk.attrs.items():
             out[name] = joined_attrs(out.get(name, {}), attrs)
     return out
+
+
+def _declaring(chunk: ChunkResult, name: str) -> list[int]:
+    """The points of ``chunk`` that return the result ``name``, or a result whose own
+    dim ``name`` has a coordinate with attributes."""
+    column = chunk.scalars.get(name)
+    if column is not None:
+        return np.flatnonzero(column[1]).tolist()
+    return sorted({i for values in chunk.arrays.values() for i, v in enumerate(values)
+                   if v is not None and (values is chunk.arrays.get(name)
+                                         or (v.coord_attrs and name in v.coord_attrs))})
 
 
 def _ascii_or_text(values: Sequence[str]) -> np.ndarray:
@@ -222,10 +235,7 @@ def fail_clashes(names: Sequence[str], chunks: Sequence[ChunkResult]) -> int:
                 declared[name] = joined_attrs(declared.get(name, {}), attrs)
             else:  # the whole chunk declares other units
                 reason = attrs_mismatch(name, attrs, declared[name], "another point")
-                column = chunk.scalars.get(name)
-                rows = (np.flatnonzero(column[1]).tolist() if column is not None else
-                        [i for i, v in enumerate(chunk.arrays.get(name, ())) if v is not None])
-                bad.update((i, reason) for i in rows if i not in bad)
+                bad.update((i, reason) for i in _declaring(chunk, name) if i not in bad)
                 del chunk.attrs[name]
         for name, (_, present) in chunk.scalars.items():
             reason = problem(name, ())

@@ -150,26 +150,34 @@ def declared_attrs(outcomes: list[dict[str, Value] | None],
     for i, values in enumerate(outcomes):
         if not values:
             continue
-        for name, value in values.items():
-            if value.attrs is None:
-                continue
+        declared = [(name, attrs) for value_name, value in values.items()
+                    for name, attrs in _attrs_of(value_name, value)]
+        for name, attrs in declared:
             old = found.get(name, {})
-            if attrs_conflict(old, value.attrs):
-                failures[i] = (attrs_mismatch(name, value.attrs, old, "an earlier point"), "")
+            if attrs_conflict(old, attrs):
+                failures[i] = (attrs_mismatch(name, attrs, old, "an earlier point"), "")
                 outcomes[i] = None
                 break
         else:
-            for name, value in values.items():
-                if value.attrs is not None:
-                    found[name] = joined_attrs(found.get(name, {}), value.attrs)
+            for name, attrs in declared:
+                found[name] = joined_attrs(found.get(name, {}), attrs)
     return found
+
+
+def _attrs_of(name: str, value: Value) -> list[tuple[str, dict[str, str]]]:
+    """The attributes ``value`` declares: its own (under ``name``) and its coordinates'
+    (under the dim's name: a dim and a result never share a name)."""
+    out = [] if value.attrs is None else [(name, value.attrs)]
+    if value.coord_attrs:
+        out.extend(value.coord_attrs.items())
+    return out
 
 
 def attrs_mismatch(name: str, new: dict[str, str], old: dict[str, str], holder: str) -> str:
     """The error of a point whose result ``name`` declares ``new`` where ``holder`` has
     ``old`` (see :func:`declared_attrs`)."""
     key = attrs_conflict(old, new)
-    return (f"ResultError: result {name!r} has {key} {new[key]!r}, but {holder} returned it "
+    return (f"ResultError: {name!r} has {key} {new[key]!r}, but {holder} returned it "
             f"with {key} {old[key]!r}; one result holds values in one unit: convert the "
             "values, or return them under another result name.")
 

@@ -9,7 +9,8 @@ Where they are kept:
 
 * ``notebookscan.json``: ``parameter_attrs`` and ``result_attrs``, ``{name: {"units":
   ..., ...}}``: the store's record, written under the metadata lock;
-* each shard: a result's attributes on its variable (any NetCDF tool shows them).
+* each shard: a result's attributes on its variable, an own dim's (``time`` in
+  seconds) on its coordinate (any NetCDF tool shows them).
 
 The rules:
 
@@ -102,8 +103,9 @@ def check_parameter_attrs(store: Store, meta: dict[str, Any], declared: Attrs) -
 
 
 def shard_attrs(shard: ShardData) -> Attrs:
-    """The kept attributes of the shard's results (those it has)."""
-    out = {}
+    """The kept attributes of the shard's results and of its own dims' coordinates
+    (those it has; a dim and a result never share a name)."""
+    out = {name: dict(attrs) for name, attrs in shard.coord_attrs.items() if attrs}
     for name, attrs in shard.result_attrs.items():
         kept = {k: attrs[k] for k in KEPT_ATTRS if isinstance(attrs.get(k), str) and attrs[k]}
         if kept:

@@ -151,6 +151,9 @@ class ShardData:
     lengths: dict[str, np.ndarray]  # own dim -> (n,) sizes
     coords: dict[str, np.ndarray]  # own dim -> 1-D (shared) or 2-D (n, size) coordinate
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: own dim -> the kept attributes of its coordinate (units: see store/attrs.py);
+    #: written on the coordinate variable, recorded in notebookscan.json
+    coord_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
@@ -578,6 +581,10 @@ def add_results(shard: ShardData, columns: dict[str, list[Value | None]]) -> Non
                 if v is not None:
                     lengths[i] = max(lengths[i], np.shape(v.data)[v.dims.index(dim)])
         shard.lengths[dim] = lengths
+        declared = next((v.coord_attrs[dim] for v in values
+                         if v is not None and v.coord_attrs and dim in v.coord_attrs), None)
+        if declared:
+            shard.coord_attrs[dim] = declared
         size = int(lengths.max()) if n else 0
         shared = _shared_coordinate(values, dim)
         if shared is None:
@@ -641,10 +648,12 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
             _put_array(nc, f"{dim}_length", point, lengths, False).setncattr(ROLE, "length")
         for dim, coord in shard.coords.items():
             if coord.ndim == 1:
-                _put_array(nc, dim, (dim,), coord, False).setncattr(ROLE, "coord")
+                var = _put_array(nc, dim, (dim,), coord, False)
+                var.setncattr(ROLE, "coord")
             else:
                 var = _put_array(nc, f"{dim}_coord", ("point", dim), coord, False)
                 var.setncattr(ROLE, "coord2d")
+            var.setncatts(shard.coord_attrs.get(dim, {}))
 
 
 _RAGGED_ATTRS = (RAGGED_ATTR, COUNT_ATTR, LONGEST_ATTR)
