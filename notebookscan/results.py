@@ -1,9 +1,9 @@
 """Turn what a simulation function returns into named arrays the store can keep.
 
 A function may return a scalar, a numpy array, an :class:`xarray.DataArray` (its own
-dims and index coordinates are kept, and its CF attributes ``units``, ``long_name`` and
-``standard_name``: see :data:`KEPT_ATTRS`), a dict of these, or ``None`` (nothing to
-store).
+dims and index coordinates are kept, and its and its coordinates' CF attributes
+``units``, ``long_name`` and ``standard_name``: see :data:`KEPT_ATTRS`), a dict of these
+(or an :class:`xarray.Dataset`), or ``None`` (nothing to store).
 A bare scalar or array becomes the variable ``result``. Anything else — Python objects,
 complex numbers, ragged lists — is refused with a message that says what to return
 instead; the scan records that point as failed and goes on.

@@ -48,6 +48,7 @@ from .schema import (
     CHECKPOINTS_DIR,
     LEASES,
     META_FILE,
+    META_LOCK,
     OWN_ENTRIES,
     QUARANTINE,
     ROLE,
@@ -69,7 +70,7 @@ from .shards import (
     write_shard_atomically,
 )
 from .table import Conflict, ReadRules, Table, combine_shards
-from .versions import check_forms, recorded_forms, register_run, run_order
+from .versions import check_forms, recorded_forms, register_run, run_order, waiting_lock
 
 __all__ = ["Store", "compact", "existing_store", "open_store", "verify"]
 
@@ -221,8 +222,15 @@ class Store:
         self._create()
         self.remove_leftovers()
         declared = {str(k): dict(v) for k, v in (attrs or {}).items() if v}
+        # under the metadata lock: a runner recording result forms or units meanwhile
+        # must not have its record overwritten by this one's
+        with waiting_lock(os.path.join(self.path, META_LOCK)):
+            self._prepare_metadata(layout, list(names), declared)
+
+    def _prepare_metadata(self, layout: Layout, names: list[str],
+                          declared: dict[str, dict[str, str]]) -> None:
+        """:meth:`prepare`'s work on ``notebookscan.json`` (the caller holds its lock)."""
         meta = self.metadata()
-        names = list(names)
         if not meta:
             meta = {"format": STORE_FORMAT, "names": names, "layout": layout.to_json(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
