@@ -150,8 +150,13 @@ def declared_attrs(outcomes: list[dict[str, Value] | None],
     for i, values in enumerate(outcomes):
         if not values:
             continue
-        declared = [(name, attrs) for value_name, value in values.items()
-                    for name, attrs in _attrs_of(value_name, value)]
+        for value in values.values():  # most points declare nothing: look, allocate nothing
+            if value.attrs is not None or value.coord_attrs is not None:
+                break
+        else:
+            continue
+        declared = [pair for value_name, value in values.items()
+                    for pair in _attrs_of(value_name, value)]
         for name, attrs in declared:
             old = found.get(name, {})
             if attrs_conflict(old, attrs):
