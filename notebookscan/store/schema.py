@@ -7,7 +7,8 @@ of the package, so any layer may use it.
 A store directory::
 
     notebookscan.json        store metadata (META_FILE): format, parameter names, layout,
-                             the form of each result variable ("results")
+                             the form of each result variable ("results"), the units
+                             and long names declared ("parameter_attrs", "result_attrs")
     runs.json                the store's runs in the order they started (RUNS_FILE)
     scanned/*.json           which grid cells each run's space held (SCANNED)
     shards/*.nc              one NetCDF-4 file per flush (SHARDS)
