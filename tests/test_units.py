@@ -86,6 +86,7 @@ def test_units_survive_compaction_and_a_refined_second_run(tmp_path: Path) -> No
     assert refined.attrs == {"tau": TAU}
     # units are no part of a point's key: only the new tau values are computed
     assert set(space().keys()) == set(ns.grid(tau=[0.01, 0.02], k=[1, 2, 3]).keys())
+    assert ns.Scan(model, space(), store=store).refine(tau=[0.3]).space.attrs == {"tau": TAU}
     scan = ns.Scan(model, refined, store=store)
     assert len(scan.plan().to_run) == 3
     scan.run(executor="serial", progress=False)
