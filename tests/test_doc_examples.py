@@ -1,0 +1,132 @@
+"""Every ```python block of README.md and docs/*.md runs as written in a real Jupyter
+kernel: one notebook per file, one block per cell, in order, in an empty directory.
+
+A block that cannot run here says so in the markdown, on the line before it::
+
+    <!-- example: skip, needs a Slurm cluster -->
+
+and is reported as skipped with that reason. Any other block that raises fails the
+test, which names the file, the block's number and its first lines.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SKIP = re.compile(r"<!--\s*example:\s*skip\s*,\s*(?P<reason>[^>]*?)\s*-->")
+BLOCK = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<code>.*?)^(?P=indent)```",
+                   flags=re.S | re.M)
+CELL_TIMEOUT = 180  # seconds for one block (the README's first starts local engines)
+
+
+@dataclass
+class Block:
+    """One ```python block of a markdown file."""
+
+    path: Path
+    number: int  # 1-based, counting every python block of the file
+    code: str
+    skip: str | None  # the reason given by an ``example: skip`` marker, else None
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.relative_to(ROOT)} block {self.number}"
+
+    def head(self, lines: int = 3) -> str:
+        return "\n".join(self.code.splitlines()[:lines])
+
+
+def python_blocks(text: str, path: Path = ROOT / "x.md") -> list[Block]:
+    """The ```python blocks of a markdown text in order (indented ones dedented), each
+    with the reason of the ``<!-- example: skip, ... -->`` marker right before it."""
+    blocks = []
+    end = 0
+    for number, match in enumerate(BLOCK.finditer(text), 1):
+        before = text[end:match.start()].rstrip().splitlines()
+        marker = SKIP.fullmatch(before[-1].strip()) if before else None
+        indent = len(match["indent"])
+        code = "".join(line[indent:] if line[:indent].isspace() else line
+                       for line in match["code"].splitlines(keepends=True))
+        blocks.append(Block(path, number, code, marker["reason"] if marker else None))
+        end = match.end()
+    return blocks
+
+
+def doc_blocks() -> list[Block]:
+    return [b for path in DOCS for b in python_blocks(path.read_text(encoding="utf-8"), path)]
+
+
+def test_the_block_reader_finds_python_blocks_and_their_skip_markers() -> None:
+    text = ("a\n```python\nx = 1\n```\n```bash\nls\n```\n"
+            "<!-- example: skip, needs a Slurm cluster -->\n\n```python\ny = x\n```\n"
+            "- item\n\n  ```python\n  z = 2\n  ```\n")
+    blocks = python_blocks(text)
+    assert [b.code for b in blocks] == ["x = 1\n", "y = x\n", "z = 2\n"]
+    assert [b.skip for b in blocks] == [None, "needs a Slurm cluster", None]
+
+
+def test_every_skip_marker_gives_a_reason_and_sits_before_a_python_block() -> None:
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        markers = len(re.findall(r"<!--\s*example:", text))
+        reasons = [b.skip for b in python_blocks(text, path) if b.skip is not None]
+        assert markers == len(reasons), f"{path.name}: a marker not right before a block"
+        assert all(len(r) > 5 for r in reasons), f"{path.name}: a marker without a reason"
+
+
+@pytest.mark.parametrize("block", [b for b in doc_blocks() if b.skip],
+                         ids=lambda b: f"{b.path.name}-{b.number}")
+def test_marked_blocks_are_skipped_with_their_reason(block: Block) -> None:
+    pytest.skip(f"{block.name} ({block.head(1)!r}): {block.skip}")
+
+
+def _notebook(blocks: list[Block]):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(b.code.rstrip("\n")) for b in blocks]
+    return nb
+
+
+def _error(cell) -> str | None:
+    """The error a cell's execution ended with (name, message, traceback end), if any."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            tail = "\n".join(output.get("traceback", [])[-3:])
+            tail = re.sub(r"\x1b\[[0-9;]*m", "", tail)  # IPython colours the traceback
+            return f"{output['ename']}: {output['evalue']}\n{tail[-1500:]}"
+    return None
+
+
+def run_in_kernel(blocks: list[Block], cwd: Path):
+    """Execute ``blocks`` as the cells of one notebook in a fresh kernel started in
+    ``cwd``; return the executed notebook (errors stay in the cells' outputs)."""
+    from nbclient import NotebookClient
+
+    nb = _notebook(blocks)
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_doc_blocks_run_in_order_in_a_kernel(path: Path, tmp_path: Path) -> None:
+    blocks = [b for b in python_blocks(path.read_text(encoding="utf-8"), path) if not b.skip]
+    if not blocks:
+        pytest.skip(f"{path.name} has no runnable python block")
+    t0 = time.monotonic()
+    nb = run_in_kernel(blocks, tmp_path)
+    print(f"{path.name}: {len(blocks)} block(s) in {time.monotonic() - t0:.1f} s")
+    for block, cell in zip(blocks, nb.cells):
+        error = _error(cell)
+        assert error is None, (
+            f"{block.name} fails when its blocks run in order in a kernel:\n"
+            f"{block.head()}\n...\n{error}")
