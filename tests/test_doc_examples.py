@@ -24,6 +24,17 @@ SKIP = re.compile(r"<!--\s*example:\s*skip\s*,\s*(?P<reason>[^>]*?)\s*-->")
 BLOCK = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<code>.*?)^(?P=indent)```",
                    flags=re.S | re.M)
 CELL_TIMEOUT = 180  # seconds for one block (the README's first starts local engines)
+# run after a file's blocks: a run the docs leave going in the background (a notebook's
+# run() returns at once) ends before the kernel does, so no engine outlives the test
+SETTLE = """\
+import gc, warnings
+import notebookscan
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for scan in [o for o in gc.get_objects() if isinstance(o, notebookscan.Scan)]:
+        if scan.progress is not None:
+            scan.wait()
+"""
 
 
 @dataclass
@@ -108,9 +119,11 @@ def _error(cell) -> str | None:
 def run_in_kernel(blocks: list[Block], cwd: Path):
     """Execute ``blocks`` as the cells of one notebook in a fresh kernel started in
     ``cwd``; return the executed notebook (errors stay in the cells' outputs)."""
+    import nbformat
     from nbclient import NotebookClient
 
     nb = _notebook(blocks)
+    nb.cells.append(nbformat.v4.new_code_cell(SETTLE))
     NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(cwd)}}).execute()
     return nb
@@ -125,8 +138,10 @@ def test_doc_blocks_run_in_order_in_a_kernel(path: Path, tmp_path: Path) -> None
     t0 = time.monotonic()
     nb = run_in_kernel(blocks, tmp_path)
     print(f"{path.name}: {len(blocks)} block(s) in {time.monotonic() - t0:.1f} s")
-    for block, cell in zip(blocks, nb.cells):
+    for block, cell in zip(blocks, nb.cells[:-1], strict=True):
         error = _error(cell)
         assert error is None, (
             f"{block.name} fails when its blocks run in order in a kernel:\n"
             f"{block.head()}\n...\n{error}")
+    error = _error(nb.cells[-1])
+    assert error is None, f"{path.name}: a run its blocks started ended badly:\n{error}"
