@@ -31,7 +31,7 @@ import gc, warnings
 import notebookscan
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    for scan in [o for o in gc.get_objects() if isinstance(o, notebookscan.Scan)]:
+    for scan in [o for o in gc.get_objects() if issubclass(type(o), notebookscan.Scan)]:
         if scan.progress is not None:
             scan.wait()
 """
@@ -86,7 +86,7 @@ def test_the_block_reader_finds_python_blocks_and_their_skip_markers() -> None:
 def test_every_skip_marker_gives_a_reason_and_sits_before_a_python_block() -> None:
     for path in DOCS:
         text = path.read_text(encoding="utf-8")
-        markers = len(re.findall(r"<!--\s*example:", text))
+        markers = len(re.findall(r"^[ \t]*<!--\s*example:", text, flags=re.M))
         reasons = [b.skip for b in python_blocks(text, path) if b.skip is not None]
         assert markers == len(reasons), f"{path.name}: a marker not right before a block"
         assert all(len(r) > 5 for r in reasons), f"{path.name}: a marker without a reason"
@@ -134,7 +134,7 @@ def run_in_kernel(blocks: list[Block], cwd: Path):
 def test_doc_blocks_run_in_order_in_a_kernel(path: Path, tmp_path: Path) -> None:
     blocks = [b for b in python_blocks(path.read_text(encoding="utf-8"), path) if not b.skip]
     if not blocks:
-        pytest.skip(f"{path.name} has no runnable python block")
+        pytest.skip(f"{path.relative_to(ROOT)} has no runnable python block")
     t0 = time.monotonic()
     nb = run_in_kernel(blocks, tmp_path)
     print(f"{path.name}: {len(blocks)} block(s) in {time.monotonic() - t0:.1f} s")
@@ -145,3 +145,89 @@ def test_doc_blocks_run_in_order_in_a_kernel(path: Path, tmp_path: Path) -> None
             f"{block.head()}\n...\n{error}")
     error = _error(nb.cells[-1])
     assert error is None, f"{path.name}: a run its blocks started ended badly:\n{error}"
+
+
+# ------------------------------------------------------------- the run's progress display
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _outputs(cell, kind: str) -> list:
+    return [o for o in cell.get("outputs", []) if o.get("output_type") == kind]
+
+
+@pytest.mark.timeout(300)
+def test_in_a_kernel_the_progress_bar_stays_in_the_cell_that_started_the_run(
+        tmp_path: Path) -> None:
+    cells = [
+        "import time\nimport notebookscan as ns\n\n"
+        "def slow(x: float):\n    time.sleep(0.2)\n    return {'y': x}\n\n"
+        "scan = ns.Scan(slow, ns.grid(x=range(16)), store='s')\n"
+        "run = scan.run(executor='processes')\n"
+        "print('returned', run.done())",
+        "time.sleep(1.5)\nprint('second cell')",
+        "run",
+        "print(run.wait())",
+    ]
+    nb = run_in_kernel([Block(tmp_path / "x.md", i, c, None) for i, c in enumerate(cells)],
+                       tmp_path)
+    first, second, again, waited = nb.cells[:4]
+    assert all(_error(c) is None for c in nb.cells), [_error(c) for c in nb.cells]
+    # the bar is a widget shown in the cell of run() (which returned at once)
+    bars = [o for o in _outputs(first, "display_data") if WIDGET in o["data"]]
+    assert len(bars) == 1, first.outputs
+    assert "returned False" in "".join(o["text"] for o in _outputs(first, "stream"))
+    # nothing of it reaches the cells run while it goes on
+    assert [(o["name"], o["text"]) for o in _outputs(second, "stream")] == \
+        [("stdout", "second cell\n")], second.outputs
+    assert not _outputs(waited, "display_data"), waited.outputs
+    assert "finished: 16 done" in "".join(o["text"] for o in _outputs(waited, "stream"))
+    # the handle shown in a later cell is the same live bar
+    shown = [o for o in _outputs(again, "display_data") if WIDGET in o["data"]]
+    assert [o["data"][WIDGET]["model_id"] for o in shown] == \
+        [bars[0]["data"][WIDGET]["model_id"]], again.outputs
+
+
+def test_in_a_script_run_blocks_and_draws_the_text_bar_on_stderr(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = ("import notebookscan as ns\n"
+              "scan = ns.Scan(lambda x: x, ns.grid(x=range(5)), store='s')\n"
+              "print(scan.run(executor='processes').done())\n"
+              "print(scan.results().result.values.tolist())\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["True", "[0, 1, 2, 3, 4]"]
+    assert "scan: 100%" in result.stderr and "5/5" in result.stderr, result.stderr
+
+
+def test_results_during_a_run_are_the_points_so_far_and_say_so(tmp_path: Path) -> None:
+    import notebookscan as ns
+    from notebookscan.errors import PartialResultsWarning
+
+    def slow(x: float):
+        time.sleep(0.05)
+        return {"y": 2 * x}
+
+    scan = ns.Scan(slow, ns.grid(x=range(60)), store=tmp_path / "s")
+    scan.run(executor="serial", wait=False, progress=False)
+    with pytest.warns(PartialResultsWarning) as caught:
+        ds = scan.results()  # nothing stored yet: waits for the first batch
+    assert not scan._run.done()
+    assert "y" in ds.data_vars  # every result variable, the missing points NaN
+    stored = int((ds.ns_status == "done").sum())
+    assert 0 < stored < 60
+    note = ds.attrs["ns_in_progress"]
+    assert re.match(rf"{stored} of 60 points so far, the run continues; scan.wait\(\)", note)
+    assert any(str(w.message) == note for w in caught)
+    assert ds.y.isnull().sum() == 60 - stored
+    scan.wait()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = scan.results()
+    assert "ns_in_progress" not in ds.attrs
+    assert ds.y.values.tolist() == [2.0 * x for x in range(60)]
