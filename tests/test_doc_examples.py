@@ -231,3 +231,28 @@ def test_results_during_a_run_are_the_points_so_far_and_say_so(tmp_path: Path) -
         ds = scan.results()
     assert "ns_in_progress" not in ds.attrs
     assert ds.y.values.tolist() == [2.0 * x for x in range(60)]
+
+
+@pytest.mark.timeout(300)
+def test_in_a_kernel_without_ipywidgets_the_bar_is_a_line_updated_in_its_cell(
+        tmp_path: Path) -> None:
+    cells = [
+        "import sys\nsys.modules['ipywidgets'] = None  # as if it were not installed\n"
+        "import time\nimport notebookscan as ns\n\n"
+        "def slow(x: float):\n    time.sleep(0.2)\n    return {'y': x}\n\n"
+        "scan = ns.Scan(slow, ns.grid(x=range(16)), store='s')\n"
+        "run = scan.run(executor='processes')",
+        "time.sleep(1.5)\nprint('second cell')",
+        "print(run.wait())",
+    ]
+    nb = run_in_kernel([Block(tmp_path / "x.md", i, c, None) for i, c in enumerate(cells)],
+                       tmp_path)
+    first, second, waited = nb.cells[:3]
+    assert all(_error(c) is None for c in nb.cells), [_error(c) for c in nb.cells]
+    lines = [o["data"]["text/plain"] for o in _outputs(first, "display_data")]
+    assert len(lines) == 1 and lines[0].startswith("scan: 100%") and "16/16" in lines[0], \
+        first.outputs  # one display, updated in place to the end
+    assert not _outputs(first, "stream"), first.outputs
+    assert [(o["name"], o["text"]) for o in _outputs(second, "stream")] == \
+        [("stdout", "second cell\n")], second.outputs
+    assert not _outputs(waited, "display_data"), waited.outputs

@@ -9,7 +9,6 @@ tqdm's text bar on stderr, as before.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -51,10 +50,19 @@ class _DisplayLine:
         pass
 
 
+def _has_widgets() -> bool:
+    """True when ipywidgets imports (what tqdm.notebook draws its bar with)."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def make_bar(**options: Any) -> Any:
     """A tqdm bar fitting where this runs: a notebook widget, a line updated in its
     cell, or text on stderr (see the module's docstring)."""
-    if in_kernel() and importlib.util.find_spec("ipywidgets") is not None:
+    if in_kernel() and _has_widgets():
         from tqdm.notebook import tqdm as notebook_tqdm
 
         return notebook_tqdm(**options)
