@@ -43,6 +43,7 @@ class ScanRun:
         self._owned = executor_owned
         self._future: Future = Future()
         self._thread: threading.Thread | None = None
+        self._runner: threading.Thread | None = None  # the thread running the loop
         # a notebook progress bar shows itself in the cell that started the run; the
         # handle displays the same live widget when shown in a later cell
         self._view = getattr(bar, "container", None)
@@ -59,6 +60,7 @@ class ScanRun:
         return self._loop.executor
 
     def _body(self) -> None:
+        self._runner = threading.current_thread()
         try:
             self._future.set_result(self._loop.run())
         except BaseException as exc:
@@ -110,7 +112,9 @@ class ScanRun:
         return self.progress
 
     def _is_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
+        """True in the thread running the loop (its event callbacks), in the background
+        or here: waiting there for the run would wait forever."""
+        return threading.current_thread() is self._runner
 
     def __repr__(self) -> str:
         return f"<ScanRun {self.progress}>"
