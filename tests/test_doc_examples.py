@@ -116,28 +116,62 @@ def _error(cell) -> str | None:
     return None
 
 
-def run_in_kernel(blocks: list[Block], cwd: Path):
-    """Execute ``blocks`` as the cells of one notebook in a fresh kernel started in
-    ``cwd``; return the executed notebook (errors stay in the cells' outputs)."""
+def _client(blocks: list[Block], cwd: Path):
+    """A notebook client for ``blocks`` (one cell each, then :data:`SETTLE`), its kernel
+    started in ``cwd``; errors stay in the cells' outputs."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = _notebook(blocks)
     nb.cells.append(nbformat.v4.new_code_cell(SETTLE))
-    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(cwd)}}).execute()
-    return nb
+    return NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                          allow_errors=True, resources={"metadata": {"path": str(cwd)}})
+
+
+def run_in_kernel(blocks: list[Block], cwd: Path):
+    """Execute ``blocks`` as the cells of one notebook in a fresh kernel started in
+    ``cwd``; return the executed notebook."""
+    client = _client(blocks, cwd)
+    client.execute()
+    return client.nb
+
+
+def runnable(path: Path) -> list[Block]:
+    return [b for b in python_blocks(path.read_text(encoding="utf-8"), path) if not b.skip]
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, tuple]:
+    """Every doc file's notebook executed, each in its own kernel and empty directory,
+    the kernels side by side (most of their time is waiting for engines and imports):
+    ``{path: (notebook, seconds)}``."""
+    import asyncio
+
+    async def one(path: Path) -> tuple:
+        t0 = time.monotonic()
+        client = _client(runnable(path), tmp_path_factory.mktemp(path.stem))
+        await client.async_execute()
+        return client.nb, time.monotonic() - t0
+
+    async def every() -> list[tuple]:
+        return await asyncio.gather(*(one(p) for p in files))
+
+    files = [p for p in DOCS if runnable(p)]
+    t0 = time.monotonic()
+    results = dict(zip(files, asyncio.run(every()), strict=True))
+    print(f"\n{len(files)} files' blocks in kernels side by side: "
+          f"{time.monotonic() - t0:.1f} s")
+    return results
 
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_doc_blocks_run_in_order_in_a_kernel(path: Path, tmp_path: Path) -> None:
-    blocks = [b for b in python_blocks(path.read_text(encoding="utf-8"), path) if not b.skip]
+def test_doc_blocks_run_in_order_in_a_kernel(path: Path, executed: dict) -> None:
+    blocks = runnable(path)
     if not blocks:
         pytest.skip(f"{path.relative_to(ROOT)} has no runnable python block")
-    t0 = time.monotonic()
-    nb = run_in_kernel(blocks, tmp_path)
-    print(f"{path.name}: {len(blocks)} block(s) in {time.monotonic() - t0:.1f} s")
+    nb, seconds = executed[path]
+    print(f"{path.relative_to(ROOT)}: {len(blocks)} block(s) in {seconds:.1f} s")
     for block, cell in zip(blocks, nb.cells[:-1], strict=True):
         error = _error(cell)
         assert error is None, (
