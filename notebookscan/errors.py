@@ -89,3 +89,7 @@ class StoreWarning(UserWarning):
 
 class StaleResultsWarning(UserWarning):
     """Stored points of a scan came from other code than the function scanned now."""
+
+
+class PartialResultsWarning(UserWarning):
+    """Results read while the scan's run goes on: the points stored so far."""

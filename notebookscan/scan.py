@@ -23,6 +23,8 @@ import importlib
 import inspect
 import json
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ScanError, StaleResultsWarning
+from .errors import PartialResultsWarning, ScanError, StaleResultsWarning
 from .executors import resolve_executor
 from .run import detached
 from .run.bars import progress_bar
@@ -73,6 +75,9 @@ DryRun = Plan  # the name before Scan.plan() replaced run(dry_run=True)
 #: the module :meth:`Scan.widget` opens (``scan_app(scan, **kwargs)``): the widgets sit
 #: above the scan and import it, so the scan names them instead of importing them
 FRONT_END = "notebookscan.widgets"
+
+#: seconds :meth:`Scan.results` waits, during a run, for its first stored batch
+FIRST_BATCH_WAIT = 60.0
 
 
 class Scan(RunControl):
@@ -371,7 +376,7 @@ class Scan(RunControl):
                           "a background thread of this process, where it cannot stop them. Use "
                           "executor='processes' or engines for timeouts.", stacklevel=3)
         bar = self._progress_bar() if (progress or progress is None) else None
-        self._run = ScanRun(loop, owned)
+        self._run = ScanRun(loop, owned, bar)
         try:
             self._run.start(background)
         finally:
@@ -459,7 +464,59 @@ class Scan(RunControl):
         [['done', 'excluded'], ['done', 'done']]
         >>> scan.results(broadcast="freq").result.values.tolist()
         [[1.0, 1.0], [2.0, 3.0]]
+
+        While a run of this scan goes on in this process (``run()`` returned at once in a
+        notebook, or ``wait=False``), the Dataset holds the points stored so far, the
+        others missing, with every result variable present: before the first batch is
+        stored (so no result's name is known yet) this waits for it, at most
+        :data:`FIRST_BATCH_WAIT` seconds. A :class:`~notebookscan.errors.PartialResultsWarning`
+        and the attribute ``ns_in_progress`` say how many points are in ("12 of 200
+        points so far, the run continues; ..."); ``scan.wait()`` or ``await scan`` waits
+        for them all.
         """
+        run = self._run
+        if run is None or run.done() or run._is_loop_thread():
+            return self._read_results(broadcast)
+        return self._results_so_far(run, broadcast)
+
+    def _results_so_far(self, run: ScanRun, broadcast: Any) -> Any:
+        """The results of a run still going on: after its first stored batch, noted."""
+        landed = threading.Event()
+
+        def note_flush(**_: Any) -> None:
+            landed.set()
+
+        self.events.on("flushed", note_flush)  # before reading: no batch slips between
+        try:
+            ds = self._read_results(broadcast)
+            if not _result_names(ds) and not run.done():
+                ds = self._wait_first_batch(run, broadcast, landed, ds)
+        finally:
+            self.events.off("flushed", note_flush)
+        if run.done():  # it ended meanwhile: everything is stored
+            return self._read_results(broadcast)
+        stored = int(ds["ns_status"].isin(["done", "failed"]).sum())
+        note = (f"{stored} of {len(self.space)} points so far, the run continues; "
+                "scan.wait() (or `await scan` in a notebook) waits for all of them")
+        ds.attrs["ns_in_progress"] = note
+        warnings.warn(note, PartialResultsWarning, stacklevel=3)
+        return ds
+
+    def _wait_first_batch(self, run: ScanRun, broadcast: Any, landed: threading.Event,
+                          ds: Any) -> Any:
+        """Read again each time a batch lands, until results show, the run ends or
+        :data:`FIRST_BATCH_WAIT` seconds pass."""
+        warnings.warn(f"no result of this run is stored yet; waiting for the first batch "
+                      f"(at most {FIRST_BATCH_WAIT:g} s)", PartialResultsWarning, stacklevel=4)
+        deadline = time.monotonic() + FIRST_BATCH_WAIT
+        while not _result_names(ds) and not run.done() and time.monotonic() < deadline:
+            if landed.wait(0.25):
+                landed.clear()
+                ds = self._read_results(broadcast)
+        return ds
+
+    def _read_results(self, broadcast: Any) -> Any:
+        """The store's results laid out over this scan's space (see :meth:`results`)."""
         layout = self.layout
         if layout.kind == "grid":
             ds = self.store.dataset(lazy=False, layout=layout,
@@ -497,6 +554,11 @@ class Scan(RunControl):
         done = int(index.is_done(keys).sum())
         failed = int(index.is_failed(keys).sum())
         return {"done": done, "failed": failed, "missing": len(keys) - done - failed}
+
+
+def _result_names(ds: Any) -> list[str]:
+    """The result variables of a scan Dataset (not the ``ns_*`` bookkeeping)."""
+    return [name for name in ds.data_vars if not str(name).startswith("ns_")]
 
 
 def pending_columns(space: Any, index: StoreIndex) -> dict[str, list[Any]]:

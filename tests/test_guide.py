@@ -1,6 +1,7 @@
 """docs/guide.md's Python blocks run as the guide says: pasted in order into a fresh
-Python started in an empty directory. Blocks marked ``# needs: cluster`` need a running
-ipyparallel cluster and are left out (and named in the output)."""
+Python started in an empty directory (tests/test_doc_examples.py runs the same blocks in a
+Jupyter kernel, one per cell). Blocks marked ``<!-- example: skip, reason -->`` are left
+out by both, and named in the output."""
 
 from __future__ import annotations
 
@@ -10,30 +11,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_doc_examples import python_blocks
+
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide.md"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-MARKER = "# needs: cluster"
-
-
-def python_blocks(text: str) -> list[str]:
-    """The ```python blocks of a markdown text, in order."""
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
-
-
-def test_the_block_extractor_finds_python_blocks_only() -> None:
-    text = "a\n```python\nx = 1\n```\n```bash\nls\n```\n```python\ny = x\n```\n"
-    assert python_blocks(text) == ["x = 1\n", "y = x\n"]
 
 
 def test_the_guides_python_blocks_run_in_order_in_a_fresh_python(tmp_path: Path) -> None:
-    blocks = python_blocks(GUIDE.read_text(encoding="utf-8"))
+    blocks = python_blocks(GUIDE.read_text(encoding="utf-8"), GUIDE)
     assert len(blocks) >= 5
-    runnable = [b for b in blocks if MARKER not in b]
-    skipped = [b.splitlines()[0] for b in blocks if MARKER in b]
-    if skipped:
-        print("left out (need a running cluster):", *skipped, sep="\n  ")
-    script = "\n".join(runnable)
+    for block in blocks:
+        if block.skip:
+            print(f"left out: {block.name} ({block.head(1)!r}): {block.skip}")
+    script = "\n".join(b.code for b in blocks if not b.skip)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=240)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import warnings
 from collections.abc import Generator
 from concurrent.futures import Future
 from typing import Any
 
 from ..errors import ScanError
+from .bars import execution_count
 from .loop import Progress, RunLoop
 
 __all__ = ["RunControl", "ScanRun", "in_event_loop"]
@@ -38,11 +38,16 @@ class ScanRun:
     ``stop()`` stops it keeping everything finished, ``progress`` says how far it got.
     """
 
-    def __init__(self, loop: RunLoop, executor_owned: bool):
+    def __init__(self, loop: RunLoop, executor_owned: bool, bar: Any = None):
         self._loop = loop
         self._owned = executor_owned
         self._future: Future = Future()
         self._thread: threading.Thread | None = None
+        self._runner: threading.Thread | None = None  # the thread running the loop
+        # a notebook progress bar shows itself in the cell that started the run; the
+        # handle displays the same live widget when shown in a later cell
+        self._view = getattr(bar, "container", None)
+        self._cell = execution_count()
 
     @property
     def progress(self) -> Progress:
@@ -55,6 +60,7 @@ class ScanRun:
         return self._loop.executor
 
     def _body(self) -> None:
+        self._runner = threading.current_thread()
         try:
             self._future.set_result(self._loop.run())
         except BaseException as exc:
@@ -85,12 +91,9 @@ class ScanRun:
     def wait(self, timeout: float | None = None) -> Progress:
         """Block until the run ends and return its progress (re-raises a scan error).
 
-        Inside a Jupyter kernel this blocks the notebook; ``await run`` waits without
-        blocking widgets and other cells.
+        Inside a Jupyter kernel this blocks the notebook (its progress bar stays live);
+        ``await run`` waits without blocking widgets and other cells.
         """
-        if in_event_loop() and not self.done():
-            warnings.warn("wait() blocks this kernel until the scan ends; use `await scan` "
-                          "(or `await run`) to keep the notebook responsive.", stacklevel=2)
         return self._future.result(timeout)
 
     def __await__(self) -> Generator[Any, None, Progress]:
@@ -109,10 +112,22 @@ class ScanRun:
         return self.progress
 
     def _is_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
+        """True in the thread running the loop (its event callbacks), in the background
+        or here: waiting there for the run would wait forever."""
+        return threading.current_thread() is self._runner
 
     def __repr__(self) -> str:
         return f"<ScanRun {self.progress}>"
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the live progress bar (not twice in the cell that started
+        the run, where it already shows), else the text of ``repr``."""
+        from IPython.display import Pretty, display
+
+        if self._view is None:
+            display(Pretty(repr(self)))
+        elif execution_count() != self._cell:
+            display(self._view)
 
 
 class RunControl:

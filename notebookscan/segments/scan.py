@@ -38,7 +38,7 @@ from ..errors import ScanError
 from ..executors import resolve_executor
 from ..keys import point_key
 from ..run import detached
-from ..run.bars import feed_bar
+from ..run.bars import feed_bar, make_bar
 from ..run.detached import DetachedRun
 from ..run.handle import ScanRun
 from ..run.loop import LoopSettings
@@ -439,10 +439,7 @@ def _check_count(name: str, value: Any) -> None:
 
 def _progress_bar(events: SegmentEvents) -> Any:
     """A tqdm bar counting segments, fed by the scan's events."""
-    from tqdm.std import tqdm
-
-    bar = tqdm(total=0, unit="seg", desc="segments", dynamic_ncols=True, leave=True,
-               mininterval=0.5)
+    bar = make_bar(total=0, unit="seg", desc="segments", leave=True, mininterval=0.5)
 
     def started(segments: int = 0, skipped: int = 0, **_: Any) -> None:
         bar.reset(total=segments)
@@ -451,7 +448,8 @@ def _progress_bar(events: SegmentEvents) -> Any:
 
     def progress(segments_done: int = 0, segments_total: int = 0, done: int = 0,
                  failed: int = 0, total: int = 0, **_: Any) -> None:
-        bar.total = segments_total
+        if segments_total != bar.total:
+            bar.reset(total=segments_total)  # a notebook bar's widget learns its length so
         bar.n = segments_done
         text = f"points {done}/{total}" + (f", {failed} failed" if failed else "")
         bar.set_postfix_str(text, refresh=False)
