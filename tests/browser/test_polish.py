@@ -210,6 +210,8 @@ def test_form_errors_disabled_buttons_and_run_tab_fit(lab, open_notebook, artifa
     area = _rect(scroller)
     app_rect = _rect(app)
     nb.page.screenshot(path=artifacts / "polish-run-tab.png")
+    (artifacts / "polish-run-tab.json").write_text(json.dumps(
+        {"app_height": app_rect["height"], "notebook_height": area["height"]}))
     assert app_rect["height"] <= area["height"], (
         f"the app is {app_rect['height']:.0f} px tall in a {area['height']:.0f} px notebook")
 
