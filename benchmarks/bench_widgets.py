@@ -236,7 +236,8 @@ def run(repeats: dict[str, int], base: Path) -> dict:
         lab.shutdown_kernels()
     for name, target in TARGETS_MS.items():
         results[name]["target_ms"] = target
-        results[name]["met"] = results[name]["p90_ms"] <= target
+        results[name]["met_median"] = results[name]["median_ms"] <= target
+        results[name]["met_p90"] = results[name]["p90_ms"] <= target
     return results
 
 
@@ -259,23 +260,31 @@ def render(doc, figdir, md_dir):
               "kernel": "kernel `1+1` during a 2-engine run"}
     rows = []
     for name, label in labels.items():
-        r = doc["results"].get(name)
+        r = doc["measures"].get(name)
         if r is None:
             continue
+        target = r["target_ms"]
         rows.append([label, f"{r['median_ms']:.0f}", f"{r['p90_ms']:.0f}", f"{r['max_ms']:.0f}",
-                     f"≤ {r['target_ms']:.0f}", report.ok(r["met"])])
+                     f"≤ {target:.0f}", report.ok(r["median_ms"] <= target),
+                     report.ok(r["p90_ms"] <= target)])
     note = doc.get("load", "")
     return "\n".join([
         "## Widgets: responsiveness in JupyterLab", "",
         "Measured in a real JupyterLab in headless Chromium at 1400×900, in the page "
         "(`performance.now()`, from the browser event to the change in the DOM; `1+1` "
-        "from the execute request to its reply). Target met when the 90th percentile is "
-        f"under it. Repeats: {doc['repeats']}.", "",
+        "from the execute request to its reply), after warm-up runs: "
+        f"{doc['repeats']['form']} form changes, {doc['repeats']['plot']} plot updates per "
+        f"path, {doc['repeats']['kernel']} kernel probes. Times are in the browser, so "
+        "they include the kernel's work, the messages and the rendering.", "",
         "**The machine was shared**: other sessions ran tests and benchmarks on its "
         f"{doc['machine'].get('cores', '?')} cores meanwhile ({note or 'load not recorded'} "
         "at the end of the run), so these are upper bounds of what an idle machine shows.",
         "", report.md_table(["measure", "median [ms]", "p90 [ms]", "max [ms]", "target [ms]",
-                             "met"], rows), ""])
+                             "median met", "p90 met"], rows), "",
+        "The plot updates are dominated by matplotlib drawing the figure in the kernel "
+        "(constrained layout and Agg rendering: about 400 ms of the PNG path on this "
+        "loaded machine, measured in Python alone); the ipympl path redraws the same "
+        "canvas in place (no new widget view).", ""])
 
 
 def main(argv=None):
@@ -291,7 +300,7 @@ def main(argv=None):
     path = os.path.join(out_dir, f"{NAME}.json")
     doc = {"benchmark": NAME, "when": _dt.datetime.now().isoformat(timespec="seconds"),
            "machine": bs.machine_info(), "repeats": repeats, "load": _load_note(),
-           "results": results}
+           "measures": results}  # not "results": report.py reads that as a list
     with open(path, "w") as fh:
         json.dump(doc, fh, indent=2)
     return path
