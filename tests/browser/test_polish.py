@@ -211,9 +211,14 @@ def test_form_errors_disabled_buttons_and_run_tab_fit(lab, open_notebook, artifa
     app_rect = _rect(app)
     nb.page.screenshot(path=artifacts / "polish-run-tab.png")
     (artifacts / "polish-run-tab.json").write_text(json.dumps(
-        {"app_height": app_rect["height"], "notebook_height": area["height"]}))
+        {"app_height": app_rect["height"], "cell_height": _rect(cell)["height"],
+         "notebook_height": area["height"]}))
     assert app_rect["height"] <= area["height"], (
         f"the app is {app_rect['height']:.0f} px tall in a {area['height']:.0f} px notebook")
+    # with the cell's own input above it, too: nothing to scroll to run and watch
+    cell_rect = _rect(cell)
+    assert cell_rect["height"] <= area["height"], (
+        f"the cell is {cell_rect['height']:.0f} px tall in a {area['height']:.0f} px notebook")
 
 
 def test_ipympl_explorer_toolbar_and_no_loading_flash(lab, open_notebook, artifacts):
