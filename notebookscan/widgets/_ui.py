@@ -232,6 +232,9 @@ STYLE = """
   box-shadow: none;
   cursor: not-allowed;
 }
+.jupyter-widgets.jupyter-widget-tab.nbscan-tabs > .widget-tab-contents {
+  padding: 8px 12px;
+}
 """
 
 
@@ -240,7 +243,8 @@ def style_widget() -> Any:
 
     ipywidgets has no style sheet per widget and a disabled button keeps its
     ``button_style`` colour (an orange *Stop* looks ready to click): the sheet makes
-    disabled buttons grey. Several copies on a page are harmless."""
+    disabled buttons grey, and the app's tabs less padded (the Run tab fits a 900 px
+    window). Several copies on a page are harmless."""
     import ipywidgets as w
 
     widget = w.HTML(f"<style>{STYLE}</style>", layout=w.Layout(display="none"))
