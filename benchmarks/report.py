@@ -1048,9 +1048,10 @@ def _register_module_sections():
     import bench_durability
     import bench_peers
     import bench_segments
+    import bench_widgets
 
     return {"peers": bench_peers.render, "segments": bench_segments.render,
-            "durability": bench_durability.render}
+            "durability": bench_durability.render, "widgets": bench_widgets.render}
 
 
 SECTIONS = {"storage": storage_section, "parallel": parallel_section,

@@ -495,15 +495,80 @@ def test_app_from_a_scan_keeps_that_scan(tmp_path):
     assert app.monitor.scan is scan and scan.status()["done"] == 2
 
 
+def _view_id(output) -> str:
+    return output.outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+
+
 def test_explorer_uses_ipympl_when_installed(finished_scan):
+    """The zoomable path: one canvas, kept for every redraw (the front end keeps its
+    view, no "Loading widget…"), with the new figure, zoom and pan working on it."""
     pytest.importorskip("ipympl")
     ex = Explorer(finished_scan)
     assert ex.interactive
-    view = ex.output.outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]
-    first = view["model_id"]
+    first = _view_id(ex.output)
+    canvas = ex.output._nbscan_canvas
+    old = canvas.figure
     ex.y.value = "tau"
-    assert ex.output.outputs[0]["data"]["application/vnd.jupyter.widget-view+json"][
-        "model_id"] != first
+    assert _view_id(ex.output) == first
+    assert ex.output._nbscan_canvas is canvas
+    fig = canvas.figure
+    assert fig is not old and fig.canvas is canvas and old.canvas is not canvas
+    assert fig.axes[0].get_ylabel().startswith("tau")
+    # the toolbar's zoom/pan handlers are connected to the figure now shown
+    handlers = fig._canvas_callbacks.callbacks["button_press_event"].values()
+    assert any(getattr(ref(), "__func__", None) is type(canvas.toolbar)._zoom_pan_handler
+               for ref in handlers)
+    assert canvas.toolbar._nav_stack() is None  # zoom history of the old figure dropped
+    # the toolbar floats at the top left: a margin left of the figure holds it
+    assert canvas.toolbar_position == "left" and canvas.layout.padding.endswith("40px")
+    assert not canvas.header_visible
+
+
+def test_explorer_png_path_replaces_the_image(finished_scan):
+    ex = Explorer(finished_scan, interactive=False)
+    first = ex.output.outputs[0]["data"]["image/png"]
+    ex.y.value = "tau"
+    assert ex.output.outputs[0]["data"]["image/png"] != first
+    assert "application/vnd.jupyter.widget-view+json" not in ex.output.outputs[0]["data"]
+    assert not hasattr(ex.output, "_nbscan_canvas")
+
+
+def test_a_closed_canvas_is_replaced(finished_scan):
+    pytest.importorskip("ipympl")
+    ex = Explorer(finished_scan)
+    ex.output._nbscan_canvas.close()
+    first = _view_id(ex.output)
+    ex.y.value = "tau"
+    assert _view_id(ex.output) != first
+
+
+def test_errors_wrap_beside_their_fields(tmp_path):
+    """Every invalid field has its own error, in a box that takes the room left in the
+    row (so a long message wraps instead of squeezing the fields)."""
+    b = SweepBuilder(models.firing_rate, store=tmp_path / "s")
+    b.rows["k"].high.value = -1
+    b.rows["tau"].value.value = "abc"
+    b.rows["n_neurons"].value.value = "1.5"
+    b.trials.value = 0
+    for name in ("k", "tau", "n_neurons"):
+        row = b.rows[name]
+        assert "nbscan-error" in row.error.value
+        assert row.error.layout.flex == "1 1 0%" and row.error.layout.min_width == "0"
+        assert {c.layout.flex for c in (row.label, row.mode, row.fields)} == {"0 0 auto"}
+    assert "nbscan-error" in b.trials_error.value and b.trials_error.layout.flex == "1 1 0%"
+    assert b.rows["duration"].error.value == ""
+
+
+def test_disabled_buttons_are_styled(tmp_path):
+    """Builder and monitor each carry the style sheet that greys disabled buttons."""
+    from notebookscan.widgets._ui import STYLE
+
+    assert ".jupyter-button:disabled" in STYLE
+    b = SweepBuilder(model, store=tmp_path / "s")
+    for widget in (b, RunMonitor(scan_factory=b.scan, executor="serial")):
+        styles = [c for c in widget.children if "nbscan-style" in c._dom_classes]
+        assert len(styles) == 1 and STYLE in styles[0].value
+        assert styles[0].layout.display == "none"
 
 
 def test_core_does_not_import_widgets():

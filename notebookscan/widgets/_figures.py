@@ -18,7 +18,7 @@ from typing import Any
 
 import ipywidgets as w
 
-__all__ = ["figure_output", "has_ipympl", "message_output", "show_interactive"]
+__all__ = ["figure_output", "has_ipympl", "message_output", "show_interactive", "swap_figure"]
 
 
 def figure_output(fig: Any, *, dpi: int = 100) -> dict[str, Any]:
@@ -52,17 +52,25 @@ def has_ipympl() -> bool:
     return importlib.util.find_spec("ipympl") is not None
 
 
+#: room left of the canvas for ipympl's vertical toolbar (it floats at the figure's
+#: top left corner, over the y tick labels, when the figure starts at the edge)
+TOOLBAR_ROOM = "40px"
+
+
 def show_interactive(output: w.Output, fig: Any) -> bool:
     """Show ``fig`` as an ipympl canvas in ``output``; False when ipympl is missing.
 
-    The canvas replaces the one shown before in ``output`` (which is closed)."""
+    The first call puts a canvas into ``output``; later calls draw ``fig`` on that same
+    canvas (see :func:`swap_figure`), so the front end keeps its view: no "Loading
+    widget…" placeholder, no jump in height, the toolbar stays where it was. The
+    toolbar sits in a margin left of the figure, never over the y tick labels."""
     if not has_ipympl():
         return False
-    from ipympl.backend_nbagg import new_figure_manager_given_figure
-
-    canvas = new_figure_manager_given_figure(id(fig), fig).canvas
-    canvas.header_visible = False
-    previous = getattr(output, "_nbscan_canvas", None)
+    canvas = getattr(output, "_nbscan_canvas", None)
+    if canvas is not None and getattr(canvas, "comm", None) is not None:
+        swap_figure(canvas, fig)
+        return True
+    canvas = _new_canvas(fig)
     output.outputs = ({
         "output_type": "display_data",
         "data": {"application/vnd.jupyter.widget-view+json": {
@@ -71,9 +79,60 @@ def show_interactive(output: w.Output, fig: Any) -> bool:
         "metadata": {},
     },)
     output._nbscan_canvas = canvas
-    if previous is not None:
-        previous.close()
     return True
+
+
+def _new_canvas(fig: Any) -> Any:
+    """An ipympl canvas for ``fig``: no header, the toolbar in a margin of its own."""
+    from ipympl.backend_nbagg import new_figure_manager_given_figure
+
+    canvas = new_figure_manager_given_figure(id(fig), fig).canvas
+    canvas.header_visible = False
+    canvas.toolbar_position = "left"
+    canvas.layout.padding = f"0 0 0 {TOOLBAR_ROOM}"
+    canvas.add_class("nbscan-canvas")
+    return canvas
+
+
+def swap_figure(canvas: Any, fig: Any) -> None:
+    """Draw ``fig`` on an ipympl ``canvas`` shown before, in place of its figure.
+
+    Mouse handlers live in the figure (``fig._canvas_callbacks``), so the toolbar's
+    zoom/pan and the manager's key, button and scroll handlers are connected again to
+    the new figure; its zoom history starts afresh. The front end is told the new size
+    and redraws the whole image."""
+    from matplotlib import backend_bases as bases
+
+    old = canvas.figure
+    if fig is old:
+        canvas.draw_idle()
+        return
+    fig.set_canvas(canvas)
+    canvas.figure = fig
+    ratio = getattr(canvas, "device_pixel_ratio", 1) or 1
+    if ratio != 1 and hasattr(fig, "_original_dpi"):  # a HiDPI screen: same sharpness
+        fig._set_dpi(ratio * fig._original_dpi, forward=False)
+    bases.FigureCanvasBase(old)  # the old figure lets go of the canvas
+    manager, toolbar = canvas.manager, canvas.toolbar
+    for attr, event, handler in (("key_press_handler_id", "key_press_event",
+                                  "key_press_handler"),
+                                 ("button_press_handler_id", "button_press_event",
+                                  "button_press_handler"),
+                                 ("scroll_handler_id", "scroll_event", "scroll_handler")):
+        if getattr(manager, attr, None) is not None and hasattr(bases, handler):
+            setattr(manager, attr, canvas.mpl_connect(event, getattr(bases, handler)))
+    if toolbar is not None:
+        toolbar._id_press = canvas.mpl_connect("button_press_event", toolbar._zoom_pan_handler)
+        toolbar._id_release = canvas.mpl_connect("button_release_event",
+                                                 toolbar._zoom_pan_handler)
+        toolbar._id_drag = canvas.mpl_connect("motion_notify_event", toolbar.mouse_move)
+        toolbar._pan_info = toolbar._zoom_info = None
+        toolbar.update()  # the zoom history belonged to the old figure
+    canvas._force_full = True
+    canvas._png_is_old = True
+    width, height = fig.bbox.bounds[2:]
+    manager.resize(width, height)
+    canvas.draw_idle()
 
 
 class LatestWorker:

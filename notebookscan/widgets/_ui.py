@@ -193,11 +193,63 @@ MUTED_COLOR = "#616161"
 
 
 def error_html(message: str) -> str:
-    """A short inline error (red, with a warning sign); empty for no message."""
+    """A short inline error (red, with a warning sign); empty for no message.
+
+    An inline block: a long message wraps in its own box, with lines of its own height
+    (not the 28 px of a widget row)."""
     if not message:
         return ""
-    return (f'<span class="nbscan-error" style="color:{ERROR_COLOR};font-size:0.92em;'
-            f'line-height:1.3">⚠ {html.escape(message)}</span>')
+    return (f'<span class="nbscan-error" style="display:inline-block;color:{ERROR_COLOR};'
+            f'font-size:0.92em;line-height:1.3;overflow-wrap:anywhere">'
+            f"⚠ {html.escape(message)}</span>")
+
+
+def inline_error() -> Any:
+    """An HTML widget for a field's error, beside the field in an ``HBox``.
+
+    It takes the room left in the row and never more (``flex: 1 1 0``, ``min-width:
+    0``): a long message wraps below its first line instead of squeezing the fields
+    before it out of their columns."""
+    import ipywidgets as w
+
+    widget = w.HTML(layout=w.Layout(flex="1 1 0%", min_width="0", margin="0 0 0 8px"))
+    widget.add_class("nbscan-field-error")
+    return widget
+
+
+def fixed(widget: Any) -> Any:
+    """``widget`` at its own width in a row (``flex: none``): never squeezed."""
+    widget.layout.flex = "0 0 auto"
+    return widget
+
+
+#: The widgets' own style sheet (see :func:`style_widget`)
+STYLE = """
+:is(.nbscan-app, .nbscan-builder, .nbscan-monitor, .nbscan-explorer)
+  .jupyter-button:disabled {
+  background-color: var(--jp-layout-color3, #bdbdbd);
+  color: var(--jp-ui-font-color2, #616161);
+  box-shadow: none;
+  cursor: not-allowed;
+}
+.jupyter-widgets.jupyter-widget-tab.nbscan-tabs > .widget-tab-contents {
+  padding: 8px 12px;
+}
+"""
+
+
+def style_widget() -> Any:
+    """An invisible HTML widget holding :data:`STYLE`; put one in each top widget.
+
+    ipywidgets has no style sheet per widget and a disabled button keeps its
+    ``button_style`` colour (an orange *Stop* looks ready to click): the sheet makes
+    disabled buttons grey, and the app's tabs less padded (the Run tab fits a 900 px
+    window). Several copies on a page are harmless."""
+    import ipywidgets as w
+
+    widget = w.HTML(f"<style>{STYLE}</style>", layout=w.Layout(display="none"))
+    widget.add_class("nbscan-style")
+    return widget
 
 
 def muted_html(message: str) -> str:

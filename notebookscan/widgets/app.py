@@ -81,7 +81,7 @@ class ScanApp(w.VBox):
         if scan is not None:
             self.builder.adopt(scan)
         self.monitor = RunMonitor(scan_factory=self.builder.scan, executor=executor)
-        self.live = LivePlot()
+        self.live = LivePlot(figsize=(6.4, 3.2))  # the Run tab fits a 900 px window
         first = self._initial_scan()
         self.explorer = Explorer(first, monitor=self.monitor, interactive=interactive)
         if first is not None and self.builder.spec.stored:  # results from an earlier session

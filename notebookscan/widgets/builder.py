@@ -22,7 +22,16 @@ from ..scan import Scan
 from ..space import Space
 from ..store import Store
 from ._model import KIND_MODES, MODE_LABELS, ParameterSpec, SweepSpec, last_run_space
-from ._ui import MUTED_COLOR, error_html, format_duration, heading_html, muted_html
+from ._ui import (
+    MUTED_COLOR,
+    error_html,
+    fixed,
+    format_duration,
+    heading_html,
+    inline_error,
+    muted_html,
+    style_widget,
+)
 
 __all__ = ["ParameterRow", "SweepBuilder"]
 
@@ -70,10 +79,12 @@ class ParameterRow(w.HBox):
         self.count = w.IntText(value=spec.count, description="count", style=_NUMBER_STYLE,
                                layout=w.Layout(width=FIELD_WIDTH))
         self.count.add_class("nbscan-count")
-        self.error = w.HTML(error_html(spec.error), layout=w.Layout(margin="0 0 0 8px"))
-        self.error.add_class("nbscan-field-error")
+        self.error = inline_error()
+        self.error.value = error_html(spec.error)
         self.fields = w.HBox([self.value, self.values, self.low, self.high, self.count],
                              layout=w.Layout(width="430px"))
+        for column in (self.label, self.mode, self.fields):
+            fixed(column)
 
     # -- layout
     def _layout(self) -> list[w.Widget]:
@@ -181,7 +192,7 @@ class SweepBuilder(w.VBox):
                                        layout=w.Layout(width="90px"))
         self.trials.add_class("nbscan-trials")
         self.trials_note = w.HTML(muted_html("repeats of each point, each with its own seed"))
-        self.trials_error = w.HTML()
+        self.trials_error = inline_error()
         self.samples = w.BoundedIntText(value=spec.samples, min=0, max=10_000_000,
                                         description="samples", style={"description_width":
                                                                       "52px"},
@@ -191,16 +202,17 @@ class SweepBuilder(w.VBox):
                                  value=spec.method, layout=w.Layout(width="150px"))
         self.seed = w.BoundedIntText(value=spec.seed, min=0, max=2**32 - 1, description="seed",
                                      style=_NUMBER_STYLE, layout=w.Layout(width=FIELD_WIDTH))
-        self.samples_error = w.HTML()
-        self.sampling = w.HBox([w.HTML("<b>random samples</b>",
-                                       layout=w.Layout(width=NAME_WIDTH)),
-                                self.samples, self.method, self.seed, self.samples_error],
+        self.samples_error = inline_error()
+        self.sampling = w.HBox([fixed(w.HTML("<b>random samples</b>",
+                                             layout=w.Layout(width=NAME_WIDTH))),
+                                *map(fixed, (self.samples, self.method, self.seed)),
+                                self.samples_error],
                                layout=w.Layout(align_items="center"))
         self.exclusions = w.Textarea(value=spec.exclusions, rows=2,
                                      placeholder="one rule per line, e.g.  k > 10 and tau < 0.01",
                                      layout=w.Layout(width="570px"))
         self.exclusions.add_class("nbscan-exclusions")
-        self.exclusions_error = w.HTML()
+        self.exclusions_error = inline_error()
         self.store = w.Text(value=spec.store, layout=w.Layout(width="570px"))
         self.store.add_class("nbscan-store")
         self.summary = w.HTML()
@@ -212,8 +224,12 @@ class SweepBuilder(w.VBox):
 
     def _layout(self) -> list[w.Widget]:
         def labelled(text: str, *widgets: w.Widget) -> w.HBox:
-            return w.HBox([w.HTML(f"<b>{html.escape(text)}</b>",
-                                  layout=w.Layout(width=NAME_WIDTH)), *widgets],
+            # errors (the last widget) wrap in the room left; the rest keep their width
+            *columns, last = widgets
+            return w.HBox([fixed(w.HTML(f"<b>{html.escape(text)}</b>",
+                                        layout=w.Layout(width=NAME_WIDTH))),
+                           *map(fixed, columns),
+                           last if "nbscan-field-error" in last._dom_classes else fixed(last)],
                           layout=w.Layout(align_items="center", margin="2px 0"))
 
         header = w.HBox([w.HTML("<b>name</b>", layout=w.Layout(width=NAME_WIDTH)),
@@ -225,7 +241,7 @@ class SweepBuilder(w.VBox):
             self.sampling,
             labelled("exclude", self.exclusions, self.exclusions_error),
             labelled("store", self.store),
-            self.summary, self.message,
+            self.summary, self.message, style_widget(),
         ]
 
     # ------------------------------------------------------------------ wiring

@@ -36,6 +36,7 @@ from ._ui import (
     format_rate,
     format_value,
     muted_html,
+    style_widget,
 )
 
 __all__ = ["RunMonitor"]
@@ -148,6 +149,7 @@ class RunMonitor(w.VBox):
         self._build(executor)
         super().__init__(self._layout(), layout=w.Layout(width="100%", max_width="900px"))
         self.add_class("nbscan-monitor")
+        self.children = (*self.children, style_widget())  # disabled buttons look disabled
         self._wire()
         self._show_state()
         self._show_progress()

@@ -98,7 +98,14 @@ class Lab:
 @pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[Lab]:
     """JupyterLab on 127.0.0.1 with a temporary token and temporary directories."""
-    base = tmp_path_factory.mktemp("lab")
+    with running_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_lab(base: Path) -> Iterator[Lab]:
+    """JupyterLab with its directories under ``base``, stopped on exit (also used by
+    ``benchmarks/bench_widgets.py``)."""
     dirs = {name: base / name for name in ("config", "runtime", "data", "settings",
                                            "workspaces", "ipython", "notebooks")}
     for path in dirs.values():
