@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ArgumentError, StoreError, StoreFormatError
 from ..keys import canonical_unique
-from . import ragged, ragged_files
+from . import ragged, ragged_files, xrbuild
 from .scanned import covered_cells, records_for_runs
 from .schema import (
     DESCRIPTIONS,
@@ -371,7 +371,6 @@ def _grid_dataset(table: Table, dims: Sequence[str],
                   extra_coords: Mapping[str, Sequence[Any]] | None,
                   direct: _Direct | None = None, rows: Any = None,
                   order: Sequence[str] | None = None) -> Any:
-    import xarray as xr
 
     coords, positions, shape = grid_axes(table.params, dims, extra_coords)
     flat = np.ravel_multi_index(positions, shape) if len(table) else np.array([], dtype=int)
@@ -414,17 +413,15 @@ def _grid_dataset(table: Table, dims: Sequence[str],
     for dim, coord in table.coords.items():
         if coord.ndim == 1:
             coords[dim] = coord
-    ds = xr.Dataset(data_vars, coords=coords)
     for dim in dims:
         if coords[dim].dtype.kind not in "biuf":
-            ds[dim] = ds[dim].astype(str)
-    return ds
+            coords[dim] = coords[dim].astype(str)
+    return xrbuild.dataset(data_vars, coords)
 
 
 def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
                     direct: _Direct | None = None, rows: Any = None,
                     order: Sequence[str] | None = None) -> Any:
-    import xarray as xr
 
     extra = 0 if not pending else len(pending["key"])
     # direct results are placed once, their pending rows (NaN) included
@@ -459,10 +456,8 @@ def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
     coords[KEY] = ("point", variables.pop(KEY)[1])
     data_vars = {name: (("point", *own), data, attrs) for name, (own, data, attrs) in
                  variables.items()}
-    for dim, coord in table.coords.items():
-        if coord.ndim == 1:
-            coords[dim] = (dim, coord)
-    return xr.Dataset(data_vars, coords=coords)
+    indexed = {dim: coord for dim, coord in table.coords.items() if coord.ndim == 1}
+    return xrbuild.dataset(data_vars, indexed, coords)
 
 
 def to_dataset(table: Table, layout: Layout, *,
