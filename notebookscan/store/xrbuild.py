@@ -72,12 +72,20 @@ def index_coords(indexed: Mapping[str, np.ndarray],
     return xr.Coordinates(variables, indexes)
 
 
-def dataset(data_vars: Mapping[str, Any], indexed: Mapping[str, np.ndarray],
+def dataset(data_vars: dict[str, Any], indexed: Mapping[str, np.ndarray],
             other: Mapping[str, tuple[Any, ...]] | None = None) -> Any:
     """``xarray.Dataset(data_vars, coords)`` built without importing dask: ``indexed``
     maps a dimension to its coordinate values, ``other`` holds the coordinates that are
-    no index, as ``(dims, data)``."""
+    no index, as ``(dims, data)``.
+
+    ``data_vars`` is emptied: each ``(dims, data, attrs)`` becomes a variable in turn, so
+    an array xarray copies (object arrays, which it converts) is freed before the next.
+    """
     import xarray as xr
 
     defer_dask()
-    return xr.Dataset(data_vars, coords=index_coords(indexed, other))
+    variables = {}
+    for name in list(data_vars):
+        value = data_vars.pop(name)
+        variables[name] = xr.Variable(*value) if isinstance(value, tuple) else value
+    return xr.Dataset(variables, coords=index_coords(indexed, other))
