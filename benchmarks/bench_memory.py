@@ -249,3 +249,83 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+# -- report --------------------------------------------------------------------------------
+_STAGE_LABELS = {"space": "build the coarse and the refined space (+ keys)",
+                 "dry_run": "`Scan(fn, refined, store).plan()`",
+                 "run": "`Scan(fn, refined, store).run(executor=\"processes\")`",
+                 "open": "`ns.open_store(store)`, eager"}
+
+
+def _mib(b):
+    return "–" if b is None else f"{b / 2**20:.0f}"
+
+
+def _s(x):
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _verdict(value, target):
+    return "–" if value is None else ("met" if value <= target else "**missed**")
+
+
+def render(doc, figdir, md_dir):
+    """The RESULTS.md section of ``results/memory.json`` (``before``: the same benchmark
+    on the commit before the changes, when recorded)."""
+    before = doc.get("before", {})
+    load = doc.get("load_average_start", [0])[0], doc.get("load_average_end", [0])[0]
+    out = ["## First open and client memory of a refined scan", ""]
+    if doc.get("quick"):
+        out += ["> **Quick smoke run** (small N): not the numbers to quote.", ""]
+    out += [f"> The machine was shared with other jobs while this ran (load average "
+            f"{load[0]:.1f} at the start, {load[1]:.1f} at the end, on "
+            f"{doc['machine'].get('cores', '?')} cores): times are inflated and noisy; "
+            "memory is not affected. Medians of 3 fresh processes.", ""]
+    if "open" in doc:
+        o, ob = doc["open"], before.get("open", {})
+        m, mb = o["median_seconds"], ob.get("median_seconds", {})
+        rows = [["`import notebookscan`", _s(mb.get("import_notebookscan")),
+                 _s(m["import_notebookscan"]), f"≤ {doc['target_import_seconds']}",
+                 _verdict(m["import_notebookscan"], doc["target_import_seconds"])],
+                ["`import xarray`", _s(mb.get("import_xarray")), _s(m["import_xarray"]),
+                 "", ""],
+                [f"`ns.open_store` of {o['points']:,} scalar points, above `import xarray`",
+                 _s(ob.get("open_above_xarray_seconds")), _s(o["open_above_xarray_seconds"]),
+                 f"≤ {doc['target_open_seconds']}",
+                 _verdict(o["open_above_xarray_seconds"], doc["target_open_seconds"])]]
+        out += ["### First open in a fresh process", "",
+                md_table(["what", "before [s]", "after [s]", "target [s]", "result"], rows),
+                "", "Each probe is its own interpreter (bytecode cached, as in an installed "
+                "package); the open's cost is `import xarray; import notebookscan; "
+                "ns.open_store(...)` minus `import xarray`.", ""]
+    if "refined" in doc:
+        r, rb = doc["refined"], before.get("refined", {})
+        med, medb = r["median"], rb.get("median", {})
+        rows = []
+        for stage in STAGES:
+            target = doc["targets_mib"].get(stage)
+            peak = med[stage]["own_peak_rss"]
+            peak_b = medb.get(stage, {}).get("own_peak_rss")
+            rows.append([_STAGE_LABELS[stage], _mib(peak_b), _mib(peak),
+                         _mib(med[stage]["rss_after_import"]), _s(med[stage]["seconds"]),
+                         f"≤ {target}" if target else "",
+                         _verdict(peak / 2**20, target) if target else ""])
+        out += [f"### A {r['points']:,}-point grid refined from a {r['coarse_points']:,}-point "
+                "coarse one", "",
+                "4 parameters × 2 trials, `where` keeps about half of the grid, ~1 ms a "
+                "point (a sleep); the coarse points are in the store before the refined run. "
+                "Peak RSS is the client's own (`VmHWM`; the worker processes are not "
+                "counted), each stage in a fresh process.", "",
+                md_table(["stage", "peak before [MiB]", "peak after [MiB]",
+                          "after imports [MiB]", "seconds", "target [MiB]", "result"], rows),
+                "", "\"After imports\" is the RSS once numpy and notebookscan are imported; "
+                "whatever else a stage imports (pandas for the dry run's table, netCDF4, "
+                "xarray) counts in its peak.", ""]
+    return "\n".join(out)
+
+
+def md_table(header, rows, left=1):
+    import report
+
+    return report.md_table(header, rows, left)
