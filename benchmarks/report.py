@@ -1046,12 +1046,14 @@ def summary_section(by_name):
 def _register_module_sections():
     """Benchmarks that render their own section (``render(doc, figdir, md_dir, ...)``)."""
     import bench_durability
+    import bench_memory
     import bench_peers
     import bench_segments
     import bench_widgets
 
     return {"peers": bench_peers.render, "segments": bench_segments.render,
-            "durability": bench_durability.render, "widgets": bench_widgets.render}
+            "durability": bench_durability.render, "widgets": bench_widgets.render,
+            "memory": bench_memory.render}
 
 
 SECTIONS = {"storage": storage_section, "parallel": parallel_section,

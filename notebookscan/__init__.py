@@ -12,7 +12,9 @@ batch, never computing a stored point twice.
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
+import importlib as _importlib
+import importlib.util as _importlib_util
+from typing import TYPE_CHECKING
 
 from .errors import (
     ArgumentError,
@@ -29,20 +31,86 @@ from .errors import (
     UnknownNameError,
     WaitTimeout,
 )
-from .executors.cluster import ClusterHandle, connect, start_cluster
-from .keys import point_key, point_seed
-from .run.detached import DetachedRun, attach
-from .run.events import Events
-from .scan import DryRun as DryRun  # the name of Plan before Scan.plan()
-from .scan import Plan, Scan, ScanRun
-from .segments import Segment, SegmentedScan, merge_segmented, open_recordings
-from .space import Layout, Space, grid, points, sample, trials, zip_
-from .store import Store, compact, merge, open_store, to_grid, verify
 
-try:
-    __version__ = _metadata.version("notebookscan")
-except _metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0+unknown"
+if TYPE_CHECKING:  # what type checkers and editors see; at run time _LAZY imports these
+    from .executors.cluster import ClusterHandle, connect, start_cluster
+    from .keys import point_key, point_seed
+    from .run.detached import DetachedRun, attach
+    from .run.events import Events
+    from .scan import DryRun as DryRun
+    from .scan import Plan, Scan, ScanRun
+    from .segments import Segment, SegmentedScan, merge_segmented, open_recordings
+    from .space import Layout, Space, grid, points, sample, trials, zip_
+    from .store import Store, compact, merge, open_store, to_grid, verify
+
+    __version__: str
+
+# Public names imported on first use (PEP 562): ``import notebookscan`` stays cheap and
+# pulls in numpy, xarray, netCDF4 or the run engine only for the path that needs them.
+_LAZY = {
+    "ClusterHandle": ".executors.cluster",
+    "connect": ".executors.cluster",
+    "start_cluster": ".executors.cluster",
+    "point_key": ".keys",
+    "point_seed": ".keys",
+    "DetachedRun": ".run.detached",
+    "attach": ".run.detached",
+    "Events": ".run.events",
+    "DryRun": ".scan",  # the name of Plan before Scan.plan()
+    "Plan": ".scan",
+    "Scan": ".scan",
+    "ScanRun": ".scan",
+    "Segment": ".segments",
+    "SegmentedScan": ".segments",
+    "merge_segmented": ".segments",
+    "open_recordings": ".segments",
+    "Layout": ".space",
+    "Space": ".space",
+    "grid": ".space",
+    "points": ".space",
+    "sample": ".space",
+    "trials": ".space",
+    "zip_": ".space",
+    "Store": ".store",
+    "compact": ".store",
+    "merge": ".store",
+    "open_store": ".store",
+    "to_grid": ".store",
+    "verify": ".store",
+}
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("notebookscan")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def _is_submodule(name: str) -> bool:
+    return (name.isidentifier() and not name.startswith("_")
+            and _importlib_util.find_spec(f"{__name__}.{name}") is not None)
+
+
+def __getattr__(name: str):
+    """Import a public name, a submodule or ``__version__`` the first time it is used."""
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+    elif name == "__version__":
+        value = _version()
+    elif _is_submodule(name):
+        value = _importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later uses are plain attribute lookups
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | {"DryRun"})
+
 
 __all__ = [
     "ArgumentError",

@@ -39,6 +39,7 @@ from .store.schema import RESERVED_PARAMETERS, RESERVED_RULE, Layout, is_reserve
 __all__ = ["RESERVED_NAMES", "Layout", "Space", "grid", "points", "sample", "trials", "zip_"]
 
 Scalar = bool | int | float | str
+_ITER_ROWS = 4096  # rows turned into Python objects at once by Space.__iter__
 Point = dict[str, Scalar]
 Attrs = dict[str, dict[str, str]]  # parameter -> its units, long_name, standard_name
 Predicate = Callable[[Point], object]
@@ -442,9 +443,13 @@ class Space(metaclass=_Frozen):
         return {name: column.tolist() for name, column in self.column_arrays().items()}
 
     def __iter__(self) -> Iterator[Point]:
-        names = self._names
-        for row in zip(*(c.tolist() for c in self.column_arrays().values()), strict=True):
-            yield dict(zip(names, row, strict=True))
+        names, columns = self._names, list(self.column_arrays().values())
+        # Python scalars for a chunk of rows at a time: a whole column as a list costs
+        # ~32 bytes a value (where() iterates spaces of 10^5-10^6 points)
+        for start in range(0, len(columns[0]) if columns else 0, _ITER_ROWS):
+            chunk = [c[start:start + _ITER_ROWS].tolist() for c in columns]
+            for row in zip(*chunk, strict=True):
+                yield dict(zip(names, row, strict=True))
 
     def keys(self) -> list[str]:
         """Stable keys of the points (see `notebookscan.keys.point_key`), in order."""
@@ -631,8 +636,13 @@ class Space(metaclass=_Frozen):
         """
         import pandas as pd
 
-        data: dict[str, list[Any]] = {**self.columns(), "key": self.keys()}
-        return pd.DataFrame(data, columns=[*self._names, "key"])
+        # numpy columns as they are (pandas infers the same dtypes as from lists of
+        # Python scalars, at 8 bytes a value instead of ~32); object columns as lists,
+        # so that pandas infers from the values as before
+        data: dict[str, Any] = {name: column.tolist() if column.dtype.kind == "O" else column
+                                for name, column in self.column_arrays().items()}
+        data["key"] = self.key_array().astype(str)
+        return pd.DataFrame(data, columns=[*self._names, "key"], copy=True)
 
     def _size(self) -> str:
         return f"{len(self)} point{'' if len(self) == 1 else 's'}"

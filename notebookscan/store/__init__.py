@@ -44,13 +44,22 @@ Nothing here imports the scan loop, the executors or the widgets.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from .dataset import to_grid
 from .directory import Store, compact, open_store, verify
 from .index import StoreIndex
 from .maintenance import CompactReport, VerifyReport
-from .merging import MergeReport, merge
 from .schema import Layout
-from .varying import padded, series
+
+if TYPE_CHECKING:
+    from .merging import MergeReport, merge
+    from .varying import padded, series
+
+# imported on first use: opening a store needs neither
+_LAZY = {"MergeReport": ".merging", "merge": ".merging", "padded": ".varying",
+         "series": ".varying"}
 
 __all__ = [
     "CompactReport",
@@ -67,3 +76,15 @@ __all__ = [
     "to_grid",
     "verify",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

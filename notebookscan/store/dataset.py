@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ArgumentError, StoreError, StoreFormatError
 from ..keys import canonical_unique
-from . import ragged, ragged_files
+from . import ragged, ragged_files, xrbuild
 from .scanned import covered_cells, records_for_runs
 from .schema import (
     DESCRIPTIONS,
@@ -370,8 +370,9 @@ def broadcast_excluded(ds: Any, dims: str | Sequence[str]) -> Any:
 def _grid_dataset(table: Table, dims: Sequence[str],
                   extra_coords: Mapping[str, Sequence[Any]] | None,
                   direct: _Direct | None = None, rows: Any = None,
-                  order: Sequence[str] | None = None) -> Any:
-    import xarray as xr
+                  order: Sequence[str] | None = None, consume: bool = False) -> Any:
+    """The grid Dataset of ``table``; ``consume`` empties the table's per-point columns
+    on the way, each freed once its grid array is built (the table is not used after)."""
 
     coords, positions, shape = grid_axes(table.params, dims, extra_coords)
     flat = np.ravel_multi_index(positions, shape) if len(table) else np.array([], dtype=int)
@@ -389,7 +390,11 @@ def _grid_dataset(table: Table, dims: Sequence[str],
         cell_rows = np.full(size, -1, dtype=np.int64)
         cell_rows[flat] = np.arange(len(flat))
         views = direct.views(cell_rows.reshape(shape), table.result_attrs)
-    for name, (own, data, attrs) in _variables(table, {**placed, **views}, order).items():
+    variables = _variables(table, {**placed, **views}, order)
+    if consume:
+        table.results, table.bookkeeping, table.lengths = {}, {}, {}
+    for name in list(variables):
+        own, data, attrs = variables.pop(name)
         if name in views:
             data_vars[name] = ((*dims, *own), data, attrs)
             continue
@@ -414,17 +419,15 @@ def _grid_dataset(table: Table, dims: Sequence[str],
     for dim, coord in table.coords.items():
         if coord.ndim == 1:
             coords[dim] = coord
-    ds = xr.Dataset(data_vars, coords=coords)
     for dim in dims:
         if coords[dim].dtype.kind not in "biuf":
-            ds[dim] = ds[dim].astype(str)
-    return ds
+            coords[dim] = coords[dim].astype(str)
+    return xrbuild.dataset(data_vars, coords)
 
 
 def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
                     direct: _Direct | None = None, rows: Any = None,
                     order: Sequence[str] | None = None) -> Any:
-    import xarray as xr
 
     extra = 0 if not pending else len(pending["key"])
     # direct results are placed once, their pending rows (NaN) included
@@ -459,10 +462,8 @@ def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
     coords[KEY] = ("point", variables.pop(KEY)[1])
     data_vars = {name: (("point", *own), data, attrs) for name, (own, data, attrs) in
                  variables.items()}
-    for dim, coord in table.coords.items():
-        if coord.ndim == 1:
-            coords[dim] = (dim, coord)
-    return xr.Dataset(data_vars, coords=coords)
+    indexed = {dim: coord for dim, coord in table.coords.items() if coord.ndim == 1}
+    return xrbuild.dataset(data_vars, indexed, coords)
 
 
 def to_dataset(table: Table, layout: Layout, *,
@@ -595,7 +596,8 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
               if variables or sources else None)
     del shards
     if layout.kind == "grid":
-        ds = _grid_dataset(table, layout.dims, extra_coords, direct, rows, order)
+        ds = _grid_dataset(table, layout.dims, extra_coords, direct, rows, order,
+                           consume=True)
         ds = label_excluded(ds, layout.dims, store_records(store, table.runs))
     else:
         ds = _points_dataset(table, pending, direct, rows, order)

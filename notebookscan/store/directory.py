@@ -12,13 +12,12 @@ import time
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
 from .attrs import apply_attrs, check_parameter_attrs, check_result_attrs
-from .checkpoints import CheckpointDirectory
 from .dataset import broadcast_excluded, load_dataset
 from .files import (
     ForeignFile,
@@ -34,7 +33,6 @@ from .files import (
 )
 from .forms import Form
 from .index import StoreIndex, index_entry
-from .lazy import lazy_dataset
 from .maintenance import (
     SMALL_SHARD,
     CompactReport,
@@ -71,6 +69,9 @@ from .shards import (
 )
 from .table import Conflict, ReadRules, Table, combine_shards
 from .versions import check_forms, recorded_forms, register_run, run_order, waiting_lock
+
+if TYPE_CHECKING:  # imported where used: an eager open needs neither
+    from .checkpoints import CheckpointDirectory
 
 __all__ = ["Store", "compact", "existing_store", "open_store", "verify"]
 
@@ -554,6 +555,8 @@ class Store:
         if lazy:
             import dask  # heavy: only for lazy loading
 
+            from .lazy import lazy_dataset
+
             # xarray reads a file's metadata (variables, attributes) outside the lock it
             # is given: hold ours while opening. Anything computed meanwhile runs in this
             # thread, since dask's worker threads would wait for the lock held here.
@@ -617,6 +620,8 @@ class Store:
     def checkpoints(self) -> CheckpointDirectory:
         """A segmented store's checkpoints (``segments/checkpoints``, empty for a plain
         store), set aside into ``segments/quarantine/checkpoints``."""
+        from .checkpoints import CheckpointDirectory
+
         segments = os.path.join(self.path, SEGMENTS_DIR)
         return CheckpointDirectory(os.path.join(segments, CHECKPOINTS_DIR),
                                    os.path.join(segments, QUARANTINE, CHECKPOINTS_DIR))
