@@ -780,9 +780,9 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
         from matplotlib.patches import Rectangle
 
         ax.add_collection(PatchCollection(
-            [Rectangle((xe[c], ye[r]), xe[c + 1] - xe[c], ye[r + 1] - ye[r]) for r, c in
-             zip(rows, cols, strict=True)], facecolor="none", hatch=_MISSING_HATCH, edgecolor="#8c8c8c",
-            linewidth=0))
+            [Rectangle((xe[c], ye[r]), xe[c + 1] - xe[c], ye[r + 1] - ye[r])
+             for r, c in zip(rows, cols, strict=True)],
+            facecolor="none", hatch=_MISSING_HATCH, edgecolor="#8c8c8c", linewidth=0))
     if category.size <= _MAX_ANNOTATED_CELLS and total.max() > 1:
         d, t = done[np.ix_(yo, xo)], total[np.ix_(yo, xo)]
         for (row, col), value in np.ndenumerate(d):
