@@ -55,7 +55,7 @@ STATUS_COLORS = {"done": "#3a923a", "failed": "#d0342c", "missing": "#d9d9d9",
 _MISSING_HATCH = "////"
 _MAX_ANNOTATED_CELLS = 400
 #: Tick labels per axis at most (ticks sit at the parameter values, thinned to this).
-_MOST_TICKS = 12
+_MOST_TICKS = 10
 #: Values without a regular run are drawn log when they span at least this ratio.
 _LOG_SPAN = 10.0
 _MAX_SEQUENCE_CHECKS = 50
@@ -281,7 +281,7 @@ def _value_ticks(axis: Any, values: np.ndarray, log: bool, labels: list[str] | N
                  most: int = _MOST_TICKS) -> None:
     """Ticks at the parameter's own values (not round numbers between them), thinned so
     labels do not overlap: the coarse grid's values first, then the most isolated ones."""
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import NullLocator
 
     values = np.asarray(values, dtype=float)
     order = np.argsort(values)
@@ -307,7 +307,7 @@ def _value_ticks(axis: Any, values: np.ndarray, log: bool, labels: list[str] | N
     texts = [labels[i] for i in chosen] if labels is not None else [_fmt(values[i])
                                                                      for i in chosen]
     axis.set_ticks(values[chosen], texts)
-    axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_locator(NullLocator())  # the cells sit at the values: no ticks between
 
 
 def _edges(values: np.ndarray, log: bool) -> np.ndarray:
