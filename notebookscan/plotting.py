@@ -488,7 +488,11 @@ def _line(ax: Any, mean: xr.DataArray, sem: xr.DataArray | None, x: str, hue: st
     if logy:
         ax.set_yscale("log")
     labelled = [c for c in ax.collections if c.get_label() in ("missing", "failed")]
-    if hue is not None or labelled:
+    if hue is not None:
+        # beside the plot: one entry per line never hides data, and no costly "best" search
+        ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1),
+                  borderaxespad=0, title=hue, title_fontsize="small")
+    elif labelled:
         ax.legend(fontsize="small", frameon=False)
     ax.grid(True, alpha=0.3)
 
