@@ -58,7 +58,7 @@ _MAX_ANNOTATED_CELLS = 400
 _MOST_TICKS = 10
 #: Values without a regular run are drawn log when they span at least this ratio.
 _LOG_SPAN = 10.0
-_MAX_SEQUENCE_CHECKS = 50
+_MAX_SEQUENCE_CHECKS = 20
 
 
 # --------------------------------------------------------------------------- inspecting
@@ -218,14 +218,22 @@ def _sequence_in(values: np.ndarray, log: bool) -> np.ndarray | None:
             counts = 1 + np.log(b / a) / np.log(values[1:] / a)
         else:
             counts = 1 + (b - a) / (values[1:] - a)
-    near = np.isfinite(counts) & (np.abs(counts - np.round(counts)) < 1e-6 * counts)
+    # a run of n values fits only n <= len(values); near-integer n only (up to rounding)
+    near = (np.isfinite(counts) & (counts <= len(values) + 0.5)
+            & (np.abs(counts - np.round(counts)) < 1e-7 * counts))
     candidates = np.unique(np.round(counts[near]).astype(int))
-    for n in candidates[candidates >= 3][::-1][:_MAX_SEQUENCE_CHECKS]:
-        run = np.geomspace(a, b, n) if log else np.linspace(a, b, n)
+    def held(run: np.ndarray) -> bool:
         at = np.clip(np.searchsorted(values, run), 1, len(values) - 1)
         close = (np.isclose(values[at], run, rtol=1e-8, atol=0)
                  | np.isclose(values[at - 1], run, rtol=1e-8, atol=0))
-        if close.all():
+        return bool(close.all())
+
+    for n in candidates[candidates >= 3][::-1][:_MAX_SEQUENCE_CHECKS]:
+        probe = np.array([1, n // 2, n - 2]) / (n - 1)  # a few of its values first: cheap
+        if not held(a * (b / a) ** probe if log else a + (b - a) * probe):
+            continue
+        run = np.geomspace(a, b, n) if log else np.linspace(a, b, n)
+        if held(run):
             return run
     return None
 

@@ -197,3 +197,13 @@ def test_mouse_drag_and_click_on_the_canvas_call_the_selection(heat_scan):
     at("button_press_event", 1.1, 0.0295)
     at("button_release_event", 1.1, 0.0295)
     assert ex.selected == {"k": 1.0, "tau": 0.03}
+
+
+def test_selecting_without_a_scan_or_on_a_fixed_axis(heat_scan):
+    ex = Explorer(heat_scan.results(), x="k", y="tau", interactive=False)   # no Refine
+    assert ex.select_point(x=3.9, y=0.011) == {"k": 4.0, "tau": 0.01}
+    with pytest.raises(ns.errors.ArgumentError, match="open the explorer on the Scan"):
+        ex.select_region(x=(1, 2))
+    typed = Explorer(heat_scan, x="k", interactive=False)
+    typed.refine.axes["tau"]["high"].value = "0.025"                       # typing ticks it
+    assert typed.refine.axes["tau"]["use"].value

@@ -511,7 +511,7 @@ class Explorer(w.VBox):
             raise ArgumentError("no numeric parameter is plotted to pick a point of")
         self.selected = picked
         text = ", ".join(f"{k} = {format_value(v)}" for k, v in picked.items())
-        if self.refine is not None:
+        if self.refine is not None and any(d in self.refine.axes for d in around):
             spans = self.select_region(x=around.get(xdim) if xdim else None,
                                        y=around.get(ydim) if ydim else None)
             text += " · refine " + ", ".join(f"{k} {format_value(a)}–{format_value(b)}"

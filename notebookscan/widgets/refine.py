@@ -188,7 +188,7 @@ class RefinePanel(w.VBox):
         span = list(row["span"].value)
         span[end] = value
         before = row["span"].value
-        self.set_range(name, (span[0], span[1]), use=row["use"].value, count=None)
+        self.set_range(name, (span[0], span[1]), count=None)  # typing a range means using it
         if row["span"].value == before:  # nothing changed: show the clipped ends again
             self._show_span(name)
             self._check()
