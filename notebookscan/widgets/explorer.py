@@ -550,7 +550,9 @@ class Explorer(w.VBox):
                 if abs(event.x - state["x"]) + abs(event.y - state["y"]) < _CLICK_PIXELS:
                     self.select_point(event.xdata, event.ydata if two_d else None)
                 else:
-                    self.select_region((x0, event.xdata), (y0, event.ydata) if two_d else None)
+                    xs = _mouse_round((x0, event.xdata), ax.get_xlim(), ax.get_xscale())
+                    ys = _mouse_round((y0, event.ydata), ax.get_ylim(), ax.get_yscale())
+                    self.select_region(xs, ys if two_d else None)
                 self.error.value = ""
             except NotebookscanError as exc:
                 self.error.value = error_html(str(exc))
@@ -581,3 +583,14 @@ def _toolbar_busy(fig: Any) -> bool:
     """True while the figure's toolbar pans or zooms (the mouse is the toolbar's then)."""
     toolbar = getattr(fig.canvas, "toolbar", None)
     return bool(getattr(toolbar, "mode", "") or "")
+
+
+def _mouse_round(ends: tuple[float, float], view: tuple[float, float],
+                 scale: str) -> tuple[float, float]:
+    """Range ends from the mouse, rounded to what a pixel can tell apart: 3 significant
+    digits on a log axis, a few hundredths of the visible span on a linear one."""
+    if scale == "log":
+        return tuple(float(f"{v:.3g}") for v in ends)  # type: ignore[return-value]
+    span = abs(view[1] - view[0]) or 1.0
+    digits = max(0, -int(np.floor(np.log10(span / 500))))
+    return tuple(round(float(v), digits) for v in ends)  # type: ignore[return-value]
