@@ -321,9 +321,9 @@ def _value_ticks(axis: Any, values: np.ndarray, log: bool, labels: list[str] | N
 def _edges(values: np.ndarray, log: bool) -> np.ndarray:
     """Cell edges around sorted centres (midpoints; geometric midpoints on a log axis)."""
     v = np.log(values) if log else values.astype(float)
-    if len(v) == 1:
-        mid = np.array([v[0] - 0.5, v[0] + 0.5]) if not log else np.array([v[0] - 0.3,
-                                                                           v[0] + 0.3])
+    if len(v) == 1:  # a cell of the value's own size (±half of it; ±0.5 around zero)
+        half = 0.3 if log else (abs(v[0]) / 2 or 0.5)
+        mid = np.array([v[0] - half, v[0] + half])
     else:
         inner = (v[1:] + v[:-1]) / 2
         mid = np.concatenate([[v[0] - (inner[0] - v[0])], inner, [v[-1] + (v[-1] - inner[-1])]])

@@ -297,3 +297,10 @@ def test_status_map_cells_sit_at_the_values():
     np.testing.assert_allclose(_visible_ticks(ax.xaxis), k)
     xe, _ = _cell_edges(fig)
     np.testing.assert_allclose(xe, [-0.5, 0.5, 1.25, 2.75, 5.25])
+
+
+def test_one_value_is_one_cell_around_it():
+    fig = plot_result(_heat([1.0, 2.0], [0.01]), "rate", x="k", y="tau")
+    _, ye = _cell_edges(fig)
+    assert ye[0] < 0.01 < ye[1] and ye[0] > 0, "a cell of the value's own size, not ±0.5"
+    np.testing.assert_allclose(_visible_ticks(fig.axes[0].yaxis), [0.01])
