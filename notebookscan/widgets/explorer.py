@@ -460,6 +460,20 @@ class Explorer(w.VBox):
         ArgumentError
             Without a scan (no *Refine* section), or when no plotted parameter can be
             refined by range (non-numeric, or one value only).
+
+        Examples
+        --------
+        >>> import tempfile, notebookscan as ns
+        >>> scan = ns.Scan(lambda k, tau: {"y": k * tau},
+        ...                ns.grid(k=[1.0, 2.0, 3.0], tau=[0.1, 0.2, 0.4]), store=tempfile.mkdtemp())
+        >>> _ = scan.run(executor="serial", progress=False)
+        >>> ex = Explorer(scan, x="k", y="tau", interactive=False)
+        >>> ex.select_region(x=(2.5, 1.5), y=(0.1, 0.2))       # tau is drawn log
+        {'k': (1.5, 2.5), 'tau': (0.1, 0.2)}
+        >>> ex.refine.axes["tau"]["scale"].value, ex.refine.preview   # 3 k × 3 tau, 2 stored
+        ('log', 7)
+        >>> ex.select_point(x=2.9, y=0.35)                     # a click on a cell
+        {'k': 3.0, 'tau': 0.4}
         """
         if self.refine is None:
             raise ArgumentError("selecting a region refines a scan: open the explorer on the "
