@@ -464,8 +464,8 @@ class Explorer(w.VBox):
         Examples
         --------
         >>> import tempfile, notebookscan as ns
-        >>> scan = ns.Scan(lambda k, tau: {"y": k * tau},
-        ...                ns.grid(k=[1.0, 2.0, 3.0], tau=[0.1, 0.2, 0.4]), store=tempfile.mkdtemp())
+        >>> space = ns.grid(k=[1.0, 2.0, 3.0], tau=[0.1, 0.2, 0.4])
+        >>> scan = ns.Scan(lambda k, tau: {"y": k * tau}, space, store=tempfile.mkdtemp())
         >>> _ = scan.run(executor="serial", progress=False)
         >>> ex = Explorer(scan, x="k", y="tau", interactive=False)
         >>> ex.select_region(x=(2.5, 1.5), y=(0.1, 0.2))       # tau is drawn log
