@@ -158,6 +158,8 @@ def test_typed_range_values_set_the_slider(heat_scan):
     assert row["span"].value == (1.25, 2.5)
     row["high"].value = "9"                              # beyond the range: clipped
     assert row["span"].value == (1.25, 4.0) and row["high"].value == "4"
+    row["low"].value = "inf"
+    assert "not a number" in ex.refine.preview_html.value
     row["low"].value = "abc"
     assert "not a number" in ex.refine.preview_html.value
     row["low"].value = "1"

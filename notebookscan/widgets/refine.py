@@ -175,11 +175,8 @@ class RefinePanel(w.VBox):
         row = self.axes.get(name)
         if row is None:
             return
-        try:
-            value = float(text)
-            if not np.isfinite(value):
-                raise ValueError(text)
-        except ValueError:
+        value = _number(text)
+        if value is None:
             self._typed_errors[name] = (f"{name}: {text!r} is not a number; type a value such "
                                         f"as {_typed(row['span'].min)} or 1e-3")
             self._check()
@@ -316,3 +313,12 @@ def _short(values: Any) -> str:
 def _typed(value: float) -> str:
     """A range end as the typed field shows it (12 digits: what refinement() uses)."""
     return f"{float(value):.12g}"
+
+
+def _number(text: str) -> float | None:
+    """The finite number ``text`` spells, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
