@@ -194,11 +194,18 @@ def test_mouse_drag_and_click_on_the_canvas_call_the_selection(heat_scan):
     at("motion_notify_event", 2.0, 0.02)
     at("motion_notify_event", 3.1, 0.028)
     at("button_release_event", 3.1, 0.028)
-    np.testing.assert_allclose(ex.refine.axes["k"]["span"].value, (0.9, 3.1), rtol=1e-3)
-    np.testing.assert_allclose(ex.refine.axes["tau"]["span"].value, (0.012, 0.028), rtol=1e-3)
+    pixel = 0.02, 2e-4                                      # what one pixel spans, at most
+    np.testing.assert_allclose(ex.refine.axes["k"]["span"].value, (0.9, 3.1), atol=pixel[0])
+    np.testing.assert_allclose(ex.refine.axes["tau"]["span"].value, (0.012, 0.028),
+                               atol=pixel[1])
     at("button_press_event", 1.1, 0.0295)
     at("button_release_event", 1.1, 0.0295)
     assert ex.selected == {"k": 1.0, "tau": 0.03}
+    at("button_press_event", 2.5, 0.02)                  # a drag that ends past the plot
+    at("button_release_event", 40.0, 0.5)
+    np.testing.assert_allclose(ex.refine.axes["k"]["span"].value, (2.5, 4.0), atol=pixel[0])
+    np.testing.assert_allclose(ex.refine.axes["tau"]["span"].value, (0.02, 0.03),
+                               atol=pixel[1])
 
 
 def test_selecting_without_a_scan_or_on_a_fixed_axis(heat_scan):

@@ -557,15 +557,19 @@ class Explorer(w.VBox):
                 state.update(x=event.x, y=event.y, data=(event.xdata, event.ydata))
 
         def release(event: Any) -> None:
-            if not state or event.xdata is None or event.inaxes is not ax:
+            if not state:
                 return
             x0, y0 = state["data"]
+            # a drag may end outside the plot: its corner is clamped to the plot's edge
+            px = min(max(event.x, ax.bbox.x0), ax.bbox.x1)
+            py = min(max(event.y, ax.bbox.y0), ax.bbox.y1)
+            x1, y1 = ax.transData.inverted().transform((px, py))
             try:
                 if abs(event.x - state["x"]) + abs(event.y - state["y"]) < _CLICK_PIXELS:
-                    self.select_point(event.xdata, event.ydata if two_d else None)
+                    self.select_point(x1, y1 if two_d else None)
                 else:
-                    xs = _mouse_round((x0, event.xdata), ax.get_xlim(), ax.get_xscale())
-                    ys = _mouse_round((y0, event.ydata), ax.get_ylim(), ax.get_yscale())
+                    xs = _mouse_round((x0, x1), ax.get_xlim(), ax.get_xscale())
+                    ys = _mouse_round((y0, y1), ax.get_ylim(), ax.get_yscale())
                     self.select_region(xs, ys if two_d else None)
                 self.error.value = ""
             except NotebookscanError as exc:
