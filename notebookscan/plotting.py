@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
     from matplotlib.figure import Figure
 
-__all__ = ["parameters", "plot_result", "plot_status", "result_variables"]
+__all__ = ["looks_log", "parameters", "plot_result", "plot_status", "result_variables"]
 
 #: Colours of the point states (colour-blind safe: green/red/grey differ in lightness);
 #: ``excluded`` (grid cells no scan space holds) is a plain, near-white neutral.
@@ -54,6 +54,11 @@ STATUS_COLORS = {"done": "#3a923a", "failed": "#d0342c", "missing": "#d9d9d9",
                  "excluded": "#f3f3f3"}
 _MISSING_HATCH = "////"
 _MAX_ANNOTATED_CELLS = 400
+#: Tick labels per axis at most (ticks sit at the parameter values, thinned to this).
+_MOST_TICKS = 10
+#: Values without a regular run are drawn log when they span at least this ratio.
+_LOG_SPAN = 10.0
+_MAX_SEQUENCE_CHECKS = 20
 
 
 # --------------------------------------------------------------------------- inspecting
@@ -204,20 +209,121 @@ def _coord_values(array: xr.DataArray, dim: str) -> tuple[np.ndarray, list[str] 
     return np.arange(array.sizes[dim], dtype=float), None
 
 
-def _looks_log(values: np.ndarray) -> bool:
-    """True for 3+ positive values spaced geometrically (as from a log range)."""
-    if len(values) < 3 or not np.all(values > 0):
-        return False
-    ratios = values[1:] / values[:-1]
-    return bool(np.all(ratios > 1.5) and np.allclose(ratios, ratios[0], rtol=1e-3))
+def _sequence_in(values: np.ndarray, log: bool) -> np.ndarray | None:
+    """The longest evenly spaced run from ``values[0]`` to ``values[-1]`` (3+ values, evenly
+    in log when ``log``) that ``values`` contain: the coarse grid of a refined axis."""
+    a, b = values[0], values[-1]
+    with np.errstate(all="ignore"):
+        if log:
+            counts = 1 + np.log(b / a) / np.log(values[1:] / a)
+        else:
+            counts = 1 + (b - a) / (values[1:] - a)
+    # a run of n values fits only n <= len(values); near-integer n only (up to rounding)
+    near = (np.isfinite(counts) & (counts <= len(values) + 0.5)
+            & (np.abs(counts - np.round(counts)) < 1e-7 * counts))
+    candidates = np.unique(np.round(counts[near]).astype(int))
+    def held(run: np.ndarray) -> bool:
+        at = np.clip(np.searchsorted(values, run), 1, len(values) - 1)
+        close = (np.isclose(values[at], run, rtol=1e-8, atol=0)
+                 | np.isclose(values[at - 1], run, rtol=1e-8, atol=0))
+        return bool(close.all())
+
+    for n in candidates[candidates >= 3][::-1][:_MAX_SEQUENCE_CHECKS]:
+        probe = np.array([1, n // 2, n - 2]) / (n - 1)  # a few of its values first: cheap
+        if not held(a * (b / a) ** probe if log else a + (b - a) * probe):
+            continue
+        run = np.geomspace(a, b, n) if log else np.linspace(a, b, n)
+        if held(run):
+            return run
+    return None
+
+
+def _spine(values: np.ndarray) -> tuple[bool, np.ndarray | None]:
+    """Whether sorted distinct ``values`` want a log axis, and the coarse grid they hold."""
+    values = np.unique(np.asarray(values, dtype=float))
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return False, None
+    linear = _sequence_in(values, log=False)
+    if not values[0] > 0:
+        return False, linear
+    geometric = _sequence_in(values, log=True)
+    if geometric is not None or linear is not None:
+        if geometric is not None and (linear is None or len(geometric) > len(linear)):
+            return True, geometric
+        return False, linear
+    if values[-1] / values[0] < _LOG_SPAN:
+        return False, None
+    if len(values) == 2:
+        return True, None
+    even = np.linspace(0.0, 1.0, len(values))
+    lin = (values - values[0]) / (values[-1] - values[0])
+    logs = np.log(values)
+    lg = (logs - logs[0]) / (logs[-1] - logs[0])
+    return bool(np.abs(lg - even).max() < np.abs(lin - even).max()), None
+
+
+def looks_log(values: Any) -> bool:
+    """Whether a parameter's values are best drawn on a log axis (the plots' default).
+
+    All values must be positive. A grid (refined or not) keeps the scale of its coarse
+    grid: when the values hold a geometric run from the smallest to the largest value
+    (3+ values) the axis is log, an evenly spaced run makes it linear (the longer run
+    wins). Other values — typed lists, two values, random samples — are log when they
+    span at least a decade (×10) and are spread more evenly in log than linearly.
+
+    Examples
+    --------
+    >>> looks_log([0.01, 0.1, 1.0]), looks_log([0.005, 0.01]), looks_log([0.001, 0.1])
+    (True, False, True)
+    >>> coarse, fine = np.geomspace(0.01, 10, 7), np.geomspace(0.5, 2, 9)
+    >>> looks_log(np.concatenate([coarse, fine]))       # refined: still log
+    True
+    >>> looks_log([0.0, 1.0, 2.0]), looks_log([1, 2, 5, 10, 20, 50, 100])
+    (False, True)
+    """
+    return _spine(np.asarray(values, dtype=float))[0]
+
+
+def _value_ticks(axis: Any, values: np.ndarray, log: bool, labels: list[str] | None = None,
+                 most: int = _MOST_TICKS) -> None:
+    """Ticks at the parameter's own values (not round numbers between them), thinned so
+    labels do not overlap: the coarse grid's values first, then the most isolated ones."""
+    from matplotlib.ticker import NullLocator
+
+    values = np.asarray(values, dtype=float)
+    order = np.argsort(values)
+    values = values[order]
+    if labels is not None:
+        labels = [labels[i] for i in order]
+    _, spine = _spine(values) if labels is None else (False, None)
+    where = np.log(values) if log and (values > 0).all() else values
+    span = float(where[-1] - where[0]) if len(where) > 1 else 0.0
+    gaps = np.diff(where)
+    isolation = np.maximum(np.concatenate([gaps, [0.0]]), np.concatenate([[0.0], gaps]))
+    first = np.zeros(len(values), dtype=bool)
+    if spine is not None:
+        at = np.clip(np.searchsorted(values, spine), 0, len(values) - 1)
+        first[at] = True
+    priority = np.lexsort((-isolation, ~first))  # coarse grid first, then the most isolated
+    chosen: list[int] = []
+    min_gap = span / most * 0.999
+    for i in priority:
+        if all(abs(where[i] - where[j]) >= min_gap for j in chosen):
+            chosen.append(int(i))
+    chosen.sort()
+    texts = [labels[i] for i in chosen] if labels is not None else [_fmt(values[i])
+                                                                     for i in chosen]
+    axis.set_ticks(values[chosen], texts)
+    axis.set_minor_locator(NullLocator())  # the cells sit at the values: no ticks between
 
 
 def _edges(values: np.ndarray, log: bool) -> np.ndarray:
     """Cell edges around sorted centres (midpoints; geometric midpoints on a log axis)."""
     v = np.log(values) if log else values.astype(float)
-    if len(v) == 1:
-        mid = np.array([v[0] - 0.5, v[0] + 0.5]) if not log else np.array([v[0] - 0.3,
-                                                                           v[0] + 0.3])
+    if len(v) == 1:  # a cell of the value's own size (±half of it; ±0.5 around zero)
+        half = 0.3 if log else (abs(v[0]) / 2 or 0.5)
+        mid = np.array([v[0] - half, v[0] + half])
     else:
         inner = (v[1:] + v[:-1]) / 2
         mid = np.concatenate([[v[0] - (inner[0] - v[0])], inner, [v[-1] + (v[-1] - inner[-1])]])
@@ -271,7 +377,7 @@ def _axis_label(source: xr.Dataset | xr.DataArray, name: str) -> str:
 def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
                 over: str | Sequence[str] | None = "trial",
                 slice: Mapping[str, Any] | None = None,
-                hue: str | None = None, logx: bool | None = None, logy: bool = False,
+                hue: str | None = None, logx: bool | None = None, logy: bool | None = None,
                 figsize: tuple[float, float] | None = None, title: str | None = None,
                 ) -> Figure:
     """Plot one result against one parameter (a line) or two (a heatmap).
@@ -295,7 +401,9 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
     hue
         For a line plot: one line per value of this dimension.
     logx, logy
-        Log axes; ``logx=None`` picks log when the x values are spaced geometrically.
+        Log (``True``) or linear (``False``) x and y axes. ``None`` (default) decides from
+        the parameter's values (:func:`looks_log`: a refined axis keeps its coarse grid's
+        scale); the values axis of a line plot stays linear unless ``logy=True``.
     figsize, title
         Figure size in inches and title.
 
@@ -378,7 +486,7 @@ def _fmt(value: Any) -> str:
 
 def _line(ax: Any, mean: xr.DataArray, sem: xr.DataArray | None, x: str, hue: str | None,
           status: xr.DataArray | None, over: Sequence[str], logx: bool | None,
-          logy: bool) -> None:
+          logy: bool | None) -> None:
     positions, labels = _coord_values(mean, x)
     groups = [(None, mean, sem)] if hue is None else [
         (value, mean.isel({hue: i}), None if sem is None else sem.isel({hue: i}))
@@ -402,13 +510,17 @@ def _line(ax: Any, mean: xr.DataArray, sem: xr.DataArray | None, x: str, hue: st
     if labels is not None:
         ax.set_xticks(positions, labels)
     if logx is None:
-        logx = labels is None and _looks_log(np.sort(positions))
-    if logx:
+        logx = labels is None and looks_log(positions)
+    if logx and labels is None and (positions > 0).all():
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
     labelled = [c for c in ax.collections if c.get_label() in ("missing", "failed")]
-    if hue is not None or labelled:
+    if hue is not None:
+        # beside the plot: one entry per line never hides data, and no costly "best" search
+        ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1),
+                  borderaxespad=0, title=hue, title_fontsize="small")
+    elif labelled:
         ax.legend(fontsize="small", frameon=False)
     ax.grid(True, alpha=0.3)
 
@@ -446,34 +558,48 @@ def _rug(ax: Any, mx: np.ndarray, fx: np.ndarray) -> None:
                    transform=trans, clip_on=False, label="failed", zorder=3)
 
 
-def _heatmap(fig: Any, ax: Any, values: xr.DataArray, x: str, y: str, label: str,
-             logx: bool | None, logy: bool, failed: xr.DataArray | None) -> None:
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Rectangle
+def _cell_axis(values: xr.DataArray, dim: str, log: bool | None
+               ) -> tuple[np.ndarray, np.ndarray, list[str] | None, np.ndarray, bool]:
+    """One axis of a cell map: sorted centres, their order, labels (non-numeric), the cell
+    edges halfway between the centres (geometric midpoints on a log axis), and log-ness
+    (``log=None``: :func:`looks_log` of the values)."""
+    positions, labels = _coord_values(values, dim)
+    order = np.argsort(positions)
+    centres = positions[order]
+    if labels is not None:
+        labels = [labels[i] for i in order]
+    if log is None:
+        log = labels is None and looks_log(centres)
+    log = bool(log) and labels is None and bool((centres > 0).all())
+    return centres, order, labels, _edges(centres, log), log
 
-    xs, xlabels = _coord_values(values, x)
-    ys, ylabels = _coord_values(values, y)
-    xo, yo = np.argsort(xs), np.argsort(ys)
-    xs, ys = xs[xo], ys[yo]
-    data = np.asarray(values.values, dtype=float)[np.ix_(yo, xo)]
-    if logx is None:
-        logx = xlabels is None and _looks_log(xs)
-    logy = logy or (ylabels is None and _looks_log(ys))
-    xe, ye = _edges(xs, bool(logx)), _edges(ys, logy)
-    ax.add_patch(Rectangle((xe[0], ye[0]), xe[-1] - xe[0], ye[-1] - ye[0], facecolor="#f2f2f2",
-                           edgecolor="#b0b0b0", hatch=_MISSING_HATCH, linewidth=0, zorder=0))
-    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(data), shading="flat", cmap="viridis",
-                         zorder=1)
+
+def _cell_ticks(ax: Any, xs: np.ndarray, xlabels: list[str] | None, xe: np.ndarray, logx: bool,
+                ys: np.ndarray, ylabels: list[str] | None, ye: np.ndarray, logy: bool) -> None:
+    """Scales, limits (the outer cell edges) and ticks at the values of a cell map."""
     if logx:
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
     ax.set_xlim(xe[0], xe[-1])
     ax.set_ylim(ye[0], ye[-1])
-    if xlabels is not None:
-        ax.set_xticks(xs, [xlabels[i] for i in xo])
-    if ylabels is not None:
-        ax.set_yticks(ys, [ylabels[i] for i in yo])
+    _value_ticks(ax.xaxis, xs, logx, xlabels)
+    _value_ticks(ax.yaxis, ys, logy, ylabels)
+
+
+def _heatmap(fig: Any, ax: Any, values: xr.DataArray, x: str, y: str, label: str,
+             logx: bool | None, logy: bool | None, failed: xr.DataArray | None) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
+    xs, xo, xlabels, xe, logx = _cell_axis(values, x, logx)
+    ys, yo, ylabels, ye, logy = _cell_axis(values, y, logy)
+    data = np.asarray(values.values, dtype=float)[np.ix_(yo, xo)]
+    ax.add_patch(Rectangle((xe[0], ye[0]), xe[-1] - xe[0], ye[-1] - ye[0], facecolor="#f2f2f2",
+                           edgecolor="#b0b0b0", hatch=_MISSING_HATCH, linewidth=0, zorder=0))
+    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(data), shading="flat", cmap="viridis",
+                         zorder=1)
+    _cell_ticks(ax, xs, xlabels, xe, logx, ys, ylabels, ye, logy)
     ax.set_xlabel(_axis_label(values, x))
     ax.set_ylabel(_axis_label(values, y))
     bar = fig.colorbar(mesh, ax=ax)
@@ -510,7 +636,7 @@ def _points_filter(ds: xr.Dataset, selection: Mapping[str, Any]) -> np.ndarray:
 
 def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
                     slice: Mapping[str, Any], logx: bool | None,
-                    logy: bool, figsize: tuple[float, float] | None,
+                    logy: bool | None, figsize: tuple[float, float] | None,
                     title: str | None) -> Figure:
     if var not in ds:
         raise ArgumentError(f"the Dataset has no variable {var!r}; its results are "
@@ -549,9 +675,9 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
                    label="failed")
         fig.colorbar(points, ax=ax).set_label(_label(ds[var], var))
         ax.set_ylabel(_axis_label(ds, y))
-        if logy or _looks_log(np.unique(yv)):
+        if logy or (logy is None and looks_log(yv)):
             ax.set_yscale("log")
-    if logx or (logx is None and _looks_log(np.unique(xv))):
+    if logx or (logx is None and looks_log(xv)):
         ax.set_xscale("log")
     if logy and y is None:
         ax.set_yscale("log")
@@ -567,7 +693,8 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
 # --------------------------------------------------------------------------- status
 
 def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
-                slice: Mapping[str, Any] | None = None,
+                slice: Mapping[str, Any] | None = None, logx: bool | None = None,
+                logy: bool | None = None,
                 figsize: tuple[float, float] | None = None) -> Figure:
     """Map which points are done, failed or missing, over one or two parameters.
 
@@ -583,6 +710,9 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         Points-layout Datasets that do not form a grid give a scatter coloured by status.
     slice
         ``{parameter: value}`` to fix some of the other parameters.
+    logx, logy
+        Log or linear parameter axes; ``None`` decides from the values (as
+        :func:`plot_result` does).
     figsize
         Figure size in inches.
 
@@ -627,7 +757,7 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         bottom = np.zeros(len(positions))
         width = _bar_width(positions[order]) if labels is None else 0.8
         xs = positions[order]
-        if labels is None and _looks_log(xs):
+        if logx or (logx is None and labels is None and looks_log(xs)):
             ax.set_xscale("log")
             width = xs * 0.25
         for name in ("done", "failed", "missing", "excluded"):
@@ -645,7 +775,7 @@ def plot_status(ds: xr.Dataset, x: str | None = None, y: str | None = None, *,
         ax.set_ylabel("points" + (f" (over {'×'.join(others)})" if others else ""))
         fig.legend(fontsize="small", frameon=False, ncols=4, loc="outside lower center")
     else:
-        _status_cells(fig, ax, per_cell, x, y)
+        _status_cells(fig, ax, per_cell, x, y, logx, logy)
     excluded = f", {totals['excluded']} excluded" if totals["excluded"] else ""
     ax.set_title(f"status: {totals['done']} done, {totals['failed']} failed, "
                  f"{totals['missing']} missing{excluded}", fontsize="medium")
@@ -658,7 +788,8 @@ def _bar_width(positions: np.ndarray) -> float:
     return float(np.min(np.diff(positions))) * 0.8
 
 
-def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: str, y: str) -> None:
+def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: str, y: str,
+                  logx: bool | None = None, logy: bool | None = None) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -669,30 +800,30 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
     # 0 done, 1 failed, 2 partly missing, 3 all missing, 4 excluded (no point of a scan)
     category = np.where(total == 0, 4, np.where(failed > 0, 1, np.where(
         missing == 0, 0, np.where(done > 0, 2, 3))))
-    xs, xlabels = _coord_values(per_cell["done"], x)
-    ys, ylabels = _coord_values(per_cell["done"], y)
-    xo, yo = np.argsort(xs), np.argsort(ys)
+    xs, xo, xlabels, xe, logx = _cell_axis(per_cell["done"], x, logx)
+    ys, yo, ylabels, ye, logy = _cell_axis(per_cell["done"], y, logy)
     category = category[np.ix_(yo, xo)]
     cmap = ListedColormap([STATUS_COLORS["done"], STATUS_COLORS["failed"], "#a6cfa6",
                            STATUS_COLORS["missing"], STATUS_COLORS["excluded"]])
-    ax.imshow(category, cmap=cmap, vmin=-0.5, vmax=4.5, origin="lower", aspect="auto",
-              interpolation="nearest")
-    for (row, col), cat in np.ndenumerate(category):
-        if cat in (2, 3):
-            ax.add_patch(_hatched_cell(col, row))
+    ax.pcolormesh(xe, ye, category, cmap=cmap, vmin=-0.5, vmax=4.5, shading="flat")
+    rows, cols = np.nonzero((category == 2) | (category == 3))
+    if len(rows):
+        from matplotlib.collections import PatchCollection
+        from matplotlib.patches import Rectangle
+
+        ax.add_collection(PatchCollection(
+            [Rectangle((xe[c], ye[r]), xe[c + 1] - xe[c], ye[r + 1] - ye[r])
+             for r, c in zip(rows, cols, strict=True)],
+            facecolor="none", hatch=_MISSING_HATCH, edgecolor="#8c8c8c", linewidth=0))
     if category.size <= _MAX_ANNOTATED_CELLS and total.max() > 1:
         d, t = done[np.ix_(yo, xo)], total[np.ix_(yo, xo)]
         for (row, col), value in np.ndenumerate(d):
             if not t[row, col]:  # excluded: no point there
                 continue
-            ax.text(col, row, f"{int(value)}/{int(t[row, col])}", ha="center", va="center",
-                    fontsize="x-small", color="white" if category[row, col] in (0, 1)
-                    else "#333333")
-    ax.set_xticks(range(len(xs)), (xlabels and [xlabels[i] for i in xo])
-                  or [_fmt(v) for v in xs[xo]])
-    ax.set_yticks(range(len(ys)), (ylabels and [ylabels[i] for i in yo])
-                  or [_fmt(v) for v in ys[yo]])
-    _thin_ticks(ax, len(xs), len(ys))
+            ax.text(xs[col], ys[row], f"{int(value)}/{int(t[row, col])}", ha="center",
+                    va="center", fontsize="x-small", color="white"
+                    if category[row, col] in (0, 1) else "#333333")
+    _cell_ticks(ax, xs, xlabels, xe, logx, ys, ylabels, ye, logy)
     ax.set_xlabel(_axis_label(per_cell["done"], x))
     ax.set_ylabel(_axis_label(per_cell["done"], y))
     handles = [Patch(color=STATUS_COLORS["done"], label="done"),
@@ -706,21 +837,6 @@ def _status_cells(fig: Any, ax: Any, per_cell: Mapping[str, xr.DataArray], x: st
     present = [handles[i] for i in range(5) if (category == i).any()]
     fig.legend(handles=present, fontsize="small", frameon=False, ncols=len(present),
                loc="outside lower center")
-
-
-def _hatched_cell(col: int, row: int) -> Any:
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch=_MISSING_HATCH,
-                     edgecolor="#8c8c8c", linewidth=0)
-
-
-def _thin_ticks(ax: Any, nx: int, ny: int, most: int = 12) -> None:
-    for axis, n in ((ax.xaxis, nx), (ax.yaxis, ny)):
-        if n > most:
-            step = math.ceil(n / most)
-            for i, label in enumerate(axis.get_ticklabels()):
-                label.set_visible(i % step == 0)
 
 
 def _scatter_status(ds: xr.Dataset, x: str | None, y: str | None, *,

@@ -117,7 +117,7 @@ def test_status_map_two_parameters(grid_ds):
     assert ax.get_title() == (f"status: {counts['done']} done, {counts['failed']} failed, "
                               f"{counts['missing']} missing")
     assert ax.get_xlabel() == "k" and ax.get_ylabel() == "tau"
-    cells = ax.images[0].get_array()
+    cells = _mesh(fig).get_array()  # cells drawn at the k and tau values
     assert cells.shape == (2, 9)
     assert (cells[:, 1::2] == 3).all()  # all missing
     assert cells[1, 8] == 1  # k=4, tau=0.02 failed
@@ -186,3 +186,121 @@ def test_import_does_not_import_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------- axes drawn at the grid values
+
+def _heat(x_values, y_values, fill=None):
+    """A heatmap Dataset over k × tau (values ``k * tau`` unless ``fill``)."""
+    k, tau = np.asarray(x_values, float), np.asarray(y_values, float)
+    data = np.outer(tau, k) if fill is None else fill
+    return xr.Dataset({"rate": (("tau", "k"), data)}, coords={"k": k, "tau": tau})
+
+
+def _visible_ticks(axis):
+    """Major tick positions whose label shows, inside the view."""
+    low, high = sorted(axis.get_view_interval())
+    ticks = axis.get_major_ticks()
+    return [float(t.get_loc()) for t in ticks
+            if t.label1.get_visible() and t.label1.get_text() and low <= t.get_loc() <= high]
+
+
+def _cell_edges(fig):
+    mesh = _mesh(fig)
+    coords = mesh.get_coordinates()
+    return coords[0, :, 0], coords[:, 0, 1]
+
+
+def test_two_values_are_two_cells_ticked_at_the_values():
+    fig = plot_result(_heat([1.0, 2.0, 3.0], [0.005, 0.01]), "rate", x="k", y="tau")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.get_yscale() == "linear"
+    np.testing.assert_allclose(_visible_ticks(ax.yaxis), [0.005, 0.01])
+    assert [t.get_text() for t in ax.get_yticklabels() if t.get_text()] == ["0.005", "0.01"]
+    _, ye = _cell_edges(fig)
+    np.testing.assert_allclose(ye, [0.0025, 0.0075, 0.0125])
+    np.testing.assert_allclose(_visible_ticks(ax.xaxis), [1, 2, 3])
+
+
+def test_log_spaced_heatmap_cells_have_geometric_edges_and_value_ticks():
+    k = np.geomspace(0.01, 10, 4)
+    fig = plot_result(_heat(k, [0.005, 0.01]), "rate", x="k", y="tau")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log"
+    xe, _ = _cell_edges(fig)
+    np.testing.assert_allclose(xe[1:-1], np.sqrt(k[1:] * k[:-1]))
+    np.testing.assert_allclose(_visible_ticks(ax.xaxis), k)
+    assert not any(t.label1.get_visible() and t.label1.get_text()
+                   for t in ax.xaxis.get_minor_ticks()), "no stray minor labels"
+
+
+def test_refined_log_axis_keeps_its_log_scale(tmp_path):
+    scan = ns.Scan(model, ns.grid(k=np.geomspace(0.01, 10, 7), tau=[0.005, 0.01]) * ns.trials(2),
+                   store=tmp_path / "s")
+    scan.run(executor="serial", progress=False)
+    scan.refine(k=np.geomspace(0.5, 2, 9))
+    ds = scan.results()
+    assert ds.sizes["k"] == 15
+    assert plot_result(ds, "rate", x="k", y="tau").axes[0].get_xscale() == "log"
+    assert plot_result(ds, "rate", x="k", slice={"tau": 0.01}).axes[0].get_xscale() == "log"
+    assert plot_status(ds, x="k", y="tau").axes[0].get_xscale() == "log"
+
+
+def test_refined_linear_axis_stays_linear():
+    k = np.unique(np.concatenate([np.linspace(1, 10, 10), np.linspace(1, 2, 21)]))
+    fig = plot_result(_heat(k, [0.005, 0.01]), "rate", x="k", y="tau")
+    assert fig.axes[0].get_xscale() == "linear"
+
+
+def test_merged_axis_ticks_do_not_crowd():
+    k = np.unique(np.concatenate([np.geomspace(0.01, 10, 7), np.geomspace(0.5, 2, 41)]))
+    fig = plot_result(_heat(k, [0.005, 0.01]), "rate", x="k", y="tau")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = np.log10(_visible_ticks(ax.xaxis))
+    assert 5 <= len(ticks) <= 14
+    assert np.min(np.diff(ticks)) >= (np.log10(k[-1]) - np.log10(k[0])) / 20
+    assert set(np.round(np.geomspace(0.01, 10, 7), 9)) <= set(np.round(10 ** ticks, 9)), \
+        "the coarse grid keeps its ticks"
+
+
+def test_log_toggle_overrides_the_guess():
+    k = np.geomspace(0.01, 10, 5)
+    tau = np.geomspace(1e-4, 1e-1, 4)
+    ds = _heat(k, tau)
+    ax = plot_result(ds, "rate", x="k", y="tau").axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    ax = plot_result(ds, "rate", x="k", y="tau", logx=False, logy=False).axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("linear", "linear")
+    lin = _heat([1.0, 2.0, 3.0], [1.0, 2.0])
+    ax = plot_result(lin, "rate", x="k", y="tau", logx=True, logy=True).axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    line = plot_result(ds, "rate", x="k", slice={"tau": 1e-3}, logx=False).axes[0]
+    assert (line.get_xscale(), line.get_yscale()) == ("linear", "linear")
+
+
+def test_two_values_a_decade_or_more_apart_are_log():
+    ax = plot_result(_heat([1.0, 2.0], [0.001, 0.1]), "rate", x="k", y="tau").axes[0]
+    assert ax.get_yscale() == "log"
+
+
+def test_status_map_cells_sit_at_the_values():
+    k = np.array([0.0, 1.0, 1.5, 4.0])
+    status = np.full((2, 4), "done", dtype=object)
+    ds = xr.Dataset({"ns_status": (("tau", "k"), status)},
+                    coords={"k": k, "tau": [0.005, 0.01]})
+    fig = plot_status(ds, x="k", y="tau")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    np.testing.assert_allclose(_visible_ticks(ax.xaxis), k)
+    xe, _ = _cell_edges(fig)
+    np.testing.assert_allclose(xe, [-0.5, 0.5, 1.25, 2.75, 5.25])
+
+
+def test_one_value_is_one_cell_around_it():
+    fig = plot_result(_heat([1.0, 2.0], [0.01]), "rate", x="k", y="tau")
+    _, ye = _cell_edges(fig)
+    assert ye[0] < 0.01 < ye[1] and ye[0] > 0, "a cell of the value's own size, not ±0.5"
+    np.testing.assert_allclose(_visible_ticks(fig.axes[0].yaxis), [0.01])

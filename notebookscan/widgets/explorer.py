@@ -5,30 +5,35 @@ over trials, or a heatmap) with a slider or drop-down for every other dimension,
 status map of done/failed/missing points. Given a scan, its *Refine* section adds a
 finer sub-range of some parameters (or more trials): only the new points run, into the
 same store, and the explorer then shows old and new together.
+
+Selecting on the plot fills the *Refine* section: drag a rectangle (a heatmap) or a span
+(a line) with the mouse on the zoomable ipympl figure, or click a cell or point to refine
+around it. The mouse calls :meth:`Explorer.select_region` and
+:meth:`Explorer.select_point`, which work from code too (and without ipympl).
 """
 
 from __future__ import annotations
 
-import html
 import os
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
 import numpy as np
-import traitlets as t
 
 from ..errors import ArgumentError, NotebookscanError
-from ..plotting import parameters, plot_result, plot_status, result_variables, try_grid
+from ..plotting import looks_log, parameters, plot_result, plot_status, result_variables, try_grid
 from ..scan import Scan
 from ..store import open_store
 from ..store.schema import STATUS
 from ._figures import figure_output, has_ipympl, message_output, show_interactive
-from ._ui import MUTED_COLOR, error_html, format_value, heading_html, muted_html
+from ._ui import error_html, format_value, muted_html
+from .refine import RefinePanel
 
 __all__ = ["Explorer", "RefinePanel"]
 
 NONE = "—"
+#: A mouse press and release closer than this (pixels) is a click, not a drag.
+_CLICK_PIXELS = 5
 
 
 def _grid_view(ds: Any) -> Any:
@@ -82,6 +87,11 @@ class Explorer(w.VBox):
         self.ds: Any = None
         self.view: Any = None
         self.sliders: dict[str, w.Widget] = {}
+        self.slice_fields: dict[str, w.Text] = {}
+        #: The grid values of the last clicked cell or point, ``{dimension: value}``.
+        self.selected: dict[str, Any] = {}
+        self._log: dict[str, bool] = {}  # the user's log/linear choice per axis
+        self._mouse: Any = None
         self._updating = False
         self._build()
         super().__init__(self._layout(), layout=w.Layout(width="100%", max_width="900px"))
@@ -113,6 +123,14 @@ class Explorer(w.VBox):
         self.mode = w.ToggleButtons(options=[("values", "values"), ("status", "status")],
                                     value="values", style={"button_width": "70px"})
         self.mode.add_class("nbscan-explore-mode")
+        self.logx = w.Checkbox(value=False, description="log x", indent=False,
+                               layout=w.Layout(width="64px"))
+        self.logx.add_class("nbscan-explore-logx")
+        self.logy = w.Checkbox(value=False, description="log y", indent=False,
+                               layout=w.Layout(width="64px"))
+        self.logy.add_class("nbscan-explore-logy")
+        self.picked = w.HTML()
+        self.picked.add_class("nbscan-explore-picked")
         self.reload_button = w.Button(description="Reload", icon="refresh",
                                       tooltip="read the store again",
                                       layout=w.Layout(width="100px"))
@@ -126,16 +144,18 @@ class Explorer(w.VBox):
     def _layout(self) -> list[w.Widget]:
         return [
             w.HBox([self.var, self.x, self.y], layout=w.Layout(grid_gap="4px")),
-            w.HBox([self.mode, self.average, self.reload_button, self.note],
-                   layout=w.Layout(align_items="center", grid_gap="8px")),
-            self.slice_box, self.error, self.output,
+            w.HBox([self.mode, self.average, self.logx, self.logy, self.reload_button,
+                    self.note], layout=w.Layout(align_items="center", grid_gap="8px")),
+            self.slice_box, self.error, self.output, self.picked,
         ]
 
     def _wire(self) -> None:
         self.var.observe(self._on_var, names="value")
         for control in (self.x, self.y, self.average):
             control.observe(self._on_axes, names="value")
-        self.mode.observe(lambda _: self.draw(), names="value")
+        self.mode.observe(lambda _: self._on_axes(), names="value")
+        for box in (self.logx, self.logy):
+            box.observe(self._on_log, names="value")
         self.reload_button.on_click(lambda _: self.reload())
 
     # ------------------------------------------------------------------ data
@@ -227,6 +247,52 @@ class Explorer(w.VBox):
             self._wanted["x" if change["owner"] is self.x else "y"] = (
                 change["new"] if change["new"] != NONE else None)
         self._build_sliders()
+        self._show_log()
+        self.draw()
+
+    # ------------------------------------------------------------------ log axes
+
+    def _log_keys(self) -> tuple[str | None, str | None]:
+        """What the two log boxes scale: the x parameter, and the y parameter (a map) or
+        the plotted values (a line; no box for status bars)."""
+        x, y = self._axes()
+        if y is not None:
+            return x, y
+        if self.mode.value == "status":
+            return x, None
+        return x, f"{self.var.value} (values)" if self.var.value else None
+
+    def _auto_log(self, key: str | None) -> bool:
+        view = self.view
+        if view is None or key not in view.coords or view[key].dtype.kind not in "iuf":
+            return False
+        return looks_log(view[key].values)
+
+    def _loggable(self, key: str | None) -> bool:
+        view = self.view
+        if key is None or view is None:
+            return False
+        if key in view.coords:
+            return view[key].dtype.kind in "iuf" and bool((view[key].values > 0).all())
+        return True  # the values axis of a line
+
+    def _show_log(self) -> None:
+        """Boxes show the scale drawn: the user's choice, else the guess from the values."""
+        self._updating = True
+        try:
+            for box, key in zip((self.logx, self.logy), self._log_keys(), strict=True):
+                usable = self._loggable(key)
+                box.layout.display = None if usable else "none"
+                box.value = usable and self._log.get(key, self._auto_log(key))
+        finally:
+            self._updating = False
+
+    def _on_log(self, change: Any) -> None:
+        if self._updating:
+            return
+        key = self._log_keys()[0 if change["owner"] is self.logx else 1]
+        if key is not None:
+            self._log[key] = bool(change["new"])
         self.draw()
 
     def _axes(self) -> tuple[str | None, str | None]:
@@ -261,8 +327,17 @@ class Explorer(w.VBox):
             current = getattr(old.get(dim), "value", None)
             sliders[dim] = self._slider(dim, current)
         self.sliders = sliders
+        self.slice_fields = {}
+        rows = []
+        for dim, slider in sliders.items():
+            field = self._slice_field(dim, slider)
+            if field is None:
+                rows.append(slider)
+                continue
+            self.slice_fields[dim] = field
+            rows.append(w.HBox([slider, field], layout=w.Layout(align_items="center")))
         note = [w.HTML(muted_html("fixed: " + ", ".join(fixed)))] if fixed else []
-        self.slice_box.children = (*sliders.values(), *note)
+        self.slice_box.children = (*rows, *note)
 
     def _slider(self, dim: str, current: Any) -> w.Widget:
         view = self.view
@@ -289,6 +364,33 @@ class Explorer(w.VBox):
         widget.observe(lambda _: self.draw(), names="value")
         return widget
 
+    def _slice_field(self, dim: str, slider: w.Widget) -> w.Text | None:
+        """A text field beside a numeric slider: type a value, the nearest one is shown."""
+        if not isinstance(slider, w.SelectionSlider):
+            return None
+        field = w.Text(value=format_value(slider.value), continuous_update=False,
+                       layout=w.Layout(width="90px"))
+        field.add_class("nbscan-slice-value")
+
+        def typed(change: Any) -> None:
+            try:
+                wanted = float(change["new"])
+            except ValueError:
+                self.error.value = error_html(f"{dim}: {change['new']!r} is not a number")
+                return
+            values = np.asarray([v for _, v in slider.options], dtype=float)
+            nearest = [v for _, v in slider.options][int(np.argmin(np.abs(values - wanted)))]
+            if slider.value == nearest:
+                field.value = format_value(nearest)
+            slider.value = nearest
+
+        def moved(change: Any) -> None:
+            field.value = format_value(change["new"])
+
+        field.observe(typed, names="value")
+        slider.observe(moved, names="value")
+        return field
+
     def selection(self) -> dict[str, Any]:
         """The values chosen for the sliced dimensions."""
         chosen = dict(getattr(self, "_fixed", {}))
@@ -308,12 +410,13 @@ class Explorer(w.VBox):
             params = parameters(view)
             sx = x if x in params else (params[0] if params else None)
             sy = y if y in params else None
-            return plot_status(view, sx, sy, slice=self.selection(), figsize=(6.4, 3.8))
+            return plot_status(view, sx, sy, slice=self.selection(), figsize=(6.4, 3.8),
+                               logx=self.logx.value, logy=self.logy.value if sy else None)
         if var is None:
             return None
         over = "trial" if self.average.value else None
         return plot_result(view, var, x, y, over=over, slice=self.selection(),
-                           figsize=(6.4, 3.8))
+                           logx=self.logx.value, logy=self.logy.value, figsize=(6.4, 3.8))
 
     def draw(self) -> None:
         """Redraw the plot from the loaded data."""
@@ -329,8 +432,153 @@ class Explorer(w.VBox):
             self.output.outputs = (message_output("nothing to plot yet"),)
             return
         if self.interactive and show_interactive(self.output, fig):
+            self.connect_mouse(fig)
             return
         self.output.outputs = (figure_output(fig),)
+
+    # ------------------------------------------------------------------ selecting
+
+    def select_region(self, x: tuple[float, float] | None = None,
+                      y: tuple[float, float] | None = None) -> dict[str, tuple[float, float]]:
+        """Refine the plotted parameters over a region of the plot (what a mouse drag does).
+
+        Parameters
+        ----------
+        x, y
+            ``(low, high)`` along the plot's x and y axes, in data values (either order;
+            clipped to the scanned range). ``y`` is ignored on a line plot (its y axis
+            holds values, not a parameter).
+
+        Returns
+        -------
+        dict
+            ``{parameter: (low, high)}`` as set in the *Refine* section: ticked, with the
+            count doubling the values inside, log spaced where the axis is drawn log.
+
+        Raises
+        ------
+        ArgumentError
+            Without a scan (no *Refine* section), or when no plotted parameter can be
+            refined by range (non-numeric, or one value only).
+
+        Examples
+        --------
+        >>> import tempfile, notebookscan as ns
+        >>> space = ns.grid(k=[1.0, 2.0, 3.0], tau=[0.1, 0.2, 0.4])
+        >>> scan = ns.Scan(lambda k, tau: {"y": k * tau}, space, store=tempfile.mkdtemp())
+        >>> _ = scan.run(executor="serial", progress=False)
+        >>> ex = Explorer(scan, x="k", y="tau", interactive=False)
+        >>> ex.select_region(x=(2.5, 1.5), y=(0.1, 0.2))       # tau is drawn log
+        {'k': (1.5, 2.5), 'tau': (0.1, 0.2)}
+        >>> ex.refine.axes["tau"]["scale"].value, ex.refine.preview   # 3 k × 3 tau, 2 stored
+        ('log', 7)
+        >>> ex.select_point(x=2.9, y=0.35)                     # a click on a cell
+        {'k': 3.0, 'tau': 0.4}
+        """
+        if self.refine is None:
+            raise ArgumentError("selecting a region refines a scan: open the explorer on the "
+                                "Scan (Explorer(scan)), not on a store path or Dataset")
+        xdim, ydim = self._axes()
+        chosen: dict[str, tuple[float, float]] = {}
+        for dim, span, box in ((xdim, x, self.logx), (ydim, y, self.logy)):
+            if dim is None or span is None or dim not in self.refine.axes:
+                continue
+            scale = "log" if box.value and min(span) > 0 else "linear"
+            chosen[dim] = self.refine.set_range(dim, (span[0], span[1]), scale=scale)
+        if not chosen:
+            plotted = ", ".join(d for d in (xdim, ydim) if d) or "nothing"
+            raise ArgumentError(f"the plot shows {plotted}; the Refine section takes ranges "
+                                f"of {', '.join(self.refine.axes) or 'no parameter'}: plot "
+                                "one of those to select a region of it")
+        return chosen
+
+    def select_point(self, x: float, y: float | None = None) -> dict[str, Any]:
+        """Select the grid point nearest to ``(x, y)`` (what a click on a cell does).
+
+        The point's values go to :attr:`selected` and show below the plot; with a scan,
+        the *Refine* section gets the range between the point's neighbours on each
+        plotted parameter (so a refinement fills in around it).
+
+        Returns
+        -------
+        dict
+            :attr:`selected`, ``{parameter: value}``.
+        """
+        xdim, ydim = self._axes()
+        picked: dict[str, Any] = {}
+        around: dict[str, tuple[float, float]] = {}
+        for dim, value, box in ((xdim, x, self.logx), (ydim, y, self.logy)):
+            if dim is None or value is None or self.view is None or dim not in self.view.coords:
+                continue
+            coord = self.view[dim]
+            if coord.dtype.kind not in "iuf":
+                continue
+            values = np.unique(np.asarray(coord.values))
+            where = np.log(values) if box.value and (values > 0).all() else values
+            at = float(np.log(value)) if box.value and value > 0 and (values > 0).all() \
+                else float(value)
+            i = int(np.argmin(np.abs(where - at)))
+            picked[dim] = values[i].item()
+            around[dim] = (float(values[max(i - 1, 0)]), float(values[min(i + 1,
+                                                                          len(values) - 1)]))
+        if not picked:
+            raise ArgumentError("no numeric parameter is plotted to pick a point of")
+        self.selected = picked
+        text = ", ".join(f"{k} = {format_value(v)}" for k, v in picked.items())
+        if self.refine is not None and any(d in self.refine.axes for d in around):
+            spans = self.select_region(x=around.get(xdim) if xdim else None,
+                                       y=around.get(ydim) if ydim else None)
+            text += " · refine " + ", ".join(f"{k} {format_value(a)}–{format_value(b)}"
+                                             for k, (a, b) in spans.items())
+        self.picked.value = muted_html("selected " + text)
+        return picked
+
+    def connect_mouse(self, fig: Any) -> None:
+        """Let the mouse select on ``fig``'s plot: a drag selects a region, a click a point.
+
+        Called for each figure shown on an ipympl canvas; the rubber band is a matplotlib
+        ``RectangleSelector`` (a map) or ``SpanSelector`` (a line)."""
+        from matplotlib.widgets import RectangleSelector, SpanSelector
+
+        if self._mouse is not None:
+            self._mouse["canvas"].mpl_disconnect(self._mouse["press"])
+            self._mouse["canvas"].mpl_disconnect(self._mouse["release"])
+        ax = fig.axes[0]
+        two_d = self._axes()[1] is not None
+        style = {"facecolor": "#1976d2", "alpha": 0.15, "edgecolor": "#1976d2"}
+        band = (RectangleSelector(ax, lambda *_: None, useblit=False, props=style)
+                if two_d else SpanSelector(ax, lambda *_: None, "horizontal", useblit=False,
+                                           props=style))
+        state: dict[str, Any] = {}
+
+        def press(event: Any) -> None:
+            state.clear()
+            if event.inaxes is ax and event.button == 1 and not _toolbar_busy(fig):
+                state.update(x=event.x, y=event.y, data=(event.xdata, event.ydata))
+
+        def release(event: Any) -> None:
+            if not state:
+                return
+            x0, y0 = state["data"]
+            # a drag may end outside the plot: its corner is clamped to the plot's edge
+            px = min(max(event.x, ax.bbox.x0), ax.bbox.x1)
+            py = min(max(event.y, ax.bbox.y0), ax.bbox.y1)
+            x1, y1 = ax.transData.inverted().transform((px, py))
+            try:
+                if abs(event.x - state["x"]) + abs(event.y - state["y"]) < _CLICK_PIXELS:
+                    self.select_point(x1, y1 if two_d else None)
+                else:
+                    xs = _mouse_round((x0, x1), ax.get_xlim(), ax.get_xscale())
+                    ys = _mouse_round((y0, y1), ax.get_ylim(), ax.get_yscale())
+                    self.select_region(xs, ys if two_d else None)
+                self.error.value = ""
+            except NotebookscanError as exc:
+                self.error.value = error_html(str(exc))
+
+        canvas = fig.canvas
+        self._mouse = {"canvas": canvas, "band": band,
+                       "press": canvas.mpl_connect("button_press_event", press),
+                       "release": canvas.mpl_connect("button_release_event", release)}
 
     def set_scan(self, scan: Scan) -> None:
         """Show (and refine) ``scan`` from now on."""
@@ -349,208 +597,18 @@ class Explorer(w.VBox):
             self.reload()
 
 
-class RefinePanel(w.VBox):
-    """Add points to a scan: a finer sub-range of some parameters, or more trials.
-
-    For each numeric parameter of a grid scan: tick it, choose a sub-range with the
-    range slider and a count (linear or log spaced). ``trials`` sets the number of
-    trials. The preview counts the points that are new; *Refine and run* calls
-    ``scan.refine(...)`` and runs only those, into the same store.
-
-    Examples
-    --------
-    >>> import tempfile, notebookscan as ns
-    >>> scan = ns.Scan(lambda k: k, ns.grid(k=[0.0, 1.0, 2.0]), store=tempfile.mkdtemp())
-    >>> _ = scan.run(executor="serial", progress=False)
-    >>> panel = RefinePanel(scan)
-    >>> panel.update_ranges(scan.results())
-    >>> panel.axes["k"]["use"].value = True
-    >>> panel.axes["k"]["span"].value = (0.0, 1.0)
-    >>> panel.axes["k"]["count"].value = 5          # 0, 0.25, 0.5, 0.75, 1
-    >>> panel.preview, panel.refinement()
-    (3, {'k': [0.0, 0.25, 0.5, 0.75, 1.0]})
-    """
-
-    preview = t.Int(0)
-    error_text = t.Unicode("")
-
-    def __init__(self, scan: Scan, *, monitor: Any = None,
-                 on_run: Callable[[], None] | None = None) -> None:
-        self.scan = scan
-        self.monitor = monitor
-        self.on_run = on_run
-        self.axes: dict[str, dict[str, w.Widget]] = {}
-        self._build()
-        super().__init__(self._layout(), layout=w.Layout(margin="10px 0 0 0",
-                                                         border_top="1px solid #e0e0e0"))
-        self.add_class("nbscan-refine")
-        self._wire()
-
-    def _build(self) -> None:
-        self.title = w.HTML(heading_html("Refine", "finer sub-ranges or more trials; only "
-                                                   "new points run"))
-        self.rows = w.VBox()
-        trial_count = 0
-        if "trial" in self.scan.space.names:
-            trial_count = len(self.scan.space.grid_coords().get("trial", [])) \
-                if self.scan.space.layout.kind == "grid" else 0
-        self.trials = w.BoundedIntText(value=max(trial_count, 1), min=1, max=100_000,
-                                       description="trials", style={"description_width": "90px"},
-                                       layout=w.Layout(width="200px"))
-        self.trials.add_class("nbscan-refine-trials")
-        self.trials.layout.display = None if "trial" in self.scan.space.names else "none"
-        self.preview_html = w.HTML()
-        self.preview_html.add_class("nbscan-refine-preview")
-        self.button = w.Button(description="Refine and run", button_style="primary",
-                               icon="search-plus", layout=w.Layout(width="150px"))
-        self.button.add_class("nbscan-refine-run")
-        self.message = w.HTML()
-
-    def _layout(self) -> list[w.Widget]:
-        return [self.title, self.rows, self.trials,
-                w.HBox([self.button, self.preview_html],
-                       layout=w.Layout(align_items="center", grid_gap="10px")),
-                self.message]
-
-    def _wire(self) -> None:
-        self.trials.observe(self._check, names="value")
-        self.button.on_click(lambda _: self.apply())
-        self.observe(self._show_preview, names=["preview", "error_text"])
-
-    def set_scan(self, scan: Scan) -> None:
-        """Refine ``scan`` from now on (shows the trials box only if it has trials)."""
-        self.scan = scan
-        names = scan.space.names
-        self.trials.layout.display = None if "trial" in names else "none"
-        if "trial" in names and scan.space.layout.kind == "grid":
-            self.trials.value = max(1, len(scan.space.grid_coords().get("trial", [])))
-        self._check()
-
-    def update_ranges(self, view: Any) -> None:
-        """Offer a range slider for each numeric grid parameter of ``view``."""
-        if view is None or "point" in view.dims:
-            self.rows.children = (w.HTML(muted_html(
-                "refining sub-ranges works on grid scans; this scan's points are not on a "
-                "grid (add points with scan.refine(space) in code)")),)
-            self.axes = {}
-            self._check()
-            return
-        rows, axes = [], {}
-        for name in parameters(view):
-            if name == "trial" or name not in view.coords or view[name].dtype.kind not in "iuf":
-                continue
-            values = np.asarray(view[name].values, dtype=float)
-            if len(values) < 2:
-                continue
-            low, high = float(values.min()), float(values.max())
-            old = self.axes.get(name)
-            if old is not None and (old["span"].min, old["span"].max) != (low, high):
-                old = None  # another range (a new scan): start from the full range
-            use = w.Checkbox(value=old["use"].value if old else False, description=name,
-                             indent=False, layout=w.Layout(width="90px"))
-            span = w.FloatRangeSlider(value=old["span"].value if old else (low, high),
-                                      min=low, max=high, step=(high - low) / 1000,
-                                      readout_format=".4g", continuous_update=False,
-                                      layout=w.Layout(width="330px"))
-            count = w.BoundedIntText(value=old["count"].value if old else 2 * len(values) - 1,
-                                     min=1, max=100_000, description="count",
-                                     style={"description_width": "40px"},
-                                     layout=w.Layout(width="120px"))
-            scale = w.Dropdown(options=["linear", "log"], value=old["scale"].value if old
-                               else "linear", layout=w.Layout(width="80px"))
-            for widget in (use, span, count, scale):
-                widget.observe(self._check, names="value")
-            row = w.HBox([use, span, count, scale], layout=w.Layout(align_items="center"))
-            row.add_class(f"nbscan-refine-{name}")
-            axes[name] = {"use": use, "span": span, "count": count, "scale": scale,
-                          "integer": view[name].dtype.kind in "iu"}
-            rows.append(row)
-        self.axes = axes
-        self.rows.children = tuple(rows)
-        self._check()
-
-    def refinement(self) -> dict[str, Any]:
-        """The ``scan.refine(**axes)`` arguments the form describes (may raise ArgumentError)."""
-        axes: dict[str, Any] = {}
-        for name, row in self.axes.items():
-            if not row["use"].value:
-                continue
-            low, high = row["span"].value
-            count, scale = row["count"].value, row["scale"].value
-            if count > 1 and not low < high:
-                raise ArgumentError(f"{name}: choose a range with min below max")
-            if scale == "log" and low <= 0:
-                raise ArgumentError(f"{name}: a log range needs min > 0")
-            values = (np.geomspace(low, high, count) if scale == "log"
-                      else np.linspace(low, high, count))
-            if row["integer"]:
-                values = np.unique(np.round(values).astype(int))
-            else:
-                values = np.array([float(f"{v:.12g}") for v in values])
-            axes[name] = values.tolist()
-        if "trial" in self.scan.space.names:
-            current = len(self.scan.space.grid_coords().get("trial", [])) \
-                if self.scan.space.layout.kind == "grid" else 0
-            if self.trials.value != current:
-                axes["trials"] = self.trials.value
-        return axes
-
-    def _check(self, change: Any = None) -> None:
-        try:
-            axes = self.refinement()
-            if not axes:
-                self.error_text = ""
-                self.preview = 0
-                return
-            extra = self.scan.space.refine(**axes)
-            known = set(self.scan.space.keys())
-            candidates = extra.keys()  # a Space's point keys (iterating gives points)
-            new = [k for k in candidates if k not in known]
-            self.error_text = ""
-            self.preview = len(new)
-        except (ValueError, NotebookscanError) as exc:
-            self.error_text = str(exc)
-            self.preview = 0
-        finally:
-            self._show_preview()
-
-    def _show_preview(self, change: Any = None) -> None:
-        if self.error_text:
-            self.preview_html.value = error_html(self.error_text)
-            self.button.disabled = True
-            return
-        self.button.disabled = self.preview == 0
-        self.preview_html.value = (
-            f'<span class="nbscan-preview" data-new="{self.preview}">'
-            f"<b>{self.preview:,}</b> new point{'s' if self.preview != 1 else ''}</span>"
-            if self.preview else
-            f'<span style="color:{MUTED_COLOR}">tick a parameter or change the trials</span>')
-
-    def apply(self) -> None:
-        """Refine the scan as the form says and run the new points (in the background)."""
-        try:
-            axes = self.refinement()
-            if not axes:
-                return
-            self.scan.refine(**axes)
-        except (ValueError, NotebookscanError) as exc:
-            self.error_text = str(exc)
-            return
-        self.message.value = muted_html(
-            "refined: " + ", ".join(f"{k}={_short(v)}" for k, v in axes.items()))
-        if self.monitor is not None:
-            self.monitor.start()
-        else:
-            self.scan.run(wait=False, progress=False)
-        self._check()
-        if self.on_run is not None:
-            self.on_run()
+def _toolbar_busy(fig: Any) -> bool:
+    """True while the figure's toolbar pans or zooms (the mouse is the toolbar's then)."""
+    toolbar = getattr(fig.canvas, "toolbar", None)
+    return bool(getattr(toolbar, "mode", "") or "")
 
 
-def _short(values: Any) -> str:
-    if isinstance(values, list):
-        if len(values) > 4:
-            return f"{len(values)} values {format_value(values[0])}…{format_value(values[-1])}"
-        return "[" + ", ".join(format_value(v) for v in values) + "]"
-    return html.escape(str(values))
-
+def _mouse_round(ends: tuple[float, float], view: tuple[float, float],
+                 scale: str) -> tuple[float, float]:
+    """Range ends from the mouse, rounded to what a pixel can tell apart: 3 significant
+    digits on a log axis, a few hundredths of the visible span on a linear one."""
+    if scale == "log":
+        return tuple(float(f"{v:.3g}") for v in ends)  # type: ignore[return-value]
+    span = abs(view[1] - view[0]) or 1.0
+    digits = max(0, -int(np.floor(np.log10(span / 500))))
+    return tuple(round(float(v), digits) for v in ends)  # type: ignore[return-value]
