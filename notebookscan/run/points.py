@@ -465,6 +465,10 @@ class PointSource:
     def seconds_to_beat(self) -> float:
         return self._runner.seconds_to_beat()
 
+    def stop_request(self) -> bool | None:
+        """A stop asked through the store: True (now), False (finish), None (none)."""
+        return self._runner.stop_request
+
     def heartbeat(self) -> None:
         """Beat when due (the loop wakes at least this often); then take over the points
         of runners found dead (every call while waiting for them)."""
