@@ -18,6 +18,7 @@ import ipywidgets as w
 
 from ..errors import NotebookscanError
 from ..scan import Scan
+from ._counts import counts_text
 from ._ui import MUTED_COLOR, error_html
 from .builder import SweepBuilder
 from .explorer import Explorer
@@ -83,6 +84,7 @@ class ScanApp(w.VBox):
         self.monitor = RunMonitor(scan_factory=self.builder.scan, executor=executor)
         self.live = LivePlot()
         first = self._initial_scan()
+        self.monitor.follow_store(first)  # a run going on the store shows at once
         self.explorer = Explorer(first, monitor=self.monitor, interactive=interactive)
         if first is not None and self.builder.spec.stored:  # results from an earlier session
             self.live.attach(first)
@@ -130,6 +132,8 @@ class ScanApp(w.VBox):
         self.monitor.on_end(self._on_end)
         self.builder.spec.observe(self._on_counts, names=["stored", "size", "failed_before",
                                                           "space", "store"])
+        # during a run (the form's counts are paused) the monitor's counts are the header's
+        self.monitor.observe(self._on_monitor_counts, names="counts")
         self._on_counts()
 
     def _run_from_builder(self) -> None:
@@ -141,25 +145,32 @@ class ScanApp(w.VBox):
         missing = spec.size - spec.stored - spec.failed_before
         self.monitor.offer_resume(spec.stored + spec.failed_before, missing)
         self.run_shortcut.disabled = spec.space is None
-        status = {"done": spec.stored, "failed": spec.failed_before, "missing": max(0, missing)}
-        ran = self.monitor.scan
-        if ran is not None and spec.space is not None and not spec.paused:
-            # the form still describes the scan that ran (perhaps refined since): count it
-            with contextlib.suppress(NotebookscanError, ValueError):
-                if self.builder.scan() is ran:
-                    status = ran.status()
+        status = {"done": spec.stored, "failed": spec.failed_before, "missing": max(0, missing),
+                  "total": spec.size}
+        scan = self._initial_scan()
+        self.monitor.follow_store(scan)
+        if scan is not None and not spec.paused:
+            # the scan the form describes (perhaps refined since), counted as the monitor
+            # and the live plot count it
+            self.monitor.refresh_counts()
+            if self.monitor.watched_scan() is scan and self.monitor.counts:
+                status = dict(self.monitor.counts)
         self._show_header(status)
 
+    def _on_monitor_counts(self, change: Any = None) -> None:
+        if self.monitor.counts and self.monitor.watched_scan() is self._initial_scan():
+            self._show_header(dict(self.monitor.counts))
+
     def _show_header(self, status: dict[str, int]) -> None:
-        """Title, store and the scan's counts (done, failed, missing of all points)."""
+        """Title, store and the scan's counts (done, failed of all points, missing)."""
         spec = self.builder.spec
         where = html.escape(spec.store or "no store")
         full = html.escape(os.path.abspath(spec.store) if spec.store else "")
-        total = sum(status.values())
+        total = status.get("total", status["done"] + status["failed"] + status["missing"])
         counts = (f'<span class="nbscan-header-counts" data-done="{status["done"]}" '
-                  f'data-total="{total}" style="color:{MUTED_COLOR}">· '
-                  f'{status["done"]:,} done, {status["failed"]:,} failed, '
-                  f'{status["missing"]:,} missing of {total:,} points</span>')
+                  f'data-failed="{status["failed"]}" data-total="{total}" '
+                  f'style="color:{MUTED_COLOR}">· {counts_text({**status, "total": total})}, '
+                  f'{status["missing"]:,} missing</span>')
         self.header.value = (
             '<div style="display:flex;align-items:baseline;gap:10px;margin-bottom:4px">'
             f'<span style="font-size:1.15em;font-weight:600">{html.escape(self._name)}</span>'
