@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import html
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from .monitor import RunMonitor
 __all__ = ["ScanApp"]
 
 TAB_TITLES = ("1 · Define", "2 · Run", "3 · Explore")
+LIVE_INTERVAL = 2.0  # s between live-plot reads while a run of another process is watched
 
 
 class ScanApp(w.VBox):
@@ -81,6 +83,7 @@ class ScanApp(w.VBox):
                                     space=scan.space if scan is not None else None)
         if scan is not None:
             self.builder.adopt(scan)
+        self._live_read = -float("inf")
         self.monitor = RunMonitor(scan_factory=self.builder.scan, executor=executor)
         self.live = LivePlot()
         first = self._initial_scan()
@@ -134,6 +137,7 @@ class ScanApp(w.VBox):
                                                           "space", "store"])
         # during a run (the form's counts are paused) the monitor's counts are the header's
         self.monitor.observe(self._on_monitor_counts, names="counts")
+        self.monitor.observe(self._on_monitor_state, names="state")
         self._on_counts()
 
     def _run_from_builder(self) -> None:
@@ -160,6 +164,22 @@ class ScanApp(w.VBox):
     def _on_monitor_counts(self, change: Any = None) -> None:
         if self.monitor.counts and self.monitor.watched_scan() is self._initial_scan():
             self._show_header(dict(self.monitor.counts))
+        scan = self.monitor.watched_scan()
+        if self.monitor.state == "watching" and scan is not None and (
+                time.monotonic() - self._live_read >= LIVE_INTERVAL):
+            # a run of another process writes the store: the live plot follows it
+            self._live_read = time.monotonic()
+            self.live.attach(scan)
+            self.live.refresh_async()
+
+    def _on_monitor_state(self, change: Any) -> None:
+        """A run seen on the store has ended: the live plot shows what it left."""
+        if change["old"] in ("watching", "stopping") and change["new"] in ("stopped",
+                                                                            "finished"):
+            scan = self.monitor.watched_scan()
+            if scan is not None:
+                self.live.attach(scan)
+                self.live.refresh_async()
 
     def _show_header(self, status: dict[str, int]) -> None:
         """Title, store and the scan's counts (done, failed of all points, missing)."""

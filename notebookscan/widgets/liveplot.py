@@ -166,6 +166,24 @@ class LivePlot(w.VBox):
         self._counts = point_counts(self.scan)
         self._render(ds)
 
+    def refresh_async(self) -> None:
+        """Read the results and redraw in the background (a run seen on the store, which
+        sends this process no events); never while this process's own run writes."""
+        scan = self.scan
+        if scan is None:
+            return
+
+        def read_and_render() -> None:
+            try:
+                ds = scan.results()
+                self._counts = point_counts(scan)
+            except Exception as exc:  # shown in the widget, never raised
+                text = f"cannot read the results: {type(exc).__name__}: {exc}"
+                self.ui.call(lambda: self._show_error(text))
+                return
+            self._render(ds)
+        self._worker.submit(read_and_render)
+
     def _on_choice(self, change: Any) -> None:
         if getattr(self, "_updating", False):
             return

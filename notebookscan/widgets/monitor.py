@@ -451,7 +451,7 @@ class RunMonitor(w.VBox):
             self._watching, self._watching_ended = False, True
             missing = self.counts.get("missing", 0)
             self._resumable = bool(missing)
-            self.state = "stopped" if (self._stop_asked or missing) else "finished"
+            self.state = "stopped" if missing else "finished"
         elif others and not self._own_active() and self.state != "stopping":
             self._watching = True
             if self.state != "watching":

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.browser
 
 STORE = "results/detached"
 START = f"""
-space = ns.grid(k=np.linspace(1, 20, 60), tau=0.01, delay=0.25)
+space = ns.grid(k=np.linspace(1, 20, 120), tau=0.01, delay=0.25)
 scan = ns.Scan(firing_rate, space, store={STORE!r})
 run = scan.run(executor="serial", detach=True, flush_interval=0.3)
 """
@@ -102,11 +102,11 @@ def test_a_detached_run_is_seen_after_a_kernel_restart_and_stopped(lab, open_not
     expect(nb.panel.locator(".nbscan-message")).not_to_contain_text("Resume runs")
     expect(nb.panel.locator(".nbscan-stop")).to_be_enabled()
     first = _progress(nb.panel)
-    assert first["state"] == "watching" and first["total"] == 60
+    assert first["state"] == "watching" and first["total"] == 120
     _wait_for(lambda: _progress(nb.panel)["done"] > first["done"], 30,
               "the detached run's points to show up live")
     header = nb.panel.locator(".nbscan-header-counts")
-    expect(header).to_have_attribute("data-total", "60")
+    expect(header).to_have_attribute("data-total", "120")
     busy = nb.panel.locator(".nbscan-engines-row")
     expect(busy).to_have_attribute("data-busy", "1")
     expect(busy).to_contain_text("(detached)")
@@ -117,10 +117,14 @@ def test_a_detached_run_is_seen_after_a_kernel_restart_and_stopped(lab, open_not
     run = ns.attach(store)
     assert run.wait(timeout=30).stopped  # its record goes first, then its process
     done = _progress(nb.panel)["done"]
-    assert 3 <= done < 60
-    space = ns.grid(k=np.linspace(1, 20, 60), tau=0.01, delay=0.25)
+    assert 3 <= done < 120
+    space = ns.grid(k=np.linspace(1, 20, 120), tau=0.01, delay=0.25)
     assert ns.Scan(firing_rate, space, store).status()["done"] == done
     expect(nb.panel.locator(".nbscan-resume")).to_be_enabled()  # now there is a rest
+    # header, progress line and live plot: the same count of the store's points
+    expect(header).to_have_attribute("data-done", str(done))
+    expect(nb.panel.locator(".nbscan-liveplot")).to_contain_text(
+        f"{done} done, 0 failed of 120 points", timeout=20_000)
 
 
 def firing_rate(k: float, tau: float = 0.01, delay: float = 0.0, seed: int = 0):
