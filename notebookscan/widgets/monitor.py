@@ -366,6 +366,7 @@ class RunMonitor(w.VBox):
         threading.Thread(target=loop, name="notebookscan-monitor-watch", daemon=True).start()
 
     def close(self) -> None:
+        """Stop watching the store and close the widget (its views in the notebook go)."""
         self._watch_stop.set()
         super().close()
 
