@@ -297,12 +297,12 @@ def test_header_progress_line_and_live_plot_count_the_stores_points(slow, tmp_pa
     half = ns.Scan(slow, ns.grid(x=range(10)), tmp_path / "s")
     half.run(executor="serial", progress=False)  # 10 of the 20 points, 1 failed (x=3)
     app = ScanApp(ns.Scan(slow, ns.grid(x=range(20)), tmp_path / "s"), executor="serial")
-    seen_running: list[tuple[int, int]] = []
+    seen_running: list[tuple[str, int]] = []
 
-    def watch(_):
+    def watch(change):
         if app.monitor.state == "running":
-            seen_running.append((app.monitor.running, app.monitor.busy))
-    app.monitor.observe(watch, names="running")
+            seen_running.append((change["name"], change["new"]))
+    app.monitor.observe(watch, names=["running", "busy"])
     app.monitor.run_button.click()
     app.monitor.wait(timeout=60)
     app.live.wait_idle(20)
@@ -314,5 +314,5 @@ def test_header_progress_line_and_live_plot_count_the_stores_points(slow, tmp_pa
     assert counts_text(counts) in app.header.value
     assert counts_text(counts) in app.live.note.value
     # the serial executor's worker is shown busy while the run has work left
-    assert (1, 1) in seen_running
+    assert ("running", 1) in seen_running and ("busy", 1) in seen_running
     app.monitor.close()
