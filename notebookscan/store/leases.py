@@ -619,7 +619,7 @@ def runner_states(store_path: str, *, watch: float | None = None,
         silent = 0.0 if alive else _silence(directory, records.get(r), time.monotonic() - start)
         states.append(RunnerState(r, read[r] or {}, alive, silent))
         if not alive and clean:
-            _remove(directory, [*leases.get(r, []), r + RUNNER_SUFFIX])
+            _remove(directory, [*leases.get(r, []), r + RUNNER_SUFFIX, r + STOP_SUFFIX])
     return states
 
 

@@ -195,9 +195,12 @@ class RunMonitor(w.VBox):
         self._watching_ended = False  # "finished" tells of runs seen, not of this one's
         self._failures_read = -math.inf
         self._store_failed = -1  # failed count of the store when its failures were read
-        self._detached: Any = None
-        self._store_reader: Store | None = None  # the newest detached run of this user on the store
+        self._detached: Any = None  # the newest detached run of this user on the store
+        self._store_reader: Store | None = None  # this monitor's own reader of the store
+        # (scan, its shards), their counts, when counted and how long it took
+        self._counted: tuple[Any, dict[str, int], float, float] = (None, {}, 0.0, 0.0)
         self._lock = threading.Lock()
+        self._draw_lock = threading.Lock()
         self._resumable = False
         self._ended = threading.Event()
         self._ended.set()
@@ -372,7 +375,7 @@ class RunMonitor(w.VBox):
 
     def watched_scan(self) -> Scan | None:
         """The scan whose store is watched: the last run's, or the one the app's form
-        describes (set by :meth:`offer_resume`)."""
+        describes (set by :meth:`follow_store`)."""
         return self.scan or self._store_scan
 
     def _reader(self, path: str) -> Store:
@@ -382,6 +385,21 @@ class RunMonitor(w.VBox):
         if reader is None or reader.path != path:
             reader = self._store_reader = Store(path)
         return reader
+
+    def _store_counts(self, scan: Scan, path: str) -> dict[str, int]:
+        """:func:`point_counts` of the store, counted again only when its shards changed
+        (a count of 100 000 points takes ~0.5 s; listing the shards ~1 ms)."""
+        reader = self._reader(path)
+        listing = (scan, frozenset(reader.shard_files()))
+        last, counts, at, took = self._counted
+        # a big store is counted again at most every 4x the time a count takes (the
+        # watcher shares the kernel's CPU)
+        if listing != last and (last is None or last[0] is not scan
+                                or time.monotonic() - at >= 4 * took):
+            start = time.monotonic()
+            counts = point_counts(scan, reader)
+            self._counted = (listing, counts, start, time.monotonic() - start)
+        return counts
 
     def _own_runner(self) -> str | None:
         """The runner id of this monitor's run while it runs (not shown as another)."""
@@ -399,7 +417,7 @@ class RunMonitor(w.VBox):
         path = scan.store.path
         own = self._own_runner()
         runners = [r for r in live_runners(path, self._runner_watch) if r.runner != own]
-        counts = point_counts(scan, self._reader(path)) if os.path.isdir(path) else {}
+        counts = self._store_counts(scan, path) if os.path.isdir(path) else {}
         others = [self._describe(r.runner, r.record) for r in runners]
         if any(o["pid"] is not None for o in others):
             detached = self._detached_pid(path)
@@ -871,6 +889,10 @@ class RunMonitor(w.VBox):
 
     def _show_failures(self) -> None:
         """The summary line, and the groups updated in place (only when changed)."""
+        with self._draw_lock:  # outside a kernel, timers call this from their threads
+            self._draw_failures()
+
+    def _draw_failures(self) -> None:
         with self._lock:
             version = self._failures_version
             failures = list(self._failures)
