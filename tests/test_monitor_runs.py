@@ -150,6 +150,7 @@ def test_the_monitor_shows_and_stops_a_run_of_another_process(slow, tmp_path):
         wait_for(lambda: monitor.state == "watching", 20, "the monitor to see the run")
         assert [o["pid"] for o in monitor.others] == [process.pid]
         assert not monitor.others[0]["detached"]
+        assert "running elsewhere" in monitor.state_label.value
         wait_for(lambda: monitor.counts.get("done", 0) >= 2, 20, "stored points counted")
         assert 'data-state="watching"' in monitor.progress_html.value
         assert monitor.workers == 1 and monitor.busy == 1  # the other run's serial worker
@@ -172,6 +173,7 @@ def test_the_monitor_shows_and_stops_a_run_started_in_this_process(slow, tmp_pat
     try:
         wait_for(lambda: monitor.state == "watching", 20, "the monitor to see the run")
         assert [o["pid"] for o in monitor.others] == [os.getpid()]
+        assert "running in this kernel" in monitor.state_label.value
         monitor.stop_button.click()
         progress = run.wait(timeout=30)
         assert progress.stopped and progress.completed < POINTS
@@ -317,3 +319,42 @@ def test_header_progress_line_and_live_plot_count_the_stores_points(slow, tmp_pa
     # the serial executor's worker is shown busy while the run has work left
     assert ("running", 1) in seen_running and ("busy", 1) in seen_running
     app.monitor.close()
+
+
+def test_a_runner_of_another_machine_is_shown_while_it_beats_and_asked_to_stop(
+        slow, tmp_path, monkeypatch):
+    """A record of another host (its beat counter moved by hand here, as that machine's
+    runner would): shown while its counter moves, gone once it stops for the ttl."""
+    import json
+
+    monkeypatch.setenv("NOTEBOOKSCAN_LEASE_TTL", "2")
+    scan = scan_of(slow, tmp_path)
+    scan.run(executor="serial", progress=False, chunk_size=1, flush_interval=0.1,
+             wait=False).stop(wait=True)  # the store exists, a few points in it
+    leases = tmp_path / "s" / "leases"
+    leases.mkdir(exist_ok=True)
+    runner = "far-away-node.4242.0123456789ab"
+
+    def beat(n: int) -> None:
+        record = {"format": 1, "runner": runner, "run": "r", "beat": n, "host": "far.away",
+                  "user": "someone", "pid": 4242, "done": 5, "failed": 1, "total": 100,
+                  "running": 4, "workers": 4, "rate": 2.5, "state": "running"}
+        (leases / f"{runner}.runner").write_text(json.dumps(record))
+    beat(1)
+    monitor = RunMonitor(scan, executor="serial")
+    try:
+        assert monitor.state == "watching"  # at once: a reopened app shows it running
+        assert "running elsewhere (far.away)" in monitor.state_label.value
+        assert monitor.workers == 4 and monitor.busy == 4
+        assert "far.away pid 4242" in monitor.engines_html.value
+        monitor.stop_button.click()
+        assert (leases / f"{runner}.stop").read_text() == "finish"
+        assert monitor.state == "stopping"
+        for n in range(2, 6):  # it goes on beating: still shown
+            beat(n)
+            time.sleep(0.3)
+            assert monitor.others
+        # no beat for the ttl: taken for gone
+        wait_for(lambda: monitor.state == "stopped", 10, "the silent runner to be gone")
+    finally:
+        monitor.close()

@@ -763,6 +763,8 @@ class RunMonitor(w.VBox):
                  "stopped": AMBER, "stopping": AMBER}.get(state, MUTED_COLOR)
         if state == "watching" and any(o["detached"] for o in self.others):
             label = "running (detached)"
+        elif state == "watching" and all(_in_this_process(o) for o in self.others):
+            label = "running in this kernel"
         elif state == "watching" and self.others:
             hosts = sorted({o["host"] for o in self.others})
             label = f"running elsewhere ({', '.join(hosts)})"
@@ -948,6 +950,10 @@ class RunMonitor(w.VBox):
         row = w.HTML(_point_row(failure))
         row.add_class("nbscan-failed-point")
         group[1].children = (*group[1].children, row)
+
+
+def _in_this_process(other: dict[str, Any]) -> bool:
+    return other["pid"] == os.getpid() and other["host"] == _HOSTNAME
 
 
 def _group_head(group: str, count: int) -> str:
