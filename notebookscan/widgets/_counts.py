@@ -10,12 +10,19 @@ are one group.
 
 from __future__ import annotations
 
+import getpass
+import math
+import os
 import re
+import socket
 from typing import Any
 
 import numpy as np
 
-__all__ = ["counts_text", "error_group", "point_counts", "store_failures"]
+__all__ = ["counts_text", "describe_runner", "error_group", "in_this_process", "point_counts",
+           "store_failures", "user_name"]
+
+HOSTNAME = socket.gethostname()
 
 _HEX = re.compile(r"\b0x[0-9a-fA-F]+\b")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -87,3 +94,28 @@ def store_failures(scan: Any, limit: int, store: Any = None
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def describe_runner(runner: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What the monitor shows of a runner of the store, from its record (data only: a
+    value of the wrong type reads as 0 or empty)."""
+    def number(name: str) -> float:
+        value = record.get(name)
+        return value if type(value) in (int, float) and math.isfinite(value) else 0
+    return {"runner": runner, "host": str(record.get("host", "")),
+            "pid": record.get("pid") if type(record.get("pid")) is int else None,
+            "user": str(record.get("user", "")), "detached": False,
+            **{n: int(number(n)) for n in ("done", "failed", "total", "running", "workers")},
+            "rate": float(number("rate"))}
+
+
+def in_this_process(runner: dict[str, Any]) -> bool:
+    """True for a runner (as :func:`describe_runner` gives it) of this very process."""
+    return runner["pid"] == os.getpid() and runner["host"] == HOSTNAME
+
+
+def user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return ""

@@ -21,11 +21,9 @@ the store (:func:`~notebookscan.widgets._counts.point_counts`).
 from __future__ import annotations
 
 import contextlib
-import getpass
 import html
 import math
 import os
-import socket
 import threading
 import time
 import warnings
@@ -44,7 +42,16 @@ from ..run.handle import ScanRun
 from ..scan import Scan
 from ..store.directory import Store
 from ..store.leases import Watch, lease_ttl, live_runners, request_stop
-from ._counts import error_group, point_counts, store_failures
+from ._counts import (
+    HOSTNAME,
+    describe_runner,
+    error_group,
+    in_this_process,
+    point_counts,
+    store_failures,
+    user_name,
+)
+from ._failures import COLORS, Failure, FailureView
 from ._ui import (
     MUTED_COLOR,
     Throttle,
@@ -52,32 +59,19 @@ from ._ui import (
     error_html,
     format_duration,
     format_rate,
-    format_value,
     muted_html,
 )
 
 __all__ = ["RunMonitor"]
-
-_HOSTNAME = socket.gethostname()
-
-
-def _user_name() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in some containers
-        return ""
 
 #: Executors offered in the drop-down (label, value passed to ``Scan.run``).
 EXECUTORS = WIDGET_OPTIONS
 PROGRESS_INTERVAL = 0.25  # s between progress redraws
 FAILURES_INTERVAL = 1.0  # s between failure-table redraws
 MAX_FAILURE_ROWS = 50  # rows shown; the rest are counted
-MAX_TRACEBACK = 4000  # characters of a traceback kept
-MAX_GROUPS = 20  # error groups shown; further kinds of error are counted only
 WATCH_INTERVAL = 0.5  # s between looks at the store's runners and counts
 FAILURES_READ_INTERVAL = 3.0  # s between reads of the failures of runs seen on the store
 
-COLORS = {"done": "#3a923a", "failed": "#d0342c", "running": "#4a90d9", "idle": "#cfd8dc"}
 AMBER = "#e69500"
 #: What Run does with stored points computed by other code (``Scan.run(stale=...)``).
 STALE_OPTIONS = (("reuse them", "reuse"), ("recompute them", "recompute"),
@@ -86,20 +80,6 @@ STATE_LABELS = {"idle": "ready", "starting": "starting…", "running": "running"
                 "stopping": "stopping…", "stopped": "stopped", "finished": "finished",
                 "error": "error", "watching": "running elsewhere"}
 ACTIVE = ("starting", "running", "stopping")
-
-
-class _Failure:
-    __slots__ = ("error", "group", "point", "traceback")
-
-    def __init__(self, point: dict[str, Any], error: str, traceback: str) -> None:
-        self.point = point
-        self.error = error
-        self.group = error_group(error)
-        self.traceback = traceback[-MAX_TRACEBACK:]
-
-    @property
-    def ident(self) -> str:
-        return repr(sorted((k, repr(v)) for k, v in self.point.items()))
 
 
 class RunMonitor(w.VBox):
@@ -181,13 +161,11 @@ class RunMonitor(w.VBox):
         self._executor_obj: Any = None
         self._owned = False
         self._subscribed: Scan | None = None
-        self._failures: list[_Failure] = []
+        self._failures: list[Failure] = []
         self._failure_counts: Counter[str] = Counter()  # by error group
         self._failures_version = 0  # bumped at every change of the failures
         self._unread_failures = 0
         self._failures_shown = -1
-        self._groups: dict[str, tuple[w.HTML, w.VBox]] = {}
-        self._rows: set[str] = set()
         self._store_scan: Scan | None = scan  # whose store is watched
         self._runner_watch = Watch(lease_ttl())
         self._watching = False  # the state shows runs this monitor did not start
@@ -268,12 +246,11 @@ class RunMonitor(w.VBox):
         self.engines_html.add_class("nbscan-engines")
         self.message_html = w.HTML()
         self.message_html.add_class("nbscan-message")
-        self.failures_html = w.HTML()
-        self.failures_html.add_class("nbscan-failures")
         # one box per error group, one row per failed point: rows never change, so a
         # traceback opened stays open while the others come in
-        self.failure_groups = w.VBox(layout=w.Layout(max_height="320px", overflow="auto"))
-        self.failure_groups.add_class("nbscan-failure-groups")
+        self._failure_view = FailureView()
+        self.failures_html = self._failure_view.summary
+        self.failure_groups = self._failure_view.groups
 
     # ------------------------------------------------------------------ layout
 
@@ -343,7 +320,7 @@ class RunMonitor(w.VBox):
             self._failure_counts[error_group(error)] += 1
             self._failures_version += 1
             if len(self._failures) < MAX_FAILURE_ROWS:
-                self._failures.append(_Failure(dict(point), error,
+                self._failures.append(Failure(dict(point), error,
                                                str(getattr(record, "traceback", "") or "")))
         self._failures_throttle.request()
         self._progress_throttle.request()
@@ -418,12 +395,12 @@ class RunMonitor(w.VBox):
         own = self._own_runner()
         runners = [r for r in live_runners(path, self._runner_watch) if r.runner != own]
         counts = self._store_counts(scan, path) if os.path.isdir(path) else {}
-        others = [self._describe(r.runner, r.record) for r in runners]
+        others = [describe_runner(r.runner, r.record) for r in runners]
         if any(o["pid"] is not None for o in others):
             detached = self._detached_pid(path)
             for other in others:
                 other["detached"] = detached is not None and other["pid"] == detached \
-                    and other["host"] == _HOSTNAME
+                    and other["host"] == HOSTNAME
         failures = None
         if (others and counts.get("failed", 0) != self._store_failed
                 and time.monotonic() - self._failures_read >= FAILURES_READ_INTERVAL):
@@ -432,18 +409,6 @@ class RunMonitor(w.VBox):
             self._failures_read = time.monotonic()
             failures = store_failures(scan, MAX_FAILURE_ROWS, self._reader(path))
         self.ui.call(lambda: self._show_watch(scan, others, counts, failures))
-
-    @staticmethod
-    def _describe(runner: str, record: dict[str, Any]) -> dict[str, Any]:
-        def number(name: str) -> float:
-            value = record.get(name)
-            return value if type(value) in (int, float) and math.isfinite(value) else 0
-        return {"runner": runner, "host": str(record.get("host", "")),
-                "pid": record.get("pid") if type(record.get("pid")) is int else None,
-                "user": str(record.get("user", "")), "detached": False,
-                **{n: int(number(n)) for n in ("done", "failed", "total", "running",
-                                                "workers")},
-                "rate": float(number("rate"))}
 
     def _detached_pid(self, path: str) -> int | None:
         """The pid of this user's newest detached run on the store, while it runs."""
@@ -493,7 +458,7 @@ class RunMonitor(w.VBox):
     def _replace_failures(self, failures: list[tuple[dict[str, Any], str, str]]) -> None:
         """The failures of the runs watched, as the store holds them."""
         with self._lock:
-            self._failures = [_Failure(p, e, tb) for p, e, tb in failures]
+            self._failures = [Failure(p, e, tb) for p, e, tb in failures]
             self._failure_counts = Counter(f.group for f in self._failures)
             # failed points counted in the store but not read: shown as "more"
             self._unread_failures = max(0, self.counts.get("failed", 0) - len(self._failures))
@@ -649,7 +614,7 @@ class RunMonitor(w.VBox):
                 asked += 1
             except (NotebookscanError, OSError) as exc:
                 refused.append(f"{other['host']} pid {other['pid']}: {exc}")
-        mine = _user_name()
+        mine = user_name()
         foreign = [o for o in self.others if mine and o["user"] and o["user"] != mine]
         self._stop_asked = True
         self.state = "stopping"
@@ -763,7 +728,7 @@ class RunMonitor(w.VBox):
                  "stopped": AMBER, "stopping": AMBER}.get(state, MUTED_COLOR)
         if state == "watching" and any(o["detached"] for o in self.others):
             label = "running (detached)"
-        elif state == "watching" and all(_in_this_process(o) for o in self.others):
+        elif state == "watching" and all(in_this_process(o) for o in self.others):
             label = "running in this kernel"
         elif state == "watching" and self.others:
             hosts = sorted({o["host"] for o in self.others})
@@ -900,77 +865,7 @@ class RunMonitor(w.VBox):
             failures = list(self._failures)
             counts = dict(self._failure_counts)
             unread = self._unread_failures
-        total = sum(counts.values()) + unread
-        self.failures_total = total
-        if version == self._failures_shown:
-            return
-        self._failures_shown = version
-        if not total:
-            self.failures_html.value = ""
-            self._clear_groups()
-            return
-        listed = len(failures)
-        more = total - listed
-        tail = (f"<div style='color:{MUTED_COLOR}'>… and {more:,} more: "
-                "<code>scan.results().where(lambda d: d.ns_status == 'failed')</code></div>"
-                if more > 0 else "")
-        kinds = len(counts)
-        self.failures_html.value = (
-            f'<div class="nbscan-failure-table" data-count="{total}" data-groups="{kinds}">'
-            f'<span style="color:{COLORS["failed"]};font-weight:600">{total:,} failed '
-            f'point{"s" if total != 1 else ""}</span> <span style="color:{MUTED_COLOR}">· '
-            f'{kinds} kind{"s" if kinds != 1 else ""} of error; click a point for its '
-            f"parameters and traceback</span>{tail}</div>")
-        if not {f.ident for f in failures} >= self._rows:  # a new run: start again
-            self._clear_groups()
-        for failure in failures:
-            self._add_row(failure)
-        for group, (head, _) in self._groups.items():
-            head.value = _group_head(group, counts.get(group, 0))
-
-    def _clear_groups(self) -> None:
-        self._groups.clear()
-        self._rows.clear()
-        self.failure_groups.children = ()
-
-    def _add_row(self, failure: _Failure) -> None:
-        """A failed point's row in its group (made once; never changed after)."""
-        if failure.ident in self._rows:
-            return
-        group = self._groups.get(failure.group)
-        if group is None:
-            if len(self._groups) >= MAX_GROUPS:
-                return
-            head, rows = w.HTML(), w.VBox(layout=w.Layout(margin="0 0 0 14px"))
-            box = w.VBox([head, rows])
-            box.add_class("nbscan-failure-group")
-            group = self._groups[failure.group] = (head, rows)
-            self.failure_groups.children = (*self.failure_groups.children, box)
-        self._rows.add(failure.ident)
-        row = w.HTML(_point_row(failure))
-        row.add_class("nbscan-failed-point")
-        group[1].children = (*group[1].children, row)
-
-
-def _in_this_process(other: dict[str, Any]) -> bool:
-    return other["pid"] == os.getpid() and other["host"] == _HOSTNAME
-
-
-def _group_head(group: str, count: int) -> str:
-    return (f'<div class="nbscan-failure-group-head" data-count="{count}" '
-            f'style="margin-top:4px"><code>{html.escape(group)}</code> '
-            f'<b style="color:{COLORS["failed"]}">×{count:,}</b></div>')
-
-
-def _point_row(failure: _Failure) -> str:
-    """A failed point: its parameters; opened, its parameters, error and traceback."""
-    short = ", ".join(f"{html.escape(str(k))}={html.escape(format_value(v))}"
-                      for k, v in failure.point.items())
-    table = "".join(f"<tr><td style='padding:0 8px 0 0'>{html.escape(str(k))}</td>"
-                    f"<td>{html.escape(format_value(v))}</td></tr>"
-                    for k, v in failure.point.items())
-    trace = (f"<pre style='white-space:pre-wrap;font-size:0.85em;margin:2px 0'>"
-             f"{html.escape(failure.traceback)}</pre>") if failure.traceback else ""
-    return (f'<details data-point="{html.escape(short)}"><summary style="cursor:pointer">'
-            f"{short}</summary><table style='font-size:0.9em;margin:2px 0'>{table}</table>"
-            f"<div>{html.escape(failure.error)}</div>{trace}</details>")
+        self.failures_total = sum(counts.values()) + unread
+        if version != self._failures_shown:
+            self._failures_shown = version
+            self._failure_view.show(failures, counts, self.failures_total)
