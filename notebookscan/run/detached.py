@@ -214,6 +214,12 @@ class DetachedRun:
             os.close(fd)  # also releases the lock just taken
         return False
 
+    @property
+    def pid(self) -> int | None:
+        """The runner process's id, as its status says (None before it wrote one)."""
+        pid = self._status().get("pid")
+        return pid if type(pid) is int else None
+
     def done(self) -> bool:
         """True once the run has ended (finished, stopped, failed or killed)."""
         return not self._alive()

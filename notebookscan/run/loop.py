@@ -216,6 +216,15 @@ class RunLoop:
             self.executor.cancel_pending()
             self.executor.interrupt_running()
 
+    def _obey_stop_request(self) -> None:
+        """Stop when asked through the store (another process: an app that did not start
+        this run); a source that keeps no heartbeat has no ``stop_request``."""
+        ask = getattr(self.source, "stop_request", None)
+        now = ask() if ask is not None else None
+        if now is None or self._stop_now.is_set() or (self.stopping and not now):
+            return
+        self.request_stop(now)
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -257,6 +266,7 @@ class RunLoop:
                 if time.monotonic() - self._last_workers_check >= WORKER_CHECK_INTERVAL:
                     self._workers = max(1, self._count_workers())
                 self._locked(self.source.heartbeat)
+                self._obey_stop_request()
         except KeyboardInterrupt:
             self.request_stop(now=True)
             progress.stopped = True
@@ -300,6 +310,7 @@ class RunLoop:
             self._flush()
         self._stop.wait(delay)
         self._locked(self.source.heartbeat)
+        self._obey_stop_request()
         self._maybe_emit_progress()
         return True
 

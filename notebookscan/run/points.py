@@ -411,7 +411,8 @@ class PointSource:
         self._drop_done_elsewhere()
 
     def _drop_done_elsewhere(self, chunk: np.ndarray | None = None) -> np.ndarray:
-        """Skip points that another writer stored meanwhile (two scans, one store).
+        """Skip points that another writer stored meanwhile (two scans, one store), done
+        or failed.
 
         Only shards new since the last look are read (this run's own are known). The
         points other runners held go when stored done or failed; returns which points of
@@ -424,15 +425,19 @@ class PointSource:
         if not new:
             return stored
         self._seen_shards.update(new)
-        done_elsewhere = self.store.index_of(new)
-        dropped = self._todo.drop(done_elsewhere.is_done(self.keys[self._todo.rest()]))
+        elsewhere = self.store.index_of(new)
+
+        def computed(keys: np.ndarray) -> np.ndarray:
+            # a point another run computed during this one, done or failed, is not run
+            # again: failing once is its result (retry_failed retries earlier failures)
+            return elsewhere.is_done(keys) | elsewhere.is_failed(keys)
+        dropped = self._todo.drop(computed(self.keys[self._todo.rest()]))
         if len(self._elsewhere):
-            keys = self.keys[self._elsewhere]
-            gone = done_elsewhere.is_done(keys) | done_elsewhere.is_failed(keys)
+            gone = computed(self.keys[self._elsewhere])
             self._elsewhere = self._elsewhere[~gone]
             dropped += int(gone.sum())
         if chunk is not None:
-            stored = done_elsewhere.is_done(self.keys[chunk])
+            stored = computed(self.keys[chunk])
             dropped += int(stored.sum())
         if dropped:
             self.progress.total -= dropped
@@ -464,6 +469,10 @@ class PointSource:
 
     def seconds_to_beat(self) -> float:
         return self._runner.seconds_to_beat()
+
+    def stop_request(self) -> bool | None:
+        """A stop asked through the store: True (now), False (finish), None (none)."""
+        return self._runner.stop_request
 
     def heartbeat(self) -> None:
         """Beat when due (the loop wakes at least this often); then take over the points

@@ -46,6 +46,14 @@ timestamps (the record's modification time against a file status writes, both st
 by the same file system), which is a figure to show only, not a rule anything obeys —
 and its record and leases are removed.
 
+Any process can ask a runner to stop (:func:`request_stop`, the widgets' Stop button for
+a run they did not start): it writes ``leases/<runner>.stop`` holding ``finish`` (running
+points finish and are stored) or ``now`` (they are cancelled). The runner reads it at
+every beat and obeys only a request its own user made: a regular file, opened without
+following a link, with one link only (no hard link to someone else's file), owned by the
+runner's effective uid, holding exactly one of those words. On a group-writable store
+another user can create the file but not own it as you, so they cannot stop your run.
+
 Files follow the store's rules (:mod:`notebookscan.store.files`): written to a temporary
 name and renamed into place through a descriptor of ``leases/`` (never a link; not
 fsynced, see :meth:`Runner._write`);
@@ -84,9 +92,10 @@ from .files import (
     pid_alive,
     write_all,
 )
-from .schema import LEASE_SUFFIX, LEASES, LEASES_LOCK, RUNNER_SUFFIX
+from .schema import LEASE_SUFFIX, LEASES, LEASES_LOCK, RUNNER_SUFFIX, STOP_SUFFIX
 
-__all__ = ["DEFAULT_TTL", "Runner", "RunnerState", "lease_ttl", "runner_states"]
+__all__ = ["DEFAULT_TTL", "Runner", "RunnerState", "lease_ttl", "live_runners", "request_stop",
+           "runner_states"]
 
 DEFAULT_TTL = 30.0  # seconds a runner's heartbeat may stay unchanged before it is dead
 TTL_VARIABLE = "NOTEBOOKSCAN_LEASE_TTL"
@@ -96,6 +105,7 @@ LEASE_KEYS = 2**20  # keys per lease file at most (a bigger chunk takes several 
 RECORD_BYTES = 64 * 2**10  # a runner record is read only up to this size
 CLAIM_WAIT = 10.0  # seconds to wait for the claim lock before claiming without it
 RECORD_FORMAT = 1
+STOP_WORDS = {b"finish": False, b"now": True}  # a stop request's text: stop now?
 
 # runners of this process that have not ended: a record of this pid not listed here is
 # a leftover of an earlier run in the same process (a notebook kernel)
@@ -332,6 +342,7 @@ class Runner:
         self._identity = {"host": socket.gethostname(), "user": _user(), "pid": os.getpid(),
                           "pid_start": _process_start(os.getpid()), "boot": _boot_id()}
         self.active = False
+        self.stop_request: bool | None = None  # None: none; else stop now?
 
     # ------------------------------------------------------------ the record
 
@@ -358,7 +369,14 @@ class Runner:
                   "started": self._started, "updated": time.time(), **self._identity,
                   "state": "running", **self._status}
         self._write(self.id + RUNNER_SUFFIX, json.dumps(record, default=_plain).encode())
+        self._read_stop()
         return True
+
+    def _read_stop(self) -> None:
+        """Note a stop request of this runner's own user (see the module docstring)."""
+        now = _read_stop_request(self.directory, self.id + STOP_SUFFIX)
+        if now is not None:
+            self.stop_request = bool(self.stop_request) or now
 
     def _write(self, name: str, data: bytes) -> None:
         """Write ``data`` as ``leases/name``: a temporary file renamed into place.
@@ -426,6 +444,7 @@ class Runner:
         _remove(self.directory, leases)
         if record is not None:
             _remove(self.directory, [record])
+        _remove(self.directory, [runner + STOP_SUFFIX])
         for name in leases:
             self._cache.pop(name, None)
         self.watch.forget(runner)
@@ -476,9 +495,59 @@ class Runner:
         self.active = False
         try:
             self.release(list(self._mine))
-            _remove(self.directory, [self.id + RUNNER_SUFFIX])
+            _remove(self.directory, [self.id + RUNNER_SUFFIX, self.id + STOP_SUFFIX])
         finally:
             _ACTIVE.discard(self.id)
+
+
+def _read_stop_request(directory: str, name: str) -> bool | None:
+    """A stop request ``leases/name``: True (now), False (finish), or None when there is
+    none this process's user made (a link, a hard-linked or foreign file, other text)."""
+    try:
+        fd = open_regular(os.path.join(directory, name))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_nlink != 1 or st.st_size > 16:
+            return None
+        return STOP_WORDS.get(os.read(fd, 16).strip())
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def request_stop(store_path: str, runner: str, now: bool = False) -> None:
+    """Ask the runner ``runner`` of a store to stop (it obeys at its next beat, when the
+    request is of its own user).
+
+    Parameters
+    ----------
+    store_path
+        The store directory.
+    runner
+        The runner's id (:attr:`RunnerState.runner`).
+    now
+        Cancel the running points (``True``) or let them finish and be stored.
+    """
+    if not isinstance(runner, str) or runner != _safe_runner(runner):
+        raise ArgumentTypeError(f"{runner!r} is not a runner id (host.pid.random, as "
+                                "live_runners() or `notebookscan status` give them)")
+    directory = leases_dir(store_path)
+    dir_fd = open_dir(directory, create=False)
+    try:
+        tmp = f".tmp-{name_part(_user())}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}"
+        text = b"now" if now else b"finish"
+        new_file_as(dir_fd, runner + STOP_SUFFIX, tmp, lambda fd: write_all(fd, text),
+                    sync=False)
+    finally:
+        os.close(dir_fd)
+
+
+def _safe_runner(runner: str) -> str:
+    """``runner`` with anything but the characters of a runner id replaced."""
+    return ".".join(name_part(p) for p in runner.split(".")) if runner else "x"
 
 
 def _isin(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -550,7 +619,35 @@ def runner_states(store_path: str, *, watch: float | None = None,
         silent = 0.0 if alive else _silence(directory, records.get(r), time.monotonic() - start)
         states.append(RunnerState(r, read[r] or {}, alive, silent))
         if not alive and clean:
-            _remove(directory, [*leases.get(r, []), r + RUNNER_SUFFIX])
+            _remove(directory, [*leases.get(r, []), r + RUNNER_SUFFIX, r + STOP_SUFFIX])
+    return states
+
+
+def live_runners(store_path: str, watch: Watch) -> list[RunnerState]:
+    """The runners of a store that are alive as far as one look can tell, without waiting.
+
+    ``watch`` (a :class:`Watch`, kept by the caller between looks) remembers each
+    runner's heartbeat counter: a runner of another host is alive until its counter has
+    not moved for ``watch.ttl`` seconds of this process's clock; one of this host while
+    its process runs. Nothing is removed (a runner takes over a dead one's leases).
+    """
+    directory = leases_dir(store_path)
+    try:
+        _, records = _listing(directory)
+    except StoreError:
+        return []
+    states = []
+    for runner, name in sorted(records.items()):
+        record = _read_record(directory, name)
+        if record is None:
+            continue
+        silent = watch.silent_for(runner, record)
+        here = _here(runner, record)
+        if here is False or (here is None and silent >= watch.ttl):
+            continue
+        states.append(RunnerState(runner, record, True, silent))
+    for gone in set(watch._seen) - set(records):
+        watch.forget(gone)
     return states
 
 

@@ -59,6 +59,7 @@ LEASES = "leases"  # runners' heartbeats and the keys they compute now (see stor
 RUNNER_SUFFIX = ".runner"  # leases/<runner>.runner: a runner's heartbeat record (JSON)
 LEASE_SUFFIX = ".lease"  # leases/<runner>.<n>.lease: keys in flight (raw 20-byte keys)
 LEASES_LOCK = ".lock"  # leases/.lock: held while a runner claims keys
+STOP_SUFFIX = ".stop"  # leases/<runner>.stop: a stop request ("finish" or "now")
 LOCK_FILE = ".compact.lock"
 RUNS_FILE = "runs.json"  # run id -> ordinal: the order of the store's runs, clock-free
 RUNS_LOCK = ".runs.lock"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import html
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import ipywidgets as w
 
 from ..errors import NotebookscanError
 from ..scan import Scan
+from ._counts import counts_text
 from ._ui import MUTED_COLOR, error_html
 from .builder import SweepBuilder
 from .explorer import Explorer
@@ -27,6 +29,7 @@ from .monitor import RunMonitor
 __all__ = ["ScanApp"]
 
 TAB_TITLES = ("1 · Define", "2 · Run", "3 · Explore")
+LIVE_INTERVAL = 2.0  # s between live-plot reads while a run of another process is watched
 
 
 class ScanApp(w.VBox):
@@ -80,9 +83,11 @@ class ScanApp(w.VBox):
                                     space=scan.space if scan is not None else None)
         if scan is not None:
             self.builder.adopt(scan)
+        self._live_read = -float("inf")
         self.monitor = RunMonitor(scan_factory=self.builder.scan, executor=executor)
         self.live = LivePlot(figsize=(6.4, 3.2))  # the Run tab fits a 900 px window
         first = self._initial_scan()
+        self.monitor.follow_store(first)  # a run going on the store shows at once
         self.explorer = Explorer(first, monitor=self.monitor, interactive=interactive)
         if first is not None and self.builder.spec.stored:  # results from an earlier session
             self.live.attach(first)
@@ -130,6 +135,9 @@ class ScanApp(w.VBox):
         self.monitor.on_end(self._on_end)
         self.builder.spec.observe(self._on_counts, names=["stored", "size", "failed_before",
                                                           "space", "store"])
+        # during a run (the form's counts are paused) the monitor's counts are the header's
+        self.monitor.observe(self._on_monitor_counts, names="counts")
+        self.monitor.observe(self._on_monitor_state, names="state")
         self._on_counts()
 
     def _run_from_builder(self) -> None:
@@ -141,25 +149,48 @@ class ScanApp(w.VBox):
         missing = spec.size - spec.stored - spec.failed_before
         self.monitor.offer_resume(spec.stored + spec.failed_before, missing)
         self.run_shortcut.disabled = spec.space is None
-        status = {"done": spec.stored, "failed": spec.failed_before, "missing": max(0, missing)}
-        ran = self.monitor.scan
-        if ran is not None and spec.space is not None and not spec.paused:
-            # the form still describes the scan that ran (perhaps refined since): count it
-            with contextlib.suppress(NotebookscanError, ValueError):
-                if self.builder.scan() is ran:
-                    status = ran.status()
+        status = {"done": spec.stored, "failed": spec.failed_before, "missing": max(0, missing),
+                  "total": spec.size}
+        scan = self._initial_scan()
+        self.monitor.follow_store(scan)
+        if scan is not None and not spec.paused:
+            # the scan the form describes (perhaps refined since), counted as the monitor
+            # and the live plot count it
+            self.monitor.refresh_counts()
+            if self.monitor.watched_scan() is scan and self.monitor.counts:
+                status = dict(self.monitor.counts)
         self._show_header(status)
 
+    def _on_monitor_counts(self, change: Any = None) -> None:
+        if self.monitor.counts and self.monitor.watched_scan() is self._initial_scan():
+            self._show_header(dict(self.monitor.counts))
+        scan = self.monitor.watched_scan()
+        if self.monitor.state == "watching" and scan is not None and (
+                time.monotonic() - self._live_read >= LIVE_INTERVAL):
+            # a run of another process writes the store: the live plot follows it
+            self._live_read = time.monotonic()
+            self.live.attach(scan)
+            self.live.refresh_async()
+
+    def _on_monitor_state(self, change: Any) -> None:
+        """A run seen on the store has ended: the live plot shows what it left."""
+        if change["old"] in ("watching", "stopping") and change["new"] in ("stopped",
+                                                                            "finished"):
+            scan = self.monitor.watched_scan()
+            if scan is not None:
+                self.live.attach(scan)
+                self.live.refresh_async()
+
     def _show_header(self, status: dict[str, int]) -> None:
-        """Title, store and the scan's counts (done, failed, missing of all points)."""
+        """Title, store and the scan's counts (done, failed of all points, missing)."""
         spec = self.builder.spec
         where = html.escape(spec.store or "no store")
         full = html.escape(os.path.abspath(spec.store) if spec.store else "")
-        total = sum(status.values())
+        total = status.get("total", status["done"] + status["failed"] + status["missing"])
         counts = (f'<span class="nbscan-header-counts" data-done="{status["done"]}" '
-                  f'data-total="{total}" style="color:{MUTED_COLOR}">· '
-                  f'{status["done"]:,} done, {status["failed"]:,} failed, '
-                  f'{status["missing"]:,} missing of {total:,} points</span>')
+                  f'data-failed="{status["failed"]}" data-total="{total}" '
+                  f'style="color:{MUTED_COLOR}">· {counts_text({**status, "total": total})}, '
+                  f'{status["missing"]:,} missing</span>')
         self.header.value = (
             '<div style="display:flex;align-items:baseline;gap:10px;margin-bottom:4px">'
             f'<span style="font-size:1.15em;font-weight:600">{html.escape(self._name)}</span>'

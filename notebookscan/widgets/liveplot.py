@@ -19,7 +19,7 @@ import traitlets as t
 
 from ..plotting import parameters, plot_result, result_variables
 from ..scan import Scan
-from ..store.schema import STATUS
+from ._counts import counts_text, point_counts
 from ._figures import LatestWorker, figure_output, message_output
 from ._ui import MUTED_COLOR, UiThread, error_html, format_value
 
@@ -164,6 +164,7 @@ class LivePlot(w.VBox):
             self._last_read = now
         try:
             ds = scan.results()  # in the loop thread: never concurrent with its writes
+            self._counts = point_counts(scan)  # what the header and the monitor show
         except Exception as exc:  # shown in the widget; raising would unsubscribe us
             text = f"cannot read the results: {type(exc).__name__}: {exc}"
             self.ui.call(lambda: self._show_error(text))
@@ -177,7 +178,27 @@ class LivePlot(w.VBox):
         if self.scan is None:
             return
         self.wait_idle()  # a background render of older results must not land after this one
-        self._render(self.scan.results())
+        ds = self.scan.results()
+        self._counts = point_counts(self.scan)
+        self._render(ds)
+
+    def refresh_async(self) -> None:
+        """Read the results and redraw in the background (a run seen on the store, which
+        sends this process no events); never while this process's own run writes."""
+        scan = self.scan
+        if scan is None:
+            return
+
+        def read_and_render() -> None:
+            try:
+                ds = scan.results()
+                self._counts = point_counts(scan)
+            except Exception as exc:  # shown in the widget, never raised
+                text = f"cannot read the results: {type(exc).__name__}: {exc}"
+                self.ui.call(lambda: self._show_error(text))
+                return
+            self._render(ds)
+        self._worker.submit(read_and_render)
 
     def _on_choice(self, change: Any) -> None:
         if getattr(self, "_updating", False):
@@ -241,8 +262,7 @@ class LivePlot(w.VBox):
         choice = self._choose(ds)
         var, x = choice["var"], choice["x"]
         self.ui.call(lambda: self._set_options(choice))
-        stored = int(ds[STATUS].isin(["done", "failed"]).sum()) if STATUS in ds else 0
-        total = int(ds[STATUS].size) if STATUS in ds else 0
+        counts = counts_text(getattr(self, "_counts", None) or {})
         if var is None or x is None:
             output = message_output("waiting for the first results…")
         else:
@@ -259,7 +279,7 @@ class LivePlot(w.VBox):
             self.renders += 1
             self.error.value = ""
             self.note.value = (f'<span style="color:{MUTED_COLOR};font-size:0.9em">'
-                               f"{stored:,} of {total:,} points · updated {html.escape(stamp)}"
+                               f"{counts} · updated {html.escape(stamp)}"
                                "</span>")
         self.ui.call(show)
 

@@ -3,8 +3,19 @@
 The scan runs in a background thread (``scan.run(wait=False)``), so the notebook stays
 free while it runs. The monitor listens to the scan's events; the callbacks only note
 that something changed, and the display is redrawn on the kernel's thread at most a few
-times a second. Failures are kept in a bounded list and counted by message, so a flood
-of errors cannot flood the notebook.
+times a second. Failures are kept in a bounded list and grouped by error (the varying
+values stripped), so a flood of errors cannot flood the notebook; each failed point is a
+row of its own that never changes once shown, so a traceback opened stays open.
+
+Runs the monitor did not start are seen through the store: every runner keeps a record
+with live counters in ``leases/`` (:mod:`notebookscan.store.leases`), which a watcher
+thread reads twice a second. A run in another kernel, on another machine or detached is
+shown as *running elsewhere* (or *running (detached)*); Stop writes the store's stop
+request for it (obeyed only when made by the run's own user), and Run starts a run of
+this kernel alongside, which computes only what no live run holds.
+
+Progress, header and live plot count the same thing: the points of the scan's space in
+the store (:func:`~notebookscan.widgets._counts.point_counts`).
 """
 
 from __future__ import annotations
@@ -12,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import html
 import math
+import os
 import threading
 import time
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +40,18 @@ from ..executors import resolve_executor
 from ..executors.registry import WIDGET_OPTIONS
 from ..run.handle import ScanRun
 from ..scan import Scan
+from ..store.directory import Store
+from ..store.leases import Watch, lease_ttl, live_runners, request_stop
+from ._counts import (
+    HOSTNAME,
+    describe_runner,
+    error_group,
+    in_this_process,
+    point_counts,
+    store_failures,
+    user_name,
+)
+from ._failures import COLORS, Failure, FailureView
 from ._ui import (
     MUTED_COLOR,
     Throttle,
@@ -34,7 +59,6 @@ from ._ui import (
     error_html,
     format_duration,
     format_rate,
-    format_value,
     muted_html,
     style_widget,
 )
@@ -46,24 +70,17 @@ EXECUTORS = WIDGET_OPTIONS
 PROGRESS_INTERVAL = 0.25  # s between progress redraws
 FAILURES_INTERVAL = 1.0  # s between failure-table redraws
 MAX_FAILURE_ROWS = 50  # rows shown; the rest are counted
-MAX_TRACEBACK = 4000  # characters of a traceback kept
+WATCH_INTERVAL = 0.5  # s between looks at the store's runners and counts
+FAILURES_READ_INTERVAL = 3.0  # s between reads of the failures of runs seen on the store
 
-COLORS = {"done": "#3a923a", "failed": "#d0342c", "running": "#4a90d9", "idle": "#cfd8dc"}
+AMBER = "#e69500"
 #: What Run does with stored points computed by other code (``Scan.run(stale=...)``).
 STALE_OPTIONS = (("reuse them", "reuse"), ("recompute them", "recompute"),
                  ("stop (use a new store)", "error"))
 STATE_LABELS = {"idle": "ready", "starting": "starting…", "running": "running",
                 "stopping": "stopping…", "stopped": "stopped", "finished": "finished",
-                "error": "error"}
-
-
-class _Failure:
-    __slots__ = ("error", "point", "traceback")
-
-    def __init__(self, point: dict[str, Any], error: str, traceback: str) -> None:
-        self.point = point
-        self.error = error
-        self.traceback = traceback[-MAX_TRACEBACK:]
+                "error": "error", "watching": "running elsewhere"}
+ACTIVE = ("starting", "running", "stopping")
 
 
 class RunMonitor(w.VBox):
@@ -83,10 +100,18 @@ class RunMonitor(w.VBox):
     Attributes
     ----------
     state : str
-        ``idle``, ``starting``, ``running``, ``stopping``, ``stopped``, ``finished``
-        or ``error``.
+        ``idle``, ``starting``, ``running``, ``stopping``, ``stopped``, ``finished``,
+        ``error``, or ``watching`` (a run this monitor did not start is running on the
+        store: Stop stops it, Run joins it).
     done, failed, running, remaining, total, skipped : int
         The current run's counters (``skipped``: points already stored).
+    counts : dict
+        The points of the scan's space in the store: ``done``, ``failed``, ``missing``,
+        ``total`` (what the progress line, the app's header and the live plot show).
+    others : list of dict
+        The live runs on the store this monitor did not start: ``runner``, ``host``,
+        ``pid``, ``user``, ``detached`` and their counters (``done``, ``failed``,
+        ``running``, ``workers``, ``rate``).
     rate, eta : float
         Points per second and seconds left (``nan`` when unknown).
     workers, busy : int
@@ -123,6 +148,8 @@ class RunMonitor(w.VBox):
     failures_total = t.Int(0)
     message = t.Unicode("")
     stale_count = t.Int(0)
+    counts = t.Dict()
+    others = t.List()
 
     def __init__(self, scan: Scan | None = None, *,
                  scan_factory: Callable[[], Scan] | None = None,
@@ -135,9 +162,24 @@ class RunMonitor(w.VBox):
         self._executor_obj: Any = None
         self._owned = False
         self._subscribed: Scan | None = None
-        self._failures: list[_Failure] = []
-        self._failure_counts: Counter[str] = Counter()
+        self._failures: list[Failure] = []
+        self._failure_counts: Counter[str] = Counter()  # by error group
+        self._failures_version = 0  # bumped at every change of the failures
+        self._unread_failures = 0
+        self._failures_shown = -1
+        self._store_scan: Scan | None = scan  # whose store is watched
+        self._runner_watch = Watch(lease_ttl())
+        self._watching = False  # the state shows runs this monitor did not start
+        self._stop_asked = False
+        self._watching_ended = False  # "finished" tells of runs seen, not of this one's
+        self._failures_read = -math.inf
+        self._store_failed = -1  # failed count of the store when its failures were read
+        self._detached: Any = None  # the newest detached run of this user on the store
+        self._store_reader: Store | None = None  # this monitor's own reader of the store
+        # (scan, its shards), their counts, when counted and how long it took
+        self._counted: tuple[Any, dict[str, int], float, float] = (None, {}, 0.0, 0.0)
         self._lock = threading.Lock()
+        self._draw_lock = threading.Lock()
         self._resumable = False
         self._ended = threading.Event()
         self._ended.set()
@@ -156,6 +198,9 @@ class RunMonitor(w.VBox):
         self._show_failures()
         if scan is not None:
             self._offer_resume(scan)
+        self._watch_stop = threading.Event()
+        self._look()  # a run already going shows at once (a restarted kernel)
+        self._start_watching()
 
     # ------------------------------------------------------------------ widgets
 
@@ -203,8 +248,11 @@ class RunMonitor(w.VBox):
         self.engines_html.add_class("nbscan-engines")
         self.message_html = w.HTML()
         self.message_html.add_class("nbscan-message")
-        self.failures_html = w.HTML()
-        self.failures_html.add_class("nbscan-failures")
+        # one box per error group, one row per failed point: rows never change, so a
+        # traceback opened stays open while the others come in
+        self._failure_view = FailureView()
+        self.failures_html = self._failure_view.summary
+        self.failure_groups = self._failure_view.groups
 
     # ------------------------------------------------------------------ layout
 
@@ -214,7 +262,7 @@ class RunMonitor(w.VBox):
                           layout=w.Layout(align_items="center", flex_flow="row wrap",
                                           grid_gap="6px"))
         return [controls, self.stale_box, self.progress_html, self.engines_html,
-                self.message_html, self.failures_html]
+                self.message_html, self.failures_html, self.failure_groups]
 
     # ------------------------------------------------------------------ wiring
 
@@ -271,9 +319,10 @@ class RunMonitor(w.VBox):
     def _on_failed(self, point: dict[str, Any], record: Any, **_: Any) -> None:
         error = str(getattr(record, "error", "") or "failed")
         with self._lock:
-            self._failure_counts[error.splitlines()[0][:200] if error else "failed"] += 1
+            self._failure_counts[error_group(error)] += 1
+            self._failures_version += 1
             if len(self._failures) < MAX_FAILURE_ROWS:
-                self._failures.append(_Failure(dict(point), error,
+                self._failures.append(Failure(dict(point), error,
                                                str(getattr(record, "traceback", "") or "")))
         self._failures_throttle.request()
         self._progress_throttle.request()
@@ -281,6 +330,142 @@ class RunMonitor(w.VBox):
     def _on_finished(self, **_: Any) -> None:
         self._progress_throttle.now()
         self._failures_throttle.now()
+
+    # ------------------------------------------------------------------ the store's runs
+
+    def _start_watching(self) -> None:
+        """Look at the store every WATCH_INTERVAL s, in a thread that ends with the widget."""
+        ref, stop = weakref.ref(self), self._watch_stop
+
+        def loop() -> None:
+            while not stop.wait(WATCH_INTERVAL):
+                monitor = ref()
+                if monitor is None:
+                    return
+                with contextlib.suppress(Exception):  # a look that fails is the next one's
+                    monitor._look()
+                del monitor
+        threading.Thread(target=loop, name="notebookscan-monitor-watch", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop watching the store and close the widget (its views in the notebook go)."""
+        self._watch_stop.set()
+        super().close()
+
+    def watched_scan(self) -> Scan | None:
+        """The scan whose store is watched: the last run's, or the one the app's form
+        describes (set by :meth:`follow_store`)."""
+        return self.scan or self._store_scan
+
+    def _reader(self, path: str) -> Store:
+        """This monitor's own Store object of ``path`` (never the running scan's: see
+        :func:`~notebookscan.widgets._counts.point_counts`)."""
+        reader = self._store_reader
+        if reader is None or reader.path != path:
+            reader = self._store_reader = Store(path)
+        return reader
+
+    def _store_counts(self, scan: Scan, path: str) -> dict[str, int]:
+        """:func:`point_counts` of the store, counted again only when its shards changed
+        (a count of 100 000 points takes ~0.5 s; listing the shards ~1 ms)."""
+        reader = self._reader(path)
+        listing = (scan, frozenset(reader.shard_files()))
+        last, counts, at, took = self._counted
+        # a big store is counted again at most every 4x the time a count takes (the
+        # watcher shares the kernel's CPU)
+        if listing != last and (last is None or last[0] is not scan
+                                or time.monotonic() - at >= 4 * took):
+            start = time.monotonic()
+            counts = point_counts(scan, reader)
+            self._counted = (listing, counts, start, time.monotonic() - start)
+        return counts
+
+    def _own_runner(self) -> str | None:
+        """The runner id of this monitor's run while it runs (not shown as another)."""
+        run = self.run_handle
+        if run is None or run.done():
+            return None
+        runner = getattr(getattr(getattr(run, "_loop", None), "source", None), "_runner", None)
+        return getattr(runner, "id", None)
+
+    def _look(self) -> None:
+        """Watcher thread: read the store's live runners and counts, then show them."""
+        scan = self.watched_scan()
+        if scan is None:
+            return
+        path = scan.store.path
+        own = self._own_runner()
+        runners = [r for r in live_runners(path, self._runner_watch) if r.runner != own]
+        counts = self._store_counts(scan, path) if os.path.isdir(path) else {}
+        others = [describe_runner(r.runner, r.record) for r in runners]
+        if any(o["pid"] is not None for o in others):
+            detached = self._detached_pid(path)
+            for other in others:
+                other["detached"] = detached is not None and other["pid"] == detached \
+                    and other["host"] == HOSTNAME
+        failures = None
+        if (others and counts.get("failed", 0) != self._store_failed
+                and time.monotonic() - self._failures_read >= FAILURES_READ_INTERVAL):
+            # the table of the store is read (all shards): not more often than this
+            self._store_failed = counts.get("failed", 0)
+            self._failures_read = time.monotonic()
+            failures = store_failures(scan, MAX_FAILURE_ROWS, self._reader(path))
+        self.ui.call(lambda: self._show_watch(scan, others, counts, failures))
+
+    def _detached_pid(self, path: str) -> int | None:
+        """The pid of this user's newest detached run on the store, while it runs."""
+        from ..run.detached import attach
+
+        try:
+            run = attach(path)
+        except (NotebookscanError, OSError):
+            return None
+        self._detached = run
+        return None if run.done() else run.pid
+
+    def _show_watch(self, scan: Scan, others: list[dict[str, Any]], counts: dict[str, int],
+                    failures: list[tuple[dict[str, Any], str, str]] | None) -> None:
+        """UI thread: the counts, and the runs this monitor did not start."""
+        if scan is not self.watched_scan():
+            return  # the form changed meanwhile: the next look is of the new store
+        self.others = others
+        if counts:
+            self.counts = counts
+        if failures is not None and not self._own_active():
+            self._replace_failures(failures)
+        if self._watching and not others:  # the runs seen have ended
+            self._watching, self._watching_ended = False, True
+            missing = self.counts.get("missing", 0)
+            self._resumable = bool(missing)
+            self.state = "stopped" if missing else "finished"
+        elif others and not self._own_active() and self.state != "stopping":
+            self._watching = True
+            if self.state != "watching":
+                self._stop_asked = False
+                self.message = ""
+                self.state = "watching"
+            self._show_state()
+        self._show_progress()
+
+    def refresh_counts(self) -> None:
+        """Count the store's points of the watched scan now (:attr:`counts`)."""
+        scan = self.watched_scan()
+        if scan is not None:
+            with contextlib.suppress(NotebookscanError, OSError, ValueError):
+                self.counts = point_counts(scan, self._reader(scan.store.path))
+
+    def _own_active(self) -> bool:
+        return self.state in ACTIVE and not self._watching
+
+    def _replace_failures(self, failures: list[tuple[dict[str, Any], str, str]]) -> None:
+        """The failures of the runs watched, as the store holds them."""
+        with self._lock:
+            self._failures = [Failure(p, e, tb) for p, e, tb in failures]
+            self._failure_counts = Counter(f.group for f in self._failures)
+            # failed points counted in the store but not read: shown as "more"
+            self._unread_failures = max(0, self.counts.get("failed", 0) - len(self._failures))
+            self._failures_version += 1
+        self._show_failures()
 
     # ------------------------------------------------------------------ actions
 
@@ -340,6 +525,9 @@ class RunMonitor(w.VBox):
         with self._lock:
             self._failures.clear()
             self._failure_counts.clear()
+            self._unread_failures = 0
+            self._failures_version += 1
+        self._watching = self._watching_ended = False
         self.message = ""
         self._ended.clear()
         try:
@@ -357,6 +545,7 @@ class RunMonitor(w.VBox):
             return
         notes = [str(c.message) for c in caught]
         self.run_handle = run
+        self.refresh_counts()
         self.state = "running"
         if notes:
             self.message = " ".join(notes).replace("pass retry_failed=True",
@@ -387,6 +576,8 @@ class RunMonitor(w.VBox):
                 f"{type(error).__name__}: {error}"
         else:
             self.state = "stopped" if progress.stopped else "finished"
+        self.refresh_counts()
+        self._show_state()
         self._show_progress()
         self._show_failures()
         self._resumable = False
@@ -399,6 +590,9 @@ class RunMonitor(w.VBox):
     def stop(self, now: bool = False) -> None:
         """Stop: running points finish and everything finished is stored. A second call
         (the "Stop now" button) cancels the running points; they stay pending."""
+        if self._watching:
+            self._stop_others(now or self.state == "stopping")
+            return
         run = self.run_handle
         if run is None or self.state not in ("running", "stopping"):
             return
@@ -408,6 +602,34 @@ class RunMonitor(w.VBox):
         if now:
             self.stop_button.disabled = True
             self.message = "cancelling the running points…"
+
+    def _stop_others(self, now: bool) -> None:
+        """Ask the runs this monitor did not start to stop, through the store (each obeys
+        a request of its own user only: the runs of other users go on)."""
+        scan = self.watched_scan()
+        if scan is None:
+            return
+        asked, refused = 0, []
+        for other in self.others:
+            try:
+                request_stop(scan.store.path, other["runner"], now=now)
+                asked += 1
+            except (NotebookscanError, OSError) as exc:
+                refused.append(f"{other['host']} pid {other['pid']}: {exc}")
+        mine = user_name()
+        foreign = [o for o in self.others if mine and o["user"] and o["user"] != mine]
+        self._stop_asked = True
+        self.state = "stopping"
+        notes = [f"asked {asked} run{'s' if asked != 1 else ''} on the store to "
+                 f"{'stop now' if now else 'stop (running points finish and are stored)'}"]
+        if foreign:
+            notes.append("runs of other users (" + ", ".join(sorted({o['user'] for o in foreign}))
+                         + ") go on: only their own user can stop them")
+        if refused:
+            notes.append("could not ask " + "; ".join(refused))
+        self.message = "; ".join(notes)
+        if now:
+            self.stop_button.disabled = True
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the current run has ended and the display is updated (for scripts
@@ -462,6 +684,13 @@ class RunMonitor(w.VBox):
         self.stale_box.layout.display = "flex" if report else "none"
         return report.count
 
+    def follow_store(self, scan: Scan | None) -> None:
+        """Watch the store of ``scan`` for runs (the app gives the form's scan)."""
+        if scan is not None and scan is not self._store_scan:
+            self._store_scan = scan
+            self._runner_watch = Watch(lease_ttl())
+            self._store_failed = -1
+
     def offer_resume(self, stored: int, missing: int) -> None:
         """Enable Resume when the store holds part of the scan (the app calls this)."""
         self._resumable = bool(stored and missing)
@@ -472,29 +701,57 @@ class RunMonitor(w.VBox):
 
     def _show_state(self, change: Any = None) -> None:
         state = self.state
-        active = state in ("starting", "running", "stopping")
+        active = state in ACTIVE and not self._watching
+        watching = self._watching
         self.run_button.disabled = active
-        self.resume_button.disabled = not (state == "stopped" or (
+        # joining a run seen on the store: Run computes what no live run holds
+        self.run_button.description = "Join" if watching and state == "watching" else "Run"
+        self.resume_button.disabled = watching or not (state == "stopped" or (
             state in ("idle", "error") and self._resumable))
-        self.stop_button.disabled = state not in ("running", "stopping")
+        self.stop_button.disabled = state not in ("running", "stopping", "watching")
         self.stop_button.description = "Stop now" if state == "stopping" else "Stop"
         self.executor.disabled = active
-        color = {"running": COLORS["running"], "finished": COLORS["done"],
-                 "error": COLORS["failed"], "stopped": "#e69500",
-                 "stopping": "#e69500"}.get(state, MUTED_COLOR)
+        label, color = self._state_label()
+        where = ", ".join(f"{o['host']} pid {o['pid']}" for o in self.others)
         self.state_label.value = (
-            f'<span data-state="{state}" style="display:inline-block;padding:1px 8px;'
+            f'<span data-state="{state}" title="{html.escape(where)}" '
+            'style="display:inline-block;padding:1px 8px;'
             f'border-radius:10px;border:1px solid {color};color:{color};font-size:0.9em">'
-            f"{STATE_LABELS.get(state, state)}</span>")
+            f"{html.escape(label)}</span>")
         self._show_message()
+
+    def _state_label(self) -> tuple[str, str]:
+        """The state's words and colour: a finished run whose points all failed is red,
+        one with some failed amber; a run seen on the store says where it runs."""
+        state = self.state
+        label = STATE_LABELS.get(state, state)
+        color = {"running": COLORS["running"], "watching": COLORS["running"],
+                 "finished": COLORS["done"], "error": COLORS["failed"],
+                 "stopped": AMBER, "stopping": AMBER}.get(state, MUTED_COLOR)
+        if state == "watching" and any(o["detached"] for o in self.others):
+            label = "running (detached)"
+        elif state == "watching" and all(in_this_process(o) for o in self.others):
+            label = "running in this kernel"
+        elif state == "watching" and self.others:
+            hosts = sorted({o["host"] for o in self.others})
+            label = f"running elsewhere ({', '.join(hosts)})"
+        if state == "finished":
+            run = self.run_handle
+            done, failed = ((run.progress.done, run.progress.failed) if run is not None
+                            and not self._watching_ended else
+                            (self.counts.get("done", 0), self.counts.get("failed", 0)))
+            if failed and not done:
+                label, color = f"finished: all {failed:,} points failed", COLORS["failed"]
+            elif failed:
+                label, color = f"finished: {failed:,} failed", AMBER
+        return label, color
 
     def _show_progress(self) -> None:
         run = self.run_handle
-        if run is not None:
+        if run is not None and not self._watching:
             p = run.progress
             self.set_trait("done", p.done)
             self.set_trait("failed", p.failed)
-            self.set_trait("running", max(0, p.running))
             self.set_trait("remaining", max(0, p.remaining))
             self.set_trait("total", p.total)
             self.set_trait("skipped", p.skipped)
@@ -505,35 +762,77 @@ class RunMonitor(w.VBox):
             if executor is not None:
                 with contextlib.suppress(Exception):
                     self.workers = int(executor.worker_count())
-            self.busy = min(self.workers, self.running) if self.state in (
-                "running", "stopping") else 0
-        total = max(self.total, 1)
-        share = {k: 100.0 * v / total for k, v in
-                 (("done", self.done), ("failed", self.failed), ("running", self.running))}
+            # a run with work left keeps a worker busy, also one whose executor runs
+            # each task inside submit (serial), where the loop never sees it in flight
+            busy = max(0, p.running)
+            if self.state == "running" and p.remaining > 0:
+                busy = max(busy, 1)
+            self.set_trait("running", busy if self.state in ACTIVE else 0)
+            self.busy = min(self.workers, self.running)
+        elif self._watching:
+            self._progress_of_others()
+        self.progress_html.value = self._progress_html()
+        self._show_engines()
+
+    def _progress_of_others(self) -> None:
+        """The counters of the runs seen on the store (summed over them)."""
+        others = self.others
+        workers = sum(o["workers"] for o in others)
+        running = sum(max(o["running"], 1 if o["total"] > o["done"] + o["failed"] else 0)
+                      for o in others)
+        rate = sum(o["rate"] for o in others)
+        missing = self.counts.get("missing", 0)
+        self.workers = workers
+        self.set_trait("running", running)
+        self.set_trait("rate", rate if rate > 0 else math.nan)
+        self.set_trait("eta", missing / rate if rate > 0 else math.nan)
+        self.busy = min(workers, running) if workers else running
+
+    def _progress_html(self) -> str:
+        """The bar and line: the store's points (the same counts as the header and the
+        live plot), then the rate and time of the run going on (or the last one)."""
+        counts = self.counts or {"done": 0, "failed": 0, "missing": 0, "total": 0}
+        done, failed, total = counts["done"], counts["failed"], counts["total"]
+        running = min(self.running, counts.get("missing", 0)) if self.state in (
+            *ACTIVE, "watching") else 0
+        whole = max(total, 1)
+        share = {"done": 100.0 * done / whole, "failed": 100.0 * failed / whole,
+                 "running": 100.0 * running / whole}
         bar = "".join(
             f'<div title="{name}" style="width:{share[name]:.3f}%;background:{COLORS[name]}">'
             "</div>" for name in ("done", "failed", "running") if share[name] > 0)
-        if run is None:
-            text = muted_html("not started")
-        else:
-            speed = format_rate(self.rate)
-            finished = self.state in ("finished", "stopped", "error")
-            timing = (f"took {format_duration(self.elapsed)}" if finished else
-                      f"ETA {format_duration(self.eta)}")
-            stored = f" · {self.skipped:,} already stored" if self.skipped else ""
-            text = (f"<b>{self.done:,}</b> done · "
-                    f'<b style="color:{COLORS["failed"] if self.failed else "inherit"}">'
-                    f"{self.failed:,}</b> failed · {self.running:,} running · "
-                    f"{self.remaining:,} remaining of <b>{self.total:,}</b>"
-                    f' <span style="color:{MUTED_COLOR}">— {speed} · {timing}{stored}</span>')
-        self.progress_html.value = (
-            f'<div class="nbscan-progress" data-state="{self.state}" data-done="{self.done}" '
-            f'data-failed="{self.failed}" data-running="{self.running}" '
-            f'data-total="{self.total}" style="margin:6px 0 2px 0">'
+        failed_color = COLORS["failed"] if failed else "inherit"
+        text = (f"<b>{done:,}</b> done · "
+                f'<b style="color:{failed_color}">{failed:,}</b> failed · '
+                f"{running:,} running · of <b>{total:,}</b> points")
+        tail = self._timing_text()
+        if tail:
+            text += f' <span style="color:{MUTED_COLOR}">— {tail}</span>'
+        run = self.run_handle
+        run_done = self.done if run is not None and not self._watching else 0
+        run_total = self.total if run is not None and not self._watching else 0
+        return (
+            f'<div class="nbscan-progress" data-state="{self.state}" data-done="{done}" '
+            f'data-failed="{failed}" data-running="{running}" data-total="{total}" '
+            f'data-run-done="{run_done}" data-run-total="{run_total}" '
+            'style="margin:6px 0 2px 0">'
             '<div style="display:flex;height:14px;border-radius:4px;overflow:hidden;'
             f'background:#eceff1;border:1px solid #dde3e7">{bar}</div>'
             f'<div class="nbscan-progress-text" style="margin-top:3px">{text}</div></div>')
-        self._show_engines()
+
+    def _timing_text(self) -> str:
+        """Rate and ETA of the run going on (this one or those seen), or what the last
+        run of this monitor did."""
+        if self._watching:
+            return f"{format_rate(self.rate)} · ETA {format_duration(self.eta)}"
+        if self.run_handle is None:
+            return "not started"
+        finished = self.state in ("finished", "stopped", "error")
+        timing = (f"took {format_duration(self.elapsed)}" if finished else
+                  f"ETA {format_duration(self.eta)}")
+        this_run = f"this run: {self.done + self.failed:,} of {self.total:,}"
+        stored = f" · {self.skipped:,} already stored" if self.skipped else ""
+        return f"{format_rate(self.rate)} · {timing} · {this_run}{stored}"
 
     def _show_engines(self) -> None:
         workers, busy = self.workers, min(self.busy, self.workers)
@@ -543,42 +842,32 @@ class RunMonitor(w.VBox):
             f'border-radius:2px;background:{COLORS["running"] if i < busy else COLORS["idle"]}">'
             "</span>" for i in range(shown))
         more = f" +{workers - shown}" if workers > shown else ""
+        where = ""
+        if self.others:
+            runs = "; ".join(
+                f"{html.escape(o['host'])} pid {o['pid']}"
+                + (" (detached)" if o["detached"] else "")
+                + f": {o['done'] + o['failed']:,} of {o['total']:,}" for o in self.others)
+            where = f" · runs on this store: {runs}"
         self.engines_html.value = (
             f'<div class="nbscan-engines-row" data-workers="{workers}" data-busy="{busy}" '
-            f'style="font-size:0.92em;color:{MUTED_COLOR}">workers {boxes}{more} '
-            f"{busy} busy · {workers - busy} idle</div>")
+            f'data-others="{len(self.others)}" style="font-size:0.92em;color:{MUTED_COLOR}">'
+            f"workers {boxes}{more} {busy} busy · {workers - busy} idle{where}</div>")
+
+    # ------------------------------------------------------------------ failures
 
     def _show_failures(self) -> None:
+        """The summary line, and the groups updated in place (only when changed)."""
+        with self._draw_lock:  # outside a kernel, timers call this from their threads
+            self._draw_failures()
+
+    def _draw_failures(self) -> None:
         with self._lock:
+            version = self._failures_version
             failures = list(self._failures)
-            counts = self._failure_counts.most_common(3)
-            total = sum(self._failure_counts.values())
-        self.failures_total = total
-        if not total:
-            self.failures_html.value = ""
-            return
-        summary = "; ".join(f"{html.escape(msg)} <b>×{n:,}</b>" for msg, n in counts)
-        rows = []
-        for failure in failures:
-            params = ", ".join(f"{html.escape(k)}={html.escape(format_value(v))}"
-                               for k, v in failure.point.items())
-            trace = (f"<details><summary>traceback</summary><pre style='white-space:pre-wrap;"
-                     f"font-size:0.85em;margin:2px 0'>{html.escape(failure.traceback)}</pre>"
-                     "</details>") if failure.traceback else ""
-            rows.append(f"<tr><td style='white-space:nowrap;padding:2px 8px 2px 0'>{params}</td>"
-                        f"<td style='padding:2px 0'>{html.escape(failure.error)}{trace}</td>"
-                        "</tr>")
-        more = total - len(failures)
-        tail = (f"<div style='color:{MUTED_COLOR}'>… and {more:,} more: "
-                "<code>scan.results().where(lambda d: d.ns_status == 'failed')</code></div>"
-                if more > 0 else "")
-        self.failures_html.value = (
-            f'<details class="nbscan-failure-table" data-count="{total}" open>'
-            f'<summary style="color:{COLORS["failed"]};font-weight:600">{total:,} failed '
-            f'point{"s" if total != 1 else ""}</summary>'
-            f'<div style="color:{MUTED_COLOR};margin:2px 0">most common: {summary}</div>'
-            '<div style="max-height:260px;overflow:auto;border:1px solid #eee;padding:4px">'
-            "<table style='border-collapse:collapse;font-size:0.9em'>"
-            "<thead><tr><th style='text-align:left'>parameters</th>"
-            "<th style='text-align:left'>error</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>{tail}</div></details>")
+            counts = dict(self._failure_counts)
+            unread = self._unread_failures
+        self.failures_total = sum(counts.values()) + unread
+        if version != self._failures_shown:
+            self._failures_shown = version
+            self._failure_view.show(failures, counts, self.failures_total)

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.browser
 def _progress(page) -> dict[str, int | str]:
     bar = page.locator(".nbscan-progress").first
     out: dict[str, int | str] = {"state": bar.get_attribute("data-state") or ""}
-    for name in ("done", "failed", "running", "total"):
+    # done, failed, total: the store's points of the scan; run-*: the last run's
+    for name in ("done", "failed", "running", "total", "run-done", "run-total"):
         out[name] = int(bar.get_attribute(f"data-{name}") or 0)
     return out
 
@@ -143,7 +144,8 @@ def test_app_define_run_watch_explore_refine(lab, open_notebook, artifacts):
     expect(refine.locator(".nbscan-preview")).to_have_attribute("data-new", "81")
     _shot(app, artifacts / "app-refine.png")
     refine.locator(".nbscan-refine-run").click()
-    _wait_for(lambda: _progress(page)["state"] == "finished" and _progress(page)["total"] == 81,
+    # the progress line counts the store's points of the (refined) scan: 90 + 81
+    _wait_for(lambda: _progress(page)["state"] == "finished" and _progress(page)["total"] == 171,
               60, "the refinement to finish")
     page.locator(".lm-TabBar-tab", has_text="3 · Explore").click()
     expect(explorer.locator(".nbscan-explore-output img")).to_be_visible()
@@ -177,7 +179,7 @@ def test_stop_keeps_every_finished_point(lab, open_notebook, artifacts):
     monitor.locator(".nbscan-resume").click()
     _wait_for(lambda: _progress(page)["state"] == "finished", 60, "the resumed run")
     resumed = _progress(page)
-    assert resumed["total"] == 40 - progress["done"]
+    assert resumed["run-total"] == 40 - progress["done"] and resumed["total"] == 40
     assert _store_is_consistent(store) == 40
     expect(page.locator(".nbscan-live-output img")).to_be_visible()
 
@@ -234,7 +236,7 @@ def test_new_kernel_reattaches_to_the_store(lab, open_notebook, artifacts):
     nb.run_all()
     app = page.locator(".nbscan-app")
     expect(app).to_be_visible(timeout=60_000)
-    expect(app).to_contain_text("6 done, 0 failed, 10 missing of 16 points")
+    expect(app).to_contain_text("6 done, 0 failed of 16 points, 10 missing")
     k = page.locator(".nbscan-param-k")
     expect(k.locator(".nbscan-mode select")).to_have_value("linear range")
     expect(k.locator(".nbscan-count input")).to_have_value("8")
@@ -246,6 +248,6 @@ def test_new_kernel_reattaches_to_the_store(lab, open_notebook, artifacts):
     _shot(app, artifacts / "app-reattach.png")
     resume.click()
     _wait_for(lambda: _progress(page)["state"] == "finished", 60, "the resumed run")
-    assert _progress(page)["total"] == 10
-    expect(app).to_contain_text("16 done, 0 failed, 0 missing of 16 points")
+    assert _progress(page)["run-total"] == 10
+    expect(app).to_contain_text("16 done, 0 failed of 16 points, 0 missing")
     assert _store_is_consistent(store) == 16
