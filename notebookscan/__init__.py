@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
+from .adaptive import AdaptiveScan, Goal
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -45,12 +46,14 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "AdaptiveScan",
     "ArgumentError",
     "ArgumentTypeError",
     "ClusterHandle",
     "DetachedRun",
     "Events",
     "ExecutorError",
+    "Goal",
     "Layout",
     "NotebookscanError",
     "Plan",
