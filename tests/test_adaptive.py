@@ -170,13 +170,14 @@ def test_grid_times_learner_on_engines(tmp_path, ipp_executor):
                 "seed_seen": seed}
 
     scan = AdaptiveScan(ring, {"x": (-1, 1), "y": (-1, 1)}, tmp_path / "s", value="z",
-                        grid=ns.grid(kind=["a", "b"]), goal=Goal(points=80))
+                        grid=ns.grid(kind=["a", "b"]), goal=Goal(points=80),
+                        balance="npoints")
     run = scan.run(ipp_executor, progress=False)
     assert run.progress.done == 80
     ds = scan.results()
     kinds = ds.kind.values.astype(str)
     assert {"a", "b"} == set(kinds.tolist()) and min(np.sum(kinds == "a"),
-                                                     np.sum(kinds == "b")) >= 5
+                                                     np.sum(kinds == "b")) >= 30
     # every point stored with its key and seed, and the function got that seed
     np.testing.assert_array_equal(ds.seed_seen.values, ds.ns_seed.values)
     assert str(ds.ns_key.values[0]) == ns.point_key(
@@ -187,3 +188,13 @@ def test_grid_times_learner_on_engines(tmp_path, ipp_executor):
     learner, *_ = rebuild(scan.spec, scan.store, "z")
     assert [len(child.data) for child in learner.learners] == [
         int(np.sum(kinds == "a")), int(np.sum(kinds == "b"))]
+
+
+def test_bad_balance_and_learner_options_fail_before_running(tmp_path):
+    with pytest.raises(ScanError, match="strategy"):
+        AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "a", grid={"k": [1, 2]},
+                     balance="fastest", goal=Goal(points=3))
+    with pytest.raises(ScanError, match="learner_options"):
+        AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "a", learner_options={"los": 1},
+                     goal=Goal(points=3))
+    assert not (tmp_path / "a").exists()

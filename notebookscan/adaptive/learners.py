@@ -55,13 +55,17 @@ class Plan:
         learner (``bounds`` as the class expects them); ``None`` chooses by the bounds.
     options
         Keyword arguments of the learner (``loss_per_interval``, ``atol``, ``rtol``, …).
+    balance
+        How the ``BalancingLearner`` of grid cells chooses a cell: its ``strategy``
+        (``"loss_improvements"``, its default, ``"loss"``, ``"npoints"``, ``"cycle"``).
     """
 
     def __init__(self, bounds: Mapping[str, Sequence[float]],
                  cells: Sequence[Mapping[str, Any]] = (),
                  trials: bool = False, learner: Callable[..., Any] | None = None,
-                 options: Mapping[str, Any] | None = None):
+                 options: Mapping[str, Any] | None = None, balance: str | None = None):
         self.adaptive = require_adaptive()
+        self.balance = balance
         self.bounds = {name: _pair(name, b) for name, b in bounds.items()}
         self.names_inner = list(self.bounds) or ([TRIAL] if trials else [])
         if trials and self.bounds:
@@ -96,8 +100,22 @@ class Plan:
     def make(self) -> Any:
         """A new learner (a ``BalancingLearner`` of one learner per cell with cells)."""
         if not self.cells:
+            return self._checked_single()
+        options = {} if self.balance is None else {"strategy": self.balance}
+        try:
+            return self.adaptive.BalancingLearner([self._checked_single() for _ in self.cells],
+                                                  **options)
+        except ValueError as exc:
+            raise ScanError(f"balance={self.balance!r} is not a strategy of adaptive's "
+                            f"BalancingLearner ({exc}); use 'loss_improvements', 'loss', "
+                            "'npoints' or 'cycle'") from None
+
+    def _checked_single(self) -> Any:
+        try:
             return self._single()
-        return self.adaptive.BalancingLearner([self._single() for _ in self.cells])
+        except TypeError as exc:  # an option the learner does not take
+            raise ScanError(f"the learner does not take learner_options {self.options} "
+                            f"({exc}); see the learner's documentation") from None
 
     def _single(self) -> Any:
         adaptive = self.adaptive

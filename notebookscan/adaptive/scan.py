@@ -54,7 +54,8 @@ class AdaptiveScan(Scan):
     grid
         Discrete or categorical parameters: a space (``ns.grid(kind=["a", "b"])``) or
         ``{name: values}``. Each of its points gets its own learner; a
-        ``BalancingLearner`` chooses among them.
+        ``BalancingLearner`` chooses among them (by ``balance``: its strategy,
+        ``"loss_improvements"`` by default, ``"npoints"`` to keep the cells even).
     trials
         Learn the mean over seeded trials (an integer parameter ``trial``; the function
         gets each trial's own ``seed``) with an ``AverageLearner`` per grid cell.
@@ -78,10 +79,13 @@ class AdaptiveScan(Scan):
                  store: str | os.PathLike[str], *, goal: Goal | Mapping[str, Any],
                  grid: Any = None, trials: bool = False, value: str | None = None,
                  learner: Callable[..., Any] | None = None,
-                 learner_options: Mapping[str, Any] | None = None, points_per_task: int = 1):
+                 learner_options: Mapping[str, Any] | None = None, points_per_task: int = 1,
+                 balance: str | None = None):
         if not callable(function):
             raise ScanError(f"function must be callable, got {type(function).__name__}")
-        self.spec = Plan(bounds or {}, _cells(grid), trials, learner, learner_options)
+        self.spec = Plan(bounds or {}, _cells(grid), trials, learner, learner_options,
+                         balance)
+        self.spec.make()  # a learner's options are checked before anything runs
         self.goal = goal if isinstance(goal, Goal) else Goal(**dict(goal))
         self.value = value
         self.points_per_task = points_per_task
