@@ -203,6 +203,19 @@ class AdaptiveSource(PointSource):
                 keep.append(position)
         return self._claim(np.asarray(keep, dtype=np.int64))
 
+    # One learner decides what a scan computes: two runs on one store would each follow
+    # their own learner, so keys are not leased (a lease file per point costs more than
+    # a cheap point) and the points another run stores are simply told at the next run.
+
+    def _claim(self, chunk: np.ndarray) -> np.ndarray:
+        return chunk
+
+    def _lease_counted(self, chunk: np.ndarray, stored: bool) -> None:
+        return None
+
+    def _lease_flushed(self) -> None:
+        return None
+
     def _refresh_arrays(self) -> None:
         """The point source reads these names; they are new arrays after growing."""
         self.columns, self.keys, self.seeds = (self._grow.columns, self._grow.keys,
