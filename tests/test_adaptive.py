@@ -77,6 +77,24 @@ def test_goals_loss_and_time(tmp_path):
     assert "loss" in str(run.progress)
 
 
+def test_failed_points_are_stored_and_never_asked_again(tmp_path):
+    def fragile(x: float):
+        if 0.6 < x < 0.8:
+            raise ValueError("no convergence")
+        return {"y": float(np.tanh((x - 0.3) / 0.01))}
+
+    scan = AdaptiveScan(fragile, {"x": (0, 1)}, tmp_path / "s", goal=Goal(points=40))
+    run = scan.run(executor="serial", progress=False)
+    assert run.progress.failed >= 1 and run.progress.done + run.progress.failed == 40
+    failed = set(scan.results().x.values[scan.results().ns_status.values == "failed"])
+    rebuilt, *_ = rebuild(scan.spec, scan.store, "y")
+    assert failed <= set(rebuilt.pending_points)  # pending: never asked again
+    again = AdaptiveScan(fragile, {"x": (0, 1)}, tmp_path / "s", goal=Goal(points=50))
+    again.run(executor="serial", progress=False)
+    keys = again.results().ns_key.values.tolist()
+    assert len(keys) == len(set(keys)) == 50
+
+
 def test_trials_average_learner_per_grid_cell(tmp_path):
     def noisy(k: int, seed: int):
         return {"m": float(np.random.default_rng(seed).normal(k, 1.0))}
@@ -100,6 +118,12 @@ def test_wrong_input_says_what_to_do(tmp_path):
     with pytest.raises(ScanError, match="value="):
         AdaptiveScan(slow_step, {"x": (0, 1)}, tmp_path / "b",
                      goal=Goal(points=3)).run(executor="serial", progress=False)
+    with pytest.raises(ScanError, match="value="):
+        AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "d", value="z",
+                     goal=Goal(points=3)).run(executor="serial", progress=False)
+    for goal in ({"points": True}, {"points": 2.5}, {"loss": -1}, {"seconds": "1"}):
+        with pytest.raises(ScanError, match="goal"):
+            AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "e", goal=goal)
     with pytest.raises(ns.SpaceError):
         AdaptiveScan(step, {"z": (0, 1)}, tmp_path / "c", goal=Goal(points=3))
 

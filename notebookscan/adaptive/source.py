@@ -51,8 +51,11 @@ class Goal:
                             "e.g. Goal(loss=0.01, points=1000)")
         for name in ("loss", "points", "seconds"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ScanError(f"goal {name}= must be a positive number, got {value!r}")
+            kinds = (int, np.integer) if name == "points" else (int, float, np.number)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)
+                                      or not value > 0):
+                what = "a positive integer" if name == "points" else "a positive number"
+                raise ScanError(f"goal {name}= must be {what}, got {value!r}")
 
 
 @dataclass
@@ -249,6 +252,10 @@ class AdaptiveSource(PointSource):
             if self.value in results.arrays:
                 raise ScanError(f"the learner's value {self.value!r} is an array; name a "
                                 "scalar result with value=")
+            if results.done.any():  # done points without it: the learner would learn nothing
+                names = sorted([*results.scalars, *results.arrays])
+                raise ScanError(f"the function returns no result {self.value!r} for the "
+                                f"learner (it returns {names}); name one with value=")
             return None
         data, present = results.scalars[self.value]
         ys = np.asarray(data, dtype=float).copy()
