@@ -159,7 +159,7 @@ def test_sigkill_then_resume_on_engines(tmp_path, ipp_cluster, ipp_executor):
     proc = subprocess.Popen([sys.executable, str(script), str(store),
                              ipp_cluster.connection_file], env=env)
     try:
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 120  # a loaded machine imports slowly
         while time.monotonic() < deadline:
             if store.exists() and len(ns.Store(store).index()) >= 20:
                 break
@@ -172,13 +172,14 @@ def test_sigkill_then_resume_on_engines(tmp_path, ipp_cluster, ipp_executor):
             proc.kill()
     resumed = AdaptiveScan(slow_step, {"x": (0, 1)}, store, value="y", goal=Goal(points=60))
     before = resumed.results().sizes["point"]  # shards only; the journal is folded by run
-    first = resumed.next_points(4)  # what the rebuilt learner asks first
-    assert resumed.next_points(4) == first  # the same store: the same points
+    slots = 2 * ipp_cluster.n  # the loop's first fill: two tasks per engine
+    first = resumed.next_points(slots)  # what the rebuilt learner asks first
+    assert resumed.next_points(slots) == first  # the same store: the same points
     stored = resumed.status()["done"] + resumed.status()["failed"]
     assert stored >= before >= 20
     run = resumed.run(ipp_executor, progress=False)
     # the engines' two slots each were filled with exactly the predicted points
-    assert resumed.asked_points()[:4] == first
+    assert resumed.asked_points()[:slots] == first
     ds = resumed.results()
     assert ds.sizes["point"] == 60 and len(set(ds.ns_key.values.tolist())) == 60
     assert run.progress.skipped == stored and run.progress.done == 60 - stored
