@@ -95,6 +95,18 @@ def test_failed_points_are_stored_and_never_asked_again(tmp_path):
     assert len(keys) == len(set(keys)) == 50
 
 
+def test_progress_events_carry_the_loss_and_the_points(tmp_path):
+    scan = AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "s", goal=Goal(points=25))
+    seen = []
+    scan.events.on("progress", lambda **fields: seen.append(fields))
+    finished = []
+    scan.events.on("finished", lambda **fields: finished.append(fields))
+    scan.run(executor="serial", progress=False, flush_interval=0.01)
+    assert seen and all("loss" in f and "points" in f for f in seen)
+    assert seen[-1]["points"] == 25 and finished[0]["points"] == 25
+    assert finished[0]["loss"] == scan.learner.loss()
+
+
 def test_trials_average_learner_per_grid_cell(tmp_path):
     def noisy(k: int, seed: int):
         return {"m": float(np.random.default_rng(seed).normal(k, 1.0))}
