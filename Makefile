@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,adaptive]"
 	touch $(STAMP)
 
 ## demo: run a real scan on local ipyparallel engines; writes demo-results/ (NetCDF store + PNG)
@@ -32,7 +32,7 @@ test-slow: $(STAMP)
 
 ## bench: run every benchmark and rewrite benchmarks/RESULTS.md
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	$(BIN)/python -m pip install -q -e ".[test,adaptive,bench]"
 	$(BIN)/python benchmarks/run_all.py
 
 ## docs: regenerate the API reference in docs/api/ from the docstrings

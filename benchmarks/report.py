@@ -1045,6 +1045,7 @@ def summary_section(by_name):
 
 def _register_module_sections():
     """Benchmarks that render their own section (``render(doc, figdir, md_dir, ...)``)."""
+    import bench_adaptive
     import bench_durability
     import bench_memory
     import bench_peers
@@ -1053,7 +1054,7 @@ def _register_module_sections():
 
     return {"peers": bench_peers.render, "segments": bench_segments.render,
             "durability": bench_durability.render, "widgets": bench_widgets.render,
-            "memory": bench_memory.render}
+            "memory": bench_memory.render, "adaptive": bench_adaptive.render}
 
 
 SECTIONS = {"storage": storage_section, "parallel": parallel_section,

@@ -26,7 +26,8 @@ import report  # noqa: E402
 
 # module names, in the order they run and appear in RESULTS.md
 BENCHMARKS = ["bench_storage", "bench_peers", "bench_parallel", "bench_scale",
-              "bench_segments", "bench_durability", "bench_widgets", "bench_memory"]
+              "bench_segments", "bench_durability", "bench_widgets", "bench_memory",
+              "bench_adaptive"]
 
 
 def main(argv=None):

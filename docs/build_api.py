@@ -31,7 +31,7 @@ DEFAULT_OUT = ROOT / "docs" / "api"
 
 # (module, its public names): the modules whose __all__ make up the public API
 API_MODULES = ("notebookscan", "notebookscan.executors", "notebookscan.segments",
-               "notebookscan.widgets", "notebookscan.plotting")
+               "notebookscan.adaptive", "notebookscan.widgets", "notebookscan.plotting")
 
 # page -> (title, intro, names in reading order). A name not listed here still gets
 # documented: it goes to the page of the module that defines it (MODULE_PAGE), after
@@ -60,6 +60,9 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
                   "SegmentEvents", "SegmentProgress", "Checkpoint", "StateError",
                   "check_resumable", "is_segmented_model", "iterate", "segment_seed",
                   "encode_state", "decode_state", "states_equal"]),
+    "adaptive": ("Adaptive scans (notebookscan.adaptive)",
+                 "Points chosen by python-adaptive learners, stored like any scan's.",
+                 ["AdaptiveScan", "Goal", "line", "on_grid", "rebuild"]),
     "plotting": ("Plots (notebookscan.plotting)",
                  "A labelled Dataset in, a matplotlib Figure out.",
                  ["plot_result", "plot_status", "parameters", "result_variables"]),
@@ -76,7 +79,8 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
 }
 MODULE_PAGE = {"space": "space", "keys": "space", "layout": "space", "scan": "scan",
                "events": "scan", "detached": "scan", "store": "store", "cluster": "cluster",
-               "executors": "executors", "segments": "segments", "plotting": "plotting",
+               "executors": "executors", "segments": "segments", "adaptive": "adaptive",
+               "plotting": "plotting",
                "widgets": "widgets", "errors": "errors"}
 OTHER_PAGE = ("other", "Other names", "Public names not yet given a topic.")
 SKIP = {"__version__"}  # data, not API to document

@@ -230,6 +230,7 @@ ns.open_store(STORE).rate.mean("trial").to_pandas().round(1)
 * `03-coarse-to-fine`: your own model, a 2-D scan refined where it is interesting.
 * `04-long-runs`: long simulations in segments: stop, resume, extend.
 * `05-cluster`: ipyparallel clusters, detached runs, and merging stores.
+* `06-adaptive`: points chosen by python-adaptive learners, resumed from the store.
 '''
 
 AUTOMATA = r'''
@@ -867,12 +868,142 @@ cluster.stop()
 cluster
 '''
 
+ADAPTIVE = r'''
+# %% [markdown]
+# Let the sampler choose: adaptive scans
+
+A grid spends as many points where nothing happens as where everything does. A
+[python-adaptive](https://adaptive.readthedocs.io) *learner* picks each next point where
+the function changes most, so a sharp feature needs far fewer points. notebookscan runs
+the points a learner asks for on the same engines as any scan, stores every one (with
+its key and seed) in the same crash-safe store, and rebuilds the learner from the store
+when a run is stopped or killed: no pickles.
+
+Needs the `adaptive` extra: `pip install 'notebookscan[adaptive]'`.
+
+# %%
+%matplotlib inline
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import notebookscan as ns
+from notebookscan.adaptive import line, on_grid
+
+SMALL = os.environ.get("NOTEBOOKSCAN_SMALL") == "1"  # set by the test suite
+POINTS = 60 if SMALL else 200
+
+# %% [markdown]
+## A sharp step in one dimension
+
+A function with a step of width 0.01 at `x = 0.3`. `AdaptiveScan` takes the function,
+the bounds of its continuous parameters (one: a `Learner1D`) and a `Goal`: stop at a
+loss, a number of points or a time budget, whichever comes first. The learner learns
+the function's only scalar result (name another with `value=`).
+
+# %%
+def step(x: float):
+    return {"y": np.tanh((x - 0.3) / 0.01)}
+
+
+scan = ns.AdaptiveScan(step, {"x": (0, 1)}, store="results/06-step",
+                       goal=ns.Goal(points=POINTS, loss=0.005))
+scan.run()
+
+# %%
+progress = await scan
+print(progress)
+
+# %% [markdown]
+`scan.results()` is a Dataset over `point` with the parameters as coordinates, like any
+list of points; `line` sorts it by `x` for a line plot. The points crowd at the step.
+
+# %%
+ds = scan.results()
+data = line(ds, "y", "x")
+fig, ax = plt.subplots(figsize=(7, 3))
+data.plot(ax=ax, marker=".", lw=0.8)
+ax.set_title(f"{ds.sizes['point']} points chosen by the learner")
+plt.show()
+
+# %% [markdown]
+## Stopped or killed: continue from the store
+
+A new scan on the same store tells the learner every stored point first, then asks for
+more. The points it will ask first are known before it runs (`next_points`), and they
+are the same whichever process rebuilds it. Here the goal grows by 20 points: only
+those run.
+
+# %% tags=["resume"]
+more = ns.AdaptiveScan(step, {"x": (0, 1)}, store="results/06-step",
+                       goal=ns.Goal(points=ds.sizes["point"] + 20))
+print("first asks:", [round(p["x"], 4) for p in more.next_points(3)])
+more.run()
+print(await more)
+
+# %% [markdown]
+## A ring in two dimensions, for two kinds
+
+Two continuous parameters give a `Learner2D`; `grid=` adds discrete or categorical
+parameters, with one learner per grid cell balanced by a `BalancingLearner`. The
+function also takes a `seed`: each point gets its own, derived from its key, as in
+every scan.
+
+# %%
+def ring(x: float, y: float, width: float, seed: int):
+    noise = 1e-3 * np.random.default_rng(seed).normal()
+    return {"z": np.exp(-((np.hypot(x, y) - 0.5) ** 2) / width ** 2) + noise}
+
+
+rings = ns.AdaptiveScan(ring, {"x": (-1, 1), "y": (-1, 1)}, store="results/06-ring",
+                        grid=ns.grid(width=[0.05, 0.2]), balance="npoints",
+                        goal=ns.Goal(points=2 * POINTS))
+rings.run()
+print(await rings)
+
+# %% [markdown]
+`on_grid` interpolates the points on their Delaunay triangulation onto a regular grid;
+the dots are the points the learner chose.
+
+# %%
+ds2 = rings.results()
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+for ax, width in zip(axes, [0.05, 0.2]):
+    image = on_grid(ds2, "z", "x", "y", n=120, width=width)
+    image.plot(ax=ax, add_colorbar=False)
+    chosen = ds2.where(ds2.width == width, drop=True)
+    ax.plot(chosen.x, chosen.y, "k.", ms=2)
+    ax.set_title(f"width {width}: {chosen.sizes['point']} points")
+plt.show()
+
+# %% [markdown]
+## Trials: learn a mean to a given precision
+
+`trials=True` learns the mean of a noisy function over seeded trials (an
+`AverageLearner` per grid cell): trials are added until the standard error is below
+`atol` (or the goal says stop). Each trial is a point with its own key and seed.
+
+# %%
+def noisy(k: int, seed: int):
+    return {"m": np.random.default_rng(seed).normal(k, 1.0)}
+
+
+trials = ns.AdaptiveScan(noisy, {}, store="results/06-trials", trials=True,
+                         grid={"k": [1, 2]}, learner_options={"atol": 0.2},
+                         goal=ns.Goal(points=POINTS))
+trials.run()
+print(await trials)
+print(trials.results().m.groupby("k").mean().to_series())
+'''
+
 NOTEBOOKS = {
     "01-quickstart": QUICKSTART,
     "02-cellular-automata": AUTOMATA,
     "03-coarse-to-fine": COARSE_TO_FINE,
     "04-long-runs": LONG_RUNS,
     "05-cluster": CLUSTER,
+    "06-adaptive": ADAPTIVE,
 }
 
 # --------------------------------------------------------------------------- building

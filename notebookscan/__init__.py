@@ -16,6 +16,7 @@ import importlib as _importlib
 import importlib.util as _importlib_util
 from typing import TYPE_CHECKING
 
+from .adaptive import AdaptiveScan, Goal
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -113,12 +114,14 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AdaptiveScan",
     "ArgumentError",
     "ArgumentTypeError",
     "ClusterHandle",
     "DetachedRun",
     "Events",
     "ExecutorError",
+    "Goal",
     "Layout",
     "NotebookscanError",
     "Plan",

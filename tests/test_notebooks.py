@@ -229,3 +229,17 @@ def test_05_cluster(workdir: Path):
     assert int((merged.ns_status == "done").sum()) == 6 * 3 * 2  # tau = 10 ms only once
     assert "finished: " in tagged(nb, "detached")
     assert "0 conflicting point(s)" in tagged(nb, "merged")
+
+
+@pytest.mark.cluster
+def test_06_adaptive(workdir: Path):
+    nb = run_notebook("06-adaptive", workdir)
+    step = ns.open_store(workdir / "results/06-step")
+    assert 60 < done(workdir / "results/06-step") <= 80  # the goal, then 20 more
+    assert int((abs(step.x - 0.3) < 0.05).sum()) > step.sizes["point"] // 2
+    resume = tagged(nb, "resume")
+    assert "first asks:" in resume and "finished: 20 done" in resume, resume
+    rings = ns.open_store(workdir / "results/06-ring")
+    assert set(rings.width.values.tolist()) == {0.05, 0.2}
+    assert done(workdir / "results/06-ring") == 120
+    assert figures(nb) >= 2
