@@ -16,12 +16,12 @@ import importlib as _importlib
 import importlib.util as _importlib_util
 from typing import TYPE_CHECKING
 
-from .adaptive import AdaptiveScan, Goal
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
     ExecutorError,
     NotebookscanError,
+    PartialResultsWarning,
     ResultError,
     ScanError,
     SpaceError,
@@ -34,6 +34,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time _LAZY imports these
+    from .adaptive import AdaptiveScan, Goal
     from .executors.cluster import ClusterHandle, connect, start_cluster
     from .keys import point_key, point_seed
     from .run.detached import DetachedRun, attach
@@ -49,6 +50,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time _LAZY impor
 # Public names imported on first use (PEP 562): ``import notebookscan`` stays cheap and
 # pulls in numpy, xarray, netCDF4 or the run engine only for the path that needs them.
 _LAZY = {
+    "AdaptiveScan": ".adaptive",
+    "Goal": ".adaptive",
     "ClusterHandle": ".executors.cluster",
     "connect": ".executors.cluster",
     "start_cluster": ".executors.cluster",
@@ -124,6 +127,7 @@ __all__ = [
     "Goal",
     "Layout",
     "NotebookscanError",
+    "PartialResultsWarning",
     "Plan",
     "ResultError",
     "Scan",
