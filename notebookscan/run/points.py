@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ from ..store import Store
 from ..store.journal import Journal, JournalUnsupported, fold_journals
 from ..store.leases import LEASE_KEYS, Runner
 from ..store.schema import is_reserved
-from ..store.shards import Record
+from ..store.shards import Record, publish_shard
 from .batch import Batch, ShardSink
 from .events import Events
 from .loop import LoopSettings, Progress, Task
@@ -42,7 +44,7 @@ __all__ = ["PointSource", "ResultNames"]
 
 MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
 MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
-CHUNK_BYTES = 64 * 2**20  # results per task at most (big arrays: fewer points per task)
+CHUNK_BYTES = 16 * 2**20  # results per task at most (big arrays: fewer points per task)
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 
 
@@ -201,6 +203,9 @@ class PointSource:
         self._unflushed: list[np.ndarray] = []
         self._elsewhere = np.empty(0, dtype=np.int64)
         self._leases_warned = False
+        # big results: the shard being fsynced in a thread while the next points run
+        self._publisher: ThreadPoolExecutor | None = None
+        self._publishing: tuple[Any, ...] | None = None
 
     # ---------------------------------------------------------------- handing out
 
@@ -288,10 +293,11 @@ class PointSource:
         fsync it, then count them. Chunks of 1 MiB of results or more, and chunks the
         journal cannot hold (a column of objects other than text; a journal that cannot
         be written) are written as a shard at once instead."""
+        self._settle()  # the journal below must not be discarded with the shard pending
         if not self._received:
             return
         if sum(results.nbytes for _, results in self._received) >= WORKER_WRITE_BYTES:
-            self.flush()  # big results: written once into a shard, not journal then shard
+            self._write_big()  # big results: written once into a shard, not journal then shard
             return
         received = self._received
         batch = Batch()
@@ -382,9 +388,64 @@ class PointSource:
         nbytes = self._batch.nbytes + sum(r.nbytes for _, r in self._received)
         return points, nbytes
 
+    def _write_big(self) -> None:
+        """Write the batch and the chunks just received as one shard, and let a thread
+        make it durable (fsync, rename) while the next points run.
+
+        The shard's HDF5 writing happens here, in the loop's thread under the HDF5 lock;
+        only the fsyncs and the rename run in the publishing thread (no HDF5 there). The
+        received chunks count (progress, events, leases) and the journal is emptied only
+        in :meth:`_settle`, once the shard is durable: a process killed before that
+        loses only points it never reported. At most one shard is pending, so memory
+        holds the results of one shard being synced and of the points running.
+        """
+        self._settle()
+        received, self._received = self._received, []
+        batch, self._batch = self._batch, Batch()  # journaled chunks go into it too
+        for chunk, results in received:
+            batch.add(chunk, results)
+        data = batch.to_shard(self.names, self.columns, self.keys, self.seeds, self.run_id,
+                              self.attrs)
+        problem = self.store.check_forms(data)  # a result whose form changed: stop first
+        if problem:
+            raise ScanError(problem)
+        name, tmp = self.store.write_unpublished(data)
+        del data
+        done = [int(results.done.sum()) for _, results in received]
+        if not (self.events.wants("point_done") or self.events.wants("point_failed")):
+            batch.forget()  # written: the arrays need not wait for the fsync
+        if self._publisher is None:
+            self._publisher = ThreadPoolExecutor(1, thread_name_prefix="notebookscan-publish")
+        future = self._publisher.submit(publish_shard, tmp,
+                                        os.path.join(self.store.shards_dir, name))
+        self._publishing = (future, name, received, done, batch)
+
+    def _settle(self) -> None:
+        """Wait for the shard :meth:`_write_big` left to be made durable, then count its
+        chunks (a failed fsync or rename raises here: nothing of it was counted)."""
+        if self._publishing is None:
+            return
+        future, name, received, done, batch = self._publishing
+        self._publishing = None
+        future.result()
+        for (chunk, _), ok in zip(received, done, strict=True):
+            self.progress.done += ok
+            self.progress.failed += len(chunk) - ok
+            self._lease_counted(chunk, stored=False)
+        self._journal.discard()  # its records are in this shard (or earlier ones)
+        self._lease_flushed()
+        for chunk, results in received:
+            self._announce(chunk, results)
+        batch.forget()
+        self._seen_shards.add(name)
+        self._provenance_stored = True
+        self.progress.shards += 1
+        self.events.emit("flushed", shard=name, points=batch.points)
+
     def flush(self) -> None:
         """Write the batch, with the chunks received since the last commit (the shard
         makes them durable: they need no journal record), as one shard."""
+        self._settle()
         received, self._received = self._received, []
         for chunk, results in received:
             self._count(chunk, results)
@@ -445,9 +506,20 @@ class PointSource:
 
     def close(self) -> None:
         try:
+            self._close_publisher()
             self._journal.close()  # removed when empty; else the next run folds it
         finally:
             self._runner.close()  # its leases and record go
+
+    def _close_publisher(self) -> None:
+        """Settle a shard still pending (the loop's last flush did, unless it failed)."""
+        try:
+            if self._publishing is not None and self.progress.error is None:
+                self._settle()
+        finally:
+            if self._publisher is not None:
+                self._publisher.shutdown(wait=True)  # a pending rename ends before we do
+                self._publisher = None
 
     def summary(self) -> dict[str, Any]:
         return {}
