@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 import xarray as xr
 
 import notebookscan as ns
@@ -124,27 +125,33 @@ BIG_SCRIPT = textwrap.dedent("""
             os.write(log, f"{point['k']}\\n".encode())
 
         scan.events.on("point_done", reported)
-        scan.run(executor="serial", progress=False, chunk_size=4)
+        scan.run(executor=cfg["executor"], progress=False, chunk_size=4)
 """)
 
 
-def test_sigkill_while_big_results_stream_into_shards(tmp_path):
-    # chunks of 2 MiB take the big-results path: the shard is written in the loop's
-    # thread and fsynced and renamed in another while the next points run; a kill at any
+@pytest.mark.parametrize("executor,delays", [("serial", (0.0, 0.0, 0.05, 0.13, 0.37)),
+                                             ("processes", (0.0, 0.09, 0.23))])
+def test_sigkill_while_big_results_stream_into_shards(tmp_path, executor, delays):
+    # chunks of 2 MiB take the big-results path: the shard is written (by the loop's
+    # thread, or by a pool worker) and fsynced and renamed by the client's publishing
+    # thread while the next points run; a kill of the client and its workers at any
     # moment leaves every shard whole or absent, and every point reported is stored
     script = tmp_path / "big.py"
     script.write_text(BIG_SCRIPT)
-    for trial, delay in enumerate((0.0, 0.0, 0.05, 0.13, 0.37)):
+    env = {**os.environ, "NOTEBOOKSCAN_WORKERS": "2"}
+    for trial, delay in enumerate(delays):
         store, reported = tmp_path / f"store{trial}", tmp_path / f"reported{trial}"
-        cfg = {"n": 300, "store": str(store), "reported": str(reported)}
-        proc = subprocess.Popen([sys.executable, str(script), json.dumps(cfg)])
+        cfg = {"n": 300, "store": str(store), "reported": str(reported),
+               "executor": executor}
+        proc = subprocess.Popen([sys.executable, str(script), json.dumps(cfg)], env=env,
+                                start_new_session=True)
         deadline = time.monotonic() + 60
         while not reported.exists() or len(reported.read_text().split()) < 8:
             assert proc.poll() is None, "the scan ended before it was killed"
             assert time.monotonic() < deadline, "nothing reported in 60 s"
             time.sleep(0.002)
         time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the client and its pool workers
         proc.wait()
         report = ns.verify(store)
         assert report.healthy, report

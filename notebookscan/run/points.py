@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +35,7 @@ from ..store import Store
 from ..store.journal import Journal, JournalUnsupported, fold_journals
 from ..store.leases import LEASE_KEYS, Runner
 from ..store.schema import is_reserved
-from ..store.shards import Record, publish_shard
+from ..store.shards import Record, publish_shard, published_name
 from .batch import Batch, ShardSink
 from .events import Events
 from .loop import LoopSettings, Progress, Task
@@ -44,15 +45,18 @@ __all__ = ["PointSource", "ResultNames"]
 
 MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
 MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
-CHUNK_BYTES = 16 * 2**20  # results per task at most (big arrays: fewer points per task)
+CHUNK_BYTES = 32 * 2**20  # results per task at most (big arrays: fewer points per task;
+# more than compaction's small shards, so a big-results run is not rewritten at its end)
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 
 
 class _Chunker:
     """Chunk sizes that adapt to the measured time per point (aiming at ~0.2 s a chunk)."""
 
-    def __init__(self, settings: LoopSettings, workers: int, min_seconds: float = 0.0):
+    def __init__(self, settings: LoopSettings, workers: int, min_seconds: float = 0.0,
+                 max_bytes: int = CHUNK_BYTES):
         self.target = settings.chunk_seconds
+        self.max_bytes = max_bytes
         self.min_seconds = min_seconds  # the least work worth a task (shipping costs)
         self.fixed = settings.chunk_size
         self.workers = max(1, workers)
@@ -84,7 +88,7 @@ class _Chunker:
         fair = math.ceil(remaining / (2 * self.workers))  # keep every worker busy to the end
         # ...but a task of less work than min_seconds costs more to ship than it saves
         fair = max(fair, math.ceil(self.min_seconds / per_point))
-        by_bytes = int(CHUNK_BYTES / self.bytes_per_point) if self.bytes_per_point else size
+        by_bytes = int(self.max_bytes / self.bytes_per_point) if self.bytes_per_point else size
         return max(1, min(size, fair, by_bytes, MAX_CHUNK, remaining))
 
 
@@ -187,7 +191,10 @@ class PointSource:
         self._provenance_stored = False
         self.progress = Progress(total=len(todo), skipped=skipped, failed_before=failed_before)
         self._todo = _Pending(np.asarray(todo, dtype=np.int64))
-        self._chunker = _Chunker(settings, 1, 0.0 if in_process else MIN_CHUNK_SECONDS)
+        # in this process, the loop's two tasks (one running, one queued) both run at
+        # submit and go into one shard: half the bytes each
+        self._chunker = (_Chunker(settings, 1, 0.0, CHUNK_BYTES // 2) if in_process
+                         else _Chunker(settings, 1, MIN_CHUNK_SECONDS))
         self._names = ResultNames(self.names)
         self._batch = Batch()
         self._journal = Journal(store.path)
@@ -203,9 +210,11 @@ class PointSource:
         self._unflushed: list[np.ndarray] = []
         self._elsewhere = np.empty(0, dtype=np.int64)
         self._leases_warned = False
-        # big results: the shard being fsynced in a thread while the next points run
+        # big results: the shards being fsynced in a thread while the next points run,
+        # and the chunks whose shards workers on this host wrote but did not publish
         self._publisher: ThreadPoolExecutor | None = None
         self._publishing: tuple[Any, ...] | None = None
+        self._unpublished: list[tuple[np.ndarray, ChunkResult]] = []
 
     # ---------------------------------------------------------------- handing out
 
@@ -249,7 +258,8 @@ class PointSource:
             return None
         return ShardSink(self.store.shards_dir, self.names, self.keys[chunk],
                          self.run_id, {} if self._provenance_stored else self.attrs,
-                         0 if writer == "workers" else WORKER_WRITE_BYTES)
+                         0 if writer == "workers" else WORKER_WRITE_BYTES,
+                         (socket.gethostname(), os.getpid()))
 
     def split(self, chunk: np.ndarray) -> list[Task]:
         if len(chunk) < 2:
@@ -281,7 +291,11 @@ class PointSource:
         for name in [n for n, values in results.arrays.items()
                      if all(v is None for v in values)]:
             del results.arrays[name]
-        if results.written:
+        if results.written and published_name(results.written):
+            # written by a worker on this host, not yet durable: published with the
+            # next commit, counted once it is
+            self._unpublished.append((chunk, results))
+        elif results.written:
             self._count(chunk, results)
             self._announce(chunk, results)
             results.forget()  # the worker stored it: only the counts were needed
@@ -294,10 +308,12 @@ class PointSource:
         journal cannot hold (a column of objects other than text; a journal that cannot
         be written) are written as a shard at once instead."""
         self._settle()  # the journal below must not be discarded with the shard pending
-        if not self._received:
-            return
-        if sum(results.nbytes for _, results in self._received) >= WORKER_WRITE_BYTES:
+        if self._received and (sum(results.nbytes for _, results in self._received)
+                               >= WORKER_WRITE_BYTES):
             self._write_big()  # big results: written once into a shard, not journal then shard
+            return
+        self._publish_in_background([], None)  # the workers' shards, if any
+        if not self._received:
             return
         received = self._received
         batch = Batch()
@@ -411,24 +427,48 @@ class PointSource:
             raise ScanError(problem)
         name, tmp = self.store.write_unpublished(data)
         del data
-        done = [int(results.done.sum()) for _, results in received]
         if not (self.events.wants("point_done") or self.events.wants("point_failed")):
-            batch.forget()  # written: the arrays need not wait for the fsync
+            # written: the arrays need not wait for the fsync (only the counts do)
+            for _, results in received:
+                results.arrays = {}
+        self._publish_in_background([(tmp, name)], (received, batch))
+
+    def _publish_in_background(self, own: list[tuple[str, str]],
+                               mine: tuple[list[Any], Batch] | None) -> None:
+        """Publish (fsync, rename) the shards the workers of this host left unpublished
+        and ``own`` (temporary path, name) in the publishing thread; :meth:`_settle`
+        counts their chunks (and ``mine``: this process's chunks and batch)."""
+        workers, self._unpublished = self._unpublished, []
+        jobs = list(own)
+        for _, results in workers:
+            jobs.append((os.path.join(self.store.shards_dir, results.written),
+                         published_name(results.written)))
+        if not jobs:
+            return
         if self._publisher is None:
             self._publisher = ThreadPoolExecutor(1, thread_name_prefix="notebookscan-publish")
-        future = self._publisher.submit(publish_shard, tmp,
-                                        os.path.join(self.store.shards_dir, name))
-        self._publishing = (future, name, received, done, batch)
+        future = self._publisher.submit(_publish_all, self.store.shards_dir, jobs)
+        self._publishing = (future, workers, mine, [name for _, name in own])
 
     def _settle(self) -> None:
-        """Wait for the shard :meth:`_write_big` left to be made durable, then count its
-        chunks (a failed fsync or rename raises here: nothing of it was counted)."""
+        """Wait for the shards :meth:`_publish_in_background` left to be made durable,
+        then count their chunks (a failed fsync or rename raises here: nothing of them
+        was counted)."""
         if self._publishing is None:
             return
-        future, name, received, done, batch = self._publishing
+        future, workers, mine, names = self._publishing
         self._publishing = None
         future.result()
-        for (chunk, _), ok in zip(received, done, strict=True):
+        for chunk, results in workers:
+            results.written = published_name(results.written)
+            self._count(chunk, results)
+            self._announce(chunk, results)
+            results.forget()
+        if mine is None:
+            return
+        received, batch = mine
+        for chunk, results in received:
+            ok = int(results.done.sum())
             self.progress.done += ok
             self.progress.failed += len(chunk) - ok
             self._lease_counted(chunk, stored=False)
@@ -437,14 +477,17 @@ class PointSource:
         for chunk, results in received:
             self._announce(chunk, results)
         batch.forget()
-        self._seen_shards.add(name)
+        self._seen_shards.update(names)
         self._provenance_stored = True
-        self.progress.shards += 1
-        self.events.emit("flushed", shard=name, points=batch.points)
+        self.progress.shards += len(names)
+        for name in names:
+            self.events.emit("flushed", shard=name, points=batch.points)
 
     def flush(self) -> None:
         """Write the batch, with the chunks received since the last commit (the shard
         makes them durable: they need no journal record), as one shard."""
+        self._settle()
+        self._publish_in_background([], None)  # the workers' shards, if any
         self._settle()
         received, self._received = self._received, []
         for chunk, results in received:
@@ -630,3 +673,9 @@ class PointSource:
         journal (on this host) is folded into a shard, so they are not computed again."""
         if self._runner.pop_taken_over():
             fold_journals(self.store)
+
+
+def _publish_all(shards_dir: str, jobs: list[tuple[str, str]]) -> None:
+    """Publish each (temporary path, shard name) of ``jobs`` (the publishing thread)."""
+    for tmp, name in jobs:
+        publish_shard(tmp, os.path.join(shards_dir, name))

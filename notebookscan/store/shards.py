@@ -102,6 +102,7 @@ __all__ = [
     "ShardData",
     "check_rows",
     "publish_shard",
+    "published_name",
     "read_shard",
     "shard_from_records",
     "write_shard",
@@ -727,13 +728,14 @@ def _put_ragged(nc: Any, name: str, dims: tuple[str, ...], data: Ragged,
     return var
 
 
-def new_shard_name() -> str:
-    """A shard name no other writer can produce: user.host.pid.time.random.nc."""
+def new_shard_name(pid: int | None = None) -> str:
+    """A shard name no other writer can produce: user.host.pid.time.random.nc (``pid``:
+    the process that publishes it, by default this one)."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers
         user = f"uid{os.getuid()}"
-    return (f"{name_part(user)}.{name_part(socket.gethostname())}.{os.getpid()}."
+    return (f"{name_part(user)}.{name_part(socket.gethostname())}.{pid or os.getpid()}."
             f"{time.time_ns():x}.{uuid.uuid4().hex[:8]}.nc")
 
 
@@ -771,6 +773,21 @@ def write_shard_unpublished(directory: str, name: str, shard: ShardData) -> str:
             os.unlink(tmp)
         raise
     return tmp
+
+
+TMP_PREFIXES = (".tmp-plain-", ".tmp-")  # a shard being written (the longer one first)
+
+
+def published_name(tmp_name: str) -> str:
+    """The shard name a temporary file of :func:`write_shard_unpublished` is published
+    under; ``""`` for a name that is no such file (a path, another prefix)."""
+    if os.sep in tmp_name or (os.altsep and os.altsep in tmp_name):
+        return ""
+    for prefix in TMP_PREFIXES:
+        if tmp_name.startswith(prefix):
+            name = tmp_name[len(prefix):]
+            return name if name.endswith(".nc") and not name.startswith(".") else ""
+    return ""
 
 
 def publish_shard(tmp: str, final: str) -> None:
