@@ -1045,12 +1045,13 @@ def summary_section(by_name):
 
 def _register_module_sections():
     """Benchmarks that render their own section (``render(doc, figdir, md_dir, ...)``)."""
+    import bench_bigresults
     import bench_durability
     import bench_peers
     import bench_segments
 
     return {"peers": bench_peers.render, "segments": bench_segments.render,
-            "durability": bench_durability.render}
+            "durability": bench_durability.render, "bigresults": bench_bigresults.render}
 
 
 SECTIONS = {"storage": storage_section, "parallel": parallel_section,
