@@ -118,7 +118,7 @@ COMPRESS_MIN = 4096  # bytes per point below which compression costs more than i
 CHAR_MAX = 64
 COLUMN_COMPRESS_MIN = 256  # points from which 1-D columns are zlib-compressed
 ROWS_DIRECT = 2**16  # per-point arrays this big are written row by row, never stacked
-SAMPLE_BYTES = 2**16  # bytes of a variable's first row that decide its codec
+SAMPLE_BYTES = 2**14  # bytes of a variable's first row that decide its codec
 COMPRESSED_AT_MOST = 0.8  # compress when the sample shrinks to this fraction or less
 
 
