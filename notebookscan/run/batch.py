@@ -254,7 +254,8 @@ class ShardSink:
     # the client's host and pid: a worker on that host leaves the fsync and the rename
     # to the client (done while the worker goes on), under a temporary name that
     # carries the client's pid (a cleaner sees it alive as long as the client runs,
-    # whichever worker wrote it); a worker elsewhere does them itself
+    # whichever worker wrote it); a worker elsewhere does them itself. The shard's own
+    # name carries the worker's pid, as any shard's names its writer.
     client: tuple[str, int] = ("", 0)
 
     def write(self, points: Sequence[dict[str, Any]], seeds: Sequence[int],
@@ -268,10 +269,10 @@ class ShardSink:
                                np.asarray(seeds), self.run_id, self.attrs)
         if Store(os.path.dirname(self.shards_dir)).check_forms(shard):
             return ""  # a result changed form: the client refuses it, nothing is written
+        name = new_shard_name()
         host, pid = self.client
         if host and host == socket.gethostname():
-            name = new_shard_name(pid)
-            return os.path.basename(write_shard_unpublished(self.shards_dir, name, shard))
-        name = new_shard_name()
+            return os.path.basename(
+                write_shard_unpublished(self.shards_dir, name, shard, publisher=pid))
         write_shard_atomically(self.shards_dir, name, shard)
         return name

@@ -18,6 +18,7 @@ another live run holds wait for it, and are taken over when its runner dies.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -213,7 +214,7 @@ class PointSource:
         # big results: the shards being fsynced in a thread while the next points run,
         # and the chunks whose shards workers on this host wrote but did not publish
         self._publisher: ThreadPoolExecutor | None = None
-        self._publishing: tuple[Any, ...] | None = None
+        self._publishing: collections.deque[tuple[Any, ...]] = collections.deque()
         self._unpublished: list[tuple[np.ndarray, ChunkResult]] = []
 
     # ---------------------------------------------------------------- handing out
@@ -307,7 +308,7 @@ class PointSource:
         fsync it, then count them. Chunks of 1 MiB of results or more, and chunks the
         journal cannot hold (a column of objects other than text; a journal that cannot
         be written) are written as a shard at once instead."""
-        self._settle()  # the journal below must not be discarded with the shard pending
+        self._settle(wait=False)  # count the shards published meanwhile
         if self._received and (sum(results.nbytes for _, results in self._received)
                                >= WORKER_WRITE_BYTES):
             self._write_big()  # big results: written once into a shard, not journal then shard
@@ -315,6 +316,9 @@ class PointSource:
         self._publish_in_background([], None)  # the workers' shards, if any
         if not self._received:
             return
+        # a pending shard of this process empties the journal once published: the
+        # record below must not be appended before that
+        self._settle(wait=True, own_only=True)
         received = self._received
         batch = Batch()
         for chunk, results in received:
@@ -415,7 +419,7 @@ class PointSource:
         loses only points it never reported. At most one shard is pending, so memory
         holds the results of one shard being synced and of the points running.
         """
-        self._settle()
+        self._settle(wait=True, own_only=True)
         received, self._received = self._received, []
         batch, self._batch = self._batch, Batch()  # journaled chunks go into it too
         for chunk, results in received:
@@ -448,16 +452,24 @@ class PointSource:
         if self._publisher is None:
             self._publisher = ThreadPoolExecutor(1, thread_name_prefix="notebookscan-publish")
         future = self._publisher.submit(_publish_all, self.store.shards_dir, jobs)
-        self._publishing = (future, workers, mine, [name for _, name in own])
+        self._publishing.append((future, workers, mine, [name for _, name in own]))
 
-    def _settle(self) -> None:
-        """Wait for the shards :meth:`_publish_in_background` left to be made durable,
-        then count their chunks (a failed fsync or rename raises here: nothing of them
-        was counted)."""
-        if self._publishing is None:
-            return
-        future, workers, mine, names = self._publishing
-        self._publishing = None
+    def _settle(self, wait: bool = True, own_only: bool = False) -> None:
+        """Count the chunks of the shards :meth:`_publish_in_background` made durable
+        (in the order they were handed over; a failed fsync or rename raises here, and
+        nothing of that shard was counted). ``wait``: wait for every pending one (with
+        ``own_only``, until none holds this process's own chunks); else only count those
+        done already. Workers' shards may pile up (their data is in files, not here);
+        this process's own are one at a time (see :meth:`_write_big`)."""
+        while self._publishing:
+            if own_only and not any(job[2] is not None for job in self._publishing):
+                return
+            if not wait and not self._publishing[0][0].done():
+                return
+            self._settle_one(*self._publishing.popleft())
+
+    def _settle_one(self, future: Any, workers: list[tuple[np.ndarray, ChunkResult]],
+                    mine: tuple[list[Any], Batch] | None, names: list[str]) -> None:
         future.result()
         for chunk, results in workers:
             results.written = published_name(results.written)
@@ -557,7 +569,7 @@ class PointSource:
     def _close_publisher(self) -> None:
         """Settle a shard still pending (the loop's last flush did, unless it failed)."""
         try:
-            if self._publishing is not None and self.progress.error is None:
+            if self._publishing and self.progress.error is None:
                 self._settle()
         finally:
             if self._publisher is not None:

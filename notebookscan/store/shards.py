@@ -728,14 +728,13 @@ def _put_ragged(nc: Any, name: str, dims: tuple[str, ...], data: Ragged,
     return var
 
 
-def new_shard_name(pid: int | None = None) -> str:
-    """A shard name no other writer can produce: user.host.pid.time.random.nc (``pid``:
-    the process that publishes it, by default this one)."""
+def new_shard_name() -> str:
+    """A shard name no other writer can produce: user.host.pid.time.random.nc."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers
         user = f"uid{os.getuid()}"
-    return (f"{name_part(user)}.{name_part(socket.gethostname())}.{pid or os.getpid()}."
+    return (f"{name_part(user)}.{name_part(socket.gethostname())}.{os.getpid()}."
             f"{time.time_ns():x}.{uuid.uuid4().hex[:8]}.nc")
 
 
@@ -750,9 +749,19 @@ def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:
     return final
 
 
-def write_shard_unpublished(directory: str, name: str, shard: ShardData) -> str:
+def write_shard_unpublished(directory: str, name: str, shard: ShardData,
+                            publisher: int = 0) -> str:
     """Write ``shard`` under a temporary name in ``directory`` (not fsynced, not renamed:
-    no reader sees it); returns that path, for :func:`publish_shard`."""
+    no reader sees it); returns that path, for :func:`publish_shard`.
+
+    ``publisher``: the pid of another process of this host that will publish it; the
+    temporary name then carries that pid (``.tmp-user.host.<publisher>.pub.<name>``), so
+    a cleaner of dead writers' files leaves it alone while the publisher runs, even
+    when the process that wrote it is gone.
+    """
+    if publisher:
+        user = name.split(".", 1)[0]
+        name = f"{user}.{name_part(socket.gethostname())}.{publisher}{PUBLISHED_BY}{name}"
     tmp = os.path.join(directory, f".tmp-{name}")
     try:
         try:
@@ -776,6 +785,7 @@ def write_shard_unpublished(directory: str, name: str, shard: ShardData) -> str:
 
 
 TMP_PREFIXES = (".tmp-plain-", ".tmp-")  # a shard being written (the longer one first)
+PUBLISHED_BY = ".pub."  # in a temporary name: the publisher's user.host.pid before it
 
 
 def published_name(tmp_name: str) -> str:
@@ -785,7 +795,7 @@ def published_name(tmp_name: str) -> str:
         return ""
     for prefix in TMP_PREFIXES:
         if tmp_name.startswith(prefix):
-            name = tmp_name[len(prefix):]
+            name = tmp_name[len(prefix):].split(PUBLISHED_BY, 1)[-1]
             return name if name.endswith(".nc") and not name.startswith(".") else ""
     return ""
 
