@@ -48,6 +48,7 @@ MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much wor
 MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
 CHUNK_BYTES = 32 * 2**20  # results per task at most (big arrays: fewer points per task;
 # more than compaction's small shards, so a big-results run is not rewritten at its end)
+RUN_COMPACT_BYTES = 4 * 2**20  # shards the end of a run compacts, at most
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 
 
@@ -556,8 +557,11 @@ class PointSource:
         return stored
 
     def compact(self) -> None:
-        if self.store.small_shards() > self.settings.compact_above:
-            self.store.compact()
+        """Compact the run's small shards at its end, those of at most
+        :data:`RUN_COMPACT_BYTES` (opening one costs more than reading it): shards of
+        big results are as cheap to read as one file and are not rewritten here."""
+        if self.store.small_shards(RUN_COMPACT_BYTES) > self.settings.compact_above:
+            self.store.compact(max_shard_bytes=RUN_COMPACT_BYTES)
 
     def close(self) -> None:
         try:
