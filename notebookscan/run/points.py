@@ -48,6 +48,7 @@ MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much wor
 MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
 CHUNK_BYTES = 32 * 2**20  # results per task at most (big arrays: fewer points per task;
 # more than compaction's small shards, so a big-results run is not rewritten at its end)
+IN_PROCESS_CHUNK_BYTES = 24 * 2**20  # the loop runs two at submit: one shard of ~48 MB
 RUN_COMPACT_BYTES = 4 * 2**20  # shards the end of a run compacts, at most
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 
@@ -195,7 +196,7 @@ class PointSource:
         self._todo = _Pending(np.asarray(todo, dtype=np.int64))
         # in this process, the loop's two tasks (one running, one queued) both run at
         # submit and go into one shard: half the bytes each
-        self._chunker = (_Chunker(settings, 1, 0.0, CHUNK_BYTES // 2) if in_process
+        self._chunker = (_Chunker(settings, 1, 0.0, IN_PROCESS_CHUNK_BYTES) if in_process
                          else _Chunker(settings, 1, MIN_CHUNK_SECONDS))
         self._names = ResultNames(self.names)
         self._batch = Batch()
