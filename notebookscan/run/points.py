@@ -195,7 +195,7 @@ class PointSource:
         self.progress = Progress(total=len(todo), skipped=skipped, failed_before=failed_before)
         self._todo = _Pending(np.asarray(todo, dtype=np.int64))
         # in this process, the loop's two tasks (one running, one queued) both run at
-        # submit and go into one shard: half the bytes each
+        # submit and go into one shard: smaller chunks keep the client's memory low
         self._chunker = (_Chunker(settings, 1, 0.0, IN_PROCESS_CHUNK_BYTES) if in_process
                          else _Chunker(settings, 1, MIN_CHUNK_SECONDS))
         self._names = ResultNames(self.names)
