@@ -1046,6 +1046,7 @@ def summary_section(by_name):
 def _register_module_sections():
     """Benchmarks that render their own section (``render(doc, figdir, md_dir, ...)``)."""
     import bench_adaptive
+    import bench_bigresults
     import bench_durability
     import bench_memory
     import bench_peers
@@ -1054,7 +1055,8 @@ def _register_module_sections():
 
     return {"peers": bench_peers.render, "segments": bench_segments.render,
             "durability": bench_durability.render, "widgets": bench_widgets.render,
-            "memory": bench_memory.render, "adaptive": bench_adaptive.render}
+            "memory": bench_memory.render, "adaptive": bench_adaptive.render,
+            "bigresults": bench_bigresults.render}
 
 
 SECTIONS = {"storage": storage_section, "parallel": parallel_section,

@@ -25,9 +25,9 @@ sys.path.insert(0, HERE)
 import report  # noqa: E402
 
 # module names, in the order they run and appear in RESULTS.md
-BENCHMARKS = ["bench_storage", "bench_peers", "bench_parallel", "bench_scale",
-              "bench_segments", "bench_durability", "bench_widgets", "bench_memory",
-              "bench_adaptive"]
+BENCHMARKS = ["bench_storage", "bench_peers", "bench_bigresults", "bench_parallel",
+              "bench_scale", "bench_segments", "bench_durability", "bench_widgets",
+              "bench_memory", "bench_adaptive"]
 
 
 def main(argv=None):

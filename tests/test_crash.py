@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import signal
@@ -10,6 +11,8 @@ import sys
 import textwrap
 import time
 
+import numpy as np
+import pytest
 import xarray as xr
 
 import notebookscan as ns
@@ -101,3 +104,64 @@ def test_two_processes_scanning_one_store(tmp_path):
     subprocess.run([sys.executable, str(script), str(clean)], check=True)
     xr.testing.assert_identical(_comparable(ns.open_store(store)),
                                 _comparable(ns.open_store(clean)))
+
+
+BIG_SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    import numpy as np
+    import notebookscan as ns
+
+    cfg = json.loads(sys.argv[1])
+
+    def model(k: int):
+        time.sleep(0.001)
+        return {"x": np.random.default_rng(k).random(65536)}  # 512 KiB of noise a point
+
+    if __name__ == "__main__":
+        scan = ns.Scan(model, ns.grid(k=range(cfg["n"])), store=cfg["store"])
+        log = os.open(cfg["reported"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+        def reported(point, **_):
+            os.write(log, f"{point['k']}\\n".encode())
+
+        scan.events.on("point_done", reported)
+        scan.run(executor=cfg["executor"], progress=False, chunk_size=4)
+""")
+
+
+@pytest.mark.parametrize("executor,delays", [("serial", (0.0, 0.0, 0.05, 0.13, 0.37)),
+                                             ("processes", (0.0, 0.09, 0.23))])
+def test_sigkill_while_big_results_stream_into_shards(tmp_path, executor, delays):
+    # chunks of 2 MiB take the big-results path: the shard is written (by the loop's
+    # thread, or by a pool worker) and fsynced and renamed by the client's publishing
+    # thread while the next points run; a kill of the client and its workers at any
+    # moment leaves every shard whole or absent, and every point reported is stored
+    script = tmp_path / "big.py"
+    script.write_text(BIG_SCRIPT)
+    env = {**os.environ, "NOTEBOOKSCAN_WORKERS": "2"}
+    for trial, delay in enumerate(delays):
+        store, reported = tmp_path / f"store{trial}", tmp_path / f"reported{trial}"
+        cfg = {"n": 300, "store": str(store), "reported": str(reported),
+               "executor": executor}
+        proc = subprocess.Popen([sys.executable, str(script), json.dumps(cfg)], env=env,
+                                start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not reported.exists() or len(reported.read_text().split()) < 8:
+            assert proc.poll() is None, "the scan ended before it was killed"
+            assert time.monotonic() < deadline, "nothing reported in 60 s"
+            time.sleep(0.002)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)  # the client and its pool workers
+        proc.wait()
+        report = ns.verify(store)
+        assert report.healthy, report
+        names = Store(store).shard_files()
+        for name in names:  # whole: every shard reads, rows and data intact
+            read_shard(os.path.join(Store(store).shards_dir, name))
+        said = {int(k) for k in reported.read_text().split()}
+        ds = ns.open_store(store)
+        held = {int(k) for k in ds.k.values[(ds.ns_status == "done").values]}
+        assert said <= held, sorted(said - held)[:10]
+        for k in sorted(said)[:: max(1, len(said) // 5)]:
+            row = ds.x.sel(k=k).values
+            np.testing.assert_array_equal(row, np.random.default_rng(k).random(65536))

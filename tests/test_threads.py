@@ -35,7 +35,7 @@ STRESS = textwrap.dedent('''
 
     def model(x: int):
         time.sleep(0.0005)
-        # random int64 blosc refuses to compress: the shard's first write fails on close
+        # random int64: noise, stored uncompressed (its codec is chosen from a sample)
         noise = np.random.default_rng(x).integers(-2**62, 2**62, 1024)
         return {"v": np.full(2000, float(x)), "noise": noise, "s": x * 1.0,
                 "name": str(x)}

@@ -7,6 +7,7 @@ a point that takes microseconds costs microseconds of bookkeeping, not tens.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from ..store.shards import (
     column_for,
     new_shard_name,
     write_shard_atomically,
+    write_shard_unpublished,
 )
 from .worker import ChunkResult, PointColumns, attrs_mismatch
 
@@ -284,9 +286,18 @@ class ShardSink:
     run_id: str
     attrs: dict[str, Any]
     min_bytes: int
+    # the client's host and pid: a worker on that host leaves the fsync and the rename
+    # to the client (done while the worker goes on), under a temporary name that
+    # carries the client's pid (a cleaner sees it alive as long as the client runs,
+    # whichever worker wrote it); a worker elsewhere does them itself. The shard's own
+    # name carries the worker's pid, as any shard's names its writer.
+    client: tuple[str, int] = ("", 0)
 
     def write(self, points: Sequence[dict[str, Any]], seeds: Sequence[int],
               chunk: ChunkResult) -> str:
+        """Write the chunk as a shard; returns its name, or the name of the temporary file
+        holding it (see :func:`~notebookscan.store.shards.published_name`) when the client
+        publishes it, or ``""`` when nothing was written."""
         batch = Batch()
         batch.add(np.arange(len(points)), chunk)
         shard = batch.to_shard(self.names, point_columns(points, self.names), self.keys,
@@ -294,5 +305,9 @@ class ShardSink:
         if Store(os.path.dirname(self.shards_dir)).check_forms(shard):
             return ""  # a result changed form: the client refuses it, nothing is written
         name = new_shard_name()
+        host, pid = self.client
+        if host and host == socket.gethostname():
+            return os.path.basename(
+                write_shard_unpublished(self.shards_dir, name, shard, publisher=pid))
         write_shard_atomically(self.shards_dir, name, shard)
         return name

@@ -18,11 +18,15 @@ another live run holds wait for it, and are taken over when its runner dies.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,7 +36,7 @@ from ..store import Store
 from ..store.journal import Journal, JournalUnsupported, fold_journals
 from ..store.leases import LEASE_KEYS, Runner
 from ..store.schema import is_reserved
-from ..store.shards import Record
+from ..store.shards import Record, publish_shard, published_name
 from .batch import Batch, ShardSink
 from .events import Events
 from .loop import LoopSettings, Progress, Task
@@ -42,15 +46,20 @@ __all__ = ["PointSource", "ResultNames"]
 
 MIN_CHUNK_SECONDS = 0.01  # tasks shipped to workers hold at least this much work
 MAX_CHUNK = 5_000  # points per task at most, so a chunk's points and results stay small in memory
-CHUNK_BYTES = 64 * 2**20  # results per task at most (big arrays: fewer points per task)
+CHUNK_BYTES = 32 * 2**20  # results per task at most (big arrays: fewer points per task;
+# more than compaction's small shards, so a big-results run is not rewritten at its end)
+IN_PROCESS_CHUNK_BYTES = 24 * 2**20  # the loop runs two at submit: one shard of ~48 MB
+RUN_COMPACT_BYTES = 4 * 2**20  # shards the end of a run compacts, at most
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 
 
 class _Chunker:
     """Chunk sizes that adapt to the measured time per point (aiming at ~0.2 s a chunk)."""
 
-    def __init__(self, settings: LoopSettings, workers: int, min_seconds: float = 0.0):
+    def __init__(self, settings: LoopSettings, workers: int, min_seconds: float = 0.0,
+                 max_bytes: int = CHUNK_BYTES):
         self.target = settings.chunk_seconds
+        self.max_bytes = max_bytes
         self.min_seconds = min_seconds  # the least work worth a task (shipping costs)
         self.fixed = settings.chunk_size
         self.workers = max(1, workers)
@@ -82,7 +91,7 @@ class _Chunker:
         fair = math.ceil(remaining / (2 * self.workers))  # keep every worker busy to the end
         # ...but a task of less work than min_seconds costs more to ship than it saves
         fair = max(fair, math.ceil(self.min_seconds / per_point))
-        by_bytes = int(CHUNK_BYTES / self.bytes_per_point) if self.bytes_per_point else size
+        by_bytes = int(self.max_bytes / self.bytes_per_point) if self.bytes_per_point else size
         return max(1, min(size, fair, by_bytes, MAX_CHUNK, remaining))
 
 
@@ -185,7 +194,10 @@ class PointSource:
         self._provenance_stored = False
         self.progress = Progress(total=len(todo), skipped=skipped, failed_before=failed_before)
         self._todo = _Pending(np.asarray(todo, dtype=np.int64))
-        self._chunker = _Chunker(settings, 1, 0.0 if in_process else MIN_CHUNK_SECONDS)
+        # in this process, the loop's two tasks (one running, one queued) both run at
+        # submit and go into one shard: smaller chunks keep the client's memory low
+        self._chunker = (_Chunker(settings, 1, 0.0, IN_PROCESS_CHUNK_BYTES) if in_process
+                         else _Chunker(settings, 1, MIN_CHUNK_SECONDS))
         self._names = ResultNames(self.names)
         self._batch = Batch()
         self._journal = Journal(store.path)
@@ -201,6 +213,11 @@ class PointSource:
         self._unflushed: list[np.ndarray] = []
         self._elsewhere = np.empty(0, dtype=np.int64)
         self._leases_warned = False
+        # big results: the shards being fsynced in a thread while the next points run,
+        # and the chunks whose shards workers on this host wrote but did not publish
+        self._publisher: ThreadPoolExecutor | None = None
+        self._publishing: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._unpublished: list[tuple[np.ndarray, ChunkResult]] = []
 
     # ---------------------------------------------------------------- handing out
 
@@ -244,7 +261,8 @@ class PointSource:
             return None
         return ShardSink(self.store.shards_dir, self.names, self.keys[chunk],
                          self.run_id, {} if self._provenance_stored else self.attrs,
-                         0 if writer == "workers" else WORKER_WRITE_BYTES)
+                         0 if writer == "workers" else WORKER_WRITE_BYTES,
+                         (socket.gethostname(), os.getpid()))
 
     def split(self, chunk: np.ndarray) -> list[Task]:
         if len(chunk) < 2:
@@ -276,7 +294,11 @@ class PointSource:
         for name in [n for n, values in results.arrays.items()
                      if all(v is None for v in values)]:
             del results.arrays[name]
-        if results.written:
+        if results.written and published_name(results.written):
+            # written by a worker on this host, not yet durable: published with the
+            # next commit, counted once it is
+            self._unpublished.append((chunk, results))
+        elif results.written:
             self._count(chunk, results)
             self._announce(chunk, results)
             results.forget()  # the worker stored it: only the counts were needed
@@ -288,11 +310,17 @@ class PointSource:
         fsync it, then count them. Chunks of 1 MiB of results or more, and chunks the
         journal cannot hold (a column of objects other than text; a journal that cannot
         be written) are written as a shard at once instead."""
+        self._settle(wait=False)  # count the shards published meanwhile
+        if self._received and (sum(results.nbytes for _, results in self._received)
+                               >= WORKER_WRITE_BYTES):
+            self._write_big()  # big results: written once into a shard, not journal then shard
+            return
+        self._publish_in_background([], None)  # the workers' shards, if any
         if not self._received:
             return
-        if sum(results.nbytes for _, results in self._received) >= WORKER_WRITE_BYTES:
-            self.flush()  # big results: written once into a shard, not journal then shard
-            return
+        # a pending shard of this process empties the journal once published: the
+        # record below must not be appended before that
+        self._settle(wait=True, own_only=True)
         received = self._received
         batch = Batch()
         for chunk, results in received:
@@ -382,9 +410,99 @@ class PointSource:
         nbytes = self._batch.nbytes + sum(r.nbytes for _, r in self._received)
         return points, nbytes
 
+    def _write_big(self) -> None:
+        """Write the batch and the chunks just received as one shard, and let a thread
+        make it durable (fsync, rename) while the next points run.
+
+        The shard's HDF5 writing happens here, in the loop's thread under the HDF5 lock;
+        only the fsyncs and the rename run in the publishing thread (no HDF5 there). The
+        received chunks count (progress, events, leases) and the journal is emptied only
+        in :meth:`_settle`, once the shard is durable: a process killed before that
+        loses only points it never reported. At most one shard is pending, so memory
+        holds the results of one shard being synced and of the points running.
+        """
+        self._settle(wait=True, own_only=True)
+        received, self._received = self._received, []
+        batch, self._batch = self._batch, Batch()  # journaled chunks go into it too
+        for chunk, results in received:
+            batch.add(chunk, results)
+        data = batch.to_shard(self.names, self.columns, self.keys, self.seeds, self.run_id,
+                              self.attrs)
+        problem = self.store.check_forms(data)  # a result whose form changed: stop first
+        if problem:
+            raise ScanError(problem)
+        name, tmp = self.store.write_unpublished(data)
+        del data
+        if not (self.events.wants("point_done") or self.events.wants("point_failed")):
+            # written: the arrays need not wait for the fsync (only the counts do)
+            for _, results in received:
+                results.arrays = {}
+        self._publish_in_background([(tmp, name)], (received, batch))
+
+    def _publish_in_background(self, own: list[tuple[str, str]],
+                               mine: tuple[list[Any], Batch] | None) -> None:
+        """Publish (fsync, rename) the shards the workers of this host left unpublished
+        and ``own`` (temporary path, name) in the publishing thread; :meth:`_settle`
+        counts their chunks (and ``mine``: this process's chunks and batch)."""
+        workers, self._unpublished = self._unpublished, []
+        jobs = list(own)
+        for _, results in workers:
+            jobs.append((os.path.join(self.store.shards_dir, results.written),
+                         published_name(results.written)))
+        if not jobs:
+            return
+        if self._publisher is None:
+            self._publisher = ThreadPoolExecutor(1, thread_name_prefix="notebookscan-publish")
+        future = self._publisher.submit(_publish_all, self.store.shards_dir, jobs)
+        self._publishing.append((future, workers, mine, [name for _, name in own]))
+
+    def _settle(self, wait: bool = True, own_only: bool = False) -> None:
+        """Count the chunks of the shards :meth:`_publish_in_background` made durable
+        (in the order they were handed over; a failed fsync or rename raises here, and
+        nothing of that shard was counted). ``wait``: wait for every pending one (with
+        ``own_only``, until none holds this process's own chunks); else only count those
+        done already. Workers' shards may pile up (their data is in files, not here);
+        this process's own are one at a time (see :meth:`_write_big`)."""
+        while self._publishing:
+            if own_only and not any(job[2] is not None for job in self._publishing):
+                return
+            if not wait and not self._publishing[0][0].done():
+                return
+            self._settle_one(*self._publishing.popleft())
+
+    def _settle_one(self, future: Any, workers: list[tuple[np.ndarray, ChunkResult]],
+                    mine: tuple[list[Any], Batch] | None, names: list[str]) -> None:
+        future.result()
+        for chunk, results in workers:
+            results.written = published_name(results.written)
+            self._count(chunk, results)
+            self._announce(chunk, results)
+            results.forget()
+        if mine is None:
+            return
+        received, batch = mine
+        for chunk, results in received:
+            ok = int(results.done.sum())
+            self.progress.done += ok
+            self.progress.failed += len(chunk) - ok
+            self._lease_counted(chunk, stored=False)
+        self._journal.discard()  # its records are in this shard (or earlier ones)
+        self._lease_flushed()
+        for chunk, results in received:
+            self._announce(chunk, results)
+        batch.forget()
+        self._seen_shards.update(names)
+        self._provenance_stored = True
+        self.progress.shards += len(names)
+        for name in names:
+            self.events.emit("flushed", shard=name, points=batch.points)
+
     def flush(self) -> None:
         """Write the batch, with the chunks received since the last commit (the shard
         makes them durable: they need no journal record), as one shard."""
+        self._settle()
+        self._publish_in_background([], None)  # the workers' shards, if any
+        self._settle()
         received, self._received = self._received, []
         for chunk, results in received:
             self._count(chunk, results)
@@ -445,14 +563,28 @@ class PointSource:
         return stored
 
     def compact(self) -> None:
-        if self.store.small_shards() > self.settings.compact_above:
-            self.store.compact()
+        """Compact the run's small shards at its end, those of at most
+        :data:`RUN_COMPACT_BYTES` (opening one costs more than reading it): shards of
+        big results are as cheap to read as one file and are not rewritten here."""
+        if self.store.small_shards(RUN_COMPACT_BYTES) > self.settings.compact_above:
+            self.store.compact(max_shard_bytes=RUN_COMPACT_BYTES)
 
     def close(self) -> None:
         try:
+            self._close_publisher()
             self._journal.close()  # removed when empty; else the next run folds it
         finally:
             self._runner.close()  # its leases and record go
+
+    def _close_publisher(self) -> None:
+        """Settle a shard still pending (the loop's last flush did, unless it failed)."""
+        try:
+            if self._publishing and self.progress.error is None:
+                self._settle()
+        finally:
+            if self._publisher is not None:
+                self._publisher.shutdown(wait=True)  # a pending rename ends before we do
+                self._publisher = None
 
     def summary(self) -> dict[str, Any]:
         return {}
@@ -567,3 +699,9 @@ class PointSource:
         journal (on this host) is folded into a shard, so they are not computed again."""
         if self._runner.pop_taken_over():
             fold_journals(self.store)
+
+
+def _publish_all(shards_dir: str, jobs: list[tuple[str, str]]) -> None:
+    """Publish each (temporary path, shard name) of ``jobs`` (the publishing thread)."""
+    for tmp, name in jobs:
+        publish_shard(tmp, os.path.join(shards_dir, name))

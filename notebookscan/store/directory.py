@@ -63,9 +63,10 @@ from .shards import (
     hdf5_lock,
     new_shard_name,
     open_dataset,
+    publish_shard,
     read_shard,
     unreadable_reason,
-    write_shard_atomically,
+    write_shard_unpublished,
 )
 from .table import Conflict, ReadRules, Table, combine_shards
 from .versions import check_forms, recorded_forms, register_run, run_order, waiting_lock
@@ -331,6 +332,15 @@ class Store:
         With ``register_runs``, the runs of the shard's rows not yet in ``runs.json``
         take their ordinals (see :meth:`register_run`).
         """
+        name, tmp = self.write_unpublished(shard, register_runs=register_runs)
+        publish_shard(tmp, os.path.join(self.shards_dir, name))
+        return name
+
+    def write_unpublished(self, shard: ShardData, *,
+                          register_runs: bool = True) -> tuple[str, str]:
+        """:meth:`write` up to the fsync: the shard's file name and the temporary file
+        holding it, which :func:`~notebookscan.store.shards.publish_shard` (any thread, no
+        HDF5) makes durable and visible under that name. Until then no reader sees it."""
         check_own_directory(self.shards_dir, "shards/")
         os.makedirs(self.shards_dir, exist_ok=True)
         if register_runs and "run" in shard.bookkeeping:
@@ -344,10 +354,10 @@ class Store:
             # first shard of the run written here; later shards refer to it by run id
             shard = dataclasses.replace(
                 shard, attrs={k: v for k, v in shard.attrs.items() if k != "provenance"})
-        write_shard_atomically(self.shards_dir, name, shard)
+        tmp = write_shard_unpublished(self.shards_dir, name, shard)
         if isinstance(text, str) and "provenance" in shard.attrs:
             self._provenance_in[text] = name
-        return name
+        return name, tmp
 
     # -------------------------------------------------------------- versions and forms
 

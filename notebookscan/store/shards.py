@@ -62,6 +62,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,10 +101,13 @@ __all__ = [
     "Record",
     "ShardData",
     "check_rows",
+    "publish_shard",
+    "published_name",
     "read_shard",
     "shard_from_records",
     "write_shard",
     "write_shard_atomically",
+    "write_shard_unpublished",
 ]
 
 FORMAT_VERSION = SHARD_FORMAT
@@ -114,6 +118,8 @@ COMPRESS_MIN = 4096  # bytes per point below which compression costs more than i
 CHAR_MAX = 64
 COLUMN_COMPRESS_MIN = 256  # points from which 1-D columns are zlib-compressed
 ROWS_DIRECT = 2**16  # per-point arrays this big are written row by row, never stacked
+SAMPLE_BYTES = 2**14  # bytes of a variable's first row that decide its codec
+COMPRESSED_AT_MOST = 0.8  # compress when the sample shrinks to this fraction or less
 
 
 class ShardVanished(StoreError):
@@ -499,17 +505,45 @@ def _put_text(nc: Any, name: str, column: np.ndarray) -> Any:
     return var
 
 
+def _sample_of(data: np.ndarray | RowStack) -> np.ndarray | None:
+    """The first row of ``data`` a point wrote (its first one when none did)."""
+    if isinstance(data, RowStack):
+        return next((row for row in data.rows if row is not None), None)
+    return data[0] if len(data) else None
+
+
+def worth_compressing(sample: np.ndarray | None) -> bool:
+    """Whether blosc-lz4 with byte shuffle is worth using for a variable, judged from one
+    row: its first :data:`SAMPLE_BYTES`, byte-shuffled, must shrink by zlib (level 1) to
+    at most :data:`COMPRESSED_AT_MOST` of their size.
+
+    Noise (random floats shrink ~15 %, random integers not at all) is stored plain:
+    compressing it costs more time than the bytes it saves, and blosc refuses a chunk it
+    cannot shrink (netCDF-C then prints "Blosc_Filter Error" for every chunk and the
+    shard is written a second time uncompressed).
+    """
+    if sample is None:
+        return False
+    flat = np.ascontiguousarray(sample).reshape(-1)
+    flat = flat[: max(1, SAMPLE_BYTES // max(flat.dtype.itemsize, 1))]
+    if flat.nbytes < 64:
+        return False
+    shuffled = np.ascontiguousarray(
+        flat.view(np.uint8).reshape(len(flat), flat.dtype.itemsize).T).tobytes()
+    return len(zlib.compress(shuffled, 1)) <= COMPRESSED_AT_MOST * len(shuffled)
+
+
 def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | RowStack,
                compress: bool) -> Any:
     if data.dtype == object:
         return _put_strings(nc, name, dims, data)
     kwargs: dict[str, Any] = {}
     row_bytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
-    if compress and data.ndim > 1 and data.dtype.kind in "fiu" and row_bytes >= COMPRESS_MIN:
-        kwargs = {
-            "compression": "blosc_lz4", "complevel": 1, "shuffle": True,
-            "chunksizes": (1, *data.shape[1:]),
-        }
+    per_point = data.ndim > 1 and data.dtype.kind in "fiu" and row_bytes >= COMPRESS_MIN
+    if per_point:
+        kwargs = {"chunksizes": (1, *data.shape[1:])}  # one chunk per point
+        if compress and worth_compressing(_sample_of(data)):
+            kwargs.update(compression="blosc_lz4", complevel=1, shuffle=True)
     elif data.ndim == 1 and len(data) >= COLUMN_COMPRESS_MIN and data.dtype.kind in "fiub":
         # zlib, not blosc: blosc refuses data it cannot shrink (random seeds)
         kwargs = {"zlib": True, "complevel": 1, "shuffle": True,
@@ -520,6 +554,10 @@ def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | Row
         # not as netCDF's default fill (9.97e36 for floats)
         fill = _missing_value(data.dtype)
     var = nc.createVariable(name, data.dtype, dims, fill_value=fill, **kwargs)
+    if per_point:
+        # each chunk is written once, whole: caching it (64 MiB per variable by default)
+        # only holds memory and copies it
+        var.set_var_chunk_cache(size=0, nelems=1, preemption=1.0)
     if isinstance(data, RowStack):
         data.write_into(var)
     elif data.size:
@@ -603,8 +641,9 @@ def add_results(shard: ShardData, columns: dict[str, list[Value | None]]) -> Non
 def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
     """Write ``shard`` as one NetCDF-4 file at ``path`` (the caller makes it atomic).
 
-    Result arrays of at least 4 KiB per point are compressed with blosc-lz4 and byte
-    shuffle (fast, and ~12 % smaller even for random floats), one chunk per point.
+    Result arrays of at least 4 KiB per point are stored one chunk per point, compressed
+    with blosc-lz4 and byte shuffle when a sample of the first row says it pays
+    (:func:`worth_compressing`), else plain (noise: random floats, random integers).
     """
     point = ("point",)
     with open_dataset(path, "w", format="NETCDF4") as nc:
@@ -684,7 +723,8 @@ def _put_ragged(nc: Any, name: str, dims: tuple[str, ...], data: Ragged,
     if len(values):  # chunks of ~1 MiB: reading one point's samples reads little more
         kwargs["chunksizes"] = (max(1, min(len(values), 2**20 // max(row_bytes, 1))),
                                 *values.shape[1:])
-        if compress and values.nbytes >= COMPRESS_MIN:
+        if (compress and values.nbytes >= COMPRESS_MIN
+                and worth_compressing(values[: max(1, SAMPLE_BYTES // max(row_bytes, 1))])):
             kwargs.update(compression="blosc_lz4", complevel=1, shuffle=True)
     var = nc.createVariable(name, values.dtype, (sample, *dims[1:]),
                             fill_value=data.fill, **kwargs)
@@ -716,6 +756,23 @@ def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:
     ``.tmp-*`` file, which readers ignore and :func:`~notebookscan.store.compact` removes.
     """
     final = os.path.join(directory, name)
+    publish_shard(write_shard_unpublished(directory, name, shard), final)
+    return final
+
+
+def write_shard_unpublished(directory: str, name: str, shard: ShardData,
+                            publisher: int = 0) -> str:
+    """Write ``shard`` under a temporary name in ``directory`` (not fsynced, not renamed:
+    no reader sees it); returns that path, for :func:`publish_shard`.
+
+    ``publisher``: the pid of another process of this host that will publish it; the
+    temporary name then carries that pid (``.tmp-user.host.<publisher>.pub.<name>``), so
+    a cleaner of dead writers' files leaves it alone while the publisher runs, even
+    when the process that wrote it is gone.
+    """
+    if publisher:
+        user = name.split(".", 1)[0]
+        name = f"{user}.{name_part(socket.gethostname())}.{publisher}{PUBLISHED_BY}{name}"
     tmp = os.path.join(directory, f".tmp-{name}")
     try:
         try:
@@ -725,12 +782,40 @@ def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:
                 raise OSError(errno.ENOSPC, f"No space left on device in {directory} while "
                               "writing a shard; free space and run the scan again "
                               "(everything stored so far is kept)") from exc
-            # blosc refuses data it cannot shrink (pure noise, e.g. random int64):
-            # write this shard again without compression, under a fresh name
+            # blosc refused a chunk its sample said it could shrink (a later point's
+            # data is noise): write this shard again without compression, fresh name
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             tmp = os.path.join(directory, f".tmp-plain-{name}")
             write_shard(tmp, shard, compress=False)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+TMP_PREFIXES = (".tmp-plain-", ".tmp-")  # a shard being written (the longer one first)
+PUBLISHED_BY = ".pub."  # in a temporary name: the publisher's user.host.pid before it
+
+
+def published_name(tmp_name: str) -> str:
+    """The shard name a temporary file of :func:`write_shard_unpublished` is published
+    under; ``""`` for a name that is no such file (a path, another prefix)."""
+    if os.sep in tmp_name or (os.altsep and os.altsep in tmp_name):
+        return ""
+    for prefix in TMP_PREFIXES:
+        if tmp_name.startswith(prefix):
+            name = tmp_name[len(prefix):].split(PUBLISHED_BY, 1)[-1]
+            return name if name.endswith(".nc") and not name.startswith(".") else ""
+    return ""
+
+
+def publish_shard(tmp: str, final: str) -> None:
+    """Make a shard written by :func:`write_shard_unpublished` durable and visible:
+    fsync it, rename it to ``final``, fsync the directory. Touches no HDF5: any thread
+    may call it. The temporary file is removed if this fails."""
+    try:
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -738,11 +823,10 @@ def write_shard_atomically(directory: str, name: str, shard: ShardData) -> str:
             os.close(fd)
         os.replace(tmp, final)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_directory(directory)
-    return final
+    fsync_directory(os.path.dirname(final))
 
 
 def fsync_directory(directory: str) -> None:
