@@ -496,11 +496,15 @@ class Scan(RunControl):
         if run.done():  # it ended meanwhile: everything is stored
             return self._read_results(broadcast)
         stored = int(ds["ns_status"].isin(["done", "failed"]).sum())
-        note = (f"{stored} of {len(self.space)} points so far, the run continues; "
+        note = (f"{stored} of {self._planned_total()} points so far, the run continues; "
                 "scan.wait() (or `await scan` in a notebook) waits for all of them")
         ds.attrs["ns_in_progress"] = note
         warnings.warn(note, PartialResultsWarning, stacklevel=3)
         return ds
+
+    def _planned_total(self) -> str:
+        """The number of points this scan's run aims at, as the progress note says it."""
+        return str(len(self.space))
 
     def _wait_first_batch(self, run: ScanRun, broadcast: Any, landed: threading.Event,
                           ds: Any) -> Any:

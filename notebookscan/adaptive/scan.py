@@ -207,7 +207,18 @@ class AdaptiveScan(Scan):
     # ------------------------------------------------------------ results
 
     def results(self, broadcast: str | Sequence[str] | None = None) -> Any:
-        """The stored points as a Dataset over ``point`` (parameters as coordinates)."""
+        """The stored points as a Dataset over ``point`` (parameters as coordinates).
+
+        During a run of this scan in this process (``run()`` returned at once in a
+        notebook) it gives the points stored so far and says so, as :meth:`Scan.results`.
+        """
+        return super().results(broadcast)
+
+    def _planned_total(self) -> str:
+        """The points a run aims at: the goal's number, when it has one."""
+        return "?" if self.goal.points is None else str(self.goal.points)
+
+    def _read_results(self, broadcast: Any) -> Any:
         if broadcast is not None:
             raise ScanError("broadcast= needs a grid layout; an adaptive scan's points "
                             "form a list")
