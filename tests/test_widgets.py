@@ -664,3 +664,20 @@ def test_a_default_the_form_cannot_hold_is_left_to_the_function():
     assert spec.space.names == ("k", "n") and spec.space.columns()["n"] == [4] * 5
     spec.parameter("x").value = "none"
     assert "not a number" in spec.parameter("x").error and spec.space is None
+
+
+def test_the_form_keeps_the_units_of_the_scan_it_shows(tmp_path):
+    """Editing the form of a scan whose space declares units builds spaces with them."""
+    def model(k: float, tau: float = 0.01):
+        return k * tau
+
+    space = ns.grid(k=[1.0, 2.0], tau=[0.01, 0.02]).with_attrs(
+        tau={"units": "s", "long_name": "membrane time constant"})
+    builder = SweepBuilder(model, store=str(tmp_path / "s"), space=space)
+    assert builder.spec.space.attrs == {"tau": {"units": "s",
+                                                "long_name": "membrane time constant"}}
+    builder.spec.parameter("k").set(mode="list", values="1, 2, 3")
+    edited = builder.spec.space
+    assert len(edited) == 6 and edited.attrs["tau"]["units"] == "s"
+    ns.Scan(model, edited, store=tmp_path / "s").run(executor="serial", progress=False)
+    assert ns.open_store(tmp_path / "s").tau.attrs["units"] == "s"

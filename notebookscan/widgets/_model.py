@@ -450,6 +450,9 @@ class SweepSpec(t.HasTraits):
     paused = t.Bool(False)
     #: parameters that stay in the space at their default (those of a space shown)
     keep = t.Set(t.Unicode())
+    #: units and long names of parameters (``Space.with_attrs``) for the spaces the form
+    #: builds: those of a space shown, so editing its form keeps them
+    attrs = t.Dict()
 
     space = t.Any(None, allow_none=True, read_only=True)
     error = t.Unicode("", read_only=True)
@@ -517,7 +520,7 @@ class SweepSpec(t.HasTraits):
             self._count_stored()
 
     @t.observe("trials", "samples", "method", "seed", "exclusions", "base_space", "function",
-               "keep")
+               "keep", "attrs")
     def _on_change(self, change: Any) -> None:
         if self.base_space is not None and change["name"] in (
                 "trials", "samples", "method", "seed", "exclusions"):
@@ -570,7 +573,8 @@ class SweepSpec(t.HasTraits):
             return None, "fix the exclusions"
         if len(space) == 0:
             return None, "the exclusions leave no point to run"
-        return space, ""
+        declared = {name: a for name, a in self.attrs.items() if name in space.names}
+        return (space.with_attrs(**declared) if declared else space), ""
 
     def _rebuild(self) -> None:
         error = ""
@@ -672,6 +676,7 @@ class SweepSpec(t.HasTraits):
         names = [p.name for p in self.parameters]
         optional = {p.name for p in self.parameters if p.default is not None}
         self.keep = set(space.names) & set(names)  # the form gives back the same names
+        self.attrs = {**self.attrs, **space.attrs}
         form = _form_of(node, names, optional)
         if form is None:
             first = _first_part(node)

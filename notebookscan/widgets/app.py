@@ -184,8 +184,9 @@ class ScanApp(w.VBox):
     def _show_header(self, status: dict[str, int]) -> None:
         """Title, store and the scan's counts (done, failed of all points, missing)."""
         spec = self.builder.spec
-        where = html.escape(spec.store or "no store")
-        full = html.escape(os.path.abspath(spec.store) if spec.store else "")
+        full = os.path.abspath(spec.store) if spec.store else ""
+        where = html.escape(_shown_path(full) if full else "no store")
+        full = html.escape(full)
         total = status.get("total", status["done"] + status["failed"] + status["missing"])
         counts = (f'<span class="nbscan-header-counts" data-done="{status["done"]}" '
                   f'data-failed="{status["failed"]}" data-total="{total}" '
@@ -221,3 +222,10 @@ class ScanApp(w.VBox):
     def scan(self) -> Scan | None:
         """The scan of the last run (or the one the form describes)."""
         return self.monitor.scan or self._initial_scan()
+
+
+def _shown_path(path: str) -> str:
+    """``path`` as the header shows it: relative to the working directory when inside it
+    (a scan's store path is absolute, the user typed ``results/rates``)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative

@@ -17,6 +17,7 @@ MODEL = textwrap.dedent('''
     import numpy as np
     import notebookscan as ns
     import notebookscan.widgets as nsw
+    import xarray as xr
 
     def firing_rate(k: float, tau: float = 0.01, delay: float = 0.0, seed: int = 0):
         """A toy neuron: a noisy sigmoid of the drive k; fails for large drive and tau."""
@@ -25,7 +26,12 @@ MODEL = textwrap.dedent('''
             raise FloatingPointError(f"diverged at k={k}, tau={tau}")
         rng = np.random.default_rng(seed)
         rate = 40 / (1 + np.exp(-(k - 10) * tau * 60)) + rng.normal(0, 1.5)
-        return {"rate": rate, "cv": 1 / np.sqrt(1 + k) + rng.normal(0, 0.02)}
+        cv = 1 / np.sqrt(1 + k) + rng.normal(0, 0.02)
+        return {"rate": xr.DataArray(rate, attrs={"units": "Hz", "long_name": "firing rate"}),
+                "cv": xr.DataArray(cv, attrs={"long_name": "ISI coefficient of variation"})}
+
+    UNITS = {"k": {"units": "nA", "long_name": "input drive"},
+             "tau": {"units": "s", "long_name": "membrane time constant"}}
 ''').strip()
 
 
@@ -44,7 +50,9 @@ def app_notebook(path: Path, store: str, *, executor: str = "processes") -> Path
     return write(path, [
         MODEL,
         f"""
-        app = nsw.ScanApp(firing_rate, store={store!r}, executor={executor!r},
+        # a scan whose space declares the parameters' units: the form keeps them
+        space = ns.grid(k=np.linspace(0, 1, 5), tau=0.01).with_attrs(**UNITS)
+        app = nsw.ScanApp(ns.Scan(firing_rate, space, store={store!r}), executor={executor!r},
                           interactive=False)  # PNG plots: the test compares their sources
         app.builder.rows["tau"].mode.value = "list"
         app.builder.rows["tau"].values.value = "0.005, 0.01, 0.02"
