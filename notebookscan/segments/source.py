@@ -112,6 +112,7 @@ class Work:
     needs_transform: bool = False  # link is complete; start link + 1 first
     started: float = 0.0  # when the link's first segment started
     compute: float = 0.0  # seconds spent in the link's segments so far
+    worker: str = ""  # the worker that ran its latest segment (and may hold its model)
 
 
 @dataclass
@@ -159,7 +160,7 @@ class SegmentSource:
                  links: list[Link], pass_seed: bool, duration: float | None, store: Store,
                  recordings: Store, checkpoints: CheckpointDirectory,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
-                 run_id: str, skipped: int, repaired: list[Record]):
+                 run_id: str, skipped: int, repaired: list[Record], keep_models: bool = True):
         self.payload, self.form = payload, form
         self.names = tuple(names)
         self.links = links
@@ -167,6 +168,7 @@ class SegmentSource:
         self.store, self.recordings, self.checkpoints = store, recordings, checkpoints
         self.settings, self.events = settings, events
         self.run_id = run_id
+        self.keep_models = keep_models
         self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
         self.progress = SegmentProgress(total=len(works), skipped=skipped)
         self.progress.segments_total = sum(self._remaining(w) for w in works)
@@ -211,8 +213,12 @@ class SegmentSource:
             return None
         task = SegmentTask(work.call, self.pass_seed, work.seed, work.key, work.link, work.count,
                            segment_seed(work.seed, work.count, work.link), work.state,
-                           work.files, self.duration, self.form, self.settings.timeout)
-        return Task(run_segment, (self.payload, task), work)
+                           work.files, self.duration, self.form, self.settings.timeout,
+                           keep=self.keep_models and
+                           work.count + 1 < self.links[work.link].segments)
+        # to the worker that holds the point's live model (it continues from memory)
+        worker = work.worker if self.keep_models and work.worker else None
+        return Task(run_segment, (self.payload, task), work, worker=worker)
 
     def split(self, work: Work) -> list[Task]:
         return []  # one segment: nothing to split
@@ -311,6 +317,7 @@ class SegmentSource:
         work.compute += out.finished - out.started
         work.count = index + 1
         work.state, work.files, work.loaded = out.state, out.files, True
+        work.worker = out.worker
         meta = {"params": _jsonable(work.params), "point_seed": work.seed,
                 "started": work.started, "finished": out.finished,
                 "compute_seconds": work.compute, "summary": summary_to_json(out.summary),
@@ -344,7 +351,7 @@ class SegmentSource:
         self._points.append(record)
         self.progress.failed += 1
         self.progress.segments_total -= self._remaining(work)
-        work.state, work.files = None, {}
+        work.state, work.files, work.worker = None, {}, ""
         if self.events.wants("point_failed"):
             self.events.emit("point_failed", point=work.params, key=work.key, record=record)
 
