@@ -55,7 +55,7 @@ SEGMENT_EVENTS = (*EVENTS, "segment_done")
 
 class SegmentEvents(Events):
     """The scan's events plus ``segment_done`` (``point``, ``key``, ``link``, ``segment``,
-    ``seconds``), emitted when a segment's recordings and state arrive."""
+    ``seconds``, ``worker``), emitted when a segment's recordings and state arrive."""
 
     def on(self, name: str, callback: Callable[..., Any]) -> None:
         if name not in SEGMENT_EVENTS:
@@ -325,7 +325,8 @@ class SegmentSource:
         self._checkpoints.append((work.key, work.link, work.count, out.state, out.files, meta))
         if self.events.wants("segment_done"):
             self.events.emit("segment_done", point=work.params, key=work.key, link=work.link,
-                             segment=index, seconds=out.finished - out.started)
+                             segment=index, seconds=out.finished - out.started,
+                             worker=out.worker)
         if work.count < self.links[work.link].segments:
             self._ready.appendleft(work)  # depth first: finish started points before new ones
             return
