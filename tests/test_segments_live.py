@@ -109,3 +109,28 @@ def test_pool_processes_keep_models_and_a_worker_killed_between_segments_restore
     clean = _run(tmp_path / "clean", tmp_path / "clean.log", monkeypatch, points=points,
                  segments=6, keep_models=False)
     _assert_same(scan, clean, points)
+
+
+def test_a_live_model_is_not_continued_once_another_point_ran_in_its_process(
+        tmp_path, monkeypatch):
+    """Simulators keep process-global state (numpy's or Brian2's global random generator):
+    after another point's segment, a kept model restores from its checkpoint instead."""
+    from notebookscan.segments.worker import SegmentTask, drop_live_models, run_segment
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("NS_TEST_CALLS", str(log))
+
+    def task(x, index, state):
+        return SegmentTask({"x": x}, True, 7, f"key{x}", 0, index, index, state, {}, None,
+                           "generator", None, keep=True)
+
+    try:
+        a0 = run_segment(noisy, task(1.0, 0, None))
+        run_segment(noisy, task(2.0, 0, None))
+        a1 = run_segment(noisy, task(1.0, 1, a0.state))  # B ran in between: restores
+        run_segment(noisy, task(1.0, 2, a1.state))  # nothing in between: from memory
+        run_segment(noisy, task(1.0, 3, a0.state))  # an older checkpoint: restores
+    finally:
+        drop_live_models()
+    opens = [(x, first) for kind, x, first, _ in _calls(log) if kind == "open"]
+    assert opens == [(1.0, 0), (2.0, 0), (1.0, 1), (1.0, 3)]

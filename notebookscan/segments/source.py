@@ -3,8 +3,10 @@
 The run loop (:mod:`notebookscan.run.loop`) runs it, as it runs a plain scan's points.
 
 Points run one segment at a time; a point's next segment is submitted as soon as its
-previous one comes back (with the new state in hand), so up to two segments per worker
-are in flight, each of a different point. What comes back is buffered and flushed in
+previous one comes back (with the new state in hand), to the worker that ran it, where
+the point's model is still alive (``keep_models``; one segment per worker in flight, so
+nothing runs in between). Without ``keep_models`` up to two segments per worker are in
+flight, each of a different point. What comes back is buffered and flushed in
 this order (the run loop decides when):
 
 1. the recordings of the buffered segments, as one shard of ``segments/shards/``
@@ -178,6 +180,7 @@ class SegmentSource:
         self._checkpoints: list[tuple[str, int, int, bytes, dict[str, bytes], dict[str, Any]]] = []
         self._points: list[Record] = list(repaired)
         self._bytes = 0
+        self._handed = 0  # tasks handed out and not received yet
         self._names = ResultNames({*self.names, *SEGMENT_PARAMETERS, "point_key",
                                    *SEGMENT_POINT_VALUES})
 
@@ -194,11 +197,17 @@ class SegmentSource:
         return bool(self._ready)
 
     def next_tasks(self, slots: int, workers: int) -> list[Task]:
+        if self.keep_models:
+            # one point per worker at a time: a worker's next task is then its point's next
+            # segment, which continues the live model there (a second point queued behind
+            # it would run in between and put the model out of date)
+            slots = min(slots, workers - self._handed)
         tasks: list[Task] = []
         while self._ready and len(tasks) < slots:
             task = self._task(self._ready.popleft())
             if task is not None:
                 tasks.append(task)
+        self._handed += len(tasks)
         return tasks
 
     def _task(self, work: Work) -> Task | None:
@@ -286,6 +295,7 @@ class SegmentSource:
 
     def receive(self, work: Work, out: SegmentOutcome) -> None:
         """Keep a segment's rows and checkpoint; hand out the point's next segment."""
+        self._handed -= 1
         self._accept(work, out)
         out.forget()  # its rows and the work's state hold what is still needed
 

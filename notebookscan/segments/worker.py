@@ -152,13 +152,25 @@ def _check_dims(values: Mapping[str, Value]) -> None:
                                        "another recording; use different dim names")
 
 
-#: How many points' live models one worker keeps at most (least recently used go).
-LIVE_MODELS = 4
+#: How many points' live models one worker keeps. One: a live model continues only if
+#: its process ran nothing else since its last segment (simulators keep process-global
+#: state — numpy's and Brian2's global random generator, NEURON's whole model — that
+#: another point's segment would have changed), so a second one could never continue.
+LIVE_MODELS = 1
+#: Segments this process has run: a live model is valid while it is the same as after
+#: its own last segment.
+_RUN_COUNT = [0]
 
 
 @dataclass
 class _Live:
-    """A point's model kept running in this worker after its latest segment."""
+    """A point's model kept running in this worker after its latest segment.
+
+    It runs the point's next segment only when nothing else ran in this process since
+    (``ran``), the task starts from exactly the checkpoint it handed over (``state``,
+    ``files``) and the model and point are the same (``identity``); else it is closed
+    and the model opened from the task's checkpoint.
+    """
 
     iterator: Any  # the model's generator, suspended after its latest yield
     plan: Segments
@@ -169,6 +181,7 @@ class _Live:
     files: dict[str, bytes]
     workdir: str  # holds its restore_dir: the files of the checkpoint it continues from
     restore_dir: str | None
+    ran: int = -1  # _RUN_COUNT after its last segment
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a model failing to close only loses memory
@@ -254,7 +267,8 @@ def _take_live(fn: Any, task: SegmentTask) -> _Live | None:
     live = _LIVE.pop(slot, None)
     if live is None:
         return None
-    if (live.identity == _identity(fn, task) and live.index == task.index
+    if (live.ran == _RUN_COUNT[0] and live.identity == _identity(fn, task)
+            and live.index == task.index
             and task.state is not None and live.state == task.state
             and live.files == dict(task.files)):
         return live
@@ -286,6 +300,7 @@ def _open_live(fn: Any, task: SegmentTask) -> _Live:
 def _segment(fn: Any, task: SegmentTask) -> SegmentOutcome:
     """The user's segment and what is made of it (all of it inside the guarded call)."""
     live = _take_live(fn, task) or _open_live(fn, task)
+    _RUN_COUNT[0] += 1  # whatever happens next, other live models are out of date
     try:
         save_dir = os.path.join(live.workdir, f"save-{task.index}")
         os.makedirs(save_dir)
@@ -311,6 +326,7 @@ def _segment(fn: Any, task: SegmentTask) -> SegmentOutcome:
             shutil.rmtree(live.restore_dir, ignore_errors=True)
         live.restore_dir = save_dir if files else None
         live.index, live.state, live.files = task.index + 1, state, files
+        live.ran = _RUN_COUNT[0]
         _keep(live, (task.key, task.link))
     else:
         live.close()
