@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import os
 import shutil
 import socket
@@ -239,7 +240,10 @@ def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> Segm
         The point, the segment and the checkpoint to start from.
     """
     started = time.time()
-    out, failure = guarded_call(_segment, (load_function(function), task), task.timeout,
+    fn = load_function(function)
+    if isinstance(function, bytes):
+        _warm_up()
+    out, failure = guarded_call(_segment, (fn, task), task.timeout,
                                 (SegmentError, StateError, ResultError))
     if failure is not None:
         _forget((task.key, task.link))  # a model that failed mid-segment cannot go on
@@ -248,6 +252,22 @@ def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> Segm
                               worker=worker_name())
     out.started = started
     return out
+
+
+def _warm_up() -> None:
+    """Once per worker process, after the model's module is loaded (its imports done):
+    move what is alive into the permanent generation of the garbage collector
+    (:func:`gc.freeze`), so that full collections — Brian2 runs one at every
+    ``net.run`` — no longer walk every imported library (~0.1 s a collection in a worker
+    with xarray and Brian2 loaded). Not in the client's own process (serial executor):
+    what a user holds there must stay collectable."""
+    if not _FROZEN:
+        gc.collect()
+        gc.freeze()
+        _FROZEN.append(True)
+
+
+_FROZEN: list[bool] = []
 
 
 def _forget(slot: tuple[str, int]) -> None:
