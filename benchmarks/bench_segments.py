@@ -14,6 +14,18 @@ Two measurements, every case in its own child process (peak RSS from ``os.wait4`
     encoding the state, writing recordings, checkpointing (fsync) and pruning cost per
     segment, for states of 1 KB, 1 MB and 16 MB, and with a 1 MB simulator file handed
     over each segment. The encode/decode and checkpoint-write parts are also timed alone.
+``straight``
+    Segmented with a checkpoint after every segment against the straight run, for the
+    package's numpy LIF network and for the real Brian2 network of docs/segments.md
+    (numpy code generation, extracted from the docs and run in Brian2's own venv:
+    ``make brian2-env`` or ``--brian-python``), each a 2×2 grid × 10 segments on the
+    serial executor: the straight run (each point built once and run through, no
+    store), the segmented scan restoring every segment (``keep_models=False``, what every
+    segment did before live models) and the segmented scan keeping each point's model
+    alive (``keep_models=True``, the default); the segmented scans on a process pool of
+    one worker, started and with the model's imports done before the clock starts, as
+    the straight run has them. Each case in a fresh process; code generation and the
+    first run are in the time.
 
     python benchmarks/bench_segments.py            # -> results/segments.json
     python benchmarks/bench_segments.py --quick    # -> _work/results-quick/segments.json
@@ -40,6 +52,14 @@ from bench_storage import machine_info, run_child  # noqa: E402
 NAME = "segments"
 WORK = os.path.join(HERE, "_work", NAME)
 MEMORY_LIMIT = 1.20  # 10 segments may peak at most 20 % above 1 segment
+STRAIGHT_LIMIT = 1.30  # segmented, checkpoint every segment, at most 1.3x the straight run
+STRAIGHT_SEGMENTS = 10
+LIF_GRID = {"g": [3.0, 5.0], "drive": [1.1, 1.3]}
+LIF_POINT = {"n": 400}
+LIF_SEGMENT = 0.2  # model seconds per segment
+BRIAN_GRID = {"rate": [40.0, 60.0], "trial": [0, 1]}
+BRIAN_SEGMENT = 0.1
+BRIAN_MARK = "<!-- brian2-example -->"
 
 
 # --------------------------------------------------------------------------------------
@@ -86,6 +106,24 @@ def state_model(state_bytes: int, file_bytes: int, segments):
                 f.write(segment.rng().bytes(file_bytes))
         yield Segment({"m": np.full(1000, v[0])}, state={"v": v, "step": segment.index},
                       time=segment.index * 1000 + np.arange(1000))
+
+
+def brian_example_code() -> str:
+    """The Brian2 model of docs/segments.md, as the docs print it."""
+    import re
+
+    with open(os.path.join(ROOT, "docs", "segments.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    block = re.search(r"```python\n(.*?)```", text[text.index(BRIAN_MARK):], re.S)
+    assert block is not None, "docs/segments.md has no Brian2 example"
+    return block.group(1)
+
+
+def brian_grid_model(rate: float, trial: int, seed: int, segments):
+    """The docs' model over a 2x2 grid (``trial`` only changes the point's seed)."""
+    from brian_example import brian_model
+
+    return brian_model(rate, seed, segments)
 
 
 # --------------------------------------------------------------------------------------
@@ -164,15 +202,89 @@ def child_overhead(state_bytes: int, file_bytes: int, segments: int, workdir: st
              "state_nc_bytes": len(encoded)})
 
 
+def child_straight(model: str, case: str, workdir: str) -> None:
+    ns = _import_notebookscan()
+    from notebookscan.segments import SegmentedScan, iterate
+
+    if model == "brian":
+        sys.path.insert(0, workdir)
+        with open(os.path.join(workdir, "brian_example.py"), "w") as fh:
+            fh.write(brian_example_code())
+        import brian_example  # noqa: F401 - Brian2 imported before the clock starts
+        from brian2 import second
+
+        fn, grid, duration = brian_grid_model, BRIAN_GRID, BRIAN_SEGMENT
+    else:
+        from notebookscan.demo_network import lif_network
+
+        fn, grid, duration = lif_network, {**LIF_GRID, **{k: [v] for k, v in
+                                                          LIF_POINT.items()}}, LIF_SEGMENT
+    space = ns.grid(**grid)
+    executor = None
+    if case in ("restored", "kept"):
+        from notebookscan.executors.futures import process_pool
+
+        # one worker process, started and with the model's imports done before the clock,
+        # as the straight run has them: what is timed is the run
+        executor = process_pool(1)
+        executor.submit(_import_model, model, workdir).result()
+    if case == "loop":
+        import gc
+
+        gc.collect()
+        gc.freeze()  # as the workers do after their warm-up
+    t0 = time.perf_counter()
+    if case == "loop":  # Brian2 alone, segmented: 10 x (net.run + net.store), no scan
+        from brian_example import build_network
+
+        for point, seed in zip(space, space.seeds(), strict=True):
+            net, _, namespace = build_network(point["rate"], seed)
+            for index in range(STRAIGHT_SEGMENTS):
+                net.run(duration * second, namespace=namespace)
+                net.store("segment", filename=os.path.join(workdir, f"net-{index}.brian"))
+    elif case == "straight":
+        for point, seed in zip(space, space.seeds(), strict=True):
+            if model == "brian":
+                from brian_example import build_network
+
+                net, _, namespace = build_network(point["rate"], seed)
+                net.run(STRAIGHT_SEGMENTS * duration * second, namespace=namespace)
+            else:
+                for out in iterate(fn, point, segments=STRAIGHT_SEGMENTS, seed=seed,
+                                   segment_duration=duration):
+                    del out
+    else:
+        scan = SegmentedScan(fn, space, os.path.join(workdir, "store"),
+                             segments=STRAIGHT_SEGMENTS, segment_duration=duration,
+                             keep_models=case == "kept")
+        progress = scan.run(executor=executor, progress=False).progress
+        assert progress.done == len(space), progress
+    seconds = time.perf_counter() - t0
+    if executor is not None:
+        executor.shutdown()
+    wl.emit({"seconds": seconds})
+
+
+def _import_model(model: str, workdir: str) -> None:
+    """In the worker: import what the model needs (Brian2, the network module)."""
+    _import_notebookscan()
+    if model == "brian":
+        sys.path.insert(0, workdir)
+        import brian_example  # noqa: F401
+    else:
+        import notebookscan.demo_network  # noqa: F401
+
+
 # --------------------------------------------------------------------------------------
 # parent side
 # --------------------------------------------------------------------------------------
 
 
-def _child(args: list[str], log: str) -> tuple[dict | None, int, float, str | None]:
+def _child(args: list[str], log: str, python: str | None = None
+           ) -> tuple[dict | None, int, float, str | None]:
     workdir = tempfile.mkdtemp(prefix="bench-seg-", dir=WORK)
     try:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", *args, workdir]
+        cmd = [python or sys.executable, os.path.abspath(__file__), "--child", *args, workdir]
         return run_child(cmd, timeout=1800, log=log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -225,6 +337,78 @@ def measure_overhead(segments: int, logdir: str) -> list[dict]:
     return rows
 
 
+STRAIGHT_CASES = (("straight", "straight run (no store)"),
+                  ("loop", "Brian2 alone in segments (no scan)"),
+                  ("restored", "segmented, restored every segment (before)"),
+                  ("kept", "segmented, model kept alive (after)"))
+
+
+def brian_python(given: str | None) -> str | None:
+    """Brian2's venv: --brian-python, $NOTEBOOKSCAN_BRIAN2_PYTHON or .venv-brian2."""
+    for python in (given, os.environ.get("NOTEBOOKSCAN_BRIAN2_PYTHON"),
+                   os.path.join(ROOT, ".venv-brian2", "bin", "python")):
+        if python and os.path.exists(python):
+            return python
+    return None
+
+
+def measure_straight(repeats: int, logdir: str, brian: str | None) -> list[dict]:
+    rows = []
+    models = [("lif", None)] + ([("brian", brian)] if brian else [])
+    for model, python in models:
+        entry: dict = {"model": model, "points": 4, "segments": STRAIGHT_SEGMENTS}
+        for case, _ in STRAIGHT_CASES:
+            if case == "loop" and model != "brian":
+                continue  # the LIF's straight run already runs segment by segment
+            times = []
+            for rep in range(repeats):
+                log = os.path.join(logdir, f"straight-{model}-{case}-{rep}.log")
+                result, _, _, error = _child(["straight", model, case], log, python)
+                if error or result is None:
+                    raise SystemExit(f"[{NAME}] straight {model}/{case} failed: {error}")
+                times.append(result["seconds"])
+            entry[case] = statistics.median(times)
+            entry[f"{case}_runs"] = times
+            print(f"[{NAME}] {model:5s} {case:9s} {entry[case]:7.2f} s", flush=True)
+        entry["ratio_before"] = entry["restored"] / entry["straight"]
+        entry["ratio_after"] = entry["kept"] / entry["straight"]
+        entry["passed"] = entry["ratio_after"] <= STRAIGHT_LIMIT
+        rows.append(entry)
+    return rows
+
+
+def straight_table(rows: list[dict], brian_missing: bool) -> list[str]:
+    names = {"lif": f"numpy LIF network ({LIF_POINT['n']} neurons, {LIF_SEGMENT} s a segment)",
+             "brian": f"Brian2 network of docs/segments.md (numpy codegen, {BRIAN_SEGMENT} s "
+                      "a segment)"}
+    lines = ["Segmented with a checkpoint after every segment vs the straight run: 2×2 grid "
+             f"× {STRAIGHT_SEGMENTS} segments; straight in the client's process, segmented "
+             "on a process pool of one worker; a fresh process per case, seconds after the "
+             "imports (median of runs):", "",
+             "| model | straight | simulator alone in segments | segmented before "
+             "(restore every segment) | segmented after (model kept alive) | "
+             "before / straight | after / straight |",
+             "|:---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        alone = f"{r['loop']:.2f}" if "loop" in r else "–"
+        lines.append(f"| {names[r['model']]} | {r['straight']:.2f} | {alone} | "
+                     f"{r['restored']:.2f} | {r['kept']:.2f} | {r['ratio_before']:.2f} | "
+                     f"{r['ratio_after']:.2f} |")
+    verdicts = [f"{r['model']}: {r['ratio_after']:.2f} "
+                f"({'within' if r['passed'] else 'NOT within'} the {STRAIGHT_LIMIT:.1f} limit)"
+                for r in rows]
+    lines += ["", "After / straight: " + "; ".join(verdicts) + "."]
+    if brian_missing:
+        lines.append("Brian2 was not measured: no Brian2 venv (`make brian2-env`).")
+    else:
+        lines += ["", "*Simulator alone in segments*: each point built once and run as 10 × "
+                  "(`net.run` + `net.store`) in one process with `gc.freeze()` after the "
+                  "imports, no scan: Brian2's own cost of running in segments (every "
+                  "`net.run` prepares its code objects again and runs a full garbage "
+                  "collection), the floor any segmented scan of this network pays."]
+    return lines
+
+
 def table(doc: dict) -> str:
     """The results as a short plain-text / markdown table."""
     mem = doc["memory"]
@@ -249,6 +433,10 @@ def table(doc: dict) -> str:
             f"{r['overhead_s'] * 1e3:.2f} | {r['encode_s'] * 1e3:.2f} | "
             f"{r['decode_s'] * 1e3:.2f} | {r['checkpoint_write_s'] * 1e3:.2f} | "
             f"{r['state_nc_bytes'] / 2**10:.0f} |")
+    if doc.get("straight"):
+        lines += ["", *straight_table(doc["straight"], doc.get("brian_missing", False))]
+    if doc.get("note"):
+        lines += ["", doc["note"]]
     return "\n".join(lines)
 
 
@@ -267,12 +455,19 @@ def main(argv: list[str] | None = None) -> str | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", default=None, help="results JSON path")
+    parser.add_argument("--brian-python", default=None,
+                        help="python of a venv with Brian2 and notebookscan")
+    parser.add_argument("--only", choices=["straight"], default=None,
+                        help="measure only the straight-vs-segmented comparison")
+    parser.add_argument("--note", default="", help="a sentence on the machine's load")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, *rest = args.child
         if kind == "memory":
             child_memory(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
+        elif kind == "straight":
+            child_straight(rest[0], rest[1], rest[2])
         else:
             child_overhead(int(rest[0]), int(rest[1]), int(rest[2]), rest[3])
         return None
@@ -280,15 +475,23 @@ def main(argv: list[str] | None = None) -> str | None:
     logdir = os.path.join(WORK, "logs")
     os.makedirs(logdir, exist_ok=True)
     t0 = time.perf_counter()
-    memory = measure_memory(16 if args.quick else 64, 1 if args.quick else 3, logdir)
-    overhead = measure_overhead(10 if args.quick else 50, logdir)
-    doc = {"benchmark": NAME, "quick": args.quick, "machine": machine_info(),
-           "peak_rss_method": "ru_maxrss from os.wait4() of each child process (per child)",
-           "memory_limit_ratio": MEMORY_LIMIT, "memory": memory, "overhead": overhead,
-           "total_seconds": time.perf_counter() - t0}
     out = args.out or (os.path.join(WORK, "..", "results-quick", f"{NAME}.json") if args.quick
                        else os.path.join(HERE, "results", f"{NAME}.json"))
     out = os.path.normpath(out)
+    brian = brian_python(args.brian_python)
+    straight = measure_straight(1 if args.quick else 3, logdir, brian)
+    if args.only == "straight" and os.path.exists(out):
+        with open(out) as fh:  # the other measurements as they were
+            doc = json.load(fh)
+    else:
+        doc = {"memory": measure_memory(16 if args.quick else 64, 1 if args.quick else 3,
+                                        logdir),
+               "overhead": measure_overhead(10 if args.quick else 50, logdir)}
+    doc.update({"benchmark": NAME, "quick": args.quick, "machine": machine_info(),
+                "peak_rss_method": "ru_maxrss from os.wait4() of each child process",
+                "memory_limit_ratio": MEMORY_LIMIT, "straight_limit_ratio": STRAIGHT_LIMIT,
+                "straight": straight, "brian_missing": brian is None, "note": args.note,
+                "total_seconds": time.perf_counter() - t0})
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:
         json.dump(doc, fh, indent=1)

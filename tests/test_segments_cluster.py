@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -106,3 +107,55 @@ def test_a_segmented_scan_ends_when_its_controller_dies(tmp_path):
         for proc in wait_for_no_session_processes(timeout=5, ignore=before):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+
+
+def opened(x: int, log: str, segments):
+    """Counts up by ``x``; logs every open of the model and every segment, with the pid."""
+    with open(log, "a") as f:
+        f.write(f"open {x} {segments.first} {os.getpid()}\n")
+    state = segments.state or {"n": 0}
+    for segment in segments:
+        with open(log, "a") as f:
+            f.write(f"run {x} {segment.index} {os.getpid()}\n")
+        time.sleep(0.05)
+        state = {"n": state["n"] + x}
+        yield Segment({"n": np.array([state["n"]])}, state=state, time=[segment.index])
+
+
+def test_segments_follow_their_engine_and_an_engine_killed_between_segments_restores(
+        ipp_cluster, ipp_client, tmp_path):
+    """Each point's next segment goes to the engine holding its live model (one open per
+    point); killing that engine between two segments makes the point restore from its
+    checkpoint on another engine, with the same results."""
+    pids = {f"engine {eid}": pid for eid, pid in ipp_cluster.engine_pids().items()}
+    log = str(tmp_path / "calls.log")
+    space = ns.grid(x=[1, 2, 3, 4], log=[log])
+    killed: list[int] = []
+
+    def kill_between(point, segment, worker, **_):
+        if point["x"] == 2 and segment == 1 and not killed:
+            killed.append(pids[worker])
+            os.kill(pids[worker], signal.SIGKILL)
+
+    scan = SegmentedScan(opened, space, tmp_path / "s", segments=5)
+    scan.events.on("segment_done", kill_between)
+    progress = scan.run(executor=ipp_client, progress=False, wait=False).wait(timeout=120)
+    assert (progress.done, progress.failed) == (4, 0), progress
+    with open(log) as f:
+        calls = [(k, int(x), int(i), int(pid)) for k, x, i, pid in map(str.split, f)]
+    for x in (1, 2, 3, 4):
+        mine = [(k, i, pid) for k, px, i, pid in calls if px == x]
+        runs = [(i, pid) for k, i, pid in mine if k == "run"]
+        assert sorted({i for i, _ in runs}) == [0, 1, 2, 3, 4]
+        # a segment ran twice only when the engine running it was killed
+        assert all(pid == killed[0] for i, pid in runs if [j for j, _ in runs].count(i) > 1)
+        # opened again only where its worker changed: never by the engine that ran its
+        # previous segment (that one continued from memory)
+        for before, (kind, _, pid) in itertools.pairwise(mine):
+            if kind == "open":
+                assert before[2] == killed[0] != pid, (x, mine)
+        if mine[0][2] != killed[0]:  # started on the engine that lived: opened once
+            assert sum(1 for k, _, _ in mine if k == "open") == 1, (x, mine)
+    assert ("open", 2, 2) in {(k, px, i) for k, px, i, _ in calls}  # restored from its 2nd
+    results = scan.recordings()
+    assert results.n.sel(log=log).values[:, -1].tolist() == [5, 10, 15, 20]

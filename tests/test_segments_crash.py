@@ -25,10 +25,17 @@ SCRIPT = textwrap.dedent("""
     HANG_AT = int(os.environ.get("HANG_AT", "-1"))
 
     def model(g: float, seed: int, segments):
-        if segments.first == HANG_AT and g == 4.0:   # the 7th segment of one point
-            open(os.environ["HANG_MARK"], "w").close()
-            time.sleep(600)                          # ... until the process is killed
-        yield from lif_network(g=g, n=60, seed=seed, segments=segments)
+        inner = lif_network(g=g, n=60, seed=seed, segments=segments)
+        while True:
+            # the next segment, whether the model was just opened or continues from memory
+            if segments.first + segments.taken == HANG_AT and g == 4.0:  # the 7th of one point
+                open(os.environ["HANG_MARK"], "w").close()
+                time.sleep(600)                      # ... until the process is killed
+            try:
+                out = next(inner)
+            except StopIteration:
+                return
+            yield out
 
     space = ns.grid(g=[3.0, 4.0, 5.0])
 
@@ -103,7 +110,8 @@ def test_the_demo_network_needs_its_spike_queue(tmp_path):
 
     space = ns.grid(g=[4.0], n=[60])
     a = SegmentedScan(lif_network, space, tmp_path / "a", segments=3, segment_duration=0.06)
-    b = SegmentedScan(forgetful, space, tmp_path / "b", segments=3, segment_duration=0.06)
+    b = SegmentedScan(forgetful, space, tmp_path / "b", segments=3, segment_duration=0.06,
+                      keep_models=False)  # every segment restores (and forgets)
     a.run(executor="serial", progress=False)
     b.run(executor="serial", progress=False)
     va, vb = a.recordings().v.values, b.recordings().v.values

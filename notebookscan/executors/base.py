@@ -73,6 +73,15 @@ class ScanExecutor(abc.ABC):
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
         """Run ``fn(*args)`` somewhere and return a Future of its result."""
 
+    def submit_to(self, worker: str, fn: Callable[..., Any], /, *args: Any) -> Future:
+        """Run ``fn(*args)`` preferably on ``worker`` (a name from
+        :func:`~notebookscan.run.worker.worker_name`, e.g. ``"engine 3"``).
+
+        A hint: executors that cannot choose a worker (process pools) run it anywhere,
+        and so does one whose named worker is gone. The default calls :meth:`submit`.
+        """
+        return self.submit(fn, *args)
+
     def is_worker_lost(self, exc: BaseException) -> bool:
         """True when ``exc`` means the worker died (the chunk is re-submitted elsewhere),
         False for any other failure of a task (which stops the scan with a clear error)."""

@@ -403,6 +403,25 @@ class IPyParallelExecutor(TaskPurging, ScanExecutor):
         ``add_done_callback`` and :func:`concurrent.futures.wait` work. A task whose
         engine died fails with an error for which :func:`is_worker_lost` is true.
         """
+        return self._send(fn, args, None)
+
+    def submit_to(self, worker: str, fn: Callable[..., Any], /, *args: Any) -> Future:
+        """Run ``fn(*args)`` on the engine ``worker`` names (``"engine 3"``) while that
+        engine is registered and among this executor's targets; else on a free engine."""
+        return self._send(fn, args, self._engine_of(worker))
+
+    def _engine_of(self, worker: str) -> int | None:
+        prefix = "engine "
+        if not worker.startswith(prefix) or not worker[len(prefix):].isdigit():
+            return None
+        eid = int(worker[len(prefix):])
+        allowed = self.view.targets
+        if allowed is not None and eid not in (allowed if isinstance(allowed, list | tuple)
+                                               else [allowed]):
+            return None
+        return eid if eid in self.client.ids else None
+
+    def _send(self, fn: Callable[..., Any], args: tuple[Any, ...], engine: int | None) -> Future:
         if self._closed:
             raise ExecutorError(f"{self!r} was shut down; build a new executor to run more tasks.")
         if self._controller_lost:
@@ -430,7 +449,11 @@ class IPyParallelExecutor(TaskPurging, ScanExecutor):
             # and the scan hangs. The scan loop itself re-submits a chunk whose engine died
             # (is_worker_lost) and bounds that with its max_retries.
             try:
-                ar = self.view.apply_async(_call_cloudpickled, payload)
+                if engine is None:
+                    ar = self.view.apply_async(_call_cloudpickled, payload)
+                else:
+                    with self.view.temp_flags(targets=[engine]):
+                        ar = self.view.apply_async(_call_cloudpickled, payload)
             except (OSError, RuntimeError) as exc:
                 raise ExecutorError(
                     f"ipyparallel refused the task: {type(exc).__name__}: {exc}. Is the "

@@ -128,12 +128,15 @@ class Task:
 
     ``size`` is how many items (points, segments) it holds: what ``progress.running``
     counts, and how many ``timeout`` s the task may run before its worker is ended.
+    ``worker`` names the worker it should go to (a ``worker_name()``, e.g. the one
+    holding a segmented point's live model); only its first attempt goes there.
     """
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     tag: Any
     size: int = 1
+    worker: str | None = None
 
 
 class Source(Protocol):
@@ -321,7 +324,10 @@ class RunLoop:
             self._fill(inflight)
 
     def _submit(self, task: Task, attempt: int, inflight: dict[Future, _Flight]) -> None:
-        future = self.executor.submit(task.fn, *task.args)
+        if task.worker is not None and attempt == 0:
+            future = self.executor.submit_to(task.worker, task.fn, *task.args)
+        else:  # a retry goes anywhere: the preferred worker may be the one that died
+            future = self.executor.submit(task.fn, *task.args)
         inflight[future] = _Flight(task, attempt)
         self.progress.running += task.size
         self._start_clocks(inflight)

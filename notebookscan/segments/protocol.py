@@ -29,11 +29,14 @@ A class built from the point's parameters, with ``init()`` and ``advance()``::
         def init(self) -> dict: ...                                    # the initial state
         def advance(self, state: dict, segment: SegmentContext) -> Segment: ...
 
-The scan runs **one segment per task**: every segment starts from the state the previous
-one handed over, decoded from its checkpoint. An uninterrupted run and a run resumed
-after a crash therefore take exactly the same path, and give identical results. Local
-variables of a generator do not survive from one segment to the next — only ``state``
-and files do; :func:`check_resumable` finds what a model forgot to put into its state.
+The scan runs **one segment per task**, and checkpoints the state and files after each.
+The worker that ran a point's segment keeps its model alive (the suspended generator,
+or the class instance) and gets the point's next segment, which then continues from
+memory; a point whose worker changed or died — or a resumed run — opens the model from
+the checkpoint instead (``segments.state``, ``segments.restore_dir``). Only ``state``
+and files survive that path, so a model must put everything it needs into them (then
+both paths give identical results); :func:`check_resumable` finds what a model forgot.
+Nothing new is needed to write a model: both forms are kept alive as they are.
 
 Examples
 --------

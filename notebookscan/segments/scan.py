@@ -92,6 +92,14 @@ class SegmentedScan(Scan):
     keep_checkpoints
         How many of each point's newest checkpoints to keep (``None``: all). The final
         checkpoint of every link is always kept.
+    keep_models
+        Keep each point's model alive in its worker between segments (default): the next
+        segment goes to the same worker (ipyparallel engines; serial trivially; a process
+        pool's process uses it when it gets the point again) and continues from memory.
+        A point whose worker changed or died restores from its checkpoint, which is still
+        written after every segment. Both paths give identical results for a model whose
+        ``state`` and files hold everything it needs (:func:`check_resumable`). False:
+        every segment restores from the checkpoint.
 
     Examples
     --------
@@ -113,7 +121,7 @@ class SegmentedScan(Scan):
 
     def __init__(self, function: Any, space: Any, store: str | os.PathLike[str], *,
                  segments: int | None = None, segment_duration: float | None = None,
-                 keep_checkpoints: int | None = 1):
+                 keep_checkpoints: int | None = 1, keep_models: bool = True):
         self.form = model_form(function)
         if segments is None:
             raise ScanError("a segmented model needs the number of segments per point: "
@@ -134,6 +142,7 @@ class SegmentedScan(Scan):
         self.checkpoints = self.store.checkpoints
         self.segment_duration = None if segment_duration is None else float(segment_duration)
         self.keep_checkpoints = keep_checkpoints
+        self.keep_models = bool(keep_models)
         self.links = [Link(int(segments))]
 
     def _signature(self) -> Any:
@@ -302,7 +311,8 @@ class SegmentedScan(Scan):
             duration=self.segment_duration, store=self.store,
             recordings=self.recordings_store, checkpoints=self.checkpoints,
             settings=settings, events=self.events, provenance=record,
-            run_id=run_id(record), skipped=complete, repaired=repaired)
+            run_id=run_id(record), skipped=complete, repaired=repaired,
+            keep_models=self.keep_models)
         return self._launch(source, executor_obj, owned, settings, wait, progress)
 
     def _progress_bar(self) -> Any:

@@ -3,8 +3,10 @@
 The run loop (:mod:`notebookscan.run.loop`) runs it, as it runs a plain scan's points.
 
 Points run one segment at a time; a point's next segment is submitted as soon as its
-previous one comes back (with the new state in hand), so up to two segments per worker
-are in flight, each of a different point. What comes back is buffered and flushed in
+previous one comes back (with the new state in hand), to the worker that ran it, where
+the point's model is still alive (``keep_models``; one segment per worker in flight, so
+nothing runs in between). Without ``keep_models`` up to two segments per worker are in
+flight, each of a different point. What comes back is buffered and flushed in
 this order (the run loop decides when):
 
 1. the recordings of the buffered segments, as one shard of ``segments/shards/``
@@ -55,7 +57,7 @@ SEGMENT_EVENTS = (*EVENTS, "segment_done")
 
 class SegmentEvents(Events):
     """The scan's events plus ``segment_done`` (``point``, ``key``, ``link``, ``segment``,
-    ``seconds``), emitted when a segment's recordings and state arrive."""
+    ``seconds``, ``worker``), emitted when a segment's recordings and state arrive."""
 
     def on(self, name: str, callback: Callable[..., Any]) -> None:
         if name not in SEGMENT_EVENTS:
@@ -112,6 +114,7 @@ class Work:
     needs_transform: bool = False  # link is complete; start link + 1 first
     started: float = 0.0  # when the link's first segment started
     compute: float = 0.0  # seconds spent in the link's segments so far
+    worker: str = ""  # the worker that ran its latest segment (and may hold its model)
 
 
 @dataclass
@@ -159,7 +162,7 @@ class SegmentSource:
                  links: list[Link], pass_seed: bool, duration: float | None, store: Store,
                  recordings: Store, checkpoints: CheckpointDirectory,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
-                 run_id: str, skipped: int, repaired: list[Record]):
+                 run_id: str, skipped: int, repaired: list[Record], keep_models: bool = True):
         self.payload, self.form = payload, form
         self.names = tuple(names)
         self.links = links
@@ -167,6 +170,7 @@ class SegmentSource:
         self.store, self.recordings, self.checkpoints = store, recordings, checkpoints
         self.settings, self.events = settings, events
         self.run_id = run_id
+        self.keep_models = keep_models
         self.attrs = {"provenance": json.dumps({run_id: provenance}, sort_keys=True)}
         self.progress = SegmentProgress(total=len(works), skipped=skipped)
         self.progress.segments_total = sum(self._remaining(w) for w in works)
@@ -176,6 +180,7 @@ class SegmentSource:
         self._checkpoints: list[tuple[str, int, int, bytes, dict[str, bytes], dict[str, Any]]] = []
         self._points: list[Record] = list(repaired)
         self._bytes = 0
+        self._handed = 0  # tasks handed out and not received yet
         self._names = ResultNames({*self.names, *SEGMENT_PARAMETERS, "point_key",
                                    *SEGMENT_POINT_VALUES})
 
@@ -192,11 +197,17 @@ class SegmentSource:
         return bool(self._ready)
 
     def next_tasks(self, slots: int, workers: int) -> list[Task]:
+        if self.keep_models:
+            # one point per worker at a time: a worker's next task is then its point's next
+            # segment, which continues the live model there (a second point queued behind
+            # it would run in between and put the model out of date)
+            slots = min(slots, workers - self._handed)
         tasks: list[Task] = []
         while self._ready and len(tasks) < slots:
             task = self._task(self._ready.popleft())
             if task is not None:
                 tasks.append(task)
+        self._handed += len(tasks)
         return tasks
 
     def _task(self, work: Work) -> Task | None:
@@ -211,8 +222,12 @@ class SegmentSource:
             return None
         task = SegmentTask(work.call, self.pass_seed, work.seed, work.key, work.link, work.count,
                            segment_seed(work.seed, work.count, work.link), work.state,
-                           work.files, self.duration, self.form, self.settings.timeout)
-        return Task(run_segment, (self.payload, task), work)
+                           work.files, self.duration, self.form, self.settings.timeout,
+                           keep=self.keep_models and
+                           work.count + 1 < self.links[work.link].segments)
+        # to the worker that holds the point's live model (it continues from memory)
+        worker = work.worker if self.keep_models and work.worker else None
+        return Task(run_segment, (self.payload, task), work, worker=worker)
 
     def split(self, work: Work) -> list[Task]:
         return []  # one segment: nothing to split
@@ -280,6 +295,7 @@ class SegmentSource:
 
     def receive(self, work: Work, out: SegmentOutcome) -> None:
         """Keep a segment's rows and checkpoint; hand out the point's next segment."""
+        self._handed -= 1
         self._accept(work, out)
         out.forget()  # its rows and the work's state hold what is still needed
 
@@ -311,6 +327,7 @@ class SegmentSource:
         work.compute += out.finished - out.started
         work.count = index + 1
         work.state, work.files, work.loaded = out.state, out.files, True
+        work.worker = out.worker
         meta = {"params": _jsonable(work.params), "point_seed": work.seed,
                 "started": work.started, "finished": out.finished,
                 "compute_seconds": work.compute, "summary": summary_to_json(out.summary),
@@ -318,7 +335,8 @@ class SegmentSource:
         self._checkpoints.append((work.key, work.link, work.count, out.state, out.files, meta))
         if self.events.wants("segment_done"):
             self.events.emit("segment_done", point=work.params, key=work.key, link=work.link,
-                             segment=index, seconds=out.finished - out.started)
+                             segment=index, seconds=out.finished - out.started,
+                             worker=out.worker)
         if work.count < self.links[work.link].segments:
             self._ready.appendleft(work)  # depth first: finish started points before new ones
             return
@@ -344,7 +362,7 @@ class SegmentSource:
         self._points.append(record)
         self.progress.failed += 1
         self.progress.segments_total -= self._remaining(work)
-        work.state, work.files = None, {}
+        work.state, work.files, work.worker = None, {}, ""
         if self.events.wants("point_failed"):
             self.events.emit("point_failed", point=work.params, key=work.key, record=record)
 

@@ -13,6 +13,9 @@ Nothing the model raises escapes :func:`run_segment` (it runs inside
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import gc
 import os
 import shutil
 import socket
@@ -29,7 +32,8 @@ from ..run.worker import guarded_call, load_function, worker_name
 from ..store.checkpoints import StateError, decode_state, encode_state, read_files, write_files
 from .protocol import Segment, SegmentContext, Segments, open_model
 
-__all__ = ["SegmentOutcome", "SegmentTask", "recording_values", "run_segment"]
+__all__ = ["LIVE_MODELS", "SegmentOutcome", "SegmentTask", "drop_live_models", "live_models",
+           "recording_values", "run_segment"]
 
 _HOST = socket.gethostname()
 
@@ -50,6 +54,7 @@ class SegmentTask:
     duration: float | None
     form: str  # "generator" or "class"
     timeout: float | None
+    keep: bool = False  # another segment of this link follows: keep the model alive
 
 
 @dataclass
@@ -148,11 +153,84 @@ def _check_dims(values: Mapping[str, Value]) -> None:
                                        "another recording; use different dim names")
 
 
+#: How many points' live models one worker keeps. One: a live model continues only if
+#: its process ran nothing else since its last segment (simulators keep process-global
+#: state — numpy's and Brian2's global random generator, NEURON's whole model — that
+#: another point's segment would have changed), so a second one could never continue.
+LIVE_MODELS = 1
+#: Segments this process has run: a live model is valid while it is the same as after
+#: its own last segment.
+_RUN_COUNT = [0]
+
+
+@dataclass
+class _Live:
+    """A point's model kept running in this worker after its latest segment.
+
+    It runs the point's next segment only when nothing else ran in this process since
+    (``ran``), the task starts from exactly the checkpoint it handed over (``state``,
+    ``files``) and the model and point are the same (``identity``); else it is closed
+    and the model opened from the task's checkpoint.
+    """
+
+    iterator: Any  # the model's generator, suspended after its latest yield
+    plan: Segments
+    feed: collections.deque[SegmentContext]
+    identity: tuple[Any, ...]  # model, key, link, seeds, duration: what must match
+    index: int  # the next segment it can run
+    state: bytes  # the checkpoint it handed over last: a task must start from exactly it
+    files: dict[str, bytes]
+    workdir: str  # holds its restore_dir: the files of the checkpoint it continues from
+    restore_dir: str | None
+    ran: int = -1  # _RUN_COUNT after its last segment
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a model failing to close only loses memory
+            self.iterator.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+#: (key, link) -> the live model of that point in this worker process.
+_LIVE: collections.OrderedDict[tuple[str, int], _Live] = collections.OrderedDict()
+
+
+class _Feed:
+    """The contexts a live model takes from ``segments``: one is put in before each
+    resumption, so its ``for segment in segments`` loop never ends on its own."""
+
+    def __init__(self, queue: collections.deque[SegmentContext]):
+        self.queue = queue
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> SegmentContext:
+        if not self.queue:
+            raise StopIteration
+        return self.queue.popleft()
+
+
+def live_models() -> list[tuple[str, int, int]]:
+    """(key, link, next segment) of the models this worker keeps alive (for tests)."""
+    return [(key, link, live.index) for (key, link), live in _LIVE.items()]
+
+
+def drop_live_models() -> None:
+    """Close every model this worker keeps alive."""
+    while _LIVE:
+        _LIVE.popitem(last=False)[1].close()
+
+
 def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> SegmentOutcome:
     """Run one segment of one point and return its :class:`SegmentOutcome`.
 
     The model runs inside :func:`~notebookscan.run.worker.guarded_call` (timeout, every
     failure caught) as each point of a plain scan does.
+
+    When this worker ran the point's previous segment and still holds its model, suspended
+    after the segment that produced exactly the checkpoint the task starts from, the model
+    continues from memory; otherwise it is opened from the task's checkpoint. Either way
+    the new state is encoded and sent back, so the checkpoint is written as always.
 
     Parameters
     ----------
@@ -162,13 +240,13 @@ def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> Segm
         The point, the segment and the checkpoint to start from.
     """
     started = time.time()
-    workdir = tempfile.mkdtemp(prefix="notebookscan-segment-")
-    try:
-        out, failure = guarded_call(_segment, (load_function(function), task, workdir),
-                                    task.timeout, (SegmentError, StateError, ResultError))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    fn = load_function(function)
+    if isinstance(function, bytes):
+        _warm_up()
+    out, failure = guarded_call(_segment, (fn, task), task.timeout,
+                                (SegmentError, StateError, ResultError))
     if failure is not None:
+        _forget((task.key, task.link))  # a model that failed mid-segment cannot go on
         return SegmentOutcome("failed", error=failure[0], traceback=failure[1],
                               started=started, finished=time.time(), host=_HOST,
                               worker=worker_name())
@@ -176,56 +254,132 @@ def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> Segm
     return out
 
 
-def _segment(fn: Any, task: SegmentTask, workdir: str) -> SegmentOutcome:
-    """The user's segment and what is made of it (all of it inside the guarded call)."""
+def _warm_up() -> None:
+    """Once per worker process, after the model's module is loaded (its imports done):
+    move what is alive into the permanent generation of the garbage collector
+    (:func:`gc.freeze`), so that full collections — Brian2 runs one at every
+    ``net.run`` — no longer walk every imported library (~0.1 s a collection in a worker
+    with xarray and Brian2 loaded). Not in the client's own process (serial executor):
+    what a user holds there must stay collectable."""
+    if not _FROZEN:
+        gc.collect()
+        gc.freeze()
+        _FROZEN.append(True)
+
+
+_FROZEN: list[bool] = []
+
+
+def _forget(slot: tuple[str, int]) -> None:
+    live = _LIVE.pop(slot, None)
+    if live is not None:
+        live.close()
+
+
+def _identity(fn: Any, task: SegmentTask) -> tuple[Any, ...]:
+    return (id(fn), task.form, task.key, task.link, task.point_seed, task.pass_seed,
+            task.duration)
+
+
+def _take_live(fn: Any, task: SegmentTask) -> _Live | None:
+    """The point's live model when it can run exactly this task, else None (and closed)."""
+    slot = (task.key, task.link)
+    live = _LIVE.pop(slot, None)
+    if live is None:
+        return None
+    if (live.ran == _RUN_COUNT[0] and live.identity == _identity(fn, task)
+            and live.index == task.index
+            and task.state is not None and live.state == task.state
+            and live.files == dict(task.files)):
+        return live
+    live.close()  # another run, an older checkpoint, or another model: start over
+    return None
+
+
+def _open_live(fn: Any, task: SegmentTask) -> _Live:
+    """Open the model from the task's checkpoint (as after a crash)."""
+    workdir = tempfile.mkdtemp(prefix="notebookscan-live-")
     restore_dir = None
     if task.files:
         restore_dir = os.path.join(workdir, "restore")
         os.makedirs(restore_dir)
         write_files(restore_dir, task.files)
-    save_dir = os.path.join(workdir, "save")
-    os.makedirs(save_dir)
     state = decode_state(task.state) if task.state is not None else None
-    context = SegmentContext(task.index, task.link, task.seed, task.point_seed, task.key,
-                             task.duration, save_dir, restore_dir)
-    plan = Segments([context], state=state, first=task.index, restore_dir=restore_dir)
+    feed: collections.deque[SegmentContext] = collections.deque()
+    plan = Segments(_Feed(feed), state=state, first=task.index, restore_dir=restore_dir)
     kwargs = {**task.point, "seed": task.point_seed} if task.pass_seed else task.point
-    out = _one_segment(fn, task.form, kwargs, plan)
-    recordings = recording_values(out.recordings, out.time)
-    summary = normalize_result(dict(out.summary or {}))
-    clash = sorted(set(summary) & set(recordings))
-    if clash:
-        raise SegmentError(f"the names {clash} are both recordings and summary values; "
-                           "rename one of them")
-    if out.state is None:
-        raise SegmentError("the segment handed over no state; return Segment(..., state="
-                           "{...}) (an empty dict when the model keeps its state in files)")
-    return SegmentOutcome("done", recordings, summary, encode_state(out.state),
-                          read_files(save_dir), "", "", 0.0, time.time(), _HOST, worker_name())
+    try:
+        iterator = open_model(fn, task.form, kwargs, plan)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return _Live(iterator, plan, feed, _identity(fn, task), task.index, b"", {}, workdir,
+                 restore_dir)
 
 
-def _one_segment(fn: Any, form: str, kwargs: dict[str, Any], plan: Segments) -> Segment:
-    iterator = open_model(fn, form, kwargs, plan)
+def _segment(fn: Any, task: SegmentTask) -> SegmentOutcome:
+    """The user's segment and what is made of it (all of it inside the guarded call)."""
+    live = _take_live(fn, task) or _open_live(fn, task)
+    _RUN_COUNT[0] += 1  # whatever happens next, other live models are out of date
+    try:
+        save_dir = os.path.join(live.workdir, f"save-{task.index}")
+        os.makedirs(save_dir)
+        live.feed.append(SegmentContext(task.index, task.link, task.seed, task.point_seed,
+                                        task.key, task.duration, save_dir, live.restore_dir))
+        out = _next_segment(live, task.index)
+        recordings = recording_values(out.recordings, out.time)
+        summary = normalize_result(dict(out.summary or {}))
+        clash = sorted(set(summary) & set(recordings))
+        if clash:
+            raise SegmentError(f"the names {clash} are both recordings and summary values; "
+                               "rename one of them")
+        if out.state is None:
+            raise SegmentError("the segment handed over no state; return Segment(..., state="
+                               "{...}) (an empty dict when the model keeps its state in files)")
+        state, files = encode_state(out.state), read_files(save_dir)
+    except BaseException:
+        live.close()
+        raise
+    if task.keep:
+        # what it saved is the next segment's restore_dir, as the checkpoint would give it
+        if live.restore_dir is not None:
+            shutil.rmtree(live.restore_dir, ignore_errors=True)
+        live.restore_dir = save_dir if files else None
+        live.index, live.state, live.files = task.index + 1, state, files
+        live.ran = _RUN_COUNT[0]
+        _keep(live, (task.key, task.link))
+    else:
+        live.close()
+    return SegmentOutcome("done", recordings, summary, state, files, "", "", 0.0, time.time(),
+                          _HOST, worker_name())
+
+
+def _keep(live: _Live, slot: tuple[str, int]) -> None:
+    _LIVE[slot] = live
+    while len(_LIVE) > LIVE_MODELS:
+        _LIVE.popitem(last=False)[1].close()
+
+
+def _next_segment(live: _Live, index: int) -> Segment:
+    """Resume the model for one more segment and check what it yields."""
+    iterator, plan = live.iterator, live.plan
     if not hasattr(iterator, "__next__"):
         raise SegmentError(f"the model returned a {type(iterator).__name__}, not a generator; "
                            "write it as a generator: for segment in segments: ... yield "
                            "Segment(...)")
+    before = plan.taken
     try:
         out = next(iterator)
     except StopIteration:
         raise SegmentError(
-            f"the model stopped before segment {plan.first} (its generator returned); a "
+            f"the model stopped before segment {index} (its generator returned); a "
             "segmented model runs as many segments as the scan asks for — loop over "
             "`segments` and yield one Segment per item."
         ) from None
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
-    if plan.taken != 1:
+    if plan.taken != before + 1:
         raise SegmentError(
             "the model yielded a Segment before taking a segment from `segments`; write "
-            "`for segment in segments: ... yield Segment(...)`" if plan.taken == 0 else
+            "`for segment in segments: ... yield Segment(...)`" if plan.taken == before else
             "the model took several segments from `segments` before yielding one Segment; "
             "yield exactly one Segment per segment"
         )
