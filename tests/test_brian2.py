@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.brian2
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK = "<!-- brian2-example -->"
+MARK = "<!-- example: skip, needs Brian2"
 
 DRIVER = textwrap.dedent("""
     import json, sys
