@@ -681,3 +681,20 @@ def test_the_form_keeps_the_units_of_the_scan_it_shows(tmp_path):
     assert len(edited) == 6 and edited.attrs["tau"]["units"] == "s"
     ns.Scan(model, edited, store=tmp_path / "s").run(executor="serial", progress=False)
     assert ns.open_store(tmp_path / "s").tau.attrs["units"] == "s"
+
+
+def test_the_form_shows_the_units_a_store_records(tmp_path):
+    """A new builder on a store with units labels its rows with them and keeps them."""
+    def model(k: float, tau: float = 0.01):
+        return k * tau
+
+    store = tmp_path / "s"
+    space = ns.grid(k=[1.0, 2.0], tau=[0.01, 0.02]).with_attrs(
+        tau={"units": "s", "long_name": "membrane time constant"})
+    ns.Scan(model, space, store=store).run(executor="serial", progress=False)
+    builder = SweepBuilder(model, store=str(store))
+    assert "[s]" in builder.rows["tau"].label.value
+    assert "membrane time constant" in builder.rows["tau"].label.value
+    assert "[" not in builder.rows["k"].label.value.split("</b>")[1].split("<span")[0]
+    builder.spec.parameter("k").set(mode="list", values="1, 2, 3")
+    assert builder.spec.space.attrs["tau"]["units"] == "s"

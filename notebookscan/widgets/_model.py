@@ -23,6 +23,8 @@ import traitlets as t
 from ..errors import ArgumentError, NotebookscanError, UnknownNameError
 from ..space import PASSED_IF_ACCEPTED, Space, axis_from_description, grid, sample, trials, zip_
 from ..store import Store
+from ..store.attrs import recorded_attrs
+from ..store.schema import PARAMETER_ATTRS
 
 __all__ = ["Exclusion", "ParameterSpec", "SweepSpec", "last_run_space", "parse_list",
            "parse_scalar", "space_from_node"]
@@ -467,6 +469,7 @@ class SweepSpec(t.HasTraits):
     def __init__(self, **kwargs: Any) -> None:
         self._stores: dict[str, Store] = {}
         super().__init__(**kwargs)
+        self.attrs = {**self._stored_attrs(), **self.attrs}
         for spec in self.parameters:
             spec.observe(self._on_parameter, names=["axis", "bounds", "error"])
         self._rebuild()
@@ -515,6 +518,9 @@ class SweepSpec(t.HasTraits):
     @t.observe("store", "paused")
     def _on_store(self, change: Any) -> None:
         if change["name"] == "store":
+            recorded = self._stored_attrs()
+            if recorded:  # the units the store records, unless a space declared others
+                self.attrs = {**recorded, **self.attrs}
             self._rebuild()  # the store's parameters decide which defaults stay in
         else:
             self._count_stored()
@@ -602,6 +608,16 @@ class SweepSpec(t.HasTraits):
         if path not in self._stores:
             self._stores[path] = Store(path)
         return self._stores[path]
+
+    def _stored_attrs(self) -> dict[str, dict[str, str]]:
+        """The parameters' units and long names the store records (none: ``{}``)."""
+        store = self._store()
+        if store is None or not store.exists:
+            return {}
+        try:
+            return recorded_attrs(store.metadata(), PARAMETER_ATTRS)
+        except (NotebookscanError, OSError, ValueError):
+            return {}
 
     def _stored_names(self) -> set[str]:
         """The parameter names the store records ("" store or a new one: none)."""

@@ -78,7 +78,7 @@ class ScanApp(w.VBox):
         scan = scan_or_function if isinstance(scan_or_function, Scan) else None
         function = scan.function if scan is not None else scan_or_function
         if scan is not None:
-            store = scan.store.path
+            store = _shown_path(scan.store.path)
         self.builder = SweepBuilder(function, store=store,
                                     space=scan.space if scan is not None else None)
         if scan is not None:

@@ -54,13 +54,20 @@ class ParameterRow(w.HBox):
         self.add_class(f"nbscan-param-{spec.name}")
         self._wire()
 
+    def show_attrs(self, attrs: dict[str, str]) -> None:
+        """Name, type and the declared units (``[s]``, the long name as its tooltip)."""
+        spec = self.spec
+        kind = html.escape(spec.annotation or spec.kind)
+        units = f" [{html.escape(attrs['units'])}]" if attrs.get("units") else ""
+        title = html.escape(attrs.get("long_name", ""), quote=True)
+        self.label.value = (f'<span title="{title}"><b>{html.escape(spec.name)}</b>{units} '
+                            f'<span style="color:{MUTED_COLOR}">{kind}</span></span>')
+
     # -- widgets
     def _build(self) -> None:
         spec = self.spec
-        kind = spec.annotation or spec.kind
-        self.label = w.HTML(f"<b>{html.escape(spec.name)}</b> "
-                            f'<span style="color:{MUTED_COLOR}">{html.escape(kind)}</span>',
-                            layout=w.Layout(width=NAME_WIDTH))
+        self.label = w.HTML(layout=w.Layout(width=NAME_WIDTH))
+        self.show_attrs({})
         self.mode = w.Dropdown(options=[(MODE_LABELS[m], m) for m in KIND_MODES[spec.kind]],
                                value=spec.mode, layout=w.Layout(width=MODE_WIDTH))
         self.mode.add_class("nbscan-mode")
@@ -177,6 +184,12 @@ class SweepBuilder(w.VBox):
             self._restore_from_store()
         self.spec.measure_from_store()
         self._show_summary()
+        self._show_attrs()
+        self.spec.observe(lambda _: self._show_attrs(), names="attrs")
+
+    def _show_attrs(self) -> None:
+        for name, row in self.rows.items():
+            row.show_attrs(self.spec.attrs.get(name, {}))
 
     # ------------------------------------------------------------------ widgets
 

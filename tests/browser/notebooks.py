@@ -70,7 +70,8 @@ def slow_notebook(path: Path, store: str, *, points: int, delay: float,
         f"""
         import ipywidgets as w
 
-        space = ns.grid(k=np.linspace(1, 20, {points}), tau=0.01, delay={delay})
+        space = ns.grid(k=np.linspace(1, 20, {points}), tau=0.01, delay={delay}).with_attrs(
+            **UNITS)
         scan = ns.Scan(firing_rate, space, store={store!r})
         monitor = nsw.RunMonitor(scan, executor={executor!r})
         live = nsw.LivePlot(scan)

@@ -173,7 +173,7 @@ def test_stop_keeps_every_finished_point(lab, open_notebook, artifacts):
     progress = _progress(page)
     assert 6 <= progress["done"] < 40
     assert progress["running"] == 0
-    _shot(monitor, artifacts / "monitor-stopped.png")
+    _shot(monitor.locator("xpath=.."), artifacts / "monitor-stopped.png")  # with its live plot
     assert _store_is_consistent(store) == progress["done"]
     expect(monitor.locator(".nbscan-resume")).to_be_enabled()
     monitor.locator(".nbscan-resume").click()
@@ -204,7 +204,7 @@ def test_kernel_stays_responsive_while_engines_run(lab, open_notebook, artifacts
         time.sleep(0.2)
     assert len(timings) >= 3, "the scan ended before the kernel could be probed"
     assert max(timings) < 1000, f"cells took {timings} ms while the scan ran"
-    _shot(monitor, artifacts / "monitor-running.png")
+    _shot(monitor.locator("xpath=.."), artifacts / "monitor-running.png")  # with its live plot
     _wait_for(lambda: _progress(page)["state"] == "finished", 60, "the run to finish")
 
 
