@@ -660,15 +660,16 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
     ok = np.isfinite(values)
     failed = status == "failed"
     if y is None:
-        order = np.argsort(xv[ok])
-        ax.plot(xv[ok][order], values[ok][order], "o", markersize=4)
+        order = np.argsort(xv[ok], kind="stable")
+        ax.plot(xv[ok][order], values[ok][order], "o-", markersize=4, linewidth=1)
         ax.set_ylabel(_label(ds[var], var))
         _rug(ax, xv[~ok & ~failed], xv[failed])
         _include_x(ax, xv)
     else:
         yv = np.asarray(ds[y].values, dtype=float)[keep]
         points = ax.scatter(xv[ok], yv[ok], c=values[ok], cmap="viridis", s=30,
-                            edgecolors="none")
+                            edgecolors="white", linewidths=0.5, zorder=3)
+        _triangulation(ax, xv[ok], yv[ok], values[ok], points)
         ax.scatter(xv[~ok & ~failed], yv[~ok & ~failed], facecolors="none",
                    edgecolors="#999999", s=30, label="missing")
         ax.scatter(xv[failed], yv[failed], marker="x", color=STATUS_COLORS["failed"], s=30,
@@ -688,6 +689,22 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
     ax.set_title(title if title is not None else f"{var} ({keep.sum()} points)",
                  fontsize="medium")
     return fig
+
+
+def _triangulation(ax: Any, xv: np.ndarray, yv: np.ndarray, values: np.ndarray,
+                   points: Any) -> None:
+    """The values linearly interpolated on the Delaunay triangulation of the samples,
+    below them and on their colour scale (nothing when they span no triangle)."""
+    from matplotlib.tri import Triangulation
+
+    if len(xv) < 3:
+        return
+    try:
+        tri = Triangulation(xv, yv)
+    except (ValueError, RuntimeError):  # collinear or repeated points: no triangle
+        return
+    ax.tripcolor(tri, values, shading="gouraud", cmap=points.get_cmap(),
+                 norm=points.norm, zorder=1)
 
 
 # --------------------------------------------------------------------------- status
