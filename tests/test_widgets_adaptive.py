@@ -157,3 +157,17 @@ def test_builder_refuses_adaptive_with_random_samples_trials_or_no_goal(tmp_path
     assert b.spec.error == ""
     b.rows["x"].mode.value = "linear"  # back to a grid: a Scan as before
     assert isinstance(b.scan(), ns.Scan) and not isinstance(b.scan(), AdaptiveScan)
+
+
+def test_app_run_runs_the_adaptive_scan_of_the_form(tmp_path):
+    from notebookscan.widgets import ScanApp
+
+    app = ScanApp(mixed, store=str(tmp_path / "a"), executor="serial")
+    app.builder.rows["x"].mode.value = "adaptive"
+    app.builder.goal_points.value = 9
+    assert not app.run_shortcut.disabled
+    app.run_shortcut.click()
+    app.monitor.wait(timeout=30)
+    assert app.monitor.state == "finished", app.monitor.message
+    assert isinstance(app.monitor.scan, AdaptiveScan)
+    assert ns.open_store(tmp_path / "a").sizes["point"] == 9

@@ -27,9 +27,10 @@ from ..store import Store
 __all__ = ["Exclusion", "ParameterSpec", "SweepSpec", "last_run_space", "parse_list",
            "parse_scalar", "space_from_node"]
 
-MODES = ("fixed", "list", "linear", "log", "random")
+MODES = ("fixed", "list", "linear", "log", "random", "adaptive")
 MODE_LABELS = {"fixed": "fixed value", "list": "list of values", "linear": "linear range",
-               "log": "log range", "random": "random samples"}
+               "log": "log range", "random": "random samples",
+               "adaptive": "adaptive (learner)"}
 KIND_MODES = {
     "float": MODES,
     "int": ("fixed", "list", "linear", "log"),
@@ -262,8 +263,9 @@ def kind_of(parameter: inspect.Parameter) -> str:
 class ParameterSpec(t.HasTraits):
     """One parameter's part of the form, checked whenever it changes.
 
-    ``axis`` holds the values the parameter takes (``None`` for random samples or when
-    the form is invalid), ``bounds`` the ``(low, high)`` of random samples, and
+    ``axis`` holds the values the parameter takes (``None`` for random samples, an
+    adaptive axis or when the form is invalid), ``bounds`` the ``(low, high)`` of
+    random samples or of an adaptive axis (a learner chooses its points), and
     ``error`` a one-line message to show next to the field ("" when fine). ``default``
     is the text of the function's default value (``None`` when it has none).
 
@@ -326,7 +328,7 @@ class ParameterSpec(t.HasTraits):
             raise ArgumentError("min and max must be finite numbers")
         if not low < high:
             raise ArgumentError("min must be below max")
-        if mode == "random":
+        if mode in ("random", "adaptive"):
             return None, (low, high)
         if count < 1:
             raise ArgumentError("count must be at least 1")
@@ -453,8 +455,15 @@ class SweepSpec(t.HasTraits):
     #: units and long names of parameters (``Space.with_attrs``) for the spaces the form
     #: builds: those of a space shown, so editing its form keeps them
     attrs = t.Dict()
+    #: the goal of an adaptive scan (a parameter in mode "adaptive"): points to have in
+    #: the store, and/or a loss to reach (0: none)
+    goal_points = t.Int(100)
+    goal_loss = t.Float(0.0)
 
     space = t.Any(None, allow_none=True, read_only=True)
+    #: with adaptive axes: ``{"bounds", "grid", "goal"}`` of the AdaptiveScan the form
+    #: makes (``space`` is None then); None otherwise
+    adaptive = t.Any(None, allow_none=True, read_only=True)
     error = t.Unicode("", read_only=True)
     trials_error = t.Unicode("", read_only=True)
     samples_error = t.Unicode("", read_only=True)
@@ -520,7 +529,7 @@ class SweepSpec(t.HasTraits):
             self._count_stored()
 
     @t.observe("trials", "samples", "method", "seed", "exclusions", "base_space", "function",
-               "keep", "attrs")
+               "keep", "attrs", "goal_points", "goal_loss")
     def _on_change(self, change: Any) -> None:
         if self.base_space is not None and change["name"] in (
                 "trials", "samples", "method", "seed", "exclusions"):
@@ -532,6 +541,7 @@ class SweepSpec(t.HasTraits):
     def _build(self) -> tuple[Space | None, str]:
         trials_error = "" if self.trials >= 1 else "trials must be at least 1"
         randoms = {p.name: p.bounds for p in self.parameters if p.mode == "random"}
+        adaptives = {p.name: p.bounds for p in self.parameters if p.mode == "adaptive"}
         samples_error = ""
         if randoms and self.samples < 1:
             samples_error = "the number of samples must be at least 1"
@@ -544,7 +554,8 @@ class SweepSpec(t.HasTraits):
             return None, f"fix the field{'s' if len(bad) > 1 else ''} of {', '.join(bad)}"
         if trials_error or samples_error:
             return None, trials_error or samples_error
-        axes = {p.name: p.axis for p in self.parameters if p.mode != "random"}
+        axes = {p.name: p.axis for p in self.parameters
+                if p.mode not in ("random", "adaptive")}
         # parameters at their default are left to the function (no length-1 dims),
         # unless the store already holds them (its points keep their parameters)
         kept = self._stored_names() | set(self.keep)
@@ -553,6 +564,8 @@ class SweepSpec(t.HasTraits):
         if varied or randoms or self.trials > 1:
             axes = varied
         axes = {name: axis for name, axis in axes.items() if axis is not None}
+        if adaptives:
+            return None, self._adaptive_plan(adaptives, axes, randoms)
         space: Space | None = grid(**axes) if axes else None
         if randoms:
             drawn = sample(self.samples, method=self.method, seed=self.seed,
@@ -576,8 +589,52 @@ class SweepSpec(t.HasTraits):
         declared = {name: a for name, a in self.attrs.items() if name in space.names}
         return (space.with_attrs(**declared) if declared else space), ""
 
+    def _adaptive_plan(self, bounds: dict[str, tuple[float, float]],
+                       axes: dict[str, tuple[Any, ...]],
+                       randoms: dict[str, Any]) -> str:
+        """Set :attr:`adaptive` from the form's adaptive axes (bounds), its grid axes (the
+        learner's grid cells) and the goal; returns the error ("" when fine).
+
+        Refused with an adaptive axis: random samples (the learner chooses the
+        continuous points), trials (a learner over bounds learns one value per point)
+        and exclusions (a learner chooses within its bounds)."""
+        from ..adaptive import Goal
+
+        if randoms:
+            return (f"random samples ({', '.join(randoms)}) cannot be combined with an "
+                    f"adaptive axis ({', '.join(bounds)}): the learner chooses the "
+                    "continuous points; make them adaptive too, or a list or range")
+        if self.trials > 1:
+            return ("trials cannot be combined with an adaptive axis (the learner learns "
+                    "one value per point): set trials to 1")
+        if self.exclusions.strip():
+            return "exclusions do not apply to an adaptive scan: clear them"
+        if self.goal_points < 0 or not self.goal_loss >= 0:
+            return "the goal's points and loss must be 0 or more"
+        if not self.goal_points and not self.goal_loss:
+            return ("give the adaptive scan a goal: points to have in the store, or a loss "
+                    "to reach")
+        cells = grid(**axes) if axes else None
+        goal = Goal(points=self.goal_points or None, loss=self.goal_loss or None)
+        self.set_trait("adaptive", {"bounds": bounds, "grid": cells, "goal": goal})
+        return ""
+
+    def _check_adaptive(self) -> str:
+        """Whether the function takes a point of the adaptive scan ("" when it does)."""
+        from ..space import points
+
+        plan = self.adaptive
+        first = next(iter(plan["grid"]), {}) if plan["grid"] is not None else {}
+        example = {**first, **{name: low for name, (low, _) in plan["bounds"].items()}}
+        try:
+            points([example]).validate(self.function)
+        except NotebookscanError as exc:
+            return str(exc)
+        return ""
+
     def _rebuild(self) -> None:
         error = ""
+        self.set_trait("adaptive", None)
         if self.base_space is not None:
             space: Space | None = self.base_space
         else:
@@ -590,9 +647,16 @@ class SweepSpec(t.HasTraits):
                 space.validate(self.function)
             except NotebookscanError as exc:
                 space, error = None, str(exc)
+        if self.adaptive is not None and self.function is not None:
+            error = self._check_adaptive()
+            if error:
+                self.set_trait("adaptive", None)
         self.set_trait("space", space)
         self.set_trait("error", error)
-        self.set_trait("size", len(space) if space is not None else 0)
+        size = len(space) if space is not None else 0
+        if self.adaptive is not None:
+            size = self.adaptive["goal"].points or 0
+        self.set_trait("size", size)
         self._count_stored()
 
     def _store(self) -> Store | None:
