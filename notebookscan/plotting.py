@@ -389,8 +389,11 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
     var
         The result variable to plot.
     x, y
-        Dimension(s) to plot along. With ``y`` a heatmap (grid) or a coloured scatter
-        (points layout); without, a line with markers (or a scatter).
+        Dimension(s) to plot along. With ``y`` a heatmap (grid), or for points that do
+        not form a grid (random or adaptive samples) the values linearly interpolated on
+        the points' Delaunay triangulation (``tripcolor``) with the points on top,
+        coloured on the same scale. Without ``y`` a line with markers (for scattered
+        points the line through them sorted by ``x``).
     over
         Dimension(s) averaged over (NaN skipped); the line gets error bars of one
         standard error of the mean. Default ``"trial"`` (ignored when absent).

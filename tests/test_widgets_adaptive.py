@@ -119,6 +119,27 @@ def test_refine_adaptively_refuses_an_empty_goal_and_a_region_off_the_bounds(rin
     assert "at least 1" in ex.refine.error.value
 
 
+def test_refine_adaptively_stays_in_the_grid_cell_shown_and_inside_the_bounds(tmp_path):
+    scan = AdaptiveScan(mixed, {"x": (0, 1)}, tmp_path / "m", grid={"kind": ["a", "b"]},
+                        goal=Goal(points=10), balance="npoints")
+    scan.run(executor="serial", progress=False)
+    ex = Explorer(scan, interactive=False)
+    ex.sliders["kind"].value = "b"
+    ex.select_region(x=(0.2, 0.4))
+    panel = ex.refine
+    panel.executor, panel.wait, panel.points.value = "serial", True, 6
+    panel.bounds["x"][0].value = -1.0  # typed outside the scan's bounds: refused
+    panel.button.click()
+    assert "must lie inside the scan" in panel.error.value
+    panel.bounds["x"][0].value = 0.2
+    panel.button.click()
+    assert panel.error.value == ""
+    ds = scan.results()
+    new = ds.isel(point=~np.isin(ds["x"].values, [0, 0.25, 0.5, 0.75, 1.0]))
+    assert new.sizes["point"] == 6 and set(new["kind"].values) == {"b"}
+    assert ((new["x"] >= 0.2) & (new["x"] <= 0.4)).all()
+
+
 # ------------------------------------------------------------------ the builder
 
 def test_builder_adaptive_axis_builds_and_runs_an_adaptive_scan(tmp_path):

@@ -23,6 +23,7 @@ import traitlets as t
 from ..errors import ArgumentError, NotebookscanError, UnknownNameError
 from ..space import PASSED_IF_ACCEPTED, Space, axis_from_description, grid, sample, trials, zip_
 from ..store import Store
+from ._adaptive_form import adaptive_plan, check_adaptive
 
 __all__ = ["Exclusion", "ParameterSpec", "SweepSpec", "last_run_space", "parse_list",
            "parse_scalar", "space_from_node"]
@@ -565,7 +566,9 @@ class SweepSpec(t.HasTraits):
             axes = varied
         axes = {name: axis for name, axis in axes.items() if axis is not None}
         if adaptives:
-            return None, self._adaptive_plan(adaptives, axes, randoms)
+            plan, error = adaptive_plan(self, adaptives, axes, randoms)
+            self.set_trait("adaptive", plan)
+            return None, error
         space: Space | None = grid(**axes) if axes else None
         if randoms:
             drawn = sample(self.samples, method=self.method, seed=self.seed,
@@ -589,49 +592,6 @@ class SweepSpec(t.HasTraits):
         declared = {name: a for name, a in self.attrs.items() if name in space.names}
         return (space.with_attrs(**declared) if declared else space), ""
 
-    def _adaptive_plan(self, bounds: dict[str, tuple[float, float]],
-                       axes: dict[str, tuple[Any, ...]],
-                       randoms: dict[str, Any]) -> str:
-        """Set :attr:`adaptive` from the form's adaptive axes (bounds), its grid axes (the
-        learner's grid cells) and the goal; returns the error ("" when fine).
-
-        Refused with an adaptive axis: random samples (the learner chooses the
-        continuous points), trials (a learner over bounds learns one value per point)
-        and exclusions (a learner chooses within its bounds)."""
-        from ..adaptive import Goal
-
-        if randoms:
-            return (f"random samples ({', '.join(randoms)}) cannot be combined with an "
-                    f"adaptive axis ({', '.join(bounds)}): the learner chooses the "
-                    "continuous points; make them adaptive too, or a list or range")
-        if self.trials > 1:
-            return ("trials cannot be combined with an adaptive axis (the learner learns "
-                    "one value per point): set trials to 1")
-        if self.exclusions.strip():
-            return "exclusions do not apply to an adaptive scan: clear them"
-        if self.goal_points < 0 or not self.goal_loss >= 0:
-            return "the goal's points and loss must be 0 or more"
-        if not self.goal_points and not self.goal_loss:
-            return ("give the adaptive scan a goal: points to have in the store, or a loss "
-                    "to reach")
-        cells = grid(**axes) if axes else None
-        goal = Goal(points=self.goal_points or None, loss=self.goal_loss or None)
-        self.set_trait("adaptive", {"bounds": bounds, "grid": cells, "goal": goal})
-        return ""
-
-    def _check_adaptive(self) -> str:
-        """Whether the function takes a point of the adaptive scan ("" when it does)."""
-        from ..space import points
-
-        plan = self.adaptive
-        first = next(iter(plan["grid"]), {}) if plan["grid"] is not None else {}
-        example = {**first, **{name: low for name, (low, _) in plan["bounds"].items()}}
-        try:
-            points([example]).validate(self.function)
-        except NotebookscanError as exc:
-            return str(exc)
-        return ""
-
     def _rebuild(self) -> None:
         error = ""
         self.set_trait("adaptive", None)
@@ -648,7 +608,7 @@ class SweepSpec(t.HasTraits):
             except NotebookscanError as exc:
                 space, error = None, str(exc)
         if self.adaptive is not None and self.function is not None:
-            error = self._check_adaptive()
+            error = check_adaptive(self.adaptive, self.function)
             if error:
                 self.set_trait("adaptive", None)
         self.set_trait("space", space)

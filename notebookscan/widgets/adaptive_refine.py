@@ -14,8 +14,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..adaptive import AdaptiveScan, Goal
-from ..adaptive.scan import rebuild
+from ..adaptive import AdaptiveScan, Goal, rebuild
 from ..errors import ArgumentError, NotebookscanError
 from ._ui import error_html, format_value, heading_html, muted_html
 
@@ -51,6 +50,7 @@ class AdaptiveRefinePanel(w.VBox):
         self.wait = False
         self.cells: dict[str, Any] = {}
         self.refined: AdaptiveScan | None = None
+        self._run: Any = None  # the handle of the refinement run without a monitor
         #: no grid ranges to refine (the explorer's click-to-refine skips this panel)
         self.axes: dict[str, Any] = {}
         self.bounds: dict[str, tuple[w.FloatText, w.FloatText]] = {}
@@ -135,12 +135,20 @@ class AdaptiveRefinePanel(w.VBox):
         if self.points.value < 1:
             raise ArgumentError("points to add must be at least 1")
         region = self.region()
+        spec = self.scan.spec
         for name, (low, high) in region.items():
             if not low < high:
                 raise ArgumentError(f"the region of {name} is empty ({format_value(low)} to "
                                     f"{format_value(high)}): its low end must be below its "
                                     "high end")
-        spec = self.scan.spec
+            # outside, the scan's own learner would not see the new points
+            first, last = spec.bounds[name]
+            if low < first or high > last:
+                raise ArgumentError(
+                    f"the region of {name} ({format_value(low)} to {format_value(high)}) "
+                    f"must lie inside the scan's bounds {format_value(first)} to "
+                    f"{format_value(last)}; for a wider range run an AdaptiveScan with "
+                    "wider bounds on the same store")
         cells = [c for c in spec.cells
                  if all(c.get(k) == v for k, v in self.cells.items())] or None
         new = AdaptiveScan(self.scan.function, region, self.scan.store.path,
@@ -156,6 +164,9 @@ class AdaptiveRefinePanel(w.VBox):
     def apply(self) -> None:
         """Build the refinement and run it (in the background unless :attr:`wait`)."""
         self.error.value = ""
+        if self._run is not None and not self._run.done():
+            self.error.value = error_html("a refinement is running: wait until it ends")
+            return
         try:
             new = self.refinement()
             self.refined = new
@@ -163,7 +174,7 @@ class AdaptiveRefinePanel(w.VBox):
                 self.monitor._factory = lambda: new  # the monitor runs the refinement
                 self.monitor.start()
             else:
-                new.run(executor=self.executor, wait=self.wait, progress=False)
+                self._run = new.run(executor=self.executor, wait=self.wait, progress=False)
         except (ValueError, NotebookscanError) as exc:
             self.error.value = error_html(str(exc))
             return

@@ -10,6 +10,11 @@ Selecting on the plot fills the *Refine* section: drag a rectangle (a heatmap) o
 (a line) with the mouse on the zoomable ipympl figure, or click a cell or point to refine
 around it. The mouse calls :meth:`Explorer.select_region` and
 :meth:`Explorer.select_point`, which work from code too (and without ipympl).
+
+An :class:`~notebookscan.adaptive.AdaptiveScan`'s samples are drawn as they are (a line
+through them, or their triangulation) and a selected region is refined adaptively: its
+*Refine adaptively* section (:class:`AdaptiveRefinePanel`) runs a new learner over the
+region into the same store.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ._ui import error_html, format_value, muted_html
 from .adaptive_refine import AdaptiveRefinePanel
 from .refine import RefinePanel
 
-__all__ = ["Explorer", "RefinePanel"]
+__all__ = ["AdaptiveRefinePanel", "Explorer", "RefinePanel"]
 
 NONE = "—"
 #: A mouse press and release closer than this (pixels) is a click, not a drag.
@@ -73,7 +78,8 @@ class Explorer(w.VBox):
     source
         A store path, an :class:`xarray.Dataset` (e.g. ``scan.results()``), or a
         :class:`~notebookscan.Scan` (then missing points show too, and the *Refine*
-        section can add points).
+        section can add points; for an :class:`~notebookscan.adaptive.AdaptiveScan`,
+        *Refine adaptively* runs a new learner over a region).
     var, x, y
         Initial choices (default: the first result, the first parameter, no ``y``).
     monitor
@@ -490,11 +496,16 @@ class Explorer(w.VBox):
             ``{parameter: (low, high)}`` as set in the *Refine* section: ticked, with the
             count doubling the values inside, log spaced where the axis is drawn log.
 
+            For an adaptive scan: ``{parameter: (low, high)}`` set as the region of
+            *Refine adaptively* (clipped to the scan's bounds), in the grid cell the
+            sliders show.
+
         Raises
         ------
         ArgumentError
             Without a scan (no *Refine* section), or when no plotted parameter can be
-            refined by range (non-numeric, or one value only).
+            refined by range (non-numeric, or one value only), or (adaptive) when the
+            region lies outside the scan's bounds.
 
         Examples
         --------
