@@ -192,3 +192,5 @@ def test_app_run_runs_the_adaptive_scan_of_the_form(tmp_path):
     assert app.monitor.state == "finished", app.monitor.message
     assert isinstance(app.monitor.scan, AdaptiveScan)
     assert ns.open_store(tmp_path / "a").sizes["point"] == 9
+    assert app.monitor.counts["done"] == 9 and app.monitor.counts["total"] == 9
+    assert 'data-done="9"' in app.header.value

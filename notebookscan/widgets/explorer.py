@@ -64,7 +64,7 @@ def _few_values(column: Any) -> bool:
     integers, or floats taking at most a quarter as many values as there are points),
     which a slider picks; continuous samples are drawn, not sliced."""
     values = np.asarray(column)
-    distinct = len(np.unique(values.astype(str)))
+    distinct = len(np.unique(values if values.dtype.kind in "biuf" else values.astype(str)))
     if values.dtype.kind == "f":
         return 4 * distinct <= len(values)
     return distinct < len(values)
