@@ -119,19 +119,22 @@ def _is_points(ds: xr.Dataset) -> bool:
 
 def try_grid(ds: xr.Dataset) -> xr.Dataset | None:
     """A points-layout Dataset reshaped onto its parameters, when they form a grid."""
+    import pandas as pd
+
     from .store.dataset import to_grid
 
     params = parameters(ds)
     if not params:
         return None
+    # scattered samples: a grid would be mostly holes (and, for many points, too big
+    # to allocate), so its size is known before it is built
+    size = math.prod(len(pd.unique(np.asarray(ds[p].values).ravel())) for p in params)
+    if size > 4 * ds.sizes["point"]:
+        return None
     try:
-        out = to_grid(ds, params)
+        return to_grid(ds, params)
     except (ValueError, KeyError):
         return None
-    size = math.prod(out.sizes[p] for p in params)
-    if size > 4 * ds.sizes["point"]:  # scattered samples: a grid would be mostly holes
-        return None
-    return out
 
 
 def _status(ds: xr.Dataset, template: xr.DataArray | None = None) -> xr.DataArray:
