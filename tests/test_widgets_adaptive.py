@@ -194,3 +194,15 @@ def test_app_run_runs_the_adaptive_scan_of_the_form(tmp_path):
     assert ns.open_store(tmp_path / "a").sizes["point"] == 9
     assert app.monitor.counts["done"] == 9 and app.monitor.counts["total"] == 9
     assert 'data-done="9"' in app.header.value
+
+
+def test_refine_adaptively_on_a_trials_scan_says_there_is_no_region(tmp_path):
+    def noisy(kind: str = "a", seed: int = 0):
+        return {"y": float(np.random.default_rng(seed).normal())}
+
+    scan = AdaptiveScan(noisy, {}, tmp_path / "t", grid={"kind": ["a", "b"]}, trials=True,
+                        goal=Goal(points=6))
+    scan.run(executor="serial", progress=False)
+    ex = Explorer(scan, interactive=False)
+    with pytest.raises(ArgumentError, match="no continuous parameter"):
+        ex.select_region(x=(0, 1))

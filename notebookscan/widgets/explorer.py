@@ -548,6 +548,10 @@ class Explorer(w.VBox):
         xdim, ydim = self._axes()
         spans = {d: s for d, s in ((xdim, x), (ydim, y))
                  if d is not None and s is not None and d in panel.scan.spec.bounds}
+        if not panel.scan.spec.bounds:
+            raise ArgumentError("this adaptive scan has no continuous parameter to draw a "
+                                "region of (it learns over trials): run it with a larger "
+                                "goal to add points")
         if not spans:
             plotted = ", ".join(d for d in (xdim, ydim) if d) or "nothing"
             raise ArgumentError(f"the plot shows {plotted}; an adaptive refinement takes a "
