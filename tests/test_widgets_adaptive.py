@@ -159,6 +159,8 @@ def test_builder_adaptive_axis_builds_and_runs_an_adaptive_scan(tmp_path):
     ds = scan.results()
     assert ds.sizes["point"] == 12 and set(ds["kind"].values) == {"a", "b"}
     assert b.scan() is scan  # the same scan while the form does not change
+    b.refresh()
+    assert b.spec.stored == 12 and "<b>12</b> already in the store" in b.summary.value
 
 
 def test_builder_refuses_adaptive_with_random_samples_trials_or_no_goal(tmp_path):

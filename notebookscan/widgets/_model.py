@@ -653,6 +653,13 @@ class SweepSpec(t.HasTraits):
                 keys = space.keys()
                 stored = sum(1 for k in keys if k in index.done)
                 failed = sum(1 for k in keys if k in index.failed)
+        if self.adaptive is not None and store is not None and store.exists:
+            # an adaptive scan's points are the store's (as the Run tab counts them)
+            try:
+                index = store.index()
+                stored, failed = len(index.done_keys), len(index.failed_keys)
+            except NotebookscanError:
+                pass
         self.set_trait("stored", stored)
         self.set_trait("failed_before", failed)
         self._estimate()

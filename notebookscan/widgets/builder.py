@@ -297,7 +297,8 @@ class SweepBuilder(w.VBox):
         spec = self.spec
         self.message.value = error_html(spec.error)
         if spec.adaptive is not None:
-            self.summary.value = _adaptive_summary(spec.adaptive)
+            self.summary.value = _adaptive_summary(spec.adaptive, spec.stored,
+                                                   spec.failed_before)
             return
         if spec.space is None:
             self.summary.value = muted_html("no valid space yet")
@@ -401,8 +402,8 @@ class SweepBuilder(w.VBox):
         self.spec.refresh()
 
 
-def _adaptive_summary(plan: dict[str, Any]) -> str:
-    """The summary line of an adaptive form: bounds, grid cells, goal."""
+def _adaptive_summary(plan: dict[str, Any], stored: int, failed: int) -> str:
+    """The summary line of an adaptive form: bounds, grid cells, goal, store counts."""
     bounds = ", ".join(f"{name} {format_value(lo)}–{format_value(hi)}"
                        for name, (lo, hi) in plan["bounds"].items())
     cells = plan["grid"]
@@ -414,6 +415,8 @@ def _adaptive_summary(plan: dict[str, Any]) -> str:
     wanted = [f"{goal.points:,} points" if goal.points else "",
               f"loss ≤ {format_value(goal.loss)}" if goal.loss else ""]
     parts.append("goal: " + " or ".join(x for x in wanted if x))
+    parts.append(f"<b>{stored:,}</b> already in the store"
+                 + (f", {failed:,} failed" if failed else ""))
     return ('<div class="nbscan-counts" style="padding:6px 8px;margin-top:6px;'
             'background:#f5f7fa;border-radius:4px;border:1px solid #e3e8ef">'
             + " · ".join(parts) + "</div>")
