@@ -253,10 +253,8 @@ class Explorer(w.VBox):
         params = [p for p in parameters(self.view) if p in dims] if self.view is not None else []
         choices = [d for d in dims if d != "trial"] or dims
         if self.view is not None and "point" in self.view.dims:  # samples first, cells after
-            def cell(d: str) -> bool:
-                return self._is_cell(d)
-            params = sorted(params, key=cell)
-            choices = sorted(choices, key=cell)
+            params = sorted(params, key=self._is_cell)
+            choices = sorted(choices, key=self._is_cell)
         self._updating = True
         try:
             self.x.options = choices
