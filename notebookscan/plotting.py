@@ -119,19 +119,22 @@ def _is_points(ds: xr.Dataset) -> bool:
 
 def try_grid(ds: xr.Dataset) -> xr.Dataset | None:
     """A points-layout Dataset reshaped onto its parameters, when they form a grid."""
+    import pandas as pd
+
     from .store.dataset import to_grid
 
     params = parameters(ds)
     if not params:
         return None
+    # scattered samples: a grid would be mostly holes (and, for many points, too big
+    # to allocate), so its size is known before it is built
+    size = math.prod(len(pd.unique(np.asarray(ds[p].values).ravel())) for p in params)
+    if size > 4 * ds.sizes["point"]:
+        return None
     try:
-        out = to_grid(ds, params)
+        return to_grid(ds, params)
     except (ValueError, KeyError):
         return None
-    size = math.prod(out.sizes[p] for p in params)
-    if size > 4 * ds.sizes["point"]:  # scattered samples: a grid would be mostly holes
-        return None
-    return out
 
 
 def _status(ds: xr.Dataset, template: xr.DataArray | None = None) -> xr.DataArray:
@@ -389,8 +392,11 @@ def plot_result(ds: xr.Dataset, var: str, x: str, y: str | None = None, *,
     var
         The result variable to plot.
     x, y
-        Dimension(s) to plot along. With ``y`` a heatmap (grid) or a coloured scatter
-        (points layout); without, a line with markers (or a scatter).
+        Dimension(s) to plot along. With ``y`` a heatmap (grid), or for points that do
+        not form a grid (random or adaptive samples) the values linearly interpolated on
+        the points' Delaunay triangulation (``tripcolor``) with the points on top,
+        coloured on the same scale. Without ``y`` a line with markers (for scattered
+        points the line through them sorted by ``x``).
     over
         Dimension(s) averaged over (NaN skipped); the line gets error bars of one
         standard error of the mean. Default ``"trial"`` (ignored when absent).
@@ -660,15 +666,16 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
     ok = np.isfinite(values)
     failed = status == "failed"
     if y is None:
-        order = np.argsort(xv[ok])
-        ax.plot(xv[ok][order], values[ok][order], "o", markersize=4)
+        order = np.argsort(xv[ok], kind="stable")
+        ax.plot(xv[ok][order], values[ok][order], "o-", markersize=4, linewidth=1)
         ax.set_ylabel(_label(ds[var], var))
         _rug(ax, xv[~ok & ~failed], xv[failed])
         _include_x(ax, xv)
     else:
         yv = np.asarray(ds[y].values, dtype=float)[keep]
         points = ax.scatter(xv[ok], yv[ok], c=values[ok], cmap="viridis", s=30,
-                            edgecolors="none")
+                            edgecolors="white", linewidths=0.5, zorder=3)
+        _triangulation(ax, xv[ok], yv[ok], values[ok], points)
         ax.scatter(xv[~ok & ~failed], yv[~ok & ~failed], facecolors="none",
                    edgecolors="#999999", s=30, label="missing")
         ax.scatter(xv[failed], yv[failed], marker="x", color=STATUS_COLORS["failed"], s=30,
@@ -688,6 +695,22 @@ def _scatter_result(ds: xr.Dataset, var: str, x: str, y: str | None, *,
     ax.set_title(title if title is not None else f"{var} ({keep.sum()} points)",
                  fontsize="medium")
     return fig
+
+
+def _triangulation(ax: Any, xv: np.ndarray, yv: np.ndarray, values: np.ndarray,
+                   points: Any) -> None:
+    """The values linearly interpolated on the Delaunay triangulation of the samples,
+    below them and on their colour scale (nothing when they span no triangle)."""
+    from matplotlib.tri import Triangulation
+
+    if len(xv) < 3:
+        return
+    try:
+        tri = Triangulation(xv, yv)
+    except (ValueError, RuntimeError):  # collinear or repeated points: no triangle
+        return
+    ax.tripcolor(tri, values, shading="gouraud", cmap=points.get_cmap(),
+                 norm=points.norm, zorder=1)
 
 
 # --------------------------------------------------------------------------- status

@@ -7,7 +7,8 @@ The core never imports this package; the widgets use the public API only
   that makes a Space, with live counts and a time estimate;
 - :class:`RunMonitor` — Run, Stop, Resume; progress, workers and failures;
 - :class:`LivePlot` — a result plot redrawn as batches land;
-- :class:`Explorer` — variables, axes, slices, trial averages, status map, refine;
+- :class:`Explorer` — variables, axes, slices, trial averages, status map, refine
+  (an adaptive scan: its samples, and :class:`AdaptiveRefinePanel` over a region);
 - :class:`ScanApp` (or :func:`scan_app`) — all of them in labelled tabs.
 
 Examples
@@ -29,12 +30,12 @@ from typing import Any
 
 from .app import ScanApp
 from .builder import SweepBuilder
-from .explorer import Explorer, RefinePanel
+from .explorer import AdaptiveRefinePanel, Explorer, RefinePanel
 from .liveplot import LivePlot
 from .monitor import RunMonitor
 
-__all__ = ["Explorer", "LivePlot", "RefinePanel", "RunMonitor", "ScanApp", "SweepBuilder",
-           "builder", "scan_app"]
+__all__ = ["AdaptiveRefinePanel", "Explorer", "LivePlot", "RefinePanel", "RunMonitor",
+           "ScanApp", "SweepBuilder", "builder", "scan_app"]
 
 
 def builder(function: Callable[..., Any], store: str | os.PathLike[str] | None = None,

@@ -37,12 +37,24 @@ def point_counts(scan: Any, store: Any = None) -> dict[str, int]:
     reader in another thread than the scan's run (a Store caches what its index read,
     and a run decides what is new from that cache).
     """
-    keys = scan.space.key_array()
     index = (store if store is not None else scan.store).index()
+    if _chooses_points(scan):  # its points are the store's; the goal's number the total
+        done, failed = len(index.done_keys), len(index.failed_keys)
+        total = max(scan.goal.points or 0, done + failed)
+        return {"done": done, "failed": failed, "missing": total - done - failed,
+                "total": total}
+    keys = scan.space.key_array()
     done = int(index.is_done(keys).sum())
     failed = int(index.is_failed(keys).sum())
     return {"done": done, "failed": failed, "missing": len(keys) - done - failed,
             "total": len(keys)}
+
+
+def _chooses_points(scan: Any) -> bool:
+    """An adaptive scan: its learner chooses the points, its space is only an example."""
+    from ..adaptive import AdaptiveScan
+
+    return isinstance(scan, AdaptiveScan)
 
 
 def counts_text(counts: dict[str, int]) -> str:
@@ -80,8 +92,9 @@ def store_failures(scan: Any, limit: int, store: Any = None
     book = table.bookkeeping
     failed = np.asarray(book["status"]).astype(str) == "failed"
     keys = np.asarray(book["key"])
-    wanted = scan.space.key_array()
-    failed &= np.isin(keys.astype(wanted.dtype, copy=False), wanted)
+    if not _chooses_points(scan):
+        wanted = scan.space.key_array()
+        failed &= np.isin(keys.astype(wanted.dtype, copy=False), wanted)
     rows = np.flatnonzero(failed)[:limit]
     names = [n for n in table.names if n in table.params]
     error = book.get("error")

@@ -25,13 +25,15 @@ from ..space import PASSED_IF_ACCEPTED, Space, axis_from_description, grid, samp
 from ..store import Store
 from ..store.attrs import recorded_attrs
 from ..store.schema import PARAMETER_ATTRS
+from ._adaptive_form import adaptive_plan, check_adaptive
 
 __all__ = ["Exclusion", "ParameterSpec", "SweepSpec", "last_run_space", "parse_list",
            "parse_scalar", "space_from_node"]
 
-MODES = ("fixed", "list", "linear", "log", "random")
+MODES = ("fixed", "list", "linear", "log", "random", "adaptive")
 MODE_LABELS = {"fixed": "fixed value", "list": "list of values", "linear": "linear range",
-               "log": "log range", "random": "random samples"}
+               "log": "log range", "random": "random samples",
+               "adaptive": "adaptive (learner)"}
 KIND_MODES = {
     "float": MODES,
     "int": ("fixed", "list", "linear", "log"),
@@ -264,8 +266,9 @@ def kind_of(parameter: inspect.Parameter) -> str:
 class ParameterSpec(t.HasTraits):
     """One parameter's part of the form, checked whenever it changes.
 
-    ``axis`` holds the values the parameter takes (``None`` for random samples or when
-    the form is invalid), ``bounds`` the ``(low, high)`` of random samples, and
+    ``axis`` holds the values the parameter takes (``None`` for random samples, an
+    adaptive axis or when the form is invalid), ``bounds`` the ``(low, high)`` of
+    random samples or of an adaptive axis (a learner chooses its points), and
     ``error`` a one-line message to show next to the field ("" when fine). ``default``
     is the text of the function's default value (``None`` when it has none).
 
@@ -328,7 +331,7 @@ class ParameterSpec(t.HasTraits):
             raise ArgumentError("min and max must be finite numbers")
         if not low < high:
             raise ArgumentError("min must be below max")
-        if mode == "random":
+        if mode in ("random", "adaptive"):
             return None, (low, high)
         if count < 1:
             raise ArgumentError("count must be at least 1")
@@ -455,8 +458,15 @@ class SweepSpec(t.HasTraits):
     #: units and long names of parameters (``Space.with_attrs``) for the spaces the form
     #: builds: those of a space shown, so editing its form keeps them
     attrs = t.Dict()
+    #: the goal of an adaptive scan (a parameter in mode "adaptive"): points to have in
+    #: the store, and/or a loss to reach (0: none)
+    goal_points = t.Int(100)
+    goal_loss = t.Float(0.0)
 
     space = t.Any(None, allow_none=True, read_only=True)
+    #: with adaptive axes: ``{"bounds", "grid", "goal"}`` of the AdaptiveScan the form
+    #: makes (``space`` is None then); None otherwise
+    adaptive = t.Any(None, allow_none=True, read_only=True)
     error = t.Unicode("", read_only=True)
     trials_error = t.Unicode("", read_only=True)
     samples_error = t.Unicode("", read_only=True)
@@ -526,7 +536,7 @@ class SweepSpec(t.HasTraits):
             self._count_stored()
 
     @t.observe("trials", "samples", "method", "seed", "exclusions", "base_space", "function",
-               "keep", "attrs")
+               "keep", "attrs", "goal_points", "goal_loss")
     def _on_change(self, change: Any) -> None:
         if self.base_space is not None and change["name"] in (
                 "trials", "samples", "method", "seed", "exclusions"):
@@ -538,6 +548,7 @@ class SweepSpec(t.HasTraits):
     def _build(self) -> tuple[Space | None, str]:
         trials_error = "" if self.trials >= 1 else "trials must be at least 1"
         randoms = {p.name: p.bounds for p in self.parameters if p.mode == "random"}
+        adaptives = {p.name: p.bounds for p in self.parameters if p.mode == "adaptive"}
         samples_error = ""
         if randoms and self.samples < 1:
             samples_error = "the number of samples must be at least 1"
@@ -550,7 +561,8 @@ class SweepSpec(t.HasTraits):
             return None, f"fix the field{'s' if len(bad) > 1 else ''} of {', '.join(bad)}"
         if trials_error or samples_error:
             return None, trials_error or samples_error
-        axes = {p.name: p.axis for p in self.parameters if p.mode != "random"}
+        axes = {p.name: p.axis for p in self.parameters
+                if p.mode not in ("random", "adaptive")}
         # parameters at their default are left to the function (no length-1 dims),
         # unless the store already holds them (its points keep their parameters)
         kept = self._stored_names() | set(self.keep)
@@ -559,6 +571,10 @@ class SweepSpec(t.HasTraits):
         if varied or randoms or self.trials > 1:
             axes = varied
         axes = {name: axis for name, axis in axes.items() if axis is not None}
+        if adaptives:
+            plan, error = adaptive_plan(self, adaptives, axes, randoms)
+            self.set_trait("adaptive", plan)
+            return None, error
         space: Space | None = grid(**axes) if axes else None
         if randoms:
             drawn = sample(self.samples, method=self.method, seed=self.seed,
@@ -584,6 +600,7 @@ class SweepSpec(t.HasTraits):
 
     def _rebuild(self) -> None:
         error = ""
+        self.set_trait("adaptive", None)
         if self.base_space is not None:
             space: Space | None = self.base_space
         else:
@@ -596,9 +613,16 @@ class SweepSpec(t.HasTraits):
                 space.validate(self.function)
             except NotebookscanError as exc:
                 space, error = None, str(exc)
+        if self.adaptive is not None and self.function is not None:
+            error = check_adaptive(self.adaptive, self.function)
+            if error:
+                self.set_trait("adaptive", None)
         self.set_trait("space", space)
         self.set_trait("error", error)
-        self.set_trait("size", len(space) if space is not None else 0)
+        size = len(space) if space is not None else 0
+        if self.adaptive is not None:
+            size = self.adaptive["goal"].points or 0
+        self.set_trait("size", size)
         self._count_stored()
 
     def _store(self) -> Store | None:
@@ -645,6 +669,13 @@ class SweepSpec(t.HasTraits):
                 keys = space.keys()
                 stored = sum(1 for k in keys if k in index.done)
                 failed = sum(1 for k in keys if k in index.failed)
+        if self.adaptive is not None and store is not None and store.exists:
+            # an adaptive scan's points are the store's (as the Run tab counts them)
+            try:
+                index = store.index()
+                stored, failed = len(index.done_keys), len(index.failed_keys)
+            except NotebookscanError:
+                pass
         self.set_trait("stored", stored)
         self.set_trait("failed_before", failed)
         self._estimate()

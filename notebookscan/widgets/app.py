@@ -148,7 +148,7 @@ class ScanApp(w.VBox):
         spec = self.builder.spec
         missing = spec.size - spec.stored - spec.failed_before
         self.monitor.offer_resume(spec.stored + spec.failed_before, missing)
-        self.run_shortcut.disabled = spec.space is None
+        self.run_shortcut.disabled = spec.space is None and spec.adaptive is None
         status = {"done": spec.stored, "failed": spec.failed_before, "missing": max(0, missing),
                   "total": spec.size}
         scan = self._initial_scan()

@@ -27,6 +27,7 @@ from ._ui import (
     error_html,
     fixed,
     format_duration,
+    format_value,
     heading_html,
     inline_error,
     muted_html,
@@ -118,7 +119,8 @@ class ParameterRow(w.HBox):
         visible = {"fixed": {self.value}, "list": {self.values},
                    "linear": {self.low, self.high, self.count},
                    "log": {self.low, self.high, self.count},
-                   "random": {self.low, self.high}}[mode]
+                   "random": {self.low, self.high},
+                   "adaptive": {self.low, self.high}}[mode]
         for field in (self.value, self.values, self.low, self.high, self.count):
             field.layout.display = None if field in visible else "none"
 
@@ -221,6 +223,20 @@ class SweepBuilder(w.VBox):
                                 *map(fixed, (self.samples, self.method, self.seed)),
                                 self.samples_error],
                                layout=w.Layout(align_items="center"))
+        self.goal_points = w.BoundedIntText(value=spec.goal_points, min=0, max=10_000_000,
+                                            description="points", style=_NUMBER_STYLE,
+                                            layout=w.Layout(width="150px"))
+        self.goal_points.add_class("nbscan-goal-points")
+        self.goal_loss = w.BoundedFloatText(value=spec.goal_loss, min=0.0, max=1e300,
+                                            description="loss", style=_NUMBER_STYLE,
+                                            layout=w.Layout(width=FIELD_WIDTH))
+        self.goal_loss.add_class("nbscan-goal-loss")
+        self.goal = w.HBox([fixed(w.HTML("<b>adaptive goal</b>",
+                                         layout=w.Layout(width=NAME_WIDTH))),
+                            *map(fixed, (self.goal_points, self.goal_loss)),
+                            w.HTML(muted_html("stop at whichever comes first (0: none)"))],
+                           layout=w.Layout(align_items="center"))
+        self.goal.add_class("nbscan-goal")
         self.exclusions = w.Textarea(value=spec.exclusions, rows=2,
                                      placeholder="one rule per line, e.g.  k > 10 and tau < 0.01",
                                      layout=w.Layout(width="570px"))
@@ -251,7 +267,7 @@ class SweepBuilder(w.VBox):
         return [
             self.title, header, *self.rows.values(),
             labelled("trials", self.trials, self.trials_note, self.trials_error),
-            self.sampling,
+            self.sampling, self.goal,
             labelled("exclude", self.exclusions, self.exclusions_error),
             labelled("store", self.store),
             self.summary, self.message, style_widget(),
@@ -266,9 +282,12 @@ class SweepBuilder(w.VBox):
                        w.link((self.method, "value"), (spec, "method")),
                        w.link((self.seed, "value"), (spec, "seed")),
                        w.link((self.exclusions, "value"), (spec, "exclusions")),
-                       w.link((self.store, "value"), (spec, "store"))]
+                       w.link((self.store, "value"), (spec, "store")),
+                       w.link((self.goal_points, "value"), (spec, "goal_points")),
+                       w.link((self.goal_loss, "value"), (spec, "goal_loss"))]
         spec.observe(self._show_summary, names=["space", "size", "stored", "failed_before",
-                                                 "estimate", "error", "base_space"])
+                                                 "estimate", "error", "base_space",
+                                                 "adaptive"])
         spec.observe(self._show_errors, names=["trials_error", "samples_error",
                                                 "exclusions_error"])
         for p in spec.parameters:
@@ -284,10 +303,16 @@ class SweepBuilder(w.VBox):
     def _show_sampling(self, change: Any = None) -> None:
         random = any(p.mode == "random" for p in self.spec.parameters)
         self.sampling.layout.display = None if random else "none"
+        adaptive = any(p.mode == "adaptive" for p in self.spec.parameters)
+        self.goal.layout.display = None if adaptive else "none"
 
     def _show_summary(self, change: Any = None) -> None:
         spec = self.spec
         self.message.value = error_html(spec.error)
+        if spec.adaptive is not None:
+            self.summary.value = _adaptive_summary(spec.adaptive, spec.stored,
+                                                   spec.failed_before)
+            return
         if spec.space is None:
             self.summary.value = muted_html("no valid space yet")
             return
@@ -355,6 +380,8 @@ class SweepBuilder(w.VBox):
         ArgumentError
             When the form has an error (the message says which field).
         """
+        if self.spec.adaptive is not None:
+            return self._adaptive_scan(self.spec.adaptive)
         space = self.spec.space
         if space is None:
             raise ArgumentError(f"the form has an error: {self.spec.error or 'no space'}")
@@ -365,6 +392,20 @@ class SweepBuilder(w.VBox):
             self._scan, self._scan_space = scan, space
         return scan
 
+    def _adaptive_scan(self, plan: dict[str, Any]) -> Scan:
+        """The AdaptiveScan of the form's adaptive axes (the same one while unchanged)."""
+        from ..adaptive import AdaptiveScan
+
+        made = (plan["bounds"], None if plan["grid"] is None else plan["grid"].describe(),
+                plan["goal"], os.path.abspath(self.spec.store))
+        scan = self._scan
+        if isinstance(scan, AdaptiveScan) and getattr(self, "_scan_space", None) == made:
+            return scan
+        scan = AdaptiveScan(self.function, plan["bounds"], self.spec.store, grid=plan["grid"],
+                            goal=plan["goal"])
+        self._scan, self._scan_space = scan, made
+        return scan
+
     def adopt(self, scan: Scan) -> None:
         """Make :meth:`scan` return ``scan`` (an existing Scan) while the form is unchanged."""
         self._scan, self._scan_space = scan, self.spec.space
@@ -372,6 +413,26 @@ class SweepBuilder(w.VBox):
     def refresh(self) -> None:
         """Re-count what the store holds (the run control calls this after a run)."""
         self.spec.refresh()
+
+
+def _adaptive_summary(plan: dict[str, Any], stored: int, failed: int) -> str:
+    """The summary line of an adaptive form: bounds, grid cells, goal, store counts."""
+    bounds = ", ".join(f"{name} {format_value(lo)}–{format_value(hi)}"
+                       for name, (lo, hi) in plan["bounds"].items())
+    cells = plan["grid"]
+    parts = [f"<b>adaptive</b> over {html.escape(bounds)}"]
+    if cells is not None:
+        parts.append(f"× {len(cells):,} grid cell{'s' if len(cells) != 1 else ''} "
+                     f"({html.escape(', '.join(cells.names))})")
+    goal = plan["goal"]
+    wanted = [f"{goal.points:,} points" if goal.points else "",
+              f"loss ≤ {format_value(goal.loss)}" if goal.loss else ""]
+    parts.append("goal: " + " or ".join(x for x in wanted if x))
+    parts.append(f"<b>{stored:,}</b> already in the store"
+                 + (f", {failed:,} failed" if failed else ""))
+    return ('<div class="nbscan-counts" style="padding:6px 8px;margin-top:6px;'
+            'background:#f5f7fa;border-radius:4px;border:1px solid #e3e8ef">'
+            + " · ".join(parts) + "</div>")
 
 
 def _same_space(a: Space | None, b: Space | None) -> bool:

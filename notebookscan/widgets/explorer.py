@@ -10,6 +10,11 @@ Selecting on the plot fills the *Refine* section: drag a rectangle (a heatmap) o
 (a line) with the mouse on the zoomable ipympl figure, or click a cell or point to refine
 around it. The mouse calls :meth:`Explorer.select_region` and
 :meth:`Explorer.select_point`, which work from code too (and without ipympl).
+
+An :class:`~notebookscan.adaptive.AdaptiveScan`'s samples are drawn as they are (a line
+through them, or their triangulation) and a selected region is refined adaptively: its
+*Refine adaptively* section (:class:`AdaptiveRefinePanel`) runs a new learner over the
+region into the same store.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 
+from ..adaptive import AdaptiveScan
 from ..errors import ArgumentError, NotebookscanError
 from ..plotting import looks_log, parameters, plot_result, plot_status, result_variables, try_grid
 from ..scan import Scan
@@ -27,21 +33,41 @@ from ..store import open_store
 from ..store.schema import STATUS
 from ._figures import figure_output, has_ipympl, message_output, show_interactive
 from ._ui import error_html, format_value, muted_html
+from .adaptive_refine import AdaptiveRefinePanel
 from .refine import RefinePanel
 
-__all__ = ["Explorer", "RefinePanel"]
+__all__ = ["AdaptiveRefinePanel", "Explorer", "RefinePanel"]
 
 NONE = "—"
 #: A mouse press and release closer than this (pixels) is a click, not a drag.
 _CLICK_PIXELS = 5
 
 
-def _grid_view(ds: Any) -> Any:
-    """The dataset with one dimension per parameter when possible."""
-    if "point" in ds.dims:
-        gridded = try_grid(ds)
-        return gridded if gridded is not None else ds
-    return ds
+def _grid_view(ds: Any, samples: bool = False) -> Any:
+    """The dataset with one dimension per parameter when its points fill that grid.
+
+    Points that would leave holes in it (an adaptive scan's samples, random samples)
+    are shown as they are: a line through them, or their triangulation. ``samples``
+    keeps them so always (an adaptive scan).
+    """
+    if "point" not in ds.dims or samples:
+        return ds
+    gridded = try_grid(ds)
+    if gridded is None or STATUS not in gridded or STATUS not in ds:
+        return ds if gridded is None else gridded
+    filled = int(gridded[STATUS].size) == int(ds.sizes["point"])
+    return gridded if filled else ds
+
+
+def _few_values(column: Any) -> bool:
+    """A points-layout parameter of grid cells or trials (repeated values: strings,
+    integers, or floats taking at most a quarter as many values as there are points),
+    which a slider picks; continuous samples are drawn, not sliced."""
+    values = np.asarray(column)
+    distinct = len(np.unique(values if values.dtype.kind in "biuf" else values.astype(str)))
+    if values.dtype.kind == "f":
+        return 4 * distinct <= len(values)
+    return distinct < len(values)
 
 
 class Explorer(w.VBox):
@@ -52,7 +78,8 @@ class Explorer(w.VBox):
     source
         A store path, an :class:`xarray.Dataset` (e.g. ``scan.results()``), or a
         :class:`~notebookscan.Scan` (then missing points show too, and the *Refine*
-        section can add points).
+        section can add points; for an :class:`~notebookscan.adaptive.AdaptiveScan`,
+        *Refine adaptively* runs a new learner over a region).
     var, x, y
         Initial choices (default: the first result, the first parameter, no ``y``).
     monitor
@@ -98,9 +125,9 @@ class Explorer(w.VBox):
         self.add_class("nbscan-explorer")
         self._wire()
         self._wanted = {"var": var, "x": x, "y": y}
-        self.refine: RefinePanel | None = None
+        self.refine: Any = None
         if self.scan is not None:
-            self.refine = RefinePanel(self.scan, monitor=monitor, on_run=self._after_refine)
+            self.refine = self._refine_panel(self.scan)
             self.children = (*self.children, self.refine)
         self.reload()
 
@@ -192,7 +219,7 @@ class Explorer(w.VBox):
     def set_dataset(self, ds: Any) -> None:
         """Show ``ds`` (keeping the current choices when they still apply)."""
         self.ds = ds
-        self.view = _grid_view(ds)
+        self.view = _grid_view(ds, samples=isinstance(self.scan, AdaptiveScan))
         variables = result_variables(self.view)
         stored = int(ds[STATUS].isin(["done", "failed"]).sum()) if STATUS in ds else 0
         total = int(ds[STATUS].size) if STATUS in ds else 0
@@ -225,6 +252,9 @@ class Explorer(w.VBox):
         dims = self._dims()
         params = [p for p in parameters(self.view) if p in dims] if self.view is not None else []
         choices = [d for d in dims if d != "trial"] or dims
+        if self.view is not None and "point" in self.view.dims:  # samples first, cells after
+            params = sorted(params, key=self._is_cell)
+            choices = sorted(choices, key=self._is_cell)
         self._updating = True
         try:
             self.x.options = choices
@@ -311,8 +341,8 @@ class Explorer(w.VBox):
         if has_trials and self.average.value:
             keep.add("trial")
         if "point" in view.dims:
-            wanted: list[str] = [d for d in self._dims() if d not in keep
-                                 and d not in parameters(view)]
+            wanted: list[str] = [d for d in self._dims() if d not in keep and (
+                d not in parameters(view) or self._is_cell(d))]
         else:
             wanted = [d for d in self._dims() if d not in keep]
         old = self.sliders
@@ -320,8 +350,8 @@ class Explorer(w.VBox):
         fixed = []
         self._fixed = {}
         for dim in wanted:
-            if view.sizes.get(dim, 0) == 1 and dim in view.coords:  # nothing to choose
-                self._fixed[dim] = view[dim].values[0].tolist()
+            if dim in view.coords and len(np.unique(view[dim].values)) == 1:  # no choice
+                self._fixed[dim] = np.asarray(view[dim].values)[:1].tolist()[0]
                 fixed.append(f"{dim} = {format_value(self._fixed[dim])}")
                 continue
             current = getattr(old.get(dim), "value", None)
@@ -339,12 +369,21 @@ class Explorer(w.VBox):
         note = [w.HTML(muted_html("fixed: " + ", ".join(fixed)))] if fixed else []
         self.slice_box.children = (*rows, *note)
 
+    def _is_cell(self, dim: str) -> bool:
+        """A parameter of scattered points that a slider picks (a grid cell, a trial):
+        an adaptive scan's grid parameters, else those with few repeated values."""
+        spec = getattr(self.scan, "spec", None)
+        if isinstance(self.scan, AdaptiveScan) and spec is not None:
+            return dim in spec.cell_names or dim == "trial"
+        return dim in self.view.coords and _few_values(self.view[dim].values)
+
     def _slider(self, dim: str, current: Any) -> w.Widget:
         view = self.view
         style = {"description_width": "90px"}
         layout = w.Layout(width="520px")
         if dim in view.coords:
-            values = view[dim].values.tolist()
+            values = (np.unique(view[dim].values) if "point" in view[dim].dims
+                      else view[dim].values).tolist()
             if view[dim].dtype.kind in "iuf":
                 options = [(format_value(v), v) for v in values]
                 value = current if current in values else values[0]
@@ -455,11 +494,16 @@ class Explorer(w.VBox):
             ``{parameter: (low, high)}`` as set in the *Refine* section: ticked, with the
             count doubling the values inside, log spaced where the axis is drawn log.
 
+            For an adaptive scan: ``{parameter: (low, high)}`` set as the region of
+            *Refine adaptively* (clipped to the scan's bounds), in the grid cell the
+            sliders show.
+
         Raises
         ------
         ArgumentError
             Without a scan (no *Refine* section), or when no plotted parameter can be
-            refined by range (non-numeric, or one value only).
+            refined by range (non-numeric, or one value only), or (adaptive) when the
+            region lies outside the scan's bounds.
 
         Examples
         --------
@@ -479,6 +523,8 @@ class Explorer(w.VBox):
             raise ArgumentError("selecting a region refines a scan: open the explorer on the "
                                 "Scan (Explorer(scan)), not on a store path or Dataset")
         xdim, ydim = self._axes()
+        if isinstance(self.refine, AdaptiveRefinePanel):
+            return self._select_adaptive(x if xdim else None, y if ydim else None)
         chosen: dict[str, tuple[float, float]] = {}
         for dim, span, box in ((xdim, x, self.logx), (ydim, y, self.logy)):
             if dim is None or span is None or dim not in self.refine.axes:
@@ -490,6 +536,27 @@ class Explorer(w.VBox):
             raise ArgumentError(f"the plot shows {plotted}; the Refine section takes ranges "
                                 f"of {', '.join(self.refine.axes) or 'no parameter'}: plot "
                                 "one of those to select a region of it")
+        return chosen
+
+    def _select_adaptive(self, x: tuple[float, float] | None,
+                         y: tuple[float, float] | None) -> dict[str, tuple[float, float]]:
+        """:meth:`select_region` for an adaptive scan: the region's bounds (clipped to
+        the scan's), in the grid cell the sliders show."""
+        panel = self.refine
+        xdim, ydim = self._axes()
+        spans = {d: s for d, s in ((xdim, x), (ydim, y))
+                 if d is not None and s is not None and d in panel.scan.spec.bounds}
+        if not panel.scan.spec.bounds:
+            raise ArgumentError("this adaptive scan has no continuous parameter to draw a "
+                                "region of (it learns over trials): run it with a larger "
+                                "goal to add points")
+        if not spans:
+            plotted = ", ".join(d for d in (xdim, ydim) if d) or "nothing"
+            raise ArgumentError(f"the plot shows {plotted}; an adaptive refinement takes a "
+                                f"region of {', '.join(panel.scan.spec.bounds)}: plot those "
+                                "to draw it")
+        chosen = {dim: panel.set_region(dim, span) for dim, span in spans.items()}
+        panel.set_cells(self.selection())
         return chosen
 
     def select_point(self, x: float, y: float | None = None) -> dict[str, Any]:
@@ -586,11 +653,20 @@ class Explorer(w.VBox):
             return
         self.source = self.scan = scan
         self.error.value = ""
-        if self.refine is None:
-            self.refine = RefinePanel(scan, monitor=self.monitor, on_run=self._after_refine)
-            self.children = (*self.children, self.refine)
+        if self.refine is None or isinstance(scan, AdaptiveScan) or isinstance(
+                self.refine, AdaptiveRefinePanel):
+            panel = self._refine_panel(scan)
+            kept = [c for c in self.children if c is not self.refine]
+            self.refine = panel
+            self.children = (*kept, panel)
         else:
             self.refine.set_scan(scan)
+
+    def _refine_panel(self, scan: Scan) -> Any:
+        """The *Refine* section: a new learner over a region for an adaptive scan, a
+        finer grid for the others."""
+        kind = AdaptiveRefinePanel if isinstance(scan, AdaptiveScan) else RefinePanel
+        return kind(scan, monitor=self.monitor, on_run=self._after_refine)
 
     def _after_refine(self) -> None:
         if self.monitor is None:

@@ -534,7 +534,7 @@ class RunMonitor(w.VBox):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 run = scan.run(executor=executor, wait=False, progress=False,
-                               retry_failed=self.retry.value, stale=self.stale_choice.value)
+                               **self._run_options(scan))
         except Exception as exc:
             self._ended.set()
             if owned:
@@ -556,6 +556,15 @@ class RunMonitor(w.VBox):
             self.ui.guarded(lambda cb=callback: cb(self))()
         threading.Thread(target=self._watch, args=(run,), name="notebookscan-watch",
                          daemon=True).start()
+
+    def _run_options(self, scan: Scan) -> dict[str, Any]:
+        """Retry and stale-run choices, for the scans they apply to (an adaptive scan
+        chooses its points: a failed one stays failed)."""
+        from ..adaptive import AdaptiveScan
+
+        if isinstance(scan, AdaptiveScan):
+            return {}
+        return {"retry_failed": self.retry.value, "stale": self.stale_choice.value}
 
     def _watch(self, run: ScanRun) -> None:
         error: BaseException | None = None
