@@ -105,6 +105,7 @@ __all__ = [
     "published_name",
     "read_shard",
     "shard_from_records",
+    "shard_variables",
     "write_shard",
     "write_shard_atomically",
     "write_shard_unpublished",
@@ -1027,6 +1028,33 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
             continue
         raise MalformedShard(f"it lacks the variable {name!r}")
     return shard
+
+
+_PART_OF_ROLE = {"parameter": "params", "result": "results", "length": "lengths",
+                 "coord": "coords", "coord2d": "coords"}
+
+
+def shard_variables(path: str) -> dict[str, dict[str, str]]:
+    """Which variables a shard holds, without reading any: for each part of
+    :class:`ShardData` (``params``, ``bookkeeping``, ``results``, ``lengths``,
+    ``coords``), its names there mapped to the name :func:`read_shard`'s ``variables``
+    takes. Lets a reader read a big shard back a few variables at a time."""
+    parts: dict[str, dict[str, str]] = {part: {} for part in (
+        "params", "bookkeeping", "results", "lengths", "coords")}
+    with _opened(path, "r") as (nc, _):
+        legacy = _format_of({k: nc.getncattr(k) for k in nc.ncattrs()}) < 3
+        for stored, var in nc.variables.items():
+            role = var.getncattr(ROLE) if ROLE in var.ncattrs() else None
+            name = _short_name(stored, role)
+            if role == "bookkeeping" or (legacy and name in BOOKKEEPING):
+                parts["bookkeeping"][name] = name
+            elif role == "length":
+                parts["lengths"][name[: -len("_length")]] = stored
+            elif role == "coord2d":
+                parts["coords"][name[: -len("_coord")]] = stored
+            elif role in _PART_OF_ROLE:
+                parts[_PART_OF_ROLE[role]][name] = stored
+    return parts
 
 
 def _format_of(attrs: dict[str, Any]) -> int:
