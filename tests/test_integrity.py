@@ -310,3 +310,48 @@ def test_check_written_finds_changed_rows(tmp_path):
     assert "checksum of 'v'" in check_written(store, name, changed)
     changed.bookkeeping["key"][4] = changed.bookkeeping["key"][3]
     assert "rows per key" in check_written(store, name, changed)
+
+
+def test_check_written_reads_back_a_few_variables_at_a_time(tmp_path):
+    # a compaction's read-back check holds ~CHECK_BYTES of the written shard, not all of it
+    import tracemalloc
+
+    store = small_shards(tmp_path / "s", points=10, shards=1)
+    shard = read_shard(os.path.join(store.shards_dir, store.shard_files()[0]),
+                       text_as_bytes=True)
+    rng = np.random.default_rng(1)
+    for i in range(4):  # 4 results of 3 MB each
+        shard.results[f"b{i}"] = rng.random((10, 37_500))
+        shard.result_dims[f"b{i}"] = ("s",)
+        shard.result_attrs[f"b{i}"] = {}
+    name = store.write(shard, register_runs=False)
+    tracemalloc.start()
+    try:
+        assert check_written(store, name, shard) == ""
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * 2**20, peak  # the whole shard read back is 12 MB
+    shard.results["b3"][9, 5] += 1.0  # a change in the last group read is found
+    assert "checksum of 'b3'" in check_written(store, name, shard)
+    del shard.results["b2"]  # a variable the file holds but the shard does not
+    assert "['b2'] missing or extra" in check_written(store, name, shard)
+    shard.bookkeeping["status"] = shard.bookkeeping["status"].copy()
+    shard.bookkeeping["status"][0] = b"failed"
+    shard.results["b2"] = shard.results["b3"]
+    assert "checksum of " in check_written(store, name, shard)
+
+
+def test_checksum_in_slices_ignores_how_text_and_numbers_were_read():
+    from notebookscan.store.maintenance import _checksum
+
+    words = np.array([f"w{i % 977}" for i in range(300_000)], dtype=object)  # many slices
+    as_bytes = np.array([w.encode() for w in words], dtype="S8")
+    assert _checksum(words) == _checksum(as_bytes)
+    changed = as_bytes.copy()
+    changed[299_999] = b"x"
+    assert _checksum(changed) != _checksum(as_bytes)
+    numbers = np.arange(300_000, dtype=np.int32)
+    assert _checksum(numbers) == _checksum(numbers.astype(np.int64))
+    floats = np.where(numbers % 7 == 0, np.nan, numbers).astype(np.float32)
+    assert _checksum(floats) == _checksum(floats.astype(np.float64))

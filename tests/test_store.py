@@ -397,3 +397,51 @@ def test_bookkeeping_leaves_the_users_names_free(tmp_path):
     assert named.seed.values.tolist() == [7]  # a parameter called seed is stored too
     with pytest.raises(ns.SpaceError, match="'ns_status' is reserved"):
         ns.Scan(lambda ns_status: 0, ns.grid(ns_status=[1]), store=tmp_path / "x")
+
+
+def test_a_shard_of_every_kind_of_variable_reads_back_as_written(tmp_path):
+    # every variable is defined before any is written: each must still hold its data
+    import time
+
+    from notebookscan.results import Value
+    from notebookscan.store.maintenance import check_written
+    from notebookscan.store.shards import Record, read_shard, shard_from_records
+
+    now = time.time()
+    records = []
+    for i, n in enumerate([200_000, 10, 3]):  # lengths this different: stored ragged
+        values = {"wave": Value(np.arange(n, dtype=np.float64), ("t",)),
+                  "trace": Value(np.arange(4.0) * i, ("s",), {"s": np.arange(4.0) + i}),
+                  "flag": Value(bool(i % 2)), "label": Value(f"p{i}"),
+                  "big": Value(np.full((8, 1024), float(i)), ("r", "c"))}
+        records.append(Record(f"{i:032x}", {"a": i * 0.5, "on": bool(i), "who": f"w{i}"},
+                              i, "failed" if i == 2 else "done",
+                              {} if i == 2 else values, "E" * (100 * i), "tb", now, now + 1,
+                              "host", f"pid {i}", "run"))
+    shard = shard_from_records(["a", "on", "who"], records, {})
+    store = Store(tmp_path / "s")
+    store.prepare(ns.Layout("points", ("a", "on", "who")), ["a", "on", "who"])
+    name = store.write(shard, register_runs=False)
+    path = os.path.join(store.shards_dir, name)
+    found = read_shard(path, text_as_bytes=True)
+    assert type(found.results["wave"]).__name__ == "Ragged"
+    assert found.coords["s"].ndim == 2  # the points' coordinates differ
+    assert found.results["big"][1].tolist() == np.full((8, 1024), 1.0).tolist()
+    assert np.isnan(found.results["big"][2]).all()  # the failed point's rows read as missing
+    assert check_written(store, name, found) == ""
+    assert check_written(store, name, read_shard(path)) == ""
+
+
+def test_read_shard_can_leave_the_parameters_out(tmp_path):
+    from notebookscan.store.shards import read_shard
+
+    path = tmp_path / "s"
+    ns.Scan(lambda x: {"y": 2.0 * x}, ns.grid(x=[1.0, 2.0]), store=path).run(
+        executor="serial", progress=False)
+    store = Store(path)
+    shard = os.path.join(store.shards_dir, store.shard_files()[0])
+    alone = read_shard(shard, ["y"], parameters=False)
+    assert alone.params == {} and sorted(alone.results) == ["y"]
+    assert sorted(alone.results["y"].tolist()) == [2.0, 4.0]
+    assert len(alone.bookkeeping["key"]) == 2
+    assert list(read_shard(shard, ["y"]).params) == ["x"]

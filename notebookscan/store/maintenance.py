@@ -27,7 +27,14 @@ from .forms import compatible, shard_forms
 from .journal import fold_journals
 from .ragged import Ragged
 from .schema import LOCK_FILE, SUPERSEDED
-from .shards import MalformedShard, ShardData, ShardVanished, read_shard, unreadable_reason
+from .shards import (
+    MalformedShard,
+    ShardData,
+    ShardVanished,
+    read_shard,
+    shard_variables,
+    unreadable_reason,
+)
 from .table import Conflict, ReadRules, combine_shards, table_to_shard, typed_parts
 
 if TYPE_CHECKING:
@@ -213,25 +220,81 @@ def _compact_pass(store: Store, candidates: list[str], later: list[str],
     return len(table)
 
 
+CHECK_BYTES = 4 * 2**20  # variables of a written shard read back at a time, at most
+
+
 def check_written(store: Store, name: str, expected: ShardData) -> str:
     """Read shard ``name`` back and compare it with ``expected``: the rows of each key,
-    and a checksum of every variable. Returns what differs, or ``""``."""
+    and a checksum of every variable. Returns what differs, or ``""``.
+
+    The shard is read back a few variables at a time (about :data:`CHECK_BYTES` of
+    them, with the keys and parameters), not whole: the check holds little more
+    memory than ``expected`` itself.
+    """
+    path = os.path.join(store.shards_dir, name)
     try:
-        found = read_shard(os.path.join(store.shards_dir, name), text_as_bytes=True)
+        stored = shard_variables(path)
+        head = read_shard(path, (), text_as_bytes=True)  # keys and parameters
     except Exception as exc:  # unreadable: whatever it is, the inputs must stay
         return f"it cannot be read: {type(exc).__name__}: {exc}"
-    if found.n != expected.n:
-        return f"{found.n} rows instead of {expected.n}"
-    counts = [_key_counts(s.bookkeeping["key"]) for s in (found, expected)]
+    if head.n != expected.n:
+        return f"{head.n} rows instead of {expected.n}"
+    counts = [_key_counts(s.bookkeeping["key"]) for s in (head, expected)]
     if not all(np.array_equal(a, b) for a, b in zip(*counts, strict=True)):
         return "the rows per key differ"
-    for part in ("params", "bookkeeping", "results", "lengths", "coords"):
-        mine, theirs = getattr(expected, part), getattr(found, part)
-        if set(mine) != set(theirs):
-            return f"{part} {sorted(set(mine) ^ set(theirs))} missing or extra"
-        for var in mine:
-            if _checksum(mine[var]) != _checksum(theirs[var]):
-                return f"the checksum of {var!r} differs"
+    for part in _PARTS:
+        mine = getattr(expected, part)
+        if set(mine) != set(stored[part]):
+            return f"{part} {sorted(set(mine) ^ set(stored[part]))} missing or extra"
+    problem = _compare(expected, head, [("params", var) for var in expected.params])
+    for group in _groups(expected, stored):
+        if problem:
+            break
+        try:
+            found = read_shard(path, [stored[part][var] for part, var in group],
+                               text_as_bytes=True, parameters=False)
+        except Exception as exc:
+            return f"it cannot be read: {type(exc).__name__}: {exc}"
+        problem = _compare(expected, found, group)
+        del found  # before the next group is read
+    return problem
+
+
+_PARTS = ("params", "bookkeeping", "results", "lengths", "coords")
+
+
+def _groups(expected: ShardData, stored: dict[str, dict[str, str]]
+            ) -> list[list[tuple[str, str]]]:
+    """The variables other than the keys and parameters, in groups of about
+    :data:`CHECK_BYTES` (a bigger variable is a group of its own)."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    held = 0
+    for part in _PARTS[1:]:
+        for var, column in getattr(expected, part).items():
+            if part == "bookkeeping" and var == "key":
+                continue  # read with the parameters
+            size = _nbytes(column)
+            if groups[-1] and held + size > CHECK_BYTES:
+                groups.append([])
+                held = 0
+            groups[-1].append((part, var))
+            held += size
+    return [group for group in groups if group]
+
+
+def _nbytes(column: Any) -> int:
+    if isinstance(column, Ragged):
+        return int(column.values.nbytes) + int(column.counts.nbytes)
+    return int(getattr(column, "nbytes", 0))
+
+
+def _compare(expected: ShardData, found: ShardData, group: list[tuple[str, str]]) -> str:
+    for part, var in group:
+        theirs = getattr(found, part).get(var)
+        if theirs is None:
+            return f"{part} [{var!r}] missing or extra"
+        if _checksum(getattr(expected, part)[var]) != _checksum(theirs):
+            return f"the checksum of {var!r} differs"
     return ""
 
 
@@ -248,24 +311,40 @@ def _as_bytes(column: np.ndarray) -> np.ndarray:
                      for v in column.ravel().tolist()], dtype=bytes).reshape(column.shape)
 
 
+CHECKSUM_ROWS_BYTES = 2**20  # rows of a column hashed at a time (their copies are this big)
+
+
 def _checksum(column: Any) -> str:
     """A digest of a column's values that does not depend on how they were read:
-    text as UTF-8 without padding, numbers as 64-bit, every NaN alike."""
+    text as UTF-8 without padding, numbers as 64-bit, every NaN alike. Hashed a slice
+    of rows at a time: the copies it makes stay small whatever the column's size."""
     if isinstance(column, Ragged):  # flat values and counts: never padded here
         return f"ragged:{_checksum(column.counts)}:{_checksum(column.values)}"
     data = np.asarray(column)
+    digest = hashlib.blake2b(digest_size=16)
+    # slices from the shape alone (8 bytes a number, 64 a text as Python bytes, which
+    # it is hashed as): equal however the column was read
+    size = 64 if data.dtype.kind in "OSU" else 8
+    step = max(1, CHECKSUM_ROWS_BYTES // (size * max(1, int(np.prod(data.shape[1:])))))
+    for start in range(0, len(data) if data.ndim else 1, step):
+        digest.update(_canonical(data[start:start + step] if data.ndim else data))
+        if data.dtype.kind in "OSU":
+            digest.update(b"\0")
+    return f"{data.shape}:" + digest.hexdigest()
+
+
+def _canonical(data: np.ndarray) -> bytes:
+    """The bytes :func:`_checksum` hashes for some rows of a column."""
     if data.dtype.kind in "OSU":
         text = _as_bytes(data.astype(object) if data.dtype.kind == "U" else data)
-        body = b"\0".join(text.ravel().tolist())
-    else:
-        if data.dtype.kind == "b":
-            data = data.astype(np.int8)
-        if data.dtype.kind == "f":
-            data = np.where(np.isnan(data), np.nan, data.astype(np.float64))
-        elif data.dtype.kind in "iu":
-            data = data.astype(np.int64)
-        body = np.ascontiguousarray(data).tobytes()
-    return f"{data.shape}:" + hashlib.blake2b(body, digest_size=16).hexdigest()
+        return b"\0".join(text.ravel().tolist())
+    if data.dtype.kind == "b":
+        data = data.astype(np.int8)
+    if data.dtype.kind == "f":
+        data = np.where(np.isnan(data), np.nan, data.astype(np.float64))
+    elif data.dtype.kind in "iu":
+        data = data.astype(np.int64)
+    return np.ascontiguousarray(data).tobytes()
 
 
 def remove_dead_temporaries(store: Store) -> int:

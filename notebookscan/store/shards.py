@@ -105,6 +105,7 @@ __all__ = [
     "published_name",
     "read_shard",
     "shard_from_records",
+    "shard_variables",
     "write_shard",
     "write_shard_atomically",
     "write_shard_unpublished",
@@ -469,14 +470,29 @@ class RowStack:
                 var[i] = padded
 
 
-def _put_strings(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray) -> Any:
+Writes = list[tuple[Any, Any]]  # (variable, data) to write once every variable is defined
+
+
+def _write_all(writes: Writes) -> None:
+    """Write the data of variables defined before: netCDF-4 leaves define mode (and
+    writes every variable's metadata to HDF5) at a variable's first write, so writing
+    each variable as it is defined costs that again for every variable."""
+    for var, data in writes:
+        if isinstance(data, RowStack):
+            data.write_into(var)
+        else:
+            var[...] = data
+
+
+def _put_strings(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray,
+                 writes: Writes) -> Any:
     var = nc.createVariable(name, str, dims)
     if data.size:
-        var[...] = np.asarray(data, dtype=object)
+        writes.append((var, np.asarray(data, dtype=object)))
     return var
 
 
-def _put_text(nc: Any, name: str, column: np.ndarray) -> Any:
+def _put_text(nc: Any, name: str, column: np.ndarray, writes: Writes) -> Any:
     """A per-point text column: a char array when every value is short, else vlen.
 
     Char arrays carry ``_Encoding`` so netCDF4 and xarray decode them to strings.
@@ -486,10 +502,11 @@ def _put_text(nc: Any, name: str, column: np.ndarray) -> Any:
         encoded = [str(v).encode("utf-8") for v in column]
         width = max((len(b) for b in encoded), default=0)
         if width > CHAR_MAX or any(b.endswith(b"\0") for b in encoded):
-            return _put_strings(nc, name, ("point",), column)  # NULs would be stripped
+            return _put_strings(nc, name, ("point",), column, writes)  # NULs would be stripped
         column = np.array(encoded, dtype=f"S{max(width, 1)}")
     elif column.dtype.itemsize > CHAR_MAX:
-        return _put_strings(nc, name, ("point",), np.char.decode(column, "utf-8").astype(object))
+        return _put_strings(nc, name, ("point",),
+                            np.char.decode(column, "utf-8").astype(object), writes)
     width = column.dtype.itemsize
     dim = f"{name}{CHARS_SUFFIX}"
     nc.createDimension(dim, max(width, 1))
@@ -501,7 +518,7 @@ def _put_text(nc: Any, name: str, column: np.ndarray) -> Any:
     var.setncattr("_Encoding", "utf-8")
     if n:
         var.set_auto_chartostring(False)  # write the bytes as they are
-        var[...] = column.view("S1").reshape(n, -1)
+        writes.append((var, column.view("S1").reshape(n, -1)))
     return var
 
 
@@ -534,9 +551,9 @@ def worth_compressing(sample: np.ndarray | None) -> bool:
 
 
 def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | RowStack,
-               compress: bool) -> Any:
+               compress: bool, writes: Writes) -> Any:
     if data.dtype == object:
-        return _put_strings(nc, name, dims, data)
+        return _put_strings(nc, name, dims, data, writes)
     kwargs: dict[str, Any] = {}
     row_bytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
     per_point = data.ndim > 1 and data.dtype.kind in "fiu" and row_bytes >= COMPRESS_MIN
@@ -558,10 +575,8 @@ def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | Row
         # each chunk is written once, whole: caching it (64 MiB per variable by default)
         # only holds memory and copies it
         var.set_var_chunk_cache(size=0, nelems=1, preemption=1.0)
-    if isinstance(data, RowStack):
-        data.write_into(var)
-    elif data.size:
-        var[...] = data
+    if isinstance(data, RowStack) or data.size:
+        writes.append((var, data))
     return var
 
 
@@ -646,22 +661,23 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
     (:func:`worth_compressing`), else plain (noise: random floats, random integers).
     """
     point = ("point",)
+    writes: Writes = []  # every variable is defined first, then written
     with open_dataset(path, "w", format="NETCDF4") as nc:
         nc.setncatts({**shard.attrs, FORMAT_ATTR: FORMAT_VERSION})
         nc.createDimension("point", shard.n)
         for name, column in shard.params.items():
             if column.dtype == bool:
-                var = _put_array(nc, name, point, column.astype(np.int8), False)
+                var = _put_array(nc, name, point, column.astype(np.int8), False, writes)
                 var.setncattr(DTYPE_ATTR, "bool")
             else:
-                var = _put_array(nc, name, point, column, False)
+                var = _put_array(nc, name, point, column, False, writes)
             var.setncattr(ROLE, "parameter")
         for name, column in shard.bookkeeping.items():
             stored = VARIABLE[name] if FORMAT_VERSION >= 3 else name  # formats 1, 2: bare
             if name in _STRING_BOOKKEEPING and column.dtype.kind in "OS":
-                _put_text(nc, stored, column).setncattr(ROLE, "bookkeeping")
+                _put_text(nc, stored, column, writes).setncattr(ROLE, "bookkeeping")
                 continue
-            var = _put_array(nc, stored, point, column, False)
+            var = _put_array(nc, stored, point, column, False, writes)
             var.setncattr(ROLE, "bookkeeping")
             if name in ("started", "finished"):
                 var.setncattr("units", TIME_UNITS)
@@ -675,24 +691,26 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
                 if dim not in nc.dimensions:
                     nc.createDimension(dim, data.shape[1 + axis])
             if isinstance(data, Ragged):
-                var = _put_ragged(nc, name, dims, data, compress)
+                var = _put_ragged(nc, name, dims, data, compress, writes)
             else:
-                var = _put_array(nc, name, ("point", *dims), data, compress=compress)
+                var = _put_array(nc, name, ("point", *dims), data, compress, writes)
             # attributes such as _FillValue belong to the library, set at creation
             # the ragged layout's own attributes describe the file it was read from
             attrs = {k: v for k, v in shard.result_attrs.get(name, {}).items()
                      if not k.startswith("_") and k not in _RAGGED_ATTRS}
             var.setncatts({**attrs, ROLE: "result"})
         for dim, lengths in shard.lengths.items():
-            _put_array(nc, f"{dim}_length", point, lengths, False).setncattr(ROLE, "length")
+            _put_array(nc, f"{dim}_length", point, lengths, False, writes).setncattr(
+                ROLE, "length")
         for dim, coord in shard.coords.items():
             if coord.ndim == 1:
-                var = _put_array(nc, dim, (dim,), coord, False)
+                var = _put_array(nc, dim, (dim,), coord, False, writes)
                 var.setncattr(ROLE, "coord")
             else:
-                var = _put_array(nc, f"{dim}_coord", ("point", dim), coord, False)
+                var = _put_array(nc, f"{dim}_coord", ("point", dim), coord, False, writes)
                 var.setncattr(ROLE, "coord2d")
             var.setncatts(shard.coord_attrs.get(dim, {}))
+        _write_all(writes)
 
 
 _RAGGED_ATTRS = (RAGGED_ATTR, COUNT_ATTR, LONGEST_ATTR)
@@ -712,7 +730,7 @@ def _write_ragged(shard: ShardData, name: str, data: Ragged) -> bool:
 
 
 def _put_ragged(nc: Any, name: str, dims: tuple[str, ...], data: Ragged,
-                compress: bool) -> Any:
+                compress: bool, writes: Writes) -> Any:
     """``name`` as a CF contiguous ragged array: the points' rows one after another
     along ``<name>_sample``, and ``<name>_count`` (per point) saying how many each has."""
     sample = f"{name}{SAMPLE_SUFFIX}"
@@ -729,9 +747,9 @@ def _put_ragged(nc: Any, name: str, dims: tuple[str, ...], data: Ragged,
     var = nc.createVariable(name, values.dtype, (sample, *dims[1:]),
                             fill_value=data.fill, **kwargs)
     if len(values):
-        var[...] = values
+        writes.append((var, values))
     count_name = f"{name}{COUNT_SUFFIX}"
-    count = _put_array(nc, count_name, ("point",), data.counts, False)
+    count = _put_array(nc, count_name, ("point",), data.counts, False, writes)
     count.setncatts({ROLE: "count", "sample_dimension": sample,
                      "long_name": f"number of {dims[0]} samples of {name} for the point"})
     var.setncatts({RAGGED_ATTR: dims[0], COUNT_ATTR: count_name,
@@ -960,13 +978,14 @@ def _check_variable(name: str, var: Any, role: str | None, nc: Any,
 
 
 def read_shard(path: str, variables: Sequence[str] | None = None, *,
-               text_as_bytes: bool = False) -> ShardData:
+               text_as_bytes: bool = False, parameters: bool = True) -> ShardData:
     """Read a shard into numpy columns (only ``variables`` plus ``key`` when given).
 
     Text is read as Python strings (object arrays), or with ``text_as_bytes`` short text
     as fixed-width UTF-8 bytes (numpy ``S``): a tenth of the memory, for compaction and
     the store index, which only compare and copy it. The parameters are always read (a
-    row's key is checked against them, see :func:`check_rows`).
+    row's key is checked against them, see :func:`check_rows`), unless ``parameters``
+    is false (a reader that has them already: only ``variables`` and ``key`` are read).
 
     Only a regular file is opened (never a link, FIFO or device), and nothing is read
     before the file's declared sizes are checked against its size. A file that breaks
@@ -990,7 +1009,7 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
             role = var.getncattr(ROLE) if ROLE in var.ncattrs() else None
             name = _short_name(stored, role)
             if (wanted is not None and name not in wanted and stored not in wanted
-                    and role != "parameter"):
+                    and (role != "parameter" or not parameters)):
                 continue
             bookkeeping = role == "bookkeeping" or (legacy and name in BOOKKEEPING)
             if bookkeeping or role in ("parameter", "result", "length", "coord2d"):
@@ -1027,6 +1046,33 @@ def read_shard(path: str, variables: Sequence[str] | None = None, *,
             continue
         raise MalformedShard(f"it lacks the variable {name!r}")
     return shard
+
+
+_PART_OF_ROLE = {"parameter": "params", "result": "results", "length": "lengths",
+                 "coord": "coords", "coord2d": "coords"}
+
+
+def shard_variables(path: str) -> dict[str, dict[str, str]]:
+    """Which variables a shard holds, without reading any: for each part of
+    :class:`ShardData` (``params``, ``bookkeeping``, ``results``, ``lengths``,
+    ``coords``), its names there mapped to the name :func:`read_shard`'s ``variables``
+    takes. Lets a reader read a big shard back a few variables at a time."""
+    parts: dict[str, dict[str, str]] = {part: {} for part in (
+        "params", "bookkeeping", "results", "lengths", "coords")}
+    with _opened(path, "r") as (nc, _):
+        legacy = _format_of({k: nc.getncattr(k) for k in nc.ncattrs()}) < 3
+        for stored, var in nc.variables.items():
+            role = var.getncattr(ROLE) if ROLE in var.ncattrs() else None
+            name = _short_name(stored, role)
+            if role == "bookkeeping" or (legacy and name in BOOKKEEPING):
+                parts["bookkeeping"][name] = name
+            elif role == "length":
+                parts["lengths"][name[: -len("_length")]] = stored
+            elif role == "coord2d":
+                parts["coords"][name[: -len("_coord")]] = stored
+            elif role in _PART_OF_ROLE:
+                parts[_PART_OF_ROLE[role]][name] = stored
+    return parts
 
 
 def _format_of(attrs: dict[str, Any]) -> int:
