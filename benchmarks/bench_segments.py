@@ -59,7 +59,7 @@ LIF_POINT = {"n": 400}
 LIF_SEGMENT = 0.2  # model seconds per segment
 BRIAN_GRID = {"rate": [40.0, 60.0], "trial": [0, 1]}
 BRIAN_SEGMENT = 0.1
-BRIAN_MARK = "<!-- brian2-example -->"
+BRIAN_MARK = "<!-- example: skip, needs Brian2"
 
 
 # --------------------------------------------------------------------------------------
