@@ -2,12 +2,14 @@
 
 The run loop (:mod:`notebookscan.run.loop`) runs it, as it runs a plain scan's points.
 
-Points run one segment at a time; a point's next segment is submitted as soon as its
-previous one comes back (with the new state in hand), to the worker that ran it, where
-the point's model is still alive (``keep_models``; one segment per worker in flight, so
-nothing runs in between). Without ``keep_models`` up to two segments per worker are in
-flight, each of a different point. What comes back is buffered and flushed in
-this order (the run loop decides when):
+With ``keep_models``, a task runs a point's next segments back to back in its worker
+(:func:`~notebookscan.segments.worker.run_segments`, up to :data:`BATCH_SECONDS`), each
+handed back with its own recordings and checkpoint; the point's next task is submitted
+as soon as the previous one comes back (with the new state in hand), to the worker that
+ran it, where the point's model is still alive (one task per worker in flight, so
+nothing runs in between). Without ``keep_models`` a task is one segment, and up to two
+segments per worker are in flight, each of a different point. What comes back is
+buffered and flushed in this order (the run loop decides when):
 
 1. the recordings of the buffered segments, as one shard of ``segments/shards/``
    (one row per point, link and segment);
