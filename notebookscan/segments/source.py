@@ -56,10 +56,12 @@ __all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentProgress", "SegmentSource"
 
 SEGMENT_EVENTS = (*EVENTS, "segment_done")
 #: With live models, a task runs a point's next segments back to back for up to this
-#: many seconds (then returns; the point's next task goes back to the same worker).
-#: Every segment still comes back with its own checkpoint; what a task holds reaches the
-#: client at most this much later than one segment at a time would. Below the run loop's
-#: DEADLINE_GRACE, so a ``timeout`` still ends a task stuck in one segment in time.
+#: many seconds, and at most half the run's ``flush_interval`` (then returns; the point's
+#: next task goes back to the same worker). Every segment still comes back with its own
+#: checkpoint; it reaches the client at most this much later than one segment at a time
+#: would (``flush_interval=0``: every segment is written as soon as it is done, as
+#: before). Below the run loop's DEADLINE_GRACE, so a ``timeout`` still ends a task
+#: stuck in one segment in time.
 BATCH_SECONDS = 1.0
 
 
@@ -235,7 +237,7 @@ class SegmentSource:
                            segment_seed(work.seed, work.count, work.link), work.state,
                            work.files, self.duration, self.form, self.settings.timeout,
                            keep=self.keep_models and left > 1, count=count,
-                           budget=BATCH_SECONDS)
+                           budget=min(BATCH_SECONDS, self.settings.flush_interval / 2))
         # to the worker that holds the point's live model (it continues from memory)
         worker = work.worker if self.keep_models and work.worker else None
         return Task(run_segments, (self.payload, task), work, worker=worker)
