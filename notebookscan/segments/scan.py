@@ -99,8 +99,9 @@ class SegmentedScan(Scan):
         A point whose worker changed or died restores from its checkpoint, which is still
         written after every segment. Both paths give identical results for a model whose
         ``state`` and files hold everything it needs (:func:`check_resumable`). A task
-        then runs a point's next segments back to back in its worker (for up to about
-        1 s), each still handed back with its own recordings and checkpoint. False:
+        then runs a point's next segments back to back in its worker (for up to 1 s and
+        half the ``flush_interval``), each still handed back with its own recordings and
+        checkpoint. False:
         every segment is a task of its own and restores from the checkpoint.
 
     Examples
