@@ -24,8 +24,9 @@ Two measurements, every case in its own child process (peak RSS from ``os.wait4`
     segment did before live models) and the segmented scan keeping each point's model
     alive (``keep_models=True``, the default); the segmented scans on a process pool of
     one worker, started and with the model's imports done before the clock starts, as
-    the straight run has them. Each case in a fresh process; code generation and the
-    first run are in the time.
+    the straight run has them (also netCDF4 and xarray's first DataArray, which imports
+    dask; and the client's store libraries, xarray and netCDF4). Each case in a fresh
+    process; code generation and the first run are in the time.
 
     python benchmarks/bench_segments.py            # -> results/segments.json
     python benchmarks/bench_segments.py --quick    # -> _work/results-quick/segments.json
@@ -59,7 +60,7 @@ LIF_POINT = {"n": 400}
 LIF_SEGMENT = 0.2  # model seconds per segment
 BRIAN_GRID = {"rate": [40.0, 60.0], "trial": [0, 1]}
 BRIAN_SEGMENT = 0.1
-BRIAN_MARK = "<!-- brian2-example -->"
+BRIAN_MARK = "<!-- example: skip, needs Brian2"
 
 
 # --------------------------------------------------------------------------------------
@@ -228,6 +229,12 @@ def child_straight(model: str, case: str, workdir: str) -> None:
         # as the straight run has them: what is timed is the run
         executor = process_pool(1)
         executor.submit(_import_model, model, workdir).result()
+        # the client's own imports for writing the store (xarray, netCDF4), as the
+        # straight run has its model's: a notebook has them long before it runs a scan
+        import netCDF4  # noqa: F401
+        import xarray  # noqa: F401
+
+        import notebookscan.store.checkpoints  # noqa: F401
     if case == "loop":
         import gc
 
@@ -266,11 +273,18 @@ def child_straight(model: str, case: str, workdir: str) -> None:
 
 
 def _import_model(model: str, workdir: str) -> None:
-    """In the worker: import what the model needs (Brian2, the network module)."""
+    """In the worker: import what the model needs (Brian2, the network module), and the
+    state's encoder (netCDF4)."""
     _import_notebookscan()
+    import netCDF4  # noqa: F401
     if model == "brian":
         sys.path.insert(0, workdir)
         import brian_example  # noqa: F401
+        import numpy as np
+        import xarray as xr
+
+        # the model returns DataArrays: xarray's first one imports dask (0.5 s) if installed
+        xr.DataArray(np.zeros(1))
     else:
         import notebookscan.demo_network  # noqa: F401
 

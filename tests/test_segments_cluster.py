@@ -31,8 +31,13 @@ def logged(x: int, log: str, segments):
         yield Segment({"n": np.array([state["n"]])}, state=state, time=[segment.index])
 
 
+#: the budget of segments run back to back in one task (see the segment source)
+SEGMENTS_AT_ONCE = "notebookscan.segments.source.BATCH_SECONDS"
+
+
 def test_engine_killed_mid_segment_resumes_from_the_last_checkpoint(ipp_cluster, ipp_client,
-                                                                    tmp_path):
+                                                                    tmp_path, monkeypatch):
+    monkeypatch.setattr(SEGMENTS_AT_ONCE, 0.0)  # one segment per task: one re-runs
     pids = ipp_cluster.engine_pids()
     victim = pids[min(pids)]
     log = str(tmp_path / "calls.log")
@@ -123,10 +128,11 @@ def opened(x: int, log: str, segments):
 
 
 def test_segments_follow_their_engine_and_an_engine_killed_between_segments_restores(
-        ipp_cluster, ipp_client, tmp_path):
+        ipp_cluster, ipp_client, tmp_path, monkeypatch):
     """Each point's next segment goes to the engine holding its live model (one open per
     point); killing that engine between two segments makes the point restore from its
     checkpoint on another engine, with the same results."""
+    monkeypatch.setattr(SEGMENTS_AT_ONCE, 0.0)  # one segment per task: the kill lands between
     pids = {f"engine {eid}": pid for eid, pid in ipp_cluster.engine_pids().items()}
     log = str(tmp_path / "calls.log")
     space = ns.grid(x=[1, 2, 3, 4], log=[log])

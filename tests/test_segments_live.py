@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 import notebookscan as ns
+from notebookscan.executors.futures import process_pool
 from notebookscan.segments import Segment, SegmentedScan, open_recordings, states_equal
 
 
@@ -96,6 +97,8 @@ def test_pool_processes_keep_models_and_a_worker_killed_between_segments_restore
             killed.append(pid)
             os.kill(pid, signal.SIGKILL)
 
+    # one segment per task, so that the kill lands between two segments of the point
+    monkeypatch.setattr("notebookscan.segments.source.BATCH_SECONDS", 0.0)
     scan = _run(tmp_path / "pool", log, monkeypatch, points=points, segments=6,
                 executor="processes", events={"segment_done": kill_after_second})
     calls = _calls(log)
@@ -109,6 +112,64 @@ def test_pool_processes_keep_models_and_a_worker_killed_between_segments_restore
     clean = _run(tmp_path / "clean", tmp_path / "clean.log", monkeypatch, points=points,
                  segments=6, keep_models=False)
     _assert_same(scan, clean, points)
+
+
+def dies_once(x: float, seed: int, segments):
+    """``noisy``, whose process is SIGKILLed at its segment 3 the first time only (the file
+    $NS_TEST_KILLED marks that it happened)."""
+    marker = os.environ["NS_TEST_KILLED"]
+    for segment, out in enumerate(noisy(x, seed, segments), start=segments.first):
+        if segment == 3 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield out
+
+
+def test_a_pool_task_runs_a_points_segments_back_to_back_each_with_its_checkpoint(
+        tmp_path, monkeypatch):
+    """A live point's next segments run in one task (no round trip through the client in
+    between), each still handed back with its own checkpoint; on 2 processes that cannot
+    be chosen, every point is then opened once."""
+    log = tmp_path / "calls.log"
+    points = (1.0, 2.0, 3.0)
+    done: list[int] = []
+    pool = process_pool(2)
+    try:
+        scan = _run(tmp_path / "pool", log, monkeypatch, points=points, segments=6,
+                    executor=pool,
+                    events={"segment_done": lambda segment, **_: done.append(segment)})
+    finally:
+        pool.shutdown()
+    opens = sorted((x, first) for kind, x, first, _ in _calls(log) if kind == "open")
+    assert opens == [(x, 0) for x in points]
+    assert sorted(done) == sorted(list(range(6)) * 3)  # every segment reported
+    for x in points:
+        assert scan.checkpoints.counts(ns.point_key({"x": x}), 0) == [1, 2, 3, 4, 5, 6]
+    clean = _run(tmp_path / "clean", tmp_path / "clean.log", monkeypatch, points=points,
+                 segments=6, keep_models=False)
+    _assert_same(scan, clean, points)
+
+
+def test_a_worker_killed_inside_a_run_of_segments_reruns_them_identically(
+        tmp_path, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("NS_TEST_KILLED", str(tmp_path / "killed"))
+    monkeypatch.setenv("NS_TEST_CALLS", str(log))
+    scan = SegmentedScan(dies_once, ns.grid(x=[1.0]), tmp_path / "pool", segments=6,
+                         keep_checkpoints=None)
+    pool = process_pool(1)
+    try:
+        progress = scan.run(executor=pool, progress=False).progress
+    finally:
+        pool.shutdown()
+    assert (progress.done, progress.failed) == (1, 0)
+    assert (tmp_path / "killed").exists()
+    runs = [i for kind, _, i, _ in _calls(log) if kind == "run"]
+    assert runs.count(3) == 2  # segment 3 ran again after its worker died
+    assert scan.checkpoints.counts(ns.point_key({"x": 1.0}), 0) == [1, 2, 3, 4, 5, 6]
+    clean = _run(tmp_path / "clean", tmp_path / "clean.log", monkeypatch, points=(1.0,),
+                 segments=6, keep_models=False)
+    _assert_same(scan, clean, (1.0,))
 
 
 def test_a_live_model_is_not_continued_once_another_point_ran_in_its_process(

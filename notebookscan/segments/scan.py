@@ -98,8 +98,11 @@ class SegmentedScan(Scan):
         pool's process uses it when it gets the point again) and continues from memory.
         A point whose worker changed or died restores from its checkpoint, which is still
         written after every segment. Both paths give identical results for a model whose
-        ``state`` and files hold everything it needs (:func:`check_resumable`). False:
-        every segment restores from the checkpoint.
+        ``state`` and files hold everything it needs (:func:`check_resumable`). A task
+        then runs a point's next segments back to back in its worker (for up to 1 s and
+        half the ``flush_interval``), each still handed back with its own recordings and
+        checkpoint. False:
+        every segment is a task of its own and restores from the checkpoint.
 
     Examples
     --------

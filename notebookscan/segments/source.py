@@ -2,12 +2,14 @@
 
 The run loop (:mod:`notebookscan.run.loop`) runs it, as it runs a plain scan's points.
 
-Points run one segment at a time; a point's next segment is submitted as soon as its
-previous one comes back (with the new state in hand), to the worker that ran it, where
-the point's model is still alive (``keep_models``; one segment per worker in flight, so
-nothing runs in between). Without ``keep_models`` up to two segments per worker are in
-flight, each of a different point. What comes back is buffered and flushed in
-this order (the run loop decides when):
+With ``keep_models``, a task runs a point's next segments back to back in its worker
+(:func:`~notebookscan.segments.worker.run_segments`, up to :data:`BATCH_SECONDS`), each
+handed back with its own recordings and checkpoint; the point's next task is submitted
+as soon as the previous one comes back (with the new state in hand), to the worker that
+ran it, where the point's model is still alive (one task per worker in flight, so
+nothing runs in between). Without ``keep_models`` a task is one segment, and up to two
+segments per worker are in flight, each of a different point. What comes back is
+buffered and flushed in this order (the run loop decides when):
 
 1. the recordings of the buffered segments, as one shard of ``segments/shards/``
    (one row per point, link and segment);
@@ -48,11 +50,19 @@ from ..store.schema import (
 )
 from ..store.shards import Record, shard_from_records
 from .protocol import segment_seed
-from .worker import SegmentOutcome, SegmentTask, run_segment
+from .worker import SegmentOutcome, SegmentTask, run_segments
 
 __all__ = ["SEGMENT_EVENTS", "SegmentEvents", "SegmentProgress", "SegmentSource"]
 
 SEGMENT_EVENTS = (*EVENTS, "segment_done")
+#: With live models, a task runs a point's next segments back to back for up to this
+#: many seconds, and at most half the run's ``flush_interval`` (then returns; the point's
+#: next task goes back to the same worker). Every segment still comes back with its own
+#: checkpoint; it reaches the client at most this much later than one segment at a time
+#: would (``flush_interval=0``: every segment is written as soon as it is done, as
+#: before). Below the run loop's DEADLINE_GRACE, so a ``timeout`` still ends a task
+#: stuck in one segment in time.
+BATCH_SECONDS = 1.0
 
 
 class SegmentEvents(Events):
@@ -220,14 +230,17 @@ class SegmentSource:
         except _PointFailed as failure:
             self._fail_point(work, failure.error, failure.traceback)
             return None
+        left = self.links[work.link].segments - work.count
+        # a live model may run the rest of its link back to back (see run_segments)
+        count = left if self.keep_models else 1
         task = SegmentTask(work.call, self.pass_seed, work.seed, work.key, work.link, work.count,
                            segment_seed(work.seed, work.count, work.link), work.state,
                            work.files, self.duration, self.form, self.settings.timeout,
-                           keep=self.keep_models and
-                           work.count + 1 < self.links[work.link].segments)
+                           keep=self.keep_models and left > 1, count=count,
+                           budget=min(BATCH_SECONDS, self.settings.flush_interval / 2))
         # to the worker that holds the point's live model (it continues from memory)
         worker = work.worker if self.keep_models and work.worker else None
-        return Task(run_segment, (self.payload, task), work, worker=worker)
+        return Task(run_segments, (self.payload, task), work, worker=worker)
 
     def split(self, work: Work) -> list[Task]:
         return []  # one segment: nothing to split
@@ -293,13 +306,21 @@ class SegmentSource:
         work.needs_transform, work.loaded = False, True
         work.started, work.compute = now, 0.0
 
-    def receive(self, work: Work, out: SegmentOutcome) -> None:
-        """Keep a segment's rows and checkpoint; hand out the point's next segment."""
+    def receive(self, work: Work, out: SegmentOutcome | list[SegmentOutcome]) -> None:
+        """Keep the rows and checkpoint of each segment a task ran, in order; hand out
+        the point's next segment."""
         self._handed -= 1
-        self._accept(work, out)
-        out.forget()  # its rows and the work's state hold what is still needed
+        going_on = False
+        for one in out if isinstance(out, list) else [out]:
+            going_on = self._accept(work, one)
+            one.forget()  # its rows and the work's state hold what is still needed
+            if not going_on:
+                break  # the point failed or its link is complete: nothing after counts
+        if going_on:
+            self._ready.appendleft(work)  # depth first: finish started points before new ones
 
-    def _accept(self, work: Work, out: SegmentOutcome) -> None:
+    def _accept(self, work: Work, out: SegmentOutcome) -> bool:
+        """Keep one segment's row and checkpoint; True when the point's link goes on."""
         index = work.count
         if out.status == "done":
             problem = self._check_schema(out)
@@ -319,7 +340,7 @@ class SegmentSource:
             self.progress.segments_failed += 1
             self._fail_point(work, f"segment {index} (link {work.link}) failed: {out.error}",
                              out.traceback, out)
-            return
+            return False
         self.progress.segments_done += 1
         self._bytes += out.nbytes
         if index == 0:
@@ -338,19 +359,19 @@ class SegmentSource:
                              segment=index, seconds=out.finished - out.started,
                              worker=out.worker)
         if work.count < self.links[work.link].segments:
-            self._ready.appendleft(work)  # depth first: finish started points before new ones
-            return
+            return True
         record = point_row(work, out.summary, out.finished, out.host, out.worker, self.run_id,
                            self.names)
         self._points.append(record)
         if work.link + 1 < len(self.links):
             work.needs_transform = True
             self._ready.appendleft(work)
-            return
+            return False
         self.progress.done += 1
         work.state, work.files = None, {}
         if self.events.wants("point_done"):
             self.events.emit("point_done", point=work.params, key=work.key, record=record)
+        return False
 
     def _fail_point(self, work: Work, error: str, traceback: str,
                     out: SegmentOutcome | None = None) -> None:

@@ -22,7 +22,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,10 @@ import numpy as np
 from ..results import ResultError, Value, normalize_result
 from ..run.worker import guarded_call, load_function, worker_name
 from ..store.checkpoints import StateError, decode_state, encode_state, read_files, write_files
-from .protocol import Segment, SegmentContext, Segments, open_model
+from .protocol import Segment, SegmentContext, Segments, open_model, segment_seed
 
-__all__ = ["LIVE_MODELS", "SegmentOutcome", "SegmentTask", "drop_live_models", "live_models",
-           "recording_values", "run_segment"]
+__all__ = ["BATCH_BYTES", "LIVE_MODELS", "SegmentOutcome", "SegmentTask", "drop_live_models",
+           "live_models", "recording_values", "run_segment", "run_segments"]
 
 _HOST = socket.gethostname()
 
@@ -55,6 +55,10 @@ class SegmentTask:
     form: str  # "generator" or "class"
     timeout: float | None
     keep: bool = False  # another segment of this link follows: keep the model alive
+    # run_segments: up to `count` consecutive segments (index, index + 1, ...; the link
+    # ends after the last), going on to the next only while the task has run < `budget` s
+    count: int = 1
+    budget: float = 0.0
 
 
 @dataclass
@@ -252,6 +256,44 @@ def run_segment(function: Callable[..., Any] | bytes, task: SegmentTask) -> Segm
                               worker=worker_name())
     out.started = started
     return out
+
+
+#: A task running segments back to back returns once its outcomes hold this many bytes
+#: (recordings, states, files), so that a worker never holds much more than one segment's.
+BATCH_BYTES = 64 * 2**20
+
+
+def run_segments(function: Callable[..., Any] | bytes,
+                 task: SegmentTask) -> list[SegmentOutcome]:
+    """Run a point's next segments back to back, each exactly as :func:`run_segment` does.
+
+    The first is ``task``; each further one (up to ``task.count`` in all) starts from the
+    state and files the previous one handed back, so it continues the model this worker
+    holds alive, and produces its own outcome (state, files: its checkpoint). It goes on
+    only while the previous segment was done, the task has run less than
+    ``task.budget`` seconds and its outcomes hold less than :data:`BATCH_BYTES`: the
+    worker then skips the round trip through the client between segments, and every
+    segment still comes back with its own checkpoint, in order.
+
+    Parameters
+    ----------
+    function
+        The model (generator function or class), or its cloudpickle bytes.
+    task
+        The point, its first segment and the checkpoint to start from.
+    """
+    started = time.monotonic()
+    end = task.index + task.count
+    outcomes = [run_segment(function, task)]
+    held = outcomes[0].nbytes
+    while (outcomes[-1].status == "done" and task.index + len(outcomes) < end
+           and time.monotonic() - started < task.budget and held < BATCH_BYTES):
+        index, last = task.index + len(outcomes), outcomes[-1]
+        step = replace(task, index=index, seed=segment_seed(task.point_seed, index, task.link),
+                       state=last.state, files=last.files, keep=index + 1 < end, count=1)
+        outcomes.append(run_segment(function, step))
+        held += outcomes[-1].nbytes
+    return outcomes
 
 
 def _warm_up() -> None:
