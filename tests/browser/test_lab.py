@@ -19,25 +19,10 @@ import pytest
 import notebookscan as ns
 
 from . import notebooks
+from .page import progress as _progress
+from .page import wait_for as _wait_for
 
 pytestmark = pytest.mark.browser
-
-
-def _progress(page) -> dict[str, int | str]:
-    bar = page.locator(".nbscan-progress").first
-    out: dict[str, int | str] = {"state": bar.get_attribute("data-state") or ""}
-    # done, failed, total: the store's points of the scan; run-*: the last run's
-    for name in ("done", "failed", "running", "total", "run-done", "run-total"):
-        out[name] = int(bar.get_attribute(f"data-{name}") or 0)
-    return out
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _fill(row, selector: str, value: str) -> None:

@@ -19,6 +19,8 @@ import pytest
 import notebookscan as ns
 
 from . import notebooks
+from .page import progress as _progress
+from .page import wait_for as _wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -43,22 +45,6 @@ scan = ns.Scan(flaky, ns.grid(x=range(40)), store="results/flaky")
 monitor = nsw.RunMonitor(scan, executor="serial")
 monitor
 '''
-
-
-def _progress(page) -> dict[str, int | str]:
-    bar = page.locator(".nbscan-progress").first
-    out: dict[str, int | str] = {"state": bar.get_attribute("data-state") or ""}
-    for name in ("done", "failed", "running", "total"):
-        out[name] = int(bar.get_attribute(f"data-{name}") or 0)
-    return out
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _restart_kernel(nb) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from . import notebooks
 from .conftest import ROOT
+from .page import wait_for as _wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -108,14 +109,6 @@ def _watch_loading(page) -> None:
 
 def _loading_seen(page) -> list[str]:
     return page.evaluate("window.__nbscanLoading")
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_form_errors_disabled_buttons_and_run_tab_fit(lab, open_notebook, artifacts):
