@@ -49,7 +49,7 @@ from .store.attrs import check_parameter_attrs
 from .store.dataset import broadcast_excluded, label_excluded, store_records
 from .store.journal import fold_journals
 from .store.scanned import space_record, write_record
-from .store.schema import Layout
+from .store.schema import STATUS, Layout
 
 __all__ = ["Plan", "Scan", "ScanRun"]
 
@@ -489,7 +489,7 @@ class Scan(RunControl):
         self.events.on("flushed", note_flush)  # before reading: no batch slips between
         try:
             ds = self._read_results(broadcast)
-            if not _result_names(ds) and not run.done():
+            if _nothing_stored(ds) and not run.done():
                 ds = self._wait_first_batch(run, broadcast, landed, ds)
         finally:
             self.events.off("flushed", note_flush)
@@ -513,7 +513,7 @@ class Scan(RunControl):
         warnings.warn(f"no result of this run is stored yet; waiting for the first batch "
                       f"(at most {FIRST_BATCH_WAIT:g} s)", PartialResultsWarning, stacklevel=4)
         deadline = time.monotonic() + FIRST_BATCH_WAIT
-        while not _result_names(ds) and not run.done() and time.monotonic() < deadline:
+        while _nothing_stored(ds) and not run.done() and time.monotonic() < deadline:
             if landed.wait(0.25):
                 landed.clear()
                 ds = self._read_results(broadcast)
@@ -563,6 +563,14 @@ class Scan(RunControl):
 def _result_names(ds: Any) -> list[str]:
     """The result variables of a scan Dataset (not the ``ns_*`` bookkeeping)."""
     return [name for name in ds.data_vars if not str(name).startswith("ns_")]
+
+
+def _nothing_stored(ds: Any) -> bool:
+    """No result variable and no stored point yet: a run's first batch (points that all
+    failed are a batch too: their results' names may never come)."""
+    if _result_names(ds):
+        return False
+    return STATUS not in ds or not bool(ds[STATUS].isin(["done", "failed"]).any())
 
 
 def pending_columns(space: Any, index: StoreIndex) -> dict[str, list[Any]]:

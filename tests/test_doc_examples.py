@@ -266,6 +266,32 @@ def test_results_during_a_run_are_the_points_so_far_and_say_so(tmp_path: Path) -
     assert ds.y.values.tolist() == [2.0 * x for x in range(60)]
 
 
+def test_results_during_a_run_whose_points_all_fail_do_not_wait_for_results(
+        tmp_path: Path) -> None:
+    """Failed points are a batch too: results() returns them at once, not after the
+    first-batch wait, though no result's name is known yet."""
+    import notebookscan as ns
+    from notebookscan.errors import PartialResultsWarning
+
+    def broken(x: float):
+        time.sleep(0.05)
+        raise ValueError(f"x={x} is broken")
+
+    scan = ns.Scan(broken, ns.grid(x=range(200)), store=tmp_path / "s")
+    scan.run(executor="serial", wait=False, progress=False, flush_interval=0.1)
+    t0 = time.monotonic()
+    with pytest.warns(PartialResultsWarning):
+        ds = scan.results()
+    waited = time.monotonic() - t0
+    try:
+        assert waited < 5, f"results() waited {waited:.1f} s for results that never come"
+        assert int((ds.ns_status == "failed").sum()) > 0
+        assert "ns_in_progress" in ds.attrs
+    finally:
+        scan.stop(now=True)
+        scan.wait()
+
+
 @pytest.mark.timeout(300)
 def test_in_a_kernel_without_ipywidgets_the_bar_is_a_line_updated_in_its_cell(
         tmp_path: Path) -> None:
