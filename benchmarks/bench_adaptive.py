@@ -175,12 +175,13 @@ def points_needed_2d(n_max, a):
 
 # ------------------------------------------------------------------ time per point
 
-def time_notebookscan(fn, n, executor):
+def time_notebookscan(fn, n, executor, points_per_task=None):
     import notebookscan as ns
 
     store = tempfile.mkdtemp(dir=WORK)
     started = time.perf_counter()
-    run = ns.AdaptiveScan(fn, {"x": (0, 1)}, store, goal=ns.Goal(points=n)).run(
+    run = ns.AdaptiveScan(fn, {"x": (0, 1)}, store, goal=ns.Goal(points=n),
+                          points_per_task=points_per_task).run(
         executor=executor, progress=False)
     seconds = time.perf_counter() - started
     assert run.progress.done == n, run.progress
@@ -199,7 +200,13 @@ def time_runner(fn, n, executor):
     return seconds
 
 
-def per_point(n, repeats, engines):
+# (function cost, points per task): automatic sizing (the default) for both costs, and
+# one point per task (adaptive's own runner's choice, the default before) for ~0
+VARIANTS = (("~0", None), ("~0", 1), ("5 ms", None))
+FUNCTIONS = {"~0": (step, step_plain), "5 ms": (step_5ms, step_plain_5ms)}
+
+
+def per_point(n, repeats, engines, variants=VARIANTS):
     rows = []
     pool = ProcessPoolExecutor(2)
     pool.submit(int).result()  # started before timing
@@ -214,11 +221,16 @@ def per_point(n, repeats, engines):
         executors.append(("2 ipyparallel engines", client, client))
     try:
         for label, ns_ex, ad_ex in executors:
-            for cost, ns_fn, ad_fn in (("~0", step, step_plain),
-                                       ("5 ms", step_5ms, step_plain_5ms)):
-                ours = min(time_notebookscan(ns_fn, n, ns_ex) for _ in range(repeats))
-                theirs = min(time_runner(ad_fn, n, ad_ex) for _ in range(repeats))
+            for cost, points_per_task in variants:
+                ns_fn, ad_fn = FUNCTIONS[cost]
+                # interleaved repeats, medians: a shared machine's noise hits both
+                ours, theirs = [], []
+                for _ in range(repeats):
+                    ours.append(time_notebookscan(ns_fn, n, ns_ex, points_per_task))
+                    theirs.append(time_runner(ad_fn, n, ad_ex))
+                ours, theirs = float(np.median(ours)), float(np.median(theirs))
                 rows.append({"executor": label, "cost": cost, "n": n,
+                             "points_per_task": points_per_task or "auto",
                              "notebookscan_ms": ours / n * 1e3,
                              "runner_ms": theirs / n * 1e3, "ratio": ours / theirs})
                 print(rows[-1], flush=True)
@@ -242,7 +254,8 @@ def render(doc, figdir, md_dir):
     rows = [[r["case"], f"{r['target']:g}", _n(r["adaptive"]), _n(r["uniform"]),
              "–" if not (r["adaptive"] and r["uniform"])
              else f"{r['uniform'] / r['adaptive']:.1f}×"] for r in doc["points"]]
-    times = [[r["executor"], r["cost"], f"{r['n']:,}", f"{r['notebookscan_ms']:.2f}",
+    times = [[r["executor"], r["cost"], str(r.get("points_per_task", 1)), f"{r['n']:,}",
+              f"{r['notebookscan_ms']:.2f}",
               f"{r['runner_ms']:.2f}", f"{r['ratio']:.2f}×"] for r in doc["times"]]
     return "\n".join([
         "## Adaptive scans: points needed, and time per point", "",
@@ -256,23 +269,43 @@ def render(doc, figdir, md_dir):
                          "uniform / adaptive"], rows, left=2), "",
         "Time per point of `AdaptiveScan.run` (every point journalled and stored in "
         "shards) against adaptive's `BlockingRunner` (points in memory) on the same "
-        f"learner (`Learner1D`, step function) and executor; best of {doc['repeats']} "
-        "(target: ≤ 1.5×). A function of ~0 measures the overhead: notebookscan fsyncs "
-        "its journal once per loop turn (about one turn per point when each task is one "
-        "point), adaptive keeps the points in memory.", "",
-        report.md_table(["executor", "function cost", "N", "notebookscan ms/point",
-                         "adaptive Runner ms/point", "ratio"], times, left=2), ""])
+        f"learner (`Learner1D`, step function) and executor; median of "
+        f"{doc.get('times_repeats', doc['repeats'])}, repeats interleaved (target: ≤ 1.5×). "
+        "A function of ~0 measures the overhead: notebookscan fsyncs its journal once per "
+        "loop turn, adaptive keeps the points in memory. With one point per task that is "
+        "about one fsync per point; by default (`points_per_task=None`, \"auto\") a task "
+        "holds as many points as take ~2 ms at the measured time per point (at most 32 and "
+        "1/16 of the points so far), so a fast function's points share a turn, and a "
+        "function of 2 ms or more keeps one point per task." + (
+            f" Measured {doc['times_when']}." if doc.get("times_when") else ""), "",
+        report.md_table(["executor", "function cost", "points per task", "N",
+                         "notebookscan ms/point",
+                         "adaptive Runner ms/point", "ratio"], times, left=3), ""])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--times-only", action="store_true",
+                        help="only the time per point, into the existing results file")
     parser.add_argument("--engines", action="store_true",
                         help="also time on 2 ipyparallel engines (a cluster of its own)")
     args = parser.parse_args(argv)
     os.makedirs(WORK, exist_ok=True)
     n_1d, n_2d = (300, 600) if args.quick else (1_500, 3_000)
     n_time, repeats = (100, 1) if args.quick else (400, 3)
+    out_dir = os.path.join(WORK, "results-quick") if args.quick else os.path.join(HERE, "results")
+    path = os.path.join(out_dir, f"{NAME}.json")
+    if args.times_only:
+        with open(path) as fh:
+            doc = json.load(fh)
+        doc["times"] = per_point(n_time, repeats, engines=args.engines)
+        doc["times_repeats"] = repeats
+        doc["times_when"] = _dt.datetime.now().isoformat(timespec="seconds")
+        with open(path, "w") as fh:
+            json.dump(doc, fh, indent=1)
+        print(f"wrote {path}")
+        return path
     points = points_needed_1d(n_1d, "default") + points_needed_1d(n_1d // 2, "curvature")
     for a in RINGS:
         points += points_needed_2d(n_2d, a)
@@ -286,9 +319,8 @@ def main(argv=None):
         doc["machine"] = bs.machine_info()
     except Exception:  # the machine section is a courtesy
         pass
-    out_dir = os.path.join(WORK, "results-quick") if args.quick else os.path.join(HERE, "results")
+    doc["times_repeats"] = repeats
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{NAME}.json")
     with open(path, "w") as fh:
         json.dump(doc, fh, indent=1)
     print(f"wrote {path}")

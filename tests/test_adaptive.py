@@ -65,6 +65,28 @@ def test_resume_tells_the_store_back_and_asks_what_the_live_learner_asks(tmp_pat
     assert ds.sizes["point"] == 45 and len(set(ds.ns_key.values.tolist())) == 45
 
 
+def test_points_per_task_follow_the_measured_time_unless_given(tmp_path):
+    """A fast function's points share tasks (the per-task overhead, a journal fsync per
+    loop turn, is paid per task); a slow one's stay one per task; a given number stays."""
+    fast = AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "a", goal=Goal(points=200))
+    fast.run(executor="serial", progress=False)
+    sizes = fast._source.task_sizes
+    assert max(sizes) > 1 and sum(n * k for n, k in sizes.items()) == 200, sizes
+    assert fast.results().sizes["point"] == 200
+    slow = AdaptiveScan(slow_step, {"x": (0, 1)}, tmp_path / "b", value="y",
+                        goal=Goal(points=8))
+    slow.run(executor="serial", progress=False)
+    assert dict(slow._source.task_sizes) == {1: 8}
+    fixed = AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "c", goal=Goal(points=30),
+                         points_per_task=3)
+    fixed.run(executor="serial", progress=False)
+    assert dict(fixed._source.task_sizes) == {3: 10}
+    for bad in (0, -2, 1.5, True, "4"):
+        with pytest.raises(ScanError, match="points_per_task"):
+            AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "d", goal=Goal(points=3),
+                         points_per_task=bad)
+
+
 def test_goals_loss_and_time(tmp_path):
     by_loss = AdaptiveScan(step, {"x": (0, 1)}, tmp_path / "a", goal=Goal(loss=0.05))
     run = by_loss.run(executor="serial", progress=False)

@@ -31,7 +31,7 @@ from ..space import points as points_space
 from ..store.journal import fold_journals
 from ..store.schema import Layout
 from .learners import TRIAL, Plan
-from .source import AdaptiveSource, Goal
+from .source import AdaptiveSource, Goal, check_points_per_task
 
 __all__ = ["AdaptiveScan", "rebuild", "stored_points"]
 
@@ -69,7 +69,11 @@ class AdaptiveScan(Scan):
         Another learner class (or ``factory(function, bounds, **options)``), and keyword
         arguments of the learner (``loss_per_interval=...``, ``atol=...``).
     points_per_task
-        Learner points per task (default 1, as adaptive's own runner).
+        Learner points per task, fixed (1: as adaptive's own runner). Default ``None``:
+        one point per task until a point's time is measured, then as many as take about
+        2 ms (at most 32 and 1/16 of the points so far), so a fast function's points
+        share the per-task overhead (the journal's fsync once per loop turn); a function
+        of 2 ms or more keeps one. See docs/adaptive.md ("Points per task").
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -79,7 +83,8 @@ class AdaptiveScan(Scan):
                  store: str | os.PathLike[str], *, goal: Goal | Mapping[str, Any],
                  grid: Any = None, trials: bool = False, value: str | None = None,
                  learner: Callable[..., Any] | None = None,
-                 learner_options: Mapping[str, Any] | None = None, points_per_task: int = 1,
+                 learner_options: Mapping[str, Any] | None = None,
+                 points_per_task: int | None = None,
                  balance: str | None = None):
         if not callable(function):
             raise ScanError(f"function must be callable, got {type(function).__name__}")
@@ -88,7 +93,7 @@ class AdaptiveScan(Scan):
         self.spec.make()  # a learner's options are checked before anything runs
         self.goal = goal if isinstance(goal, Goal) else Goal(**dict(goal))
         self.value = value
-        self.points_per_task = points_per_task
+        self.points_per_task = check_points_per_task(points_per_task)
         self.learner: Any = None  # the learner of the latest run (or rebuild)
         self._bind(function, points_space([self._example()]), store, Events())
 
@@ -189,11 +194,12 @@ class AdaptiveScan(Scan):
     def next_points(self, n: int) -> list[dict[str, Any]]:
         """The first ``n`` points a run would compute now: the learner rebuilt from the
         store asks them as a run asks (``points_per_task`` at a time, each marked
-        pending). Nothing runs and nothing is stored."""
+        pending; one at a time when it is ``None``, as a run's first asks, before any
+        point's time is measured). Nothing runs and nothing is stored."""
         learner = self.rebuild_learner()
         asked: list[Any] = []
         while len(asked) < n:
-            more, _ = learner.ask(min(self.points_per_task, n - len(asked)))
+            more, _ = learner.ask(min(self.points_per_task or 1, n - len(asked)))
             if not more:
                 break
             asked.extend(more)

@@ -9,6 +9,7 @@ result is told back to the learner in the order the points finished, once per lo
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from dataclasses import dataclass
@@ -23,7 +24,27 @@ from ..run.points import PointSource
 from ..run.worker import ChunkResult
 from .learners import Plan
 
-__all__ = ["AdaptiveProgress", "AdaptiveSource", "Goal"]
+__all__ = ["AdaptiveProgress", "AdaptiveSource", "Goal", "check_points_per_task"]
+
+# Automatic points per task: a task holds about AUTO_TASK_SECONDS of measured work, so a
+# point that costs less than the per-task overhead (shipping, a loop turn, the journal's
+# fsync: ~1–2 ms) shares it with others; a point of AUTO_TASK_SECONDS or more stays
+# alone in its task (every result informs the next ask, as adaptive's own runner).
+AUTO_TASK_SECONDS = 0.002
+AUTO_MAX_POINTS = 32  # at most, so the learner is still asked (and told) often
+# ...and at most 1/AUTO_KNOWN_SHARE of the points it knows: asking many points at once
+# before results come back would spread a young learner's points almost evenly
+AUTO_KNOWN_SHARE = 16
+
+
+def check_points_per_task(value: Any) -> int | None:
+    """``value`` as points per task: a positive integer, or ``None`` (sized by time)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ScanError(f"points_per_task= must be a positive integer or None (sized "
+                        f"from the measured time per point), got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -119,7 +140,8 @@ class AdaptiveSource(PointSource):
     stored
         How many of the scan's points the store holds (counted towards ``goal.points``).
     points_per_task
-        Learner points per task (1: every result informs the next ask).
+        Learner points per task, fixed (1: every result informs the next ask); ``None``:
+        one until a point's time is measured, then :meth:`task_points`.
     **options
         As for :class:`~notebookscan.run.points.PointSource`.
     """
@@ -128,18 +150,19 @@ class AdaptiveSource(PointSource):
 
     def __init__(self, *, plan: Plan, learner: Any, goal: Goal, value: str | None,
                  known: set[bytes], stored: int, dtypes: dict[str, Any],
-                 points_per_task: int = 1, **options: Any):
+                 points_per_task: int | None = None, **options: Any):
         self._grow = _Growing(plan.names, dtypes)
         super().__init__(names=plan.names, columns=self._grow.columns, keys=self._grow.keys,
                          seeds=self._grow.seeds, todo=np.zeros(0, dtype=np.int64), **options)
         self.plan, self.learner, self.goal, self.value = plan, learner, goal, value
-        self.points_per_task = max(1, int(points_per_task))
+        self.points_per_task = check_points_per_task(points_per_task)
         self.progress = AdaptiveProgress(skipped=stored, points=stored,
                                          failed_before=options.get("failed_before", 0))
         self._known = set(known)  # keys stored or handed out
         self._learner_points: list[Any] = []  # by position: the learner's own point
         self._told: list[tuple[float, bytes, Any, float]] = []  # (finished, key, point, y)
         self._clock = time.monotonic()
+        self.task_sizes: collections.Counter[int] = collections.Counter()  # points: tasks
         self._update_loss()
 
     # ---------------------------------------------------------------- the goal
@@ -167,10 +190,23 @@ class AdaptiveSource(PointSource):
 
     # ---------------------------------------------------------------- asking
 
+    def task_points(self) -> int:
+        """Points to ask for one task: ``points_per_task`` when given; else as many as
+        fill ``AUTO_TASK_SECONDS`` at the measured time per point (the point source's
+        running mean over received chunks), at most ``AUTO_MAX_POINTS`` and a
+        ``1/AUTO_KNOWN_SHARE`` of the scan's points so far, at least 1 (1 until measured)."""
+        if self.points_per_task is not None:
+            return self.points_per_task
+        per_point = self._chunker.seconds_per_point
+        if per_point is None:
+            return 1
+        by_time = int(AUTO_TASK_SECONDS / max(per_point, 1e-7))
+        return max(1, min(AUTO_MAX_POINTS, by_time, self.progress.points // AUTO_KNOWN_SHARE))
+
     def next_tasks(self, slots: int, workers: int) -> list[Task]:
         tasks: list[Task] = []
         while len(tasks) < slots and not self.reached():
-            n = self.points_per_task
+            n = self.task_points()
             if self.goal.points is not None:
                 n = min(n, self.goal.points - self.progress.points - self.progress.running
                         - sum(t.size for t in tasks))
@@ -180,6 +216,7 @@ class AdaptiveSource(PointSource):
             if not len(chunk):
                 break
             tasks.append(self._task(chunk))
+            self.task_sizes[len(chunk)] += 1
         self.progress.total = self.progress.completed + self.progress.running + sum(
             t.size for t in tasks)
         return tasks
