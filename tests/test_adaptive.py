@@ -73,6 +73,11 @@ def test_points_per_task_follow_the_measured_time_unless_given(tmp_path):
     sizes = fast._source.task_sizes
     assert max(sizes) > 1 and sum(n * k for n, k in sizes.items()) == 200, sizes
     assert fast.results().sizes["point"] == 200
+    # a lost task's points (worker died, timeout) are not instant work: no bigger tasks
+    source = fast._source
+    source._chunker.seconds_per_point = 0.01  # as measured for a 10 ms function
+    source.fail(np.arange(4), "WorkerLost: the worker died")
+    assert source.task_points() == 1 and source._chunker.seconds_per_point == 0.01
     slow = AdaptiveScan(slow_step, {"x": (0, 1)}, tmp_path / "b", value="y",
                         goal=Goal(points=8))
     slow.run(executor="serial", progress=False)

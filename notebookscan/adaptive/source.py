@@ -275,6 +275,13 @@ class AdaptiveSource(PointSource):
                 self._told.append((float(finished[i]), bytes(self.keys[position]),
                                    self._learner_points[position], float(ys[i])))
 
+    def fail(self, chunk: np.ndarray, error: str) -> None:
+        """Record a lost task's points failed, without counting them as instant work:
+        points whose worker died or overran the timeout must not grow the tasks."""
+        measured = self._chunker.seconds_per_point
+        super().fail(chunk, error)
+        self._chunker.seconds_per_point = measured
+
     def _values(self, results: ChunkResult) -> np.ndarray | None:
         """The told variable of a chunk's points (NaN where absent); ``None`` if none."""
         if self.value is None:
