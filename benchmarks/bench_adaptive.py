@@ -264,7 +264,7 @@ def render(doc, figdir, md_dir):
         "against the least uniform grid that does (target: ≥ 5× fewer). "
         f"Learner runs of {doc['n_1d']:,} (1-D, default loss), {doc['n_1d'] // 2:,} (1-D, "
         f"curvature loss) and {doc['n_2d']:,} (2-D) points; \"not reached\": not within "
-        "them.", "",
+        "them." + (f" ({doc['points_note']}.)" if doc.get("points_note") else ""), "",
         report.md_table(["function", "error target", "adaptive points", "uniform points",
                          "uniform / adaptive"], rows, left=2), "",
         "Time per point of `AdaptiveScan.run` (every point journalled and stored in "
