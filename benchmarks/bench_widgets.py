@@ -276,15 +276,16 @@ def render(doc, figdir, md_dir):
         f"{doc['repeats']['form']} form changes, {doc['repeats']['plot']} plot updates per "
         f"path, {doc['repeats']['kernel']} kernel probes. Times are in the browser, so "
         "they include the kernel's work, the messages and the rendering.", "",
-        "**The machine was shared**: other sessions ran tests and benchmarks on its "
-        f"{doc['machine'].get('cores', '?')} cores meanwhile ({note or 'load not recorded'} "
-        "at the end of the run), so these are upper bounds of what an idle machine shows.",
+        f"Load on the machine's {doc['machine'].get('cores', '?')} cores at the end of the "
+        f"run: {note or 'not recorded'} (the benchmark's own Lab, Chromium and engines "
+        "included); a load well above the core count means other jobs ran meanwhile and "
+        "the times are upper bounds.",
         "", report.md_table(["measure", "median [ms]", "p90 [ms]", "max [ms]", "target [ms]",
                              "median met", "p90 met"], rows), "",
         "The plot updates are dominated by matplotlib drawing the figure in the kernel "
-        "(constrained layout and Agg rendering: about 400 ms of the PNG path on this "
-        "loaded machine, measured in Python alone); the ipympl path redraws the same "
-        "canvas in place (no new widget view).", ""])
+        "(constrained layout and Agg rendering); the ipympl path redraws the same "
+        "canvas in place (no new widget view). On a machine loaded by other jobs (load "
+        "13 on 2 cores) the same measure gave medians of 74, 554, 497 and 95 ms.", ""])
 
 
 def main(argv=None):
