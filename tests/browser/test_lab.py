@@ -194,8 +194,11 @@ def test_kernel_stays_responsive_while_engines_run(lab, open_notebook, artifacts
 
 
 def firing_rate(k: float, tau: float = 0.01, delay: float = 0.0, seed: int = 0):
-    """Same parameters as the notebooks' model (keys depend on parameters only)."""
-    return {"rate": k * tau, "cv": 1.0}
+    """Same parameters and units as the notebooks' model (keys depend on parameters only)."""
+    import xarray as xr
+
+    return {"rate": xr.DataArray(k * tau, attrs={"units": "Hz", "long_name": "firing rate"}),
+            "cv": 1.0}
 
 
 def test_new_kernel_reattaches_to_the_store(lab, open_notebook, artifacts):
@@ -204,7 +207,9 @@ def test_new_kernel_reattaches_to_the_store(lab, open_notebook, artifacts):
     from playwright.sync_api import expect
 
     store = lab.root / "results" / "half"
-    space = ns.grid(k=np.linspace(1, 20, 8), tau=[0.005, 0.01], delay=0.0)
+    space = ns.grid(k=np.linspace(1, 20, 8), tau=[0.005, 0.01], delay=0.0).with_attrs(
+        k={"units": "nA", "long_name": "input drive"},
+        tau={"units": "s", "long_name": "membrane time constant"})
     scan = ns.Scan(firing_rate, space, store)
 
     def stop_after_six(**_):
