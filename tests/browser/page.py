@@ -22,3 +22,15 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.05) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(poll)
+
+
+def explorer_canvas(nb):
+    """Run the notebook's cells and wait for its explorer's ipympl canvas:
+    ``(explorer, canvas)`` locators."""
+    from playwright.sync_api import expect
+
+    nb.run_all()
+    explorer = nb.panel.locator(".nbscan-explorer")
+    canvas = explorer.locator(".nbscan-explore-output canvas").last
+    expect(canvas).to_be_visible(timeout=90_000)
+    return explorer, canvas

@@ -11,6 +11,7 @@ import pytest
 import notebookscan as ns
 
 from . import notebooks
+from .page import explorer_canvas
 from .test_explorer import _where
 
 pytestmark = pytest.mark.browser
@@ -48,10 +49,7 @@ def test_drag_on_adaptive_samples_refines_adaptively(lab, open_notebook, artifac
     adaptive_notebook(lab.root / "adaptive.ipynb", "results/adaptive")
     nb = open_notebook("adaptive.ipynb")
     page = nb.panel
-    nb.run_all()
-    explorer = page.locator(".nbscan-explorer")
-    canvas = explorer.locator(".nbscan-explore-output canvas").last
-    expect(canvas).to_be_visible(timeout=90_000)
+    _, canvas = explorer_canvas(nb)
     assert nb.execute_ms("assert any(type(c).__name__ == 'TriMesh' "
                          "for c in ex._mouse['canvas'].figure.axes[0].collections)") >= 0
     canvas.scroll_into_view_if_needed()

@@ -16,6 +16,7 @@ import pytest
 import notebookscan as ns
 
 from . import notebooks
+from .page import explorer_canvas
 
 pytestmark = pytest.mark.browser
 
@@ -70,10 +71,7 @@ def test_drag_on_the_plot_fills_refine_and_runs_it(lab, open_notebook, artifacts
     explorer_notebook(lab.root / "explore.ipynb", "results/explore")
     nb = open_notebook("explore.ipynb")
     page = nb.panel
-    nb.run_all()
-    explorer = page.locator(".nbscan-explorer")
-    canvas = explorer.locator(".nbscan-explore-output canvas").last
-    expect(canvas).to_be_visible(timeout=90_000)
+    explorer, canvas = explorer_canvas(nb)
     expect(explorer.locator(".nbscan-explore-logy input")).to_be_checked()  # tau is ×2 apart
     canvas.scroll_into_view_if_needed()
     mouse = nb.page.mouse
