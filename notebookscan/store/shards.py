@@ -458,12 +458,20 @@ class RowStack:
                 out[(i, *(slice(0, s) for s in row.shape))] = row
         return out if dtype is None else out.astype(dtype)
 
-    def write_into(self, var: Any) -> None:
+    def write_into(self, var: Any, *, every_row: bool = False) -> None:
+        """Write the rows into ``var``; rows of points without a value are skipped
+        (they read as the variable's fill value), or with ``every_row`` written as
+        missing (a variable without fill, whose unwritten bytes are undefined)."""
+        missing = None
         for i, row in enumerate(self.rows):
-            if row is None:
+            if row is None and not every_row:
                 continue
-            if row.shape == self.shape[1:]:
+            if row is not None and row.shape == self.shape[1:]:
                 var[i] = row
+            elif row is None:
+                if missing is None:
+                    missing = np.full(self.shape[1:], self.fill, dtype=self.dtype)
+                var[i] = missing
             else:
                 padded = np.full(self.shape[1:], self.fill, dtype=self.dtype)
                 padded[tuple(slice(0, s) for s in row.shape)] = row
@@ -479,7 +487,7 @@ def _write_all(writes: Writes) -> None:
     each variable as it is defined costs that again for every variable."""
     for var, data in writes:
         if isinstance(data, RowStack):
-            data.write_into(var)
+            data.write_into(var, every_row=var.chunking() == "contiguous")
         else:
             var[...] = data
 
@@ -557,10 +565,13 @@ def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | Row
     kwargs: dict[str, Any] = {}
     row_bytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
     per_point = data.ndim > 1 and data.dtype.kind in "fiu" and row_bytes >= COMPRESS_MIN
-    if per_point:
-        kwargs = {"chunksizes": (1, *data.shape[1:])}  # one chunk per point
-        if compress and worth_compressing(_sample_of(data)):
-            kwargs.update(compression="blosc_lz4", complevel=1, shuffle=True)
+    if per_point and compress and worth_compressing(_sample_of(data)):
+        kwargs = {"chunksizes": (1, *data.shape[1:]),  # one chunk per point
+                  "compression": "blosc_lz4", "complevel": 1, "shuffle": True}
+    elif per_point:
+        # plain: one contiguous block, each row a single write at its offset (chunks
+        # would add an index and a write per chunk); a point still reads alone
+        kwargs = {"contiguous": True}
     elif data.ndim == 1 and len(data) >= COLUMN_COMPRESS_MIN and data.dtype.kind in "fiub":
         # zlib, not blosc: blosc refuses data it cannot shrink (random seeds)
         kwargs = {"zlib": True, "complevel": 1, "shuffle": True,
@@ -570,8 +581,15 @@ def _put_array(nc: Any, name: str, dims: tuple[str, ...], data: np.ndarray | Row
         # rows of failed points are never written (RowStack): they must read as missing,
         # not as netCDF's default fill (9.97e36 for floats)
         fill = _missing_value(data.dtype)
-    var = nc.createVariable(name, data.dtype, dims, fill_value=fill, **kwargs)
-    if per_point:
+    if kwargs.get("contiguous"):
+        # HDF5 would write the fill value over the whole block before the rows: every
+        # row is written instead (a failed point's as missing, see RowStack.write_into)
+        nc.set_fill_off()
+        var = nc.createVariable(name, data.dtype, dims, fill_value=fill, **kwargs)
+        nc.set_fill_on()
+    else:
+        var = nc.createVariable(name, data.dtype, dims, fill_value=fill, **kwargs)
+    if "chunksizes" in kwargs and per_point:
         # each chunk is written once, whole: caching it (64 MiB per variable by default)
         # only holds memory and copies it
         var.set_var_chunk_cache(size=0, nelems=1, preemption=1.0)
@@ -657,8 +675,9 @@ def write_shard(path: str, shard: ShardData, *, compress: bool = True) -> None:
     """Write ``shard`` as one NetCDF-4 file at ``path`` (the caller makes it atomic).
 
     Result arrays of at least 4 KiB per point are stored one chunk per point, compressed
-    with blosc-lz4 and byte shuffle when a sample of the first row says it pays
-    (:func:`worth_compressing`), else plain (noise: random floats, random integers).
+    with blosc-lz4 and byte shuffle, when a sample of the first row says it pays
+    (:func:`worth_compressing`); else plain and contiguous (noise: random floats, random
+    integers).
     """
     point = ("point",)
     writes: Writes = []  # every variable is defined first, then written
