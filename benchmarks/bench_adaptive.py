@@ -213,12 +213,11 @@ def per_point(n, repeats, engines, variants=VARIANTS):
     executors = [("2-process pool", pool, pool)]
     cluster = None
     if engines:
-        import ipyparallel as ipp
+        import notebookscan as ns
 
-        cluster = ipp.Cluster(n=2, log_level=40)
-        client = cluster.start_and_connect_sync()
-        client.wait_for_engines(2, timeout=120)
-        executors.append(("2 ipyparallel engines", client, client))
+        # notebookscan's own start: its watchdog stops the engines if this process dies
+        cluster = ns.start_cluster(2, quiet=True)
+        executors.append(("2 ipyparallel engines", cluster.client, cluster.client))
     try:
         for label, ns_ex, ad_ex in executors:
             for cost, points_per_task in variants:
@@ -237,7 +236,7 @@ def per_point(n, repeats, engines, variants=VARIANTS):
     finally:
         pool.shutdown()
         if cluster is not None:
-            cluster.stop_cluster_sync()
+            cluster.stop()
     return rows
 
 

@@ -369,6 +369,7 @@ def render(doc, figdir, md_dir):
                          f"{min(walls):.2f}–{max(walls):.2f}",
                          report.fmt_mib(r["client_peak_rss"]),
                          report.fmt_mb(r["store_bytes"]) if r["store_bytes"] else "–",
+                         report.fmt_s(r["import_seconds"]) if r.get("import_seconds") else "–",
                          str(r.get("stderr_lines", 0))])
         if ours and peer and floor:
             t_ok = ours["wall_seconds"] <= peer["wall_seconds"]
@@ -397,14 +398,17 @@ def render(doc, figdir, md_dir):
         "absolute times are noisy; the interleaved repeats keep the comparison fair.", "",
         *([f"> {doc['note']}", ""] if doc.get("note") else []),
         report.md_table(["N", "workers", "tool", "wall [s]", "range [s]",
-                         "client peak RSS [MiB]", "on disk [MB]", "stderr lines"],
+                         "client peak RSS [MiB]", "on disk [MB]", "imports [s]",
+                         "stderr lines"],
                         rows, left=3), "",
         "Targets (ratios of medians):", "",
         report.md_table(["N", "workers", "wall / psweep", "wall / netCDF4 floor",
                          "peak RSS / psweep"], targets, left=2), "",
         f"![big results]({os.path.relpath(fig, md_dir)})", "",
         "- notebookscan: `Scan(fn, grid(i=range(N)), store).run(executor=\"serial\" or "
-        "\"processes\")` (a 2-process pool, started inside the clock). Every shard is "
+        "\"processes\")` (a 2-process pool, started inside the clock). Each tool's "
+        "imports run before its clock (*imports*: their seconds, bytecode cached). Every "
+        "shard is "
         "written under a temporary name, fsynced, renamed, and the directory fsynced; "
         "a point counts as stored only then.",
         "- psweep: `ps.run(func, params, poolsize=None or 2)`; the function writes "
