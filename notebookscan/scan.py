@@ -142,6 +142,7 @@ class Scan(RunControl):
         space.validate(self._signature())
         self.space = space
         self.store = Store(store)
+        self._decided_from: frozenset[str] | None = None  # see _pending
         self.events = events
         self._run: ScanRun | None = None
         self._check_store_fits()
@@ -197,9 +198,13 @@ class Scan(RunControl):
         return self
 
     def _pending(self, retry_failed: bool) -> tuple[np.ndarray, int, int]:
-        """Positions of the points to run, how many are stored, how many failed before."""
+        """Positions of the points to run, how many are stored, how many failed before.
+
+        Keeps the shards it decided from (``_decided_from``): the run reads any other
+        for points stored meanwhile, however many readers index the store in between."""
         keys = self.space.key_array()
         index = self.store.index()
+        self._decided_from = index.shards
         failed = index.is_failed(keys)
         skip = index.is_done(keys) if retry_failed else index.is_done(keys) | failed
         todo = np.flatnonzero(~skip)
@@ -340,7 +345,7 @@ class Scan(RunControl):
             provenance=record, run_id=run_id(record), skipped=stored,
             failed_before=0 if retry_failed else failed_before,
             in_process=not executor_obj.needs_pickled_function,
-            shares_filesystem=executor_obj.shares_filesystem)
+            shares_filesystem=executor_obj.shares_filesystem, decided_from=self._decided_from)
         del record  # the source keeps it as JSON; the dict lists every axis value
         return self._launch(source, executor_obj, owned, settings, wait, progress)
 

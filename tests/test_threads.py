@@ -193,3 +193,34 @@ def test_store_index_from_threads(tmp_path):
         reader.join()
     assert errors == []
     assert len(scan.store.index().done) == 200
+
+
+@pytest.mark.parametrize("reader", [True, False])
+def test_a_run_that_ends_before_another_starts_makes_no_point_run_twice(tmp_path, reader):
+    """A run skips what was stored when it decided its points, and drops what other
+    writers store later, even a whole run that started and ended in between (it holds
+    no lease any more to tell of it). A reader of the same Store object (the app's
+    monitor, another thread) that indexes that run's shard in between must not make the
+    run believe it decided from that shard: its points would run twice."""
+    path = tmp_path / "s"
+    calls: list[int] = []
+
+    def fn(x):
+        calls.append(x)
+        return float(x)
+
+    class ReaderInBetween(ns.Scan):
+        def _to_run(self, *args, **kwargs):
+            decided = super()._to_run(*args, **kwargs)
+            # another writer stores points 0..4 now; a reader of this store sees them
+            ns.Scan(lambda x: float(x), ns.grid(x=range(5)), store=path).run(
+                executor="serial", progress=False)
+            if reader:
+                self.store.index()
+            return decided
+
+    scan = ReaderInBetween(fn, ns.grid(x=range(10)), store=path)
+    run = scan.run(executor="serial", progress=False)
+    assert sorted(calls) == [5, 6, 7, 8, 9], "points stored by the other writer ran again"
+    assert run.progress.skipped == 5 and run.progress.done == 5
+    assert ns.open_store(path).sizes["x"] == 10

@@ -174,7 +174,7 @@ class PointSource:
                  todo: np.ndarray, pass_seed: bool, hidden: frozenset[str], store: Store,
                  settings: LoopSettings, events: Events, provenance: dict[str, Any],
                  run_id: str, skipped: int, failed_before: int = 0, in_process: bool = False,
-                 shares_filesystem: bool = False):
+                 shares_filesystem: bool = False, decided_from: Iterable[str] | None = None):
         self.payload = payload
         self.names = tuple(names)
         # the space's own arrays (columns, 20-byte keys, uint32 seeds) and the positions
@@ -204,7 +204,10 @@ class PointSource:
         self._journal_warned = False
         # chunks received but not yet durable (see commit), with their positions
         self._received: list[tuple[np.ndarray, ChunkResult]] = []
-        self._seen_shards: set[str] = set()  # shards whose points are known to this run
+        # shards whose points are known to this run: from start, those ``todo`` was
+        # decided from (``StoreIndex.shards``); None: the store's shards at start
+        self._decided_from = None if decided_from is None else set(decided_from)
+        self._seen_shards: set[str] = set()
         # runs sharing the store: this run's runner, the leases it holds [sorted
         # positions, lease file, points not yet in a shard], the chunks counted since the
         # last flush, and the points other runners hold
@@ -224,7 +227,10 @@ class PointSource:
     def start(self) -> dict[str, Any]:
         # the shards the points to run were decided from: any other is read for points
         # another writer stored meanwhile (a shard may land between that and this)
-        self._seen_shards = self.store.indexed_shards()
+        self._seen_shards = (set(self.store.index().shards) if self._decided_from is None
+                             else set(self._decided_from))
+        # a run that started and ended since then holds no lease to tell of its shard
+        self._drop_done_elsewhere()
         self.store.register_run(self.run_id)  # its place in the store's order of runs
         self._runner.start(self._runner_status())  # `notebookscan status` shows it at once
         return {}

@@ -519,7 +519,7 @@ class Store:
         got = self._read_listed(self._index_entry, {
             name: entry for name in live
             if (entry := self._index_cache.get(name)) is not None})
-        return StoreIndex.from_entries([e for e in got.values() if e is not None])
+        return StoreIndex.from_entries([e for e in got.values() if e is not None], got)
 
     def _index_entry(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         """A shard's keys and done flags, cached; None when it was set aside."""
@@ -530,11 +530,6 @@ class Store:
                 return None
             entry = self._index_cache[name] = index_entry(shard)
         return entry
-
-    def indexed_shards(self) -> set[str]:
-        """The shards whose keys this object's :meth:`index` has read (what a scan that
-        decided its points from the index knows to be stored)."""
-        return set(self._index_cache)
 
     def new_shards(self, seen: set[str]) -> list[str]:
         """Shards not in ``seen`` (e.g. written by another scan since the last look)."""

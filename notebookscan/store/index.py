@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -29,21 +29,27 @@ class StoreIndex:
     once, ``done``/``failed`` give sets of str (built on first use).
     """
 
-    def __init__(self, done_keys: np.ndarray, failed_keys: np.ndarray):
+    def __init__(self, done_keys: np.ndarray, failed_keys: np.ndarray,
+                 shards: frozenset[str] = frozenset()):
         self.done_keys = done_keys
         self.failed_keys = failed_keys
+        #: the shards it was read from: what a run deciding from it knows to be stored
+        self.shards = shards
 
     @classmethod
-    def from_entries(cls, entries: Sequence[tuple[np.ndarray, np.ndarray]]) -> StoreIndex:
-        """From ``(keys, is_done)`` pairs of shards; a key done anywhere is done."""
+    def from_entries(cls, entries: Sequence[tuple[np.ndarray, np.ndarray]],
+                     shards: Iterable[str] = ()) -> StoreIndex:
+        """From ``(keys, is_done)`` pairs of shards (named in ``shards``); a key done
+        anywhere is done."""
+        shards = frozenset(shards)
         if not entries:
             empty = np.empty(0, dtype=KEY_DTYPE)
-            return cls(empty, empty)
+            return cls(empty, empty, shards)
         keys = np.concatenate([k for k, _ in entries])
         is_done = np.concatenate([d for _, d in entries])
         done = np.unique(keys[is_done])
         failed = np.unique(keys[~is_done])
-        return cls(done, failed[~sorted_isin(failed, done)])
+        return cls(done, failed[~sorted_isin(failed, done)], shards)
 
     @functools.cached_property
     def done(self) -> set[str]:
