@@ -42,7 +42,7 @@ import bench_storage as bs  # noqa: E402
 import workloads as wl  # noqa: E402
 
 NAME = "bigresults"
-TOOLS = ("notebookscan", "psweep", "netcdf4", "loop")
+TOOLS = ("notebookscan", "psweep", "psweep_fsync", "netcdf4", "loop")
 WORKERS = (1, 2)
 SIZES = (100, 1_000)
 QUICK_SIZES = (20,)
@@ -116,6 +116,25 @@ def _psweep(n, workers, workdir):
     return wall, _peak(), wl.tree_size(calc_dir)[0], imports
 
 
+def _psweep_fsynced(n, workers, workdir):
+    """psweep as above, then every file and directory it wrote fsynced (inside the
+    clock): what its results cost once they are on disk, as notebookscan's are."""
+    ps, imports = _imported(_load_psweep)
+    calc_dir = os.path.join(workdir, "calc")
+    t0 = time.perf_counter()
+    ps.run(psweep_array, ps.pgrid([ps.plist("i", range(n))]), calc_dir=calc_dir,
+           poolsize=None if workers == 1 else workers)
+    for root, _, files in os.walk(calc_dir):
+        for name in [*files, "."]:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    wall = time.perf_counter() - t0
+    return wall, _peak(), wl.tree_size(calc_dir)[0], imports
+
+
 def _array_of(i):
     return wl.random_array(i, i)["x"]
 
@@ -167,8 +186,8 @@ def _loop(n, workers, workdir):
     return wall, _peak(), 0, 0.0
 
 
-RUNNERS = {"notebookscan": _notebookscan, "psweep": _psweep, "netcdf4": _netcdf4,
-           "loop": _loop}
+RUNNERS = {"notebookscan": _notebookscan, "psweep": _psweep, "psweep_fsync": _psweep_fsynced,
+           "netcdf4": _netcdf4, "loop": _loop}
 
 
 def child_main(tool, n, workers, workdir):
@@ -300,11 +319,14 @@ def main(argv=None):
 
 LABELS = {"notebookscan": "notebookscan", BEFORE: "notebookscan before (issue 16 start)",
           "psweep": "psweep (.npy per point, no fsync)",
+          "psweep_fsync": "psweep, then its files fsynced",
           "netcdf4": "netCDF4 floor (one file, fsync at end)",
           "loop": "plain loop (no storage)"}
 STYLE = {"notebookscan": {"color": "#d62728", "marker": "o"},
          BEFORE: {"color": "#ff9896", "marker": "o", "linestyle": "--"},
          "psweep": {"color": "#1f77b4", "marker": "s"},
+         "psweep_fsync": {"color": "#1f77b4", "marker": "s", "linestyle": "--",
+                          "markerfacecolor": "none"},
          "netcdf4": {"color": "#2ca02c", "marker": "^"},
          "loop": {"color": "#7f7f7f", "marker": "v", "linestyle": ":"}}
 
