@@ -297,7 +297,8 @@ def label_excluded(ds: Any, dims: Sequence[str],
     labelled = status.astype(object)
     labelled[empty & covered] = MISSING
     labelled[empty & ~covered] = EXCLUDED
-    ds[STATUS] = (tuple(dims), labelled, ds[STATUS].attrs)
+    # text only: a Variable as it is, not passed through pandas again (see xrbuild)
+    ds[STATUS] = xrbuild.variable(tuple(dims), labelled, ds[STATUS].attrs)
     return ds
 
 

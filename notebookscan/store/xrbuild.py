@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dataset", "defer_dask", "index_coords"]
+__all__ = ["dataset", "defer_dask", "index_coords", "variable"]
 
 
 class _DaskWhenImported:
@@ -89,9 +89,13 @@ def dataset(data_vars: dict[str, Any], indexed: Mapping[str, np.ndarray],
     variables = {}
     for name in list(data_vars):
         value = data_vars.pop(name)
-        if isinstance(value, tuple):
-            dims, data, *attrs = value
-            plain = type(data) is np.ndarray
-            value = xr.Variable(dims, data, *attrs, fastpath=plain)
-        variables[name] = value
+        variables[name] = variable(*value) if isinstance(value, tuple) else value
     return xr.Dataset(variables, coords=index_coords(indexed, other))
+
+
+def variable(dims: Any, data: Any, attrs: Mapping[str, Any] | None = None) -> Any:
+    """``xarray.Variable(dims, data, attrs)``; a numpy array is wrapped as it is (see
+    :func:`dataset`): only for arrays of numbers, dates or text."""
+    import xarray as xr
+
+    return xr.Variable(dims, data, attrs, fastpath=type(data) is np.ndarray)
