@@ -17,9 +17,10 @@ A points-layout Dataset whose points do form a grid can be reshaped with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,32 +146,40 @@ def _read_rows_into(path: str, names: Sequence[str], src: np.ndarray, cells: np.
     Each slab is read straight from the file: neither a whole shard's block nor HDF5's
     chunk cache (64 MiB per variable, useless for chunks read once) is ever held.
     """
-    import netCDF4
+    with _no_chunk_cache(), open_dataset(path) as nc:
+        for name in names:
+            var = nc.variables[name]
+            var.set_auto_maskandscale(False)
+            out = outs[name]
+            inner = tuple(slice(0, n) for n in var.shape[1:])
+            if var.shape[1:] != out.shape[1:]:  # shorter than the longest: NaN pad
+                out[cells] = np.nan
+            step = max(1, _SLAB // max(1, int(np.prod(var.shape[1:])) * out.itemsize))
+            for start in range(0, var.shape[0], step):
+                i0, i1 = np.searchsorted(src, [start, start + step])
+                if i0 == i1:
+                    continue
+                lo, hi = int(src[i0]), int(src[i1 - 1]) + 1
+                slab = unwritten_as_nan(var, np.asarray(var[lo:hi]))
+                if hi - lo != i1 - i0:  # rows superseded elsewhere in between
+                    slab = slab[src[i0:i1] - lo]
+                out[(cells[i0:i1], *inner)] = slab
+                del slab
 
+
+@contextlib.contextmanager
+def _no_chunk_cache() -> Iterator[None]:
+    """HDF5 files opened meanwhile (under :func:`hdf5_lock`) keep no chunk cache.
+
+    Loading reads each chunk once: a cache (64 MiB per variable) only adds a copy of
+    every chunk, and memory the allocator rarely gives back."""
+    import netCDF4
 
     with hdf5_lock():
         saved = netCDF4.get_chunk_cache()
         netCDF4.set_chunk_cache(0)
         try:
-            with open_dataset(path) as nc:
-                for name in names:
-                    var = nc.variables[name]
-                    var.set_auto_maskandscale(False)
-                    out = outs[name]
-                    inner = tuple(slice(0, n) for n in var.shape[1:])
-                    if var.shape[1:] != out.shape[1:]:  # shorter than the longest: NaN pad
-                        out[cells] = np.nan
-                    step = max(1, _SLAB // max(1, int(np.prod(var.shape[1:])) * out.itemsize))
-                    for start in range(0, var.shape[0], step):
-                        i0, i1 = np.searchsorted(src, [start, start + step])
-                        if i0 == i1:
-                            continue
-                        lo, hi = int(src[i0]), int(src[i1 - 1]) + 1
-                        slab = unwritten_as_nan(var, np.asarray(var[lo:hi]))
-                        if hi - lo != i1 - i0:  # rows superseded elsewhere in between
-                            slab = slab[src[i0:i1] - lo]
-                        out[(cells[i0:i1], *inner)] = slab
-                        del slab
+            yield
         finally:
             netCDF4.set_chunk_cache(*saved)
 
@@ -288,7 +297,8 @@ def label_excluded(ds: Any, dims: Sequence[str],
     labelled = status.astype(object)
     labelled[empty & covered] = MISSING
     labelled[empty & ~covered] = EXCLUDED
-    ds[STATUS] = (tuple(dims), labelled, ds[STATUS].attrs)
+    # text only: a Variable as it is, not passed through pandas again (see xrbuild)
+    ds[STATUS] = xrbuild.variable(tuple(dims), labelled, ds[STATUS].attrs)
     return ds
 
 
@@ -370,16 +380,27 @@ def broadcast_excluded(ds: Any, dims: str | Sequence[str]) -> Any:
 def _grid_dataset(table: Table, dims: Sequence[str],
                   extra_coords: Mapping[str, Sequence[Any]] | None,
                   direct: _Direct | None = None, rows: Any = None,
-                  order: Sequence[str] | None = None, consume: bool = False) -> Any:
+                  order: Sequence[str] | None = None, consume: bool = False,
+                  records: Sequence[Mapping[str, Any]] | None = None) -> Any:
     """The grid Dataset of ``table``; ``consume`` empties the table's per-point columns
-    on the way, each freed once its grid array is built (the table is not used after)."""
+    on the way, each freed once its grid array is built (the table is not used after).
+    ``records`` label the empty cells as :func:`label_excluded` does, before the Dataset
+    exists (no second status array)."""
 
     coords, positions, shape = grid_axes(table.params, dims, extra_coords)
     flat = np.ravel_multi_index(positions, shape) if len(table) else np.array([], dtype=int)
+    del positions
+    if consume:
+        table.params = {}
     size = int(np.prod(shape))
-    if len(set(flat.tolist())) != len(flat):
+    has_row = np.zeros(size, dtype=bool)
+    has_row[flat] = True
+    if np.count_nonzero(has_row) != len(flat):
         raise StoreFormatError("the stored points do not form the grid the store's layout "
                                "says: two points share a cell")
+    for dim in dims:
+        if coords[dim].dtype.kind not in "biuf":
+            coords[dim] = coords[dim].astype(str)
     data_vars = {}
     complete = len(flat) == size  # every cell has a point: no NaN needed, dtypes stay
     # rows sorted by parameters are already in grid order (the usual case): no copy
@@ -390,6 +411,7 @@ def _grid_dataset(table: Table, dims: Sequence[str],
         cell_rows = np.full(size, -1, dtype=np.int64)
         cell_rows[flat] = np.arange(len(flat))
         views = direct.views(cell_rows.reshape(shape), table.result_attrs)
+        del cell_rows
     variables = _variables(table, {**placed, **views}, order)
     if consume:
         table.results, table.bookkeeping, table.lengths = {}, {}, {}
@@ -407,22 +429,38 @@ def _grid_dataset(table: Table, dims: Sequence[str],
             else:
                 full = np.empty((size, *data.shape[1:]), dtype=data.dtype)
                 full[flat] = data
-            data_vars[name] = ((*dims, *own), full.reshape(*shape, *data.shape[1:]), attrs)
-            continue
-        full = _empty_like(data, (size, *data.shape[1:]))
-        if name == STATUS:
-            full[:] = MISSING
-        if data.dtype.kind in "iub" and full.dtype.kind == "f":
-            data = data.astype(np.float64)
-        full[flat] = data
-        data_vars[name] = ((*dims, *own), full.reshape(*shape, *data.shape[1:]), attrs)
+        else:
+            full = _empty_like(data, (size, *data.shape[1:]))
+            if name == STATUS:
+                full[:] = MISSING
+            full[flat] = data  # ints and bools become floats here, NaN where no row
+        if name == STATUS and records is not None:
+            full = _labelled(full, full is data, has_row, flat, data,
+                             lambda: covered_cells(records, coords, dims).reshape(-1))
+        del data
+        data_vars[name] = ((*dims, *own), full.reshape(*shape, *full.shape[1:]), attrs)
+        del full
+    del flat, has_row
     for dim, coord in table.coords.items():
         if coord.ndim == 1:
             coords[dim] = coord
-    for dim in dims:
-        if coords[dim].dtype.kind not in "biuf":
-            coords[dim] = coords[dim].astype(str)
     return xrbuild.dataset(data_vars, coords)
+
+
+def _labelled(status: np.ndarray, shared: bool, has_row: np.ndarray, flat: np.ndarray,
+              stored: np.ndarray, covered: Any) -> np.ndarray:
+    """The status of each cell (flat) with the empty ones (no row, or a stored row that
+    says missing or excluded) labelled ``missing`` where ``covered()`` holds them,
+    ``excluded`` elsewhere; ``shared``: ``status`` is the table's column, copied first."""
+    empty = ~has_row
+    empty[flat[(stored == MISSING) | (stored == EXCLUDED)]] = True
+    if not empty.any():
+        return status
+    held = covered()
+    out = status.astype(object, copy=shared or status.dtype != object)
+    out[empty & held] = MISSING
+    out[empty & ~held] = EXCLUDED
+    return out
 
 
 def _points_dataset(table: Table, pending: Mapping[str, Sequence[Any]] | None,
@@ -516,22 +554,7 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     views = view_results([m for m in metas if m is not None])
     chosen = _direct_results([{n: v for n, v in m.items() if n not in views}
                               for m in metas if m is not None])
-    shards, paths, present, kept = [], [], [], []
-    for name, meta in zip(files, metas, strict=True):
-        wanted = None if meta is None else [v for v in meta
-                                            if v not in chosen and v not in views]
-        try:  # a shard whose metadata could not be read is read whole: _read reports it
-            shard = store.read_shard(name, wanted)
-        except ShardVanished as exc:
-            raise _Gone(name) from exc
-        if shard is None or not shard.n:
-            continue
-        if meta is None:  # read whole after all (a passing failure): start again
-            raise _Gone(name)
-        shards.append(shard)
-        paths.append(os.path.join(store.shards_dir, name))
-        present.append({v for v in chosen if v in meta})
-        kept.append(meta)
+    shards, paths, present, kept = _read_shards(store, files, metas, chosen, views)
     order = list(dict.fromkeys(v for m in kept for v, (role, *_) in m.items()
                                if role == "result"))
     dim_order = list(dict.fromkeys(d for m in kept for role, dims, *_ in m.values()
@@ -559,10 +582,11 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
                  for v, (dims, _, dtype) in variables.items()}
     offsets = np.cumsum([0, *(s.n for s in shards)])
     # the table's rows are told apart by their position in the concatenated shards
-    for k, s in enumerate(shards):
-        s.results[_ROW] = np.arange(offsets[k], offsets[k + 1])
-        s.result_dims[_ROW] = ()
-    table = combine_shards(shards, names, rules=store.read_rules())
+    for k in range(len(shards)):
+        shards[k].results[_ROW] = np.arange(offsets[k], offsets[k + 1])
+        shards[k].result_dims[_ROW] = ()
+    # consume: each shard column goes once combined (nothing else refers to the shards)
+    table = combine_shards(shards, names, consume=True, rules=store.read_rules())
     order += [v for v in table.results if v not in order and v != _ROW]  # other forms
     rows = table.results.pop(_ROW, np.array([], dtype=np.int64))
     table.result_dims.pop(_ROW, None)
@@ -597,12 +621,36 @@ def _load(store: Any, layout: Layout, extra_coords: Mapping[str, Sequence[Any]] 
     del shards
     if layout.kind == "grid":
         ds = _grid_dataset(table, layout.dims, extra_coords, direct, rows, order,
-                           consume=True)
-        ds = label_excluded(ds, layout.dims, store_records(store, table.runs))
+                           consume=True, records=store_records(store, table.runs))
     else:
         ds = _points_dataset(table, pending, direct, rows, order)
     ds.attrs.update(_dataset_attrs(table, layout))
     return ds
+
+
+def _read_shards(store: Any, files: Sequence[str], metas: Sequence[Mapping[str, Any] | None],
+                 chosen: set[str], views: Mapping[str, Any]
+                 ) -> tuple[list[Any], list[str], list[set[str]], list[Mapping[str, Any]]]:
+    """The shards' table columns (not the direct or view results), with each kept shard's
+    path, direct results and metadata; empty or unreadable shards are left out."""
+    shards, paths, present, kept = [], [], [], []
+    with _no_chunk_cache():
+        for name, meta in zip(files, metas, strict=True):
+            wanted = None if meta is None else [v for v in meta
+                                                if v not in chosen and v not in views]
+            try:  # a shard whose metadata could not be read is read whole: _read reports it
+                shard = store.read_shard(name, wanted)
+            except ShardVanished as exc:
+                raise _Gone(name) from exc
+            if shard is None or not shard.n:
+                continue
+            if meta is None:  # read whole after all (a passing failure): start again
+                raise _Gone(name)
+            shards.append(shard)
+            paths.append(os.path.join(store.shards_dir, name))
+            present.append({v for v in chosen if v in meta})
+            kept.append(meta)
+    return shards, paths, present, kept
 
 
 def _shard_variables(path: str) -> dict[str, tuple[Any, ...]] | None:

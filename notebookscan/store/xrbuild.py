@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dataset", "defer_dask", "index_coords"]
+__all__ = ["dataset", "defer_dask", "index_coords", "variable"]
 
 
 class _DaskWhenImported:
@@ -78,8 +78,10 @@ def dataset(data_vars: dict[str, Any], indexed: Mapping[str, np.ndarray],
     maps a dimension to its coordinate values, ``other`` holds the coordinates that are
     no index, as ``(dims, data)``.
 
-    ``data_vars`` is emptied: each ``(dims, data, attrs)`` becomes a variable in turn, so
-    an array xarray copies (object arrays, which it converts) is freed before the next.
+    ``data_vars`` is emptied: each ``(dims, data, attrs)`` becomes a variable in turn.
+    A numpy array is wrapped as it is: xarray would otherwise pass each object array
+    through a pandas Series (to find dates in it), a transient of ~40 bytes a cell, while
+    the arrays given here hold text only (and dates as ``datetime64``).
     """
     import xarray as xr
 
@@ -87,5 +89,13 @@ def dataset(data_vars: dict[str, Any], indexed: Mapping[str, np.ndarray],
     variables = {}
     for name in list(data_vars):
         value = data_vars.pop(name)
-        variables[name] = xr.Variable(*value) if isinstance(value, tuple) else value
+        variables[name] = variable(*value) if isinstance(value, tuple) else value
     return xr.Dataset(variables, coords=index_coords(indexed, other))
+
+
+def variable(dims: Any, data: Any, attrs: Mapping[str, Any] | None = None) -> Any:
+    """``xarray.Variable(dims, data, attrs)``; a numpy array is wrapped as it is (see
+    :func:`dataset`): only for arrays of numbers, dates or text."""
+    import xarray as xr
+
+    return xr.Variable(dims, data, attrs, fastpath=type(data) is np.ndarray)
