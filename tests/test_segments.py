@@ -76,6 +76,14 @@ def test_state_round_trips_every_kind_exactly():
     assert back["pair"] == (0.5, 1.5) and back["nothing"] is None
 
 
+def test_the_empty_state_is_encoded_once():
+    """A model whose state lives in its files (Brian2) hands over {} after every segment:
+    one encoding, the same object each time, so a task's segments pickle it once."""
+    empty = encode_state({})
+    assert encode_state({}) is empty and decode_state(empty) == {}
+    assert encode_state({"x": 1}) is not encode_state({"x": 1})
+
+
 @pytest.mark.parametrize("value, hint", [
     (object(), "Convert it"), (np.array([1 + 2j]), "real and imaginary"),
     ([[1, 2], [3]], "dict of arrays"), (2**70, "too large"),

@@ -150,6 +150,25 @@ def test_a_pool_task_runs_a_points_segments_back_to_back_each_with_its_checkpoin
     _assert_same(scan, clean, points)
 
 
+def test_what_came_back_is_written_while_the_last_point_runs(tmp_path, monkeypatch):
+    """Once the last point is handed out, the points already back are written while it
+    runs, so the final flush (after its last segment) writes only its own checkpoints."""
+    monkeypatch.setenv("NS_TEST_CALLS", str(tmp_path / "calls.log"))
+    order: list[tuple[str, float]] = []
+    scan = SegmentedScan(noisy, ns.grid(x=[1.0, 2.0, 3.0]), tmp_path / "pool", segments=3)
+    scan.events.on("segment_done", lambda point, **_: order.append(("segment", point["x"])))
+    scan.events.on("flushed", lambda checkpoints, **_: order.append(("flushed", checkpoints)))
+    pool = process_pool(1)
+    try:
+        progress = scan.run(executor=pool, progress=False, flush_interval=600).progress
+    finally:
+        pool.shutdown()
+    assert (progress.done, progress.failed) == (3, 0)
+    last = order.index(("segment", 3.0))
+    assert ("flushed", 6) in order[:last]  # points 1 and 2, while point 3 ran
+    assert order[-1] == ("flushed", 3)  # the final flush: point 3's checkpoints only
+
+
 def test_a_worker_killed_inside_a_run_of_segments_reruns_them_identically(
         tmp_path, monkeypatch):
     log = tmp_path / "calls.log"

@@ -153,6 +153,8 @@ class Source(Protocol):
     progress: Progress
     task_name: str  # for errors: "a chunk of points", "a segment"
     early_first_flush: bool  # write the first results at once (unless the run ends soon)
+    # optional, False when absent: flush_when_drained, write what is buffered once nothing
+    # is left to hand out (see RunLoop._drained)
 
     def start(self) -> dict[str, Any]: ...  # set-up; extra fields of the "started" event
     def next_tasks(self, slots: int, workers: int) -> list[Task]: ...  # at most `slots`
@@ -203,6 +205,7 @@ class RunLoop:
         self._last_workers_check = time.monotonic()
         self._no_workers_since: float | None = None
         self._warned_no_workers = False
+        self._drain_flushed = False
 
     @property
     def progress(self) -> Progress:
@@ -260,7 +263,7 @@ class RunLoop:
                 finished = set()  # a done future may hold a big result: drop it
                 self._locked(self.source.commit)
                 self._maybe_emit_progress()
-                if self._flush_due():
+                if self._flush_due() or self._drained(inflight):
                     self._fill_before_flush(inflight)
                     self._flush()
                     self._locked(self.source.refresh)
@@ -473,6 +476,19 @@ class RunLoop:
                  and self.source.seconds_left() > ENDS_SOON_SECONDS)
         return (self._full() or first
                 or time.monotonic() - self._last_flush >= self.settings.flush_interval)
+
+    def _drained(self, inflight: dict[Future, _Flight]) -> bool:
+        """Once per run, for a source that asks (``flush_when_drained``): its last tasks
+        are out, so write what is buffered while they run; the final flush, which nothing
+        overlaps, then holds only what they bring back."""
+        if (self._drain_flushed or self.executor.runs_tasks_in_submit
+                or not getattr(self.source, "flush_when_drained", False)):
+            return False
+        self._fill(inflight)
+        if self.source.pending() or not inflight or not self.source.buffered()[0]:
+            return False
+        self._drain_flushed = True
+        return True
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()

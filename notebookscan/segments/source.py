@@ -167,6 +167,10 @@ class SegmentSource:
 
     task_name = "a segment"
     early_first_flush = False
+    # the run's last tasks are out: write what came back while they run (a point's
+    # segments come back in batches of up to BATCH_SECONDS, so the final flush of a short
+    # run would otherwise write every checkpoint after the last segment)
+    flush_when_drained = True
 
     def __init__(self, *, payload: Any, form: str, names: Sequence[str], works: list[Work],
                  links: list[Link], pass_seed: bool, duration: float | None, store: Store,

@@ -302,9 +302,15 @@ def _warm_up() -> None:
     (:func:`gc.freeze`), so that full collections — Brian2 runs one at every
     ``net.run`` — no longer walk every imported library (~0.1 s a collection in a worker
     with xarray and Brian2 loaded). Not in the client's own process (serial executor):
-    what a user holds there must stay collectable."""
+    what a user holds there must stay collectable.
+
+    Only the young generations are collected first (well under 1 ms), not all of them:
+    a full collection walks every imported library once more (0.08-0.26 s with Brian2
+    loaded), to find the few cyclic garbage objects the imports left (about 100, a few
+    kB), which the freeze now keeps for the worker's lifetime instead. Everything the
+    model creates afterwards is collected as usual."""
     if not _FROZEN:
-        gc.collect()
+        gc.collect(1)
         gc.freeze()
         _FROZEN.append(True)
 

@@ -189,11 +189,25 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
         When an entry cannot be kept (an object, complex numbers, a ragged list, ...),
         naming the entry and what to do instead.
     """
-    import netCDF4
-
     if not isinstance(state, Mapping):
         raise StateError(f"the state must be a dict, got {type(state).__name__}; return "
                          "Segment(..., state={'name': array, ...}).")
+    if not state:
+        # a model whose state is all in its files hands over {} after every segment: the
+        # same bytes each time, encoded once (and one object, pickled once per task)
+        if not _EMPTY:
+            _EMPTY.append(_encode(state))
+        return _EMPTY[0]
+    return _encode(state)
+
+
+#: The encoding of the empty state, once made.
+_EMPTY: list[bytes] = []
+
+
+def _encode(state: Mapping[str, Any]) -> bytes:
+    import netCDF4
+
     with hdf5_lock():
         nc = netCDF4.Dataset("state.nc", "w", format="NETCDF4", memory=4096)
         try:
