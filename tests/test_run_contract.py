@@ -313,6 +313,7 @@ class HalvingSource:
 
     task_name = "a point"
     early_first_flush = False
+    flush_when_drained = False
 
     def __init__(self, starts):
         from notebookscan.run.loop import Progress

@@ -153,8 +153,7 @@ class Source(Protocol):
     progress: Progress
     task_name: str  # for errors: "a chunk of points", "a segment"
     early_first_flush: bool  # write the first results at once (unless the run ends soon)
-    # optional, False when absent: flush_when_drained, write what is buffered once nothing
-    # is left to hand out (see RunLoop._drained)
+    flush_when_drained: bool  # write what is buffered once its last tasks are out
 
     def start(self) -> dict[str, Any]: ...  # set-up; extra fields of the "started" event
     def next_tasks(self, slots: int, workers: int) -> list[Task]: ...  # at most `slots`
@@ -482,7 +481,7 @@ class RunLoop:
         are out, so write what is buffered while they run; the final flush, which nothing
         overlaps, then holds only what they bring back."""
         if (self._drain_flushed or self.executor.runs_tasks_in_submit
-                or not getattr(self.source, "flush_when_drained", False)):
+                or not self.source.flush_when_drained):
             return False
         self._fill(inflight)
         if self.source.pending() or not inflight or not self.source.buffered()[0]:

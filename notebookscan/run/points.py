@@ -168,6 +168,7 @@ class PointSource:
 
     task_name = "a chunk of points"
     early_first_flush = True
+    flush_when_drained = False  # its final flush is short: the last chunks' rows
 
     def __init__(self, *, payload: Callable[..., Any] | bytes, names: Sequence[str],
                  columns: Mapping[str, np.ndarray], keys: np.ndarray, seeds: np.ndarray,
