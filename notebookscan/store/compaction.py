@@ -76,6 +76,9 @@ class Input:
     forms: dict[str, Form]
     nbytes: int
     lean: bool = False  # parameters of numbers only: not held, read again when needed
+    #: (part, name) -> the type of each variable of plain numbers, one per point
+    plain: dict[tuple[str, str], np.dtype] = field(default_factory=dict)
+    attrs: dict[str, dict[str, Any]] = field(default_factory=dict)  # of its results
 
 
 def read_input(store: Store, name: str) -> Input | None:
@@ -93,18 +96,19 @@ def read_input(store: Store, name: str) -> Input | None:
     path = os.path.join(store.shards_dir, name)
     try:
         variables = shard_variables(path)
-        sizes, forms = _describe(path, variables, head.n)
+        found = Input(name, head, variables, {}, {}, 0, lean)
+        _describe(path, found)
     except FileNotFoundError as exc:
         raise ShardVanished(name) from exc
-    return Input(name, head, variables, sizes, forms, sum(sizes.values()), lean)
+    found.nbytes = sum(found.sizes.values())
+    return found
 
 
-def _describe(path: str, variables: dict[str, dict[str, str]], n: int
-              ) -> tuple[dict[tuple[str, str], int], dict[str, Form]]:
-    """Each variable's bytes in memory once read, and each result's form, from the
-    file's declarations (no data read)."""
-    sizes: dict[tuple[str, str], int] = {}
-    forms: dict[str, Form] = {}
+def _describe(path: str, found: Input) -> None:
+    """Each variable's bytes in memory once read, each result's form and attributes,
+    and the variables of plain numbers, from the file's declarations (no data read)."""
+    variables, n = found.variables, found.head.n
+    sizes, forms = found.sizes, found.forms
     with open_dataset(path) as nc:
         for part, names in variables.items():
             for name, stored in names.items():
@@ -118,9 +122,13 @@ def _describe(path: str, variables: dict[str, dict[str, str]], n: int
                 kind = var.datatype
                 sizes[(part, name)] = count * (kind.itemsize if isinstance(kind, np.dtype)
                                                else 8)
+                attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+                if (isinstance(kind, np.dtype) and kind.kind in "iuf" and var.ndim == 1
+                        and DTYPE_ATTR not in attrs and RAGGED_ATTR not in attrs):
+                    found.plain[(part, name)] = kind
                 if part != "results":
                     continue
-                attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+                found.attrs[name] = attrs
                 dims = tuple(var.dimensions[1:])
                 if RAGGED_ATTR in attrs:
                     dims = (str(attrs[RAGGED_ATTR]), *dims)
@@ -128,7 +136,6 @@ def _describe(path: str, variables: dict[str, dict[str, str]], n: int
                 if attrs.get(DTYPE_ATTR) == "bool":
                     dtype = np.dtype(np.int8)
                 forms[name] = Form(dims, family_of(dtype, attrs))
-    return sizes, forms
 
 
 @contextlib.contextmanager
@@ -188,7 +195,7 @@ class Deferred:
         if data.dtype != self.dtype or data.shape != self.shape:
             raise StoreError(f"a column combined to {data.dtype} {data.shape} the second "
                              f"time, {self.dtype} {self.shape} the first: a shard changed")
-        return data if dtype is None else data.astype(dtype)
+        return data if dtype is None else np.asarray(data, dtype=dtype)
 
 
 def _mixed(column: np.ndarray) -> bool:
@@ -197,26 +204,37 @@ def _mixed(column: np.ndarray) -> bool:
 
 
 class _Params(Mapping[str, np.ndarray]):
-    """A pass's parameter columns, each read from the inputs when looked up (the last
-    one kept): choosing rows sorts by one column at a time."""
+    """A pass's parameter columns, read from the inputs when looked up, a few at a
+    time (about :data:`GROUP_BYTES`, in the order choosing rows sorts by them: the
+    last name first); only the last few are kept."""
 
     def __init__(self, streamed: StreamedPass):
-        self._pass, self._last = streamed, ("", np.array([]))
+        self._pass = streamed
+        self._held: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if self._last[0] != name:
+        if name not in self._held:
             if name not in self._pass.names:
                 raise KeyError(name)
-            self._last = ("", np.array([]))  # dropped before the next is read
-            blocks, sizes = [], []
+            self._held = {}  # dropped before the next are read
+            batch, held = [], 0
+            for other in reversed(self._pass.names[:self._pass.names.index(name) + 1]):
+                size = sum(i.sizes.get(("params", other), 0) for i in self._pass.inputs)
+                if batch and held + size > GROUP_BYTES:
+                    break
+                batch.append(other)
+                held += size
+            blocks: dict[str, list[np.ndarray | None]] = {n: [] for n in batch}
+            sizes = []
             for i in self._pass.inputs:
                 if i.head.n:
-                    stored = i.variables["params"].get(name)
-                    read = self._pass._read(i, [stored]) if stored else None
-                    blocks.append(None if read is None else read.params.get(name))
+                    read = self._pass._read(i, [i.variables["params"].get(n, n)
+                                                for n in batch])
+                    for n in batch:
+                        blocks[n].append(read.params.get(n))
                     sizes.append(i.head.n)
-            self._last = (name, concat_column(blocks, sizes, exact=True))
-        return self._last[1]
+            self._held = {n: concat_column(blocks.pop(n), sizes, exact=True) for n in batch}
+        return self._held[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._pass.names)
@@ -248,6 +266,7 @@ class StreamedPass:
     checksums: dict[tuple[str, str], str] = field(default_factory=dict)
     _groups: list[Group] = field(default_factory=list)
     _deferred: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    _direct: dict[tuple[str, str], np.dtype] = field(default_factory=dict)
     _cache: dict[int, dict[tuple[str, str], Any]] = field(default_factory=dict)
 
     def plan(self) -> ShardData | None:
@@ -283,6 +302,18 @@ class StreamedPass:
             self.checksums[("bookkeeping", name)] = self.checksum(column)
             shard.bookkeeping[name] = column
         for index, group in enumerate(self._groups):
+            if all(key in self._direct for key in group):  # nothing to learn before
+                self._deferred[index] = set(group)
+                for part, name in group:
+                    getattr(shard, part)[name] = Deferred(
+                        self._direct[(part, name)], (len(self.rows),), None,
+                        self._loader(index, part, name))
+                    if part == "results":
+                        first = next(i for i in self.inputs if i.head.n)
+                        shard.result_dims[name] = ()
+                        shard.result_attrs[name] = {k: v for k, v in first.attrs[name].items()
+                                                    if k != ROLE}
+                continue
             columns, dims, attrs = self._combined(group)
             if any(_mixed(c) for (part, _), c in columns.items() if part == "params"):
                 return None
@@ -308,7 +339,16 @@ class StreamedPass:
     def _make_groups(self) -> list[Group]:
         """The variables other than the heads' bookkeeping, in groups of about
         :data:`GROUP_BYTES`; a result goes with every result sharing one of its dims,
-        and their lengths and coordinates (they are combined together)."""
+        and their lengths and coordinates (they are combined together).
+
+        Variables of plain numbers that every input holds as one type combine into
+        that type, one value per point (``_direct``): their groups are read only when
+        written, and checked against what was written.
+        """
+        with_rows = [i for i in self.inputs if i.head.n]
+        for key, dtype in with_rows[0].plain.items() if with_rows else ():
+            if all(i.plain.get(key) == dtype for i in with_rows):
+                self._direct[key] = dtype
         sizes: dict[tuple[str, str], int] = {}
         dims_of: dict[str, tuple[str, ...]] = {}
         for i in self.inputs:
@@ -341,7 +381,13 @@ class StreamedPass:
                         unit_of[dim] = len(units) - 1
         groups: list[Group] = [[]]
         held = 0
-        for unit in (u for u in units if u):
+        units = [u for u in units if u and all(k in self._direct for k in u)] + [
+            u for u in units if u and not all(k in self._direct for k in u)]
+        for unit in units:
+            if groups[-1] and (all(k in self._direct for k in unit)
+                               != all(k in self._direct for k in groups[-1])):
+                groups.append([])  # direct variables in groups of their own
+                held = 0
             size = sum(sizes[k] for k in unit)
             if groups[-1] and held + size > GROUP_BYTES:
                 groups.append([])
@@ -426,5 +472,7 @@ class StreamedPass:
             column = cached.pop((part, name))
             if not cached:
                 self._cache.pop(index, None)
+            if (part, name) in self._direct:  # the check compares the file with this
+                self.checksums[(part, name)] = self.checksum(column)
             return column
         return load

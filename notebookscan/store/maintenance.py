@@ -357,7 +357,7 @@ def _as_bytes(column: np.ndarray) -> np.ndarray:
                      for v in column.ravel().tolist()], dtype=bytes).reshape(column.shape)
 
 
-CHECKSUM_ROWS_BYTES = 2**20  # rows of a column hashed at a time (their copies are this big)
+CHECKSUM_ROWS_BYTES = 2**18  # rows of a column hashed at a time (their copies are this big)
 
 
 def _checksum(column: Any) -> str:

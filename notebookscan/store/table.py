@@ -506,7 +506,7 @@ def split_forms(shards: Sequence[ShardData], primary: Mapping[str, Form]) -> Non
                 shard.result_attrs[new] = shard.result_attrs.pop(name, {})
 
 
-def _select_rows(bookkeeping: dict[str, np.ndarray], run_order: Mapping[str, int]
+def _select_rows(bookkeeping: Mapping[str, np.ndarray], run_order: Mapping[str, int]
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The row shown for each key; the other done rows of repeated keys, and their
     shown row.
