@@ -101,3 +101,21 @@ def test_compaction_holds_a_fraction_of_its_shards(tmp_path):
     # combined whole, the shards and the table were each held, and more: 2.7x the data
     assert peak < 1.5 * data, (peak, data)
     xr.testing.assert_identical(ns.open_store(store.path), before)
+
+
+def test_text_and_bool_parameters_compact_as_combined_whole(tmp_path):
+    def fn(x: int, kind: str, on: bool):
+        return {"y": x * (2.0 if on else 1.0), "v": np.arange(x % 3 + 1) * 1.0}
+
+    path = tmp_path / "s"
+    space = ns.grid(x=range(12), kind=["a", "b|c"], on=[False, True])
+    run_serial(fn, space, path, flush_every=6)
+    run_serial(fn, ns.grid(x=range(12, 20), kind=["a"], on=[True]), path)
+    store = Store(path)
+    assert len(store.shard_files()) >= 2
+    before = ns.open_store(path)
+    expected = whole(store)
+    assert compact_store(store).shards_after == 1
+    (name,) = Store(path).shard_files()
+    assert check_written(Store(path), name, expected) == ""
+    xr.testing.assert_identical(ns.open_store(path), before)

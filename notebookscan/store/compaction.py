@@ -2,22 +2,29 @@
 
 Combining whole shards holds every column twice (the shards read, the table built),
 plus the written file's chunks until it is closed. Here a pass holds the keys,
-parameters, statuses and runs of its shards while it chooses the rows (the same rows,
-in the same order, as :func:`~notebookscan.store.table.combine_shards`), then the other
-variables a group of about :data:`GROUP_BYTES` at a time:
+statuses and runs of its shards while it chooses the rows (the same rows, in the same
+order, as :func:`~notebookscan.store.table.combine_shards`; parameters of numbers are
+read a few at a time to sort by them), then the other variables a group of about
+:data:`GROUP_BYTES` at a time:
 
 1. *survey*: each group is read from every shard, combined exactly as
    ``combine_shards`` combines it, and its kept rows taken; a column of plain numbers
    is then dropped, keeping its type, shape and checksum (a :class:`Deferred` stands
-   for it); other columns (text, ragged results, bools) are kept as they are;
+   for it); other columns (text, ragged results, bools) are kept as they are. Groups
+   of plain numbers every shard holds as one type (one value per point) skip this:
+   their type and shape are known from the files;
 2. *write*: :func:`~notebookscan.store.shards.write_shard` defines every variable,
    then writes each; a deferred column is combined again from the shards just when
-   it is written, and dropped after;
+   it is written, and dropped after (with netCDF's chunk cache off, see
+   :func:`unchunked`, nothing else holds it);
 3. *check*: the written shard is read back a group at a time and compared with the
-   survey's checksums (:func:`~notebookscan.store.maintenance.check_written`).
+   checksums of what was meant: the survey's, or those of the columns handed to the
+   writer (:func:`~notebookscan.store.maintenance.check_written`).
 
 The caller deletes the inputs only after the check passed. A column that combines
 differently the second time (a shard changed meanwhile) fails the write or the check.
+A pass whose parameters mix types, or whose results are renamed for their form, is
+left to the caller (``plan`` returns None), which combines it whole.
 """
 
 from __future__ import annotations
@@ -271,11 +278,12 @@ class StreamedPass:
 
     def plan(self) -> ShardData | None:
         """The shard to write, deferred columns in it; None when a parameter holds
-        values of several types (such a pass is written whole, see ``typed_parts``) or
-        a result is held in another form than the store's."""
-        if any(self.rules.forms.get(name, form) != form
-               for i in self.inputs for name, form in i.forms.items()):
-            return None  # a result renamed for its form: combined whole, all names known
+        values of several types (such a pass is written whole, see ``typed_parts``), a
+        result is held in another form than the store's, or no input has rows."""
+        if not any(i.head.n for i in self.inputs) or any(
+                self.rules.forms.get(name, form) != form
+                for i in self.inputs for name, form in i.forms.items()):
+            return None  # no rows, or a result renamed for its form: combined whole
         lean = all(i.lean for i in self.inputs)
         if not lean:  # text parameters: held, as the keys may need them
             for i in self.inputs:
