@@ -472,7 +472,9 @@ class StreamedPass:
     def _loader(self, index: int, part: str, name: str) -> Callable[[], np.ndarray]:
         def load() -> np.ndarray:
             cached = self._cache.get(index)
-            if cached is None:  # the group's other deferred columns wait for their write
+            # the group is combined once: its other deferred columns wait for their own
+            # write (it is combined again for a write tried a second time, uncompressed)
+            if cached is None or (part, name) not in cached:
                 self._cache.clear()
                 columns = self._combined(self._groups[index])[0]
                 cached = self._cache[index] = {k: columns[k] for k in self._deferred[index]}
