@@ -50,6 +50,10 @@ CHUNK_BYTES = 32 * 2**20  # results per task at most (big arrays: fewer points p
 # more than compaction's small shards, so a big-results run is not rewritten at its end)
 IN_PROCESS_CHUNK_BYTES = 24 * 2**20  # the loop runs two at submit: one shard of ~48 MB
 RUN_COMPACT_BYTES = 4 * 2**20  # shards the end of a run compacts, at most
+# shard data combined per pass at the end of a run (one shard written per pass): the
+# client still holds the run's memory, and a pass adds ~2x this (see store/compaction.py);
+# 100 000 scalar points end in ~3 shards (8 MiB: 2 shards, ~4 MiB more at the peak)
+RUN_COMPACT_MEMORY = 4 * 2**20
 WORKER_WRITE_BYTES = 2**20  # with writer="auto", workers write chunks of results this big
 
 
@@ -574,7 +578,8 @@ class PointSource:
         :data:`RUN_COMPACT_BYTES` (opening one costs more than reading it): shards of
         big results are as cheap to read as one file and are not rewritten here."""
         if self.store.small_shards(RUN_COMPACT_BYTES) > self.settings.compact_above:
-            self.store.compact(max_shard_bytes=RUN_COMPACT_BYTES)
+            self.store.compact(max_shard_bytes=RUN_COMPACT_BYTES,
+                               max_memory_bytes=RUN_COMPACT_MEMORY)
 
     def close(self) -> None:
         try:

@@ -238,7 +238,9 @@ def read_json(path: str, max_bytes: int = JSON_MAX_BYTES) -> Any:
         if size > max_bytes:
             raise StoreFormatError(f"it holds {size} bytes, more than the {max_bytes} allowed")
         with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(size + 1)  # not max_bytes: read() allocates what it is asked
+            if len(data) > size:  # it grew meanwhile
+                data += f.read(max_bytes + 1 - len(data))
     finally:
         os.close(fd)
     return parse_json(data.decode("utf-8"), max_bytes)

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import StoreError, StoreWarning
+from .compaction import Input, StreamedPass, read_input, unchunked
 from .files import exclusive_lock, set_aside
-from .forms import compatible, shard_forms
+from .forms import compatible
 from .journal import fold_journals
 from .ragged import Ragged
 from .schema import LOCK_FILE, SUPERSEDED
@@ -170,83 +171,131 @@ def compact_store(store: Store, *, max_shard_bytes: int = SMALL_SHARD,
 def _compact_pass(store: Store, candidates: list[str], later: list[str],
                   max_memory_bytes: int, rules: ReadRules, report: CompactReport) -> int:
     """Combine shards from the front of ``candidates`` (removed from it) into one,
-    reading them until they hold ``max_memory_bytes``; returns the points written.
+    taking them until they hold ``max_memory_bytes`` in memory; returns the points
+    written.
 
     Shards holding a result in another form than the pass's go to ``later``. The
+    shards are combined a few variables at a time (see :mod:`.compaction`). The
     written shard is read back and checked before the inputs are deleted; on a
     mismatch it is deleted instead, and the inputs stay.
     """
-    shards, chosen, held, forms = [], [], 0, {}
-    while candidates and (len(chosen) < 2 or held < max_memory_bytes):
+    inputs: list[Input] = []
+    held, forms = 0, {}
+    while candidates and (len(inputs) < 2 or held < max_memory_bytes):
         name = candidates.pop(0)
         try:
-            # text as bytes: a million points' bookkeeping as Python strings is ~0.5 GB
-            shard = store.read_shard(name, text_as_bytes=True)
+            found = read_input(store, name)
         except ShardVanished:
             continue
-        if shard is None:
+        if found is None:
             continue
-        found = shard_forms(shard)
-        if not compatible(found, forms):
+        if not compatible(found.forms, forms):
             later.append(name)
             continue
-        forms.update(found)
-        shards.append(shard)
-        chosen.append(name)
-        held += shard.nbytes
-    if len(chosen) < 2:
+        forms.update(found.forms)
+        inputs.append(found)
+        held += found.nbytes
+    if len(inputs) < 2:
         return 0
+    chosen = [i.name for i in inputs]
+    names = tuple(store.metadata().get("names") or
+                  dict.fromkeys(n for i in inputs for n in i.variables["params"]))
+    written: list[str] = []
+    try:
+        with unchunked():
+            streamed = StreamedPass(store, inputs, names, rules, _checksum)
+            shard = streamed.plan()
+            del inputs
+            if shard is None:  # a parameter of several types: one shard per type
+                return _whole_pass(store, chosen, rules, report)
+            written.append(store.write(shard, register_runs=False))
+            problem = check_written(store, written[0], shard, streamed.checksums)
+    except StoreError as exc:  # an input changed or vanished meanwhile
+        problem = str(exc)
+    if problem:
+        return _undo(store, chosen, written, problem, report)
+    _delete(store, chosen)
+    return shard.n
+
+
+def _whole_pass(store: Store, chosen: list[str], rules: ReadRules,
+                report: CompactReport) -> int:
+    """Combine shards ``chosen`` whole, writing one shard per type of the parameters
+    (see :func:`~notebookscan.store.table.typed_parts`); returns the points written."""
+    shards = []
+    for name in chosen:
+        with contextlib.suppress(ShardVanished):
+            # text as bytes: a million points' bookkeeping as Python strings is ~0.5 GB
+            shard = store.read_shard(name, text_as_bytes=True)
+            if shard is not None:
+                shards.append(shard)
+    if len(shards) != len(chosen):
+        return 0  # a shard went meanwhile: the next compaction tries again
     table = combine_shards(shards, store.metadata().get("names"), consume=True, rules=rules,
                            keep_conflicts=True)
     del shards
     written: list[str] = []
     for part in typed_parts(table):  # one type per parameter in each shard
         shard = table_to_shard(part)
-        name = store.write(shard, register_runs=False)
-        written.append(name)
-        problem = check_written(store, name, shard)
+        written.append(store.write(shard, register_runs=False))
+        problem = check_written(store, written[-1], shard)
         if problem:
-            for name in written:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(store.shards_dir, name))
-            text = (f"compacting {len(chosen)} shard(s) was undone, they are kept as they "
-                    f"were: the shard written reads back differently ({problem})")
-            report.problems.append(text)
-            warnings.warn(f"{store.path}: {text}", StoreWarning, stacklevel=4)
-            return 0
-    for name in chosen:  # only after the compacted shard is safely in place
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(store.shards_dir, name))
+            return _undo(store, chosen, written, problem, report)
+    _delete(store, chosen)
     return len(table)
 
 
-CHECK_BYTES = 4 * 2**20  # variables of a written shard read back at a time, at most
+def _undo(store: Store, chosen: list[str], written: list[str], problem: str,
+          report: CompactReport) -> int:
+    """Delete the shards a pass wrote and keep its inputs; say why."""
+    for name in written:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(store.shards_dir, name))
+    text = (f"compacting {len(chosen)} shard(s) was undone, they are kept as they "
+            f"were: the shard written reads back differently ({problem})")
+    report.problems.append(text)
+    warnings.warn(f"{store.path}: {text}", StoreWarning, stacklevel=5)
+    return 0
 
 
-def check_written(store: Store, name: str, expected: ShardData) -> str:
-    """Read shard ``name`` back and compare it with ``expected``: the rows of each key,
+def _delete(store: Store, chosen: list[str]) -> None:
+    for name in chosen:  # only after the compacted shard is safely in place
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(store.shards_dir, name))
+
+
+CHECK_BYTES = 2**20  # variables of a written shard read back at a time, at most
+
+
+def check_written(store: Store, name: str, expected: ShardData,
+                  checksums: dict[tuple[str, str], str] | None = None) -> str:
+    """Read shard ``name`` back and compare it with ``expected``: its keys row by row,
     and a checksum of every variable. Returns what differs, or ``""``.
 
-    The shard is read back a few variables at a time (about :data:`CHECK_BYTES` of
-    them, with the keys and parameters), not whole: the check holds little more
-    memory than ``expected`` itself.
+    ``checksums`` holds, by ``(part, name)``, the checksums of columns of ``expected``
+    already computed (those of a :class:`~notebookscan.store.compaction.Deferred`
+    column: it is not built again). The shard is read back a few variables at a time
+    (about :data:`CHECK_BYTES` of them), not whole: the check holds little more memory
+    than ``expected`` itself.
     """
     path = os.path.join(store.shards_dir, name)
+    known = checksums or {}
     try:
         stored = shard_variables(path)
-        head = read_shard(path, (), text_as_bytes=True)  # keys and parameters
+        head = read_shard(path, (), text_as_bytes=True, parameters=False)  # the keys
     except Exception as exc:  # unreadable: whatever it is, the inputs must stay
         return f"it cannot be read: {type(exc).__name__}: {exc}"
     if head.n != expected.n:
         return f"{head.n} rows instead of {expected.n}"
-    counts = [_key_counts(s.bookkeeping["key"]) for s in (head, expected)]
-    if not all(np.array_equal(a, b) for a, b in zip(*counts, strict=True)):
+    mine = known.get(("bookkeeping", "key")) or _checksum(expected.bookkeeping["key"])
+    if _checksum(head.bookkeeping["key"]) != mine:  # same keys, same order
         return "the rows per key differ"
+    del head
     for part in _PARTS:
-        mine = getattr(expected, part)
-        if set(mine) != set(stored[part]):
-            return f"{part} {sorted(set(mine) ^ set(stored[part]))} missing or extra"
-    problem = _compare(expected, head, [("params", var) for var in expected.params])
+        columns = getattr(expected, part)
+        if set(columns) != set(stored[part]):
+            return f"{part} {sorted(set(columns) ^ set(stored[part]))} missing or extra"
+    problem = ""
     for group in _groups(expected, stored):
         if problem:
             break
@@ -255,7 +304,7 @@ def check_written(store: Store, name: str, expected: ShardData) -> str:
                                text_as_bytes=True, parameters=False)
         except Exception as exc:
             return f"it cannot be read: {type(exc).__name__}: {exc}"
-        problem = _compare(expected, found, group)
+        problem = _compare(expected, found, group, known)
         del found  # before the next group is read
     return problem
 
@@ -265,14 +314,14 @@ _PARTS = ("params", "bookkeeping", "results", "lengths", "coords")
 
 def _groups(expected: ShardData, stored: dict[str, dict[str, str]]
             ) -> list[list[tuple[str, str]]]:
-    """The variables other than the keys and parameters, in groups of about
-    :data:`CHECK_BYTES` (a bigger variable is a group of its own)."""
+    """The variables other than the keys, in groups of about :data:`CHECK_BYTES` (a
+    bigger variable is a group of its own)."""
     groups: list[list[tuple[str, str]]] = [[]]
     held = 0
-    for part in _PARTS[1:]:
+    for part in _PARTS:
         for var, column in getattr(expected, part).items():
             if part == "bookkeeping" and var == "key":
-                continue  # read with the parameters
+                continue  # checked first
             size = _nbytes(column)
             if groups[-1] and held + size > CHECK_BYTES:
                 groups.append([])
@@ -288,19 +337,16 @@ def _nbytes(column: Any) -> int:
     return int(getattr(column, "nbytes", 0))
 
 
-def _compare(expected: ShardData, found: ShardData, group: list[tuple[str, str]]) -> str:
+def _compare(expected: ShardData, found: ShardData, group: list[tuple[str, str]],
+             known: dict[tuple[str, str], str]) -> str:
     for part, var in group:
         theirs = getattr(found, part).get(var)
         if theirs is None:
             return f"{part} [{var!r}] missing or extra"
-        if _checksum(getattr(expected, part)[var]) != _checksum(theirs):
+        mine = known.get((part, var)) or _checksum(getattr(expected, part)[var])
+        if mine != _checksum(theirs):
             return f"the checksum of {var!r} differs"
     return ""
-
-
-def _key_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    unique, counts = np.unique(_as_bytes(keys), return_counts=True)
-    return unique, counts
 
 
 def _as_bytes(column: np.ndarray) -> np.ndarray:
@@ -311,7 +357,7 @@ def _as_bytes(column: np.ndarray) -> np.ndarray:
                      for v in column.ravel().tolist()], dtype=bytes).reshape(column.shape)
 
 
-CHECKSUM_ROWS_BYTES = 2**20  # rows of a column hashed at a time (their copies are this big)
+CHECKSUM_ROWS_BYTES = 2**18  # rows of a column hashed at a time (their copies are this big)
 
 
 def _checksum(column: Any) -> str:

@@ -27,7 +27,8 @@ from .forms import Form, shard_forms, split_names
 from .schema import BOOKKEEPING, BOOKKEEPING_DTYPES, DTYPE_ATTR
 from .shards import ShardData
 
-__all__ = ["Conflict", "ReadRules", "Table", "combine_shards", "typed_parts"]
+__all__ = ["Columns", "Conflict", "ReadRules", "Table", "choose_rows", "combine_shards",
+           "combined_heads", "split_forms", "typed_parts", "value_differs"]
 
 
 @dataclass
@@ -293,13 +294,121 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
     if names is None:
         names = list(dict.fromkeys(n for s in shards for n in s.params))
     names = tuple(names)
-    sizes = [s.n for s in shards]
     if not shards:
         empty = np.array([], dtype=object)
         bookkeeping = {b: np.array([], dtype=BOOKKEEPING_DTYPES.get(b, object))
                        for b in BOOKKEEPING}
         return Table(names, dict.fromkeys(names, empty), bookkeeping, {}, {}, {}, {}, {})
-    _split_forms(shards, rules.forms)
+    split_forms(shards, rules.forms)
+    params, bookkeeping = combined_heads(shards, names, consume=consume)
+    built = Columns(shards, consume=consume)
+    result_column, length_column = built.result, built.length
+    result_dims, dim_sizes = built.result_dims, built.dim_sizes
+
+    # done versions of one key: compare their values (only rows of repeated keys)
+    stash: dict[tuple[str, str], np.ndarray] = {}
+
+    def differs(others: np.ndarray, winners: np.ndarray, candidates: np.ndarray
+                ) -> np.ndarray:
+        found = np.zeros(len(others), dtype=bool)
+        for part, name, column in (
+                *(("results", n, result_column(n)) for n in result_dims),
+                *(("lengths", d, length_column(d)) for d in dim_sizes)):
+            found |= value_differs(name, column, others, winners)
+            stash[(part, name)] = column[candidates]
+            del column
+        return found
+
+    candidates, kept, conflicts = choose_rows(params, bookkeeping, names, rules, differs,
+                                              keep_conflicts=keep_conflicts)
+    if conflicts and not keep_conflicts:
+        _warn_conflicts(conflicts)
+    rows = candidates[kept]
+    for columns in (params, bookkeeping):
+        for name in list(columns):  # one column copied at a time
+            columns[name] = columns[name][rows]
+
+    def pick(part: str, name: str, make: Any) -> np.ndarray:
+        column = stash.pop((part, name), None)
+        return make(name)[rows] if column is None else column[kept]
+
+    results = {name: pick("results", name, result_column) for name in result_dims}
+    lengths = {dim: pick("lengths", dim, length_column) for dim in dim_sizes}
+    coords = {}
+    for dim in dim_sizes:
+        coord = built.coordinate(dim)
+        if coord is not None:
+            coords[dim] = coord[rows] if coord.ndim == 2 else coord
+    return Table(names, params, bookkeeping, results, result_dims, built.result_attrs,
+                 lengths, coords, runs_of(shards), conflicts)
+
+
+class Columns:
+    """The result, length and coordinate columns of shards (none empty, forms split
+    already) concatenated in the shards' order, as :func:`combine_shards` combines them:
+    results padded to the longest (or ragged), bools among other types converted.
+
+    With ``consume``, each shard's result is dropped once its column is built.
+    ``result_attrs`` are final once every result's column was built.
+    """
+
+    def __init__(self, shards: Sequence[ShardData], *, consume: bool = False):
+        self.shards, self.consume = shards, consume
+        self.sizes = [s.n for s in shards]
+        self.result_dims: dict[str, tuple[str, ...]] = {}
+        self.result_attrs: dict[str, dict[str, Any]] = {}
+        for s in shards:
+            for name, dims in s.result_dims.items():
+                self.result_dims.setdefault(name, dims)
+                self.result_attrs.setdefault(name, s.result_attrs.get(name, {}))
+        self.dim_sizes: dict[str, int] = {}
+        for s in shards:
+            for name, dims in s.result_dims.items():
+                for axis, dim in enumerate(dims):
+                    self.dim_sizes[dim] = max(self.dim_sizes.get(dim, 0),
+                                              s.results[name].shape[1 + axis])
+
+    def result(self, name: str) -> Any:
+        shards, sizes = self.shards, self.sizes
+        found = [s.results.get(name) for s in shards]
+        if self.consume:
+            for s in shards:
+                s.results.pop(name, None)
+        is_bool = [b is not None and s.result_attrs.get(name, {}).get(DTYPE_ATTR) == "bool"
+                   for b, s in zip(found, shards, strict=True)]
+        if any(is_bool) and not all(f for b, f in zip(found, is_bool, strict=True)
+                                    if b is not None):
+            found = _bools_among_others(found, is_bool)
+            self.result_attrs[name] = {k: v for k, v in self.result_attrs[name].items()
+                                       if k != DTYPE_ATTR}
+        dims = self.result_dims[name]
+        inner = tuple(self.dim_sizes[d] for d in dims)
+        # results whose lengths differ a lot stay flat values + counts (see ragged.py)
+        combined = ragged.concat(
+            found, sizes, [s.lengths.get(dims[0]) if dims else None for s in shards], inner,
+            _target_dtype([b.dtype for b in found if b is not None] or [np.dtype("f8")]),
+            _convert_block)
+        return concat_column(found, sizes, inner) if combined is None else combined
+
+    def length(self, dim: str) -> np.ndarray:
+        column = concat_column([s.lengths.get(dim) for s in self.shards], self.sizes)
+        if column.dtype.kind == "i":
+            column[column < 0] = 0
+        return column
+
+    def coordinate(self, dim: str) -> np.ndarray | None:
+        return combine_coordinate(dim, self.shards, self.dim_sizes[dim])
+
+
+def combined_heads(shards: Sequence[ShardData], names: Sequence[str], *,
+                   consume: bool = False) -> tuple[dict[str, np.ndarray],
+                                                   dict[str, np.ndarray]]:
+    """The parameters and bookkeeping of ``shards`` (none empty) concatenated, rows
+    keyed as they are now (see `_migrate_separator_keys`): what choosing rows needs.
+
+    With ``consume``, each shard's column is dropped as soon as it is concatenated.
+    """
+    sizes = [s.n for s in shards]
 
     def blocks(part: str, name: str) -> list[np.ndarray | None]:
         found = [getattr(s, part).get(name) for s in shards]
@@ -315,79 +424,42 @@ def combine_shards(shards: Sequence[ShardData], names: Sequence[str] | None = No
         if any(b in s.bookkeeping for s in shards)
     }
     _migrate_separator_keys(bookkeeping, params)
+    return params, bookkeeping
+
+
+def choose_rows(params: Mapping[str, np.ndarray], bookkeeping: dict[str, np.ndarray],
+                names: Sequence[str], rules: ReadRules,
+                differs: Any, *, keep_conflicts: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, list[Conflict]]:
+    """The rows a combination keeps (see :func:`combine_shards`): ``candidates`` and
+    ``kept``, the rows kept being ``candidates[kept]`` in parameter order, and the
+    conflicts found. ``params`` may be a mapping that reads each column when asked:
+    each is looked up once or twice, one at a time.
+
+    ``differs(others, winners, candidates)`` tells, for each other done row of a
+    repeated key, whether its values differ from the shown row's (see
+    :func:`value_differs`); it is called only when keys repeat. With
+    ``keep_conflicts`` the rows that differ are kept too.
+    """
     best, others, winners = _select_rows(bookkeeping, rules.run_order)
-    result_dims: dict[str, tuple[str, ...]] = {}
-    result_attrs: dict[str, dict[str, Any]] = {}
-    for s in shards:
-        for name, dims in s.result_dims.items():
-            result_dims.setdefault(name, dims)
-            result_attrs.setdefault(name, s.result_attrs.get(name, {}))
-    dim_sizes: dict[str, int] = {}
-    for s in shards:
-        for name, dims in s.result_dims.items():
-            for axis, dim in enumerate(dims):
-                dim_sizes[dim] = max(dim_sizes.get(dim, 0), s.results[name].shape[1 + axis])
-
-    def result_column(name: str) -> Any:
-        found = blocks("results", name)
-        is_bool = [b is not None and s.result_attrs.get(name, {}).get(DTYPE_ATTR) == "bool"
-                   for b, s in zip(found, shards, strict=True)]
-        if any(is_bool) and not all(f for b, f in zip(found, is_bool, strict=True)
-                                    if b is not None):
-            found = _bools_among_others(found, is_bool)
-            result_attrs[name] = {k: v for k, v in result_attrs[name].items()
-                                  if k != DTYPE_ATTR}
-        dims = result_dims[name]
-        inner = tuple(dim_sizes[d] for d in dims)
-        # results whose lengths differ a lot stay flat values + counts (see ragged.py)
-        combined = ragged.concat(
-            found, sizes, [s.lengths.get(dims[0]) if dims else None for s in shards], inner,
-            _target_dtype([b.dtype for b in found if b is not None] or [np.dtype("f8")]),
-            _convert_block)
-        return concat_column(found, sizes, inner) if combined is None else combined
-
-    def length_column(dim: str) -> np.ndarray:
-        column = concat_column([s.lengths.get(dim) for s in shards], sizes)
-        if column.dtype.kind == "i":
-            column[column < 0] = 0
-        return column
-
-    # done versions of one key: compare their values (only rows of repeated keys)
     candidates = np.concatenate([best, others])
-    stash: dict[tuple[str, str], np.ndarray] = {}
-    differs = np.zeros(len(others), dtype=bool)
+    found = np.zeros(len(others), dtype=bool)
     if len(others) and not rules.supersede:
-        for part, name, column in (
-                *(("results", n, result_column(n)) for n in result_dims),
-                *(("lengths", d, length_column(d)) for d in dim_sizes)):
-            if not name.startswith("__"):  # helper columns of readers, not values
-                differs |= ~_rows_equal(column[others], column[winners])
-            stash[(part, name)] = column[candidates]
-            del column
-    conflicts = _conflicts(bookkeeping, params, others[differs], winners[differs])
-    if conflicts and not keep_conflicts:
-        _warn_conflicts(conflicts)
+        found = np.asarray(differs(others, winners, candidates), dtype=bool)
+    conflicts = _conflicts(bookkeeping, params, others[found], winners[found])
     kept = np.flatnonzero(np.concatenate(
-        [np.ones(len(best), dtype=bool), differs & keep_conflicts]))
+        [np.ones(len(best), dtype=bool), found & keep_conflicts]))
     kept = kept[_param_order(bookkeeping["key"], params, names, candidates[kept])]
-    rows = candidates[kept]
-    for columns in (params, bookkeeping):
-        for name in list(columns):  # one column copied at a time
-            columns[name] = columns[name][rows]
+    return candidates, kept, conflicts
 
-    def pick(part: str, name: str, make: Any) -> np.ndarray:
-        column = stash.pop((part, name), None)
-        return make(name)[rows] if column is None else column[kept]
 
-    results = {name: pick("results", name, result_column) for name in result_dims}
-    lengths = {dim: pick("lengths", dim, length_column) for dim in dim_sizes}
-    coords = {}
-    for dim, size in dim_sizes.items():
-        coord = combine_coordinate(dim, shards, size)
-        if coord is not None:
-            coords[dim] = coord[rows] if coord.ndim == 2 else coord
-    return Table(names, params, bookkeeping, results, result_dims, result_attrs, lengths,
-                 coords, runs_of(shards), conflicts)
+def value_differs(name: str, column: Any, others: np.ndarray, winners: np.ndarray
+                  ) -> np.ndarray:
+    """Per other row: do its values of result (or length) ``name`` differ from its
+    shown row's? Helper columns of readers (``__*``) never differ."""
+    if name.startswith("__"):
+        return np.zeros(len(others), dtype=bool)
+    return ~_rows_equal(column[others], column[winners])
 
 
 def _migrate_separator_keys(bookkeeping: dict[str, np.ndarray],
@@ -416,7 +488,7 @@ def _migrate_separator_keys(bookkeeping: dict[str, np.ndarray],
     column[index] = keys
 
 
-def _split_forms(shards: Sequence[ShardData], primary: Mapping[str, Form]) -> None:
+def split_forms(shards: Sequence[ShardData], primary: Mapping[str, Form]) -> None:
     """Rename, in place, results held in a form other than the primary one (see
     :func:`.forms.split_names`), so that no form's rows are dropped when combining."""
     forms = [shard_forms(s) for s in shards]
@@ -434,7 +506,7 @@ def _split_forms(shards: Sequence[ShardData], primary: Mapping[str, Form]) -> No
                 shard.result_attrs[new] = shard.result_attrs.pop(name, {})
 
 
-def _select_rows(bookkeeping: dict[str, np.ndarray], run_order: Mapping[str, int]
+def _select_rows(bookkeeping: Mapping[str, np.ndarray], run_order: Mapping[str, int]
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The row shown for each key; the other done rows of repeated keys, and their
     shown row.
@@ -500,18 +572,22 @@ def _rows_equal(a: Any, b: Any) -> np.ndarray:
     return same.reshape(len(a), -1).all(axis=1) if same.ndim > 1 else same
 
 
-def _conflicts(bookkeeping: dict[str, np.ndarray], params: dict[str, np.ndarray],
+def _conflicts(bookkeeping: dict[str, np.ndarray], params: Mapping[str, np.ndarray],
                losers: np.ndarray, winners: np.ndarray) -> list[Conflict]:
     def text(value: Any) -> str:
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
+    if not len(losers):
+        return []
     runs = bookkeeping.get("run")
+    # each parameter column looked up once (they may be read only when asked)
+    values = {name: column[losers] for name, column in params.items()}
     out = []
-    for loser, winner in zip(losers.tolist(), winners.tolist(), strict=True):
+    for j, (loser, winner) in enumerate(zip(losers.tolist(), winners.tolist(), strict=True)):
         out.append(Conflict(
             text(bookkeeping["key"][loser]),
-            {name: column[loser].item() if hasattr(column[loser], "item") else column[loser]
-             for name, column in params.items()},
+            {name: v[j].item() if hasattr(v[j], "item") else v[j]
+             for name, v in values.items()},
             "" if runs is None else text(runs[winner]),
             "" if runs is None else text(runs[loser])))
     return out
@@ -528,16 +604,21 @@ def _warn_conflicts(conflicts: Sequence[Conflict]) -> None:
         StoreWarning, stacklevel=4)
 
 
-def _param_order(keys: np.ndarray, params: dict[str, np.ndarray], names: Sequence[str],
+def _param_order(keys: np.ndarray, params: Mapping[str, np.ndarray], names: Sequence[str],
                  rows: np.ndarray) -> np.ndarray:
-    """Order of ``rows`` by parameter values (first name most significant), then key."""
-    columns = [keys[rows]]
+    """Order of ``rows`` by parameter values (first name most significant), then key.
+
+    One stable sort per column, least significant first (the order ``np.lexsort``
+    gives): only one column's copy is held at a time, not one of every column.
+    """
+    order = np.argsort(keys[rows], kind="stable")
     for name in reversed(names):
-        column = params[name][rows]
+        column = params[name][rows[order]]
         if column.dtype == object:
             column = column.astype(str)
-        columns.append(column)
-    return np.lexsort(columns)
+        order = order[np.argsort(column, kind="stable")]
+        del column
+    return order
 
 
 def table_to_shard(table: Table) -> ShardData:
