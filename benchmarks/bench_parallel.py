@@ -424,7 +424,7 @@ def _instrument():
     wrap(scan_mod.Scan, "__init__", "Scan(): check the space, open the store")
     wrap(scan_mod.Scan, "_pending", "skip-done check: point keys + store index")
     wrap(space_mod.Space, "_build_keys", "  point keys (hashing)")
-    wrap(space_mod.Space, "_seed_array", "point seeds")
+    wrap(space_mod.Space, "seed_array", "point seeds")
     wrap(scan_mod, "collect", "provenance record")
     wrap(loop_mod.RunLoop, "_submit", "submit chunks (columns, pickling, send)")
     wrap(loop_mod, "wait", "waiting for results (idle main thread)")
