@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import StoreError, UnknownNameError
 from .forms import Form, family_of
 from .ragged import RAGGED_ATTR
 from .schema import BOOKKEEPING, DTYPE_ATTR, ROLE, VARIABLE
@@ -222,7 +222,7 @@ class _Params(Mapping[str, np.ndarray]):
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._held:
             if name not in self._pass.names:
-                raise KeyError(name)
+                raise UnknownNameError(name)
             self._held = {}  # dropped before the next are read
             batch, held = [], 0
             for other in reversed(self._pass.names[:self._pass.names.index(name) + 1]):

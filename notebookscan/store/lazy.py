@@ -84,11 +84,29 @@ def _open_lazily(path: str) -> Any:
         # a file open twice in this process (another lazy Dataset, a user's xarray) can
         # crash HDF5 as handles come and go: the cached handles of other readers go first
         close_cached_handles(path)
-        ds = xr.open_dataset(path, engine="netcdf4", chunks={}, decode_times=False,
+        ds = xr.open_dataset(path, engine="netcdf4", chunks=None, decode_times=False,
                              cache=False, lock=_LOCK)
     if int(ds.attrs.get(FORMAT_ATTR, 1)) < 3:  # bookkeeping named without the ns_ prefix
         ds = ds.rename({name: VARIABLE[name] for name in BOOKKEEPING if name in ds.variables})
-    return ds
+    return _as_dask(ds)
+
+
+def _as_dask(ds: Any) -> Any:
+    """``ds`` (lazily indexed) as dask arrays, a chunk per HDF5 chunk of each variable
+    (as ``open_dataset(chunks={})`` makes them) or the whole variable when it has none —
+    but a chunk per point for a result stored contiguously one row per point (a plain
+    big result, see :func:`~notebookscan.store.shards.write_shard`): a slice reads only
+    its points, not the whole block."""
+    data, coords = {}, {}
+    for name, var in ds.variables.items():
+        if name in ds.indexes:
+            continue
+        preferred = var.encoding.get("preferred_chunks") or {}
+        if var.encoding.get("contiguous") and var.ndim > 1 and var.dims[0] == "point":
+            preferred = {"point": 1}
+        chunked = var.chunk({dim: preferred.get(dim, -1) for dim in var.dims})
+        (coords if name in ds.coords else data)[name] = chunked
+    return ds.assign(data).assign_coords(coords)
 
 
 def lazy_dataset(store: Any, layout: Layout) -> Any:
