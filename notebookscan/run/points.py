@@ -210,7 +210,8 @@ class PointSource:
         # chunks received but not yet durable (see commit), with their positions
         self._received: list[tuple[np.ndarray, ChunkResult]] = []
         # shards whose points are known to this run: from start, those ``todo`` was
-        # decided from (``StoreIndex.shards``); None: the store's shards at start
+        # decided from (``StoreIndex.shards``); None (a learner's points, decided from
+        # what it was told): the shards listed at start, none of them read again
         self._decided_from = None if decided_from is None else set(decided_from)
         self._seen_shards: set[str] = set()
         # runs sharing the store: this run's runner, the leases it holds [sorted
@@ -232,7 +233,7 @@ class PointSource:
     def start(self) -> dict[str, Any]:
         # the shards the points to run were decided from: any other is read for points
         # another writer stored meanwhile (a shard may land between that and this)
-        self._seen_shards = (set(self.store.index().shards) if self._decided_from is None
+        self._seen_shards = (set(self.store.shard_files()) if self._decided_from is None
                              else set(self._decided_from))
         # a run that started and ended since then holds no lease to tell of its shard
         self._drop_done_elsewhere()
